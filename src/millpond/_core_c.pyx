@@ -1,0 +1,30 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: binding=True, embedsignature=True
+"""Cython core: the append log and visibility index over LMDB.
+
+The executable specification is ``_core_py.py``: same names, signatures and semantics. This
+module only makes the per-message byte work (keys, records, CRC32C, handles) and the loops over
+batches cheaper; it calls py-lmdb exactly where the twin does. Layouts live in csrc/millpond.h.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from millpond._csrc cimport *
+
+import base64
+
+IMPLEMENTATION = "c"
+HEADER_SIZE = MILLPOND_RECORD_HEADER_SIZE
+
+OK = 0
+STALE = 1
+GONE = 2
+NOT_IN_FLIGHT = 3
+TOO_LONG = 4
+
+millpond_crc32c_init()
+
+include "_core_layout.pxi"
+include "_core_verbs.pxi"

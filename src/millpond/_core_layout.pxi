@@ -1,0 +1,118 @@
+# Byte layouts: keys, records, delivery states, receipt handles, message ids.
+# Every function returns new bytes objects: nothing here keeps a pointer into LMDB memory.
+
+cdef inline unsigned char* _buf(bytes b):
+    return <unsigned char*>PyBytes_AS_STRING(b)
+
+
+cdef inline bytes _u32(uint32_t v):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 4)
+    millpond_put_u32(_buf(out), v)
+    return out
+
+
+cdef inline bytes _log_key(uint32_t queue_id, uint64_t seq):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_LOG_KEY_SIZE)
+    millpond_log_key(_buf(out), queue_id, seq)
+    return out
+
+
+cdef inline bytes _vis_key(uint32_t queue_id, uint64_t visible_at_ms, uint64_t seq):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_VIS_KEY_SIZE)
+    millpond_vis_key(_buf(out), queue_id, visible_at_ms, seq)
+    return out
+
+
+cdef inline bytes _vis_value(uint64_t sent_ms, uint64_t first_ms, uint64_t last_ms, uint32_t count):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_VIS_VALUE_SIZE)
+    millpond_vis_value(_buf(out), sent_ms, first_ms, last_ms, count)
+    return out
+
+
+cdef inline bytes _qstate(uint64_t next_seq, uint64_t count):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_QSTATE_SIZE)
+    millpond_put_u64(_buf(out), next_seq)
+    millpond_put_u64(_buf(out) + 8, count)
+    return out
+
+
+cdef bytes _record(uint64_t sent_ms, bytes attrs, bytes body):
+    cdef Py_ssize_t la = PyBytes_GET_SIZE(attrs), lb = PyBytes_GET_SIZE(body)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_RECORD_HEADER_SIZE + la + lb)
+    cdef unsigned char *p = _buf(out)
+    memcpy(p + MILLPOND_RECORD_HEADER_SIZE, PyBytes_AS_STRING(attrs), la)
+    memcpy(p + MILLPOND_RECORD_HEADER_SIZE + la, PyBytes_AS_STRING(body), lb)
+    millpond_record_seal(p, sent_ms, <uint32_t>la, <uint32_t>lb)
+    return out
+
+
+def crc32c(const unsigned char[:] data, uint32_t crc=0):
+    """CRC32C (Castagnoli) of ``data``, continuing from ``crc``."""
+    if data.shape[0] == 0:
+        return crc
+    return millpond_crc32c(crc, &data[0], data.shape[0])
+
+
+def log_key(uint32_t queue_id, uint64_t seq):
+    return _log_key(queue_id, seq)
+
+
+def vis_key(uint32_t queue_id, uint64_t visible_at_ms, uint64_t seq):
+    return _vis_key(queue_id, visible_at_ms, seq)
+
+
+def encode_record(uint64_t sent_ms, bytes attrs, bytes body):
+    """The immutable log value for one message, sealed with its CRC."""
+    return _record(sent_ms, attrs, body)
+
+
+def decode_record(bytes record):
+    """(sent_ms, attrs, body) of a record, or None when its lengths or CRC do not check."""
+    cdef const unsigned char *p = _buf(record)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
+    if millpond_record_check(p, n) != 0:
+        return None
+    cdef uint32_t la = millpond_get_u32(p + 16)
+    cdef Py_ssize_t body_at = MILLPOND_RECORD_HEADER_SIZE + la
+    return (
+        millpond_get_u64(p + 8),
+        record[MILLPOND_RECORD_HEADER_SIZE:body_at],
+        record[body_at:],
+    )
+
+
+def encode_handle(bytes secret, uint32_t queue_id, uint64_t seq, uint64_t visible_at_ms,
+                  uint32_t count):
+    """Receipt handle: where the delivery sits in ``vis``, checked by a CRC keyed with ``secret``."""
+    cdef unsigned char raw[28]
+    millpond_put_u32(raw, queue_id)
+    millpond_put_u64(raw + 4, seq)
+    millpond_put_u64(raw + 12, visible_at_ms)
+    millpond_put_u32(raw + 20, count)
+    cdef uint32_t key = millpond_crc32c(0, _buf(secret), PyBytes_GET_SIZE(secret))
+    millpond_put_u32(raw + 24, millpond_crc32c(key, raw, 24))
+    return base64.urlsafe_b64encode(raw[:28]).rstrip(b"=").decode("ascii")
+
+
+def decode_handle(bytes secret, handle):
+    """(queue_id, seq, visible_at_ms, receive_count) of a handle, or None if it is not ours."""
+    if not isinstance(handle, str) or len(handle) != 38:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(handle + "==")
+    except ValueError:
+        return None
+    if len(raw) != 28:
+        return None
+    cdef const unsigned char *p = _buf(raw)
+    cdef uint32_t key = millpond_crc32c(0, _buf(secret), PyBytes_GET_SIZE(secret))
+    if millpond_get_u32(p + 24) != millpond_crc32c(key, p, 24):
+        return None
+    return (millpond_get_u32(p), millpond_get_u64(p + 4), millpond_get_u64(p + 12),
+            millpond_get_u32(p + 20))
+
+
+def message_id(uint32_t env_id, uint32_t queue_id, uint64_t seq):
+    """A UUID-shaped id, unique per data directory (``env_id``), queue incarnation and seq."""
+    h = "%08x%08x%016x" % (env_id, queue_id, seq)
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])

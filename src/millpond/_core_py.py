@@ -1,0 +1,393 @@
+"""Pure-Python twin of the Cython core: the executable specification.
+
+Same names, signatures and semantics as ``_core_c``; every core test runs on both. The byte
+layouts are those of ``csrc/millpond.h`` (all integers big-endian, so LMDB key order is numeric):
+
+- ``log``    key queue_id u32 | seq u64                     value: record
+- ``vis``    key queue_id u32 | visible_at_ms u64 | seq u64  value: delivery state
+- ``qstate`` key queue_id u32                                value: next_seq u64 | count u64
+
+record = crc32c u32 | format u32 | sent_ms u64 | attrs_len u32 | body_len u32 | attrs | body
+delivery state = sent_ms u64 | first_receive_ms u64 | last_receive_ms u64 | receive_count u32 | 0 u32
+
+Contract of every function: the caller holds an open write transaction ``txn`` and passes the
+table handles in ``dbs`` (an object with ``log``, ``vis`` and ``qstate``). The core never reads
+the clock, opens or commits transactions, or logs: time comes in as ``now_ms`` and results go
+out as lists. ``count`` in qstate is the number of records the queue has in ``log``.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+IMPLEMENTATION = "py"
+
+_U32 = struct.Struct(">I")
+_LOG_KEY = struct.Struct(">IQ")
+_VIS_KEY = struct.Struct(">IQQ")
+_HEADER = struct.Struct(">IIQII")
+_VIS_VALUE = struct.Struct(">QQQII")
+_QSTATE = struct.Struct(">QQ")
+_HANDLE = struct.Struct(">IQQI")
+_RECORD_FORMAT = 1
+HEADER_SIZE = _HEADER.size
+
+# Receive statuses returned by delete() and change_visibility().
+OK = 0  # the handle named the message's current delivery
+STALE = 1  # the message lives on under a newer receive (delete still removed it if allowed)
+GONE = 2  # no such message any more (deleted, expired or purged)
+NOT_IN_FLIGHT = 3  # change_visibility: the message is visible, not in flight
+TOO_LONG = 4  # change_visibility: past the 12-hour limit counted from the receive
+
+
+# -- CRC32C --------------------------------------------------------------------------------------
+
+
+def _make_crc_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _make_crc_table()
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC32C (Castagnoli) of ``data``, continuing from ``crc``."""
+    table = _CRC_TABLE
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+# -- keys, records, handles, ids ----------------------------------------------------------------
+
+
+def log_key(queue_id: int, seq: int) -> bytes:
+    return _LOG_KEY.pack(queue_id, seq)
+
+
+def vis_key(queue_id: int, visible_at_ms: int, seq: int) -> bytes:
+    return _VIS_KEY.pack(queue_id, visible_at_ms, seq)
+
+
+def encode_record(sent_ms: int, attrs: bytes, body: bytes) -> bytes:
+    """The immutable log value for one message, sealed with its CRC."""
+    rest = _HEADER.pack(0, _RECORD_FORMAT, sent_ms, len(attrs), len(body))[4:] + attrs + body
+    return _U32.pack(crc32c(rest)) + rest
+
+
+def decode_record(record: bytes) -> tuple[int, bytes, bytes] | None:
+    """(sent_ms, attrs, body) of a record, or None when its lengths or CRC do not check."""
+    if len(record) < HEADER_SIZE:
+        return None
+    crc, fmt, sent_ms, attrs_len, body_len = _HEADER.unpack_from(record)
+    if fmt != _RECORD_FORMAT or HEADER_SIZE + attrs_len + body_len != len(record):
+        return None
+    if crc32c(record[4:]) != crc:
+        return None
+    body_at = HEADER_SIZE + attrs_len
+    return sent_ms, record[HEADER_SIZE:body_at], record[body_at:]
+
+
+def encode_handle(secret: bytes, queue_id: int, seq: int, visible_at_ms: int, count: int) -> str:
+    """Receipt handle: where the delivery sits in ``vis``, checked by a CRC keyed with ``secret``."""
+    raw = _HANDLE.pack(queue_id, seq, visible_at_ms, count)
+    raw += _U32.pack(crc32c(raw, crc32c(secret)))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_handle(secret: bytes, handle: str) -> tuple[int, int, int, int] | None:
+    """(queue_id, seq, visible_at_ms, receive_count) of a handle, or None if it is not ours."""
+    if not isinstance(handle, str) or len(handle) != 38:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(handle + "==")
+    except ValueError:
+        return None
+    if len(raw) != _HANDLE.size + 4:
+        return None
+    body = raw[: _HANDLE.size]
+    if _U32.unpack_from(raw, _HANDLE.size)[0] != crc32c(body, crc32c(secret)):
+        return None
+    return _HANDLE.unpack(body)
+
+
+def message_id(env_id: int, queue_id: int, seq: int) -> str:
+    """A UUID-shaped id, unique per data directory (``env_id``), queue incarnation and seq."""
+    h = f"{env_id:08x}{queue_id:08x}{seq:016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# -- queue lifecycle -----------------------------------------------------------------------------
+
+
+def _load_qstate(txn, dbs, queue_id: int) -> tuple[int, int]:
+    raw = txn.get(_U32.pack(queue_id), db=dbs.qstate)
+    if raw is None:
+        raise LookupError(queue_id)
+    return _QSTATE.unpack(raw)
+
+
+def create(txn, dbs, queue_id: int) -> None:
+    """Start the counters of a new queue (seq numbers start at 1)."""
+    txn.put(_U32.pack(queue_id), _QSTATE.pack(1, 0), db=dbs.qstate)
+
+
+def exists(txn, dbs, queue_id: int) -> bool:
+    return txn.get(_U32.pack(queue_id), db=dbs.qstate) is not None
+
+
+def _delete_prefix(txn, db, prefix: bytes) -> int:
+    n = 0
+    with txn.cursor(db=db) as cur:
+        if not cur.set_range(prefix):
+            return 0
+        while cur.key()[: len(prefix)] == prefix:
+            n += 1
+            if not cur.delete():
+                break
+    return n
+
+
+def purge(txn, dbs, queue_id: int) -> int:
+    """Remove every message of the queue; returns how many records were removed."""
+    next_seq, _ = _load_qstate(txn, dbs, queue_id)
+    prefix = _U32.pack(queue_id)
+    _delete_prefix(txn, dbs.vis, prefix)
+    n = _delete_prefix(txn, dbs.log, prefix)
+    txn.put(prefix, _QSTATE.pack(next_seq, 0), db=dbs.qstate)
+    return n
+
+
+def drop(txn, dbs, queue_id: int) -> None:
+    """Remove the queue's messages and counters."""
+    purge(txn, dbs, queue_id)
+    txn.delete(_U32.pack(queue_id), db=dbs.qstate)
+
+
+# -- the verbs -----------------------------------------------------------------------------------
+
+
+def send(txn, dbs, queue_id: int, now_ms: int, bodies, attrs, delays_ms) -> int:
+    """Append messages; returns the seq of the first (the rest follow consecutively).
+
+    ``bodies`` and ``attrs`` are lists of bytes (attrs ``b""`` when none), ``delays_ms`` a list of
+    ints. Raises LookupError if the queue does not exist.
+    """
+    next_seq, count = _load_qstate(txn, dbs, queue_id)
+    vis_value = _VIS_VALUE.pack(now_ms, 0, 0, 0, 0)
+    seq = next_seq
+    for body, attr, delay_ms in zip(bodies, attrs, delays_ms):
+        txn.put(_LOG_KEY.pack(queue_id, seq), encode_record(now_ms, attr, body), db=dbs.log)
+        txn.put(_VIS_KEY.pack(queue_id, now_ms + delay_ms, seq), vis_value, db=dbs.vis)
+        seq += 1
+    txn.put(_U32.pack(queue_id), _QSTATE.pack(seq, count + seq - next_seq), db=dbs.qstate)
+    return next_seq
+
+
+def receive(
+    txn,
+    dbs,
+    queue_id: int,
+    now_ms: int,
+    max_messages: int,
+    visibility_ms: int,
+    retention_cutoff_ms: int,
+    max_receive_count: int,
+):
+    """Deliver up to ``max_messages`` visible messages and hide them for ``visibility_ms``.
+
+    Returns ``(received, over_limit, corrupt, expired, next_visible_at_ms)``:
+
+    - received: list of (seq, visible_at_ms, receive_count, sent_ms, first_receive_ms, attrs, body)
+      with the new delivery state; the receipt handle is built from (seq, visible_at_ms, count).
+    - over_limit: (seq, visible_at_ms) of visible messages already received ``max_receive_count``
+      times (0 disables); they are left untouched for the caller to move to a dead-letter queue.
+    - corrupt: seqs whose record failed its CRC; their delivery entry is removed, the record kept
+      (it is never served, and stays for inspection).
+    - expired: how many messages older than ``retention_cutoff_ms`` were removed on the way.
+    - next_visible_at_ms: when the first still-hidden message becomes visible (0: none or unknown,
+      as when the scan stopped early); long polls sleep until then.
+    """
+    start = _VIS_KEY.pack(queue_id, 0, 0)
+    hits = []  # (key, value) of deliveries to make; collected first so re-keying can't re-visit
+    over_limit = []
+    expired_keys = []
+    next_visible_at = 0
+    with txn.cursor(db=dbs.vis) as cur:
+        if cur.set_range(start):
+            for key, value in cur:
+                qid, visible_at, seq = _VIS_KEY.unpack(key)
+                if qid != queue_id:
+                    break
+                if visible_at > now_ms:
+                    next_visible_at = visible_at
+                    break
+                sent_ms, first_ms, last_ms, count, _ = _VIS_VALUE.unpack(value)
+                if sent_ms < retention_cutoff_ms:
+                    expired_keys.append((key, seq))
+                elif max_receive_count and count >= max_receive_count:
+                    over_limit.append((seq, visible_at))
+                else:
+                    hits.append((key, seq, sent_ms, first_ms, count))
+                    if len(hits) >= max_messages:
+                        break
+    expired = _remove(txn, dbs, queue_id, expired_keys)
+    received = []
+    corrupt = []
+    new_visible_at = now_ms + visibility_ms
+    for key, seq, sent_ms, first_ms, count in hits:
+        txn.delete(key, db=dbs.vis)
+        record = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.log)
+        if record is None:
+            continue  # left behind by expire(); the message is gone
+        decoded = decode_record(record)
+        if decoded is None:
+            corrupt.append(seq)
+            continue
+        count += 1
+        if not first_ms:
+            first_ms = now_ms
+        txn.put(
+            _VIS_KEY.pack(queue_id, new_visible_at, seq),
+            _VIS_VALUE.pack(sent_ms, first_ms, now_ms, count, 0),
+            db=dbs.vis,
+        )
+        received.append((seq, new_visible_at, count, sent_ms, first_ms, decoded[1], decoded[2]))
+    return received, over_limit, corrupt, expired, next_visible_at
+
+
+def _remove(txn, dbs, queue_id: int, vis_keys) -> int:
+    """Delete deliveries and their records; returns how many records existed."""
+    removed = 0
+    for key, seq in vis_keys:
+        txn.delete(key, db=dbs.vis)
+        if txn.delete(_LOG_KEY.pack(queue_id, seq), db=dbs.log):
+            removed += 1
+    if removed:
+        next_seq, count = _load_qstate(txn, dbs, queue_id)
+        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count - removed), db=dbs.qstate)
+    return removed
+
+
+def _find_delivery(txn, dbs, queue_id: int, seq: int, from_visible_at: int) -> bytes | None:
+    """The vis key of message ``seq`` (slow path: a scan, for handles of an older receive)."""
+    prefix = _U32.pack(queue_id)
+    with txn.cursor(db=dbs.vis) as cur:
+        # A newer receive is usually later than the handle's, so look there first, then wrap.
+        for start in (_VIS_KEY.pack(queue_id, from_visible_at, 0), prefix):
+            if not cur.set_range(start):
+                continue
+            for key in cur.iternext(values=False):
+                if key[:4] != prefix:
+                    break
+                if _VIS_KEY.unpack(key)[2] == seq:
+                    return key
+    return None
+
+
+def delete(txn, dbs, queue_id: int, entries, allow_stale: bool) -> list[int]:
+    """Delete messages named by decoded receipt handles ``(seq, visible_at_ms, receive_count)``.
+
+    Returns a status per entry: OK, STALE (the handle is from an older receive; the message was
+    deleted only if ``allow_stale``) or GONE (nothing to delete).
+    """
+    statuses = []
+    removed = 0
+    for seq, visible_at, _count in entries:
+        key = _VIS_KEY.pack(queue_id, visible_at, seq)
+        lkey = _LOG_KEY.pack(queue_id, seq)
+        if txn.delete(key, db=dbs.vis):
+            status = OK
+        elif txn.get(lkey, db=dbs.log) is None:
+            statuses.append(GONE)
+            continue
+        else:
+            status = STALE
+            if not allow_stale:
+                statuses.append(STALE)
+                continue
+            found = _find_delivery(txn, dbs, queue_id, seq, visible_at)
+            if found is not None:
+                txn.delete(found, db=dbs.vis)
+        if txn.delete(lkey, db=dbs.log):
+            removed += 1
+        statuses.append(status)
+    if removed:
+        next_seq, count = _load_qstate(txn, dbs, queue_id)
+        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count - removed), db=dbs.qstate)
+    return statuses
+
+
+def change_visibility(txn, dbs, queue_id: int, now_ms: int, entries, max_hidden_ms: int) -> list[int]:
+    """Re-time deliveries: entries ``(seq, visible_at_ms, receive_count, visibility_ms)``.
+
+    The message becomes visible ``visibility_ms`` after ``now_ms``. Returns a status per entry:
+    OK, STALE (a newer receive holds the message), GONE, NOT_IN_FLIGHT (visible already), or
+    TOO_LONG (it would stay hidden more than ``max_hidden_ms`` after its receive).
+    """
+    statuses = []
+    for seq, visible_at, count, visibility_ms in entries:
+        key = _VIS_KEY.pack(queue_id, visible_at, seq)
+        value = txn.get(key, db=dbs.vis)
+        if value is None or _VIS_VALUE.unpack(value)[3] != count:
+            gone = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.log) is None
+            statuses.append(GONE if gone else STALE)
+        elif visible_at <= now_ms:
+            statuses.append(NOT_IN_FLIGHT)
+        elif now_ms + visibility_ms - _VIS_VALUE.unpack(value)[2] > max_hidden_ms:
+            statuses.append(TOO_LONG)
+        else:
+            txn.delete(key, db=dbs.vis)
+            txn.put(_VIS_KEY.pack(queue_id, now_ms + visibility_ms, seq), value, db=dbs.vis)
+            statuses.append(OK)
+    return statuses
+
+
+def expire(txn, dbs, queue_id: int, retention_cutoff_ms: int) -> int:
+    """Trim records sent before ``retention_cutoff_ms`` from the log head; returns how many.
+
+    Their delivery entries stay behind: every reader of ``vis`` recognises them as expired by
+    their own ``sent_ms`` and removes them when met.
+    """
+    prefix = _U32.pack(queue_id)
+    removed = 0
+    with txn.cursor(db=dbs.log) as cur:
+        if cur.set_range(prefix):
+            while cur.key()[:4] == prefix:
+                if _HEADER.unpack_from(cur.value())[2] >= retention_cutoff_ms:
+                    break
+                removed += 1
+                if not cur.delete():
+                    break
+    if removed:
+        next_seq, count = _load_qstate(txn, dbs, queue_id)
+        txn.put(prefix, _QSTATE.pack(next_seq, count - removed), db=dbs.qstate)
+    return removed
+
+
+def counts(txn, dbs, queue_id: int, now_ms: int, retention_cutoff_ms: int) -> tuple[int, int, int]:
+    """(stored, in_flight, delayed): records kept, deliveries hidden by a receive, not yet due."""
+    _, stored = _load_qstate(txn, dbs, queue_id)
+    in_flight = delayed = 0
+    prefix = _U32.pack(queue_id)
+    with txn.cursor(db=dbs.vis) as cur:
+        if cur.set_range(_VIS_KEY.pack(queue_id, now_ms + 1, 0)):
+            for key, value in cur:
+                if key[:4] != prefix:
+                    break
+                sent_ms, _, _, count, _ = _VIS_VALUE.unpack(value)
+                if sent_ms < retention_cutoff_ms:
+                    continue
+                if count:
+                    in_flight += 1
+                else:
+                    delayed += 1
+    return stored, in_flight, delayed

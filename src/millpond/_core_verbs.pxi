@@ -1,0 +1,264 @@
+# The verbs. Caller holds the write txn; ``dbs`` has the ``log``, ``vis`` and ``qstate`` handles.
+# Semantics, statuses and return shapes: see the same functions in _core_py.py.
+
+cdef inline uint64_t _key_u64(bytes key, int at):
+    return millpond_get_u64(_buf(key) + at)
+
+
+cdef tuple _load_qstate(txn, dbs, uint32_t queue_id):
+    raw = txn.get(_u32(queue_id), None, dbs.qstate)
+    if raw is None:
+        raise LookupError(queue_id)
+    return millpond_get_u64(_buf(raw)), millpond_get_u64(_buf(raw) + 8)
+
+
+cdef void _add_count(txn, dbs, uint32_t queue_id, long long delta) except *:
+    next_seq, count = _load_qstate(txn, dbs, queue_id)
+    txn.put(_u32(queue_id), _qstate(next_seq, <uint64_t>(count + delta)), True, True, False,
+            dbs.qstate)
+
+
+def create(txn, dbs, uint32_t queue_id):
+    txn.put(_u32(queue_id), _qstate(1, 0), True, True, False, dbs.qstate)
+
+
+def exists(txn, dbs, uint32_t queue_id):
+    return txn.get(_u32(queue_id), None, dbs.qstate) is not None
+
+
+cdef Py_ssize_t _delete_prefix(txn, db, bytes prefix) except -1:
+    cdef Py_ssize_t n = 0
+    cur = txn.cursor(db)
+    try:
+        if not cur.set_range(prefix):
+            return 0
+        while cur.key()[:4] == prefix:
+            n += 1
+            if not cur.delete():
+                break
+    finally:
+        cur.close()
+    return n
+
+
+def purge(txn, dbs, uint32_t queue_id):
+    next_seq, _ = _load_qstate(txn, dbs, queue_id)
+    prefix = _u32(queue_id)
+    _delete_prefix(txn, dbs.vis, prefix)
+    n = _delete_prefix(txn, dbs.log, prefix)
+    txn.put(prefix, _qstate(next_seq, 0), True, True, False, dbs.qstate)
+    return n
+
+
+def drop(txn, dbs, uint32_t queue_id):
+    purge(txn, dbs, queue_id)
+    txn.delete(_u32(queue_id), b"", dbs.qstate)
+
+
+def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, list delays_ms):
+    cdef uint64_t next_seq, count, seq
+    cdef Py_ssize_t i, n = len(bodies)
+    next_seq, count = _load_qstate(txn, dbs, queue_id)
+    vis_value = _vis_value(now_ms, 0, 0, 0)
+    seq = next_seq
+    if n == 1:
+        txn.put(_log_key(queue_id, seq), _record(now_ms, attrs[0], bodies[0]), True, True, False,
+                dbs.log)
+        txn.put(_vis_key(queue_id, now_ms + <uint64_t>delays_ms[0], seq), vis_value, True, True,
+                False, dbs.vis)
+    else:
+        log_items = [None] * n
+        vis_items = [None] * n
+        for i in range(n):
+            log_items[i] = (_log_key(queue_id, seq + i), _record(now_ms, attrs[i], bodies[i]))
+            vis_items[i] = (_vis_key(queue_id, now_ms + <uint64_t>delays_ms[i], seq + i), vis_value)
+        txn.cursor(dbs.log).putmulti(log_items)
+        txn.cursor(dbs.vis).putmulti(vis_items)
+    txn.put(_u32(queue_id), _qstate(next_seq + n, count + n), True, True, False, dbs.qstate)
+    return next_seq
+
+
+def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_messages,
+            uint64_t visibility_ms, uint64_t retention_cutoff_ms, uint32_t max_receive_count):
+    cdef const unsigned char *k
+    cdef const unsigned char *v
+    cdef uint64_t visible_at, seq, sent_ms, first_ms
+    cdef uint32_t count
+    hits = []
+    over_limit = []
+    expired_keys = []
+    cdef uint64_t next_visible_at = 0
+    cur = txn.cursor(dbs.vis)
+    try:
+        found = cur.set_range(_vis_key(queue_id, 0, 0))
+        while found:
+            key = cur.key()
+            k = _buf(key)
+            if millpond_get_u32(k) != queue_id:
+                break
+            visible_at = millpond_get_u64(k + 4)
+            if visible_at > now_ms:
+                next_visible_at = visible_at
+                break
+            seq = millpond_get_u64(k + 12)
+            value = cur.value()
+            v = _buf(value)
+            sent_ms = millpond_get_u64(v)
+            count = millpond_get_u32(v + 24)
+            if sent_ms < retention_cutoff_ms:
+                expired_keys.append((key, seq))
+            elif max_receive_count and count >= max_receive_count:
+                over_limit.append((seq, visible_at))
+            else:
+                hits.append((key, seq, sent_ms, millpond_get_u64(v + 8), count))
+                if len(hits) >= max_messages:
+                    break
+            found = cur.next()
+    finally:
+        cur.close()
+    expired = _remove(txn, dbs, queue_id, expired_keys)
+    received = []
+    corrupt = []
+    cdef uint64_t new_visible_at = now_ms + visibility_ms
+    vis = dbs.vis
+    log = dbs.log
+    for key, seq, sent_ms, first_ms, count in hits:
+        txn.delete(key, b"", vis)
+        record = txn.get(_log_key(queue_id, seq), None, log)
+        if record is None:
+            continue  # left behind by expire(); the message is gone
+        decoded = decode_record(record)
+        if decoded is None:
+            corrupt.append(seq)
+            continue
+        count += 1
+        if not first_ms:
+            first_ms = now_ms
+        txn.put(_vis_key(queue_id, new_visible_at, seq),
+                _vis_value(sent_ms, first_ms, now_ms, count), True, True, False, vis)
+        received.append((seq, new_visible_at, count, sent_ms, first_ms, decoded[1], decoded[2]))
+    return received, over_limit, corrupt, expired, next_visible_at
+
+
+cdef Py_ssize_t _remove(txn, dbs, uint32_t queue_id, list vis_keys) except -1:
+    cdef Py_ssize_t removed = 0
+    for key, seq in vis_keys:
+        txn.delete(key, b"", dbs.vis)
+        if txn.delete(_log_key(queue_id, seq), b"", dbs.log):
+            removed += 1
+    if removed:
+        _add_count(txn, dbs, queue_id, -removed)
+    return removed
+
+
+cdef object _find_delivery(txn, dbs, uint32_t queue_id, uint64_t seq, uint64_t from_visible_at):
+    cur = txn.cursor(dbs.vis)
+    try:
+        for start in (_vis_key(queue_id, from_visible_at, 0), _u32(queue_id)):
+            found = cur.set_range(start)
+            while found:
+                key = cur.key()
+                if millpond_get_u32(_buf(key)) != queue_id:
+                    break
+                if _key_u64(key, 12) == seq:
+                    return key
+                found = cur.next()
+    finally:
+        cur.close()
+    return None
+
+
+def delete(txn, dbs, uint32_t queue_id, list entries, bint allow_stale):
+    cdef Py_ssize_t removed = 0
+    cdef int status
+    statuses = []
+    vis = dbs.vis
+    log = dbs.log
+    for seq, visible_at, _count in entries:
+        lkey = _log_key(queue_id, seq)
+        if txn.delete(_vis_key(queue_id, visible_at, seq), b"", vis):
+            status = OK
+        elif txn.get(lkey, None, log) is None:
+            statuses.append(GONE)
+            continue
+        else:
+            status = STALE
+            if not allow_stale:
+                statuses.append(STALE)
+                continue
+            found = _find_delivery(txn, dbs, queue_id, seq, visible_at)
+            if found is not None:
+                txn.delete(found, b"", vis)
+        if txn.delete(lkey, b"", log):
+            removed += 1
+        statuses.append(status)
+    if removed:
+        _add_count(txn, dbs, queue_id, -removed)
+    return statuses
+
+
+def change_visibility(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries,
+                      uint64_t max_hidden_ms):
+    cdef uint64_t seq, visible_at, visibility_ms, last_ms
+    cdef uint32_t count
+    statuses = []
+    vis = dbs.vis
+    for seq, visible_at, count, visibility_ms in entries:
+        key = _vis_key(queue_id, visible_at, seq)
+        value = txn.get(key, None, vis)
+        if value is None or millpond_get_u32(_buf(value) + 24) != count:
+            gone = txn.get(_log_key(queue_id, seq), None, dbs.log) is None
+            statuses.append(GONE if gone else STALE)
+            continue
+        last_ms = millpond_get_u64(_buf(value) + 16)
+        if visible_at <= now_ms:
+            statuses.append(NOT_IN_FLIGHT)
+        elif now_ms + visibility_ms - last_ms > max_hidden_ms:
+            statuses.append(TOO_LONG)
+        else:
+            txn.delete(key, b"", vis)
+            txn.put(_vis_key(queue_id, now_ms + visibility_ms, seq), value, True, True, False, vis)
+            statuses.append(OK)
+    return statuses
+
+
+def expire(txn, dbs, uint32_t queue_id, uint64_t retention_cutoff_ms):
+    cdef Py_ssize_t removed = 0
+    prefix = _u32(queue_id)
+    cur = txn.cursor(dbs.log)
+    try:
+        if cur.set_range(prefix):
+            while cur.key()[:4] == prefix:
+                if millpond_get_u64(_buf(cur.value()) + 8) >= retention_cutoff_ms:
+                    break
+                removed += 1
+                if not cur.delete():
+                    break
+    finally:
+        cur.close()
+    if removed:
+        _add_count(txn, dbs, queue_id, -removed)
+    return removed
+
+
+def counts(txn, dbs, uint32_t queue_id, uint64_t now_ms, uint64_t retention_cutoff_ms):
+    cdef Py_ssize_t in_flight = 0, delayed = 0
+    cdef const unsigned char *v
+    _, stored = _load_qstate(txn, dbs, queue_id)
+    cur = txn.cursor(dbs.vis)
+    try:
+        found = cur.set_range(_vis_key(queue_id, now_ms + 1, 0))
+        while found:
+            if millpond_get_u32(_buf(cur.key())) != queue_id:
+                break
+            value = cur.value()
+            v = _buf(value)
+            if millpond_get_u64(v) >= retention_cutoff_ms:
+                if millpond_get_u32(v + 24):
+                    in_flight += 1
+                else:
+                    delayed += 1
+            found = cur.next()
+    finally:
+        cur.close()
+    return stored, in_flight, delayed

@@ -1,0 +1,25 @@
+# The only file that names csrc/ headers: C declarations for the Cython core, nothing else.
+from libc.stdint cimport uint32_t, uint64_t
+
+
+cdef extern from "millpond.h" nogil:
+    enum:
+        MILLPOND_LOG_KEY_SIZE
+        MILLPOND_VIS_KEY_SIZE
+        MILLPOND_RECORD_HEADER_SIZE
+        MILLPOND_VIS_VALUE_SIZE
+        MILLPOND_QSTATE_SIZE
+
+    void millpond_put_u32(unsigned char *p, uint32_t v)
+    void millpond_put_u64(unsigned char *p, uint64_t v)
+    uint32_t millpond_get_u32(const unsigned char *p)
+    uint64_t millpond_get_u64(const unsigned char *p)
+    void millpond_log_key(unsigned char *k, uint32_t queue_id, uint64_t seq)
+    void millpond_vis_key(unsigned char *k, uint32_t queue_id, uint64_t visible_at_ms, uint64_t seq)
+    void millpond_vis_value(unsigned char *v, uint64_t sent_ms, uint64_t first_receive_ms,
+                            uint64_t last_receive_ms, uint32_t receive_count)
+    void millpond_crc32c_init()
+    uint32_t millpond_crc32c(uint32_t crc, const unsigned char *p, size_t n)
+    void millpond_record_seal(unsigned char *rec, uint64_t sent_ms, uint32_t attrs_len,
+                              uint32_t body_len)
+    int millpond_record_check(const unsigned char *rec, size_t n)

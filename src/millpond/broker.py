@@ -1,0 +1,276 @@
+"""Broker: the queues of one data directory and their definitions.
+
+Queue definitions live in the ``meta`` table as msgpack maps under ``q:<name>``; queue ids are
+never reused, so receipt handles of a deleted queue cannot touch a new queue of the same name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+from collections.abc import Mapping
+from types import ModuleType, TracebackType
+from typing import Any
+
+import msgpack
+
+from millpond import core as core_module
+from millpond import queue_attributes
+from millpond.clock import Clock, SystemClock
+from millpond.errors import InvalidParameterValue, QueueAlreadyExists, QueueDoesNotExist
+from millpond.queue import Queue
+from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_ENV_KEY = b"env"
+_NEXT_QUEUE_ID_KEY = b"next_queue_id"
+
+
+def _queue_key(name: str) -> bytes:
+    return b"q:" + name.encode()
+
+
+class _Wakeups:
+    """Wakes long polls when their queue may have a message (sends, clock jumps).
+
+    A generation number per queue closes the race between an empty receive and the wait: a
+    poller waits only if no send committed since it read the generation.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._generations: dict[int, int] = {}
+
+    def generation(self, queue_id: int) -> int:
+        return self._generations.get(queue_id, 0)
+
+    def notify(self, queue_id: int) -> None:
+        with self._cond:
+            self._generations[queue_id] = self._generations.get(queue_id, 0) + 1
+            self._cond.notify_all()
+
+    def notify_everyone(self) -> None:
+        with self._cond:
+            for queue_id in self._generations:
+                self._generations[queue_id] += 1
+            self._cond.notify_all()
+
+    def wait(self, queue_id: int, generation: int, timeout: float) -> None:
+        with self._cond:
+            self._generations.setdefault(queue_id, 0)
+            if self._generations[queue_id] == generation:
+                self._cond.wait(timeout)
+
+
+class Broker:
+    """The queues of one data directory; open it with :func:`millpond.open`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "fsync",
+        clock: Clock | None = None,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+        reserve: int = DEFAULT_RESERVE,
+        core: str | None = None,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.region = region
+        self.account_id = account_id
+        self._core: ModuleType = core_module.load(core)
+        self._storage = Storage(
+            path, self.clock, durability, map_size=map_size, max_map_size=max_map_size,
+            reserve=reserve,
+        )
+        self._wakeups = _Wakeups()
+        self.clock.on_advance(self._wakeups.notify_everyone)
+        self._queues: dict[str, Queue] = {}
+        self._lock = threading.Lock()
+        self._env_id, self._secret = self._storage.write(_load_identity)
+
+    @property
+    def implementation(self) -> str:
+        """Which core runs: "c" (Cython) or "py" (the pure-Python twin)."""
+        return self._core.IMPLEMENTATION  # type: ignore[no-any-return]
+
+    @property
+    def durability(self) -> str:
+        return self._storage.durability
+
+    def arn(self, service: str, name: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{self.account_id}:{name}"
+
+    # -- queues --------------------------------------------------------------------------------
+
+    def create_queue(self, name: str, attributes: Mapping[str, Any] | None = None) -> Queue:
+        """Create a queue, or return the existing one if every given attribute matches.
+
+        Args:
+            name: 1-80 characters of A-Z a-z 0-9 _ -.
+            attributes: SQS attribute names to values (see queue_attributes), e.g.
+                ``{"VisibilityTimeout": "60"}``.
+
+        Raises:
+            QueueAlreadyExists: the queue exists with a different value for a given attribute.
+        """
+        if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
+            raise InvalidParameterValue(
+                "Can only include alphanumeric characters, hyphens, or underscores. "
+                f"1 to 80 in length (got {name!r})."
+            )
+        requested = queue_attributes.normalize(attributes, creating=True)
+        core = self._core
+
+        def create(txn: Any, now_ms: int) -> dict[str, Any]:
+            raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
+            if raw is not None:
+                definition: dict[str, Any] = msgpack.unpackb(raw)
+                different = queue_attributes.mismatch(definition["attributes"], requested)
+                if different is not None:
+                    raise QueueAlreadyExists(
+                        "A queue already exists with the same name and a different value for "
+                        f"attribute {different}"
+                    )
+                return definition
+            queue_id = int(txn.get(_NEXT_QUEUE_ID_KEY, b"1", db=self._storage.tables.meta))
+            txn.put(_NEXT_QUEUE_ID_KEY, str(queue_id + 1).encode(), db=self._storage.tables.meta)
+            definition = {
+                "id": queue_id,
+                "attributes": requested,
+                "created": now_ms // 1000,
+                "modified": now_ms // 1000,
+            }
+            txn.put(_queue_key(name), msgpack.packb(definition), db=self._storage.tables.meta)
+            core.create(txn, self._storage.tables, queue_id)
+            return definition
+
+        return self._cache(name, self._storage.write(create))
+
+    def queue(self, name: str) -> Queue:
+        """The existing queue ``name``; raises QueueDoesNotExist."""
+        with self._lock:
+            cached = self._queues.get(name)
+        if cached is not None:
+            return cached
+        raw = self._storage.read(
+            lambda txn: txn.get(_queue_key(name), db=self._storage.tables.meta)
+        )
+        if raw is None:
+            raise QueueDoesNotExist(f"The specified queue does not exist: {name}")
+        return self._cache(name, msgpack.unpackb(raw))
+
+    def _cache(self, name: str, definition: dict[str, Any]) -> Queue:
+        with self._lock:
+            queue = self._queues.get(name)
+            if queue is None or queue.queue_id != definition["id"]:
+                queue = Queue(
+                    self, name, definition["id"], definition["attributes"],
+                    definition["created"], definition["modified"],
+                )
+                self._queues[name] = queue
+            return queue
+
+    def delete_queue(self, name: str) -> None:
+        """Delete a queue and every message in it."""
+        core = self._core
+
+        def delete(txn: Any, now_ms: int) -> None:
+            raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
+            if raw is None:
+                raise QueueDoesNotExist(f"The specified queue does not exist: {name}")
+            core.drop(txn, self._storage.tables, msgpack.unpackb(raw)["id"])
+            txn.delete(_queue_key(name), db=self._storage.tables.meta)
+
+        self._storage.write(delete)
+        with self._lock:
+            queue = self._queues.pop(name, None)
+        if queue is not None:
+            self._wakeups.notify(queue.queue_id)
+
+    def list_queues(self, prefix: str = "") -> list[str]:
+        """Names of the queues whose name starts with ``prefix``, sorted."""
+        start = _queue_key(prefix)
+
+        def scan(txn: Any) -> list[str]:
+            names = []
+            with txn.cursor(db=self._storage.tables.meta) as cur:
+                if cur.set_range(start):
+                    for key in cur.iternext(values=False):
+                        if not key.startswith(start):
+                            break
+                        names.append(key[2:].decode())
+            return names
+
+        return self._storage.read(scan)  # type: ignore[no-any-return]
+
+    def _update_queue(self, queue: Queue, changes: dict[str, str]) -> None:
+        def update(txn: Any, now_ms: int) -> dict[str, Any]:
+            raw = txn.get(_queue_key(queue.name), db=self._storage.tables.meta)
+            if raw is None or msgpack.unpackb(raw)["id"] != queue.queue_id:
+                raise QueueDoesNotExist(f"The specified queue does not exist: {queue.name}")
+            definition: dict[str, Any] = msgpack.unpackb(raw)
+            definition["attributes"] = {**definition["attributes"], **changes}
+            definition["modified"] = now_ms // 1000
+            txn.put(_queue_key(queue.name), msgpack.packb(definition), db=self._storage.tables.meta)
+            return definition
+
+        definition = self._storage.write(update)
+        queue._modified_s = definition["modified"]
+        queue._apply(definition["attributes"])
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish in-flight writes, flush, and close the data directory."""
+        self._storage.close()
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _load_identity(txn: Any, now_ms: int) -> tuple[int, bytes]:
+    """(env_id, secret) of the data directory, made on first open.
+
+    env_id makes message ids unique across data directories; the secret keys the receipt-handle
+    check so a forged or mistyped handle is told apart from the handle of a deleted message.
+    """
+    raw = txn.get(_ENV_KEY)
+    if raw is None:
+        identity = {"env_id": secrets.randbits(32), "secret": secrets.token_bytes(16), "format": 1}
+        txn.put(_ENV_KEY, msgpack.packb(identity))
+    else:
+        identity = msgpack.unpackb(raw)
+    return identity["env_id"], identity["secret"]
+
+
+def open(  # noqa: A001 - millpond.open mirrors the built-in on purpose
+    path: str | os.PathLike[str],
+    durability: str = "fsync",
+    clock: Clock | None = None,
+    **options: Any,
+) -> Broker:
+    """Open (creating if needed) the data directory at ``path``.
+
+    Args:
+        path: a directory; several processes may open the same one.
+        durability: "fsync" (default): an acknowledged write is on disk and survives power
+            loss. "os": it survives a crash of the process but not of the machine.
+        clock: a :class:`millpond.ManualClock` for tests; the system clock by default.
+        **options: region, account_id (used in ARNs), map_size, max_map_size, reserve (bytes),
+            core ("c" or "py" to force an implementation).
+    """
+    return Broker(path, durability=durability, clock=clock, **options)

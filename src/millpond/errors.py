@@ -1,0 +1,177 @@
+"""One exception tree for millpond.
+
+Every leaf carries the AWS error it stands for, so the daemon can answer with exactly what
+Amazon SQS/SNS would send (``code`` is the query-protocol / ``x-amzn-query-error`` code,
+``json_type`` the AWS JSON 1.0 ``__type`` shape name, ``http_status`` the status code), and the
+embedded API can be caught by concept (``except millpond.errors.QueueDoesNotExist``).
+
+A raised error always means nothing was stored by the call that raised it.
+"""
+
+from __future__ import annotations
+
+
+class MillpondError(Exception):
+    """Base of every error millpond raises on purpose."""
+
+    code = "InternalError"
+    json_type = "InternalError"
+    http_status = 500
+    sender_fault = False
+
+
+# -- invalid input (sender's fault) -------------------------------------------------------------
+
+
+class InvalidInputError(MillpondError, ValueError):
+    """The call's arguments are wrong; nothing was changed."""
+
+    code = "InvalidParameterValue"
+    json_type = "InvalidParameterValueException"
+    http_status = 400
+    sender_fault = True
+
+
+class InvalidParameterValue(InvalidInputError):
+    """A parameter has a value outside what SQS accepts (size, range, format)."""
+
+
+class MissingParameter(InvalidInputError):
+    """A required parameter is absent (MessageGroupId on a FIFO queue, say)."""
+
+    code = "MissingParameter"
+    json_type = "MissingRequiredParameterException"
+
+
+class MessageTooLong(InvalidParameterValue):
+    """Body plus message attributes exceed the queue's MaximumMessageSize."""
+
+
+class InvalidMessageContents(InvalidInputError):
+    """The body holds characters SQS does not allow."""
+
+    code = "InvalidMessageContents"
+    json_type = "InvalidMessageContents"
+
+
+class InvalidAttributeName(InvalidInputError):
+    """A queue attribute name SQS does not know (or not for this queue type)."""
+
+    code = "InvalidAttributeName"
+    json_type = "InvalidAttributeName"
+
+
+class InvalidAttributeValue(InvalidInputError):
+    """A queue attribute value outside its range."""
+
+    code = "InvalidAttributeValue"
+    json_type = "InvalidAttributeValue"
+
+
+class ReceiptHandleIsInvalid(InvalidInputError):
+    """The receipt handle is malformed or belongs to another queue."""
+
+    code = "ReceiptHandleIsInvalid"
+    json_type = "ReceiptHandleIsInvalid"
+
+
+class MessageNotInflight(InvalidInputError):
+    """change_visibility on a message that is not in flight."""
+
+    code = "AWS.SimpleQueueService.MessageNotInflight"
+    json_type = "MessageNotInflight"
+
+
+class BatchError(InvalidInputError):
+    """Base of the batch-shape errors (too many entries, duplicate ids, ...)."""
+
+
+class TooManyEntriesInBatchRequest(BatchError):
+    code = "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"
+    json_type = "TooManyEntriesInBatchRequest"
+
+
+class EmptyBatchRequest(BatchError):
+    code = "AWS.SimpleQueueService.EmptyBatchRequest"
+    json_type = "EmptyBatchRequest"
+
+
+class BatchEntryIdsNotDistinct(BatchError):
+    code = "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"
+    json_type = "BatchEntryIdsNotDistinct"
+
+
+class BatchRequestTooLong(BatchError):
+    code = "AWS.SimpleQueueService.BatchRequestTooLong"
+    json_type = "BatchRequestTooLong"
+
+
+class InvalidBatchEntryId(BatchError):
+    code = "AWS.SimpleQueueService.InvalidBatchEntryId"
+    json_type = "InvalidBatchEntryId"
+
+
+class InvalidFilterPolicy(InvalidInputError):
+    """An SNS filter policy that SNS would reject; the message names the bad part."""
+
+    code = "InvalidParameter"
+    json_type = "InvalidParameterException"
+
+
+# -- state conflicts ------------------------------------------------------------------------------
+
+
+class QueueDoesNotExist(MillpondError, LookupError):
+    """No queue by that name (or it was deleted)."""
+
+    code = "AWS.SimpleQueueService.NonExistentQueue"
+    json_type = "QueueDoesNotExist"
+    http_status = 400
+    sender_fault = True
+
+
+class QueueAlreadyExists(MillpondError):
+    """create_queue with a name that exists with different attributes."""
+
+    code = "QueueAlreadyExists"
+    json_type = "QueueNameExists"
+    http_status = 400
+    sender_fault = True
+
+
+class PurgeQueueInProgress(MillpondError):
+    """A second purge of one queue within 60 seconds."""
+
+    code = "AWS.SimpleQueueService.PurgeQueueInProgress"
+    json_type = "PurgeQueueInProgress"
+    http_status = 403
+    sender_fault = True
+
+
+class TopicNotFound(MillpondError, LookupError):
+    """No topic (or subscription) by that name or ARN."""
+
+    code = "NotFound"
+    json_type = "NotFoundException"
+    http_status = 404
+    sender_fault = True
+
+
+# -- the store itself -----------------------------------------------------------------------------
+
+
+class StorageFull(MillpondError):
+    """The data directory reached its size limit; sends are refused, deletes still work."""
+
+    code = "OverLimit"
+    json_type = "OverLimit"
+    http_status = 403
+    sender_fault = True
+
+
+class CorruptRecord(MillpondError):
+    """A stored record failed its CRC32C check; it is reported, never served."""
+
+
+class BrokerClosed(MillpondError):
+    """The broker was closed, or this process forked after opening it."""

@@ -1,0 +1,401 @@
+"""Queue: Amazon SQS standard-queue semantics over the core.
+
+Policy lives here (defaults, ranges, receipt-handle rules, long polling, retention); the core
+does the byte work inside the storage's shared write transaction. Every method validates its
+input completely before it queues a write, so a rejected call stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from millpond import queue_attributes
+from millpond.errors import (
+    BatchRequestTooLong,
+    EmptyBatchRequest,
+    InvalidParameterValue,
+    MessageNotInflight,
+    MessageTooLong,
+    MissingParameter,
+    PurgeQueueInProgress,
+    QueueDoesNotExist,
+    ReceiptHandleIsInvalid,
+    TooManyEntriesInBatchRequest,
+)
+from millpond.message import Message, pack_metadata
+from millpond.message_attributes import message_attributes_size, validate_message_attributes
+
+if TYPE_CHECKING:
+    from millpond.broker import Broker
+
+log = logging.getLogger("millpond")
+
+MAX_BATCH = 10  # SQS's limit for send_batch, delete_batch and receive
+MAX_HIDDEN_MS = 43_200_000  # a message can stay in flight at most 12 h after its receive
+PURGE_INTERVAL_MS = 60_000
+
+
+class Queue:
+    """One queue of a broker; get it from ``broker.create_queue`` or ``broker.queue``."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        name: str,
+        queue_id: int,
+        attributes: dict[str, str],
+        created_s: int,
+        modified_s: int,
+    ) -> None:
+        self._broker = broker
+        self._storage = broker._storage
+        self._core = broker._core
+        self._tables = broker._storage.tables
+        self.name = name
+        self.queue_id = queue_id
+        self.arn = broker.arn("sqs", name)
+        self._created_s = created_s
+        self._modified_s = modified_s
+        self._last_purge_ms: int | None = None
+        self._apply(attributes)
+
+    def _apply(self, attributes: dict[str, str]) -> None:
+        """Cache the stored attributes and the numbers every call needs."""
+        self._attributes = attributes
+        eff = queue_attributes.effective(attributes)
+        self._delay_ms = int(eff["DelaySeconds"]) * 1000
+        self._visibility_ms = int(eff["VisibilityTimeout"]) * 1000
+        self._retention_ms = int(eff["MessageRetentionPeriod"]) * 1000
+        self._max_size = int(eff["MaximumMessageSize"])
+        self._wait_s = int(eff["ReceiveMessageWaitTimeSeconds"])
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r})"
+
+    # -- writes through the storage -----------------------------------------------------------
+
+    def _write(self, fn: Any, *args: Any, sends: int = 0) -> Any:
+        """Run core ``fn(txn, tables, queue_id, *args)`` in the shared write transaction."""
+        core_fn, tables, queue_id = fn, self._tables, self.queue_id
+
+        def op(txn: Any, now_ms: int) -> Any:
+            try:
+                return core_fn(txn, tables, queue_id, now_ms, *args)
+            except LookupError:
+                raise QueueDoesNotExist(
+                    f"The specified queue does not exist: {self.name}"
+                ) from None
+
+        return self._storage.write(op, sends=sends)
+
+    # -- send ---------------------------------------------------------------------------------
+
+    def _prepare(
+        self, body: bytes | str, delay_seconds: int | None, attributes: Mapping[str, Any] | None
+    ) -> tuple[bytes, bytes, int]:
+        if isinstance(body, str):
+            data = body.encode("utf-8")
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            data = bytes(body)
+        else:
+            raise InvalidParameterValue(
+                f"The message body must be bytes or str, not {type(body).__name__}."
+            )
+        if not data:
+            raise MissingParameter("The request must contain the parameter MessageBody.")
+        attrs = validate_message_attributes(attributes) if attributes else None
+        size = len(data) + (message_attributes_size(attrs) if attrs else 0)
+        if size > self._max_size:
+            raise MessageTooLong(
+                f"Message must be shorter than {self._max_size} bytes (this one has {size} "
+                "bytes including its attributes)."
+            )
+        if delay_seconds is None:
+            delay_ms = self._delay_ms
+        else:
+            if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, int):
+                raise InvalidParameterValue(
+                    f"Value {delay_seconds!r} for parameter DelaySeconds is invalid. "
+                    "Reason: must be an integer."
+                )
+            if not 0 <= delay_seconds <= 900:
+                raise InvalidParameterValue(
+                    f"Value {delay_seconds} for parameter DelaySeconds is invalid. "
+                    "Reason: must be between 0 and 900, if provided."
+                )
+            delay_ms = delay_seconds * 1000
+        return data, pack_metadata(attrs) if attrs else b"", delay_ms
+
+    def send(
+        self,
+        body: bytes | str,
+        *,
+        delay_seconds: int | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Send one message; returns its message id once it is stored.
+
+        Args:
+            body: bytes, or str (stored as UTF-8). At least 1 byte; body plus attributes at most
+                the queue's MaximumMessageSize (default 1 MiB).
+            delay_seconds: 0-900 s before the message can be received; None takes the queue's
+                DelaySeconds (an explicit 0 overrides it).
+            attributes: message attributes in the boto3 shape, at most 10.
+
+        In "fsync" mode the message is on disk when this returns.
+        """
+        data, blob, delay_ms = self._prepare(body, delay_seconds, attributes)
+        seq = self._write(self._core.send, [data], [blob], [delay_ms], sends=1)
+        self._broker._wakeups.notify(self.queue_id)
+        return self._core.message_id(self._broker._env_id, self.queue_id, seq)  # type: ignore[no-any-return]
+
+    def send_batch(self, entries: Sequence[Any]) -> list[str]:
+        """Send up to 10 messages in one write transaction; returns their ids in order.
+
+        Args:
+            entries: bodies (bytes or str), or dicts with ``body`` and optional
+                ``delay_seconds`` and ``attributes``. All are checked before any is stored.
+        """
+        if not entries:
+            raise EmptyBatchRequest("There should be at least one SendMessageBatchRequestEntry.")
+        if len(entries) > MAX_BATCH:
+            raise TooManyEntriesInBatchRequest(
+                f"Maximum number of entries per request are {MAX_BATCH}. "
+                f"You have sent {len(entries)}."
+            )
+        bodies, blobs, delays = self._prepare_many(entries)
+        total = sum(map(len, bodies)) + sum(map(len, blobs))
+        if total > queue_attributes.INT_RANGES["MaximumMessageSize"][1]:
+            raise BatchRequestTooLong(
+                f"Batch requests cannot be longer than 1048576 bytes. You have sent {total} bytes."
+            )
+        return self._send_many(bodies, blobs, delays)
+
+    def _prepare_many(self, entries: Iterable[Any]) -> tuple[list[bytes], list[bytes], list[int]]:
+        bodies, blobs, delays = [], [], []
+        for entry in entries:
+            if isinstance(entry, Mapping):
+                data, blob, delay_ms = self._prepare(
+                    entry.get("body"), entry.get("delay_seconds"), entry.get("attributes")
+                )
+            else:
+                data, blob, delay_ms = self._prepare(entry, None, None)
+            bodies.append(data)
+            blobs.append(blob)
+            delays.append(delay_ms)
+        return bodies, blobs, delays
+
+    def _send_many(self, bodies: list[bytes], blobs: list[bytes], delays: list[int]) -> list[str]:
+        first = self._write(self._core.send, bodies, blobs, delays, sends=len(bodies))
+        self._broker._wakeups.notify(self.queue_id)
+        message_id, env_id, queue_id = self._core.message_id, self._broker._env_id, self.queue_id
+        return [message_id(env_id, queue_id, first + i) for i in range(len(bodies))]
+
+    # -- receive ------------------------------------------------------------------------------
+
+    def receive(
+        self,
+        max_messages: int = 1,
+        *,
+        visibility_timeout: int | None = None,
+        wait_seconds: int | None = None,
+    ) -> list[Message]:
+        """Receive up to ``max_messages`` (1-10) visible messages, hiding them while you work.
+
+        Args:
+            max_messages: 1-10.
+            visibility_timeout: 0-43200 s the messages stay hidden; None takes the queue's.
+            wait_seconds: 0-20 s to wait for a message when none is visible (long polling);
+                None takes the queue's ReceiveMessageWaitTimeSeconds. Returns as soon as at least
+                one message is available, without filling ``max_messages``.
+        """
+        _check_int("MaxNumberOfMessages", max_messages, 1, MAX_BATCH)
+        if visibility_timeout is None:
+            visibility_ms = self._visibility_ms
+        else:
+            _check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
+            visibility_ms = visibility_timeout * 1000
+        if wait_seconds is None:
+            wait_seconds = self._wait_s
+        else:
+            _check_int("WaitTimeSeconds", wait_seconds, 0, 20)
+        wakeups = self._broker._wakeups
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            generation = wakeups.generation(self.queue_id)
+            messages, next_visible_ms = self._receive_once(max_messages, visibility_ms)
+            remaining = deadline - time.monotonic()
+            if messages or remaining <= 0:
+                return messages
+            if next_visible_ms:
+                # A hidden message becomes visible before the wait ends: wake up for it.
+                due_s = (next_visible_ms - self._broker.clock.now_ms()) / 1000
+                remaining = min(remaining, max(due_s, 0.001))
+            wakeups.wait(self.queue_id, generation, remaining)
+
+    def _receive_once(self, max_messages: int, visibility_ms: int) -> tuple[list[Message], int]:
+        retention_ms = self._retention_ms
+
+        def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
+            return self._core.receive(
+                txn, tables, queue_id, now_ms, max_messages, visibility_ms,
+                now_ms - retention_ms, 0,
+            )
+
+        received, _over_limit, corrupt, _expired, next_visible = self._write(receive)
+        if corrupt:
+            log.error(
+                "queue %s: %d stored record(s) failed their CRC32C check and were not delivered "
+                "(seq %s); they stay in the log for inspection",
+                self.name, len(corrupt), corrupt,
+            )
+        encode_handle, message_id = self._core.encode_handle, self._core.message_id
+        secret, env_id, queue_id = self._broker._secret, self._broker._env_id, self.queue_id
+        messages = [
+            Message(
+                body,
+                message_id(env_id, queue_id, seq),
+                encode_handle(secret, queue_id, seq, visible_at, count),
+                count,
+                sent_ms,
+                first_ms,
+                blob,
+            )
+            for seq, visible_at, count, sent_ms, first_ms, blob, body in received
+        ]
+        return messages, next_visible
+
+    # -- delete / change visibility ---------------------------------------------------------------
+
+    def _decode(self, receipt_handle: str) -> tuple[int, int, int]:
+        decoded = self._core.decode_handle(self._broker._secret, receipt_handle)
+        if decoded is None or decoded[0] != self.queue_id:
+            raise ReceiptHandleIsInvalid(
+                f'The input receipt handle "{receipt_handle}" is not a valid receipt handle.'
+            )
+        return decoded[1], decoded[2], decoded[3]
+
+    def delete(self, receipt_handle: str) -> None:
+        """Delete the message the handle was given for.
+
+        As on Amazon SQS standard queues, a handle from an older receive of the same message
+        still deletes it, and deleting an already deleted message succeeds. When this returns
+        the delete is stored ("fsync": on disk): the message never comes back.
+        """
+        self.delete_batch([receipt_handle])
+
+    def delete_batch(self, receipt_handles: Sequence[str]) -> None:
+        """Delete up to 10 messages in one write; every handle is checked before any delete."""
+        if not receipt_handles:
+            raise EmptyBatchRequest("There should be at least one DeleteMessageBatchRequestEntry.")
+        if len(receipt_handles) > MAX_BATCH:
+            raise TooManyEntriesInBatchRequest(
+                f"Maximum number of entries per request are {MAX_BATCH}. "
+                f"You have sent {len(receipt_handles)}."
+            )
+        entries = [self._decode(handle) for handle in receipt_handles]
+        core = self._core
+
+        def delete(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
+            # Standard queues: a handle of an older receive deletes too (allow_stale).
+            return core.delete(txn, tables, queue_id, entries, True)
+
+        self._write(delete)
+
+    def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> None:
+        """Hide an in-flight message for ``visibility_timeout`` s (0-43200) from now.
+
+        0 makes it visible at once. The total time hidden since its receive may not pass 12 h.
+        """
+        _check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
+        seq, visible_at, count = self._decode(receipt_handle)
+        core = self._core
+
+        def change(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
+            entry = (seq, visible_at, count, visibility_timeout * 1000)
+            status: int = core.change_visibility(
+                txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS
+            )[0]
+            # Only OK wrote anything, so raising for the others leaves the store unchanged.
+            if status == core.NOT_IN_FLIGHT:
+                raise MessageNotInflight("The message referred to isn't in flight.")
+            if status == core.TOO_LONG:
+                raise InvalidParameterValue(
+                    f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
+                    "Reason: Total VisibilityTimeout for the message is beyond the limit "
+                    "[43200 seconds]"
+                )
+            if status != core.OK:
+                raise InvalidParameterValue(
+                    f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: "
+                    "Message does not exist or is not available for visibility timeout change."
+                )
+            return status
+
+        self._write(change)
+        if visibility_timeout == 0:
+            self._broker._wakeups.notify(self.queue_id)
+
+    # -- whole queue ---------------------------------------------------------------------------
+
+    def purge(self) -> None:
+        """Delete every message, visible, delayed and in flight. Once per 60 s, as SQS."""
+
+        def purge(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
+            if self._last_purge_ms is not None and now_ms - self._last_purge_ms < PURGE_INTERVAL_MS:
+                raise PurgeQueueInProgress(
+                    f"Only one PurgeQueue operation on {self.name} is allowed every 60 seconds."
+                )
+            self._last_purge_ms = now_ms
+            return self._core.purge(txn, tables, queue_id)  # type: ignore[no-any-return]
+
+        self._write(purge)
+
+    def get_attributes(self, names: Iterable[str] | None = None) -> dict[str, str]:
+        """Queue attributes by their SQS names, all values strings as SQS returns them.
+
+        Args:
+            names: the attributes wanted; None or ["All"] gives every one.
+        """
+        retention_ms = self._retention_ms
+
+        def count(txn: Any, tables: Any, queue_id: int, now_ms: int) -> tuple[int, ...]:
+            cutoff = now_ms - retention_ms
+            self._core.expire(txn, tables, queue_id, cutoff)
+            return self._core.counts(txn, tables, queue_id, now_ms, cutoff)  # type: ignore[no-any-return]
+
+        stored, in_flight, delayed = self._write(count)
+        values = queue_attributes.effective(self._attributes)
+        values.update(
+            ApproximateNumberOfMessages=str(max(stored - in_flight - delayed, 0)),
+            ApproximateNumberOfMessagesNotVisible=str(in_flight),
+            ApproximateNumberOfMessagesDelayed=str(delayed),
+            CreatedTimestamp=str(self._created_s),
+            LastModifiedTimestamp=str(self._modified_s),
+            QueueArn=self.arn,
+        )
+        if names is None:
+            return values
+        wanted = list(names)
+        if "All" in wanted:
+            return values
+        for name in wanted:
+            if name not in queue_attributes.ALL_NAMES:
+                raise queue_attributes.InvalidAttributeName(f"Unknown Attribute {name}.")
+        return {name: values[name] for name in wanted if name in values}
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Change queue attributes (SQS names and ranges); takes effect at once."""
+        changes = queue_attributes.normalize(attributes, creating=False)
+        self._broker._update_queue(self, changes)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidParameterValue(
+            f"Value {value!r} for parameter {name} is invalid. "
+            f"Reason: Must be between {low} and {high}, if provided."
+        )

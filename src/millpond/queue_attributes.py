@@ -1,0 +1,157 @@
+"""SQS queue attributes: names, defaults, ranges, and validation.
+
+Values are kept as SQS keeps them, strings ("30", "true"), whatever Python type the caller
+passed (ints and bools are accepted for convenience and normalised). Amazon SQS is the
+reference for every default, range and error text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from millpond.errors import InvalidAttributeName, InvalidAttributeValue
+
+# name -> (minimum, maximum) for the integer attributes, all in seconds except the size.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "DelaySeconds": (0, 900),
+    "MaximumMessageSize": (1024, 1_048_576),
+    "MessageRetentionPeriod": (60, 1_209_600),
+    "ReceiveMessageWaitTimeSeconds": (0, 20),
+    "VisibilityTimeout": (0, 43_200),
+    "KmsDataKeyReusePeriodSeconds": (60, 86_400),
+}
+
+DEFAULTS: dict[str, str] = {
+    "DelaySeconds": "0",
+    "MaximumMessageSize": "1048576",
+    "MessageRetentionPeriod": "345600",
+    "ReceiveMessageWaitTimeSeconds": "0",
+    "VisibilityTimeout": "30",
+    "SqsManagedSseEnabled": "true",
+}
+
+BOOLEANS = frozenset({"SqsManagedSseEnabled", "FifoQueue", "ContentBasedDeduplication"})
+FREE_TEXT = frozenset({"Policy", "KmsMasterKeyId"})
+JSON_POLICIES = frozenset({"RedrivePolicy", "RedriveAllowPolicy"})
+FIFO_ONLY = frozenset({"ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit"})
+READ_ONLY = frozenset(
+    {
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+        "CreatedTimestamp",
+        "LastModifiedTimestamp",
+        "QueueArn",
+    }
+)
+SETTABLE = frozenset(INT_RANGES) | BOOLEANS | FREE_TEXT | JSON_POLICIES | FIFO_ONLY
+ALL_NAMES = SETTABLE | READ_ONLY
+
+
+def normalize(attributes: Mapping[str, Any] | None, *, creating: bool) -> dict[str, str]:
+    """Validate ``attributes`` and return them as SQS strings.
+
+    Args:
+        attributes: attribute name -> value (str, int or bool), as boto3 passes them.
+        creating: True for create_queue (FifoQueue may be given), False for set_attributes.
+
+    Raises:
+        InvalidAttributeName: unknown, read-only, or not valid for this call.
+        InvalidAttributeValue: a value outside the attribute's range or format.
+    """
+    out: dict[str, str] = {}
+    for name, value in (attributes or {}).items():
+        if name not in SETTABLE:
+            raise InvalidAttributeName(f"Unknown Attribute {name}.")
+        if name == "FifoQueue" and not creating:
+            raise InvalidAttributeValue(
+                "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not "
+                "supported."
+            )
+        out[name] = _normalize_value(name, value)
+    fifo = out.get("FifoQueue") == "true"
+    if fifo:
+        # FIFO queues come with the FIFO/DLQ work (issue 3); refusing beats a silent
+        # standard queue that would not keep order or de-duplicate.
+        raise InvalidAttributeValue(
+            "Invalid value for the parameter FifoQueue. Reason: FIFO queues are not supported "
+            "by this version of millpond yet."
+        )
+    for name in FIFO_ONLY & out.keys():
+        raise InvalidAttributeName(f"Unknown Attribute {name}.")
+    return out
+
+
+def _normalize_value(name: str, value: Any) -> str:
+    if name in INT_RANGES:
+        low, high = INT_RANGES[name]
+        number = _as_int(value)
+        if number is None or not low <= number <= high:
+            raise InvalidAttributeValue(
+                f"Invalid value for the parameter {name}. Reason: must be an integer from "
+                f"{low} to {high}, not {value!r}."
+            )
+        return str(number)
+    if name in BOOLEANS:
+        text = str(value).lower() if isinstance(value, (bool, str)) else None
+        if text not in ("true", "false"):
+            raise InvalidAttributeValue(
+                f"Invalid value for the parameter {name}. Reason: must be true or false."
+            )
+        return text
+    if not isinstance(value, str):
+        raise InvalidAttributeValue(f"Invalid value for the parameter {name}: must be a string.")
+    if name in JSON_POLICIES and value:
+        _check_json_policy(name, value)
+    return value
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _check_json_policy(name: str, value: str) -> None:
+    try:
+        policy = json.loads(value)
+    except ValueError:
+        raise InvalidAttributeValue(
+            f"Invalid value for the parameter {name}. Reason: it is not valid JSON."
+        ) from None
+    if not isinstance(policy, dict):
+        raise InvalidAttributeValue(
+            f"Invalid value for the parameter {name}. Reason: it must be a JSON object."
+        )
+    if name == "RedrivePolicy":
+        count = _as_int(policy.get("maxReceiveCount"))
+        if not isinstance(policy.get("deadLetterTargetArn"), str) or count is None:
+            raise InvalidAttributeValue(
+                "Value for parameter RedrivePolicy is invalid. Reason: Redrive policy does not "
+                "contain mandatory attribute: deadLetterTargetArn or maxReceiveCount."
+            )
+        if not 1 <= count <= 1000:
+            raise InvalidAttributeValue(
+                "Value for parameter RedrivePolicy is invalid. Reason: Invalid value for "
+                "maxReceiveCount: must be an integer from 1 to 1000."
+            )
+
+
+def effective(stored: Mapping[str, str]) -> dict[str, str]:
+    """The queue's attributes with SQS defaults filled in."""
+    return {**DEFAULTS, **stored}
+
+
+def mismatch(existing: Mapping[str, str], requested: Mapping[str, str]) -> str | None:
+    """The first requested attribute whose value differs from the existing queue's, if any."""
+    current = effective(existing)
+    for name, value in requested.items():
+        if current.get(name, "false" if name in BOOLEANS else "") != value:
+            return name
+    return None
