@@ -277,7 +277,8 @@ def message_attributes_size(attributes: Mapping[str, Mapping[str, Any]] | None) 
 
 def md5_of_body(body: str | bytes) -> str:
     """Hex MD5 of the body's UTF-8 bytes: MD5OfMessageBody / MD5OfBody."""
-    return hashlib.md5(body.encode() if isinstance(body, str) else body).hexdigest()
+    data = body.encode() if isinstance(body, str) else body
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def md5_of_message_attributes(attributes: Mapping[str, Mapping[str, Any]] | None) -> str | None:
@@ -315,7 +316,8 @@ def md5_of_message_attributes(attributes: Mapping[str, Mapping[str, Any]] | None
             _u32(len(value)),
             value,
         )
-    return hashlib.md5(b"".join(parts)).hexdigest()
+    # A checksum, not security: usedforsecurity=False keeps it working on FIPS builds.
+    return hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
 
 
 def select_message_attributes(

@@ -1,0 +1,206 @@
+"""The core contract, run on both implementations, and byte equality between them."""
+
+from __future__ import annotations
+
+import os
+
+import lmdb
+import pytest
+
+from millpond import _core_py, core
+from millpond.storage import Tables
+
+from .conftest import IMPLEMENTATIONS
+
+
+@pytest.fixture
+def c(impl):
+    return core.load(impl)
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = lmdb.open(str(tmp_path / "env"), max_dbs=8, map_size=1 << 26, sync=False)
+    with e.begin(write=True) as txn:
+        tables = Tables(e, txn)
+    yield e, tables
+    e.close()
+
+
+def _send(c, env, queue_id, now, bodies, delays=None, attrs=None):
+    e, t = env
+    with e.begin(write=True) as txn:
+        return c.send(
+            txn, t, queue_id, now, list(bodies), attrs or [b""] * len(bodies),
+            delays or [0] * len(bodies),
+        )
+
+
+def _receive(c, env, queue_id, now, n=10, vis=30_000, cutoff=0, max_count=0):
+    e, t = env
+    with e.begin(write=True) as txn:
+        return c.receive(txn, t, queue_id, now, n, vis, cutoff, max_count)
+
+
+@pytest.mark.parametrize("data", [b"", b"a", b"123456789", bytes(range(256)) * 5, b"x" * 7])
+def test_crc32c_matches_the_castagnoli_check_value_and_the_twin(data):
+    assert _core_py.crc32c(b"123456789") == 0xE3069283  # the standard CRC-32C check value
+    for name in IMPLEMENTATIONS:
+        assert core.load(name).crc32c(data) == _core_py.crc32c(data)
+
+
+@pytest.mark.skipif("c" not in IMPLEMENTATIONS, reason="C core not built")
+def test_layouts_are_byte_identical_between_implementations():
+    cc, py = core.load("c"), _core_py
+    assert cc.log_key(7, 2**40 + 3) == py.log_key(7, 2**40 + 3)
+    assert cc.vis_key(7, 1_700_000_000_000, 9) == py.vis_key(7, 1_700_000_000_000, 9)
+    body = os.urandom(1500)
+    assert cc.encode_record(123, b"attrs", body) == py.encode_record(123, b"attrs", body)
+    args = (b"secret", 3, 99, 1_700_000_030_000, 4)
+    assert cc.encode_handle(*args) == py.encode_handle(*args)
+    assert cc.message_id(0xDEADBEEF, 3, 99) == py.message_id(0xDEADBEEF, 3, 99)
+
+
+def test_keys_sort_numerically(c):
+    keys = [c.vis_key(1, t, s) for t in (5, 256, 70_000, 2**40) for s in (1, 300)]
+    assert keys == sorted(keys)
+    assert c.vis_key(1, 2**40, 1) < c.vis_key(2, 0, 0)
+
+
+def test_record_round_trip_and_every_corruption_is_caught(c):
+    record = c.encode_record(42, b"meta", b"the body")
+    assert c.decode_record(record) == (42, b"meta", b"the body")
+    for i in range(len(record)):
+        broken = bytearray(record)
+        broken[i] ^= 0x01
+        assert c.decode_record(bytes(broken)) is None, f"flip at byte {i} not caught"
+    assert c.decode_record(record[:-1]) is None
+    assert c.decode_record(b"") is None
+
+
+def test_handles_round_trip_and_reject_forgeries(c):
+    handle = c.encode_handle(b"k1", 3, 99, 1234, 2)
+    assert c.decode_handle(b"k1", handle) == (3, 99, 1234, 2)
+    assert c.decode_handle(b"k2", handle) is None  # another data directory's handle
+    tampered = ("B" if handle[5] != "B" else "C").join((handle[:5], handle[6:]))
+    assert c.decode_handle(b"k1", tampered) is None
+    for junk in ("garbage", "", handle + "x", "!" * 38, None, 17):
+        assert c.decode_handle(b"k1", junk) is None
+
+
+def test_send_then_receive_hides_and_counts(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    first = _send(c, env, 1, 1000, [b"a", b"b", b"c"], delays=[0, 0, 5000])
+    assert first == 1
+    received, over, corrupt, expired, next_due = _receive(c, env, 1, 1000)
+    assert [r[6] for r in received] == [b"a", b"b"]  # c is delayed until 6000
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in received] == [
+        (1, 31_000, 1, 1000, 1000),
+        (2, 31_000, 1, 1000, 1000),
+    ]
+    assert (over, corrupt, expired, next_due) == ([], [], 0, 6000)
+    with e.begin() as txn:
+        assert c.counts(txn, t, 1, 1000, 0) == (3, 2, 1)
+    # Visible again after the timeout, receive count grows, first receive stays.
+    received = _receive(c, env, 1, 40_000)[0]
+    assert sorted((r[0], r[2], r[4]) for r in received) == [(1, 2, 1000), (2, 2, 1000), (3, 1, 40_000)]
+
+
+def test_send_to_a_missing_queue_raises_lookup_error_and_writes_nothing(c, env):
+    e, t = env
+    with pytest.raises(LookupError):
+        _send(c, env, 5, 1000, [b"x"])
+    with e.begin() as txn:
+        assert txn.stat(t.log)["entries"] == 0
+
+
+def test_delete_current_stale_and_gone(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"a", b"b"])
+    old = [(r[0], r[1], r[2]) for r in _receive(c, env, 1, 0, vis=1000)[0]]
+    new = [(r[0], r[1], r[2]) for r in _receive(c, env, 1, 2000, vis=1000)[0]]
+    with e.begin(write=True) as txn:
+        assert c.delete(txn, t, 1, [old[0]], False) == [c.STALE]  # FIFO rule: refused
+        assert c.delete(txn, t, 1, [old[0]], True) == [c.STALE]  # standard rule: deleted
+        assert c.delete(txn, t, 1, [new[0]], True) == [c.GONE]
+        assert c.delete(txn, t, 1, [new[1]], True) == [c.OK]
+        assert c.counts(txn, t, 1, 2000, 0) == (0, 0, 0)
+        assert txn.stat(t.vis)["entries"] == 0
+
+
+def test_change_visibility_statuses(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"a"])
+    seq, vis_at, count = _receive(c, env, 1, 0, vis=10_000)[0][0][:3]
+    with e.begin(write=True) as txn:
+        assert c.change_visibility(txn, t, 1, 5000, [(seq, vis_at, count, 43_200_000)], 43_200_000) == [c.TOO_LONG]
+        assert c.change_visibility(txn, t, 1, 5000, [(seq, vis_at, count, 0)], 43_200_000) == [c.OK]
+        # The old handle no longer names the delivery (it moved to 5000).
+        assert c.change_visibility(txn, t, 1, 5000, [(seq, vis_at, count, 0)], 43_200_000) == [c.STALE]
+        assert c.change_visibility(txn, t, 1, 6000, [(seq, 5000, count, 10)], 43_200_000) == [c.NOT_IN_FLIGHT]
+    received = _receive(c, env, 1, 5000)[0]
+    assert [r[0] for r in received] == [seq]
+
+
+def test_retention_expire_and_receive_skip_old_messages(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 1000, [b"old"])
+    _send(c, env, 1, 5000, [b"new"])
+    received, _, _, expired, _ = _receive(c, env, 1, 9000, cutoff=2000)
+    assert [r[6] for r in received] == [b"new"] and expired == 1
+    _send(c, env, 1, 6000, [b"newer"])
+    with e.begin(write=True) as txn:
+        assert c.expire(txn, t, 1, 7000) == 2  # trims the head: new and newer
+        assert c.counts(txn, t, 1, 9000, 7000) == (0, 0, 0)
+
+
+def test_over_limit_messages_are_left_for_the_dead_letter_policy(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"a"])
+    _receive(c, env, 1, 0, vis=0, max_count=2)
+    _receive(c, env, 1, 0, vis=0, max_count=2)
+    received, over, _, _, _ = _receive(c, env, 1, 0, vis=0, max_count=2)
+    assert received == [] and [o[0] for o in over] == [1]
+
+
+def test_corrupt_record_is_reported_not_served(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"good", b"bad"])
+    with e.begin(write=True) as txn:
+        key = c.log_key(1, 2)
+        broken = bytearray(txn.get(key, db=t.log))
+        broken[-1] ^= 0xFF
+        txn.put(key, bytes(broken), db=t.log)
+    received, _, corrupt, _, _ = _receive(c, env, 1, 0)
+    assert [r[6] for r in received] == [b"good"] and corrupt == [2]
+
+
+def test_queues_are_isolated_and_purge_drop(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        for q in (1, 2):
+            c.create(txn, t, q)
+    _send(c, env, 1, 0, [b"one"] * 3)
+    _send(c, env, 2, 0, [b"two"] * 2)
+    assert [r[6] for r in _receive(c, env, 2, 0)[0]] == [b"two", b"two"]
+    with e.begin(write=True) as txn:
+        assert c.purge(txn, t, 1) == 3
+        assert c.counts(txn, t, 1, 0, 0) == (0, 0, 0)
+        assert c.counts(txn, t, 2, 0, 0) == (2, 2, 0)
+        c.drop(txn, t, 2)
+        assert not c.exists(txn, t, 2)
+        assert txn.stat(t.log)["entries"] == 0 and txn.stat(t.vis)["entries"] == 0
+    # seqs keep increasing after a purge: ids are never reused
+    assert _send(c, env, 1, 0, [b"x"]) == 4
