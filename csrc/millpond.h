@@ -53,24 +53,29 @@ static inline void millpond_vis_key(unsigned char *k, uint32_t queue_id, uint64_
 }
 
 /* ---- record (the immutable log value) -------------------------------------------------------
- * crc32c u32 | format u32 | sent_ms u64 | attrs_len u32 | body_len u32 | attrs | body
- * The CRC covers every byte after itself.
+ * crc32c u32 | format u32 | sent_ms u64 | attrs_len u32 | body_len u32 |
+ * message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
+ * The CRC covers every byte after itself. The id travels with the record when a message moves
+ * to another queue (dead-letter queues, redrive), so its MessageId never changes.
  */
-#define MILLPOND_RECORD_HEADER_SIZE 24
+#define MILLPOND_RECORD_HEADER_SIZE 40
+#define MILLPOND_RECORD_ID_AT 24
 #define MILLPOND_RECORD_FORMAT 1u
 
 /* ---- delivery state (the vis value) ---------------------------------------------------------
- * sent_ms u64 | first_receive_ms u64 | last_receive_ms u64 | receive_count u32 | reserved u32
+ * sent_ms u64 | first_receive_ms u64 | last_receive_ms u64 | receive_count u32 |
+ * dead_letter_source_queue_id u32 (0: the message was sent to this queue)
  */
 #define MILLPOND_VIS_VALUE_SIZE 32
 
 static inline void millpond_vis_value(unsigned char *v, uint64_t sent_ms, uint64_t first_receive_ms,
-                                      uint64_t last_receive_ms, uint32_t receive_count) {
+                                      uint64_t last_receive_ms, uint32_t receive_count,
+                                      uint32_t source_queue_id) {
     millpond_put_u64(v, sent_ms);
     millpond_put_u64(v + 8, first_receive_ms);
     millpond_put_u64(v + 16, last_receive_ms);
     millpond_put_u32(v + 24, receive_count);
-    millpond_put_u32(v + 28, 0);
+    millpond_put_u32(v + 28, source_queue_id);
 }
 
 /* ---- per-queue counters (the qstate value, key = queue_id u32) ------------------------------
@@ -152,8 +157,12 @@ static inline uint32_t millpond_crc32c(uint32_t crc, const unsigned char *p, siz
 }
 
 /* Write a record header for attrs/body already placed after it, then its CRC. */
-static inline void millpond_record_seal(unsigned char *rec, uint64_t sent_ms, uint32_t attrs_len,
+static inline void millpond_record_seal(unsigned char *rec, uint64_t sent_ms, uint32_t env_id,
+                                        uint32_t queue_id, uint64_t seq, uint32_t attrs_len,
                                         uint32_t body_len) {
+    millpond_put_u32(rec + MILLPOND_RECORD_ID_AT, env_id);
+    millpond_put_u32(rec + MILLPOND_RECORD_ID_AT + 4, queue_id);
+    millpond_put_u64(rec + MILLPOND_RECORD_ID_AT + 8, seq);
     millpond_put_u32(rec + 4, MILLPOND_RECORD_FORMAT);
     millpond_put_u64(rec + 8, sent_ms);
     millpond_put_u32(rec + 16, attrs_len);

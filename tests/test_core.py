@@ -27,12 +27,15 @@ def env(tmp_path):
     e.close()
 
 
+ENV_ID = 0xABCD0123
+
+
 def _send(c, env, queue_id, now, bodies, delays=None, attrs=None):
     e, t = env
     with e.begin(write=True) as txn:
         return c.send(
             txn, t, queue_id, now, list(bodies), attrs or [b""] * len(bodies),
-            delays or [0] * len(bodies),
+            delays or [0] * len(bodies), ENV_ID,
         )
 
 
@@ -55,7 +58,9 @@ def test_layouts_are_byte_identical_between_implementations():
     assert cc.log_key(7, 2**40 + 3) == py.log_key(7, 2**40 + 3)
     assert cc.vis_key(7, 1_700_000_000_000, 9) == py.vis_key(7, 1_700_000_000_000, 9)
     body = os.urandom(1500)
-    assert cc.encode_record(123, b"attrs", body) == py.encode_record(123, b"attrs", body)
+    assert cc.encode_record(123, 1, 2, 3, b"attrs", body) == py.encode_record(
+        123, 1, 2, 3, b"attrs", body
+    )
     args = (b"secret", 3, 99, 1_700_000_030_000, 4)
     assert cc.encode_handle(*args) == py.encode_handle(*args)
     assert cc.message_id(0xDEADBEEF, 3, 99) == py.message_id(0xDEADBEEF, 3, 99)
@@ -68,8 +73,10 @@ def test_keys_sort_numerically(c):
 
 
 def test_record_round_trip_and_every_corruption_is_caught(c):
-    record = c.encode_record(42, b"meta", b"the body")
-    assert c.decode_record(record) == (42, b"meta", b"the body")
+    record = c.encode_record(42, 0xDEADBEEF, 3, 99, b"meta", b"the body")
+    assert c.decode_record(record) == (
+        42, "deadbeef-0000-0003-0000-000000000063", b"meta", b"the body"
+    )
     for i in range(len(record)):
         broken = bytearray(record)
         broken[i] ^= 0x01
@@ -204,3 +211,30 @@ def test_queues_are_isolated_and_purge_drop(c, env):
         assert txn.stat(t.log)["entries"] == 0 and txn.stat(t.vis)["entries"] == 0
     # seqs keep increasing after a purge: ids are never reused
     assert _send(c, env, 1, 0, [b"x"]) == 4
+
+
+def test_move_keeps_the_record_and_id_and_optionally_the_delivery_state(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+        c.create(txn, t, 2)
+    _send(c, env, 1, 100, [b"a", b"b", b"c"])
+    got = _receive(c, env, 1, 100, vis=0)[0]
+    with e.begin(write=True) as txn:
+        assert c.peek(txn, t, 1, 100, 10, True) == []
+        assert [p[0] for p in c.peek(txn, t, 1, 100, 2, False)] == [1, 2]
+        entries = [(r[0], r[1]) for r in got[:2]] + [(99, 100)]  # 99 does not exist: skipped
+        assert c.move(txn, t, 1, 200, entries, 2, True) == 2
+        assert c.counts(txn, t, 1, 200, 0)[0] == 1 and c.counts(txn, t, 2, 200, 0)[0] == 2
+        assert c.peek(txn, t, 2, 200, 10, True) == [(1, 200, 1), (2, 200, 1)]
+    moved = _receive(c, env, 2, 200)[0]
+    # same message ids and sent time; receive count continues; the source is remembered
+    assert [(r[6], r[7], r[3], r[2], r[4], r[8]) for r in moved] == [
+        (b"a", got[0][7], 100, 2, 100, 1),
+        (b"b", got[1][7], 100, 2, 100, 1),
+    ]
+    with e.begin(write=True) as txn:
+        c.move(txn, t, 2, 300, [(r[0], r[1]) for r in moved], 1, False)
+    back = _receive(c, env, 1, 300_000)[0]
+    fresh = {r[7]: (r[2], r[4], r[8]) for r in back}
+    assert fresh[got[0][7]] == (1, 300_000, 0)  # a redrive starts the delivery afresh

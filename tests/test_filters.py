@@ -152,7 +152,13 @@ VECTORS = [
         {"detail": {"sourceIPAddressV6": "2001:0db8:1234:1a00:0000:0000:0000:0000"}},
         True,
     ),
-    ("v26-aws-v6-outside", P26, B, {"detail": {"sourceIPAddressV6": "2001:0db8:123f:1a01::"}}, False),
+    (
+        "v26-aws-v6-outside",
+        P26,
+        B,
+        {"detail": {"sourceIPAddressV6": "2001:0db8:123f:1a01::"}},
+        False,
+    ),
     ("v27-aws-metric-source", P27, B, {"metricName": "CPUUtilization", "detail": CW}, True),
     ("v27-aws-namespace-source", P27, B, {"namespace": "AWS/ES", "detail": CW}, True),
     ("v27-aws-metric-type", P27, B, {"metricName": "CPUUtilization", "detail": ALARM}, True),
@@ -175,7 +181,13 @@ VECTORS = [
         {"metricName": "CPUUtilization", "detail": {"scope": "Service"}},
         False,
     ),
-    ("v28-aws-scope-not-nested", P27, B, {"metricName": "CPUUtilization", "scope": "Service"}, False),
+    (
+        "v28-aws-scope-not-nested",
+        P27,
+        B,
+        {"metricName": "CPUUtilization", "scope": "Service"},
+        False,
+    ),
     ("v28-aws-metric-value-swapped", P27, B, {"metricName": "AWS/EC2", "detail": ALARM}, False),
     ("v28-aws-namespace-swapped", P27, B, {"namespace": "CPUUtilization", "detail": ALARM}, False),
     (
@@ -185,16 +197,52 @@ VECTORS = [
         {"metricName": "CPUUtilization", "detail": {"scope": "Service", "type": "CPUUtilization"}},
         False,
     ),
-    ("v29-aws-both", {"headers": {"route-to": ["queue1"]}}, B, {"headers": {"route-to": ["queue1", "queue2"]}}, True),
-    ("v29-aws-one", {"headers": {"route-to": ["queue1"]}}, B, {"headers": {"route-to": ["queue1"]}}, True),
-    ("v29-aws-other", {"headers": {"route-to": ["queue1"]}}, B, {"headers": {"route-to": ["queue3"]}}, False),
+    (
+        "v29-aws-both",
+        {"headers": {"route-to": ["queue1"]}},
+        B,
+        {"headers": {"route-to": ["queue1", "queue2"]}},
+        True,
+    ),
+    (
+        "v29-aws-one",
+        {"headers": {"route-to": ["queue1"]}},
+        B,
+        {"headers": {"route-to": ["queue1"]}},
+        True,
+    ),
+    (
+        "v29-aws-other",
+        {"headers": {"route-to": ["queue1"]}},
+        B,
+        {"headers": {"route-to": ["queue3"]}},
+        False,
+    ),
     ("v30-aws-created-auto", P30, B, s3_event("ObjectCreated:Put", "auto-insurance.xml"), True),
     ("v30-aws-removed", P30, B, s3_event("ObjectRemoved:Delete", "auto-insurance.xml"), False),
     ("v30-aws-home", P30, B, s3_event("ObjectCreated:Put", "home-insurance.xml"), False),
     ("v30-aws-two-records", P30, B, S3_TWO_RECORDS, True),
-    ("v31-aws-nested", {"object.nested": ["string.value"]}, B, {"object": {"nested": "string.value"}}, True),
-    ("v31-aws-dotted", {"object.nested": ["string.value"]}, B, {"object.nested": "string.value"}, True),
-    ("v31-aws-other", {"object.nested": ["string.value"]}, B, {"object": {"nested": "test-auto"}}, False),
+    (
+        "v31-aws-nested",
+        {"object.nested": ["string.value"]},
+        B,
+        {"object": {"nested": "string.value"}},
+        True,
+    ),
+    (
+        "v31-aws-dotted",
+        {"object.nested": ["string.value"]},
+        B,
+        {"object.nested": "string.value"},
+        True,
+    ),
+    (
+        "v31-aws-other",
+        {"object.nested": ["string.value"]},
+        B,
+        {"object": {"nested": "test-auto"}},
+        False,
+    ),
 ]
 DEEP = {"object.nested.test": ["string.value"]}
 VECTORS += [
@@ -216,7 +264,13 @@ VECTORS += [
     ("v37-binary-ignored", {"bin": ["x"]}, A, {"bin": binary(b"x")}, False),
     ("v37-binary-is-absent", {"bin": [{"exists": False}]}, A, {"bin": binary(b"x")}, True),
     # 39 and 42 are Event Ruler vectors; these are the answers millpond's SNS rules give.
-    ("v39-non-leaf-is-absent", {"detail": {"c-count": [{"exists": False}]}}, B, {"detail": {"c-count": {"c1": 100}}}, True),
+    (
+        "v39-non-leaf-is-absent",
+        {"detail": {"c-count": [{"exists": False}]}},
+        B,
+        {"detail": {"c-count": {"c1": 100}}},
+        True,
+    ),
     (
         "v42-arrays-crushed",
         {"employees": {"firstName": ["Anna"], "lastName": ["Jones"]}},
@@ -234,7 +288,10 @@ VECTORS += [
     (
         "aws-body-hardcoded",
         {
-            "object": {"key": [{"prefix": "auto-"}, "hardcodedvalue"], "nested_key": [{"exists": False}]},
+            "object": {
+                "key": [{"prefix": "auto-"}, "hardcodedvalue"],
+                "nested_key": [{"exists": False}],
+            },
             "test": [{"exists": False}],
         },
         B,
@@ -296,8 +353,18 @@ TYPING = [
     ("array-objects-ignored", {"k": ["v"]}, {"k": arr([{"v": "v"}])}, False),
     ("array-anything-but-null", {"k": [{"anything-but": "x"}]}, {"k": arr([None])}, True),
     ("array-empty", {"k": [{"anything-but": "x"}]}, {"k": arr([])}, False),
-    ("array-invalid-json", {"k": ["a"]}, {"k": {"DataType": "String.Array", "StringValue": "[a"}}, False),
-    ("array-invalid-exists", {"k": [{"exists": True}]}, {"k": {"DataType": "String.Array", "StringValue": "[a"}}, True),
+    (
+        "array-invalid-json",
+        {"k": ["a"]},
+        {"k": {"DataType": "String.Array", "StringValue": "[a"}},
+        False,
+    ),
+    (
+        "array-invalid-exists",
+        {"k": [{"exists": True}]},
+        {"k": {"DataType": "String.Array", "StringValue": "[a"}},
+        True,
+    ),
     ("number-unparsable", {"k": [{"numeric": [">", 0]}]}, {"k": n("abc")}, False),
     ("number-nan", {"k": [{"numeric": [">", 0]}]}, {"k": n("nan")}, False),
     ("number-5-decimals", {"k": [{"numeric": ["=", 1]}]}, {"k": n("1.000001")}, True),
@@ -372,9 +439,19 @@ OR_150 = {
 NOT_X_OR_MISSING = {"k": [{"anything-but": "x"}, {"exists": False}]}
 
 COMBINATIONS = [
-    ("nested-or-space", OR_150, {"source": s("aws.events"), "metricType": s("TestType"), "spaceId": n("3")}, True),
+    (
+        "nested-or-space",
+        OR_150,
+        {"source": s("aws.events"), "metricType": s("TestType"), "spaceId": n("3")},
+        True,
+    ),
     ("nested-or-metric", OR_150, {"source": s("aws.test"), "metricName": s("T4")}, True),
-    ("nested-or-id-string", OR_150, {"source": s("aws.test"), "metricType": s("TestType"), "metricId": s("1234")}, False),
+    (
+        "nested-or-id-string",
+        OR_150,
+        {"source": s("aws.test"), "metricType": s("TestType"), "metricId": s("1234")},
+        False,
+    ),
     ("nested-or-no-leaf", OR_150, {"source": s("aws.events"), "metricType": s("TestType")}, False),
     ("nested-or-no-source", OR_150, {"metricName": s("T1")}, False),
     ("but-or-missing-absent", NOT_X_OR_MISSING, {}, True),
@@ -384,14 +461,34 @@ COMBINATIONS = [
     ("null-only-absent", {"k": [None]}, {}, False),
     ("two-keys-and", {"a": ["1"], "b": ["2"]}, {"a": s("1"), "b": s("3")}, False),
     ("two-keys-both", {"a": ["1"], "b": ["2"]}, {"a": s("1"), "b": s("2")}, True),
-    ("many-anything-but", {"k": [{"anything-but": "a"}, {"anything-but": "b"}]}, {"k": s("a")}, True),
-    ("mixed-operators", {"k": ["x", {"prefix": "p"}, {"suffix": "s"}, {"numeric": ["<", 0]}]}, {"k": n("-1")}, True),
-    ("mixed-operators-miss", {"k": ["x", {"prefix": "p"}, {"suffix": "s"}, {"numeric": ["<", 0]}]}, {"k": s("q")}, False),
+    (
+        "many-anything-but",
+        {"k": [{"anything-but": "a"}, {"anything-but": "b"}]},
+        {"k": s("a")},
+        True,
+    ),
+    (
+        "mixed-operators",
+        {"k": ["x", {"prefix": "p"}, {"suffix": "s"}, {"numeric": ["<", 0]}]},
+        {"k": n("-1")},
+        True,
+    ),
+    (
+        "mixed-operators-miss",
+        {"k": ["x", {"prefix": "p"}, {"suffix": "s"}, {"numeric": ["<", 0]}]},
+        {"k": s("q")},
+        False,
+    ),
     ("cidr-v6-attr", {"ip": [{"cidr": "2001:db8::/32"}]}, {"ip": s("2001:db8::1")}, True),
     ("cidr-v4-vs-v6-net", {"ip": [{"cidr": "::/0"}]}, {"ip": s("10.0.0.1")}, False),
     ("cidr-v6-vs-v6-any", {"ip": [{"cidr": "::/0"}]}, {"ip": s("fe80::1")}, True),
     ("cidr-not-ip", {"ip": [{"cidr": "10.0.0.0/8"}]}, {"ip": s("hello")}, False),
-    ("cidr-two-nets", {"ip": [{"cidr": "10.0.0.0/8"}, {"cidr": "192.168.0.0/16"}]}, {"ip": s("192.168.3.4")}, True),
+    (
+        "cidr-two-nets",
+        {"ip": [{"cidr": "10.0.0.0/8"}, {"cidr": "192.168.0.0/16"}]},
+        {"ip": s("192.168.3.4")},
+        True,
+    ),
     ("range-and-exact", {"k": [{"numeric": [">=", 10, "<", 20]}, 50]}, {"k": n("50")}, True),
     ("range-top-open", {"k": [{"numeric": [">=", 10, "<", 20]}, 50]}, {"k": n("20")}, False),
     ("range-bottom-closed", {"k": [{"numeric": [">=", 10, "<", 20]}, 50]}, {"k": n("10")}, True),
@@ -420,83 +517,357 @@ def test_nested_or_under_body_key() -> None:
     assert not policy.matches(None, json.dumps({"b": "1"}))
 
 
+MIXED_BUT = (
+    "Inside anything but list, either all values are number or string, mixed type is not supported"
+)
+
 # -- validation: SNS's reason texts -----------------------------------------------------------
 
 INVALID = [
-    ("v35-nested-attributes", {"a": {"b": ["x"]}}, A, "Filter policy scope MessageAttributes does not support nested filter policy"),
-    ("v35-nested-in-or", {"$or": [{"a": ["x"]}, {"b": {"c": ["y"]}}]}, A, "Filter policy scope MessageAttributes does not support nested filter policy"),
-    ("v36-but-suffix-attr", {"k": [{"anything-but": {"suffix": "test"}}]}, A, "Unsupported anything-but pattern: suffix"),
-    ("v36-but-suffix-body", {"k": [{"anything-but": {"suffix": "test"}}]}, B, "Unsupported anything-but pattern: suffix"),
-    ("v38-wildcard", {"source": [{"wildcard": "Simple*Service"}]}, B, "Unrecognized match type wildcard"),
-    ("v40-but-suffix", {"detail": {"instance-id": [{"anything-but": {"suffix": "1234"}}]}}, B, "Unsupported anything-but pattern: suffix"),
-    ("v41-prefix-ignore-case", {"source": [{"prefix": {"equals-ignore-case": "EC2"}}]}, B, "prefix match pattern must be a string"),
-    ("aws-list-in-list", {"key": [["value"]]}, A, "Match value must be String, number, true, false, or null"),
-    ("aws-wrong-operator", {"key": [{"wrong-operator": True}]}, A, "Unrecognized match type wrong-operator"),
-    ("aws-two-operators", {"key": [{"suffix": "value", "prefix": "value2"}]}, A, "Only one key allowed in match expression"),
+    (
+        "v35-nested-attributes",
+        {"a": {"b": ["x"]}},
+        A,
+        "Filter policy scope MessageAttributes does not support nested filter policy",
+    ),
+    (
+        "v35-nested-in-or",
+        {"$or": [{"a": ["x"]}, {"b": {"c": ["y"]}}]},
+        A,
+        "Filter policy scope MessageAttributes does not support nested filter policy",
+    ),
+    (
+        "v36-but-suffix-attr",
+        {"k": [{"anything-but": {"suffix": "test"}}]},
+        A,
+        "Unsupported anything-but pattern: suffix",
+    ),
+    (
+        "v36-but-suffix-body",
+        {"k": [{"anything-but": {"suffix": "test"}}]},
+        B,
+        "Unsupported anything-but pattern: suffix",
+    ),
+    (
+        "v38-wildcard",
+        {"source": [{"wildcard": "Simple*Service"}]},
+        B,
+        "Unrecognized match type wildcard",
+    ),
+    (
+        "v40-but-suffix",
+        {"detail": {"instance-id": [{"anything-but": {"suffix": "1234"}}]}},
+        B,
+        "Unsupported anything-but pattern: suffix",
+    ),
+    (
+        "v41-prefix-ignore-case",
+        {"source": [{"prefix": {"equals-ignore-case": "EC2"}}]},
+        B,
+        "prefix match pattern must be a string",
+    ),
+    (
+        "aws-list-in-list",
+        {"key": [["value"]]},
+        A,
+        "Match value must be String, number, true, false, or null",
+    ),
+    (
+        "aws-wrong-operator",
+        {"key": [{"wrong-operator": True}]},
+        A,
+        "Unrecognized match type wrong-operator",
+    ),
+    (
+        "aws-two-operators",
+        {"key": [{"suffix": "value", "prefix": "value2"}]},
+        A,
+        "Only one key allowed in match expression",
+    ),
     ("aws-suffix-number", {"key": [{"suffix": 100}]}, A, "suffix match pattern must be a string"),
     ("aws-suffix-null", {"key": [{"suffix": None}]}, A, "suffix match pattern must be a string"),
-    ("aws-suffix-list", {"key": [{"suffix": ["test", "test2"]}]}, A, "suffix match pattern must be a string"),
-    ("aws-suffix-empty-list", {"key": [{"suffix": []}]}, A, "suffix match pattern must be a string"),
-    ("aws-operator-not-in-list", {"key": {"suffix": "value"}}, A, '"suffix" must be an object or an array'),
-    ("aws-two-operators-not-in-list", {"key": {"suffix": "value", "prefix": "value"}}, A, '"suffix" must be an object or an array'),
-    ("aws-no-operator-not-in-list", {"key": {"not-an-operator": "value"}}, A, '"not-an-operator" must be an object or an array'),
+    (
+        "aws-suffix-list",
+        {"key": [{"suffix": ["test", "test2"]}]},
+        A,
+        "suffix match pattern must be a string",
+    ),
+    (
+        "aws-suffix-empty-list",
+        {"key": [{"suffix": []}]},
+        A,
+        "suffix match pattern must be a string",
+    ),
+    (
+        "aws-operator-not-in-list",
+        {"key": {"suffix": "value"}},
+        A,
+        '"suffix" must be an object or an array',
+    ),
+    (
+        "aws-two-operators-not-in-list",
+        {"key": {"suffix": "value", "prefix": "value"}},
+        A,
+        '"suffix" must be an object or an array',
+    ),
+    (
+        "aws-no-operator-not-in-list",
+        {"key": {"not-an-operator": "value"}},
+        A,
+        '"not-an-operator" must be an object or an array',
+    ),
     ("aws-value-not-list", {"key_a": "value_one"}, B, '"key_a" must be an object or an array'),
     ("prefix-number", {"key": [{"prefix": 1}]}, A, "prefix match pattern must be a string"),
-    ("ignore-case-number", {"key": [{"equals-ignore-case": 1}]}, A, "equals-ignore-case match pattern must be a string"),
+    (
+        "ignore-case-number",
+        {"key": [{"equals-ignore-case": 1}]},
+        A,
+        "equals-ignore-case match pattern must be a string",
+    ),
     ("empty-array", {"key": []}, A, "Empty arrays are not allowed"),
     ("empty-nested-array", {"a": {"b": []}}, B, "Empty arrays are not allowed"),
     ("empty-nested-object", {"a": {}}, B, "Empty objects are not allowed"),
     ("empty-match-expression", {"a": [{}]}, A, "Match expression name not found"),
     ("aws-numeric-empty", {"key": [{"numeric": []}]}, A, "Invalid member in numeric match: ]"),
-    ("aws-numeric-bad-operator", {"key": [{"numeric": ["operator"]}]}, A, "Unrecognized numeric range operator: operator"),
-    ("aws-numeric-operator-order", {"key": [{"numeric": [1, "<="]}]}, A, "Invalid member in numeric match: 1"),
-    ("aws-numeric-string-value", {"key": [{"numeric": ["=", "000"]}]}, A, "Value of equals must be numeric"),
+    (
+        "aws-numeric-bad-operator",
+        {"key": [{"numeric": ["operator"]}]},
+        A,
+        "Unrecognized numeric range operator: operator",
+    ),
+    (
+        "aws-numeric-operator-order",
+        {"key": [{"numeric": [1, "<="]}]},
+        A,
+        "Invalid member in numeric match: 1",
+    ),
+    (
+        "aws-numeric-string-value",
+        {"key": [{"numeric": ["=", "000"]}]},
+        A,
+        "Value of equals must be numeric",
+    ),
     ("aws-numeric-missing-value", {"key": [{"numeric": [">="]}]}, A, "Value of >= must be numeric"),
-    ("aws-numeric-range-order", {"key": [{"numeric": ["<", 100, ">", 10]}]}, A, "Too many elements in numeric expression"),
-    ("aws-numeric-range-operators", {"key": [{"numeric": [">=", 1, ">", 2]}]}, A, "Bad numeric range operator: >"),
-    ("aws-numeric-bottom-top", {"key": [{"numeric": [">", 3, "<", 1]}]}, A, "Bottom must be less than top"),
-    ("numeric-bottom-equals-top", {"key": [{"numeric": [">=", 3, "<=", 3]}]}, A, "Bottom must be less than top"),
-    ("aws-numeric-missing-top", {"key": [{"numeric": [">", 20, "<="]}]}, A, "Value of <= must be numeric"),
-    ("aws-numeric-missing-top-operator", {"key": [{"numeric": [">", 20, 30]}]}, A, "Bad value in numeric range: 30"),
-    ("aws-numeric-bad-top-operator", {"key": [{"numeric": [">", 20, "test"]}]}, A, "Bad numeric range operator: test"),
-    ("aws-numeric-string-bottom", {"key": [{"numeric": [">", "20", "<", "30"]}]}, A, "Value of > must be numeric"),
-    ("aws-numeric-string-top", {"key": [{"numeric": [">", 20, "<", "30"]}]}, A, "Value of < must be numeric"),
-    ("aws-numeric-too-many-terms", {"key": [{"numeric": [">", 20, "<", 30, "<", 50]}]}, A, "Too many terms in numeric range expression"),
-    ("numeric-equals-extra", {"key": [{"numeric": ["=", 1, 2]}]}, A, "Too many elements in numeric expression"),
-    ("numeric-bool-value", {"key": [{"numeric": ["=", True]}]}, A, "Value of equals must be numeric"),
+    (
+        "aws-numeric-range-order",
+        {"key": [{"numeric": ["<", 100, ">", 10]}]},
+        A,
+        "Too many elements in numeric expression",
+    ),
+    (
+        "aws-numeric-range-operators",
+        {"key": [{"numeric": [">=", 1, ">", 2]}]},
+        A,
+        "Bad numeric range operator: >",
+    ),
+    (
+        "aws-numeric-bottom-top",
+        {"key": [{"numeric": [">", 3, "<", 1]}]},
+        A,
+        "Bottom must be less than top",
+    ),
+    (
+        "numeric-bottom-equals-top",
+        {"key": [{"numeric": [">=", 3, "<=", 3]}]},
+        A,
+        "Bottom must be less than top",
+    ),
+    (
+        "aws-numeric-missing-top",
+        {"key": [{"numeric": [">", 20, "<="]}]},
+        A,
+        "Value of <= must be numeric",
+    ),
+    (
+        "aws-numeric-missing-top-operator",
+        {"key": [{"numeric": [">", 20, 30]}]},
+        A,
+        "Bad value in numeric range: 30",
+    ),
+    (
+        "aws-numeric-bad-top-operator",
+        {"key": [{"numeric": [">", 20, "test"]}]},
+        A,
+        "Bad numeric range operator: test",
+    ),
+    (
+        "aws-numeric-string-bottom",
+        {"key": [{"numeric": [">", "20", "<", "30"]}]},
+        A,
+        "Value of > must be numeric",
+    ),
+    (
+        "aws-numeric-string-top",
+        {"key": [{"numeric": [">", 20, "<", "30"]}]},
+        A,
+        "Value of < must be numeric",
+    ),
+    (
+        "aws-numeric-too-many-terms",
+        {"key": [{"numeric": [">", 20, "<", 30, "<", 50]}]},
+        A,
+        "Too many terms in numeric range expression",
+    ),
+    (
+        "numeric-equals-extra",
+        {"key": [{"numeric": ["=", 1, 2]}]},
+        A,
+        "Too many elements in numeric expression",
+    ),
+    (
+        "numeric-bool-value",
+        {"key": [{"numeric": ["=", True]}]},
+        A,
+        "Value of equals must be numeric",
+    ),
     ("numeric-not-list", {"key": [{"numeric": 5}]}, A, "Value of numeric must be an array."),
-    ("numeric-extra-key", {"key": [{"numeric": ["<", 5], "prefix": "x"}]}, A, "Too many elements in numeric expression"),
-    ("numeric-out-of-range", {"key": [{"numeric": [">", 1e10]}]}, A, "Value must be between -1.0E9 and 1.0E9, inclusive"),
-    ("numeric-out-of-range-top", {"key": [{"numeric": [">", 0, "<", -2e9]}]}, A, "Value must be between -1.0E9 and 1.0E9, inclusive"),
-    ("aws-exists-null", {"key": [{"exists": None}]}, A, "exists match pattern must be either true or false."),
-    ("aws-exists-string", {"key": [{"exists": "no"}]}, A, "exists match pattern must be either true or false."),
-    ("exists-extra-key", {"key": [{"exists": True, "prefix": "x"}]}, A, "Only one key allowed in match expression"),
-    ("aws-but-wrong-operator", {"key": [{"anything-but": {"wrong-operator": None}}]}, A, "Unsupported anything-but pattern: wrong-operator"),
-    ("aws-but-exists", {"key": [{"anything-but": {"exists": False}}]}, A, "Unsupported anything-but pattern: exists"),
-    ("but-ignore-case", {"key": [{"anything-but": {"equals-ignore-case": "x"}}]}, A, "Unsupported anything-but pattern: equals-ignore-case"),
-    ("aws-but-prefix-bool", {"key": [{"anything-but": {"prefix": False}}]}, A, "prefix match pattern must be a string"),
-    ("but-prefix-empty", {"key": [{"anything-but": {"prefix": ""}}]}, A, "Null prefix/suffix not allowed"),
-    ("but-empty-object", {"key": [{"anything-but": {}}]}, A, "Anything-But expression name not found"),
-    ("but-bool", {"key": [{"anything-but": True}]}, A, "Value of anything-but must be an array or single string/number value."),
-    ("but-null-in-list", {"key": [{"anything-but": ["a", None]}]}, A, "Inside anything but list, start|null|boolean is not supported."),
-    ("but-mixed-list", {"key": [{"anything-but": ["a", 1]}]}, A, "Inside anything but list, either all values are number or string, mixed type is not supported"),
-    ("but-empty-list", {"key": [{"anything-but": []}]}, A, "Inside anything but list, either all values are number or string, mixed type is not supported"),
-    ("but-number-out-of-range", {"key": [{"anything-but": 5e9}]}, A, "Value must be between -1.0E9 and 1.0E9, inclusive"),
+    (
+        "numeric-extra-key",
+        {"key": [{"numeric": ["<", 5], "prefix": "x"}]},
+        A,
+        "Too many elements in numeric expression",
+    ),
+    (
+        "numeric-out-of-range",
+        {"key": [{"numeric": [">", 1e10]}]},
+        A,
+        "Value must be between -1.0E9 and 1.0E9, inclusive",
+    ),
+    (
+        "numeric-out-of-range-top",
+        {"key": [{"numeric": [">", 0, "<", -2e9]}]},
+        A,
+        "Value must be between -1.0E9 and 1.0E9, inclusive",
+    ),
+    (
+        "aws-exists-null",
+        {"key": [{"exists": None}]},
+        A,
+        "exists match pattern must be either true or false.",
+    ),
+    (
+        "aws-exists-string",
+        {"key": [{"exists": "no"}]},
+        A,
+        "exists match pattern must be either true or false.",
+    ),
+    (
+        "exists-extra-key",
+        {"key": [{"exists": True, "prefix": "x"}]},
+        A,
+        "Only one key allowed in match expression",
+    ),
+    (
+        "aws-but-wrong-operator",
+        {"key": [{"anything-but": {"wrong-operator": None}}]},
+        A,
+        "Unsupported anything-but pattern: wrong-operator",
+    ),
+    (
+        "aws-but-exists",
+        {"key": [{"anything-but": {"exists": False}}]},
+        A,
+        "Unsupported anything-but pattern: exists",
+    ),
+    (
+        "but-ignore-case",
+        {"key": [{"anything-but": {"equals-ignore-case": "x"}}]},
+        A,
+        "Unsupported anything-but pattern: equals-ignore-case",
+    ),
+    (
+        "aws-but-prefix-bool",
+        {"key": [{"anything-but": {"prefix": False}}]},
+        A,
+        "prefix match pattern must be a string",
+    ),
+    (
+        "but-prefix-empty",
+        {"key": [{"anything-but": {"prefix": ""}}]},
+        A,
+        "Null prefix/suffix not allowed",
+    ),
+    (
+        "but-empty-object",
+        {"key": [{"anything-but": {}}]},
+        A,
+        "Anything-But expression name not found",
+    ),
+    (
+        "but-bool",
+        {"key": [{"anything-but": True}]},
+        A,
+        "Value of anything-but must be an array or single string/number value.",
+    ),
+    (
+        "but-null-in-list",
+        {"key": [{"anything-but": ["a", None]}]},
+        A,
+        "Inside anything but list, start|null|boolean is not supported.",
+    ),
+    (
+        "but-mixed-list",
+        {"key": [{"anything-but": ["a", 1]}]},
+        A,
+        MIXED_BUT,
+    ),
+    (
+        "but-empty-list",
+        {"key": [{"anything-but": []}]},
+        A,
+        MIXED_BUT,
+    ),
+    (
+        "but-number-out-of-range",
+        {"key": [{"anything-but": 5e9}]},
+        A,
+        "Value must be between -1.0E9 and 1.0E9, inclusive",
+    ),
     ("cidr-number", {"ip": [{"cidr": 10}]}, A, "prefix match pattern must be a string"),
     ("cidr-no-slash", {"ip": [{"cidr": "10.0.0.0"}]}, A, "Malformed CIDR, one '/' required"),
     ("cidr-trailing-slash", {"ip": [{"cidr": "10.0.0.0/"}]}, A, "Malformed CIDR, one '/' required"),
     ("cidr-two-slashes", {"ip": [{"cidr": "10.0.0.0/8/8"}]}, A, "Malformed CIDR, one '/' required"),
-    ("cidr-mask-text", {"ip": [{"cidr": "10.0.0.0/x"}]}, A, "Malformed CIDR, mask bits must be an integer"),
-    ("cidr-mask-negative", {"ip": [{"cidr": "10.0.0.0/-1"}]}, A, "Malformed CIDR, mask bits must not be negative"),
-    ("cidr-hostname", {"ip": [{"cidr": "example.com/8"}]}, A, "Nonstandard IP address: example.com"),
+    (
+        "cidr-mask-text",
+        {"ip": [{"cidr": "10.0.0.0/x"}]},
+        A,
+        "Malformed CIDR, mask bits must be an integer",
+    ),
+    (
+        "cidr-mask-negative",
+        {"ip": [{"cidr": "10.0.0.0/-1"}]},
+        A,
+        "Malformed CIDR, mask bits must not be negative",
+    ),
+    (
+        "cidr-hostname",
+        {"ip": [{"cidr": "example.com/8"}]},
+        A,
+        "Nonstandard IP address: example.com",
+    ),
     ("cidr-bad-octet", {"ip": [{"cidr": "10.0.0.256/24"}]}, A, "Invalid IP address: 10.0.0.256"),
     ("cidr-v4-mask-32", {"ip": [{"cidr": "10.0.0.1/32"}]}, A, "IPv4 mask bits must be < 32"),
     ("cidr-v6-mask-128", {"ip": [{"cidr": "::1/128"}]}, A, "IPv6 mask bits must be < 128"),
     ("or-not-array", {"$or": {"a": ["x"]}}, A, "It must be an Array followed with $or."),
-    ("or-one-branch", {"$or": [{"a": ["x"]}]}, A, "There must have at least 2 Objects in $or relationship."),
+    (
+        "or-one-branch",
+        {"$or": [{"a": ["x"]}]},
+        A,
+        "There must have at least 2 Objects in $or relationship.",
+    ),
     ("or-empty", {"$or": []}, A, "There must have at least 2 Objects in $or relationship."),
-    ("or-not-object", {"$or": [{"a": ["x"]}, ["b"]]}, A, "Only JSON object is allowed in array of $or relationship."),
-    ("or-reserved-name", {"$or": [{"prefix": ["x"]}, {"b": ["y"]}]}, A, "prefix is Ruler reserved fieldName which cannot be used inside $or."),
+    (
+        "or-not-object",
+        {"$or": [{"a": ["x"]}, ["b"]]},
+        A,
+        "Only JSON object is allowed in array of $or relationship.",
+    ),
+    (
+        "or-reserved-name",
+        {"$or": [{"prefix": ["x"]}, {"b": ["y"]}]},
+        A,
+        "prefix is Ruler reserved fieldName which cannot be used inside $or.",
+    ),
     ("or-empty-branch", {"$or": [{}, {"b": ["y"]}]}, A, "Empty objects are not allowed"),
 ]
 
@@ -595,7 +966,13 @@ LIMITS = [
     # (id, policy, scope, accepted, reason if refused)
     ("aws-151-values", {"key": values(151)}, A, False, "Filter policy is too complex"),
     ("150-values", {"key": values(150)}, A, True, None),
-    ("aws-100x51", {"key1": values(100), "key2": values(51)}, A, False, "Filter policy is too complex"),
+    (
+        "aws-100x51",
+        {"key1": values(100), "key2": values(51)},
+        A,
+        False,
+        "Filter policy is too complex",
+    ),
     ("aws-6-keys", SIX_KEYS, A, False, "Filter policy can not have more than 5 keys"),
     ("5-keys", FIVE_KEYS, A, True, None),
     ("6-keys-body", SIX_KEYS, B, False, "Filter policy can not have more than 5 keys"),
@@ -607,7 +984,13 @@ LIMITS = [
     ("doc-nested-72", NESTED_72, B, True, None),
     ("depth-2-x-75", {"a": {"b": values(75)}}, B, True, None),
     ("depth-2-x-76", {"a": {"b": values(76)}}, B, False, "Filter policy is too complex"),
-    ("or-counts-as-one-key", {**FIVE_KEYS, "$or": [{"a": ["x"]}, {"b": ["y"]}]}, A, False, "Filter policy can not have more than 5 keys"),
+    (
+        "or-counts-as-one-key",
+        {**FIVE_KEYS, "$or": [{"a": ["x"]}, {"b": ["y"]}]},
+        A,
+        False,
+        "Filter policy can not have more than 5 keys",
+    ),
 ]
 
 
@@ -708,10 +1091,23 @@ def test_body_matching_never_raises(body: Any) -> None:
     assert policy.matches(None, body) is expected
 
 
-def test_deep_body_through_arrays() -> None:
-    policy = compile_policy({"k": ["v"]}, scope=B)
-    body = '{"k": ' + "[" * 500 + '"v"' + "]" * 500 + "}"
-    assert policy.matches(None, body)
+# Nested nearly as deep as json decodes: matching walks it without recursing (no RecursionError).
+DEPTH = 900
+
+
+@pytest.mark.parametrize(
+    ("policy", "inner"),
+    [({"k": ["v"]}, '"v"'), ({"k.j": ["v"]}, '{"j": "v"}'), ({"k": {"j": ["v"]}}, '{"j": "v"}')],
+)
+def test_deep_body_arrays(policy: Any, inner: str) -> None:
+    body = '{"k": ' + "[" * DEPTH + inner + "]" * DEPTH + "}"
+    assert compile_policy(policy, scope=B).matches(None, body)
+
+
+def test_deep_string_array_attribute() -> None:
+    nested = "[" * DEPTH + '"v"' + "]" * DEPTH
+    attributes = {"k": {"DataType": "String.Array", "StringValue": nested}}
+    assert compile_policy({"k": ["v"]}).matches(attributes, None)
 
 
 def test_repr_names_scope_and_text() -> None:

@@ -23,9 +23,10 @@ cdef inline bytes _vis_key(uint32_t queue_id, uint64_t visible_at_ms, uint64_t s
     return out
 
 
-cdef inline bytes _vis_value(uint64_t sent_ms, uint64_t first_ms, uint64_t last_ms, uint32_t count):
+cdef inline bytes _vis_value(uint64_t sent_ms, uint64_t first_ms, uint64_t last_ms, uint32_t count,
+                             uint32_t source):
     cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_VIS_VALUE_SIZE)
-    millpond_vis_value(_buf(out), sent_ms, first_ms, last_ms, count)
+    millpond_vis_value(_buf(out), sent_ms, first_ms, last_ms, count, source)
     return out
 
 
@@ -36,14 +37,50 @@ cdef inline bytes _qstate(uint64_t next_seq, uint64_t count):
     return out
 
 
-cdef bytes _record(uint64_t sent_ms, bytes attrs, bytes body):
+cdef bytes _record(uint64_t sent_ms, uint32_t env_id, uint32_t queue_id, uint64_t seq,
+                   bytes attrs, bytes body):
     cdef Py_ssize_t la = PyBytes_GET_SIZE(attrs), lb = PyBytes_GET_SIZE(body)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_RECORD_HEADER_SIZE + la + lb)
     cdef unsigned char *p = _buf(out)
     memcpy(p + MILLPOND_RECORD_HEADER_SIZE, PyBytes_AS_STRING(attrs), la)
     memcpy(p + MILLPOND_RECORD_HEADER_SIZE + la, PyBytes_AS_STRING(body), lb)
-    millpond_record_seal(p, sent_ms, <uint32_t>la, <uint32_t>lb)
+    millpond_record_seal(p, sent_ms, env_id, queue_id, seq, <uint32_t>la, <uint32_t>lb)
     return out
+
+
+cdef str _message_id(uint32_t env_id, uint32_t queue_id, uint64_t seq):
+    # 8-4-4-4-12 hex digits of env_id | queue_id | seq, formatted without Python's % machinery.
+    cdef char out[36]
+    cdef unsigned char raw[16]
+    cdef const char *hexdigits = "0123456789abcdef"
+    cdef int i, j = 0
+    millpond_put_u32(raw, env_id)
+    millpond_put_u32(raw + 4, queue_id)
+    millpond_put_u64(raw + 8, seq)
+    for i in range(16):
+        if i == 4 or i == 6 or i == 8 or i == 10:
+            out[j] = 45  # '-'
+            j += 1
+        out[j] = hexdigits[raw[i] >> 4]
+        out[j + 1] = hexdigits[raw[i] & 15]
+        j += 2
+    return out[:36].decode("ascii")
+
+
+cdef tuple _decode_record(bytes record):
+    cdef const unsigned char *p = _buf(record)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
+    if millpond_record_check(p, n) != 0:
+        return None
+    cdef uint32_t la = millpond_get_u32(p + 16)
+    cdef Py_ssize_t body_at = MILLPOND_RECORD_HEADER_SIZE + la
+    cdef const unsigned char *mid = p + MILLPOND_RECORD_ID_AT
+    return (
+        millpond_get_u64(p + 8),
+        _message_id(millpond_get_u32(mid), millpond_get_u32(mid + 4), millpond_get_u64(mid + 8)),
+        record[MILLPOND_RECORD_HEADER_SIZE:body_at],
+        record[body_at:],
+    )
 
 
 def crc32c(const unsigned char[:] data, uint32_t crc=0):
@@ -61,24 +98,15 @@ def vis_key(uint32_t queue_id, uint64_t visible_at_ms, uint64_t seq):
     return _vis_key(queue_id, visible_at_ms, seq)
 
 
-def encode_record(uint64_t sent_ms, bytes attrs, bytes body):
+def encode_record(uint64_t sent_ms, uint32_t env_id, uint32_t queue_id, uint64_t seq,
+                  bytes attrs, bytes body):
     """The immutable log value for one message, sealed with its CRC."""
-    return _record(sent_ms, attrs, body)
+    return _record(sent_ms, env_id, queue_id, seq, attrs, body)
 
 
 def decode_record(bytes record):
-    """(sent_ms, attrs, body) of a record, or None when its lengths or CRC do not check."""
-    cdef const unsigned char *p = _buf(record)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
-    if millpond_record_check(p, n) != 0:
-        return None
-    cdef uint32_t la = millpond_get_u32(p + 16)
-    cdef Py_ssize_t body_at = MILLPOND_RECORD_HEADER_SIZE + la
-    return (
-        millpond_get_u64(p + 8),
-        record[MILLPOND_RECORD_HEADER_SIZE:body_at],
-        record[body_at:],
-    )
+    """(sent_ms, message_id, attrs, body) of a record, or None when its lengths or CRC fail."""
+    return _decode_record(record)
 
 
 def encode_handle(bytes secret, uint32_t queue_id, uint64_t seq, uint64_t visible_at_ms,
@@ -114,5 +142,4 @@ def decode_handle(bytes secret, handle):
 
 def message_id(uint32_t env_id, uint32_t queue_id, uint64_t seq):
     """A UUID-shaped id, unique per data directory (``env_id``), queue incarnation and seq."""
-    h = "%08x%08x%016x" % (env_id, queue_id, seq)
-    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+    return _message_id(env_id, queue_id, seq)

@@ -7,8 +7,10 @@ layouts are those of ``csrc/millpond.h`` (all integers big-endian, so LMDB key o
 - ``vis``    key queue_id u32 | visible_at_ms u64 | seq u64  value: delivery state
 - ``qstate`` key queue_id u32                                value: next_seq u64 | count u64
 
-record = crc32c u32 | format u32 | sent_ms u64 | attrs_len u32 | body_len u32 | attrs | body
-delivery state = sent_ms u64 | first_receive_ms u64 | last_receive_ms u64 | receive_count u32 | 0 u32
+record = crc32c u32 | format u32 | sent_ms u64 | attrs_len u32 | body_len u32
+         | message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
+delivery state = sent_ms u64 | first_receive_ms u64 | last_receive_ms u64 | receive_count u32
+                 | dead-letter source queue_id u32 (0: sent to this queue)
 
 Contract of every function: the caller holds an open write transaction ``txn`` and passes the
 table handles in ``dbs`` (an object with ``log``, ``vis`` and ``qstate``). The core never reads
@@ -26,7 +28,7 @@ IMPLEMENTATION = "py"
 _U32 = struct.Struct(">I")
 _LOG_KEY = struct.Struct(">IQ")
 _VIS_KEY = struct.Struct(">IQQ")
-_HEADER = struct.Struct(">IIQII")
+_HEADER = struct.Struct(">IIQIIIIQ")
 _VIS_VALUE = struct.Struct(">QQQII")
 _QSTATE = struct.Struct(">QQ")
 _HANDLE = struct.Struct(">IQQI")
@@ -77,23 +79,29 @@ def vis_key(queue_id: int, visible_at_ms: int, seq: int) -> bytes:
     return _VIS_KEY.pack(queue_id, visible_at_ms, seq)
 
 
-def encode_record(sent_ms: int, attrs: bytes, body: bytes) -> bytes:
-    """The immutable log value for one message, sealed with its CRC."""
-    rest = _HEADER.pack(0, _RECORD_FORMAT, sent_ms, len(attrs), len(body))[4:] + attrs + body
+def encode_record(
+    sent_ms: int, env_id: int, queue_id: int, seq: int, attrs: bytes, body: bytes
+) -> bytes:
+    """The immutable log value for one message, sealed with its CRC.
+
+    (env_id, queue_id, seq) name the message for good: its message id (see message_id()).
+    """
+    header = _HEADER.pack(0, _RECORD_FORMAT, sent_ms, len(attrs), len(body), env_id, queue_id, seq)
+    rest = header[4:] + attrs + body
     return _U32.pack(crc32c(rest)) + rest
 
 
-def decode_record(record: bytes) -> tuple[int, bytes, bytes] | None:
-    """(sent_ms, attrs, body) of a record, or None when its lengths or CRC do not check."""
+def decode_record(record: bytes) -> tuple[int, str, bytes, bytes] | None:
+    """(sent_ms, message_id, attrs, body) of a record, or None when its lengths or CRC fail."""
     if len(record) < HEADER_SIZE:
         return None
-    crc, fmt, sent_ms, attrs_len, body_len = _HEADER.unpack_from(record)
+    crc, fmt, sent_ms, attrs_len, body_len, env_id, queue_id, seq = _HEADER.unpack_from(record)
     if fmt != _RECORD_FORMAT or HEADER_SIZE + attrs_len + body_len != len(record):
         return None
     if crc32c(record[4:]) != crc:
         return None
     body_at = HEADER_SIZE + attrs_len
-    return sent_ms, record[HEADER_SIZE:body_at], record[body_at:]
+    return sent_ms, message_id(env_id, queue_id, seq), record[HEADER_SIZE:body_at], record[body_at:]
 
 
 def encode_handle(secret: bytes, queue_id: int, seq: int, visible_at_ms: int, count: int) -> str:
@@ -175,17 +183,18 @@ def drop(txn, dbs, queue_id: int) -> None:
 # -- the verbs -----------------------------------------------------------------------------------
 
 
-def send(txn, dbs, queue_id: int, now_ms: int, bodies, attrs, delays_ms) -> int:
+def send(txn, dbs, queue_id: int, now_ms: int, bodies, attrs, delays_ms, env_id: int) -> int:
     """Append messages; returns the seq of the first (the rest follow consecutively).
 
     ``bodies`` and ``attrs`` are lists of bytes (attrs ``b""`` when none), ``delays_ms`` a list of
-    ints. Raises LookupError if the queue does not exist.
+    ints; ``env_id`` goes into the message ids. Raises LookupError if the queue does not exist.
     """
     next_seq, count = _load_qstate(txn, dbs, queue_id)
     vis_value = _VIS_VALUE.pack(now_ms, 0, 0, 0, 0)
     seq = next_seq
     for body, attr, delay_ms in zip(bodies, attrs, delays_ms):
-        txn.put(_LOG_KEY.pack(queue_id, seq), encode_record(now_ms, attr, body), db=dbs.log)
+        record = encode_record(now_ms, env_id, queue_id, seq, attr, body)
+        txn.put(_LOG_KEY.pack(queue_id, seq), record, db=dbs.log)
         txn.put(_VIS_KEY.pack(queue_id, now_ms + delay_ms, seq), vis_value, db=dbs.vis)
         seq += 1
     txn.put(_U32.pack(queue_id), _QSTATE.pack(seq, count + seq - next_seq), db=dbs.qstate)
@@ -206,8 +215,9 @@ def receive(
 
     Returns ``(received, over_limit, corrupt, expired, next_visible_at_ms)``:
 
-    - received: list of (seq, visible_at_ms, receive_count, sent_ms, first_receive_ms, attrs, body)
-      with the new delivery state; the receipt handle is built from (seq, visible_at_ms, count).
+    - received: list of (seq, visible_at_ms, receive_count, sent_ms, first_receive_ms, attrs, body,
+      message_id, source_queue_id) with the new delivery state; the receipt handle is built from
+      (seq, visible_at_ms, count); source_queue_id is the queue a dead-lettered message came from.
     - over_limit: (seq, visible_at_ms) of visible messages already received ``max_receive_count``
       times (0 disables); they are left untouched for the caller to move to a dead-letter queue.
     - corrupt: seqs whose record failed its CRC; their delivery entry is removed, the record kept
@@ -230,20 +240,20 @@ def receive(
                 if visible_at > now_ms:
                     next_visible_at = visible_at
                     break
-                sent_ms, first_ms, last_ms, count, _ = _VIS_VALUE.unpack(value)
+                sent_ms, first_ms, last_ms, count, source = _VIS_VALUE.unpack(value)
                 if sent_ms < retention_cutoff_ms:
                     expired_keys.append((key, seq))
                 elif max_receive_count and count >= max_receive_count:
                     over_limit.append((seq, visible_at))
                 else:
-                    hits.append((key, seq, sent_ms, first_ms, count))
+                    hits.append((key, seq, sent_ms, first_ms, count, source))
                     if len(hits) >= max_messages:
                         break
     expired = _remove(txn, dbs, queue_id, expired_keys)
     received = []
     corrupt = []
     new_visible_at = now_ms + visibility_ms
-    for key, seq, sent_ms, first_ms, count in hits:
+    for key, seq, sent_ms, first_ms, count, source in hits:
         txn.delete(key, db=dbs.vis)
         record = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.log)
         if record is None:
@@ -257,10 +267,11 @@ def receive(
             first_ms = now_ms
         txn.put(
             _VIS_KEY.pack(queue_id, new_visible_at, seq),
-            _VIS_VALUE.pack(sent_ms, first_ms, now_ms, count, 0),
+            _VIS_VALUE.pack(sent_ms, first_ms, now_ms, count, source),
             db=dbs.vis,
         )
-        received.append((seq, new_visible_at, count, sent_ms, first_ms, decoded[1], decoded[2]))
+        _, mid, attrs, body = decoded
+        received.append((seq, new_visible_at, count, sent_ms, first_ms, attrs, body, mid, source))
     return received, over_limit, corrupt, expired, next_visible_at
 
 
@@ -391,3 +402,58 @@ def counts(txn, dbs, queue_id: int, now_ms: int, retention_cutoff_ms: int) -> tu
                 else:
                     delayed += 1
     return stored, in_flight, delayed
+
+
+def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_state: bool) -> int:
+    """Move messages ``(seq, visible_at_ms)`` of queue_id to to_queue_id, visible at ``now_ms``.
+
+    The record moves unchanged (same message id, sent time and body). ``keep_state`` keeps the
+    receive count and first receive and records queue_id as the dead-letter source (a move to a
+    dead-letter queue); without it the message starts afresh (a redrive back). Messages that no
+    longer exist are skipped. Returns how many moved. Raises LookupError for a missing queue.
+    """
+    to_next, to_count = _load_qstate(txn, dbs, to_queue_id)
+    seq_to = to_next
+    removed = 0
+    for seq, visible_at in entries:
+        key = _VIS_KEY.pack(queue_id, visible_at, seq)
+        value = txn.get(key, db=dbs.vis)
+        lkey = _LOG_KEY.pack(queue_id, seq)
+        record = txn.get(lkey, db=dbs.log)
+        if value is None or record is None:
+            continue
+        txn.delete(key, db=dbs.vis)
+        txn.delete(lkey, db=dbs.log)
+        removed += 1
+        sent_ms, first_ms, last_ms, count, _ = _VIS_VALUE.unpack(value)
+        if keep_state:
+            value = _VIS_VALUE.pack(sent_ms, first_ms, last_ms, count, queue_id)
+        else:
+            value = _VIS_VALUE.pack(sent_ms, 0, 0, 0, 0)
+        txn.put(_LOG_KEY.pack(to_queue_id, seq_to), record, db=dbs.log)
+        txn.put(_VIS_KEY.pack(to_queue_id, now_ms, seq_to), value, db=dbs.vis)
+        seq_to += 1
+    if removed:
+        next_seq, count = _load_qstate(txn, dbs, queue_id)
+        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count - removed), db=dbs.qstate)
+        txn.put(_U32.pack(to_queue_id), _QSTATE.pack(seq_to, to_count + removed), db=dbs.qstate)
+    return removed
+
+
+def peek(txn, dbs, queue_id: int, now_ms: int, limit: int, dead_lettered_only: bool):
+    """Up to ``limit`` visible messages as (seq, visible_at_ms, source_queue_id), untouched.
+
+    With ``dead_lettered_only``, only messages a dead-letter move brought here. Redrive uses it
+    to pick what to move without receiving it.
+    """
+    out = []
+    with txn.cursor(db=dbs.vis) as cur:
+        if cur.set_range(_VIS_KEY.pack(queue_id, 0, 0)):
+            for key, value in cur:
+                qid, visible_at, seq = _VIS_KEY.unpack(key)
+                if qid != queue_id or visible_at > now_ms or len(out) >= limit:
+                    break
+                source = _VIS_VALUE.unpack(value)[4]
+                if source or not dead_lettered_only:
+                    out.append((seq, visible_at, source))
+    return out

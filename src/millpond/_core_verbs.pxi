@@ -55,22 +55,24 @@ def drop(txn, dbs, uint32_t queue_id):
     txn.delete(_u32(queue_id), b"", dbs.qstate)
 
 
-def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, list delays_ms):
+def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, list delays_ms,
+         uint32_t env_id):
     cdef uint64_t next_seq, count, seq
     cdef Py_ssize_t i, n = len(bodies)
     next_seq, count = _load_qstate(txn, dbs, queue_id)
-    vis_value = _vis_value(now_ms, 0, 0, 0)
+    vis_value = _vis_value(now_ms, 0, 0, 0, 0)
     seq = next_seq
     if n == 1:
-        txn.put(_log_key(queue_id, seq), _record(now_ms, attrs[0], bodies[0]), True, True, False,
-                dbs.log)
+        txn.put(_log_key(queue_id, seq), _record(now_ms, env_id, queue_id, seq, attrs[0], bodies[0]),
+                True, True, False, dbs.log)
         txn.put(_vis_key(queue_id, now_ms + <uint64_t>delays_ms[0], seq), vis_value, True, True,
                 False, dbs.vis)
     else:
         log_items = [None] * n
         vis_items = [None] * n
         for i in range(n):
-            log_items[i] = (_log_key(queue_id, seq + i), _record(now_ms, attrs[i], bodies[i]))
+            log_items[i] = (_log_key(queue_id, seq + i),
+                            _record(now_ms, env_id, queue_id, seq + i, attrs[i], bodies[i]))
             vis_items[i] = (_vis_key(queue_id, now_ms + <uint64_t>delays_ms[i], seq + i), vis_value)
         txn.cursor(dbs.log).putmulti(log_items)
         txn.cursor(dbs.vis).putmulti(vis_items)
@@ -83,7 +85,7 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
     cdef const unsigned char *k
     cdef const unsigned char *v
     cdef uint64_t visible_at, seq, sent_ms, first_ms
-    cdef uint32_t count
+    cdef uint32_t count, source
     hits = []
     over_limit = []
     expired_keys = []
@@ -110,7 +112,8 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
             elif max_receive_count and count >= max_receive_count:
                 over_limit.append((seq, visible_at))
             else:
-                hits.append((key, seq, sent_ms, millpond_get_u64(v + 8), count))
+                hits.append((key, seq, sent_ms, millpond_get_u64(v + 8), count,
+                             millpond_get_u32(v + 28)))
                 if len(hits) >= max_messages:
                     break
             found = cur.next()
@@ -122,12 +125,12 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
     cdef uint64_t new_visible_at = now_ms + visibility_ms
     vis = dbs.vis
     log = dbs.log
-    for key, seq, sent_ms, first_ms, count in hits:
+    for key, seq, sent_ms, first_ms, count, source in hits:
         txn.delete(key, b"", vis)
         record = txn.get(_log_key(queue_id, seq), None, log)
         if record is None:
             continue  # left behind by expire(); the message is gone
-        decoded = decode_record(record)
+        decoded = _decode_record(record)
         if decoded is None:
             corrupt.append(seq)
             continue
@@ -135,8 +138,9 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
         if not first_ms:
             first_ms = now_ms
         txn.put(_vis_key(queue_id, new_visible_at, seq),
-                _vis_value(sent_ms, first_ms, now_ms, count), True, True, False, vis)
-        received.append((seq, new_visible_at, count, sent_ms, first_ms, decoded[1], decoded[2]))
+                _vis_value(sent_ms, first_ms, now_ms, count, source), True, True, False, vis)
+        received.append((seq, new_visible_at, count, sent_ms, first_ms, decoded[2], decoded[3],
+                         decoded[1], source))
     return received, over_limit, corrupt, expired, next_visible_at
 
 
@@ -262,3 +266,59 @@ def counts(txn, dbs, uint32_t queue_id, uint64_t now_ms, uint64_t retention_cuto
     finally:
         cur.close()
     return stored, in_flight, delayed
+
+
+def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to_queue_id,
+         bint keep_state):
+    cdef uint64_t seq, visible_at, seq_to, to_next, to_count
+    cdef Py_ssize_t removed = 0
+    cdef const unsigned char *v
+    to_next, to_count = _load_qstate(txn, dbs, to_queue_id)
+    seq_to = to_next
+    vis = dbs.vis
+    log = dbs.log
+    for seq, visible_at in entries:
+        key = _vis_key(queue_id, visible_at, seq)
+        value = txn.get(key, None, vis)
+        lkey = _log_key(queue_id, seq)
+        record = txn.get(lkey, None, log)
+        if value is None or record is None:
+            continue
+        txn.delete(key, b"", vis)
+        txn.delete(lkey, b"", log)
+        removed += 1
+        v = _buf(value)
+        if keep_state:
+            value = _vis_value(millpond_get_u64(v), millpond_get_u64(v + 8),
+                               millpond_get_u64(v + 16), millpond_get_u32(v + 24), queue_id)
+        else:
+            value = _vis_value(millpond_get_u64(v), 0, 0, 0, 0)
+        txn.put(_log_key(to_queue_id, seq_to), record, True, True, False, log)
+        txn.put(_vis_key(to_queue_id, now_ms, seq_to), value, True, True, False, vis)
+        seq_to += 1
+    if removed:
+        _add_count(txn, dbs, queue_id, -removed)
+        txn.put(_u32(to_queue_id), _qstate(seq_to, to_count + removed), True, True, False,
+                dbs.qstate)
+    return removed
+
+
+def peek(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t limit, bint dead_lettered_only):
+    cdef const unsigned char *k
+    cdef uint32_t source
+    out = []
+    cur = txn.cursor(dbs.vis)
+    try:
+        found = cur.set_range(_vis_key(queue_id, 0, 0))
+        while found and len(out) < limit:
+            key = cur.key()
+            k = _buf(key)
+            if millpond_get_u32(k) != queue_id or millpond_get_u64(k + 4) > now_ms:
+                break
+            source = millpond_get_u32(_buf(cur.value()) + 28)
+            if source or not dead_lettered_only:
+                out.append((millpond_get_u64(k + 12), millpond_get_u64(k + 4), source))
+            found = cur.next()
+    finally:
+        cur.close()
+    return out

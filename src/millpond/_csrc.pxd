@@ -7,6 +7,7 @@ cdef extern from "millpond.h" nogil:
         MILLPOND_LOG_KEY_SIZE
         MILLPOND_VIS_KEY_SIZE
         MILLPOND_RECORD_HEADER_SIZE
+        MILLPOND_RECORD_ID_AT
         MILLPOND_VIS_VALUE_SIZE
         MILLPOND_QSTATE_SIZE
 
@@ -17,9 +18,11 @@ cdef extern from "millpond.h" nogil:
     void millpond_log_key(unsigned char *k, uint32_t queue_id, uint64_t seq)
     void millpond_vis_key(unsigned char *k, uint32_t queue_id, uint64_t visible_at_ms, uint64_t seq)
     void millpond_vis_value(unsigned char *v, uint64_t sent_ms, uint64_t first_receive_ms,
-                            uint64_t last_receive_ms, uint32_t receive_count)
+                            uint64_t last_receive_ms, uint32_t receive_count,
+                            uint32_t source_queue_id)
     void millpond_crc32c_init()
     uint32_t millpond_crc32c(uint32_t crc, const unsigned char *p, size_t n)
-    void millpond_record_seal(unsigned char *rec, uint64_t sent_ms, uint32_t attrs_len,
+    void millpond_record_seal(unsigned char *rec, uint64_t sent_ms, uint32_t env_id,
+                              uint32_t queue_id, uint64_t seq, uint32_t attrs_len,
                               uint32_t body_len)
     int millpond_record_check(const unsigned char *rec, size_t n)

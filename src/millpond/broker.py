@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 
 from millpond import core as core_module
-from millpond import queue_attributes
+from millpond import dead_letters, queue_attributes
 from millpond.clock import Clock, SystemClock
 from millpond.errors import InvalidParameterValue, QueueAlreadyExists, QueueDoesNotExist
 from millpond.queue import Queue
@@ -30,6 +30,11 @@ _NEXT_QUEUE_ID_KEY = b"next_queue_id"
 
 def _queue_key(name: str) -> bytes:
     return b"q:" + name.encode()
+
+
+def _name_key(queue_id: int) -> bytes:
+    # queue id -> name, kept after the queue is deleted: dead-lettered messages name their source
+    return b"qn:" + queue_id.to_bytes(4, "big")
 
 
 class _Wakeups:
@@ -93,6 +98,9 @@ class Broker:
         self._queues: dict[str, Queue] = {}
         self._lock = threading.Lock()
         self._env_id, self._secret = self._storage.write(_load_identity)
+        self._names: dict[int, str] = {}
+        self._move_tasks = dead_letters.MoveTasks(self)
+        self._move_tasks.resume()
 
     @property
     def implementation(self) -> str:
@@ -125,6 +133,7 @@ class Broker:
                 f"1 to 80 in length (got {name!r})."
             )
         requested = queue_attributes.normalize(attributes, creating=True)
+        dead_letters.check_redrive_policy(self, name, requested)
         core = self._core
 
         def create(txn: Any, now_ms: int) -> dict[str, Any]:
@@ -147,6 +156,7 @@ class Broker:
                 "modified": now_ms // 1000,
             }
             txn.put(_queue_key(name), msgpack.packb(definition), db=self._storage.tables.meta)
+            txn.put(_name_key(queue_id), name.encode(), db=self._storage.tables.meta)
             core.create(txn, self._storage.tables, queue_id)
             return definition
 
@@ -158,12 +168,30 @@ class Broker:
             cached = self._queues.get(name)
         if cached is not None:
             return cached
-        raw = self._storage.read(
-            lambda txn: txn.get(_queue_key(name), db=self._storage.tables.meta)
-        )
-        if raw is None:
+        definition = self._definition(name)
+        if definition is None:
             raise QueueDoesNotExist(f"The specified queue does not exist: {name}")
-        return self._cache(name, msgpack.unpackb(raw))
+        return self._cache(name, definition)
+
+    def _definition(self, name: str) -> dict[str, Any] | None:
+        """The stored definition of queue ``name`` (id, attributes, timestamps), or None."""
+        return self._storage.read(lambda txn: self._definition_in(txn, name))  # type: ignore[no-any-return]
+
+    def _definition_in(self, txn: Any, name: str) -> dict[str, Any] | None:
+        raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
+        return None if raw is None else msgpack.unpackb(raw)  # type: ignore[no-any-return]
+
+    def _name_of(self, queue_id: int) -> str | None:
+        """The name a queue id had (also after the queue was deleted)."""
+        name = self._names.get(queue_id)
+        if name is None:
+            raw = self._storage.read(
+                lambda txn: txn.get(_name_key(queue_id), db=self._storage.tables.meta)
+            )
+            if raw is None:
+                return None
+            name = self._names[queue_id] = raw.decode()
+        return name
 
     def _cache(self, name: str, definition: dict[str, Any]) -> Queue:
         with self._lock:
@@ -209,7 +237,52 @@ class Broker:
 
         return self._storage.read(scan)  # type: ignore[no-any-return]
 
+    def list_dead_letter_source_queues(self, name: str) -> list[str]:
+        """Names of the queues whose RedrivePolicy targets queue ``name``."""
+        target = self.queue(name).arn
+
+        def scan(txn: Any) -> list[str]:
+            sources = []
+            with txn.cursor(db=self._storage.tables.meta) as cur:
+                if cur.set_range(b"q:"):
+                    for key, value in cur:
+                        if not key.startswith(b"q:"):
+                            break
+                        policy = dead_letters.redrive_policy(msgpack.unpackb(value)["attributes"])
+                        if policy is not None and policy.target_arn == target:
+                            sources.append(key[2:].decode())
+            return sources
+
+        return self._storage.read(scan)  # type: ignore[no-any-return]
+
+    def start_message_move_task(
+        self,
+        source_arn: str,
+        destination_arn: str | None = None,
+        max_messages_per_second: int | None = None,
+    ) -> str:
+        """Move the messages of a dead-letter queue back; returns the task handle.
+
+        Args:
+            source_arn: ARN of a dead-letter queue (some queue's RedrivePolicy targets it).
+            destination_arn: where to move them; None sends each message back to the queue it
+                was dead-lettered from.
+            max_messages_per_second: 1-500; None moves as fast as the store allows.
+        """
+        return self._move_tasks.start(source_arn, destination_arn, max_messages_per_second)
+
+    def list_message_move_tasks(self, source_arn: str, max_results: int = 1) -> list[dict[str, Any]]:
+        """The move tasks of a source queue, newest first, with status and counts (SQS shape)."""
+        return self._move_tasks.list(source_arn, max_results)
+
+    def cancel_message_move_task(self, task_handle: str) -> int:
+        """Stop a running move task; returns how many messages it had moved."""
+        return self._move_tasks.cancel(task_handle)
+
     def _update_queue(self, queue: Queue, changes: dict[str, str]) -> None:
+        if "RedrivePolicy" in changes:
+            dead_letters.check_redrive_policy(self, queue.name, {**queue._attributes, **changes})
+
         def update(txn: Any, now_ms: int) -> dict[str, Any]:
             raw = txn.get(_queue_key(queue.name), db=self._storage.tables.meta)
             if raw is None or msgpack.unpackb(raw)["id"] != queue.queue_id:
@@ -228,6 +301,7 @@ class Broker:
 
     def close(self) -> None:
         """Finish in-flight writes, flush, and close the data directory."""
+        self._move_tasks.close()
         self._storage.close()
 
     def __enter__(self) -> Broker:

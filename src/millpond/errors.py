@@ -157,6 +157,15 @@ class TopicNotFound(MillpondError, LookupError):
     sender_fault = True
 
 
+class ResourceNotFound(MillpondError, LookupError):
+    """A message move task, or the queue an ARN names, does not exist."""
+
+    code = "ResourceNotFoundException"
+    json_type = "ResourceNotFoundException"
+    http_status = 404
+    sender_fault = True
+
+
 # -- the store itself -----------------------------------------------------------------------------
 
 

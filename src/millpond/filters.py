@@ -76,9 +76,7 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _num_key(x: float) -> int | None:
-    """A number as an integer count of 1e-5 units, or None when it is not finite."""
-    if type(x) is int:
-        return x * _SCALE
+    """A number as an integer count of 1e-5 units (exact for ints), or None if not finite."""
     try:
         return round(x * _SCALE)
     except (OverflowError, ValueError):
@@ -412,10 +410,6 @@ def _not_prefixed(prefix: str) -> Check:
     return lambda s: not s.startswith(prefix)
 
 
-def _in_range(low: int, high: int) -> Check:
-    return lambda k: k is not None and low <= k <= high
-
-
 def _in_cidrs(cidrs: tuple[tuple[int, int, int], ...]) -> Check:
     def in_cidrs(s: str) -> bool:
         try:
@@ -454,19 +448,33 @@ def _string_test(leaf: _Leaf) -> Check:
 def _number_test(leaf: _Leaf) -> Check:
     if leaf.but_strings or leaf.but_prefixes:
         return _always  # a number is never one of the excluded strings
-    tests: list[Check] = []
-    if leaf.numbers:
-        tests.append(frozenset(leaf.numbers).__contains__)
-    tests.extend(_in_range(low, high) for low, high in leaf.ranges)
-    tests.extend(map(_not_in, leaf.but_numbers))  # None (inf) is not excluded: it matches
-    if not tests:
+    if not (leaf.numbers or leaf.ranges or leaf.but_numbers):
         return _never
-    key_test = _any_of(tests)
-    return lambda x: key_test(_num_key(x))
+    # one closure, not a chain of them: numbers are tested once per value per message
+    exact = frozenset(leaf.numbers)
+    ranges = tuple(leaf.ranges)
+    excluded = tuple(leaf.but_numbers)
+
+    def test_number(x: float) -> bool:
+        try:
+            k = round(x * _SCALE)
+        except (OverflowError, ValueError):
+            return bool(excluded)  # not finite: no number equals it, anything-but matches
+        if k in exact:
+            return True
+        for low, high in ranges:
+            if low <= k <= high:
+                return True
+        for numbers in excluded:
+            if k not in numbers:
+                return True
+        return False
+
+    return test_number
 
 
-def _value_tests(leaf: _Leaf) -> tuple[Check, Check]:
-    """(test for a str, test for any JSON leaf value) of one key."""
+def _value_tests(leaf: _Leaf) -> tuple[Check, Check, Check]:
+    """(test for a str, test for a number, test for any JSON leaf value) of one key."""
     test_str = _string_test(leaf)
     test_num = _number_test(leaf)
     has_but = leaf.but_strings or leaf.but_numbers or leaf.but_prefixes
@@ -480,16 +488,18 @@ def _value_tests(leaf: _Leaf) -> tuple[Check, Check]:
             return test_num(v)
         return v in literals  # True, False or None
 
-    return test_str, test
+    return test_str, test_num, test
 
 
 def _crush(values: list[Any], out: list[Any]) -> list[Any]:
     """Leaf values of a JSON array, through nested arrays; objects are not leaves."""
-    for v in values:
-        if type(v) is list:
-            _crush(v, out)
-        elif type(v) is not dict:
-            out.append(v)
+    pending = [values]  # a stack, not recursion: arrays nest as deep as the decoder allows
+    while pending:
+        for v in pending.pop():
+            if type(v) is list:
+                pending.append(v)
+            elif type(v) is not dict:
+                out.append(v)
     return out
 
 
@@ -518,16 +528,28 @@ def _attribute_values(attr: Mapping[str, Any]) -> list[Any] | None:
 def _attribute_leaf(leaf: _Leaf) -> Check:
     (name,) = leaf.path
     if_present, if_absent = True in leaf.exists, False in leaf.exists
-    test_str, test = _value_tests(leaf)
+    test_str, test_num, test = _value_tests(leaf)
 
     def check(attributes: Mapping[str, Any]) -> bool:
         attr = attributes.get(name)
         if attr is None:
             return if_absent
-        if attr.get("DataType") == "String":  # the common case, without building a list
+        # plain String and Number first, without building a list of values
+        data_type = attr.get("DataType")
+        if data_type == "String":
             value = attr.get("StringValue")
             if type(value) is str:
                 return if_present or test_str(value)
+        elif data_type == "Number":
+            value = attr.get("StringValue")
+            if type(value) is str:
+                if if_present:
+                    return True
+                try:
+                    number = float(value)
+                except ValueError:
+                    return test_str(value)  # SNS refuses these at publish; a string here
+                return test_num(number)
         values = _attribute_values(attr)
         if values is None:
             return if_absent
@@ -536,49 +558,45 @@ def _attribute_leaf(leaf: _Leaf) -> Check:
     return check
 
 
-def _body_getter(segments: list[str]) -> Callable[[dict[str, Any]], list[Any]]:
-    """Collects the leaf values at a dotted path, through arrays and through dotted keys."""
+def _body_leaf(leaf: _Leaf) -> Check:
+    if_present, if_absent = True in leaf.exists, False in leaf.exists
+    test_str, _, test = _value_tests(leaf)
+    segments = ".".join(leaf.path).split(".")
+    if len(segments) == 1:
+        return _body_key(segments[0], if_present, if_absent, test_str, test)
     n = len(segments)
     # keys[i]: each payload key that may start at segment i ("a", "a.b", ...) and where it ends
     keys = [tuple((j, ".".join(segments[i:j])) for j in range(i + 1, n + 1)) for i in range(n)]
 
-    def walk(node: Any, i: int, out: list[Any]) -> None:
-        if type(node) is list:
-            for item in node:
-                walk(item, i, out)
-        elif i == n:
-            if type(node) is not dict:  # exists and every operator see leaves only
-                out.append(node)
-        elif type(node) is dict:
-            for j, key in keys[i]:
-                child = node.get(key, _MISSING)
-                if child is not _MISSING:
-                    walk(child, j, out)
+    def check_path(root: dict[str, Any]) -> bool:
+        found = False
+        pending: list[tuple[Any, int]] = [(root, 0)]  # a stack, not recursion: bodies nest deep
+        while pending:
+            node, i = pending.pop()
+            t = type(node)
+            if t is list:
+                pending.extend((item, i) for item in node)
+            elif i == n:
+                if t is str:
+                    if if_present or test_str(node):
+                        return True
+                    found = True
+                elif t is not dict:  # exists and every operator see leaves only
+                    if if_present or test(node):
+                        return True
+                    found = True
+            elif t is dict:
+                for j, key in keys[i]:
+                    child = node.get(key, _MISSING)
+                    if child is not _MISSING:
+                        pending.append((child, j))
+        return if_absent and not found
 
-    def get(root: dict[str, Any]) -> list[Any]:
-        out: list[Any] = []
-        walk(root, 0, out)
-        return out
-
-    return get
+    return check_path
 
 
-def _body_leaf(leaf: _Leaf) -> Check:
-    if_present, if_absent = True in leaf.exists, False in leaf.exists
-    test_str, test = _value_tests(leaf)
-    segments = ".".join(leaf.path).split(".")
-    if len(segments) > 1:
-        get = _body_getter(segments)
-
-        def check_path(root: dict[str, Any]) -> bool:
-            values = get(root)
-            if not values:
-                return if_absent
-            return if_present or any(map(test, values))
-
-        return check_path
-
-    (key,) = segments
+def _body_key(key: str, if_present: bool, if_absent: bool, test_str: Check, test: Check) -> Check:
+    """A top-level key without dots: one dict lookup."""
 
     def check_key(root: dict[str, Any]) -> bool:
         value = root.get(key, _MISSING)
@@ -615,12 +633,14 @@ class FilterPolicy:
         text: Compact JSON text of the policy, in the order given; what to persist and return.
     """
 
-    __slots__ = ("_entry", "scope", "text")
+    __slots__ = ("_check", "_in_body", "scope", "text")
 
-    def __init__(self, scope: str, text: str, entry: Callable[[Any, Any], bool]) -> None:
+    def __init__(self, scope: str, text: str, check: Check, in_body: bool) -> None:
+        # use compile_policy(); check is the compiled tree, fed the attributes or the body
         self.scope = scope
         self.text = text
-        self._entry = entry
+        self._check = check
+        self._in_body = in_body
 
     def matches(self, attributes: Mapping[str, Any] | None, body: str | bytes | None) -> bool:
         """Whether a published message passes the policy. Never raises for any message.
@@ -632,7 +652,9 @@ class FilterPolicy:
             body: The published Message (UTF-8 bytes or str). Read only in ``MessageBody``
                 scope, where anything but a JSON object never matches.
         """
-        return self._entry(attributes, body)
+        if not self._in_body:
+            return self._check(_EMPTY if attributes is None else attributes)
+        return _match_body(self._check, body)
 
     def __repr__(self) -> str:
         return f"FilterPolicy(scope={self.scope!r}, text={self.text!r})"
@@ -662,8 +684,8 @@ def compile_policy(
         )
     doc = _decode_policy(policy)
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-    if not doc:
-        return FilterPolicy(scope, text, lambda attributes, body: True)
+    if not doc:  # no condition: every message, without reading the body
+        return FilterPolicy(scope, text, _always, in_body=False)
     parser = _Parser()
     root, combinations = parser.parse_object(doc, (), 1, False)
     if parser.nested and scope == "MessageAttributes":
@@ -676,24 +698,18 @@ def compile_policy(
         raise InvalidFilterPolicy("Filter policy is too complex")
 
     if scope == "MessageAttributes":
-        check = _compile(root, _attribute_leaf)
+        return FilterPolicy(scope, text, _compile(root, _attribute_leaf), in_body=False)
+    return FilterPolicy(scope, text, _compile(root, _body_leaf), in_body=True)
 
-        def entry(attributes: Any, body: Any) -> bool:
-            return check(attributes if attributes is not None else _EMPTY)
 
-    else:
-        check = _compile(root, _body_leaf)
-
-        def entry(attributes: Any, body: Any) -> bool:
-            try:
-                if type(body) is not str:
-                    body = bytes(body).decode("utf-8")
-                doc = _DECODER.decode(body)
-                return type(doc) is dict and check(doc)
-            except (TypeError, ValueError, RecursionError):
-                return False  # not JSON (or absurdly deep): SNS does not deliver it
-
-    return FilterPolicy(scope, text, entry)
+def _match_body(check: Check, body: Any) -> bool:
+    try:
+        if type(body) is not str:
+            body = bytes(body).decode("utf-8")
+        doc = _DECODER.decode(body)
+    except (TypeError, ValueError, RecursionError):
+        return False  # not JSON (or absurdly deep): SNS does not deliver it
+    return type(doc) is dict and check(doc)
 
 
 def _decode_policy(policy: Any) -> dict[str, Any]:

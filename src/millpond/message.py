@@ -15,9 +15,8 @@ def pack_metadata(attributes: dict[str, Any]) -> bytes:
     """The stored ``attrs`` section of a record: empty when the message has no metadata.
 
     A msgpack map with only the keys that are set: ``a`` message attributes (boto3 shape).
-    Later keys (FIFO group and de-duplication ids, dead-letter source) extend the same map.
-    Caller holds no lock; not thread-safe across threads? ``Packer.pack`` resets its buffer per
-    call, and CPython runs it under the GIL, so sharing one packer is safe.
+    Later keys (FIFO group and de-duplication ids) extend the same map. One Packer is shared:
+    ``Packer.pack`` is a single C call that resets its buffer, so the GIL makes that safe.
     """
     if not attributes:
         return b""
@@ -38,6 +37,8 @@ class Message:
         receive_count: how many times the message was received, this receive included.
         sent_timestamp: when it was sent, in ms since the epoch.
         first_receive_timestamp: when it was first received, in ms since the epoch.
+        dead_letter_source_arn: on a dead-letter queue, the ARN of the queue the message was
+            moved from (SQS's DeadLetterQueueSourceArn); None otherwise.
     """
 
     __slots__ = (
@@ -47,6 +48,7 @@ class Message:
         "receive_count",
         "sent_timestamp",
         "first_receive_timestamp",
+        "dead_letter_source_arn",
         "_metadata_blob",
         "_metadata",
     )
@@ -60,6 +62,7 @@ class Message:
         sent_timestamp: int,
         first_receive_timestamp: int,
         metadata_blob: bytes,
+        dead_letter_source_arn: str | None = None,
     ) -> None:
         self.body = body
         self.message_id = message_id
@@ -67,6 +70,7 @@ class Message:
         self.receive_count = receive_count
         self.sent_timestamp = sent_timestamp
         self.first_receive_timestamp = first_receive_timestamp
+        self.dead_letter_source_arn = dead_letter_source_arn
         self._metadata_blob = metadata_blob
         self._metadata: dict[str, Any] | None = None
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from millpond import queue_attributes
+from millpond import dead_letters, queue_attributes
 from millpond.errors import (
     BatchRequestTooLong,
     EmptyBatchRequest,
@@ -71,6 +71,7 @@ class Queue:
         self._retention_ms = int(eff["MessageRetentionPeriod"]) * 1000
         self._max_size = int(eff["MaximumMessageSize"])
         self._wait_s = int(eff["ReceiveMessageWaitTimeSeconds"])
+        self._redrive = dead_letters.redrive_policy(attributes)
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -148,7 +149,7 @@ class Queue:
         In "fsync" mode the message is on disk when this returns.
         """
         data, blob, delay_ms = self._prepare(body, delay_seconds, attributes)
-        seq = self._write(self._core.send, [data], [blob], [delay_ms], sends=1)
+        seq = self._write(self._core.send, [data], [blob], [delay_ms], self._broker._env_id, sends=1)
         self._broker._wakeups.notify(self.queue_id)
         return self._core.message_id(self._broker._env_id, self.queue_id, seq)  # type: ignore[no-any-return]
 
@@ -189,7 +190,9 @@ class Queue:
         return bodies, blobs, delays
 
     def _send_many(self, bodies: list[bytes], blobs: list[bytes], delays: list[int]) -> list[str]:
-        first = self._write(self._core.send, bodies, blobs, delays, sends=len(bodies))
+        first = self._write(
+            self._core.send, bodies, blobs, delays, self._broker._env_id, sends=len(bodies)
+        )
         self._broker._wakeups.notify(self.queue_id)
         message_id, env_id, queue_id = self._core.message_id, self._broker._env_id, self.queue_id
         return [message_id(env_id, queue_id, first + i) for i in range(len(bodies))]
@@ -237,36 +240,53 @@ class Queue:
             wakeups.wait(self.queue_id, generation, remaining)
 
     def _receive_once(self, max_messages: int, visibility_ms: int) -> tuple[list[Message], int]:
-        retention_ms = self._retention_ms
+        retention_ms, redrive, core, broker = self._retention_ms, self._redrive, self._core, self._broker
 
         def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
-            return self._core.receive(
+            dead_letter_id, max_count = 0, 0
+            if redrive is not None:
+                target = broker._definition_in(txn, redrive.target_name)
+                if target is not None:  # no dead-letter queue (deleted): nothing is moved
+                    dead_letter_id, max_count = target["id"], redrive.max_receive_count
+            result = core.receive(
                 txn, tables, queue_id, now_ms, max_messages, visibility_ms,
-                now_ms - retention_ms, 0,
+                now_ms - retention_ms, max_count,
             )
+            if result[1]:
+                # Past maxReceiveCount: to the dead-letter queue, in this same transaction.
+                core.move(txn, tables, queue_id, now_ms, result[1], dead_letter_id, True)
+            return result, dead_letter_id
 
-        received, _over_limit, corrupt, _expired, next_visible = self._write(receive)
+        (received, over_limit, corrupt, _expired, next_visible), dead_letter_id = self._write(
+            receive
+        )
+        if over_limit:
+            broker._wakeups.notify(dead_letter_id)
         if corrupt:
             log.error(
                 "queue %s: %d stored record(s) failed their CRC32C check and were not delivered "
                 "(seq %s); they stay in the log for inspection",
                 self.name, len(corrupt), corrupt,
             )
-        encode_handle, message_id = self._core.encode_handle, self._core.message_id
-        secret, env_id, queue_id = self._broker._secret, self._broker._env_id, self.queue_id
+        encode_handle, secret, queue_id = self._core.encode_handle, self._broker._secret, self.queue_id
         messages = [
             Message(
                 body,
-                message_id(env_id, queue_id, seq),
+                message_id,
                 encode_handle(secret, queue_id, seq, visible_at, count),
                 count,
                 sent_ms,
                 first_ms,
                 blob,
+                self._source_arn(source) if source else None,
             )
-            for seq, visible_at, count, sent_ms, first_ms, blob, body in received
+            for seq, visible_at, count, sent_ms, first_ms, blob, body, message_id, source in received
         ]
         return messages, next_visible
+
+    def _source_arn(self, queue_id: int) -> str | None:
+        name = self._broker._name_of(queue_id)
+        return None if name is None else self._broker.arn("sqs", name)
 
     # -- delete / change visibility ---------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from millpond.dead_letters import check_redrive_allow_policy
 from millpond.errors import InvalidAttributeName, InvalidAttributeValue
 
 # name -> (minimum, maximum) for the integer attributes, all in seconds except the size.
@@ -129,6 +130,8 @@ def _check_json_policy(name: str, value: str) -> None:
         raise InvalidAttributeValue(
             f"Invalid value for the parameter {name}. Reason: it must be a JSON object."
         )
+    if name == "RedriveAllowPolicy":
+        check_redrive_allow_policy(value)
     if name == "RedrivePolicy":
         count = _as_int(policy.get("maxReceiveCount"))
         if not isinstance(policy.get("deadLetterTargetArn"), str) or count is None:

@@ -1,0 +1,337 @@
+"""Dead-letter queues: redrive policies, who may use a queue as one, and message move tasks.
+
+A receive that would push a message past its queue's ``maxReceiveCount`` moves it to the
+dead-letter queue in the same write transaction (see Queue.receive), so it is never lost and
+never in both queues. A message move task (SQS StartMessageMoveTask) moves dead-lettered
+messages back, in batches of one transaction each; the task's progress is stored in the same
+transaction as the messages it moved, so a restart resumes it without loss or duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from millpond.errors import InvalidAttributeValue, InvalidParameterValue, ResourceNotFound
+
+if TYPE_CHECKING:
+    from millpond.broker import Broker
+
+_TASK_PREFIX = b"task:"
+MOVE_BATCH = 10  # messages per transaction of a move task
+MAX_RATE = 500  # SQS's limit for MaxNumberOfMessagesPerSecond
+
+
+@dataclass(frozen=True)
+class RedrivePolicy:
+    target_name: str
+    target_arn: str
+    max_receive_count: int
+
+
+def parse_arn(arn: str, service: str = "sqs") -> tuple[str, str, str] | None:
+    """(region, account, name) of ``arn:aws:<service>:<region>:<account>:<name>``, else None."""
+    parts = arn.split(":") if isinstance(arn, str) else []
+    if len(parts) != 6 or parts[:3] != ["arn", "aws", service] or not parts[5]:
+        return None
+    return parts[3], parts[4], parts[5]
+
+
+def redrive_policy(attributes: dict[str, str]) -> RedrivePolicy | None:
+    """The queue's RedrivePolicy, already validated when it was set; None if it has none."""
+    text = attributes.get("RedrivePolicy")
+    if not text:
+        return None
+    policy = json.loads(text)
+    arn = policy["deadLetterTargetArn"]
+    parsed = parse_arn(arn)
+    assert parsed is not None  # checked by check_redrive_policy
+    return RedrivePolicy(parsed[2], arn, int(policy["maxReceiveCount"]))
+
+
+def check_redrive_policy(broker: Broker, source_name: str, attributes: dict[str, str]) -> None:
+    """Refuse a RedrivePolicy whose target is missing, of the other queue type, or unwilling."""
+    text = attributes.get("RedrivePolicy")
+    if not text:
+        return
+    arn = json.loads(text)["deadLetterTargetArn"]
+    parsed = parse_arn(arn)
+    if parsed is None or parsed[:2] != (broker.region, broker.account_id):
+        raise InvalidAttributeValue(
+            f"Value {text} for parameter RedrivePolicy is invalid. Reason: Dead-letter target "
+            f"{arn!r} is not an SQS queue ARN of this region and account."
+        )
+    definition = broker._definition(parsed[2])
+    if definition is None:
+        raise InvalidAttributeValue(
+            f"Value {text} for parameter RedrivePolicy is invalid. Reason: Dead-letter target "
+            "does not exist."
+        )
+    if parsed[2] == source_name:
+        raise InvalidAttributeValue(
+            f"Value {text} for parameter RedrivePolicy is invalid. Reason: A queue cannot be "
+            "its own dead-letter queue."
+        )
+    target_attrs = definition["attributes"]
+    if (target_attrs.get("FifoQueue") == "true") != (attributes.get("FifoQueue") == "true"):
+        raise InvalidAttributeValue(
+            f"Value {text} for parameter RedrivePolicy is invalid. Reason: Dead-letter queue "
+            "must be same type of queue as the source."
+        )
+    allow = target_attrs.get("RedriveAllowPolicy")
+    if allow:
+        rule = json.loads(allow)
+        permission = rule.get("redrivePermission", "allowAll")
+        sources = rule.get("sourceQueueArns", [])
+        if permission == "denyAll" or (
+            permission == "byQueue" and broker.arn("sqs", source_name) not in sources
+        ):
+            raise InvalidAttributeValue(
+                f"Value {text} for parameter RedrivePolicy is invalid. Reason: The "
+                "RedriveAllowPolicy of the dead-letter target does not allow this queue to use "
+                "it as a dead-letter queue."
+            )
+
+
+def check_redrive_allow_policy(value: str) -> None:
+    """Shape of RedriveAllowPolicy: allowAll | denyAll | byQueue with 1-10 source ARNs."""
+    rule = json.loads(value)
+    permission = rule.get("redrivePermission")
+    sources = rule.get("sourceQueueArns")
+    if permission not in ("allowAll", "denyAll", "byQueue"):
+        raise InvalidAttributeValue(
+            "Value for parameter RedriveAllowPolicy is invalid. Reason: redrivePermission must "
+            "be allowAll, denyAll or byQueue."
+        )
+    if permission == "byQueue":
+        if not isinstance(sources, list) or not 1 <= len(sources) <= 10:
+            raise InvalidAttributeValue(
+                "Value for parameter RedriveAllowPolicy is invalid. Reason: byQueue needs 1 to "
+                "10 sourceQueueArns."
+            )
+    elif sources:
+        raise InvalidAttributeValue(
+            "Value for parameter RedriveAllowPolicy is invalid. Reason: sourceQueueArns is only "
+            "allowed with redrivePermission byQueue."
+        )
+
+
+# -- message move tasks ----------------------------------------------------------------------
+
+
+class MoveTasks:
+    """The message move tasks of a broker; each RUNNING task has one thread moving its batches."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._storage = broker._storage
+        self._threads: dict[str, threading.Thread] = {}
+        self._stop = threading.Event()
+
+    def _load(self, txn: Any, handle: str) -> dict[str, Any] | None:
+        raw = txn.get(_TASK_PREFIX + handle.encode(), db=self._storage.tables.meta)
+        return None if raw is None else msgpack.unpackb(raw)
+
+    def _save(self, txn: Any, task: dict[str, Any]) -> None:
+        txn.put(
+            _TASK_PREFIX + task["handle"].encode(), msgpack.packb(task),
+            db=self._storage.tables.meta,
+        )
+
+    def start(
+        self, source_arn: str, destination_arn: str | None, max_per_second: int | None
+    ) -> str:
+        broker = self._broker
+        source = self._queue_of(source_arn, "SourceArn")
+        if not broker.list_dead_letter_source_queues(source.name):
+            raise InvalidParameterValue(
+                f"Value {source_arn} for parameter SourceArn is invalid. Reason: Source queue "
+                "must be configured as a Dead Letter Queue."
+            )
+        destination = self._queue_of(destination_arn, "DestinationArn") if destination_arn else None
+        if max_per_second is not None and not 1 <= max_per_second <= MAX_RATE:
+            raise InvalidParameterValue(
+                f"Value {max_per_second} for parameter MaxNumberOfMessagesPerSecond is invalid. "
+                f"Reason: must be between 1 and {MAX_RATE}."
+            )
+        to_move = int(source.get_attributes(["ApproximateNumberOfMessages"])[
+            "ApproximateNumberOfMessages"])
+        handle = secrets.token_urlsafe(24)
+
+        def start(txn: Any, now_ms: int) -> None:
+            for task in self._tasks(txn):
+                if task["source"] == source.name and task["status"] in ("RUNNING", "CANCELLING"):
+                    raise InvalidParameterValue(
+                        "There is already a task running. Only one active task is allowed for a "
+                        "source queue arn at a given time."
+                    )
+            self._save(txn, {
+                "handle": handle, "source": source.name, "source_arn": source.arn,
+                "destination": destination.name if destination else None,
+                "destination_arn": destination.arn if destination else None,
+                "rate": max_per_second, "status": "RUNNING", "moved": 0, "to_move": to_move,
+                "started": now_ms, "failure": None,
+            })
+
+        self._storage.write(start)
+        self._spawn(handle)
+        return handle
+
+    def _queue_of(self, arn: str, parameter: str) -> Any:
+        parsed = parse_arn(arn)
+        broker = self._broker
+        if parsed is None or parsed[:2] != (broker.region, broker.account_id):
+            raise ResourceNotFound(f"The resource that you specified for the {parameter} "
+                                   "parameter doesn't exist.")
+        try:
+            return broker.queue(parsed[2])
+        except LookupError:
+            raise ResourceNotFound(f"The resource that you specified for the {parameter} "
+                                   "parameter doesn't exist.") from None
+
+    def _tasks(self, txn: Any) -> list[dict[str, Any]]:
+        tasks = []
+        with txn.cursor(db=self._storage.tables.meta) as cur:
+            if cur.set_range(_TASK_PREFIX):
+                for key, value in cur:
+                    if not key.startswith(_TASK_PREFIX):
+                        break
+                    tasks.append(msgpack.unpackb(value))
+        return tasks
+
+    def list(self, source_arn: str, max_results: int = 1) -> list[dict[str, Any]]:
+        """Tasks of a source queue, newest first, in the SQS ListMessageMoveTasks shape."""
+        self._queue_of(source_arn, "SourceArn")
+        if not 1 <= max_results <= 10:
+            raise InvalidParameterValue(
+                f"Value {max_results} for parameter MaxResults is invalid. Reason: must be "
+                "between 1 and 10."
+            )
+        tasks = [t for t in self._storage.read(self._tasks) if t["source_arn"] == source_arn]
+        tasks.sort(key=lambda t: t["started"], reverse=True)
+        return [_public(t) for t in tasks[:max_results]]
+
+    def cancel(self, handle: str) -> int:
+        """Cancel a RUNNING task; returns how many messages it had moved."""
+
+        def cancel(txn: Any, now_ms: int) -> int:
+            task = self._load(txn, handle) if isinstance(handle, str) else None
+            if task is None:
+                raise ResourceNotFound("Task does not exist.")
+            if task["status"] != "RUNNING":
+                raise InvalidParameterValue("Only active tasks can be cancelled.")
+            task["status"] = "CANCELLING"
+            self._save(txn, task)
+            return int(task["moved"])
+
+        moved: int = self._storage.write(cancel)
+        return moved
+
+    def resume(self) -> None:
+        """Start a thread for every task left RUNNING or CANCELLING by an earlier process."""
+        for task in self._storage.read(self._tasks):
+            if task["status"] in ("RUNNING", "CANCELLING"):
+                self._spawn(task["handle"])
+
+    def _spawn(self, handle: str) -> None:
+        thread = threading.Thread(target=self._run, args=(handle,), daemon=True,
+                                  name=f"millpond-move-{handle[:8]}")
+        self._threads[handle] = thread
+        thread.start()
+
+    def _run(self, handle: str) -> None:
+        try:
+            while not self._stop.is_set():
+                moved, rate, targets = self._storage.write(
+                    lambda txn, now_ms: self._step(txn, now_ms, handle)
+                )
+                for queue_id in targets:
+                    self._broker._wakeups.notify(queue_id)
+                if moved is None:
+                    return
+                if rate:
+                    self._stop.wait(moved / rate)
+        except Exception as exc:  # the task fails visibly, it does not vanish
+            self._storage.write(lambda txn, now_ms: self._fail(txn, handle, exc))
+
+    def _fail(self, txn: Any, handle: str, exc: Exception) -> None:
+        task = self._load(txn, handle)
+        if task is not None:
+            task["status"], task["failure"] = "FAILED", f"{type(exc).__name__}: {exc}"
+            self._save(txn, task)
+
+    def _step(
+        self, txn: Any, now_ms: int, handle: str
+    ) -> tuple[int | None, int | None, list[int]]:
+        """Move one batch and record it, in the caller's transaction.
+
+        Returns (moved, rate, target queue ids); moved is None when the task is over.
+        """
+        task = self._load(txn, handle)
+        if task is None or task["status"] not in ("RUNNING", "CANCELLING"):
+            return None, None, []
+        if task["status"] == "CANCELLING":
+            task["status"] = "CANCELLED"
+            self._save(txn, task)
+            return None, None, []
+        broker, core, tables = self._broker, self._broker._core, self._storage.tables
+        source = broker._definition_in(txn, task["source"])
+        if source is None:
+            raise LookupError(f"source queue {task['source']} was deleted")
+        limit = min(MOVE_BATCH, task["to_move"] - task["moved"])
+        destination = task["destination"]
+        picked = core.peek(txn, tables, source["id"], now_ms, limit, destination is None) \
+            if limit > 0 else []
+        moved = 0
+        targets = _by_target(picked, broker, txn, destination)
+        for target_id, entries in targets.items():
+            moved += core.move(txn, tables, source["id"], now_ms, entries, target_id, False)
+        task["moved"] += moved
+        if moved == 0:
+            task["status"] = "COMPLETED"
+        self._save(txn, task)
+        return (moved if moved else None), task["rate"], list(targets)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in list(self._threads.values()):
+            thread.join(timeout=5)
+
+
+def _by_target(
+    picked: list[tuple[int, int, int]], broker: Broker, txn: Any, destination: str | None
+) -> dict[int, list[tuple[int, int]]]:
+    """Group (seq, visible_at) by the queue each message goes to."""
+    if destination is not None:
+        target = broker._definition_in(txn, destination)
+        if target is None:
+            raise LookupError(f"destination queue {destination} was deleted")
+        return {target["id"]: [(seq, at) for seq, at, _ in picked]} if picked else {}
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for seq, at, source_id in picked:
+        groups.setdefault(source_id, []).append((seq, at))
+    return groups
+
+
+def _public(task: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "SourceArn": task["source_arn"],
+        "Status": task["status"],
+        "ApproximateNumberOfMessagesMoved": task["moved"],
+        "ApproximateNumberOfMessagesToMove": task["to_move"],
+        "StartedTimestamp": task["started"],
+    }
+    if task["status"] == "RUNNING":
+        out["TaskHandle"] = task["handle"]
+    if task["destination_arn"]:
+        out["DestinationArn"] = task["destination_arn"]
+    if task["rate"]:
+        out["MaxNumberOfMessagesPerSecond"] = task["rate"]
+    if task["failure"]:
+        out["FailureReason"] = task["failure"]
+    return out

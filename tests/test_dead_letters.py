@@ -1,0 +1,191 @@
+"""Dead-letter queues, redrive policies and message move tasks."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import millpond
+from millpond import errors
+
+
+def redrive(target: millpond.Queue, max_count: int) -> dict[str, str]:
+    return {
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": target.arn, "maxReceiveCount": max_count}
+        )
+    }
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_message_moves_to_the_dead_letter_queue_after_max_receives(broker, clock):
+    dlq = broker.create_queue("dlq")
+    q = broker.create_queue("work", redrive(dlq, 2))
+    message_id = q.send("poison", attributes={"k": {"DataType": "String", "StringValue": "v"}})
+    sent_at = clock.now_ms()
+    for expected_count in (1, 2):
+        (m,) = q.receive(visibility_timeout=0)
+        assert m.receive_count == expected_count
+    clock.advance(1)
+    assert q.receive(10) == []  # the third receive moved it instead of delivering it
+    assert q.get_attributes()["ApproximateNumberOfMessages"] == "0"
+    (dead,) = dlq.receive()
+    assert dead.message_id == message_id and dead.text == "poison"
+    assert dead.sent_timestamp == sent_at
+    assert dead.attributes == {"k": {"DataType": "String", "StringValue": "v"}}
+    assert dead.receive_count == 3  # the count goes on in the dead-letter queue
+    assert dead.dead_letter_source_arn == q.arn
+    assert broker.list_dead_letter_source_queues("dlq") == ["work"]
+
+
+def test_healthy_messages_are_delivered_in_the_same_receive(broker, clock):
+    dlq = broker.create_queue("dlq")
+    q = broker.create_queue("work", redrive(dlq, 1))
+    q.send("bad")
+    q.receive(visibility_timeout=0)
+    q.send("good")
+    assert [m.text for m in q.receive(10)] == ["good"]
+    assert [m.text for m in dlq.receive(10)] == ["bad"]
+
+
+@pytest.mark.parametrize(
+    "policy, phrase",
+    [
+        ({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:nope",
+          "maxReceiveCount": 3}, "does not exist"),
+        ({"deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123456789012:dlq",
+          "maxReceiveCount": 3}, "not an SQS queue ARN of this region"),
+        ({"deadLetterTargetArn": "not-an-arn", "maxReceiveCount": 3}, "not an SQS queue ARN"),
+        ({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:dlq",
+          "maxReceiveCount": 1001}, "maxReceiveCount"),
+        ({"maxReceiveCount": 3}, "deadLetterTargetArn"),
+    ],
+)
+def test_bad_redrive_policies_are_refused(broker, policy, phrase):
+    broker.create_queue("dlq")
+    with pytest.raises(errors.InvalidAttributeValue, match=phrase):
+        broker.create_queue("work", {"RedrivePolicy": json.dumps(policy)})
+    assert broker.list_queues() == ["dlq"]
+
+
+def test_redrive_allow_policy_is_enforced(broker):
+    deny = broker.create_queue("deny", {"RedriveAllowPolicy": '{"redrivePermission":"denyAll"}'})
+    with pytest.raises(errors.InvalidAttributeValue, match="does not allow"):
+        broker.create_queue("a", redrive(deny, 3))
+    only_b = broker.create_queue("only-b", {"RedriveAllowPolicy": json.dumps(
+        {"redrivePermission": "byQueue", "sourceQueueArns": [broker.arn("sqs", "b")]})})
+    broker.create_queue("b", redrive(only_b, 3))
+    with pytest.raises(errors.InvalidAttributeValue, match="does not allow"):
+        broker.create_queue("c", redrive(only_b, 3))
+    with pytest.raises(errors.InvalidAttributeValue, match="RedriveAllowPolicy"):
+        broker.create_queue("x", {"RedriveAllowPolicy": '{"redrivePermission":"byQueue"}'})
+    with pytest.raises(errors.InvalidAttributeValue, match="own dead-letter"):
+        broker.queue("b").set_attributes(redrive(broker.queue("b"), 3))
+
+
+def test_deleted_dead_letter_queue_stops_moves_without_losing_messages(broker, clock):
+    dlq = broker.create_queue("dlq")
+    q = broker.create_queue("work", redrive(dlq, 1))
+    q.send("m")
+    q.receive(visibility_timeout=0)
+    broker.delete_queue("dlq")
+    assert [m.text for m in q.receive()] == ["m"]  # kept and delivered, not dropped
+
+
+def test_move_task_sends_messages_back_to_their_source(broker, clock):
+    dlq = broker.create_queue("dlq")
+    a = broker.create_queue("a", redrive(dlq, 1))
+    b = broker.create_queue("b", redrive(dlq, 1))
+    ids = {a.send(f"a{i}") for i in range(15)} | {b.send(f"b{i}") for i in range(5)}
+    for q in (a, b):
+        while q.receive(10, visibility_timeout=0):
+            pass
+        assert q.receive(10) == []
+    assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "20"
+    handle = broker.start_message_move_task(dlq.arn)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+    (task,) = broker.list_message_move_tasks(dlq.arn)
+    assert task["ApproximateNumberOfMessagesMoved"] == 20
+    assert task["ApproximateNumberOfMessagesToMove"] == 20
+    assert "TaskHandle" not in task  # only running tasks show their handle
+    got_a = a.receive(10) + a.receive(10)
+    got_b = b.receive(10)
+    assert {m.text for m in got_a} == {f"a{i}" for i in range(15)}
+    assert {m.text for m in got_b} == {f"b{i}" for i in range(5)}
+    assert {m.message_id for m in got_a + got_b} == ids
+    assert all(m.receive_count == 1 for m in got_a + got_b)  # a redrive starts afresh
+    assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "0"
+    with pytest.raises(errors.InvalidParameterValue, match="Only active tasks"):
+        broker.cancel_message_move_task(handle)
+
+
+def test_move_task_to_a_destination_and_validation(broker, clock):
+    dlq = broker.create_queue("dlq")
+    src = broker.create_queue("src", redrive(dlq, 1))
+    other = broker.create_queue("other")
+    dlq.send("sent straight to the dead-letter queue")
+    src.send("dead-lettered")
+    src.receive(visibility_timeout=0)
+    src.receive()
+    broker.start_message_move_task(dlq.arn, destination_arn=other.arn)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+    assert sorted(m.text for m in other.receive(10)) == [
+        "dead-lettered", "sent straight to the dead-letter queue"]
+    with pytest.raises(errors.InvalidParameterValue, match="Dead Letter Queue"):
+        broker.start_message_move_task(other.arn)
+    with pytest.raises(errors.ResourceNotFound):
+        broker.start_message_move_task(broker.arn("sqs", "missing"))
+    with pytest.raises(errors.InvalidParameterValue, match="MaxNumberOfMessagesPerSecond"):
+        broker.start_message_move_task(dlq.arn, max_messages_per_second=501)
+    with pytest.raises(errors.ResourceNotFound):
+        broker.cancel_message_move_task("no-such-task")
+
+
+def test_move_task_can_be_cancelled_and_is_rate_limited(broker, clock):
+    dlq = broker.create_queue("dlq")
+    src = broker.create_queue("src", redrive(dlq, 1))
+    src.send_batch([f"m{i}" for i in range(10)])
+    src.send_batch([f"m{i}" for i in range(10, 20)])
+    while src.receive(10, visibility_timeout=0):
+        pass
+    handle = broker.start_message_move_task(dlq.arn, max_messages_per_second=10)
+    (task,) = broker.list_message_move_tasks(dlq.arn)
+    assert task["Status"] == "RUNNING" and task["TaskHandle"] == handle
+    with pytest.raises(errors.InvalidParameterValue, match="already a task running"):
+        broker.start_message_move_task(dlq.arn)
+    moved = broker.cancel_message_move_task(handle)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "CANCELLED")
+    final = broker.list_message_move_tasks(dlq.arn)[0]["ApproximateNumberOfMessagesMoved"]
+    assert moved <= final < 20  # at 10/s it cannot have finished
+    in_src = int(src.get_attributes()["ApproximateNumberOfMessages"])
+    in_dlq = int(dlq.get_attributes()["ApproximateNumberOfMessages"])
+    assert (in_src, in_dlq) == (final, 20 - final)  # nothing lost, nothing in both
+
+
+def test_move_task_resumes_after_a_restart_without_loss_or_duplicates(data_dir, impl):
+    clock = millpond.ManualClock(now_ms=1_700_000_000_000)
+    with millpond.open(data_dir, durability="fsync", clock=clock, core=impl) as b:
+        dlq = b.create_queue("dlq")
+        src = b.create_queue("src", redrive(dlq, 1))
+        for start in range(0, 40, 10):
+            src.send_batch([f"m{i}" for i in range(start, start + 10)])
+        while src.receive(10, visibility_timeout=0):
+            pass
+        b.start_message_move_task(dlq.arn, max_messages_per_second=20)
+        time.sleep(0.3)  # let it move a few batches, then stop the process mid-task
+    with millpond.open(data_dir, durability="fsync", clock=clock, core=impl) as b:
+        dlq, src = b.queue("dlq"), b.queue("src")
+        wait_for(lambda: b.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+        texts = []
+        while batch := src.receive(10):
+            texts += [m.text for m in batch]
+        assert sorted(texts) == sorted(f"m{i}" for i in range(40))
+        assert dlq.receive(10) == []
