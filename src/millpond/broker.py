@@ -21,6 +21,7 @@ from millpond import dead_letters, queue_attributes
 from millpond.clock import Clock, SystemClock
 from millpond.errors import InvalidParameterValue, QueueAlreadyExists, QueueDoesNotExist
 from millpond.queue import Queue
+from millpond.topic import Topic, Topics
 from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -100,6 +101,7 @@ class Broker:
         self._env_id, self._secret = self._storage.write(_load_identity)
         self._names: dict[int, str] = {}
         self._move_tasks = dead_letters.MoveTasks(self)
+        self._topics = Topics(self)
         self._move_tasks.resume()
 
     @property
@@ -278,6 +280,24 @@ class Broker:
     def cancel_message_move_task(self, task_handle: str) -> int:
         """Stop a running move task; returns how many messages it had moved."""
         return self._move_tasks.cancel(task_handle)
+
+    # -- topics (SNS) ---------------------------------------------------------------------------
+
+    def create_topic(self, name: str, attributes: Mapping[str, Any] | None = None) -> Topic:
+        """Create an SNS-style topic, or return the existing one (see millpond.topic)."""
+        return self._topics.create(name, attributes)
+
+    def topic(self, name: str) -> Topic:
+        """The existing topic ``name``; raises TopicNotFound."""
+        return self._topics.get(name)
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and its subscriptions (idempotent, as SNS)."""
+        self._topics.delete(name)
+
+    def list_topics(self) -> list[str]:
+        """Names of all topics, sorted."""
+        return self._topics.list()
 
     def _update_queue(self, queue: Queue, changes: dict[str, str]) -> None:
         if "RedrivePolicy" in changes:

@@ -189,6 +189,27 @@ class Queue:
             delays.append(delay_ms)
         return bodies, blobs, delays
 
+    def _deliver_in_txn(
+        self, txn: Any, now_ms: int, bodies: list[bytes], attributes: list[dict[str, Any] | None]
+    ) -> list[str]:
+        """Store already-validated messages inside the caller's write transaction (fan-out).
+
+        For topics: ``attributes`` are message attributes in the boto3 shape (or None), checked
+        by the caller; the queue's DelaySeconds applies. Raises QueueDoesNotExist if the queue
+        was deleted. The caller notifies long polls after the commit (``_broker._wakeups``).
+        """
+        blobs = [pack_metadata(a) if a else b"" for a in attributes]
+        delays = [self._delay_ms] * len(bodies)
+        try:
+            first = self._core.send(
+                txn, self._tables, self.queue_id, now_ms, bodies, blobs, delays,
+                self._broker._env_id,
+            )
+        except LookupError:
+            raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}") from None
+        message_id, env_id = self._core.message_id, self._broker._env_id
+        return [message_id(env_id, self.queue_id, first + i) for i in range(len(bodies))]
+
     def _send_many(self, bodies: list[bytes], blobs: list[bytes], delays: list[int]) -> list[str]:
         first = self._write(
             self._core.send, bodies, blobs, delays, self._broker._env_id, sends=len(bodies)
