@@ -131,28 +131,55 @@ def test_delete_current_stale_and_gone(c, env):
     old = [(r[0], r[1], r[2]) for r in _receive(c, env, 1, 0, vis=1000)[0]]
     new = [(r[0], r[1], r[2]) for r in _receive(c, env, 1, 2000, vis=1000)[0]]
     with e.begin(write=True) as txn:
-        assert c.delete(txn, t, 1, [old[0]], False) == [c.STALE]  # FIFO rule: refused
-        assert c.delete(txn, t, 1, [old[0]], True) == [c.STALE]  # standard rule: deleted
-        assert c.delete(txn, t, 1, [new[0]], True) == [c.GONE]
-        assert c.delete(txn, t, 1, [new[1]], True) == [c.OK]
+        assert c.delete(txn, t, 1, [old[0]]) == [c.STALE]  # standard rule: deleted all the same
+        assert c.delete(txn, t, 1, [new[0]]) == [c.GONE]
+        assert c.delete(txn, t, 1, [new[1]]) == [c.OK]
         assert c.counts(txn, t, 1, 2000, 0) == (0, 0, 0)
         assert txn.stat(t.vis)["entries"] == 0
 
 
-def test_change_visibility_statuses(c, env):
+def test_change_visibility_statuses_and_heartbeats(c, env):
     e, t = env
     with e.begin(write=True) as txn:
         c.create(txn, t, 1)
     _send(c, env, 1, 0, [b"a"])
     seq, vis_at, count = _receive(c, env, 1, 0, vis=10_000)[0][0][:3]
+    h = (seq, vis_at, count)
+    limit = 43_200_000
+
+    def cv(now, handle, visibility_ms):
+        with e.begin(write=True) as txn:
+            return c.change_visibility(txn, t, 1, now, [(*handle, visibility_ms)], limit)[0]
+
+    assert cv(5000, h, limit) == c.TOO_LONG  # 12 h counted from the receive at 0
+    assert cv(5000, h, 20_000) == c.OK  # heartbeat: the same handle, again and again
+    assert cv(20_000, h, 20_000) == c.OK
+    assert _receive(c, env, 1, 39_999)[0] == []
+    assert cv(30_000, h, 0) == c.OK  # visible at once
+    assert cv(30_001, h, 10) == c.NOT_IN_FLIGHT
+    again = _receive(c, env, 1, 30_001)[0]
+    assert [r[0] for r in again] == [seq] and again[0][2] == count + 1
+    assert cv(30_002, h, 10) == c.STALE  # a newer receive holds it
+    new = (seq, again[0][1], again[0][2])
+    assert cv(30_002, new, 10) == c.OK
     with e.begin(write=True) as txn:
-        assert c.change_visibility(txn, t, 1, 5000, [(seq, vis_at, count, 43_200_000)], 43_200_000) == [c.TOO_LONG]
-        assert c.change_visibility(txn, t, 1, 5000, [(seq, vis_at, count, 0)], 43_200_000) == [c.OK]
-        # The old handle no longer names the delivery (it moved to 5000).
-        assert c.change_visibility(txn, t, 1, 5000, [(seq, vis_at, count, 0)], 43_200_000) == [c.STALE]
-        assert c.change_visibility(txn, t, 1, 6000, [(seq, 5000, count, 10)], 43_200_000) == [c.NOT_IN_FLIGHT]
-    received = _receive(c, env, 1, 5000)[0]
-    assert [r[0] for r in received] == [seq]
+        assert c.delete(txn, t, 1, [h]) == [c.STALE]  # standard: deletes all the same
+        assert c.delete(txn, t, 1, [new]) == [c.GONE]
+        assert txn.stat(t.vis)["entries"] == 0 and txn.stat(t.moved)["entries"] == 0
+        assert c.change_visibility(txn, t, 1, 30_003, [(*new, 10)], limit) == [c.GONE]
+
+
+def test_delete_follows_a_heartbeat(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"a"])
+    h = _receive(c, env, 1, 0, vis=10_000)[0][0][:3]
+    with e.begin(write=True) as txn:
+        assert c.change_visibility(txn, t, 1, 5000, [(*h, 60_000)], 43_200_000) == [c.OK]
+        assert c.delete(txn, t, 1, [h]) == [c.OK]
+        assert txn.stat(t.vis)["entries"] == 0 and txn.stat(t.moved)["entries"] == 0
+        assert c.counts(txn, t, 1, 5000, 0) == (0, 0, 0)
 
 
 def test_retention_expire_and_receive_skip_old_messages(c, env):

@@ -429,3 +429,15 @@ def test_queue_default_wait_applies(broker):
     t0 = time.monotonic()
     assert q.receive(wait_seconds=0) == []
     assert time.monotonic() - t0 < 0.5
+
+
+def test_heartbeats_extend_visibility_with_one_handle_and_delete_still_works(queue, clock):
+    queue.send("long job")
+    (m,) = queue.receive(visibility_timeout=60)
+    for _ in range(5):  # extend by 2 minutes every minute, as the SQS docs suggest
+        clock.advance(60)
+        queue.change_visibility(m.receipt_handle, 120)
+        assert queue.receive() == []
+    queue.delete(m.receipt_handle)
+    clock.advance(3600)
+    assert queue.receive() == [] and depth(queue) == (0, 0, 0)

@@ -6,11 +6,16 @@ layouts are those of ``csrc/millpond.h`` (all integers big-endian, so LMDB key o
 - ``log``    key queue_id u32 | seq u64                     value: record
 - ``vis``    key queue_id u32 | visible_at_ms u64 | seq u64  value: delivery state
 - ``qstate`` key queue_id u32                                value: next_seq u64 | count u64
+- ``moved``  key queue_id u32 | seq u64                     value: visible_at_ms u64
 
 record = crc32c u32 | format u32 | sent_ms u64 | attrs_len u32 | body_len u32
          | message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
 delivery state = sent_ms u64 | first_receive_ms u64 | last_receive_ms u64 | receive_count u32
                  | dead-letter source queue_id u32 (0: sent to this queue)
+
+The top bit of receive_count (RELOCATED) marks a delivery that change_visibility re-timed: its
+receipt handle still names the old visible_at, so ``moved`` points from the seq to the current
+key. A receive (which issues a new handle), a delete or an expiry drops the pointer.
 
 Contract of every function: the caller holds an open write transaction ``txn`` and passes the
 table handles in ``dbs`` (an object with ``log``, ``vis`` and ``qstate``). The core never reads
@@ -26,6 +31,7 @@ import struct
 IMPLEMENTATION = "py"
 
 _U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 _LOG_KEY = struct.Struct(">IQ")
 _VIS_KEY = struct.Struct(">IQQ")
 _HEADER = struct.Struct(">IIQIIIIQ")
@@ -33,6 +39,8 @@ _VIS_VALUE = struct.Struct(">QQQII")
 _QSTATE = struct.Struct(">QQ")
 _HANDLE = struct.Struct(">IQQI")
 _RECORD_FORMAT = 1
+_RELOCATED = 0x80000000
+_COUNT = 0x7FFFFFFF
 HEADER_SIZE = _HEADER.size
 
 # Receive statuses returned by delete() and change_visibility().
@@ -169,6 +177,7 @@ def purge(txn, dbs, queue_id: int) -> int:
     next_seq, _ = _load_qstate(txn, dbs, queue_id)
     prefix = _U32.pack(queue_id)
     _delete_prefix(txn, dbs.vis, prefix)
+    _delete_prefix(txn, dbs.moved, prefix)
     n = _delete_prefix(txn, dbs.log, prefix)
     txn.put(prefix, _QSTATE.pack(next_seq, 0), db=dbs.qstate)
     return n
@@ -242,8 +251,8 @@ def receive(
                     break
                 sent_ms, first_ms, last_ms, count, source = _VIS_VALUE.unpack(value)
                 if sent_ms < retention_cutoff_ms:
-                    expired_keys.append((key, seq))
-                elif max_receive_count and count >= max_receive_count:
+                    expired_keys.append((key, seq, count & _RELOCATED))
+                elif max_receive_count and count & _COUNT >= max_receive_count:
                     over_limit.append((seq, visible_at))
                 else:
                     hits.append((key, seq, sent_ms, first_ms, count, source))
@@ -255,6 +264,8 @@ def receive(
     new_visible_at = now_ms + visibility_ms
     for key, seq, sent_ms, first_ms, count, source in hits:
         txn.delete(key, db=dbs.vis)
+        if count & _RELOCATED:
+            txn.delete(_LOG_KEY.pack(queue_id, seq), db=dbs.moved)
         record = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.log)
         if record is None:
             continue  # left behind by expire(); the message is gone
@@ -262,7 +273,7 @@ def receive(
         if decoded is None:
             corrupt.append(seq)
             continue
-        count += 1
+        count = (count & _COUNT) + 1
         if not first_ms:
             first_ms = now_ms
         txn.put(
@@ -278,9 +289,12 @@ def receive(
 def _remove(txn, dbs, queue_id: int, vis_keys) -> int:
     """Delete deliveries and their records; returns how many records existed."""
     removed = 0
-    for key, seq in vis_keys:
+    for key, seq, relocated in vis_keys:
         txn.delete(key, db=dbs.vis)
-        if txn.delete(_LOG_KEY.pack(queue_id, seq), db=dbs.log):
+        lkey = _LOG_KEY.pack(queue_id, seq)
+        if relocated:
+            txn.delete(lkey, db=dbs.moved)
+        if txn.delete(lkey, db=dbs.log):
             removed += 1
     if removed:
         next_seq, count = _load_qstate(txn, dbs, queue_id)
@@ -304,60 +318,88 @@ def _find_delivery(txn, dbs, queue_id: int, seq: int, from_visible_at: int) -> b
     return None
 
 
-def delete(txn, dbs, queue_id: int, entries, allow_stale: bool) -> list[int]:
+def _relocated_key(txn, dbs, queue_id: int, seq: int) -> bytes | None:
+    """The current vis key of a delivery that change_visibility re-timed, if there is one."""
+    raw = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.moved)
+    return None if raw is None else _VIS_KEY.pack(queue_id, _U64.unpack(raw)[0], seq)
+
+
+def _current(txn, dbs, queue_id: int, seq: int, visible_at: int):
+    """(vis key, value) of the delivery a handle names, following a re-timing; (None, None)."""
+    key = _VIS_KEY.pack(queue_id, visible_at, seq)
+    value = txn.get(key, db=dbs.vis)
+    if value is None:
+        key = _relocated_key(txn, dbs, queue_id, seq)
+        value = None if key is None else txn.get(key, db=dbs.vis)
+    return key, value
+
+
+def delete(txn, dbs, queue_id: int, entries) -> list[int]:
     """Delete messages named by decoded receipt handles ``(seq, visible_at_ms, receive_count)``.
 
-    Returns a status per entry: OK, STALE (the handle is from an older receive; the message was
-    deleted only if ``allow_stale``) or GONE (nothing to delete).
+    Standard-queue rules: a handle from an older receive deletes too. Returns a status per entry:
+    OK (the handle named the current delivery), STALE (an older one; deleted all the same) or
+    GONE (nothing to delete).
     """
     statuses = []
     removed = 0
-    for seq, visible_at, _count in entries:
-        key = _VIS_KEY.pack(queue_id, visible_at, seq)
+    for seq, visible_at, count in entries:
         lkey = _LOG_KEY.pack(queue_id, seq)
-        if txn.delete(key, db=dbs.vis):
-            status = OK
-        elif txn.get(lkey, db=dbs.log) is None:
-            statuses.append(GONE)
-            continue
+        if txn.delete(_VIS_KEY.pack(queue_id, visible_at, seq), db=dbs.vis):
+            status = OK  # the fast path: the handle names the delivery's key exactly
         else:
-            status = STALE
-            if not allow_stale:
-                statuses.append(STALE)
+            key = _relocated_key(txn, dbs, queue_id, seq)
+            value = None if key is None else txn.get(key, db=dbs.vis)
+            if value is not None:
+                status = OK if _VIS_VALUE.unpack(value)[3] & _COUNT == count else STALE
+                txn.delete(lkey, db=dbs.moved)
+            elif txn.get(lkey, db=dbs.log) is None:
+                statuses.append(GONE)
                 continue
-            found = _find_delivery(txn, dbs, queue_id, seq, visible_at)
-            if found is not None:
-                txn.delete(found, db=dbs.vis)
+            else:
+                status = STALE
+                key = _find_delivery(txn, dbs, queue_id, seq, visible_at)
+                txn.delete(lkey, db=dbs.moved)
+            if key is not None:
+                txn.delete(key, db=dbs.vis)
         if txn.delete(lkey, db=dbs.log):
             removed += 1
         statuses.append(status)
     if removed:
-        next_seq, count = _load_qstate(txn, dbs, queue_id)
-        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count - removed), db=dbs.qstate)
+        next_seq, stored = _load_qstate(txn, dbs, queue_id)
+        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, stored - removed), db=dbs.qstate)
     return statuses
 
 
 def change_visibility(txn, dbs, queue_id: int, now_ms: int, entries, max_hidden_ms: int) -> list[int]:
     """Re-time deliveries: entries ``(seq, visible_at_ms, receive_count, visibility_ms)``.
 
-    The message becomes visible ``visibility_ms`` after ``now_ms``. Returns a status per entry:
-    OK, STALE (a newer receive holds the message), GONE, NOT_IN_FLIGHT (visible already), or
-    TOO_LONG (it would stay hidden more than ``max_hidden_ms`` after its receive).
+    The message becomes visible ``visibility_ms`` after ``now_ms``. One handle may re-time its
+    delivery any number of times (heartbeats). Returns a status per entry: OK, STALE (a newer
+    receive holds the message), GONE, NOT_IN_FLIGHT (visible already), or TOO_LONG (it would
+    stay hidden more than ``max_hidden_ms`` after its receive).
     """
     statuses = []
     for seq, visible_at, count, visibility_ms in entries:
-        key = _VIS_KEY.pack(queue_id, visible_at, seq)
-        value = txn.get(key, db=dbs.vis)
-        if value is None or _VIS_VALUE.unpack(value)[3] != count:
+        key, value = _current(txn, dbs, queue_id, seq, visible_at)
+        state = None if value is None else _VIS_VALUE.unpack(value)
+        if state is None or state[3] & _COUNT != count:
             gone = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.log) is None
             statuses.append(GONE if gone else STALE)
-        elif visible_at <= now_ms:
+        elif _VIS_KEY.unpack(key)[1] <= now_ms:
             statuses.append(NOT_IN_FLIGHT)
-        elif now_ms + visibility_ms - _VIS_VALUE.unpack(value)[2] > max_hidden_ms:
+        elif now_ms + visibility_ms - state[2] > max_hidden_ms:
             statuses.append(TOO_LONG)
         else:
+            new_visible_at = now_ms + visibility_ms
+            sent_ms, first_ms, last_ms, raw_count, source = state
             txn.delete(key, db=dbs.vis)
-            txn.put(_VIS_KEY.pack(queue_id, now_ms + visibility_ms, seq), value, db=dbs.vis)
+            txn.put(
+                _VIS_KEY.pack(queue_id, new_visible_at, seq),
+                _VIS_VALUE.pack(sent_ms, first_ms, last_ms, raw_count | _RELOCATED, source),
+                db=dbs.vis,
+            )
+            txn.put(_LOG_KEY.pack(queue_id, seq), _U64.pack(new_visible_at), db=dbs.moved)
             statuses.append(OK)
     return statuses
 
@@ -397,7 +439,7 @@ def counts(txn, dbs, queue_id: int, now_ms: int, retention_cutoff_ms: int) -> tu
                 sent_ms, _, _, count, _ = _VIS_VALUE.unpack(value)
                 if sent_ms < retention_cutoff_ms:
                     continue
-                if count:
+                if count & _COUNT:
                     in_flight += 1
                 else:
                     delayed += 1
@@ -426,8 +468,10 @@ def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_s
         txn.delete(lkey, db=dbs.log)
         removed += 1
         sent_ms, first_ms, last_ms, count, _ = _VIS_VALUE.unpack(value)
+        if count & _RELOCATED:
+            txn.delete(lkey, db=dbs.moved)
         if keep_state:
-            value = _VIS_VALUE.pack(sent_ms, first_ms, last_ms, count, queue_id)
+            value = _VIS_VALUE.pack(sent_ms, first_ms, last_ms, count & _COUNT, queue_id)
         else:
             value = _VIS_VALUE.pack(sent_ms, 0, 0, 0, 0)
         txn.put(_LOG_KEY.pack(to_queue_id, seq_to), record, db=dbs.log)

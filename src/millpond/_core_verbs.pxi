@@ -1,5 +1,9 @@
-# The verbs. Caller holds the write txn; ``dbs`` has the ``log``, ``vis`` and ``qstate`` handles.
-# Semantics, statuses and return shapes: see the same functions in _core_py.py.
+# The verbs. Caller holds the write txn; ``dbs`` has the ``log``, ``vis``, ``qstate`` and
+# ``moved`` handles. Semantics, statuses and return shapes: see the same functions in _core_py.py.
+
+cdef enum:
+    RELOCATED = 0x80000000  # top bit of receive_count: change_visibility re-timed the delivery
+    COUNT_MASK = 0x7FFFFFFF
 
 cdef inline uint64_t _key_u64(bytes key, int at):
     return millpond_get_u64(_buf(key) + at)
@@ -45,6 +49,7 @@ def purge(txn, dbs, uint32_t queue_id):
     next_seq, _ = _load_qstate(txn, dbs, queue_id)
     prefix = _u32(queue_id)
     _delete_prefix(txn, dbs.vis, prefix)
+    _delete_prefix(txn, dbs.moved, prefix)
     n = _delete_prefix(txn, dbs.log, prefix)
     txn.put(prefix, _qstate(next_seq, 0), True, True, False, dbs.qstate)
     return n
@@ -108,8 +113,8 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
             sent_ms = millpond_get_u64(v)
             count = millpond_get_u32(v + 24)
             if sent_ms < retention_cutoff_ms:
-                expired_keys.append((key, seq))
-            elif max_receive_count and count >= max_receive_count:
+                expired_keys.append((key, seq, count & RELOCATED))
+            elif max_receive_count and (count & COUNT_MASK) >= max_receive_count:
                 over_limit.append((seq, visible_at))
             else:
                 hits.append((key, seq, sent_ms, millpond_get_u64(v + 8), count,
@@ -127,6 +132,8 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
     log = dbs.log
     for key, seq, sent_ms, first_ms, count, source in hits:
         txn.delete(key, b"", vis)
+        if count & RELOCATED:
+            txn.delete(_log_key(queue_id, seq), b"", dbs.moved)
         record = txn.get(_log_key(queue_id, seq), None, log)
         if record is None:
             continue  # left behind by expire(); the message is gone
@@ -134,7 +141,7 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
         if decoded is None:
             corrupt.append(seq)
             continue
-        count += 1
+        count = (count & COUNT_MASK) + 1
         if not first_ms:
             first_ms = now_ms
         txn.put(_vis_key(queue_id, new_visible_at, seq),
@@ -146,9 +153,12 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
 
 cdef Py_ssize_t _remove(txn, dbs, uint32_t queue_id, list vis_keys) except -1:
     cdef Py_ssize_t removed = 0
-    for key, seq in vis_keys:
+    for key, seq, relocated in vis_keys:
         txn.delete(key, b"", dbs.vis)
-        if txn.delete(_log_key(queue_id, seq), b"", dbs.log):
+        lkey = _log_key(queue_id, seq)
+        if relocated:
+            txn.delete(lkey, b"", dbs.moved)
+        if txn.delete(lkey, b"", dbs.log):
             removed += 1
     if removed:
         _add_count(txn, dbs, queue_id, -removed)
@@ -172,27 +182,38 @@ cdef object _find_delivery(txn, dbs, uint32_t queue_id, uint64_t seq, uint64_t f
     return None
 
 
-def delete(txn, dbs, uint32_t queue_id, list entries, bint allow_stale):
+cdef object _relocated_key(txn, dbs, uint32_t queue_id, uint64_t seq):
+    raw = txn.get(_log_key(queue_id, seq), None, dbs.moved)
+    return None if raw is None else _vis_key(queue_id, millpond_get_u64(_buf(raw)), seq)
+
+
+def delete(txn, dbs, uint32_t queue_id, list entries):
     cdef Py_ssize_t removed = 0
     cdef int status
+    cdef uint64_t seq, visible_at
+    cdef uint32_t count
     statuses = []
     vis = dbs.vis
     log = dbs.log
-    for seq, visible_at, _count in entries:
+    for seq, visible_at, count in entries:
         lkey = _log_key(queue_id, seq)
         if txn.delete(_vis_key(queue_id, visible_at, seq), b"", vis):
-            status = OK
-        elif txn.get(lkey, None, log) is None:
-            statuses.append(GONE)
-            continue
+            status = OK  # the fast path: the handle names the delivery's key exactly
         else:
-            status = STALE
-            if not allow_stale:
-                statuses.append(STALE)
+            key = _relocated_key(txn, dbs, queue_id, seq)
+            value = None if key is None else txn.get(key, None, vis)
+            if value is not None:
+                status = OK if (millpond_get_u32(_buf(value) + 24) & COUNT_MASK) == count else STALE
+                txn.delete(lkey, b"", dbs.moved)
+            elif txn.get(lkey, None, log) is None:
+                statuses.append(GONE)
                 continue
-            found = _find_delivery(txn, dbs, queue_id, seq, visible_at)
-            if found is not None:
-                txn.delete(found, b"", vis)
+            else:
+                status = STALE
+                key = _find_delivery(txn, dbs, queue_id, seq, visible_at)
+                txn.delete(lkey, b"", dbs.moved)
+            if key is not None:
+                txn.delete(key, b"", vis)
         if txn.delete(lkey, b"", log):
             removed += 1
         statuses.append(status)
@@ -203,25 +224,38 @@ def delete(txn, dbs, uint32_t queue_id, list entries, bint allow_stale):
 
 def change_visibility(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries,
                       uint64_t max_hidden_ms):
-    cdef uint64_t seq, visible_at, visibility_ms, last_ms
-    cdef uint32_t count
+    cdef uint64_t seq, visible_at, visibility_ms, new_visible_at
+    cdef uint32_t count, raw_count
+    cdef const unsigned char *v
     statuses = []
     vis = dbs.vis
     for seq, visible_at, count, visibility_ms in entries:
         key = _vis_key(queue_id, visible_at, seq)
         value = txn.get(key, None, vis)
-        if value is None or millpond_get_u32(_buf(value) + 24) != count:
+        if value is None:
+            key = _relocated_key(txn, dbs, queue_id, seq)
+            value = None if key is None else txn.get(key, None, vis)
+        if value is None or (millpond_get_u32(_buf(value) + 24) & COUNT_MASK) != count:
             gone = txn.get(_log_key(queue_id, seq), None, dbs.log) is None
             statuses.append(GONE if gone else STALE)
             continue
-        last_ms = millpond_get_u64(_buf(value) + 16)
-        if visible_at <= now_ms:
+        v = _buf(value)
+        if _key_u64(key, 4) <= now_ms:
             statuses.append(NOT_IN_FLIGHT)
-        elif now_ms + visibility_ms - last_ms > max_hidden_ms:
+        elif now_ms + visibility_ms - millpond_get_u64(v + 16) > max_hidden_ms:
             statuses.append(TOO_LONG)
         else:
+            new_visible_at = now_ms + visibility_ms
+            raw_count = millpond_get_u32(v + 24)
             txn.delete(key, b"", vis)
-            txn.put(_vis_key(queue_id, now_ms + visibility_ms, seq), value, True, True, False, vis)
+            txn.put(_vis_key(queue_id, new_visible_at, seq),
+                    _vis_value(millpond_get_u64(v), millpond_get_u64(v + 8),
+                               millpond_get_u64(v + 16), raw_count | RELOCATED,
+                               millpond_get_u32(v + 28)),
+                    True, True, False, vis)
+            moved_at = PyBytes_FromStringAndSize(NULL, 8)
+            millpond_put_u64(_buf(moved_at), new_visible_at)
+            txn.put(_log_key(queue_id, seq), moved_at, True, True, False, dbs.moved)
             statuses.append(OK)
     return statuses
 
@@ -258,7 +292,7 @@ def counts(txn, dbs, uint32_t queue_id, uint64_t now_ms, uint64_t retention_cuto
             value = cur.value()
             v = _buf(value)
             if millpond_get_u64(v) >= retention_cutoff_ms:
-                if millpond_get_u32(v + 24):
+                if millpond_get_u32(v + 24) & COUNT_MASK:
                     in_flight += 1
                 else:
                     delayed += 1
@@ -288,9 +322,12 @@ def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to
         txn.delete(lkey, b"", log)
         removed += 1
         v = _buf(value)
+        if millpond_get_u32(v + 24) & RELOCATED:
+            txn.delete(lkey, b"", dbs.moved)
         if keep_state:
             value = _vis_value(millpond_get_u64(v), millpond_get_u64(v + 8),
-                               millpond_get_u64(v + 16), millpond_get_u32(v + 24), queue_id)
+                               millpond_get_u64(v + 16), millpond_get_u32(v + 24) & COUNT_MASK,
+                               queue_id)
         else:
             value = _vis_value(millpond_get_u64(v), 0, 0, 0, 0)
         txn.put(_log_key(to_queue_id, seq_to), record, True, True, False, log)

@@ -341,8 +341,8 @@ class Queue:
         core = self._core
 
         def delete(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
-            # Standard queues: a handle of an older receive deletes too (allow_stale).
-            return core.delete(txn, tables, queue_id, entries, True)
+            # Standard queues: a handle of an older receive deletes too.
+            return core.delete(txn, tables, queue_id, entries)
 
         self._write(delete)
 

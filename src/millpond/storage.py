@@ -35,7 +35,7 @@ DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB to start; doubled when full
 DEFAULT_MAX_MAP_SIZE = 1 << 40  # 1 TiB of address space; only the pages used reach the disk
 DEFAULT_RESERVE = 64 << 20
 
-_TABLES = ("meta", "log", "vis", "qstate")
+_TABLES = ("meta", "log", "vis", "qstate", "moved")
 
 
 class Tables:
