@@ -433,7 +433,7 @@ def test_queue_default_wait_applies(broker):
 
 def test_heartbeats_extend_visibility_with_one_handle_and_delete_still_works(queue, clock):
     queue.send("long job")
-    (m,) = queue.receive(visibility_timeout=60)
+    (m,) = queue.receive(visibility_timeout=120)
     for _ in range(5):  # extend by 2 minutes every minute, as the SQS docs suggest
         clock.advance(60)
         queue.change_visibility(m.receipt_handle, 120)
