@@ -17,14 +17,16 @@ from typing import Any
 import msgpack
 
 from millpond import core as core_module
-from millpond import dead_letters, queue_attributes
+from millpond import _core_fifo, dead_letters, queue_attributes
 from millpond.clock import Clock, SystemClock
 from millpond.errors import InvalidParameterValue, QueueAlreadyExists, QueueDoesNotExist
+from millpond.fifo_queue import FifoQueue
 from millpond.queue import Queue
 from millpond.topic import Topic, Topics
 from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_FIFO_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
 _ENV_KEY = b"env"
 _NEXT_QUEUE_ID_KEY = b"next_queue_id"
 
@@ -129,12 +131,22 @@ class Broker:
         Raises:
             QueueAlreadyExists: the queue exists with a different value for a given attribute.
         """
-        if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
+        requested = queue_attributes.normalize(attributes, creating=True)
+        if requested.get("FifoQueue") == "true":
+            if not isinstance(name, str) or not _FIFO_QUEUE_NAME.fullmatch(name):
+                raise InvalidParameterValue(
+                    "The name of a FIFO queue can only include alphanumeric characters, hyphens, "
+                    f"or underscores, must end with .fifo suffix and be 1 to 80 in length (got "
+                    f"{name!r})."
+                )
+            queue_attributes.check_fifo_throughput(requested)
+        elif not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
             raise InvalidParameterValue(
                 "Can only include alphanumeric characters, hyphens, or underscores. "
                 f"1 to 80 in length (got {name!r})."
+                + (" A FIFO queue needs the attribute FifoQueue=true." if
+                   isinstance(name, str) and name.endswith(".fifo") else "")
             )
-        requested = queue_attributes.normalize(attributes, creating=True)
         dead_letters.check_redrive_policy(self, name, requested)
         core = self._core
 
@@ -199,7 +211,8 @@ class Broker:
         with self._lock:
             queue = self._queues.get(name)
             if queue is None or queue.queue_id != definition["id"]:
-                queue = Queue(
+                kind = FifoQueue if definition["attributes"].get("FifoQueue") == "true" else Queue
+                queue = kind(
                     self, name, definition["id"], definition["attributes"],
                     definition["created"], definition["modified"],
                 )
@@ -214,7 +227,11 @@ class Broker:
             raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
             if raw is None:
                 raise QueueDoesNotExist(f"The specified queue does not exist: {name}")
-            core.drop(txn, self._storage.tables, msgpack.unpackb(raw)["id"])
+            definition = msgpack.unpackb(raw)
+            if definition["attributes"].get("FifoQueue") == "true":
+                _core_fifo.drop(core, txn, self._storage.tables, definition["id"])
+            else:
+                core.drop(txn, self._storage.tables, definition["id"])
             txn.delete(_queue_key(name), db=self._storage.tables.meta)
 
         self._storage.write(delete)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from millpond import _core_fifo
 from millpond.errors import InvalidAttributeValue, InvalidParameterValue, ResourceNotFound
 
 if TYPE_CHECKING:
@@ -285,12 +286,14 @@ class MoveTasks:
             raise LookupError(f"source queue {task['source']} was deleted")
         limit = min(MOVE_BATCH, task["to_move"] - task["moved"])
         destination = task["destination"]
-        picked = core.peek(txn, tables, source["id"], now_ms, limit, destination is None) \
+        # FIFO dead-letter queues keep their own layout; same verbs, same shapes.
+        layout = _core_fifo if source["attributes"].get("FifoQueue") == "true" else core
+        picked = layout.peek(txn, tables, source["id"], now_ms, limit, destination is None) \
             if limit > 0 else []
         moved = 0
         targets = _by_target(picked, broker, txn, destination)
         for target_id, entries in targets.items():
-            moved += core.move(txn, tables, source["id"], now_ms, entries, target_id, False)
+            moved += layout.move(txn, tables, source["id"], now_ms, entries, target_id, False)
         task["moved"] += moved
         if moved == 0:
             task["status"] = "COMPLETED"

@@ -11,16 +11,25 @@ from millpond.message_attributes import md5_of_body, md5_of_message_attributes
 _packer = msgpack.Packer()  # reused: Packer.pack is ~3x cheaper than packb
 
 
-def pack_metadata(attributes: dict[str, Any]) -> bytes:
+def pack_metadata(
+    attributes: dict[str, Any] | None,
+    group_id: str | None = None,
+    deduplication_id: str | None = None,
+) -> bytes:
     """The stored ``attrs`` section of a record: empty when the message has no metadata.
 
-    A msgpack map with only the keys that are set: ``a`` message attributes (boto3 shape).
-    Later keys (FIFO group and de-duplication ids) extend the same map. One Packer is shared:
-    ``Packer.pack`` is a single C call that resets its buffer, so the GIL makes that safe.
+    A msgpack map with only the keys that are set: ``a`` message attributes (boto3 shape),
+    ``g`` MessageGroupId, ``d`` MessageDeduplicationId. One Packer is shared: ``Packer.pack`` is a
+    single C call that resets its buffer, so the GIL makes that safe.
     """
-    if not attributes:
-        return b""
-    return _packer.pack({"a": attributes})
+    metadata: dict[str, Any] = {}
+    if attributes:
+        metadata["a"] = attributes
+    if group_id is not None:
+        metadata["g"] = group_id
+    if deduplication_id is not None:
+        metadata["d"] = deduplication_id
+    return _packer.pack(metadata) if metadata else b""
 
 
 def unpack_metadata(blob: bytes) -> dict[str, Any]:
@@ -39,6 +48,7 @@ class Message:
         first_receive_timestamp: when it was first received, in ms since the epoch.
         dead_letter_source_arn: on a dead-letter queue, the ARN of the queue the message was
             moved from (SQS's DeadLetterQueueSourceArn); None otherwise.
+        sequence_number: FIFO queues: the message's SequenceNumber (increasing per queue).
     """
 
     __slots__ = (
@@ -49,6 +59,7 @@ class Message:
         "sent_timestamp",
         "first_receive_timestamp",
         "dead_letter_source_arn",
+        "sequence_number",
         "_metadata_blob",
         "_metadata",
     )
@@ -63,6 +74,7 @@ class Message:
         first_receive_timestamp: int,
         metadata_blob: bytes,
         dead_letter_source_arn: str | None = None,
+        sequence_number: str | None = None,
     ) -> None:
         self.body = body
         self.message_id = message_id
@@ -71,6 +83,7 @@ class Message:
         self.sent_timestamp = sent_timestamp
         self.first_receive_timestamp = first_receive_timestamp
         self.dead_letter_source_arn = dead_letter_source_arn
+        self.sequence_number = sequence_number
         self._metadata_blob = metadata_blob
         self._metadata: dict[str, Any] | None = None
 
@@ -86,6 +99,16 @@ class Message:
         """Message attributes in the shape they were sent (boto3's)."""
         attributes: dict[str, dict[str, Any]] = self.metadata.get("a", {})
         return attributes
+
+    @property
+    def group_id(self) -> str | None:
+        """MessageGroupId (FIFO queues, and standard "fair" queues when one was given)."""
+        return self.metadata.get("g")
+
+    @property
+    def deduplication_id(self) -> str | None:
+        """MessageDeduplicationId of a FIFO message (given, or the body's SHA-256)."""
+        return self.metadata.get("d")
 
     @property
     def text(self) -> str:

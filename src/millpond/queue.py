@@ -8,6 +8,7 @@ input completely before it queues a write, so a rejected call stores nothing.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -78,8 +79,11 @@ class Queue:
 
     # -- writes through the storage -----------------------------------------------------------
 
-    def _write(self, fn: Any, *args: Any, sends: int = 0) -> Any:
-        """Run core ``fn(txn, tables, queue_id, *args)`` in the shared write transaction."""
+    def _write(self, fn: Any, *args: Any, sends: int = 0, atomic: bool = False) -> Any:
+        """Run ``fn(txn, tables, queue_id, now_ms, *args)`` in the shared write transaction.
+
+        ``atomic``: fn may raise after writing; its writes are then rolled back (Storage.write).
+        """
         core_fn, tables, queue_id = fn, self._tables, self.queue_id
 
         def op(txn: Any, now_ms: int) -> Any:
@@ -90,13 +94,14 @@ class Queue:
                     f"The specified queue does not exist: {self.name}"
                 ) from None
 
-        return self._storage.write(op, sends=sends)
+        return self._storage.write(op, sends=sends, atomic=atomic)
 
     # -- send ---------------------------------------------------------------------------------
 
-    def _prepare(
-        self, body: bytes | str, delay_seconds: int | None, attributes: Mapping[str, Any] | None
-    ) -> tuple[bytes, bytes, int]:
+    def _check_message(
+        self, body: bytes | str, attributes: Mapping[str, Any] | None
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        """The body as bytes and the validated attributes; raises if either is not allowed."""
         if isinstance(body, str):
             data = body.encode("utf-8")
         elif isinstance(body, (bytes, bytearray, memoryview)):
@@ -114,21 +119,44 @@ class Queue:
                 f"Message must be shorter than {self._max_size} bytes (this one has {size} "
                 "bytes including its attributes)."
             )
+        return data, attrs
+
+    def _check_delay(self, delay_seconds: int | None) -> int:
         if delay_seconds is None:
-            delay_ms = self._delay_ms
-        else:
-            if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, int):
-                raise InvalidParameterValue(
-                    f"Value {delay_seconds!r} for parameter DelaySeconds is invalid. "
-                    "Reason: must be an integer."
-                )
-            if not 0 <= delay_seconds <= 900:
-                raise InvalidParameterValue(
-                    f"Value {delay_seconds} for parameter DelaySeconds is invalid. "
-                    "Reason: must be between 0 and 900, if provided."
-                )
-            delay_ms = delay_seconds * 1000
-        return data, pack_metadata(attrs) if attrs else b"", delay_ms
+            return self._delay_ms
+        if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, int):
+            raise InvalidParameterValue(
+                f"Value {delay_seconds!r} for parameter DelaySeconds is invalid. "
+                "Reason: must be an integer."
+            )
+        if not 0 <= delay_seconds <= 900:
+            raise InvalidParameterValue(
+                f"Value {delay_seconds} for parameter DelaySeconds is invalid. "
+                "Reason: must be between 0 and 900, if provided."
+            )
+        return delay_seconds * 1000
+
+    def _prepare(
+        self,
+        body: bytes | str,
+        delay_seconds: int | None,
+        attributes: Mapping[str, Any] | None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> tuple[bytes, bytes, int]:
+        """(body, metadata blob, delay in ms) of one message for a standard queue."""
+        data, attrs = self._check_message(body, attributes)
+        if deduplication_id is not None:
+            raise InvalidParameterValue(
+                f"Value {deduplication_id} for parameter MessageDeduplicationId is invalid. "
+                "Reason: The request include parameter that is not valid for this queue type."
+            )
+        if group_id is not None:
+            check_message_id_field("MessageGroupId", group_id)  # fair queues: a tenant label
+        delay_ms = self._check_delay(delay_seconds)
+        if attrs is None and group_id is None:
+            return data, b"", delay_ms
+        return data, pack_metadata(attrs, group_id), delay_ms
 
     def send(
         self,
@@ -136,6 +164,8 @@ class Queue:
         *,
         delay_seconds: int | None = None,
         attributes: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
     ) -> str:
         """Send one message; returns its message id once it is stored.
 
@@ -145,10 +175,15 @@ class Queue:
             delay_seconds: 0-900 s before the message can be received; None takes the queue's
                 DelaySeconds (an explicit 0 overrides it).
             attributes: message attributes in the boto3 shape, at most 10.
+            group_id: MessageGroupId: required on FIFO queues; on standard queues an optional
+                tenant label (SQS "fair queues"), returned with the message.
+            deduplication_id: MessageDeduplicationId, FIFO queues only.
 
         In "fsync" mode the message is on disk when this returns.
         """
-        data, blob, delay_ms = self._prepare(body, delay_seconds, attributes)
+        data, blob, delay_ms = self._prepare(
+            body, delay_seconds, attributes, group_id, deduplication_id
+        )
         seq = self._write(self._core.send, [data], [blob], [delay_ms], self._broker._env_id, sends=1)
         self._broker._wakeups.notify(self.queue_id)
         return self._core.message_id(self._broker._env_id, self.queue_id, seq)  # type: ignore[no-any-return]
@@ -158,7 +193,8 @@ class Queue:
 
         Args:
             entries: bodies (bytes or str), or dicts with ``body`` and optional
-                ``delay_seconds`` and ``attributes``. All are checked before any is stored.
+                ``delay_seconds``, ``attributes``, ``group_id`` and ``deduplication_id`` (as
+                send()). All are checked before any is stored.
         """
         if not entries:
             raise EmptyBatchRequest("There should be at least one SendMessageBatchRequestEntry.")
@@ -180,7 +216,8 @@ class Queue:
         for entry in entries:
             if isinstance(entry, Mapping):
                 data, blob, delay_ms = self._prepare(
-                    entry.get("body"), entry.get("delay_seconds"), entry.get("attributes")
+                    entry.get("body"), entry.get("delay_seconds"), entry.get("attributes"),
+                    entry.get("group_id"), entry.get("deduplication_id"),
                 )
             else:
                 data, blob, delay_ms = self._prepare(entry, None, None)
@@ -236,16 +273,16 @@ class Queue:
                 None takes the queue's ReceiveMessageWaitTimeSeconds. Returns as soon as at least
                 one message is available, without filling ``max_messages``.
         """
-        _check_int("MaxNumberOfMessages", max_messages, 1, MAX_BATCH)
+        check_int("MaxNumberOfMessages", max_messages, 1, MAX_BATCH)
         if visibility_timeout is None:
             visibility_ms = self._visibility_ms
         else:
-            _check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
+            check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
             visibility_ms = visibility_timeout * 1000
         if wait_seconds is None:
             wait_seconds = self._wait_s
         else:
-            _check_int("WaitTimeSeconds", wait_seconds, 0, 20)
+            check_int("WaitTimeSeconds", wait_seconds, 0, 20)
         wakeups = self._broker._wakeups
         deadline = time.monotonic() + wait_seconds
         while True:
@@ -284,11 +321,7 @@ class Queue:
         if over_limit:
             broker._wakeups.notify(dead_letter_id)
         if corrupt:
-            log.error(
-                "queue %s: %d stored record(s) failed their CRC32C check and were not delivered "
-                "(seq %s); they stay in the log for inspection",
-                self.name, len(corrupt), corrupt,
-            )
+            self._report_corrupt(corrupt)
         encode_handle, secret, queue_id = self._core.encode_handle, self._broker._secret, self.queue_id
         messages = [
             Message(
@@ -304,6 +337,13 @@ class Queue:
             for seq, visible_at, count, sent_ms, first_ms, blob, body, message_id, source in received
         ]
         return messages, next_visible
+
+    def _report_corrupt(self, seqs: list[int]) -> None:
+        log.error(
+            "queue %s: %d stored record(s) failed their CRC32C check and were not delivered "
+            "(seq %s); they stay in the log for inspection",
+            self.name, len(seqs), seqs,
+        )
 
     def _source_arn(self, queue_id: int) -> str | None:
         name = self._broker._name_of(queue_id)
@@ -351,7 +391,7 @@ class Queue:
 
         0 makes it visible at once. The total time hidden since its receive may not pass 12 h.
         """
-        _check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
+        check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
         seq, visible_at, count = self._decode(receipt_handle)
         core = self._core
 
@@ -361,24 +401,31 @@ class Queue:
                 txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS
             )[0]
             # Only OK wrote anything, so raising for the others leaves the store unchanged.
-            if status == core.NOT_IN_FLIGHT:
-                raise MessageNotInflight("The message referred to isn't in flight.")
-            if status == core.TOO_LONG:
-                raise InvalidParameterValue(
-                    f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
-                    "Reason: Total VisibilityTimeout for the message is beyond the limit "
-                    "[43200 seconds]"
-                )
-            if status != core.OK:
-                raise InvalidParameterValue(
-                    f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: "
-                    "Message does not exist or is not available for visibility timeout change."
-                )
+            self._raise_for_visibility_status(status, receipt_handle, visibility_timeout)
             return status
 
         self._write(change)
         if visibility_timeout == 0:
             self._broker._wakeups.notify(self.queue_id)
+
+    def _raise_for_visibility_status(
+        self, status: int, receipt_handle: str, visibility_timeout: int
+    ) -> None:
+        """The SQS error for a change_visibility status other than OK (core or FIFO statuses)."""
+        core = self._core
+        if status == core.NOT_IN_FLIGHT:
+            raise MessageNotInflight("The message referred to isn't in flight.")
+        if status == core.TOO_LONG:
+            raise InvalidParameterValue(
+                f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
+                "Reason: Total VisibilityTimeout for the message is beyond the limit "
+                "[43200 seconds]"
+            )
+        if status != core.OK:
+            raise InvalidParameterValue(
+                f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: "
+                "Message does not exist or is not available for visibility timeout change."
+            )
 
     # -- whole queue ---------------------------------------------------------------------------
 
@@ -391,7 +438,7 @@ class Queue:
                     f"Only one PurgeQueue operation on {self.name} is allowed every 60 seconds."
                 )
             self._last_purge_ms = now_ms
-            return self._core.purge(txn, tables, queue_id)  # type: ignore[no-any-return]
+            return self._purge_in_txn(txn, tables, queue_id)
 
         self._write(purge)
 
@@ -404,9 +451,7 @@ class Queue:
         retention_ms = self._retention_ms
 
         def count(txn: Any, tables: Any, queue_id: int, now_ms: int) -> tuple[int, ...]:
-            cutoff = now_ms - retention_ms
-            self._core.expire(txn, tables, queue_id, cutoff)
-            return self._core.counts(txn, tables, queue_id, now_ms, cutoff)  # type: ignore[no-any-return]
+            return self._counts_in_txn(txn, tables, queue_id, now_ms, now_ms - retention_ms)
 
         stored, in_flight, delayed = self._write(count)
         values = queue_attributes.effective(self._attributes)
@@ -428,13 +473,38 @@ class Queue:
                 raise queue_attributes.InvalidAttributeName(f"Unknown Attribute {name}.")
         return {name: values[name] for name in wanted if name in values}
 
+    def _purge_in_txn(self, txn: Any, tables: Any, queue_id: int) -> int:
+        return self._core.purge(txn, tables, queue_id)  # type: ignore[no-any-return]
+
+    def _counts_in_txn(
+        self, txn: Any, tables: Any, queue_id: int, now_ms: int, cutoff: int
+    ) -> tuple[int, int, int]:
+        """(stored, in flight, delayed) after trimming messages past retention."""
+        self._core.expire(txn, tables, queue_id, cutoff)
+        return self._core.counts(txn, tables, queue_id, now_ms, cutoff)  # type: ignore[no-any-return]
+
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Change queue attributes (SQS names and ranges); takes effect at once."""
-        changes = queue_attributes.normalize(attributes, creating=False)
+        fifo = self._attributes.get("FifoQueue") == "true"
+        changes = queue_attributes.normalize(attributes, creating=False, fifo=fifo)
+        if fifo:
+            queue_attributes.check_fifo_throughput({**self._attributes, **changes})
         self._broker._update_queue(self, changes)
 
 
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
+_ID_CHARS = re.compile(r"[\x21-\x7e]{1,128}")  # "alphanumeric and punctuation", 1-128
+
+
+def check_message_id_field(name: str, value: Any) -> None:
+    """MessageGroupId / MessageDeduplicationId: 1-128 printable ASCII characters, no space."""
+    if not isinstance(value, str) or not _ID_CHARS.fullmatch(value):
+        raise InvalidParameterValue(
+            f"Value {value} for parameter {name} is invalid. Reason: {name} can only include "
+            "alphanumeric and punctuation characters. 1 to 128 in length."
+        )
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidParameterValue(
             f"Value {value!r} for parameter {name} is invalid. "

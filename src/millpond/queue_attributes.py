@@ -33,6 +33,17 @@ DEFAULTS: dict[str, str] = {
     "SqsManagedSseEnabled": "true",
 }
 
+ENUMS: dict[str, tuple[str, ...]] = {
+    "DeduplicationScope": ("queue", "messageGroup"),
+    "FifoThroughputLimit": ("perQueue", "perMessageGroupId"),
+}
+FIFO_DEFAULTS: dict[str, str] = {
+    "FifoQueue": "true",
+    "ContentBasedDeduplication": "false",
+    "DeduplicationScope": "queue",
+    "FifoThroughputLimit": "perQueue",
+}
+
 BOOLEANS = frozenset({"SqsManagedSseEnabled", "FifoQueue", "ContentBasedDeduplication"})
 FREE_TEXT = frozenset({"Policy", "KmsMasterKeyId"})
 JSON_POLICIES = frozenset({"RedrivePolicy", "RedriveAllowPolicy"})
@@ -47,19 +58,22 @@ READ_ONLY = frozenset(
         "QueueArn",
     }
 )
-SETTABLE = frozenset(INT_RANGES) | BOOLEANS | FREE_TEXT | JSON_POLICIES | FIFO_ONLY
+SETTABLE = frozenset(INT_RANGES) | BOOLEANS | FREE_TEXT | JSON_POLICIES | FIFO_ONLY | set(ENUMS)
 ALL_NAMES = SETTABLE | READ_ONLY
 
 
-def normalize(attributes: Mapping[str, Any] | None, *, creating: bool) -> dict[str, str]:
+def normalize(
+    attributes: Mapping[str, Any] | None, *, creating: bool, fifo: bool | None = None
+) -> dict[str, str]:
     """Validate ``attributes`` and return them as SQS strings.
 
     Args:
         attributes: attribute name -> value (str, int or bool), as boto3 passes them.
         creating: True for create_queue (FifoQueue may be given), False for set_attributes.
+        fifo: whether the queue is a FIFO queue (set_attributes); None: from FifoQueue.
 
     Raises:
-        InvalidAttributeName: unknown, read-only, or not valid for this call.
+        InvalidAttributeName: unknown, read-only, or not valid for this queue type.
         InvalidAttributeValue: a value outside the attribute's range or format.
     """
     out: dict[str, str] = {}
@@ -72,17 +86,28 @@ def normalize(attributes: Mapping[str, Any] | None, *, creating: bool) -> dict[s
                 "supported."
             )
         out[name] = _normalize_value(name, value)
-    fifo = out.get("FifoQueue") == "true"
-    if fifo:
-        # FIFO queues come with the FIFO/DLQ work (issue 3); refusing beats a silent
-        # standard queue that would not keep order or de-duplicate.
-        raise InvalidAttributeValue(
-            "Invalid value for the parameter FifoQueue. Reason: FIFO queues are not supported "
-            "by this version of millpond yet."
-        )
-    for name in FIFO_ONLY & out.keys():
-        raise InvalidAttributeName(f"Unknown Attribute {name}.")
+    if fifo is None:
+        fifo = out.get("FifoQueue") == "true"
+    if not fifo:
+        for name in sorted(FIFO_ONLY & out.keys()):
+            if name == "ContentBasedDeduplication":
+                raise InvalidAttributeName(f"Unknown Attribute {name}.")
+            raise InvalidAttributeName(
+                f"You can specify the {name} only when FifoQueue is set to true."
+            )
     return out
+
+
+def check_fifo_throughput(attributes: Mapping[str, str]) -> None:
+    """High-throughput FIFO (perMessageGroupId) needs de-duplication per message group."""
+    eff = effective(attributes)
+    if eff.get("FifoThroughputLimit") == "perMessageGroupId" and (
+        eff.get("DeduplicationScope") != "messageGroup"
+    ):
+        raise InvalidAttributeValue(
+            "Invalid value for the parameter FifoThroughputLimit. Reason: perMessageGroupId is "
+            "only allowed with DeduplicationScope messageGroup."
+        )
 
 
 def _normalize_value(name: str, value: Any) -> str:
@@ -95,6 +120,13 @@ def _normalize_value(name: str, value: Any) -> str:
                 f"{low} to {high}, not {value!r}."
             )
         return str(number)
+    if name in ENUMS:
+        if value not in ENUMS[name]:
+            raise InvalidAttributeValue(
+                f"Invalid value for the parameter {name}. Reason: must be one of "
+                f"{', '.join(ENUMS[name])}."
+            )
+        return str(value)
     if name in BOOLEANS:
         text = str(value).lower() if isinstance(value, (bool, str)) else None
         if text not in ("true", "false"):
@@ -147,7 +179,9 @@ def _check_json_policy(name: str, value: str) -> None:
 
 
 def effective(stored: Mapping[str, str]) -> dict[str, str]:
-    """The queue's attributes with SQS defaults filled in."""
+    """The queue's attributes with SQS defaults filled in (FIFO ones for FIFO queues)."""
+    if stored.get("FifoQueue") == "true":
+        return {**DEFAULTS, **FIFO_DEFAULTS, **stored}
     return {**DEFAULTS, **stored}
 
 

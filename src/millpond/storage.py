@@ -35,7 +35,7 @@ DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB to start; doubled when full
 DEFAULT_MAX_MAP_SIZE = 1 << 40  # 1 TiB of address space; only the pages used reach the disk
 DEFAULT_RESERVE = 64 << 20
 
-_TABLES = ("meta", "log", "vis", "qstate", "moved")
+_TABLES = ("meta", "log", "vis", "qstate", "moved", "fifo", "dedup", "dedupexp")
 
 
 class Tables:
@@ -49,11 +49,14 @@ class Tables:
 
 
 class _Op:
-    __slots__ = ("fn", "sends", "done", "result", "error")
+    __slots__ = ("fn", "sends", "atomic", "done", "result", "error")
 
-    def __init__(self, fn: Callable[[lmdb.Transaction, int], Any], sends: int) -> None:
+    def __init__(
+        self, fn: Callable[[lmdb.Transaction, int], Any], sends: int, atomic: bool
+    ) -> None:
         self.fn = fn
         self.sends = sends
+        self.atomic = atomic
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -113,16 +116,20 @@ class Storage:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def write(self, fn: Callable[[lmdb.Transaction, int], Any], *, sends: int = 0) -> Any:
+    def write(
+        self, fn: Callable[[lmdb.Transaction, int], Any], *, sends: int = 0, atomic: bool = False
+    ) -> Any:
         """Run ``fn(txn, now_ms)`` in a write transaction shared with concurrent callers.
 
         Returns fn's result once the transaction committed (durably in "fsync" mode), or raises
-        what fn raised. ``fn`` must raise before it writes anything: a MillpondError from fn
-        fails only its own call, and the rest of the batch still commits. ``sends`` counts the
-        messages fn adds, so that a full store refuses them (StorageFull) and nothing else.
+        what fn raised. A MillpondError from fn fails only its own call, and the rest of the
+        batch still commits, so fn must raise before it writes anything, unless ``atomic``: then
+        fn runs in a nested transaction that is rolled back if it raises (about 1.5 us more).
+        ``sends`` counts the messages fn adds, so that a full store refuses them (StorageFull)
+        and nothing else.
         """
         self._check_usable()
-        op = _Op(fn, sends)
+        op = _Op(fn, sends, atomic)
         with self._cond:
             self._pending.append(op)
             while self._leader_active and not op.done:
@@ -178,7 +185,11 @@ class Storage:
                     results.append((op, None, StorageFull("the data directory is full")))
                     continue
                 try:
-                    results.append((op, op.fn(txn, now_ms), None))
+                    if op.atomic:
+                        with self.env.begin(write=True, parent=txn) as child:
+                            results.append((op, op.fn(child, now_ms), None))
+                    else:
+                        results.append((op, op.fn(txn, now_ms), None))
                 except MillpondError as exc:
                     results.append((op, None, exc))
         # Committed: only now may callers learn their results.

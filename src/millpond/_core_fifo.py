@@ -1,0 +1,451 @@
+"""FIFO queues in storage: message groups in order, group heads, de-duplication.
+
+Pure Python on both cores: the per-message byte work (records, ids, CRC) comes from the core
+module passed in, so FIFO queues store the same records as standard ones. The group bookkeeping
+is a handful of B-tree operations per message; move it to Cython when a benchmark says so.
+
+Layouts (integers big-endian; ``g`` = u8 length | group id bytes):
+
+- ``log``      queue_id u32 | seq u64                  -> record (as standard queues)
+- ``fifo``     queue_id u32 | g | seq u64              -> member state (see _STATE)
+- ``vis``      queue_id u32 | ready_at_ms u64 | seq u64 -> g: one entry per non-empty group,
+               keyed by its head (oldest member): ready_at is the head's visible_at
+- ``dedup``    queue_id u32 | scope key                -> expires_ms u64 | seq u64
+- ``dedupexp`` queue_id u32 | expires_ms u64 | scope key -> b"" (expiry order, for sweeping)
+- ``qstate``   as standard queues: next_seq u64 | count u64
+
+Order and locking follow from the head: a group is receivable when its head is visible, and a
+receive takes members from the head onwards while they are visible, so no message is delivered
+while an earlier one of its group is in flight, and messages before an in-flight one may be
+(SQS's partial-batch rule). Invariant: for every non-empty group, ``vis`` holds exactly the key
+(queue_id, head.visible_at, head.seq).
+"""
+
+from __future__ import annotations
+
+import struct
+from types import ModuleType
+from typing import Any
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_QSTATE = struct.Struct(">QQ")
+_VIS_KEY = struct.Struct(">IQQ")
+_LOG_KEY = struct.Struct(">IQ")
+# visible_at_ms | sent_ms | first_receive_ms | last_receive_ms | receive_count | source queue id
+_STATE = struct.Struct(">QQQQII")
+_DEDUP = struct.Struct(">QQ")
+
+OK, STALE, GONE, NOT_IN_FLIGHT, TOO_LONG = 0, 1, 2, 3, 4
+HEAD_SCAN = 16  # group heads read per cursor pass in receive
+
+
+def group_key(group_id: str) -> bytes:
+    raw = group_id.encode("utf-8")
+    return bytes((len(raw),)) + raw
+
+
+def group_id_of(g: bytes) -> str:
+    return g[1:].decode("utf-8")
+
+
+def _member_key(queue_id: int, g: bytes, seq: int) -> bytes:
+    return _U32.pack(queue_id) + g + _U64.pack(seq)
+
+
+def _load_qstate(txn: Any, t: Any, queue_id: int) -> tuple[int, int]:
+    raw = txn.get(_U32.pack(queue_id), db=t.qstate)
+    if raw is None:
+        raise LookupError(queue_id)
+    return _QSTATE.unpack(raw)  # type: ignore[return-value]
+
+
+def _store_qstate(txn: Any, t: Any, queue_id: int, next_seq: int, count: int) -> None:
+    txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count), db=t.qstate)
+
+
+def _first_member(txn: Any, t: Any, queue_id: int, g: bytes) -> tuple[bytes, bytes] | None:
+    prefix = _U32.pack(queue_id) + g
+    with txn.cursor(db=t.fifo) as cur:
+        if cur.set_range(prefix):
+            key = cur.key()
+            if key[: len(prefix)] == prefix and len(key) == len(prefix) + 8:
+                return key, cur.value()
+    return None
+
+
+def _reset_head(txn: Any, t: Any, queue_id: int, g: bytes, old_key: bytes | None) -> None:
+    """Re-key the group's vis entry to its current head (or remove it when empty)."""
+    first = _first_member(txn, t, queue_id, g)
+    new_key = None
+    if first is not None:
+        seq = _U64.unpack_from(first[0], len(first[0]) - 8)[0]
+        new_key = _VIS_KEY.pack(queue_id, _STATE.unpack(first[1])[0], seq)
+    if new_key == old_key:
+        return
+    if old_key is not None:
+        txn.delete(old_key, db=t.vis)
+    if new_key is not None:
+        txn.put(new_key, g, db=t.vis)
+
+
+def _head_key(txn: Any, t: Any, queue_id: int, g: bytes) -> bytes | None:
+    first = _first_member(txn, t, queue_id, g)
+    if first is None:
+        return None
+    seq = _U64.unpack_from(first[0], len(first[0]) - 8)[0]
+    return _VIS_KEY.pack(queue_id, _STATE.unpack(first[1])[0], seq)
+
+
+# -- send --------------------------------------------------------------------------------------
+
+
+def _sweep_dedup(txn: Any, t: Any, queue_id: int, now_ms: int) -> None:
+    """Forget de-duplication ids whose 5-minute window has passed."""
+    prefix = _U32.pack(queue_id)
+    with txn.cursor(db=t.dedupexp) as cur:
+        if not cur.set_range(prefix):
+            return
+        while True:
+            key = cur.key()
+            if key[:4] != prefix or _U64.unpack_from(key, 4)[0] > now_ms:
+                return
+            txn.delete(prefix + key[12:], db=t.dedup)
+            if not cur.delete():
+                return
+
+
+def send(
+    core: ModuleType, txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any],
+    env_id: int, dedup_window_ms: int,
+) -> list[tuple[int, bool]]:
+    """Append messages to their groups; returns (seq, duplicate) per entry.
+
+    entries: (body, attrs_blob, group_key, dedup_key or None, delay_ms). A duplicate (its
+    dedup key seen within the window) stores nothing and returns the original's seq.
+    """
+    next_seq, count = _load_qstate(txn, t, queue_id)
+    _sweep_dedup(txn, t, queue_id, now_ms)
+    prefix = _U32.pack(queue_id)
+    results: list[tuple[int, bool]] = []
+    known_nonempty: set[bytes] = set()
+    for body, blob, g, dedup_key, delay_ms in entries:
+        seq = next_seq
+        if dedup_key is not None:
+            seen = txn.get(prefix + dedup_key, db=t.dedup)
+            if seen is not None:
+                expires, original = _DEDUP.unpack(seen)
+                if expires > now_ms:
+                    results.append((original, True))
+                    continue
+                txn.delete(prefix + _U64.pack(expires) + dedup_key, db=t.dedupexp)
+            expires = now_ms + dedup_window_ms
+            txn.put(prefix + dedup_key, _DEDUP.pack(expires, seq), db=t.dedup)
+            txn.put(prefix + _U64.pack(expires) + dedup_key, b"", db=t.dedupexp)
+        next_seq += 1
+        count += 1
+        txn.put(_LOG_KEY.pack(queue_id, seq),
+                core.encode_record(now_ms, env_id, queue_id, seq, blob, body), db=t.log)
+        visible_at = now_ms + delay_ms
+        txn.put(_member_key(queue_id, g, seq), _STATE.pack(visible_at, now_ms, 0, 0, 0, 0),
+                db=t.fifo)
+        if g not in known_nonempty:
+            first = _first_member(txn, t, queue_id, g)
+            if first is not None and _U64.unpack_from(first[0], len(first[0]) - 8)[0] == seq:
+                txn.put(_VIS_KEY.pack(queue_id, visible_at, seq), g, db=t.vis)
+            known_nonempty.add(g)
+        results.append((seq, False))
+    _store_qstate(txn, t, queue_id, next_seq, count)
+    return results
+
+
+# -- receive -----------------------------------------------------------------------------------
+
+
+def receive(
+    core: ModuleType, txn: Any, t: Any, queue_id: int, now_ms: int, max_messages: int,
+    visibility_ms: int, retention_cutoff_ms: int, max_receive_count: int,
+    dead_letter_queue_id: int,
+) -> tuple[list[Any], int, list[int], int, int]:
+    """Deliver up to ``max_messages`` in group order, as many of one group as possible first.
+
+    Returns (received, dead_lettered, corrupt, expired, next_visible_at_ms); received entries are
+    (seq, visible_at_ms, count, sent_ms, first_ms, attrs, body, message_id, source_queue_id, g).
+    Members received ``max_receive_count`` times move to ``dead_letter_queue_id`` (a FIFO queue,
+    same group) when that is non-zero.
+    """
+    received: list[Any] = []
+    corrupt: list[int] = []
+    counters = {"expired": 0, "dead": 0}
+    done: set[bytes] = set()
+    next_visible = 0
+    start = _VIS_KEY.pack(queue_id, 0, 0)
+    while len(received) < max_messages:
+        heads = []
+        with txn.cursor(db=t.vis) as cur:
+            if cur.set_range(start):
+                for key, g in cur:
+                    qid, ready_at, _ = _VIS_KEY.unpack(key)
+                    if qid != queue_id:
+                        break
+                    if ready_at > now_ms:
+                        next_visible = ready_at
+                        break
+                    if g not in done:
+                        heads.append((key, g))
+                        if len(heads) >= HEAD_SCAN:
+                            break
+        if not heads:
+            break
+        for key, g in heads:
+            done.add(g)
+            _drain_group(core, txn, t, queue_id, g, key, now_ms, max_messages, visibility_ms,
+                         retention_cutoff_ms, max_receive_count, dead_letter_queue_id, received,
+                         corrupt, counters)
+            if len(received) >= max_messages:
+                break
+        start = heads[-1][0] + b"\x00"  # the next key after the last head read
+    if received:
+        next_visible = 0
+    return received, counters["dead"], corrupt, counters["expired"], next_visible
+
+
+def _drain_group(
+    core: ModuleType, txn: Any, t: Any, queue_id: int, g: bytes, head_key: bytes, now_ms: int,
+    max_messages: int, visibility_ms: int, retention_cutoff_ms: int, max_receive_count: int,
+    dead_letter_queue_id: int, received: list[Any], corrupt: list[int], counters: dict[str, int],
+) -> None:
+    prefix = _U32.pack(queue_id) + g
+    members = []  # read first, write after: the cursor never sees its own changes
+    wanted = max_messages - len(received)
+    with txn.cursor(db=t.fifo) as cur:
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if key[: len(prefix)] != prefix or len(key) != len(prefix) + 8:
+                    break
+                state = _STATE.unpack(value)
+                if state[0] > now_ms:
+                    break  # in flight or delayed: nothing after it may go out
+                members.append((key, state))
+                deliverable = state[1] >= retention_cutoff_ms and not (
+                    dead_letter_queue_id and state[4] >= max_receive_count
+                )
+                if deliverable:
+                    wanted -= 1
+                    if wanted == 0:
+                        break
+    new_visible_at = now_ms + visibility_ms
+    stored_delta = 0
+    for key, (visible_at, sent_ms, first_ms, last_ms, count, source) in members:
+        seq = _U64.unpack_from(key, len(key) - 8)[0]
+        lkey = _LOG_KEY.pack(queue_id, seq)
+        if sent_ms < retention_cutoff_ms:
+            txn.delete(key, db=t.fifo)
+            if txn.delete(lkey, db=t.log):
+                stored_delta -= 1
+                counters["expired"] += 1
+            continue
+        record = txn.get(lkey, db=t.log)
+        if record is None:  # trimmed by expire(): gone
+            txn.delete(key, db=t.fifo)
+            continue
+        if dead_letter_queue_id and count >= max_receive_count:
+            txn.delete(key, db=t.fifo)
+            txn.delete(lkey, db=t.log)
+            stored_delta -= 1
+            _append(txn, t, dead_letter_queue_id, now_ms, record, g,
+                    (now_ms, now_ms, first_ms, last_ms, count, queue_id))
+            counters["dead"] += 1
+            continue
+        decoded = core.decode_record(record)
+        if decoded is None:
+            corrupt.append(seq)
+            txn.delete(key, db=t.fifo)  # never served; the record stays for inspection
+            continue
+        count += 1
+        first_ms = first_ms or now_ms
+        txn.put(key, _STATE.pack(new_visible_at, sent_ms, first_ms, now_ms, count, source),
+                db=t.fifo)
+        _, message_id, attrs, body = decoded
+        received.append((seq, new_visible_at, count, sent_ms, first_ms, attrs, body, message_id,
+                         source, g))
+    if stored_delta:
+        next_seq, stored = _load_qstate(txn, t, queue_id)
+        _store_qstate(txn, t, queue_id, next_seq, stored + stored_delta)
+    _reset_head(txn, t, queue_id, g, head_key)
+
+
+def _append(txn: Any, t: Any, queue_id: int, now_ms: int, record: bytes, g: bytes,
+            state: tuple[int, ...]) -> int:
+    """Add an existing record at the end of group ``g`` of queue ``queue_id``; returns its seq."""
+    next_seq, count = _load_qstate(txn, t, queue_id)
+    txn.put(_LOG_KEY.pack(queue_id, next_seq), record, db=t.log)
+    txn.put(_member_key(queue_id, g, next_seq), _STATE.pack(*state), db=t.fifo)
+    _store_qstate(txn, t, queue_id, next_seq + 1, count + 1)
+    first = _first_member(txn, t, queue_id, g)
+    if first is not None and _U64.unpack_from(first[0], len(first[0]) - 8)[0] == next_seq:
+        txn.put(_VIS_KEY.pack(queue_id, state[0], next_seq), g, db=t.vis)
+    return next_seq
+
+
+# -- delete / change visibility ----------------------------------------------------------------
+
+
+def delete(txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any]) -> list[int]:
+    """Delete by decoded handles (seq, receive_count, g); FIFO rules for old handles.
+
+    OK: deleted. STALE: the handle expired (visibility ran out or a newer receive holds the
+    message): nothing deleted. GONE: already deleted.
+    """
+    statuses = []
+    removed = 0
+    for seq, count, g in entries:
+        key = _member_key(queue_id, g, seq)
+        raw = txn.get(key, db=t.fifo)
+        if raw is None:
+            statuses.append(GONE)
+            continue
+        state = _STATE.unpack(raw)
+        if state[4] != count or state[0] <= now_ms:
+            statuses.append(STALE)
+            continue
+        head = _head_key(txn, t, queue_id, g)
+        txn.delete(key, db=t.fifo)
+        if txn.delete(_LOG_KEY.pack(queue_id, seq), db=t.log):
+            removed += 1
+        if head is not None and _VIS_KEY.unpack(head)[2] == seq:
+            _reset_head(txn, t, queue_id, g, head)
+        statuses.append(OK)
+    if removed:
+        next_seq, stored = _load_qstate(txn, t, queue_id)
+        _store_qstate(txn, t, queue_id, next_seq, stored - removed)
+    return statuses
+
+
+def change_visibility(
+    txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any], max_hidden_ms: int
+) -> list[int]:
+    """Re-time deliveries named by (seq, receive_count, g, visibility_ms)."""
+    statuses = []
+    for seq, count, g, visibility_ms in entries:
+        key = _member_key(queue_id, g, seq)
+        raw = txn.get(key, db=t.fifo)
+        if raw is None:
+            statuses.append(GONE)
+            continue
+        visible_at, sent_ms, first_ms, last_ms, raw_count, source = _STATE.unpack(raw)
+        if raw_count != count:
+            statuses.append(STALE)
+        elif visible_at <= now_ms:
+            statuses.append(NOT_IN_FLIGHT)
+        elif now_ms + visibility_ms - last_ms > max_hidden_ms:
+            statuses.append(TOO_LONG)
+        else:
+            head = _head_key(txn, t, queue_id, g)
+            txn.put(key, _STATE.pack(now_ms + visibility_ms, sent_ms, first_ms, last_ms, count,
+                                     source), db=t.fifo)
+            if head is not None and _VIS_KEY.unpack(head)[2] == seq:
+                _reset_head(txn, t, queue_id, g, head)
+            statuses.append(OK)
+    return statuses
+
+
+# -- whole queue -------------------------------------------------------------------------------
+
+
+def counts(txn: Any, t: Any, queue_id: int, now_ms: int, retention_cutoff_ms: int
+           ) -> tuple[int, int, int]:
+    """(stored, in_flight, delayed), as the standard core's counts()."""
+    _, stored = _load_qstate(txn, t, queue_id)
+    in_flight = delayed = 0
+    prefix = _U32.pack(queue_id)
+    with txn.cursor(db=t.fifo) as cur:
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if key[:4] != prefix:
+                    break
+                visible_at, sent_ms, _, _, count, _ = _STATE.unpack(value)
+                if visible_at > now_ms and sent_ms >= retention_cutoff_ms:
+                    if count:
+                        in_flight += 1
+                    else:
+                        delayed += 1
+    return stored, in_flight, delayed
+
+
+def _delete_prefix(txn: Any, db: Any, prefix: bytes) -> None:
+    with txn.cursor(db=db) as cur:
+        if not cur.set_range(prefix):
+            return
+        while cur.key()[: len(prefix)] == prefix:
+            if not cur.delete():
+                return
+
+
+def purge(core: ModuleType, txn: Any, t: Any, queue_id: int) -> int:
+    """Remove every message; de-duplication ids are remembered, as SQS does."""
+    _delete_prefix(txn, t.fifo, _U32.pack(queue_id))
+    return core.purge(txn, t, queue_id)  # type: ignore[no-any-return]
+
+
+def drop(core: ModuleType, txn: Any, t: Any, queue_id: int) -> None:
+    prefix = _U32.pack(queue_id)
+    for db in (t.fifo, t.dedup, t.dedupexp):
+        _delete_prefix(txn, db, prefix)
+    core.drop(txn, t, queue_id)
+
+
+# -- redrive -----------------------------------------------------------------------------------
+
+
+def peek(txn: Any, t: Any, queue_id: int, now_ms: int, limit: int, dead_lettered_only: bool
+         ) -> list[tuple[int, bytes, int]]:
+    """Up to ``limit`` receivable members as (seq, g, source_queue_id), group by group."""
+    out: list[tuple[int, bytes, int]] = []
+    with txn.cursor(db=t.vis) as heads:
+        if not heads.set_range(_VIS_KEY.pack(queue_id, 0, 0)):
+            return out
+        for key, g in heads:
+            qid, ready_at, _ = _VIS_KEY.unpack(key)
+            if qid != queue_id or ready_at > now_ms or len(out) >= limit:
+                break
+            prefix = _U32.pack(queue_id) + g
+            with txn.cursor(db=t.fifo) as cur:
+                cur.set_range(prefix)
+                for mkey, value in cur:
+                    if mkey[: len(prefix)] != prefix or len(out) >= limit:
+                        break
+                    state = _STATE.unpack(value)
+                    if state[0] > now_ms:
+                        break
+                    if state[5] or not dead_lettered_only:
+                        out.append((_U64.unpack_from(mkey, len(mkey) - 8)[0], g, state[5]))
+    return out
+
+
+def move(txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any], to_queue_id: int,
+         keep_state: bool) -> int:
+    """Move members (seq, g) to the end of the same group of another FIFO queue."""
+    moved = 0
+    touched: dict[bytes, bytes | None] = {}
+    for seq, g in entries:
+        key = _member_key(queue_id, g, seq)
+        raw = txn.get(key, db=t.fifo)
+        record = txn.get(_LOG_KEY.pack(queue_id, seq), db=t.log)
+        if raw is None or record is None:
+            continue
+        if g not in touched:
+            touched[g] = _head_key(txn, t, queue_id, g)
+        txn.delete(key, db=t.fifo)
+        txn.delete(_LOG_KEY.pack(queue_id, seq), db=t.log)
+        _, _, first_ms, last_ms, count, _ = _STATE.unpack(raw)
+        state = (now_ms, now_ms, first_ms, last_ms, count, queue_id) if keep_state else (
+            now_ms, now_ms, 0, 0, 0, 0)
+        _append(txn, t, to_queue_id, now_ms, record, g, state)
+        moved += 1
+    for g, head in touched.items():
+        _reset_head(txn, t, queue_id, g, head)
+    if moved:
+        next_seq, stored = _load_qstate(txn, t, queue_id)
+        _store_qstate(txn, t, queue_id, next_seq, stored - moved)
+    return moved

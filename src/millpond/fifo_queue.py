@@ -1,0 +1,270 @@
+"""FifoQueue: Amazon SQS FIFO-queue semantics over the FIFO storage (``_core_fifo``).
+
+Strict order within a message group; while a message of a group is in flight no later message
+of that group is delivered, other groups keep flowing; a receive returns as many messages of
+one group as it can, in order, then goes on to the next group. De-duplication by
+MessageDeduplicationId (or the body's SHA-256 with ContentBasedDeduplication) for 5 minutes,
+remembered after the message is deleted, scoped per queue or per group (DeduplicationScope).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from millpond import _core_fifo as fifo
+from millpond.errors import (
+    BatchRequestTooLong,
+    EmptyBatchRequest,
+    InvalidParameterValue,
+    MissingParameter,
+    QueueDoesNotExist,
+    ReceiptHandleIsInvalid,
+    TooManyEntriesInBatchRequest,
+)
+from millpond.message import Message, pack_metadata
+from millpond.queue import MAX_BATCH, MAX_HIDDEN_MS, Queue, check_int, check_message_id_field
+
+DEDUP_WINDOW_MS = 5 * 60 * 1000
+
+
+def sequence_number(seq: int) -> str:
+    """SQS-style SequenceNumber: a 20-digit decimal that grows with every message."""
+    return f"{seq:020d}"
+
+
+class FifoQueue(Queue):
+    """A queue whose name ends in .fifo and whose FifoQueue attribute is "true"."""
+
+    def _apply(self, attributes: dict[str, str]) -> None:
+        super()._apply(attributes)
+        self._content_dedup = attributes.get("ContentBasedDeduplication") == "true"
+        self._group_scope = attributes.get("DeduplicationScope") == "messageGroup"
+
+    # -- send ------------------------------------------------------------------------------------
+
+    def _prepare_fifo(
+        self,
+        body: bytes | str,
+        delay_seconds: int | None,
+        attributes: Mapping[str, Any] | None,
+        group_id: str | None,
+        deduplication_id: str | None,
+    ) -> tuple[bytes, bytes, bytes, bytes, int]:
+        """(body, metadata blob, group key, dedup key, delay ms) of one FIFO message."""
+        data, attrs = self._check_message(body, attributes)
+        if group_id is None:
+            raise MissingParameter("The request must contain the parameter MessageGroupId.")
+        check_message_id_field("MessageGroupId", group_id)
+        if deduplication_id is None:
+            if not self._content_dedup:
+                raise InvalidParameterValue(
+                    "The queue should either have ContentBasedDeduplication enabled or "
+                    "MessageDeduplicationId provided explicitly"
+                )
+            deduplication_id = hashlib.sha256(data).hexdigest()
+        else:
+            check_message_id_field("MessageDeduplicationId", deduplication_id)
+        if delay_seconds:
+            raise InvalidParameterValue(
+                f"Value {delay_seconds} for parameter DelaySeconds is invalid. Reason: The "
+                "request include parameter that is not valid for this queue type."
+            )
+        g = fifo.group_key(group_id)
+        scope = b"G" + g if self._group_scope else b"Q"
+        dedup_key = scope + deduplication_id.encode()
+        blob = pack_metadata(attrs, group_id, deduplication_id)
+        return data, blob, g, dedup_key, self._delay_ms
+
+    def send(
+        self,
+        body: bytes | str,
+        *,
+        delay_seconds: int | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> str:
+        """Send one message to its group; returns its message id (the original's if a duplicate).
+
+        Args:
+            group_id: MessageGroupId, required.
+            deduplication_id: MessageDeduplicationId; required unless the queue has
+                ContentBasedDeduplication, which uses the SHA-256 of the body.
+            delay_seconds: only None or 0: FIFO queues take the queue's DelaySeconds.
+        """
+        prepared = self._prepare_fifo(body, delay_seconds, attributes, group_id, deduplication_id)
+        return self._send_fifo([prepared])[0][0]
+
+    def send_batch(self, entries: Sequence[Any]) -> list[str]:
+        """Up to 10 messages in order, in one write transaction; entries are dicts with
+        ``body``, ``group_id`` and optional ``deduplication_id`` and ``attributes``."""
+        return [message_id for message_id, _ in self.send_batch_detailed(entries)]
+
+    def send_batch_detailed(self, entries: Sequence[Any]) -> list[tuple[str, str]]:
+        """As send_batch, returning (message id, sequence number) per entry."""
+        if not entries:
+            raise EmptyBatchRequest("There should be at least one SendMessageBatchRequestEntry.")
+        if len(entries) > MAX_BATCH:
+            raise TooManyEntriesInBatchRequest(
+                f"Maximum number of entries per request are {MAX_BATCH}. "
+                f"You have sent {len(entries)}."
+            )
+        prepared = []
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                raise MissingParameter("The request must contain the parameter MessageGroupId.")
+            prepared.append(self._prepare_fifo(
+                entry.get("body"), entry.get("delay_seconds"), entry.get("attributes"),
+                entry.get("group_id"), entry.get("deduplication_id"),
+            ))
+        total = sum(len(p[0]) + len(p[1]) for p in prepared)
+        if total > 1_048_576:
+            raise BatchRequestTooLong(
+                f"Batch requests cannot be longer than 1048576 bytes. You have sent {total} bytes."
+            )
+        return self._send_fifo(prepared)
+
+    def _send_fifo(self, prepared: list[Any]) -> list[tuple[str, str]]:
+        core, env_id = self._core, self._broker._env_id
+
+        def send(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
+            return fifo.send(core, txn, tables, queue_id, now_ms, prepared, env_id,
+                             DEDUP_WINDOW_MS)
+
+        results = self._write(send, sends=len(prepared))
+        self._broker._wakeups.notify(self.queue_id)
+        return [(core.message_id(env_id, self.queue_id, seq), sequence_number(seq))
+                for seq, _duplicate in results]
+
+    def _deliver_in_txn(  # type: ignore[override]
+        self,
+        txn: Any,
+        now_ms: int,
+        bodies: list[bytes],
+        attributes: list[dict[str, Any] | None],
+        group_ids: list[str | None] | None = None,
+        deduplication_ids: list[str | None] | None = None,
+    ) -> list[str]:
+        """Fan-out from a FIFO topic: each message needs its group id (dedup ids optional)."""
+        group_ids = group_ids or [None] * len(bodies)
+        deduplication_ids = deduplication_ids or [None] * len(bodies)
+        prepared = [
+            self._prepare_fifo(body, None, attrs, group, dedup)
+            for body, attrs, group, dedup in zip(bodies, attributes, group_ids, deduplication_ids)
+        ]
+        try:
+            results = fifo.send(self._core, txn, self._tables, self.queue_id, now_ms, prepared,
+                                self._broker._env_id, DEDUP_WINDOW_MS)
+        except LookupError:
+            raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}") from None
+        env_id = self._broker._env_id
+        return [self._core.message_id(env_id, self.queue_id, seq) for seq, _ in results]
+
+    # -- receive -----------------------------------------------------------------------------------
+
+    def _receive_once(self, max_messages: int, visibility_ms: int) -> tuple[list[Message], int]:
+        retention_ms, redrive, core, broker = (
+            self._retention_ms, self._redrive, self._core, self._broker)
+
+        def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
+            dead_letter_id, max_count = 0, 0
+            if redrive is not None:
+                target = broker._definition_in(txn, redrive.target_name)
+                if target is not None:
+                    dead_letter_id, max_count = target["id"], redrive.max_receive_count
+            result = fifo.receive(core, txn, tables, queue_id, now_ms, max_messages,
+                                  visibility_ms, now_ms - retention_ms, max_count, dead_letter_id)
+            return result, dead_letter_id
+
+        (received, dead, corrupt, _expired, next_visible), dead_letter_id = self._write(receive)
+        if dead:
+            broker._wakeups.notify(dead_letter_id)
+        if corrupt:
+            self._report_corrupt(corrupt)
+        secret, queue_id = broker._secret, self.queue_id
+        messages = [
+            Message(
+                body, message_id, self._fifo_handle(secret, queue_id, seq, count, g), count,
+                sent_ms, first_ms, blob, self._source_arn(source) if source else None,
+                sequence_number(seq),
+            )
+            for seq, _, count, sent_ms, first_ms, blob, body, message_id, source, g in received
+        ]
+        return messages, next_visible
+
+    def _fifo_handle(self, secret: bytes, queue_id: int, seq: int, count: int, g: bytes) -> str:
+        # The group key rides after the checked part; its CRC sits in the handle's time field,
+        # so a handle with another group is refused like any forged one.
+        check = self._core.crc32c(g)
+        head = self._core.encode_handle(secret, queue_id, seq, check, count)
+        return head + "." + base64.urlsafe_b64encode(g).rstrip(b"=").decode("ascii")
+
+    def _decode_fifo(self, receipt_handle: str) -> tuple[int, int, bytes]:
+        head, _, tail = receipt_handle.partition(".") if isinstance(receipt_handle, str) else (
+            "", "", "")
+        decoded = self._core.decode_handle(self._broker._secret, head)
+        g = b""
+        try:
+            g = base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4))
+        except ValueError:
+            decoded = None
+        if decoded is None or decoded[0] != self.queue_id or not g or \
+                decoded[2] != self._core.crc32c(g):
+            raise ReceiptHandleIsInvalid(
+                f'The input receipt handle "{receipt_handle}" is not a valid receipt handle.'
+            )
+        return decoded[1], decoded[3], g
+
+    # -- delete / change visibility --------------------------------------------------------------
+
+    def delete_batch(self, receipt_handles: Sequence[str]) -> None:
+        """Delete up to 10 messages. FIFO rule: a handle whose visibility timeout ran out (or
+        whose message was received again) is expired, and nothing of the batch is deleted."""
+        if not receipt_handles:
+            raise EmptyBatchRequest("There should be at least one DeleteMessageBatchRequestEntry.")
+        if len(receipt_handles) > MAX_BATCH:
+            raise TooManyEntriesInBatchRequest(
+                f"Maximum number of entries per request are {MAX_BATCH}. "
+                f"You have sent {len(receipt_handles)}."
+            )
+        entries = [self._decode_fifo(handle) for handle in receipt_handles]
+
+        def delete(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
+            statuses = fifo.delete(txn, tables, queue_id, now_ms, entries)
+            for handle, status in zip(receipt_handles, statuses):
+                if status == fifo.STALE:  # atomic write: raising rolls the batch back
+                    raise InvalidParameterValue(
+                        f"Value {handle} for parameter ReceiptHandle is invalid. Reason: The "
+                        "receipt handle has expired."
+                    )
+
+        self._write(delete, atomic=True)
+
+    def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> None:
+        """As Queue.change_visibility; an expired FIFO handle is refused."""
+        check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
+        seq, count, g = self._decode_fifo(receipt_handle)
+
+        def change(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
+            entry = (seq, count, g, visibility_timeout * 1000)
+            status = fifo.change_visibility(txn, tables, queue_id, now_ms, [entry],
+                                            MAX_HIDDEN_MS)[0]
+            self._raise_for_visibility_status(status, receipt_handle, visibility_timeout)
+
+        self._write(change)
+        if visibility_timeout == 0:
+            self._broker._wakeups.notify(self.queue_id)
+
+    # -- whole queue -------------------------------------------------------------------------------
+
+    def _purge_in_txn(self, txn: Any, tables: Any, queue_id: int) -> int:
+        return fifo.purge(self._core, txn, tables, queue_id)
+
+    def _counts_in_txn(self, txn: Any, tables: Any, queue_id: int, now_ms: int, cutoff: int
+                       ) -> tuple[int, int, int]:
+        self._core.expire(txn, tables, queue_id, cutoff)
+        return fifo.counts(txn, tables, queue_id, now_ms, cutoff)
+

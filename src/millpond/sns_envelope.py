@@ -1,0 +1,531 @@
+"""SNS messages: what Publish accepts, and the JSON notification SQS subscribers receive.
+
+:func:`check_message`, :func:`check_subject` and :func:`check_attributes` run before anything is
+stored (Amazon SNS's rules and, where AWS recorded them, its words). :class:`Notification` is the
+envelope a subscription without raw delivery gets as its SQS message body, byte for byte in
+the layout SNS sends to SQS::
+
+    {
+      "Type" : "Notification",
+      "MessageId" : "…",
+      "TopicArn" : "…",
+      "Message" : "…",
+      "Timestamp" : "2024-08-18T22:03:30.355Z",
+      "SignatureVersion" : "1",
+      "Signature" : "…",
+      "SigningCertURL" : "…",
+      "UnsubscribeURL" : "…",
+      "MessageAttributes" : {
+        "name" : {"Type":"String","Value":"x"}
+      }
+    }
+
+Field order is SNS's: Type, MessageId, [SequenceNumber], TopicArn, [Subject], Message, Timestamp,
+SignatureVersion, Signature, SigningCertURL, UnsubscribeURL, [MessageAttributes]. FIFO topics
+send no SignatureVersion, Signature or SigningCertURL.
+
+Signature: millpond holds no AWS signing key, so the ``Signature`` is NOT a verifiable AWS
+signature. It is base64 of an HMAC over SNS's string-to-sign (HMAC-SHA1 for SignatureVersion 1,
+HMAC-SHA256 for 2) keyed with a secret of the data directory: same length on every message,
+stable for a given message, checkable with :func:`signature` by whoever holds the broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from millpond.errors import (
+    BatchEntryIdsNotDistinct,
+    BatchRequestTooLong,
+    EmptyBatchRequest,
+    InvalidBatchEntryId,
+    InvalidInputError,
+    InvalidMessageContents,
+    InvalidParameterValue,
+    TooManyEntriesInBatchRequest,
+)
+from millpond.message_attributes import message_attributes_size, validate_body_text
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_MESSAGE_BYTES",
+    "MAX_RAW_ATTRIBUTES",
+    "InvalidParameter",
+    "Notification",
+    "ParameterValueInvalid",
+    "check_attributes",
+    "check_message",
+    "check_subject",
+    "iso_timestamp",
+    "signature",
+    "string_to_sign",
+]
+
+MAX_MESSAGE_BYTES = 262_144  # Publish: message plus attributes; PublishBatch: all entries
+MAX_SUBJECT_CHARS = 99  # "less than 100 characters"
+MAX_BATCH = 10
+MAX_RAW_ATTRIBUTES = 10  # raw delivery maps attributes to SQS ones, which allow 10
+MAX_NAME_CHARS = 256
+_NUMBER_LIMIT = Decimal(1_000_000_000)  # SNS Number range: -10^9 .. 10^9
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NAME_CHAR = re.compile(r"[A-Za-z0-9_.\-]")
+_NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
+_SUBJECT_BAD = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")  # line breaks and control characters
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_BASE_TYPES = frozenset(("String", "Number", "Binary"))
+_encode_string = json.JSONEncoder(ensure_ascii=False).encode  # str -> JSON string literal
+
+
+# -- errors (SNS codes) ---------------------------------------------------------------------------
+
+
+class InvalidParameter(InvalidInputError):
+    """SNS's InvalidParameter: the message names the parameter, "Invalid parameter: …"."""
+
+    code = "InvalidParameter"
+    json_type = "InvalidParameterException"
+
+
+class ParameterValueInvalid(InvalidParameterValue):
+    """SNS's InvalidParameterValue (code ParameterValueInvalid): a bad message attribute."""
+
+    code = "ParameterValueInvalid"
+    json_type = "InvalidParameterValueException"
+
+
+class ValidationError(InvalidInputError):
+    """A required member is missing (SNS's model-level check)."""
+
+    code = "ValidationError"
+    json_type = "ValidationError"
+
+
+class PublishBatchEmpty(EmptyBatchRequest):
+    code = "EmptyBatchRequest"
+    json_type = "EmptyBatchRequestException"
+
+
+class PublishBatchTooManyEntries(TooManyEntriesInBatchRequest):
+    code = "TooManyEntriesInBatchRequest"
+    json_type = "TooManyEntriesInBatchRequestException"
+
+
+class PublishBatchIdsNotDistinct(BatchEntryIdsNotDistinct):
+    code = "BatchEntryIdsNotDistinct"
+    json_type = "BatchEntryIdsNotDistinctException"
+
+
+class PublishBatchEntryIdInvalid(InvalidBatchEntryId):
+    code = "InvalidBatchEntryId"
+    json_type = "InvalidBatchEntryIdException"
+
+
+class PublishBatchTooLong(BatchRequestTooLong):
+    code = "BatchRequestTooLong"
+    json_type = "BatchRequestTooLongException"
+
+
+# -- what Publish accepts -----------------------------------------------------------------------
+
+
+def check_message(message: Any, structure: str | None = None) -> tuple[str, str]:
+    """Validate a Publish ``Message``; returns ``(message, content for SQS subscribers)``.
+
+    Args:
+        message: str (or UTF-8 bytes), at least one character. Its size counts toward the
+            256 KiB limit together with the attributes (see :func:`check_size`).
+        structure: None, or "json": the message is then a JSON object of per-protocol strings
+            that must hold "default"; SQS subscribers get its "sqs" entry, else "default".
+
+    Raises:
+        InvalidParameter: empty, not text, or a bad "json" structure (SNS's wording).
+    """
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        try:
+            message = bytes(message).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidParameter("Invalid parameter: Message Reason: not UTF-8 text") from None
+    if not isinstance(message, str):
+        raise InvalidParameter(
+            f"Invalid parameter: Message Reason: must be a string, not {type(message).__name__}"
+        )
+    if not message:
+        raise InvalidParameter("Invalid parameter: Empty message")
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParameter("Invalid parameter: Message Reason: not UTF-8 text") from None
+    if structure is None:
+        return message, message
+    if structure != "json":
+        raise InvalidParameter(
+            f"Invalid parameter: MessageStructure Reason: {structure!r} is not 'json'"
+        )
+    try:
+        doc = json.loads(message)
+    except (ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise InvalidParameter(
+            "Invalid parameter: Message Structure - JSON message body failed to parse"
+        )
+    # Non-string values do not count as protocol entries (SNS ignores them).
+    default = doc.get("default")
+    if not isinstance(default, str):
+        raise InvalidParameter(
+            "Invalid parameter: Message Structure - No default entry in JSON message body"
+        )
+    content = doc.get("sqs")
+    return message, content if isinstance(content, str) else default
+
+
+def check_subject(subject: Any) -> str | None:
+    """A Publish ``Subject``: None, or 1-99 characters without line breaks or control chars."""
+    if subject is None:
+        return None
+    if (
+        not isinstance(subject, str)
+        or not 0 < len(subject) <= MAX_SUBJECT_CHARS
+        or _SUBJECT_BAD.search(subject)
+    ):
+        raise InvalidParameter("Invalid parameter: Subject")
+    return subject
+
+
+def check_attributes(attributes: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Validate SNS message attributes and return them normalized (SQS/boto3 shape).
+
+    Args:
+        attributes: None or ``{name: {"DataType": ..., "StringValue" | "BinaryValue": ...}}``.
+            DataType String, String.Array (a JSON array of strings, numbers, true, false and
+            null), Number (-10^9 .. 10^9, kept as the string given) or Binary (bytes, already
+            base64-decoded), each with an optional custom label (``Number.int``).
+
+    Returns:
+        A new dict in the given order with only DataType and the one value of each attribute.
+
+    Raises:
+        ParameterValueInvalid, ValidationError: SNS would refuse the attributes.
+    """
+    if not attributes:
+        return {}
+    if not isinstance(attributes, Mapping):
+        raise ParameterValueInvalid("MessageAttributes must be a map of name to value.")
+    checked: dict[str, dict[str, Any]] = {}
+    for name, attribute in attributes.items():
+        _check_name(name)
+        checked[name] = _check_attribute(name, attribute)
+    return checked
+
+
+def check_size(message: str, attributes: Mapping[str, Mapping[str, Any]] | None) -> int:
+    """Bytes toward the 256 KiB limit; raises InvalidParameter "Message too long" past it."""
+    size = len(message.encode("utf-8")) + message_attributes_size(attributes)
+    if size > MAX_MESSAGE_BYTES:
+        raise InvalidParameter("Invalid parameter: Message too long")
+    return size
+
+
+def check_batch_ids(ids: list[Any]) -> None:
+    """PublishBatch's entry count and Id rules (before any entry is looked at)."""
+    if not ids:
+        raise PublishBatchEmpty("The batch request doesn't contain any entries.")
+    if len(ids) > MAX_BATCH:
+        raise PublishBatchTooManyEntries(
+            "The batch request contains more entries than permissible."
+        )
+    for entry_id in ids:
+        if not isinstance(entry_id, str) or not _BATCH_ID.fullmatch(entry_id):
+            raise PublishBatchEntryIdInvalid(
+                "The Id of a batch entry in a batch request doesn't abide by the specification."
+            )
+    if len(set(ids)) != len(ids):
+        raise PublishBatchIdsNotDistinct(
+            "Two or more batch entries in the request have the same Id."
+        )
+
+
+def check_batch_size(total: int) -> None:
+    if total > MAX_MESSAGE_BYTES:
+        raise PublishBatchTooLong(
+            "The length of all the messages put together is more than the limit."
+        )
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise ParameterValueInvalid("The message attribute name must be a non-empty string.")
+    if len(name) > MAX_NAME_CHARS:
+        raise ParameterValueInvalid("Length of message attribute name must be less than 256 bytes.")
+    if _NAME.fullmatch(name) is None:
+        if name[0] == ".":  # AWS-recorded wording
+            raise ParameterValueInvalid(
+                "Invalid message attribute name starting with character '.' was found."
+            )
+        if name[-1] == ".":
+            raise ParameterValueInvalid(
+                "Invalid message attribute name ending with character '.' was found."
+            )
+        for char in name:
+            if _NAME_CHAR.fullmatch(char) is None:
+                raise ParameterValueInvalid(
+                    f"Invalid non-alphanumeric character '#x{ord(char):X}' was found in the "
+                    "message attribute name. Can only include alphanumeric characters, hyphens, "
+                    "underscores, or dots."
+                )
+        raise ParameterValueInvalid("Message attribute name can not have successive '.' character.")
+    if name.lower().startswith(("aws.", "amazon.")):
+        raise ParameterValueInvalid(
+            f"The message attribute name '{name}' is reserved: names starting with 'AWS.' or "
+            "'Amazon.' (in any case) are for Amazon Web Services."
+        )
+
+
+def _check_attribute(name: str, attribute: Any) -> dict[str, Any]:
+    if not isinstance(attribute, Mapping):
+        raise ParameterValueInvalid(
+            f"The message attribute '{name}' must be a map with a DataType and a value."
+        )
+    data_type = attribute.get("DataType")
+    if data_type is None:
+        raise ValidationError(
+            f"1 validation error detected: Value null at 'messageAttributes.{name}.member."
+            "dataType' failed to satisfy constraint: Member must not be null"
+        )
+    base, dot, label = data_type.partition(".") if isinstance(data_type, str) else ("", "", "")
+    if base not in _BASE_TYPES or (dot and not label) or len(data_type) > 256:
+        raise ParameterValueInvalid(  # AWS-recorded wording
+            f"The message attribute '{name}' has an invalid message attribute type, the set of "
+            "supported type prefixes is Binary, Number, and String."
+        )
+    string_value = attribute.get("StringValue")
+    binary_value = attribute.get("BinaryValue")
+    if string_value is None and binary_value is None:
+        raise _empty_value(name, data_type)
+    if base == "Binary":
+        if binary_value is None:
+            raise ParameterValueInvalid(
+                f"The message attribute '{name}' with type '{data_type}' must use field 'Binary'."
+            )
+        if not isinstance(binary_value, (bytes, bytearray, memoryview)):
+            raise ParameterValueInvalid(
+                f"The BinaryValue of message attribute '{name}' must be bytes (already "
+                f"base64-decoded), not {type(binary_value).__name__}."
+            )
+        binary_value = bytes(binary_value)
+        if not binary_value:
+            raise _empty_value(name, data_type)
+        return {"DataType": data_type, "BinaryValue": binary_value}
+    if string_value is None:
+        raise ParameterValueInvalid(
+            f"The message attribute '{name}' with type '{data_type}' must use field 'String'."
+        )
+    if not isinstance(string_value, str):
+        raise ParameterValueInvalid(
+            f"The StringValue of message attribute '{name}' must be a string, not "
+            f"{type(string_value).__name__}."
+        )
+    if not string_value:
+        raise _empty_value(name, data_type)
+    if base == "Number":
+        _check_number(name, string_value)
+    else:
+        try:  # "the same restrictions on the content as the message body"
+            validate_body_text(string_value)
+        except InvalidMessageContents:
+            raise ParameterValueInvalid(
+                f"The message attribute '{name}' has a value with a character that is not "
+                "allowed (the message body's character set applies)."
+            ) from None
+        if data_type == "String.Array":
+            _check_array(name, string_value)
+    return {"DataType": data_type, "StringValue": string_value}
+
+
+def _empty_value(name: str, data_type: str) -> ParameterValueInvalid:
+    return ParameterValueInvalid(  # AWS-recorded wording
+        f"The message attribute '{name}' must contain non-empty message attribute value for "
+        f"message attribute type '{data_type}'."
+    )
+
+
+def _check_number(name: str, value: str) -> None:
+    number = None
+    if _NUMBER.fullmatch(value) is not None:
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            number = None
+    if number is None:
+        raise ParameterValueInvalid(
+            f"Could not cast message attribute '{name}' value to number: {value}"
+        )
+    if not -_NUMBER_LIMIT <= number <= _NUMBER_LIMIT:
+        raise ParameterValueInvalid(
+            f"The message attribute '{name}' with type 'Number' has a value out of range: "
+            f"{value} (SNS numbers are between -1000000000 and 1000000000)."
+        )
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(token)
+
+
+_ARRAY_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _check_array(name: str, value: str) -> None:
+    try:
+        items = _ARRAY_DECODER.decode(value)
+    except (ValueError, RecursionError):
+        items = None
+    if type(items) is not list or any(isinstance(v, (list, dict)) for v in items):
+        raise ParameterValueInvalid(
+            f"The message attribute '{name}' with type 'String.Array' must hold a JSON array of "
+            "strings, numbers, true, false or null."
+        )
+
+
+# -- the notification ---------------------------------------------------------------------------
+
+
+_last_timestamp: tuple[int, str] = (-1, "")  # every publish of one commit shares its now_ms
+
+
+def iso_timestamp(now_ms: int) -> str:
+    """``2012-05-02T00:54:06.655Z``: SNS's Timestamp, UTC with milliseconds."""
+    global _last_timestamp
+    last = _last_timestamp
+    if last[0] == now_ms:
+        return last[1]
+    seconds, ms = divmod(now_ms, 1000)
+    text = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{ms:03d}Z"
+    _last_timestamp = (now_ms, text)  # one tuple assignment: atomic under the GIL
+    return text
+
+
+def string_to_sign(
+    message: str, message_id: str, subject: str | None, timestamp: str, topic_arn: str
+) -> str:
+    """SNS's string-to-sign of a Notification (fields in byte order, Subject only if given)."""
+    subject_part = "" if subject is None else f"Subject\n{subject}\n"
+    return (
+        f"Message\n{message}\nMessageId\n{message_id}\n{subject_part}"
+        f"Timestamp\n{timestamp}\nTopicArn\n{topic_arn}\nType\nNotification\n"
+    )
+
+
+def signature(key: bytes, text: str, version: str = "1") -> str:
+    """The ``Signature`` millpond puts in envelopes: base64 HMAC-SHA1 (v1) / -SHA256 (v2).
+
+    Not an AWS signature (no AWS key is involved): ``key`` is the broker's signing key, ``text``
+    the :func:`string_to_sign`.
+    """
+    digest = hashlib.sha256 if version == "2" else hashlib.sha1
+    return base64.b64encode(hmac.new(key, text.encode("utf-8"), digest).digest()).decode("ascii")
+
+
+def signing_cert_url(region: str) -> str:
+    # Shaped like AWS's; the 32-hex name is millpond's own and serves no certificate.
+    cert_id = hashlib.md5(b"millpond", usedforsecurity=False).hexdigest()
+    return f"https://sns.{region}.amazonaws.com/SimpleNotificationService-{cert_id}.pem"
+
+
+def unsubscribe_url_prefix(region: str) -> str:
+    return f"https://sns.{region}.amazonaws.com/?Action=Unsubscribe&SubscriptionArn="
+
+
+def attributes_json(attributes: Mapping[str, Mapping[str, Any]]) -> str:
+    """The envelope's MessageAttributes block (Type/Value; Binary as base64, Number as given)."""
+    lines = []
+    for name, attribute in attributes.items():
+        binary = attribute.get("BinaryValue")
+        value = attribute["StringValue"] if binary is None else base64.b64encode(binary).decode()
+        lines.append(
+            f'    {_encode_string(name)} : {{"Type":{_encode_string(attribute["DataType"])},'
+            f'"Value":{_encode_string(value)}}}'
+        )
+    return ',\n  "MessageAttributes" : {\n' + ",\n".join(lines) + "\n  }"
+
+
+class Notification:
+    """The SNS envelope of one published message, shared by all its non-raw subscriptions.
+
+    Built in two steps to keep the write transaction short: the constructor encodes everything
+    known before the commit (the message is JSON-escaped and fed to the signature's HMAC once);
+    :meth:`common` adds what only the commit knows (its ``now_ms`` for Timestamp and Signature,
+    the FIFO SequenceNumber) and returns the bytes every subscription shares. A subscription's
+    body is then ``common + subscription ARN + tail``: only the UnsubscribeURL differs.
+    """
+
+    __slots__ = ("_after_ts", "_cert_and_url", "_head", "_hmac", "_mid", "_sign_tail", "tail")
+
+    def __init__(
+        self,
+        *,
+        topic_arn: str,
+        message_id: str,
+        message: str,
+        subject: str | None,
+        attributes: Mapping[str, Mapping[str, Any]] | None,
+        region: str,
+        fifo: bool,
+        signature_version: str,
+        key: bytes,
+    ) -> None:
+        self._head = f'{{\n  "Type" : "Notification",\n  "MessageId" : "{message_id}",\n'.encode()
+        subject_line = "" if subject is None else f'  "Subject" : {_encode_string(subject)},\n'
+        self._mid = (
+            f'  "TopicArn" : "{topic_arn}",\n{subject_line}'
+            f'  "Message" : {_encode_string(message)},\n  "Timestamp" : "'
+        ).encode()
+        unsubscribe = f'"UnsubscribeURL" : "{unsubscribe_url_prefix(region)}'
+        self._hmac: Any = None
+        self._sign_tail = self._cert_and_url = b""
+        if fifo:  # FIFO topics do not sign (AWS-recorded envelope)
+            self._after_ts = f'",\n  {unsubscribe}'.encode()
+        else:
+            # string_to_sign() up to the Timestamp value, hashed now; the rest at commit
+            before = string_to_sign(message, message_id, subject, "", topic_arn)
+            before = before[: before.index("Timestamp\n") + len("Timestamp\n")]
+            digest = hashlib.sha256 if signature_version == "2" else hashlib.sha1
+            self._hmac = hmac.new(key, before.encode("utf-8"), digest)
+            self._sign_tail = f"\nTopicArn\n{topic_arn}\nType\nNotification\n".encode()
+            self._after_ts = (
+                f'",\n  "SignatureVersion" : "{signature_version}",\n  "Signature" : "'
+            ).encode()
+            self._cert_and_url = (
+                f'",\n  "SigningCertURL" : "{signing_cert_url(region)}",\n  {unsubscribe}'
+            ).encode()
+        extra = attributes_json(attributes) if attributes else ""
+        self.tail = f'"{extra}\n}}'.encode()
+
+    def common(self, now_ms: int, sequence_number: str | None = None) -> bytes:
+        """Everything up to the subscription ARN in the UnsubscribeURL, for commit ``now_ms``."""
+        timestamp = iso_timestamp(now_ms).encode()
+        head = self._head
+        if sequence_number is not None:
+            head += f'  "SequenceNumber" : "{sequence_number}",\n'.encode()
+        if self._hmac is None:
+            return b"".join((head, self._mid, timestamp, self._after_ts))
+        mac = self._hmac.copy()
+        mac.update(timestamp)
+        mac.update(self._sign_tail)
+        return b"".join(
+            (
+                head,
+                self._mid,
+                timestamp,
+                self._after_ts,
+                base64.b64encode(mac.digest()),
+                self._cert_and_url,
+            )
+        )
