@@ -28,3 +28,4 @@ millpond_crc32c_init()
 
 include "_core_layout.pxi"
 include "_core_verbs.pxi"
+include "_core_doorbell.pxi"

@@ -1,5 +1,5 @@
 # The only file that names csrc/ headers: C declarations for the Cython core, nothing else.
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 
 cdef extern from "millpond.h" nogil:
@@ -26,3 +26,11 @@ cdef extern from "millpond.h" nogil:
                               uint32_t queue_id, uint64_t seq, uint32_t attrs_len,
                               uint32_t body_len)
     int millpond_record_check(const unsigned char *rec, size_t n)
+
+
+cdef extern from "millpond_doorbell.h" nogil:
+    int millpond_doorbell_supported()
+    uint32_t millpond_doorbell_load(uint32_t *counter)
+    void millpond_doorbell_ring(uint32_t *counter, uint32_t *waiters)
+    int millpond_doorbell_wait(uint32_t *counter, uint32_t *waiters, uint32_t expected,
+                               int64_t timeout_ns)

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from types import ModuleType, TracebackType
 from typing import Any
@@ -23,12 +24,15 @@ from millpond.errors import InvalidParameterValue, QueueAlreadyExists, QueueDoes
 from millpond.fifo_queue import FifoQueue
 from millpond.queue import Queue
 from millpond.topic import Topic, Topics
+from millpond.wakeups import Wakeups
 from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _FIFO_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
 _ENV_KEY = b"env"
 _NEXT_QUEUE_ID_KEY = b"next_queue_id"
+_DEFINITIONS_VERSION_KEY = b"definitions_version"  # bumped by every queue create/change/delete
+REFRESH_INTERVAL_S = 1.0  # how stale another process's attribute change may look here
 
 
 def _queue_key(name: str) -> bytes:
@@ -38,38 +42,6 @@ def _queue_key(name: str) -> bytes:
 def _name_key(queue_id: int) -> bytes:
     # queue id -> name, kept after the queue is deleted: dead-lettered messages name their source
     return b"qn:" + queue_id.to_bytes(4, "big")
-
-
-class _Wakeups:
-    """Wakes long polls when their queue may have a message (sends, clock jumps).
-
-    A generation number per queue closes the race between an empty receive and the wait: a
-    poller waits only if no send committed since it read the generation.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._generations: dict[int, int] = {}
-
-    def generation(self, queue_id: int) -> int:
-        return self._generations.get(queue_id, 0)
-
-    def notify(self, queue_id: int) -> None:
-        with self._cond:
-            self._generations[queue_id] = self._generations.get(queue_id, 0) + 1
-            self._cond.notify_all()
-
-    def notify_everyone(self) -> None:
-        with self._cond:
-            for queue_id in self._generations:
-                self._generations[queue_id] += 1
-            self._cond.notify_all()
-
-    def wait(self, queue_id: int, generation: int, timeout: float) -> None:
-        with self._cond:
-            self._generations.setdefault(queue_id, 0)
-            if self._generations[queue_id] == generation:
-                self._cond.wait(timeout)
 
 
 class Broker:
@@ -96,12 +68,14 @@ class Broker:
             path, self.clock, durability, map_size=map_size, max_map_size=max_map_size,
             reserve=reserve,
         )
-        self._wakeups = _Wakeups()
+        self._wakeups = Wakeups(self._storage.path)
         self.clock.on_advance(self._wakeups.notify_everyone)
         self._queues: dict[str, Queue] = {}
         self._lock = threading.Lock()
         self._env_id, self._secret = self._storage.write(_load_identity)
         self._names: dict[int, str] = {}
+        self._definitions_version = self._read_definitions_version()
+        self._definitions_checked = time.monotonic()
         self._move_tasks = dead_letters.MoveTasks(self)
         self._topics = Topics(self)
         self._move_tasks.resume()
@@ -171,6 +145,7 @@ class Broker:
             }
             txn.put(_queue_key(name), msgpack.packb(definition), db=self._storage.tables.meta)
             txn.put(_name_key(queue_id), name.encode(), db=self._storage.tables.meta)
+            _bump_definitions_version(txn, self._storage.tables.meta)
             core.create(txn, self._storage.tables, queue_id)
             return definition
 
@@ -194,6 +169,40 @@ class Broker:
     def _definition_in(self, txn: Any, name: str) -> dict[str, Any] | None:
         raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
         return None if raw is None else msgpack.unpackb(raw)  # type: ignore[no-any-return]
+
+    def _read_definitions_version(self) -> int:
+        return int(self._storage.read(
+            lambda txn: txn.get(_DEFINITIONS_VERSION_KEY, b"0", db=self._storage.tables.meta)
+        ))
+
+    def _refresh_definitions(self) -> None:
+        """Pick up queue changes made by other processes (at most once per REFRESH_INTERVAL_S).
+
+        SQS itself takes up to 60 s to propagate attribute changes; here it is about a second.
+        """
+        now = time.monotonic()
+        if now - self._definitions_checked < REFRESH_INTERVAL_S:
+            return
+        self._definitions_checked = now
+        version = self._read_definitions_version()
+        if version == self._definitions_version:
+            return
+        self._definitions_version = version
+        with self._lock:
+            cached = list(self._queues.values())
+        for queue in cached:
+            definition = self._definition(queue.name)
+            if definition is None or definition["id"] != queue.queue_id:
+                self._forget(queue)
+            else:
+                queue._modified_s = definition["modified"]
+                queue._apply(definition["attributes"])
+
+    def _forget(self, queue: Queue) -> None:
+        """Drop a cached queue object (its queue was deleted); the next lookup reloads."""
+        with self._lock:
+            if self._queues.get(queue.name) is queue:
+                del self._queues[queue.name]
 
     def _name_of(self, queue_id: int) -> str | None:
         """The name a queue id had (also after the queue was deleted)."""
@@ -233,6 +242,7 @@ class Broker:
             else:
                 core.drop(txn, self._storage.tables, definition["id"])
             txn.delete(_queue_key(name), db=self._storage.tables.meta)
+            _bump_definitions_version(txn, self._storage.tables.meta)
 
         self._storage.write(delete)
         with self._lock:
@@ -328,6 +338,7 @@ class Broker:
             definition["attributes"] = {**definition["attributes"], **changes}
             definition["modified"] = now_ms // 1000
             txn.put(_queue_key(queue.name), msgpack.packb(definition), db=self._storage.tables.meta)
+            _bump_definitions_version(txn, self._storage.tables.meta)
             return definition
 
         definition = self._storage.write(update)
@@ -340,6 +351,7 @@ class Broker:
         """Finish in-flight writes, flush, and close the data directory."""
         self._move_tasks.close()
         self._storage.close()
+        self._wakeups.close()
 
     def __enter__(self) -> Broker:
         return self
@@ -351,6 +363,11 @@ class Broker:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _bump_definitions_version(txn: Any, meta: Any) -> None:
+    version = int(txn.get(_DEFINITIONS_VERSION_KEY, b"0", db=meta)) + 1
+    txn.put(_DEFINITIONS_VERSION_KEY, str(version).encode(), db=meta)
 
 
 def _load_identity(txn: Any, now_ms: int) -> tuple[int, bytes]:

@@ -182,5 +182,13 @@ class CorruptRecord(MillpondError):
     """A stored record failed its CRC32C check; it is reported, never served."""
 
 
+class AlreadyOpen(MillpondError):
+    """The data directory is already open in this process: share that Broker instead.
+
+    LMDB forbids opening one environment twice in a process (closing either would drop the
+    other's locks).
+    """
+
+
 class BrokerClosed(MillpondError):
     """The broker was closed, or this process forked after opening it."""

@@ -60,7 +60,6 @@ class Queue:
         self.arn = broker.arn("sqs", name)
         self._created_s = created_s
         self._modified_s = modified_s
-        self._last_purge_ms: int | None = None
         self._apply(attributes)
 
     def _apply(self, attributes: dict[str, str]) -> None:
@@ -85,6 +84,7 @@ class Queue:
         ``atomic``: fn may raise after writing; its writes are then rolled back (Storage.write).
         """
         core_fn, tables, queue_id = fn, self._tables, self.queue_id
+        self._broker._refresh_definitions()
 
         def op(txn: Any, now_ms: int) -> Any:
             try:
@@ -94,7 +94,11 @@ class Queue:
                     f"The specified queue does not exist: {self.name}"
                 ) from None
 
-        return self._storage.write(op, sends=sends, atomic=atomic)
+        try:
+            return self._storage.write(op, sends=sends, atomic=atomic)
+        except QueueDoesNotExist:
+            self._broker._forget(self)  # deleted, maybe by another process
+            raise
 
     # -- send ---------------------------------------------------------------------------------
 
@@ -432,12 +436,15 @@ class Queue:
     def purge(self) -> None:
         """Delete every message, visible, delayed and in flight. Once per 60 s, as SQS."""
 
+        key = b"purged:" + self.queue_id.to_bytes(4, "big")  # shared by every process
+
         def purge(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
-            if self._last_purge_ms is not None and now_ms - self._last_purge_ms < PURGE_INTERVAL_MS:
+            last = txn.get(key, db=tables.meta)
+            if last is not None and now_ms - int(last) < PURGE_INTERVAL_MS:
                 raise PurgeQueueInProgress(
                     f"Only one PurgeQueue operation on {self.name} is allowed every 60 seconds."
                 )
-            self._last_purge_ms = now_ms
+            txn.put(key, str(now_ms).encode(), db=tables.meta)
             return self._purge_in_txn(txn, tables, queue_id)
 
         self._write(purge)

@@ -81,7 +81,19 @@ _NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
 _SUBJECT_BAD = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")  # line breaks and control characters
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _BASE_TYPES = frozenset(("String", "Number", "Binary"))
-_encode_string = json.JSONEncoder(ensure_ascii=False).encode  # str -> JSON string literal
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _encode_string(text: str) -> str:
+    """A JSON string literal as SNS writes it: UTF-8 as is, control characters escaped.
+
+    U+FFFE and U+FFFF are escaped too: JSON allows them raw, but SQS refuses a body holding
+    them, so an envelope always fits SQS's character set.
+    """
+    literal: str = _encode(text)
+    if "\ufffe" in literal or "\uffff" in literal:
+        literal = literal.replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+    return literal
 
 
 # -- errors (SNS codes) ---------------------------------------------------------------------------

@@ -22,18 +22,23 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import lmdb
 
 from millpond.clock import Clock
-from millpond.errors import BrokerClosed, MillpondError, StorageFull
+from millpond.errors import AlreadyOpen, BrokerClosed, MillpondError, StorageFull
 
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB to start; doubled when full
 DEFAULT_MAX_MAP_SIZE = 1 << 40  # 1 TiB of address space; only the pages used reach the disk
 DEFAULT_RESERVE = 64 << 20
+
+READER_CHECK_INTERVAL_S = 60.0  # clear reader slots of dead processes this often
+_open_lock = threading.Lock()
+_open_here: dict[tuple[int, int], int] = {}  # (device, inode) of open directories -> pid
 
 _TABLES = ("meta", "log", "vis", "qstate", "moved", "fifo", "dedup", "dedupexp")
 
@@ -88,11 +93,28 @@ class Storage:
         if reserve >= max_map_size:
             raise ValueError("reserve must be smaller than max_map_size")
         self.path = os.fspath(path)
-        os.makedirs(self.path, exist_ok=True)
         self.clock = clock
         self.durability = durability
         self.max_map_size = max_map_size
         self.reserve = reserve
+        os.makedirs(self.path, exist_ok=True)
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
+        with _open_lock:
+            if _open_here.get(self._identity) == os.getpid():
+                raise AlreadyOpen(
+                    f"{self.path} is already open in this process; use that Broker "
+                    "(LMDB must not open one environment twice in a process)"
+                )
+            _open_here[self._identity] = os.getpid()
+        try:
+            self._open(map_size)
+        except BaseException:
+            self._unregister()
+            raise
+
+    def _open(self, map_size: int) -> None:
+        durability, max_map_size = self.durability, self.max_map_size
         self.env = lmdb.open(
             self.path,
             map_size=min(map_size, max_map_size),
@@ -104,6 +126,7 @@ class Storage:
         )
         # Slots of readers that died without closing (killed processes) pin old pages.
         self.env.reader_check()
+        self._reader_checked = time.monotonic()
         with self.env.begin(write=True) as txn:
             self.tables = Tables(self.env, txn)
         self._page_size = self.env.stat()["psize"]
@@ -176,6 +199,9 @@ class Storage:
         return
 
     def _run(self, batch: list[_Op]) -> None:
+        if time.monotonic() - self._reader_checked > READER_CHECK_INTERVAL_S:
+            self._reader_checked = time.monotonic()
+            self.env.reader_check()
         now_ms = self.clock.now_ms()
         results: list[tuple[_Op, Any, BaseException | None]] = []
         with self.env.begin(write=True) as txn:
@@ -254,6 +280,12 @@ class Storage:
         if os.getpid() == self._pid:
             self.env.sync(True)
             self.env.close()
+            self._unregister()
+
+    def _unregister(self) -> None:
+        with _open_lock:
+            if _open_here.get(self._identity) == os.getpid():
+                del _open_here[self._identity]
 
 
 def _fail(op: _Op, error: BaseException) -> None:

@@ -1,0 +1,59 @@
+# Doorbell: cross-process long-poll wake-ups over a shared memory file (csrc/millpond_doorbell.h).
+
+DOORBELL_SUPPORTED = bool(millpond_doorbell_supported())
+
+
+cdef class Doorbell:
+    """Counters and waiter counts in a writable shared buffer (an mmap of the doorbell file).
+
+    Slot ``queue_id % slots`` belongs to a queue; two queues sharing a slot only cause spurious
+    wake-ups. The buffer must stay mapped while this object lives; close() lets it go.
+    """
+
+    cdef object _view
+    cdef uint32_t *_counters
+    cdef uint32_t *_waiters
+    cdef Py_ssize_t _slots
+
+    def __cinit__(self, buffer, Py_ssize_t slots):
+        cdef unsigned char[::1] view = buffer
+        if view.shape[0] < slots * 8:
+            raise ValueError("doorbell buffer too small")
+        self._view = view
+        self._slots = slots
+        self._counters = <uint32_t *>&view[0]
+        self._waiters = self._counters + slots
+
+    cdef inline void _check(self) except *:
+        if self._counters == NULL:
+            raise ValueError("the doorbell is closed")
+
+    def generation(self, Py_ssize_t queue_id):
+        self._check()
+        return millpond_doorbell_load(&self._counters[queue_id % self._slots])
+
+    def ring(self, Py_ssize_t queue_id):
+        self._check()
+        cdef Py_ssize_t i = queue_id % self._slots
+        millpond_doorbell_ring(&self._counters[i], &self._waiters[i])
+
+    def ring_all(self):
+        cdef Py_ssize_t i
+        self._check()
+        for i in range(self._slots):
+            millpond_doorbell_ring(&self._counters[i], &self._waiters[i])
+
+    def wait(self, Py_ssize_t queue_id, uint32_t expected, double timeout_s):
+        """Sleep (GIL released) until the slot moves from ``expected`` or the timeout ends."""
+        self._check()
+        cdef Py_ssize_t i = queue_id % self._slots
+        cdef int64_t ns = <int64_t>(timeout_s * 1e9) if timeout_s > 0 else 0
+        cdef int err
+        with nogil:
+            err = millpond_doorbell_wait(&self._counters[i], &self._waiters[i], expected, ns)
+        return err
+
+    def close(self):
+        self._counters = NULL
+        self._waiters = NULL
+        self._view = None

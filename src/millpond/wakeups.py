@@ -1,0 +1,116 @@
+"""Wake-ups for long polls, within a process and across processes sharing a data directory.
+
+Linux with the C extension: a doorbell file (``millpond.doorbell`` in the data directory) of
+futex counters, one slot per queue id (modulo ``SLOTS``). A commit that adds visible messages
+rings its queue's slot; a long poll sleeps on the slot in the kernel, so a send in any process
+wakes it within the scheduler's latency and nobody polls. Elsewhere (or with the pure-Python
+core only): a condition variable wakes pollers of this process, and pollers re-check every
+``FALLBACK_POLL_S`` for messages sent by other processes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+
+SLOTS = 1024
+FALLBACK_POLL_S = 0.01
+DOORBELL_FILE = "millpond.doorbell"
+
+
+def _doorbell_class() -> type | None:
+    try:
+        from millpond._core_c import DOORBELL_SUPPORTED, Doorbell
+    except ImportError:
+        return None
+    return Doorbell if DOORBELL_SUPPORTED else None
+
+
+class Wakeups:
+    """generation(queue) / notify(queue) / wait(queue, generation, timeout).
+
+    A poller reads the generation, looks for messages, and waits only if the generation has
+    not moved since: a send that commits in between is never missed.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._generations: dict[int, int] = {}
+        self._mm: mmap.mmap | None = None
+        self._bell = None
+        self._sleepers = 0  # threads inside wait(): the mapping must outlive them
+        self._closing = False
+        bell_class = _doorbell_class()
+        if bell_class is not None:
+            fd = os.open(os.path.join(path, DOORBELL_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size < SLOTS * 8:
+                    os.ftruncate(fd, SLOTS * 8)  # zero-filled; every opener agrees on the size
+                self._mm = mmap.mmap(fd, SLOTS * 8, mmap.MAP_SHARED)
+            finally:
+                os.close(fd)
+            self._bell = bell_class(self._mm, SLOTS)
+
+    @property
+    def cross_process(self) -> bool:
+        """True when sends in other processes wake this process's long polls at once."""
+        return self._bell is not None
+
+    def generation(self, queue_id: int) -> int:
+        if self._bell is not None:
+            return self._bell.generation(queue_id)  # type: ignore[no-any-return]
+        return self._generations.get(queue_id, 0)
+
+    def notify(self, queue_id: int) -> None:
+        """A message may have become receivable in ``queue_id``: wake its long polls."""
+        if self._bell is not None:
+            self._bell.ring(queue_id)
+            return
+        with self._cond:
+            self._generations[queue_id] = self._generations.get(queue_id, 0) + 1
+            self._cond.notify_all()
+
+    def notify_everyone(self) -> None:
+        """Time jumped (a manual clock): every queue may have messages that became visible."""
+        if self._bell is not None:
+            self._bell.ring_all()
+            return
+        with self._cond:
+            for queue_id in self._generations:
+                self._generations[queue_id] += 1
+            self._cond.notify_all()
+
+    def wait(self, queue_id: int, generation: int, timeout: float) -> None:
+        """Sleep until ``queue_id`` is notified after ``generation`` was read, or ``timeout``."""
+        if self._bell is not None:
+            with self._cond:
+                if self._closing:
+                    return
+                self._sleepers += 1
+            try:
+                self._bell.wait(queue_id, generation, timeout)
+            finally:
+                with self._cond:
+                    self._sleepers -= 1
+                    self._cond.notify_all()
+            return
+        with self._cond:
+            self._generations.setdefault(queue_id, 0)
+            if self._generations[queue_id] == generation:
+                self._cond.wait(min(timeout, FALLBACK_POLL_S))
+
+    def close(self) -> None:
+        """Wake every sleeper, wait until they are out, then unmap the doorbell."""
+        with self._cond:
+            self._closing = True
+        if self._bell is not None:
+            self._bell.ring_all()
+            with self._cond:
+                self._cond.wait_for(lambda: self._sleepers == 0, timeout=30)
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
