@@ -441,3 +441,15 @@ def test_heartbeats_extend_visibility_with_one_handle_and_delete_still_works(que
     queue.delete(m.receipt_handle)
     clock.advance(3600)
     assert queue.receive() == [] and depth(queue) == (0, 0, 0)
+
+
+def test_tags(broker):
+    q = broker.create_queue("tagged", tags={"team": "a"})
+    assert q.tags() == {"team": "a"}
+    q.tag({"env": "prod", "team": "b"})
+    assert q.tags() == {"team": "b", "env": "prod"}
+    q.untag(["team", "missing"])
+    assert broker.queue("tagged").tags() == {"env": "prod"}
+    with pytest.raises(errors.InvalidParameterValue, match="Too many tags"):
+        q.tag({f"k{i}": "v" for i in range(50)})
+    assert q.tags() == {"env": "prod"}

@@ -22,7 +22,7 @@ from millpond import _core_fifo, dead_letters, queue_attributes
 from millpond.clock import Clock, SystemClock
 from millpond.errors import InvalidParameterValue, QueueAlreadyExists, QueueDoesNotExist
 from millpond.fifo_queue import FifoQueue
-from millpond.queue import Queue
+from millpond.queue import Queue, check_tags
 from millpond.topic import Topic, Topics
 from millpond.wakeups import Wakeups
 from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
@@ -94,18 +94,25 @@ class Broker:
 
     # -- queues --------------------------------------------------------------------------------
 
-    def create_queue(self, name: str, attributes: Mapping[str, Any] | None = None) -> Queue:
+    def create_queue(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Queue:
         """Create a queue, or return the existing one if every given attribute matches.
 
         Args:
             name: 1-80 characters of A-Z a-z 0-9 _ -.
             attributes: SQS attribute names to values (see queue_attributes), e.g.
                 ``{"VisibilityTimeout": "60"}``.
+            tags: cost-allocation tags for a new queue (ignored if the queue exists).
 
         Raises:
             QueueAlreadyExists: the queue exists with a different value for a given attribute.
         """
         requested = queue_attributes.normalize(attributes, creating=True)
+        new_tags = check_tags(tags or {})
         if requested.get("FifoQueue") == "true":
             if not isinstance(name, str) or not _FIFO_QUEUE_NAME.fullmatch(name):
                 raise InvalidParameterValue(
@@ -142,6 +149,7 @@ class Broker:
                 "attributes": requested,
                 "created": now_ms // 1000,
                 "modified": now_ms // 1000,
+                "tags": new_tags,
             }
             txn.put(_queue_key(name), msgpack.packb(definition), db=self._storage.tables.meta)
             txn.put(_name_key(queue_id), name.encode(), db=self._storage.tables.meta)
@@ -225,6 +233,7 @@ class Broker:
                     self, name, definition["id"], definition["attributes"],
                     definition["created"], definition["modified"],
                 )
+                queue._tags = definition.get("tags", {})
                 self._queues[name] = queue
             return queue
 
@@ -330,20 +339,30 @@ class Broker:
         if "RedrivePolicy" in changes:
             dead_letters.check_redrive_policy(self, queue.name, {**queue._attributes, **changes})
 
+        def change(definition: dict[str, Any], now_ms: int) -> None:
+            definition["attributes"] = {**definition["attributes"], **changes}
+            definition["modified"] = now_ms // 1000
+
+        self._update_definition(queue, change)
+
+    def _update_definition(self, queue: Queue, change: Any) -> dict[str, Any]:
+        """Apply ``change(definition, now_ms)`` to the stored definition and the cached queue."""
+
         def update(txn: Any, now_ms: int) -> dict[str, Any]:
             raw = txn.get(_queue_key(queue.name), db=self._storage.tables.meta)
             if raw is None or msgpack.unpackb(raw)["id"] != queue.queue_id:
                 raise QueueDoesNotExist(f"The specified queue does not exist: {queue.name}")
             definition: dict[str, Any] = msgpack.unpackb(raw)
-            definition["attributes"] = {**definition["attributes"], **changes}
-            definition["modified"] = now_ms // 1000
+            change(definition, now_ms)
             txn.put(_queue_key(queue.name), msgpack.packb(definition), db=self._storage.tables.meta)
             _bump_definitions_version(txn, self._storage.tables.meta)
             return definition
 
-        definition = self._storage.write(update)
+        definition: dict[str, Any] = self._storage.write(update)
         queue._modified_s = definition["modified"]
+        queue._tags = definition.get("tags", {})
         queue._apply(definition["attributes"])
+        return definition
 
     # -- lifecycle -----------------------------------------------------------------------------
 

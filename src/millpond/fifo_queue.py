@@ -19,6 +19,7 @@ from millpond.errors import (
     BatchRequestTooLong,
     EmptyBatchRequest,
     InvalidParameterValue,
+    MillpondError,
     MissingParameter,
     QueueDoesNotExist,
     ReceiptHandleIsInvalid,
@@ -242,6 +243,47 @@ class FifoQueue(Queue):
                     )
 
         self._write(delete, atomic=True)
+
+    def delete_entries(self, receipt_handles: Sequence[str]) -> list[MillpondError | None]:
+        """Per-entry FIFO deletes: expired handles fail alone, the rest are deleted."""
+        results: list[MillpondError | None] = [None] * len(receipt_handles)
+        valid = []
+        for i, handle in enumerate(receipt_handles):
+            try:
+                valid.append((i, self._decode_fifo(handle)))
+            except MillpondError as exc:
+                results[i] = exc
+        if valid:
+            statuses = self._write(lambda txn, tables, queue_id, now_ms: fifo.delete(
+                txn, tables, queue_id, now_ms, [v[1] for v in valid]))
+            for (i, _), status in zip(valid, statuses):
+                if status == fifo.STALE:
+                    results[i] = InvalidParameterValue(
+                        f"Value {receipt_handles[i]} for parameter ReceiptHandle is invalid. "
+                        "Reason: The receipt handle has expired."
+                    )
+        return results
+
+    def change_visibility_entries(
+        self, entries: Sequence[tuple[str, int]]
+    ) -> list[MillpondError | None]:
+        results: list[MillpondError | None] = [None] * len(entries)
+        valid = []
+        for i, (handle, timeout) in enumerate(entries):
+            try:
+                check_int("VisibilityTimeout", timeout, 0, 43_200)
+                seq, count, g = self._decode_fifo(handle)
+                valid.append((i, handle, timeout, (seq, count, g, timeout * 1000)))
+            except MillpondError as exc:
+                results[i] = exc
+        if valid:
+            statuses = self._write(lambda txn, tables, queue_id, now_ms: fifo.change_visibility(
+                txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS))
+            for (i, handle, timeout, _), status in zip(valid, statuses):
+                results[i] = self._visibility_error(status, handle, timeout)
+            if any(timeout == 0 for _, _, timeout, _ in valid):
+                self._broker._wakeups.notify(self.queue_id)
+        return results
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> None:
         """As Queue.change_visibility; an expired FIFO handle is refused."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from millpond import dead_letters, queue_attributes
 from millpond.errors import (
     BatchRequestTooLong,
+    MillpondError,
     EmptyBatchRequest,
     InvalidParameterValue,
     MessageNotInflight,
@@ -60,6 +61,7 @@ class Queue:
         self.arn = broker.arn("sqs", name)
         self._created_s = created_s
         self._modified_s = modified_s
+        self._tags: dict[str, str] = {}
         self._apply(attributes)
 
     def _apply(self, attributes: dict[str, str]) -> None:
@@ -415,21 +417,72 @@ class Queue:
     def _raise_for_visibility_status(
         self, status: int, receipt_handle: str, visibility_timeout: int
     ) -> None:
-        """The SQS error for a change_visibility status other than OK (core or FIFO statuses)."""
+        error = self._visibility_error(status, receipt_handle, visibility_timeout)
+        if error is not None:
+            raise error
+
+    def _visibility_error(
+        self, status: int, receipt_handle: str, visibility_timeout: int
+    ) -> MillpondError | None:
+        """The SQS error for a change_visibility status (core and FIFO share the numbers)."""
         core = self._core
+        if status == core.OK:
+            return None
         if status == core.NOT_IN_FLIGHT:
-            raise MessageNotInflight("The message referred to isn't in flight.")
+            return MessageNotInflight("The message referred to isn't in flight.")
         if status == core.TOO_LONG:
-            raise InvalidParameterValue(
+            return InvalidParameterValue(
                 f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
                 "Reason: Total VisibilityTimeout for the message is beyond the limit "
                 "[43200 seconds]"
             )
-        if status != core.OK:
-            raise InvalidParameterValue(
-                f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: "
-                "Message does not exist or is not available for visibility timeout change."
-            )
+        return InvalidParameterValue(
+            f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: "
+            "Message does not exist or is not available for visibility timeout change."
+        )
+
+    # -- per-entry batch verbs (the wire's DeleteMessageBatch and ChangeMessageVisibilityBatch) --
+
+    def delete_entries(self, receipt_handles: Sequence[str]) -> list[MillpondError | None]:
+        """Delete each handle on its own terms: an error per entry (None: deleted).
+
+        Entries with valid handles are deleted in one write; a bad entry fails alone.
+        """
+        results: list[MillpondError | None] = [None] * len(receipt_handles)
+        valid = []
+        for i, handle in enumerate(receipt_handles):
+            try:
+                valid.append(self._decode(handle))
+            except MillpondError as exc:
+                results[i] = exc
+        if valid:
+            core = self._core
+            self._write(lambda txn, tables, queue_id, now_ms: core.delete(
+                txn, tables, queue_id, valid))
+        return results
+
+    def change_visibility_entries(
+        self, entries: Sequence[tuple[str, int]]
+    ) -> list[MillpondError | None]:
+        """change_visibility for (handle, visibility_timeout) pairs; an error per entry."""
+        results: list[MillpondError | None] = [None] * len(entries)
+        valid = []
+        for i, (handle, timeout) in enumerate(entries):
+            try:
+                check_int("VisibilityTimeout", timeout, 0, 43_200)
+                seq, visible_at, count = self._decode(handle)
+                valid.append((i, handle, timeout, (seq, visible_at, count, timeout * 1000)))
+            except MillpondError as exc:
+                results[i] = exc
+        if valid:
+            core = self._core
+            statuses = self._write(lambda txn, tables, queue_id, now_ms: core.change_visibility(
+                txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS))
+            for (i, handle, timeout, _), status in zip(valid, statuses):
+                results[i] = self._visibility_error(status, handle, timeout)
+            if any(timeout == 0 for _, _, timeout, _ in valid):
+                self._broker._wakeups.notify(self.queue_id)
+        return results
 
     # -- whole queue ---------------------------------------------------------------------------
 
@@ -490,6 +543,38 @@ class Queue:
         self._core.expire(txn, tables, queue_id, cutoff)
         return self._core.counts(txn, tables, queue_id, now_ms, cutoff)  # type: ignore[no-any-return]
 
+    # -- tags --------------------------------------------------------------------------------------
+
+    def tags(self) -> dict[str, str]:
+        """The queue's tags (SQS ListQueueTags)."""
+        return dict(self._tags)
+
+    def tag(self, tags: Mapping[str, str]) -> None:
+        """Add or replace tags (SQS TagQueue); at most 50 per queue."""
+        new = check_tags(tags)
+
+        def change(definition: dict[str, Any], now_ms: int) -> None:
+            merged = {**definition.get("tags", {}), **new}
+            if len(merged) > MAX_TAGS:
+                raise InvalidParameterValue(
+                    f"Too many tags: a queue can have at most {MAX_TAGS} (this would make "
+                    f"{len(merged)})."
+                )
+            definition["tags"] = merged
+
+        self._broker._update_definition(self, change)
+
+    def untag(self, keys: Iterable[str]) -> None:
+        """Remove tags by key (SQS UntagQueue); missing keys are ignored."""
+        gone = set(keys)
+
+        def change(definition: dict[str, Any], now_ms: int) -> None:
+            definition["tags"] = {
+                k: v for k, v in definition.get("tags", {}).items() if k not in gone
+            }
+
+        self._broker._update_definition(self, change)
+
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Change queue attributes (SQS names and ranges); takes effect at once."""
         fifo = self._attributes.get("FifoQueue") == "true"
@@ -497,6 +582,22 @@ class Queue:
         if fifo:
             queue_attributes.check_fifo_throughput({**self._attributes, **changes})
         self._broker._update_queue(self, changes)
+
+
+MAX_TAGS = 50
+
+
+def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """Tag keys 1-128 and values 0-256 characters, strings, at most 50."""
+    if len(tags) > MAX_TAGS:
+        raise InvalidParameterValue(f"Too many tags: at most {MAX_TAGS} are allowed.")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 128:
+            raise InvalidParameterValue(f"Tag key {key!r} must be 1 to 128 characters.")
+        if not isinstance(value, str) or len(value) > 256:
+            raise InvalidParameterValue(f"Tag value for {key!r} must be a string of at most "
+                                        "256 characters.")
+    return dict(tags)
 
 
 _ID_CHARS = re.compile(r"[\x21-\x7e]{1,128}")  # "alphanumeric and punctuation", 1-128

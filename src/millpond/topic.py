@@ -65,6 +65,7 @@ from millpond.sns_envelope import (
     check_size,
     check_subject,
 )
+from millpond.sns_envelope import message_id as new_message_id
 
 if TYPE_CHECKING:
     from millpond.broker import Broker
@@ -302,7 +303,7 @@ class _Outgoing:
         group_id: str | None,
         dedup_id: str | None,
     ) -> None:
-        self.message_id = str(uuid.uuid4())
+        self.message_id = new_message_id()
         self.message = message
         self.content = content  # what SQS subscribers get (MessageStructure json: "sqs")
         self.data = content.encode("utf-8")
@@ -668,6 +669,14 @@ class Topics:
             rest = [] if fit is items else [item for item in items if item[2] > limit]
             return queue.queue_id, rest, too_big
         return None, items, f"queue {name} does not exist"
+
+    def _remember(
+        self, arn: str, attributes: Mapping[str, str | None], policy: FilterPolicy
+    ) -> None:
+        text = attributes.get("FilterPolicy")
+        if text:
+            scope = attributes.get("FilterPolicyScope") or "MessageAttributes"
+            self._policies[arn] = (text, scope, policy)
 
     def _record_lost(self, lost: list[tuple[str, str, int]]) -> None:
         for arn, reason, count in lost:
@@ -1095,6 +1104,8 @@ class Topic:
 
         sub_id, created = self._storage.write(subscribe)
         if created:
+            if policy is not None:  # compiled once: the reload reuses it
+                self._topics._remember(f"{self.arn}:{sub_id}", requested, policy)
             self._state = None
         return Subscription(self._topics, self.name, sub_id, queue_name, endpoint)
 
@@ -1327,42 +1338,84 @@ class Topic:
         commons: dict[int, bytes] = {}
         woken: set[int] = set()
         lost: list[tuple[str, str, int]] = []
-        put = self._topics._put
+        if len(outs) == 1 and not state.fifo:
+            # The common case, kept lean: one message, each queue known and able to take it.
+            out = outs[0]
+            queues = self._broker._queues
+            common = tail = b""
+            groups, dedups = [out.group_id], [out.dedup_id]
+            for sub, chosen in plan:
+                if sub.raw:
+                    body, attrs, size = out.data, out.delivered_attributes, out.raw_size
+                    ok = out.raw_ok()
+                else:
+                    if not common:
+                        note = out.note(self, state)
+                        common = commons[id(out)] = note.common(now_ms)
+                        tail = note.tail
+                    body = b"".join((common, sub.arn_bytes, tail))
+                    attrs, size, ok = None, len(body), True
+                queue = queues.get(sub.queue_name)
+                if ok and queue is not None and size <= queue._max_size:
+                    try:
+                        deliver_to_queue(queue, txn, now_ms, [body], [attrs], groups, dedups)
+                    except QueueDoesNotExist:
+                        pass  # a stale queue object: the general path looks the queue up again
+                    else:
+                        woken.add(queue.queue_id)
+                        continue
+                self._deliver(txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
+            return woken, results, lost
         for sub, chosen in plan:
             if state.fifo:
                 chosen = [out for out in chosen if id(out) in sequences]  # duplicates dropped
-            items: list[_Item] = []
-            refused: list[_Item] = []
-            for out in chosen:
-                if sub.raw:
-                    item = (
-                        out.data,
-                        out.delivered_attributes,
-                        out.raw_size,
-                        out.group_id,
-                        out.dedup_id,
-                    )
-                    if not out.raw_ok():
-                        refused.append(item)
-                        continue
-                else:
-                    note = out.note(self, state)
-                    common = commons.get(id(out))
-                    if common is None:
-                        common = commons[id(out)] = note.common(now_ms, sequences.get(id(out)))
-                    body = b"".join((common, sub.arn_bytes, note.tail))
-                    item = (body, None, len(body), out.group_id, out.dedup_id)
-                items.append(item)
-            if items:
-                queue_id, rest, why = put(txn, now_ms, sub.queue_name, items)
-                if queue_id is not None:
-                    woken.add(queue_id)
-                if rest:
-                    self._dead_letter(txn, now_ms, sub, rest, why, woken, lost)
-            if refused:
-                why = "more than 10 or invalid SQS attributes for raw delivery"
-                self._dead_letter(txn, now_ms, sub, refused, why, woken, lost)
+            self._deliver(txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
         return woken, results, lost
+
+    def _deliver(
+        self,
+        txn: Any,
+        now_ms: int,
+        state: _State,
+        sub: _Sub,
+        chosen: list[_Outgoing],
+        sequences: dict[int, str],
+        commons: dict[int, bytes],
+        woken: set[int],
+        lost: list[tuple[str, str, int]],
+    ) -> None:
+        """One subscription's messages, with every check and fallback (caller holds txn)."""
+        items: list[_Item] = []
+        refused: list[_Item] = []
+        for out in chosen:
+            if sub.raw:
+                item = (
+                    out.data,
+                    out.delivered_attributes,
+                    out.raw_size,
+                    out.group_id,
+                    out.dedup_id,
+                )
+                if not out.raw_ok():
+                    refused.append(item)
+                    continue
+            else:
+                note = out.note(self, state)
+                common = commons.get(id(out))
+                if common is None:
+                    common = commons[id(out)] = note.common(now_ms, sequences.get(id(out)))
+                body = b"".join((common, sub.arn_bytes, note.tail))
+                item = (body, None, len(body), out.group_id, out.dedup_id)
+            items.append(item)
+        if items:
+            queue_id, rest, why = self._topics._put(txn, now_ms, sub.queue_name, items)
+            if queue_id is not None:
+                woken.add(queue_id)
+            if rest:
+                self._dead_letter(txn, now_ms, sub, rest, why, woken, lost)
+        if refused:
+            why = "more than 10 or invalid SQS attributes for raw delivery"
+            self._dead_letter(txn, now_ms, sub, refused, why, woken, lost)
 
     def _dead_letter(
         self,
@@ -1579,7 +1632,7 @@ class Subscription:
         if not isinstance(attributes, Mapping):
             raise InvalidParameter("Invalid parameter: Attributes")
 
-        def update(txn: Any, now_ms: int) -> None:
+        def update(txn: Any, now_ms: int) -> tuple[dict[str, Any], FilterPolicy | None]:
             record = self._stored(txn)
             stored = record["attributes"]
             changes, policy = _subscription_attributes(
@@ -1595,8 +1648,11 @@ class Subscription:
             record["attributes"] = {k: v for k, v in merged.items() if v is not None}
             txn.put(self._key, msgpack.packb(record), db=meta)
             _touch(txn, meta, self.topic_name)
+            return record["attributes"], policy
 
-        topics._storage.write(update)
+        stored, policy = topics._storage.write(update)
+        if policy is not None:  # compiled once: the reload reuses it
+            topics._remember(self.arn, stored, policy)
         topic = topics._topics.get(self.topic_name)
         if topic is not None:
             topic._state = None

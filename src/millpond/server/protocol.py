@@ -1,0 +1,104 @@
+"""What every wire protocol shares: the request context, AWS errors, queue URLs and ARNs.
+
+Handlers take parameters in the AWS JSON member shape (``{"QueueUrl": ..., "Attributes":
+{...}}``) and return results in the same shape; the codecs (AWS JSON 1.0, SQS query/XML, SNS
+query/XML) translate. An error is an :class:`AwsError` carrying everything each codec needs.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from millpond import errors
+
+DEFAULT_ACCOUNT_ID = "123456789012"
+_CREDENTIAL_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([a-z0-9-]+)/([a-z0-9]+)/aws4_request")
+
+
+@dataclass
+class Request:
+    """One API call as the handlers see it."""
+
+    action: str
+    params: dict[str, Any]
+    region: str
+    account_id: str
+    host: str  # the Host the client used: queue URLs are built with it
+    scheme: str = "http"
+    access_key: str = ""
+    path: str = "/"
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    query_protocol: bool = False  # SQS query/XML (the NonExistentQueue text differs)
+
+
+class AwsError(Exception):
+    """An error exactly as AWS reports it.
+
+    Args:
+        code: the query-protocol code, also sent in ``x-amzn-query-error``.
+        message: the human text.
+        status: HTTP status.
+        json_type: the JSON 1.0 ``__type`` shape name (defaults to code).
+    """
+
+    def __init__(
+        self, code: str, message: str, status: int = 400, json_type: str | None = None,
+        sender_fault: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.json_type = json_type or code
+        self.sender_fault = sender_fault
+
+    @classmethod
+    def from_millpond(cls, exc: errors.MillpondError, request: Request | None = None) -> AwsError:
+        message = str(exc)
+        if isinstance(exc, errors.QueueDoesNotExist):
+            message = "The specified queue does not exist."
+            if request is not None and request.query_protocol:
+                message = "The specified queue does not exist for this wsdl version."
+        return cls(exc.code, message, exc.http_status, exc.json_type, exc.sender_fault)
+
+
+def missing(name: str) -> AwsError:
+    return AwsError(
+        "MissingParameter", f"The request must contain the parameter {name}.", 400,
+        "MissingRequiredParameterException",
+    )
+
+
+def invalid(message: str) -> AwsError:
+    return AwsError("InvalidParameterValue", message, 400, "InvalidParameterValueException")
+
+
+def region_of(authorization: str, default: str) -> tuple[str, str]:
+    """(region, access key) from a SigV4 Authorization header's credential scope."""
+    match = _CREDENTIAL_SCOPE.search(authorization or "")
+    if match is None:
+        return default, ""
+    return match.group(2), match.group(1)
+
+
+def queue_url(request: Request, name: str) -> str:
+    return f"{request.scheme}://{request.host}/{request.account_id}/{name}"
+
+
+def queue_name_from_url(request: Request, url: Any) -> str:
+    """The queue name in a queue URL, by path (never by host: clients rewrite hosts)."""
+    if not isinstance(url, str) or not url:
+        raise missing("QueueUrl")
+    path = re.sub(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*", "", url)
+    parts = [p for p in path.split("/") if p]
+    if len(parts) != 2 or parts[0] != request.account_id:
+        raise AwsError(
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "The specified queue does not exist for this wsdl version."
+            if request.query_protocol else "The specified queue does not exist.",
+            400, "QueueDoesNotExist",
+        )
+    return parts[1]
