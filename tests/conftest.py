@@ -54,3 +54,13 @@ def broker(data_dir: str, clock: millpond.ManualClock, impl: str) -> Iterator[mi
 @pytest.fixture
 def queue(broker: millpond.Broker) -> millpond.Queue:
     return broker.create_queue("q")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A `millpond serve` process on an ephemeral port ("os" durability), shared by a module."""
+    from .daemon import Daemon
+
+    d = Daemon(str(tmp_path_factory.mktemp("daemon") / "data"))
+    yield d
+    d.stop()

@@ -31,7 +31,7 @@ import unittest
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -55,8 +55,8 @@ STD, DLQ, FIFO = "std", "dlq", "jobs.fifo"
 QUEUES = (STD, DLQ, FIFO)
 STANDARD_QUEUES = (STD, DLQ)
 
-EXAMPLES = int(os.environ.get("MILLPOND_MODEL_EXAMPLES", "20"))
-STEPS = int(os.environ.get("MILLPOND_MODEL_STEPS", "40"))
+EXAMPLES = int(os.environ.get("MILLPOND_MODEL_EXAMPLES", "100"))
+STEPS = int(os.environ.get("MILLPOND_MODEL_STEPS", "50"))
 
 SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -113,7 +113,7 @@ class Handle:
 GROUPS = st.sampled_from(["A", "B", "C"])
 DEDUP_IDS = st.one_of(st.none(), st.sampled_from(["d0", "d1", "d2", "d3"]))  # None: a fresh id
 DELAYS = st.one_of(st.none(), st.sampled_from([0, 1, 5, 30, 120]))
-VISIBILITY = st.one_of(st.none(), st.integers(0, 60))
+VISIBILITY = st.one_of(st.none(), st.just(0), st.integers(0, 60))  # 0: visible again at once
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -208,6 +208,7 @@ class QueueModel(RuleBasedStateMachine):
     def _record_fifo(self, mid: str, entry: dict[str, str]) -> None:
         original = self.fifo_duplicate_of(entry["deduplication_id"])
         if original is not None:
+            event("fifo: duplicate send")
             assert mid == original, "a duplicate within 5 minutes must return the original id"
             return
         self.add(mid, entry["body"], FIFO, self.now + FIFO_DELAY_MS, entry["group_id"])
@@ -262,13 +263,20 @@ class QueueModel(RuleBasedStateMachine):
                 out.append(m)
         return out
 
-    @rule(
-        target=handles,
-        queue=st.sampled_from(QUEUES),
-        max_messages=st.integers(1, 10),
-        visibility=VISIBILITY,
-    )
-    def receive(self, queue: str, max_messages: int, visibility: int | None) -> object:
+    # One rule per queue, so that receives are a good share of the steps.
+    @rule(target=handles, max_messages=st.integers(1, 10), visibility=VISIBILITY)
+    def receive_standard(self, max_messages: int, visibility: int | None) -> object:
+        return self._receive(STD, max_messages, visibility)
+
+    @rule(target=handles, max_messages=st.integers(1, 10), visibility=VISIBILITY)
+    def receive_dead_letters(self, max_messages: int, visibility: int | None) -> object:
+        return self._receive(DLQ, max_messages, visibility)
+
+    @rule(target=handles, max_messages=st.integers(1, 10), visibility=VISIBILITY)
+    def receive_fifo(self, max_messages: int, visibility: int | None) -> object:
+        return self._receive(FIFO, max_messages, visibility)
+
+    def _receive(self, queue: str, max_messages: int, visibility: int | None) -> object:
         if queue == FIFO:
             hits, over = self.expect_fifo_receive(max_messages), []
         else:
@@ -295,6 +303,10 @@ class QueueModel(RuleBasedStateMachine):
             assert message.group_id == m.group
             assert message.dead_letter_source_arn == (arn if m.source else None)
             out.append(Handle(queue, message.receipt_handle, m.mid, m.count))
+        if over:
+            event("std: dead-lettered on receive")
+        if queue == DLQ and any(m.source for m in hits):
+            event("dlq: received a dead-lettered message")
         for m in over:  # moved to the DLQ at the end of it, visible at once, count kept
             m.queue, m.source, m.visible_at = DLQ, STD, self.now
             m.seq = self.next_seq[DLQ]
@@ -329,6 +341,9 @@ class QueueModel(RuleBasedStateMachine):
     @rule(h=handles)
     def delete(self, h: Handle) -> None:
         verdict = self._judge_delete(h, set())
+        m = self.msgs[h.mid]
+        stale = m.count != h.count or m.visible_at <= self.now
+        event(f"delete: {h.queue} {verdict}{' (stale handle)' if stale and verdict != 'expired' else ''}")
         if verdict == "expired":
             with pytest.raises(errors.InvalidParameterValue, match="receipt handle has expired"):
                 self.q(h.queue).delete(h.receipt)
@@ -337,11 +352,10 @@ class QueueModel(RuleBasedStateMachine):
         if verdict == "delete":
             self.msgs[h.mid].deleted = True
 
-    @rule(queue=st.sampled_from(QUEUES), hs=st.lists(handles, min_size=1, max_size=5))
-    def delete_batch(self, queue: str, hs: list[Handle]) -> None:
-        hs = [h for h in hs if h.queue == queue]
-        if not hs:
-            return
+    @rule(first=handles, more=st.lists(handles, max_size=4))
+    def delete_batch(self, first: Handle, more: list[Handle]) -> None:
+        queue = first.queue
+        hs = [first] + [h for h in more if h.queue == queue]
         pending: set[str] = set()
         expired = False
         for h in hs:
@@ -349,6 +363,7 @@ class QueueModel(RuleBasedStateMachine):
             if verdict == "delete":
                 pending.add(h.mid)
             expired = expired or verdict == "expired"
+        event(f"delete_batch: {queue} {'expired' if expired else 'ok'}")
         if expired:  # FIFO: one expired handle refuses the whole batch
             with pytest.raises(errors.InvalidParameterValue, match="receipt handle has expired"):
                 self.q(queue).delete_batch([h.receipt for h in hs])
@@ -374,21 +389,26 @@ class QueueModel(RuleBasedStateMachine):
         queue = self.q(h.queue)
         if m.deleted or m.queue != h.queue or m.count != h.count:
             # Gone, dead-lettered away, or a newer receive holds it: the handle is stale.
+            event(f"change_visibility: {h.queue} stale or gone")
             with pytest.raises(errors.InvalidParameterValue, match="ReceiptHandle is invalid"):
                 queue.change_visibility(h.receipt, timeout)
         elif m.visible_at <= self.now:
+            event(f"change_visibility: {h.queue} not in flight")
             with pytest.raises(errors.MessageNotInflight):
                 queue.change_visibility(h.receipt, timeout)
         elif self.now + timeout * 1000 - m.last_receive > MAX_HIDDEN_MS:
             with pytest.raises(errors.InvalidParameterValue, match="beyond the limit"):
                 queue.change_visibility(h.receipt, timeout)
         else:
+            event(f"change_visibility: {h.queue} ok")
             queue.change_visibility(h.receipt, timeout)
             m.visible_at = self.now + timeout * 1000
 
     # -- time and restarts -----------------------------------------------------------------------
 
-    @rule(seconds=st.integers(0, 400))
+    # Small steps too: past FIFO delays while handles are still valid; large ones: past the
+    # visibility timeouts and the 5-minute de-duplication window.
+    @rule(seconds=st.one_of(st.integers(0, 10), st.integers(0, 400)))
     def advance(self, seconds: int) -> None:
         self.clock.advance(seconds)
 

@@ -1,6 +1,7 @@
 """The ``millpond`` command.
 
     millpond demo [--data DIR] [--messages N] [--durability fsync|os]
+    millpond serve [--config millpond.toml] [--data DIR] [--host 127.0.0.1] [--port 9324]
 
 ``demo`` is the main job on an embedded broker: it sends, receives and deletes messages in a
 data directory (default ``./millpond-data``, or $MILLPOND_DATA) and prints what it did and how
@@ -102,10 +103,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--durability", choices=("fsync", "os"), default="fsync")
     d.add_argument("--threads", type=int, default=8)
     d.add_argument("--body-size", type=int, default=100)
+    sv = commands.add_parser("serve", help="run the daemon speaking the SQS and SNS APIs")
+    sv.add_argument("--config", help="TOML file: [server] settings, predefined queues/topics")
+    sv.add_argument("--data", default=None, help=f"data directory (default {DEFAULT_DATA_DIR})")
+    sv.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=None, help="port (default 9324)")
+    sv.add_argument("--durability", choices=("fsync", "os"), default=None)
+    sv.add_argument("--region", default=None, help="default region (default us-east-1)")
+    sv.add_argument("--account-id", default=None, help="account id in URLs and ARNs")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.data, args.messages, args.durability, args.threads, args.body_size)
+    if args.command == "serve":
+        return _serve(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from millpond import server
+    from millpond.server import config as config_module
+
+    config = config_module.load(args.config) if args.config else {}
+    settings = config.get("server", {})
+
+    def pick(name: str, default: object) -> object:
+        given = getattr(args, name)
+        return given if given is not None else settings.get(name, default)
+
+    server.serve(
+        str(pick("data", os.environ.get("MILLPOND_DATA", DEFAULT_DATA_DIR))),
+        host=str(pick("host", "127.0.0.1")),
+        port=int(pick("port", server.DEFAULT_PORT)),  # type: ignore[call-overload]
+        config=config,
+        durability=str(pick("durability", "fsync")),
+        region=str(pick("region", "us-east-1")),
+        account_id=str(pick("account_id", "123456789012")),
+    )
+    return 0
 
 
 if __name__ == "__main__":

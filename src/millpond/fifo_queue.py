@@ -136,6 +136,7 @@ class FifoQueue(Queue):
                              DEDUP_WINDOW_MS)
 
         results = self._write(send, sends=len(prepared))
+        self.counters["sent"] += sum(1 for _, duplicate in results if not duplicate)
         self._broker._wakeups.notify(self.queue_id)
         return [(core.message_id(env_id, self.queue_id, seq), sequence_number(seq))
                 for seq, _duplicate in results]
@@ -181,6 +182,7 @@ class FifoQueue(Queue):
             return result, dead_letter_id
 
         (received, dead, corrupt, _expired, next_visible), dead_letter_id = self._write(receive)
+        self.counters["received"] += len(received)
         if dead:
             broker._wakeups.notify(dead_letter_id)
         if corrupt:
@@ -256,6 +258,7 @@ class FifoQueue(Queue):
         if valid:
             statuses = self._write(lambda txn, tables, queue_id, now_ms: fifo.delete(
                 txn, tables, queue_id, now_ms, [v[1] for v in valid]))
+            self.counters["deleted"] += sum(1 for s in statuses if s == fifo.OK)
             for (i, _), status in zip(valid, statuses):
                 if status == fifo.STALE:
                     results[i] = InvalidParameterValue(

@@ -62,6 +62,8 @@ class Queue:
         self._created_s = created_s
         self._modified_s = modified_s
         self._tags: dict[str, str] = {}
+        # Messages sent, received and deleted through this process (metrics; approximate).
+        self.counters = {"sent": 0, "received": 0, "deleted": 0}
         self._apply(attributes)
 
     def _apply(self, attributes: dict[str, str]) -> None:
@@ -191,6 +193,7 @@ class Queue:
             body, delay_seconds, attributes, group_id, deduplication_id
         )
         seq = self._write(self._core.send, [data], [blob], [delay_ms], self._broker._env_id, sends=1)
+        self.counters["sent"] += 1
         self._broker._wakeups.notify(self.queue_id)
         return self._core.message_id(self._broker._env_id, self.queue_id, seq)  # type: ignore[no-any-return]
 
@@ -257,6 +260,7 @@ class Queue:
         first = self._write(
             self._core.send, bodies, blobs, delays, self._broker._env_id, sends=len(bodies)
         )
+        self.counters["sent"] += len(bodies)
         self._broker._wakeups.notify(self.queue_id)
         message_id, env_id, queue_id = self._core.message_id, self._broker._env_id, self.queue_id
         return [message_id(env_id, queue_id, first + i) for i in range(len(bodies))]
@@ -324,6 +328,7 @@ class Queue:
         (received, over_limit, corrupt, _expired, next_visible), dead_letter_id = self._write(
             receive
         )
+        self.counters["received"] += len(received)
         if over_limit:
             broker._wakeups.notify(dead_letter_id)
         if corrupt:
@@ -391,6 +396,7 @@ class Queue:
             return core.delete(txn, tables, queue_id, entries)
 
         self._write(delete)
+        self.counters["deleted"] += len(entries)
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> None:
         """Hide an in-flight message for ``visibility_timeout`` s (0-43200) from now.
@@ -459,6 +465,7 @@ class Queue:
             core = self._core
             self._write(lambda txn, tables, queue_id, now_ms: core.delete(
                 txn, tables, queue_id, valid))
+            self.counters["deleted"] += len(valid)
         return results
 
     def change_visibility_entries(

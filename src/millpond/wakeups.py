@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+from collections.abc import Callable
 
 SLOTS = 1024
 FALLBACK_POLL_S = 0.01
@@ -40,6 +41,7 @@ class Wakeups:
         self._mm: mmap.mmap | None = None
         self._bell = None
         self._sleepers = 0  # threads inside wait(): the mapping must outlive them
+        self._listeners: list[Callable[[int | None], None]] = []
         self._closing = False
         bell_class = _doorbell_class()
         if bell_class is not None:
@@ -62,8 +64,15 @@ class Wakeups:
             return self._bell.generation(queue_id)  # type: ignore[no-any-return]
         return self._generations.get(queue_id, 0)
 
+    def add_listener(self, callback: Callable[[int | None], None]) -> None:
+        """Also call ``callback(queue_id)`` on every notify (None: every queue), from the
+        notifying thread: the daemon's event loop waits this way instead of in a thread."""
+        self._listeners.append(callback)
+
     def notify(self, queue_id: int) -> None:
         """A message may have become receivable in ``queue_id``: wake its long polls."""
+        for callback in self._listeners:
+            callback(queue_id)
         if self._bell is not None:
             self._bell.ring(queue_id)
             return
@@ -73,6 +82,8 @@ class Wakeups:
 
     def notify_everyone(self) -> None:
         """Time jumped (a manual clock): every queue may have messages that became visible."""
+        for callback in self._listeners:
+            callback(None)
         if self._bell is not None:
             self._bell.ring_all()
             return

@@ -1,0 +1,51 @@
+"""The millpond daemon: ``millpond serve`` speaks the Amazon SQS and SNS APIs over HTTP.
+
+A thin network edge over the same Broker as the embedded API: no storage logic of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+DEFAULT_PORT = 9324
+
+
+def build_app(data_dir: str, **options: Any) -> Any:
+    """The ASGI app for a data directory (for embedding under another ASGI server)."""
+    from millpond.server.app import App
+    from millpond.server.context import Context
+
+    return App(Context(data_dir, **options))
+
+
+def serve(
+    data_dir: str,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    config: dict[str, Any] | None = None,
+    **options: Any,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT; in-flight requests and commits finish first."""
+    import uvicorn
+
+    from millpond.server import config as config_module
+    from millpond.server.app import App
+    from millpond.server.context import Context
+
+    os.makedirs(data_dir, exist_ok=True)
+    ctx = Context(data_dir, **options)
+    created = config_module.apply(config or {}, ctx)
+    log = logging.getLogger("millpond.server")
+    for item in created:
+        log.info("created %s", item)
+    uv_config = uvicorn.Config(
+        App(ctx), host=host, port=port, loop="auto", http="auto", lifespan="on",
+        log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=30,
+        limit_concurrency=4096, access_log=False,
+    )
+    server = uvicorn.Server(uv_config)
+    print(f"millpond serving SQS and SNS on http://{host}:{port} (data {os.path.abspath(data_dir)})",
+          flush=True)
+    server.run()

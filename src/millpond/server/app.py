@@ -1,0 +1,190 @@
+"""The ASGI application: one HTTP port for SQS (JSON 1.0 and query/XML) and SNS (query/XML).
+
+Dispatch is on the ``X-Amz-Target`` header (JSON) or on the API ``Version`` of a form request
+(``2012-11-05`` SQS, ``2010-03-31`` SNS), never on the action name alone: AddPermission exists
+in both services. The SigV4 credential scope picks the region (and, lacking a Version, the
+service). ``GET /health`` and ``GET /metrics`` (Prometheus) sit beside the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+from typing import Any
+
+from millpond import errors
+from millpond.server import metrics, sqs, sqs_json
+from millpond.server.context import Context
+from millpond.server.protocol import AwsError, Request, region_of
+
+log = logging.getLogger("millpond.server")
+
+SQS_VERSION = "2012-11-05"
+SNS_VERSION = "2010-03-31"
+MAX_BODY = 2 * 1024 * 1024  # a 1 MiB SQS batch, base64 or form-encoded, fits with room
+
+
+class App:
+    """ASGI 3 application over a :class:`Context`."""
+
+    def __init__(self, ctx: Context, max_body: int = MAX_BODY) -> None:
+        self.ctx = ctx
+        self.max_body = max_body
+        self.metrics = metrics.Metrics()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.ctx.bind_loop(asyncio.get_running_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # Requests have finished (the server waits for them); flush and close.
+                await asyncio.get_running_loop().run_in_executor(None, self.ctx.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        method, path = scope["method"], scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if method == "GET" and path == "/health":
+            await _respond(send, 200, [(b"content-type", b"text/plain")], b"ok\n")
+            return
+        if method == "GET" and path == "/metrics":
+            text = await self.ctx.call(self.metrics.render, self.ctx)
+            await _respond(send, 200, [(b"content-type", metrics.CONTENT_TYPE)], text.encode())
+            return
+        started = time.perf_counter()
+        body = await self._read_body(headers, receive, send)
+        if body is None:
+            return
+        target = headers.get("x-amz-target", "")
+        if target.startswith(sqs_json.TARGET_PREFIX):
+            action = target[len(sqs_json.TARGET_PREFIX):]
+            await self._sqs_json(scope, headers, action, body, receive, send)
+        else:
+            await self._query(scope, headers, method, body, receive, send)
+        self.metrics.observe_request(target or "query", time.perf_counter() - started)
+
+    async def _read_body(self, headers: dict[str, str], receive: Any, send: Any) -> bytes | None:
+        """The whole body, refusing (413) anything over max_body before reading it all."""
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await _respond(send, 413, [(b"content-type", b"text/plain")],
+                           b"Request body too large\n")
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await _respond(send, 413, [(b"content-type", b"text/plain")],
+                               b"Request body too large\n")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    def _request(self, scope: dict[str, Any], headers: dict[str, str], action: str,
+                 params: dict[str, Any], query: bool) -> Request:
+        region, access_key = region_of(headers.get("authorization", ""), self.ctx.region)
+        return Request(
+            action=action, params=params, region=region, account_id=self.ctx.account_id,
+            host=headers.get("host", "localhost"), scheme=scope.get("scheme", "http"),
+            access_key=access_key, path=scope["path"], query_protocol=query,
+        )
+
+    async def _sqs_json(self, scope: dict[str, Any], headers: dict[str, str], action: str,
+                        body: bytes, receive: Any, send: Any) -> None:
+        request = None
+        try:
+            request = self._request(scope, headers, action, sqs_json.parse(body), False)
+            result = await self._run(sqs.HANDLERS, request, receive)
+            if result is None:
+                return  # the client went away during a long poll
+            await _respond(send, 200, [(b"content-type", sqs_json.CONTENT_TYPE)],
+                           sqs_json.response(result))
+        except AwsError as exc:
+            await _respond(send, *sqs_json.error(exc))
+        except errors.MillpondError as exc:
+            await _respond(send, *sqs_json.error(AwsError.from_millpond(exc, request)))
+
+    async def _query(self, scope: dict[str, Any], headers: dict[str, str], method: str,
+                     body: bytes, receive: Any, send: Any) -> None:
+        from millpond.server import sns, sqs_query  # imported on first query request
+
+        form = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"),
+                                     keep_blank_values=True)
+        if method == "POST" and body:
+            for key, values in urllib.parse.parse_qs(body.decode("utf-8", "replace"),
+                                                     keep_blank_values=True).items():
+                form.setdefault(key, []).extend(values)
+        flat = {k: v[-1] for k, v in form.items()}
+        version = flat.get("Version", "")
+        scope_service = (headers.get("authorization", "").split("/") + ["", "", "", ""])[3]
+        service = {SQS_VERSION: "sqs", SNS_VERSION: "sns"}.get(version, scope_service)
+        action = flat.get("Action", "")
+        codec: Any = sns if service == "sns" else sqs_query
+        request = None
+        try:
+            if service not in ("sqs", "sns") or not action:
+                raise AwsError(
+                    "InvalidAction" if action else "MissingAction",
+                    f"Could not find operation {action}" if action else "Missing Action", 400,
+                )
+            request = self._request(scope, headers, action, codec.parse(action, flat), True)
+            handlers = sns.HANDLERS if service == "sns" else sqs.HANDLERS
+            result = await self._run(handlers, request, receive)
+            if result is None:
+                return
+            await _respond(send, 200, [(b"content-type", b"text/xml")],
+                           codec.response(action, result, request.request_id))
+        except AwsError as exc:
+            await _respond(send, *codec.error(exc, request.request_id if request else ""))
+        except errors.MillpondError as exc:
+            await _respond(send, *codec.error(AwsError.from_millpond(exc, request),
+                                              request.request_id if request else ""))
+
+    async def _run(self, handlers: dict[str, Any], request: Request, receive: Any
+                   ) -> dict[str, Any] | None:
+        handler = handlers.get(request.action)
+        if handler is None:
+            raise AwsError("InvalidAction",
+                           f"The action or operation requested is invalid: {request.action}",
+                           400, "InvalidAction")
+        if request.action != "ReceiveMessage":
+            return await handler(self.ctx, request)  # type: ignore[no-any-return]
+        # A long poll ends when its client disconnects.
+        work = asyncio.ensure_future(handler(self.ctx, request))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            gone.cancel()
+            return work.result()  # type: ignore[no-any-return]
+        work.cancel()
+        return None
+
+
+async def _disconnected(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+                   ) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": headers + [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,120 @@
+"""The daemon's state: one Broker per region, a thread pool for blocking calls, long polls.
+
+Regions are kept apart as AWS keeps them: each region's queues and topics live in their own
+data directory (``<data>/<region>``), opened on first use. Blocking broker calls run on a
+thread pool, where concurrent requests meet in the storage's group commit; long polls wait on
+the event loop, so a waiting ReceiveMessage holds no thread and ends when its client goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import millpond
+from millpond.broker import Broker
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+
+
+class Notifier:
+    """asyncio side of the broker's wake-ups: per-queue futures resolved from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiters: dict[tuple[int, int], set[asyncio.Future[None]]] = {}
+
+    def listener(self, broker_key: int) -> Callable[[int | None], None]:
+        def notified(queue_id: int | None) -> None:
+            self._loop.call_soon_threadsafe(self._wake, broker_key, queue_id)
+
+        return notified
+
+    def _wake(self, broker_key: int, queue_id: int | None) -> None:
+        for (key, qid), futures in list(self._waiters.items()):
+            if key == broker_key and (queue_id is None or qid == queue_id):
+                for future in futures:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def wait(self, broker_key: int, queue_id: int, timeout: float) -> None:
+        future: asyncio.Future[None] = self._loop.create_future()
+        waiters = self._waiters.setdefault((broker_key, queue_id), set())
+        waiters.add(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiters.discard(future)
+            if not waiters:
+                self._waiters.pop((broker_key, queue_id), None)
+
+
+class Context:
+    """Everything a request handler needs."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        durability: str = "fsync",
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+        workers: int = 64,
+        clock: millpond.Clock | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.durability = durability
+        self.region = region
+        self.account_id = account_id
+        self.clock = clock
+        self._brokers: dict[str, Broker] = {}
+        self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="millpond-io")
+        self.notifier: Notifier | None = None
+        self.stats: dict[str, int] = {}
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.notifier = Notifier(loop)
+        for broker in self._brokers.values():
+            broker._wakeups.add_listener(self.notifier.listener(id(broker)))
+
+    def broker(self, region: str | None = None) -> Broker:
+        """The broker of ``region`` (the default region when None), opened on first use."""
+        region = region or self.region
+        broker = self._brokers.get(region)
+        if broker is not None:
+            return broker
+        if not _REGION.fullmatch(region):
+            region = self.region
+        with self._lock:
+            broker = self._brokers.get(region)
+            if broker is None:
+                broker = millpond.open(
+                    os.path.join(self.data_dir, region), durability=self.durability,
+                    clock=self.clock, region=region, account_id=self.account_id,
+                )
+                if self.notifier is not None:
+                    broker._wakeups.add_listener(self.notifier.listener(id(broker)))
+                self._brokers[region] = broker
+        return broker
+
+    def brokers(self) -> list[Broker]:
+        return list(self._brokers.values())
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking broker call on the pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def close(self) -> None:
+        """Finish queued calls, then close every broker (flushing "os" mode data)."""
+        self.executor.shutdown(wait=True)
+        for broker in self._brokers.values():
+            broker.close()
+        self._brokers.clear()

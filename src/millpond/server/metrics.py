@@ -1,0 +1,86 @@
+"""Prometheus text for GET /metrics, named after the CloudWatch SQS and SNS metrics.
+
+Queue depths are read from storage at scrape time; request latency is a histogram per action.
+No prometheus-client dependency: the exposition format is a few lines of text.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+           25.0)
+DEPTHS = (
+    ("ApproximateNumberOfMessages", "millpond_sqs_approximate_number_of_messages_visible",
+     "Messages available for retrieval (CloudWatch ApproximateNumberOfMessagesVisible)."),
+    ("ApproximateNumberOfMessagesNotVisible",
+     "millpond_sqs_approximate_number_of_messages_not_visible",
+     "Messages in flight (CloudWatch ApproximateNumberOfMessagesNotVisible)."),
+    ("ApproximateNumberOfMessagesDelayed", "millpond_sqs_approximate_number_of_messages_delayed",
+     "Messages delayed and not yet available (CloudWatch ApproximateNumberOfMessagesDelayed)."),
+)
+COUNTERS = (
+    ("sent", "millpond_sqs_number_of_messages_sent_total",
+     "Messages added to a queue (CloudWatch NumberOfMessagesSent)."),
+    ("received", "millpond_sqs_number_of_messages_received_total",
+     "Messages returned by receives (CloudWatch NumberOfMessagesReceived)."),
+    ("deleted", "millpond_sqs_number_of_messages_deleted_total",
+     "Messages deleted (CloudWatch NumberOfMessagesDeleted)."),
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """Request latencies; message counters come from each broker's queues."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latency: dict[str, list[float]] = {}  # action -> bucket counts + [sum, count]
+
+    def observe_request(self, action: str, seconds: float) -> None:
+        with self._lock:
+            row = self._latency.setdefault(action, [0.0] * (len(BUCKETS) + 2))
+            for i, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    row[i] += 1
+            row[-2] += seconds
+            row[-1] += 1
+
+    def render(self, ctx: Any) -> str:
+        lines: list[str] = []
+        queues = []
+        for broker in ctx.brokers():
+            for name in broker.list_queues():
+                try:
+                    queue = broker.queue(name)
+                    queues.append((broker.region, queue, queue.get_attributes()))
+                except LookupError:
+                    continue
+        for attribute, metric, help_text in DEPTHS:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+            for region, queue, attrs in queues:
+                lines.append(f'{metric}{{region="{region}",queue="{_escape(queue.name)}"}} '
+                             f"{attrs[attribute]}")
+        for key, metric, help_text in COUNTERS:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            for region, queue, _ in queues:
+                lines.append(f'{metric}{{region="{region}",queue="{_escape(queue.name)}"}} '
+                             f"{queue.counters.get(key, 0)}")
+        name = "millpond_request_duration_seconds"
+        lines += [f"# HELP {name} Time to answer an API request, by action.",
+                  f"# TYPE {name} histogram"]
+        with self._lock:
+            rows = {action: list(row) for action, row in self._latency.items()}
+        for action, row in sorted(rows.items()):
+            label = _escape(action.replace("AmazonSQS.", ""))
+            for bound, count in zip(BUCKETS, row):
+                lines.append(f'{name}_bucket{{action="{label}",le="{bound}"}} {int(count)}')
+            lines.append(f'{name}_bucket{{action="{label}",le="+Inf"}} {int(row[-1])}')
+            lines.append(f'{name}_sum{{action="{label}"}} {row[-2]}')
+            lines.append(f'{name}_count{{action="{label}"}} {int(row[-1])}')
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,625 @@
+"""Amazon SQS actions over the broker: parameters and results in the AWS JSON member shape.
+
+Each handler is ``async def action(ctx, request) -> dict``; the codecs in ``sqs_json`` and
+``sqs_query`` turn wire requests into ``request.params`` and results back into bytes. Errors are
+raised as AwsError (or MillpondError, mapped by the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from millpond import errors
+from millpond.dead_letters import parse_arn
+from millpond.fifo_queue import FifoQueue
+from millpond.message import Message
+from millpond.message_attributes import (
+    md5_of_body,
+    md5_of_message_attributes,
+    select_message_attributes,
+    validate_body_text,
+)
+from millpond.queue import MAX_BATCH, Queue
+from millpond.server.context import Context
+from millpond.server.protocol import (
+    AwsError,
+    Request,
+    invalid,
+    missing,
+    queue_name_from_url,
+    queue_url,
+)
+
+Handler = Callable[[Context, Request], Awaitable[dict[str, Any]]]
+HANDLERS: dict[str, Handler] = {}
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+SYSTEM_ATTRIBUTES = (
+    "ApproximateFirstReceiveTimestamp", "ApproximateReceiveCount", "AWSTraceHeader",
+    "DeadLetterQueueSourceArn", "MessageDeduplicationId", "MessageGroupId", "SenderId",
+    "SentTimestamp", "SequenceNumber",
+)
+
+
+def action(fn: Handler) -> Handler:
+    name = "".join(part.capitalize() for part in fn.__name__.split("_"))
+    HANDLERS[name] = fn
+    return fn
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _queue(ctx: Context, request: Request) -> Queue:
+    name = queue_name_from_url(request, request.params.get("QueueUrl") or request.path)
+    return ctx.broker(request.region).queue(name)
+
+
+def _int_param(params: dict[str, Any], name: str) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise invalid(f"Value {value} for parameter {name} is invalid. Reason: must be an integer.")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise invalid(
+            f"Value {value} for parameter {name} is invalid. Reason: must be an integer."
+        ) from None
+
+
+def _message_attributes(raw: Any) -> dict[str, Any] | None:
+    """Wire message attributes (Binary as base64 text) to the broker's shape (bytes)."""
+    if not raw:
+        return None
+    if not isinstance(raw, dict):
+        raise invalid("MessageAttributes must be a map.")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if not isinstance(value, dict):
+            raise invalid(f"The message attribute '{name}' is malformed.")
+        entry = dict(value)
+        binary = entry.get("BinaryValue")
+        if isinstance(binary, str):
+            try:
+                entry["BinaryValue"] = base64.b64decode(binary, validate=True)
+            except (binascii.Error, ValueError):
+                raise invalid(
+                    f"The message attribute '{name}' has an invalid Base64 BinaryValue."
+                ) from None
+        out[name] = entry
+    return out
+
+
+def _wire_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in attributes.items():
+        entry = {"DataType": value["DataType"]}
+        if "BinaryValue" in value:
+            entry["BinaryValue"] = base64.b64encode(value["BinaryValue"]).decode("ascii")
+        else:
+            entry["StringValue"] = value["StringValue"]
+        out[name] = entry
+    return out
+
+
+def _md5_of_system_attributes(system: Any) -> str | None:
+    if not system:
+        return None
+    return md5_of_message_attributes(_message_attributes(system))
+
+
+def _check_batch(entries: Any, entry_name: str) -> list[dict[str, Any]]:
+    if not entries:
+        raise AwsError(
+            "AWS.SimpleQueueService.EmptyBatchRequest",
+            f"There should be at least one {entry_name} in the request.", 400,
+            "EmptyBatchRequest",
+        )
+    if not isinstance(entries, list):
+        raise invalid("Entries must be a list.")
+    if len(entries) > MAX_BATCH:
+        raise AwsError(
+            "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+            f"Maximum number of entries per request are {MAX_BATCH}. You have sent "
+            f"{len(entries)}.", 400, "TooManyEntriesInBatchRequest",
+        )
+    ids = [e.get("Id") if isinstance(e, dict) else None for e in entries]
+    for entry_id in ids:
+        if not isinstance(entry_id, str) or not _BATCH_ID.fullmatch(entry_id):
+            raise AwsError(
+                "AWS.SimpleQueueService.InvalidBatchEntryId",
+                "A batch entry id can only contain alphanumeric characters, hyphens and "
+                "underscores. It can be at most 80 letters long.", 400, "InvalidBatchEntryId",
+            )
+    if len(set(ids)) != len(ids):
+        raise AwsError(
+            "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
+            "Two or more batch entries in the request have the same Id.", 400,
+            "BatchEntryIdsNotDistinct",
+        )
+    return entries  # type: ignore[no-any-return]
+
+
+def _failed(entry_id: str, exc: BaseException) -> dict[str, Any]:
+    error = exc if isinstance(exc, AwsError) else AwsError.from_millpond(exc)  # type: ignore[arg-type]
+    return {"Id": entry_id, "SenderFault": error.sender_fault, "Code": error.code,
+            "Message": error.message}
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+
+@action
+async def create_queue(ctx: Context, request: Request) -> dict[str, Any]:
+    params = request.params
+    name = params.get("QueueName")
+    if not name:
+        raise missing("QueueName")
+    broker = ctx.broker(request.region)
+    queue = await ctx.call(broker.create_queue, name, params.get("Attributes") or None,
+                           params.get("tags") or None)
+    return {"QueueUrl": queue_url(request, queue.name)}
+
+
+@action
+async def get_queue_url(ctx: Context, request: Request) -> dict[str, Any]:
+    name = request.params.get("QueueName")
+    if not name:
+        raise missing("QueueName")
+    owner = request.params.get("QueueOwnerAWSAccountId")
+    if owner and owner != request.account_id:
+        raise errors.QueueDoesNotExist(name)
+    queue = await ctx.call(ctx.broker(request.region).queue, name)
+    return {"QueueUrl": queue_url(request, queue.name)}
+
+
+@action
+async def delete_queue(ctx: Context, request: Request) -> dict[str, Any]:
+    name = queue_name_from_url(request, request.params.get("QueueUrl") or request.path)
+    await ctx.call(ctx.broker(request.region).delete_queue, name)
+    return {}
+
+
+@action
+async def list_queues(ctx: Context, request: Request) -> dict[str, Any]:
+    params = request.params
+    max_results = _int_param(params, "MaxResults")
+    if max_results is not None and not 1 <= max_results <= 1000:
+        raise invalid(
+            f"Value {max_results} for parameter MaxResults is invalid. Reason: must be between "
+            "1 and 1000."
+        )
+    names = await ctx.call(ctx.broker(request.region).list_queues, params.get("QueueNamePrefix")
+                           or "")
+    token = params.get("NextToken")
+    if token:
+        try:
+            names = [n for n in names if n > base64.b64decode(token).decode()]
+        except (binascii.Error, UnicodeDecodeError):
+            raise invalid("Invalid NextToken.") from None
+    limit = max_results or 1000
+    page = names[:limit]
+    result: dict[str, Any] = {}
+    if page:
+        result["QueueUrls"] = [queue_url(request, n) for n in page]
+    if max_results is not None and len(names) > limit:  # AWS: a token only when MaxResults set
+        result["NextToken"] = base64.b64encode(page[-1].encode()).decode()
+    return result
+
+
+@action
+async def get_queue_attributes(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    names = request.params.get("AttributeNames") or []
+    if not names:
+        return {}
+    attributes = await ctx.call(queue.get_attributes, names)
+    return {"Attributes": attributes} if attributes else {}
+
+
+@action
+async def set_queue_attributes(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    attributes = request.params.get("Attributes")
+    if attributes is None:
+        raise missing("Attributes")
+    await ctx.call(queue.set_attributes, attributes)
+    return {}
+
+
+@action
+async def purge_queue(ctx: Context, request: Request) -> dict[str, Any]:
+    await ctx.call(_queue(ctx, request).purge)
+    return {}
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+
+def _send_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    body = entry.get("MessageBody")
+    if body is None or body == "":
+        raise missing("MessageBody")
+    if not isinstance(body, str):
+        raise invalid("MessageBody must be a string.")
+    validate_body_text(body)
+    return {
+        "body": body,
+        "delay_seconds": _int_param(entry, "DelaySeconds"),
+        "attributes": _message_attributes(entry.get("MessageAttributes")),
+        "group_id": entry.get("MessageGroupId"),
+        "deduplication_id": entry.get("MessageDeduplicationId"),
+    }
+
+
+def _send_result(fields: dict[str, Any], entry: dict[str, Any], message_id: str,
+                 sequence: str | None) -> dict[str, Any]:
+    result = {"MD5OfMessageBody": md5_of_body(fields["body"]), "MessageId": message_id}
+    if fields["attributes"]:
+        result["MD5OfMessageAttributes"] = md5_of_message_attributes(fields["attributes"])
+    system_md5 = _md5_of_system_attributes(entry.get("MessageSystemAttributes"))
+    if system_md5:
+        result["MD5OfMessageSystemAttributes"] = system_md5
+    if sequence is not None:
+        result["SequenceNumber"] = sequence
+    return result
+
+
+def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    """Send checked entries in one write; (message id, sequence number or None) each."""
+    if isinstance(queue, FifoQueue):
+        items = [queue._prepare_fifo(f["body"], f["delay_seconds"], f["attributes"],
+                                     f["group_id"], f["deduplication_id"]) for f in prepared]
+        return queue._send_fifo(items)
+    bodies, blobs, delays = [], [], []
+    for f in prepared:
+        data, blob, delay_ms = queue._prepare(f["body"], f["delay_seconds"], f["attributes"],
+                                              f["group_id"], f["deduplication_id"])
+        bodies.append(data)
+        blobs.append(blob)
+        delays.append(delay_ms)
+    return [(message_id, None) for message_id in queue._send_many(bodies, blobs, delays)]
+
+
+def _check_entry(queue: Queue, fields: dict[str, Any]) -> None:
+    """Raise what the send of this entry would raise, without sending."""
+    if isinstance(queue, FifoQueue):
+        queue._prepare_fifo(fields["body"], fields["delay_seconds"], fields["attributes"],
+                            fields["group_id"], fields["deduplication_id"])
+    else:
+        queue._prepare(fields["body"], fields["delay_seconds"], fields["attributes"],
+                       fields["group_id"], fields["deduplication_id"])
+
+
+@action
+async def send_message(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    fields = _send_fields(request.params)
+    ((message_id, sequence),) = await ctx.call(_send_entries, queue, [fields])
+    return _send_result(fields, request.params, message_id, sequence)
+
+
+@action
+async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    entries = _check_batch(request.params.get("Entries"), "SendMessageBatchRequestEntry")
+    total = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries)
+    if total > 1_048_576:
+        raise AwsError(
+            "AWS.SimpleQueueService.BatchRequestTooLong",
+            f"Batch requests cannot be longer than 1048576 bytes. You have sent {total} bytes.",
+            400, "BatchRequestTooLong",
+        )
+    good, failed = [], []
+    for entry in entries:
+        try:
+            fields = _send_fields(entry)
+            _check_entry(queue, fields)
+            good.append((entry, fields))
+        except (AwsError, errors.MillpondError) as exc:
+            failed.append(_failed(entry["Id"], exc))
+    successful = []
+    if good:
+        sent = await ctx.call(_send_entries, queue, [fields for _, fields in good])
+        for (entry, fields), (message_id, sequence) in zip(good, sent):
+            successful.append({"Id": entry["Id"], **_send_result(fields, entry, message_id,
+                                                                 sequence)})
+    return {"Successful": successful, "Failed": failed}
+
+
+def _wanted_system_attributes(params: dict[str, Any]) -> set[str]:
+    names = set(params.get("AttributeNames") or []) | set(
+        params.get("MessageSystemAttributeNames") or [])
+    if "All" in names:
+        return set(SYSTEM_ATTRIBUTES)
+    return names & set(SYSTEM_ATTRIBUTES)
+
+
+def _wire_message(message: Message, wanted: set[str], attribute_names: list[str],
+                  sender_id: str) -> dict[str, Any]:
+    body = message.body.decode("utf-8", errors="replace")
+    out: dict[str, Any] = {
+        "MessageId": message.message_id,
+        "ReceiptHandle": message.receipt_handle,
+        "MD5OfBody": md5_of_body(message.body),
+        "Body": body,
+    }
+    if wanted:
+        system = {
+            "SenderId": sender_id,
+            "SentTimestamp": str(message.sent_timestamp),
+            "ApproximateReceiveCount": str(message.receive_count),
+            "ApproximateFirstReceiveTimestamp": str(message.first_receive_timestamp),
+        }
+        if message.group_id is not None:
+            system["MessageGroupId"] = message.group_id
+        if message.deduplication_id is not None:
+            system["MessageDeduplicationId"] = message.deduplication_id
+        if message.sequence_number is not None:
+            system["SequenceNumber"] = message.sequence_number
+        if message.dead_letter_source_arn is not None:
+            system["DeadLetterQueueSourceArn"] = message.dead_letter_source_arn
+        system = {k: v for k, v in system.items() if k in wanted}
+        if system:
+            out["Attributes"] = system
+    if attribute_names and message.attributes:
+        selected = select_message_attributes(message.attributes, attribute_names)
+        if selected:
+            out["MD5OfMessageAttributes"] = md5_of_message_attributes(selected)
+            out["MessageAttributes"] = _wire_attributes(selected)
+    return out
+
+
+async def _long_poll(ctx: Context, queue: Queue, max_messages: int, visibility_ms: int,
+                     wait_s: int) -> list[Message]:
+    """Receive, waiting on the event loop (not a thread) for up to ``wait_s`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    broker = queue._broker
+    while True:
+        generation = broker._wakeups.generation(queue.queue_id)
+        messages, next_visible = await ctx.call(queue._receive_once, max_messages, visibility_ms)
+        remaining = deadline - loop.time()
+        if messages or remaining <= 0:
+            return messages  # type: ignore[no-any-return]
+        if broker._wakeups.generation(queue.queue_id) != generation:
+            continue  # a send committed while we looked
+        if next_visible:
+            due = (next_visible - broker.clock.now_ms()) / 1000
+            remaining = min(remaining, max(due, 0.001))
+        assert ctx.notifier is not None
+        await ctx.notifier.wait(id(broker), queue.queue_id, remaining)
+
+
+@action
+async def receive_message(ctx: Context, request: Request) -> dict[str, Any]:
+    params = request.params
+    queue = _queue(ctx, request)
+    max_messages = _int_param(params, "MaxNumberOfMessages")
+    max_messages = 1 if max_messages is None else max_messages
+    if not 1 <= max_messages <= MAX_BATCH:
+        raise invalid(
+            f"Value {max_messages} for parameter MaxNumberOfMessages is invalid. Reason: Must be "
+            "between 1 and 10, if provided."
+        )
+    visibility = _int_param(params, "VisibilityTimeout")
+    if visibility is not None and not 0 <= visibility <= 43_200:
+        raise invalid(
+            f"Value {visibility} for parameter VisibilityTimeout is invalid. Reason: Must be "
+            "between 0 and 43200, if provided."
+        )
+    wait = _int_param(params, "WaitTimeSeconds")
+    if wait is not None and not 0 <= wait <= 20:
+        raise invalid(
+            f"Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and "
+            "<= 20, if provided."
+        )
+    visibility_ms = queue._visibility_ms if visibility is None else visibility * 1000
+    wait_s = queue._wait_s if wait is None else wait
+    messages = await _long_poll(ctx, queue, max_messages, visibility_ms, wait_s)
+    wanted = _wanted_system_attributes(params)
+    names = params.get("MessageAttributeNames") or []
+    return {"Messages": [_wire_message(m, wanted, names, request.access_key or
+                                       request.account_id) for m in messages]} if messages else {}
+
+
+@action
+async def delete_message(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    handle = request.params.get("ReceiptHandle")
+    if not handle:
+        raise missing("ReceiptHandle")
+    (error,) = await ctx.call(queue.delete_entries, [handle])
+    if error is not None:
+        raise error
+    return {}
+
+
+@action
+async def delete_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    entries = _check_batch(request.params.get("Entries"), "DeleteMessageBatchRequestEntry")
+    results = await ctx.call(queue.delete_entries, [e.get("ReceiptHandle") or "" for e in
+                                                    entries])
+    return {
+        "Successful": [{"Id": e["Id"]} for e, r in zip(entries, results) if r is None],
+        "Failed": [_failed(e["Id"], r) for e, r in zip(entries, results) if r is not None],
+    }
+
+
+@action
+async def change_message_visibility(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    params = request.params
+    handle = params.get("ReceiptHandle")
+    if not handle:
+        raise missing("ReceiptHandle")
+    timeout = _int_param(params, "VisibilityTimeout")
+    if timeout is None:
+        raise missing("VisibilityTimeout")
+    (error,) = await ctx.call(queue.change_visibility_entries, [(handle, timeout)])
+    if error is not None:
+        raise error
+    return {}
+
+
+@action
+async def change_message_visibility_batch(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    entries = _check_batch(request.params.get("Entries"),
+                           "ChangeMessageVisibilityBatchRequestEntry")
+    pairs = [(e.get("ReceiptHandle") or "", _int_param(e, "VisibilityTimeout") or 0)
+             for e in entries]
+    results = await ctx.call(queue.change_visibility_entries, pairs)
+    return {
+        "Successful": [{"Id": e["Id"]} for e, r in zip(entries, results) if r is None],
+        "Failed": [_failed(e["Id"], r) for e, r in zip(entries, results) if r is not None],
+    }
+
+
+# -- tags, permissions, dead letters ---------------------------------------------------------------
+
+
+@action
+async def tag_queue(ctx: Context, request: Request) -> dict[str, Any]:
+    tags = request.params.get("Tags")
+    if not tags:
+        raise missing("Tags")
+    await ctx.call(_queue(ctx, request).tag, tags)
+    return {}
+
+
+@action
+async def untag_queue(ctx: Context, request: Request) -> dict[str, Any]:
+    keys = request.params.get("TagKeys")
+    if not keys:
+        raise missing("TagKeys")
+    await ctx.call(_queue(ctx, request).untag, keys)
+    return {}
+
+
+@action
+async def list_queue_tags(ctx: Context, request: Request) -> dict[str, Any]:
+    tags = _queue(ctx, request).tags()
+    return {"Tags": tags} if tags else {}
+
+
+def _policy(queue: Queue) -> dict[str, Any]:
+    text = queue._attributes.get("Policy")
+    if text:
+        return json.loads(text)  # type: ignore[no-any-return]
+    return {"Version": "2012-10-17", "Id": f"{queue.arn}/SQSDefaultPolicy", "Statement": []}
+
+
+@action
+async def add_permission(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    params = request.params
+    label = params.get("Label")
+    accounts = params.get("AWSAccountIds") or []
+    actions = params.get("Actions") or []
+    for name, value in (("Label", label), ("AWSAccountIds", accounts), ("Actions", actions)):
+        if not value:
+            raise missing(name)
+    if len(actions) > 7:
+        raise AwsError("OverLimit", "7 Actions were found, maximum allowed is 7.", 403)
+    policy = _policy(queue)
+    if any(s.get("Sid") == label for s in policy["Statement"]):
+        raise invalid(f"Value {label} for parameter Label is invalid. Reason: Already exists.")
+    policy["Statement"].append({
+        "Sid": label, "Effect": "Allow",
+        "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
+        "Action": [f"SQS:{a}" for a in actions], "Resource": queue.arn,
+    })
+    await ctx.call(queue.set_attributes, {"Policy": json.dumps(policy)})
+    return {}
+
+
+@action
+async def remove_permission(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    label = request.params.get("Label")
+    if not label:
+        raise missing("Label")
+    policy = _policy(queue)
+    kept = [s for s in policy["Statement"] if s.get("Sid") != label]
+    if len(kept) == len(policy["Statement"]):
+        raise invalid(
+            f"Value {label} for parameter Label is invalid. Reason: can't find label on existing "
+            "policy."
+        )
+    policy["Statement"] = kept
+    await ctx.call(queue.set_attributes, {"Policy": json.dumps(policy) if kept else ""})
+    return {}
+
+
+@action
+async def list_dead_letter_source_queues(ctx: Context, request: Request) -> dict[str, Any]:
+    queue = _queue(ctx, request)
+    names = await ctx.call(queue._broker.list_dead_letter_source_queues, queue.name)
+    max_results = _int_param(request.params, "MaxResults")
+    token = request.params.get("NextToken")
+    if token:
+        names = [n for n in names if n > base64.b64decode(token).decode()]
+    limit = max_results or 1000
+    result: dict[str, Any] = {"queueUrls": [queue_url(request, n) for n in names[:limit]]}
+    if max_results is not None and len(names) > limit:
+        result["NextToken"] = base64.b64encode(names[limit - 1].encode()).decode()
+    return result
+
+
+def _broker_of_arn(ctx: Context, request: Request, arn: Any, parameter: str) -> Any:
+    parsed = parse_arn(arn) if isinstance(arn, str) else None
+    if parsed is None:
+        raise AwsError("ResourceNotFoundException",
+                       f"The resource that you specified for the {parameter} parameter doesn't "
+                       "exist.", 404)
+    return ctx.broker(parsed[0])
+
+
+@action
+async def start_message_move_task(ctx: Context, request: Request) -> dict[str, Any]:
+    params = request.params
+    source = params.get("SourceArn")
+    if not source:
+        raise missing("SourceArn")
+    broker = _broker_of_arn(ctx, request, source, "SourceArn")
+    handle = await ctx.call(broker.start_message_move_task, source,
+                            params.get("DestinationArn") or None,
+                            _int_param(params, "MaxNumberOfMessagesPerSecond"))
+    return {"TaskHandle": handle}
+
+
+@action
+async def list_message_move_tasks(ctx: Context, request: Request) -> dict[str, Any]:
+    params = request.params
+    source = params.get("SourceArn")
+    if not source:
+        raise missing("SourceArn")
+    broker = _broker_of_arn(ctx, request, source, "SourceArn")
+    max_results = _int_param(params, "MaxResults") or 1
+    tasks = await ctx.call(broker.list_message_move_tasks, source, max_results)
+    return {"Results": tasks}
+
+
+@action
+async def cancel_message_move_task(ctx: Context, request: Request) -> dict[str, Any]:
+    handle = request.params.get("TaskHandle")
+    if not handle:
+        raise missing("TaskHandle")
+    last_error: errors.MillpondError | None = None
+    for broker in ctx.brokers() or [ctx.broker(request.region)]:
+        try:
+            moved = await ctx.call(broker.cancel_message_move_task, handle)
+            return {"ApproximateNumberOfMessagesMoved": moved}
+        except errors.ResourceNotFound as exc:
+            last_error = exc
+    assert last_error is not None
+    raise last_error
