@@ -181,4 +181,63 @@ static inline int millpond_record_check(const unsigned char *rec, size_t n) {
     return millpond_get_u32(rec) == millpond_crc32c(0, rec + 4, n - 4) ? 0 : -1;
 }
 
+/* ---- base64url without padding (receipt handles) ------------------------------------------- */
+
+static const char millpond_b64_chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Encode n bytes; out needs (4n + 2) / 3 chars. Returns the number written. */
+static inline size_t millpond_b64url_encode(const unsigned char *in, size_t n, char *out) {
+    size_t o = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
+        out[o++] = millpond_b64_chars[(v >> 18) & 63];
+        out[o++] = millpond_b64_chars[(v >> 12) & 63];
+        out[o++] = millpond_b64_chars[(v >> 6) & 63];
+        out[o++] = millpond_b64_chars[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        out[o++] = millpond_b64_chars[(v >> 18) & 63];
+        out[o++] = millpond_b64_chars[(v >> 12) & 63];
+    } else if (n - i == 2) {
+        uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8);
+        out[o++] = millpond_b64_chars[(v >> 18) & 63];
+        out[o++] = millpond_b64_chars[(v >> 12) & 63];
+        out[o++] = millpond_b64_chars[(v >> 6) & 63];
+    }
+    return o;
+}
+
+static inline int millpond_b64url_value(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
+/* Decode n chars (no padding) into out; -1 on a bad character or length, else bytes written.
+ * Unused low bits of the last character must be zero, so each text has one decoding. */
+static inline long millpond_b64url_decode(const unsigned char *in, size_t n, unsigned char *out) {
+    size_t o = 0, i = 0;
+    if (n % 4 == 1) return -1;
+    for (; i < n; i += 4) {
+        size_t k = n - i < 4 ? n - i : 4;
+        uint32_t v = 0;
+        for (size_t j = 0; j < 4; j++) {
+            int d = j < k ? millpond_b64url_value(in[i + j]) : 0;
+            if (d < 0) return -1;
+            v = (v << 6) | (uint32_t)d;
+        }
+        out[o++] = (unsigned char)(v >> 16);
+        if (k > 2) out[o++] = (unsigned char)(v >> 8);
+        if (k > 3) out[o++] = (unsigned char)v;
+        if (k == 2 && (v & 0xFFFF)) return -1;
+        if (k == 3 && (v & 0xFF)) return -1;
+    }
+    return (long)o;
+}
+
 #endif /* MILLPOND_H */

@@ -13,8 +13,6 @@ from libc.string cimport memcpy
 
 from millpond._csrc cimport *
 
-import base64
-
 IMPLEMENTATION = "c"
 HEADER_SIZE = MILLPOND_RECORD_HEADER_SIZE
 

@@ -113,31 +113,34 @@ def encode_handle(bytes secret, uint32_t queue_id, uint64_t seq, uint64_t visibl
                   uint32_t count):
     """Receipt handle: where the delivery sits in ``vis``, checked by a CRC keyed with ``secret``."""
     cdef unsigned char raw[28]
+    cdef char text[38]
     millpond_put_u32(raw, queue_id)
     millpond_put_u64(raw + 4, seq)
     millpond_put_u64(raw + 12, visible_at_ms)
     millpond_put_u32(raw + 20, count)
     cdef uint32_t key = millpond_crc32c(0, _buf(secret), PyBytes_GET_SIZE(secret))
     millpond_put_u32(raw + 24, millpond_crc32c(key, raw, 24))
-    return base64.urlsafe_b64encode(raw[:28]).rstrip(b"=").decode("ascii")
+    millpond_b64url_encode(raw, 28, text)
+    return text[:38].decode("ascii")
 
 
 def decode_handle(bytes secret, handle):
     """(queue_id, seq, visible_at_ms, receive_count) of a handle, or None if it is not ours."""
-    if not isinstance(handle, str) or len(handle) != 38:
+    cdef unsigned char raw[30]
+    cdef bytes text
+    if not isinstance(handle, str) or len(<str>handle) != 38:
         return None
     try:
-        raw = base64.urlsafe_b64decode(handle + "==")
-    except ValueError:
+        text = (<str>handle).encode("ascii")
+    except UnicodeEncodeError:
         return None
-    if len(raw) != 28:
+    if millpond_b64url_decode(_buf(text), 38, raw) != 28:
         return None
-    cdef const unsigned char *p = _buf(raw)
     cdef uint32_t key = millpond_crc32c(0, _buf(secret), PyBytes_GET_SIZE(secret))
-    if millpond_get_u32(p + 24) != millpond_crc32c(key, p, 24):
+    if millpond_get_u32(raw + 24) != millpond_crc32c(key, raw, 24):
         return None
-    return (millpond_get_u32(p), millpond_get_u64(p + 4), millpond_get_u64(p + 12),
-            millpond_get_u32(p + 20))
+    return (millpond_get_u32(raw), millpond_get_u64(raw + 4), millpond_get_u64(raw + 12),
+            millpond_get_u32(raw + 20))
 
 
 def message_id(uint32_t env_id, uint32_t queue_id, uint64_t seq):

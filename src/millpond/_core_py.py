@@ -116,6 +116,10 @@ def encode_handle(secret: bytes, queue_id: int, seq: int, visible_at_ms: int, co
     """Receipt handle: where the delivery sits in ``vis``, checked by a CRC keyed with ``secret``."""
     raw = _HANDLE.pack(queue_id, seq, visible_at_ms, count)
     raw += _U32.pack(crc32c(raw, crc32c(secret)))
+    return _b64(raw)
+
+
+def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
@@ -127,7 +131,7 @@ def decode_handle(secret: bytes, handle: str) -> tuple[int, int, int, int] | Non
         raw = base64.urlsafe_b64decode(handle + "==")
     except ValueError:
         return None
-    if len(raw) != _HANDLE.size + 4:
+    if len(raw) != _HANDLE.size + 4 or _b64(raw) != handle:  # one spelling per handle
         return None
     body = raw[: _HANDLE.size]
     if _U32.unpack_from(raw, _HANDLE.size)[0] != crc32c(body, crc32c(secret)):

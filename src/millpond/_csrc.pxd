@@ -26,6 +26,8 @@ cdef extern from "millpond.h" nogil:
                               uint32_t queue_id, uint64_t seq, uint32_t attrs_len,
                               uint32_t body_len)
     int millpond_record_check(const unsigned char *rec, size_t n)
+    size_t millpond_b64url_encode(const unsigned char *data, size_t n, char *out)
+    long millpond_b64url_decode(const unsigned char *data, size_t n, unsigned char *out)
 
 
 cdef extern from "millpond_doorbell.h" nogil:

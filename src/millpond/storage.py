@@ -37,8 +37,12 @@ DEFAULT_MAX_MAP_SIZE = 1 << 40  # 1 TiB of address space; only the pages used re
 DEFAULT_RESERVE = 64 << 20
 
 READER_CHECK_INTERVAL_S = 60.0  # clear reader slots of dead processes this often
+GATHER_WINDOW_S = 0.05  # a thread that wrote this recently counts as an active writer
+MAX_GATHER_S = 0.0005  # the longest a leader waits for the others (and at most half a commit)
+GATHER_POLL_S = 0.00005
 _open_lock = threading.Lock()
-_open_here: dict[tuple[int, int], int] = {}  # (device, inode) of open directories -> pid
+# (device, inode) of each open data directory -> (pid that opened it, its Storage)
+_open_here: dict[tuple[int, int], tuple[int, Storage]] = {}
 
 _TABLES = ("meta", "log", "vis", "qstate", "moved", "fifo", "dedup", "dedupexp")
 
@@ -53,8 +57,17 @@ class Tables:
             setattr(self, name, env.open_db(name.encode(), txn=txn, create=True))
 
 
+class _Result:
+    """A successful op's value (so an op may return an exception object unambiguously)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class _Op:
-    __slots__ = ("fn", "sends", "atomic", "done", "result", "error")
+    __slots__ = ("fn", "sends", "atomic", "done", "result", "error", "wake")
 
     def __init__(
         self, fn: Callable[[lmdb.Transaction, int], Any], sends: int, atomic: bool
@@ -65,6 +78,8 @@ class _Op:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+        self.wake = threading.Lock()  # held until a leader releases it
+        self.wake.acquire()
 
 
 class Storage:
@@ -101,12 +116,15 @@ class Storage:
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
         with _open_lock:
-            if _open_here.get(self._identity) == os.getpid():
+            pid, other = _open_here.get(self._identity, (0, None))
+            if pid == os.getpid():
                 raise AlreadyOpen(
                     f"{self.path} is already open in this process; use that Broker "
                     "(LMDB must not open one environment twice in a process)"
                 )
-            _open_here[self._identity] = os.getpid()
+            if other is not None:
+                other._drop_after_fork()  # inherited through fork(): close our copy first
+            _open_here[self._identity] = (os.getpid(), self)
         try:
             self._open(map_size)
         except BaseException:
@@ -132,9 +150,13 @@ class Storage:
         self._page_size = self.env.stat()["psize"]
         self._pid = os.getpid()
         self._closed = False
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._idle = threading.Condition(self._mutex)  # close() waits on it for the last leader
         self._pending: list[_Op] = []
         self._leader_active = False
+        self._writers: dict[int, float] = {}  # thread id -> last write (monotonic s)
+        self._commit_seconds = 0.0  # moving average of a commit's duration
+        self._map_size = self.env.info()["map_size"]
         self.commits = 0  # write transactions committed by this process (for tests and metrics)
 
     # -- writes -----------------------------------------------------------------------------
@@ -153,21 +175,67 @@ class Storage:
         """
         self._check_usable()
         op = _Op(fn, sends, atomic)
-        with self._cond:
-            self._pending.append(op)
-            while self._leader_active and not op.done:
-                self._cond.wait()
+        self._writers[threading.get_ident()] = time.monotonic()
+        with self._mutex:
+            if self._closed:  # close() may have run since the check above
+                raise BrokerClosed("the broker is closed")
+            if self._leader_active:
+                self._pending.append(op)
+                lead = False
+            else:
+                self._leader_active = lead = True
+        if not lead:
+            op.wake.acquire()  # released by a leader: our op is done, or we lead next
             if op.done:
                 return _outcome(op)
-            self._leader_active = True
-            batch, self._pending = self._pending, []
+        self._lead(op)
+        return _outcome(op)
+
+    def _lead(self, op: _Op) -> None:
+        """Commit everything queued (``op`` included), then hand leadership on (caller leads)."""
+        self._gather()
+        with self._mutex:
+            batch = self._pending
+            self._pending = []
+        if op not in batch:
+            batch.insert(0, op)
+        started = time.perf_counter()
         try:
             self._commit(batch)
         finally:
-            with self._cond:
-                self._leader_active = False
-                self._cond.notify_all()
-        return _outcome(op)
+            elapsed = time.perf_counter() - started
+            self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
+            with self._mutex:
+                successor = self._pending[0] if self._pending else None
+                if successor is None:
+                    self._leader_active = False
+                    self._idle.notify_all()
+            for other in batch:
+                if other is not op:
+                    other.wake.release()  # done: its thread returns the outcome
+            if successor is not None:
+                successor.wake.release()  # not done: its thread leads the next commit
+
+    def _gather(self) -> None:
+        """Under contention, wait a little so one commit serves every active writer.
+
+        Threads whose operations were just committed need a moment to come back with their
+        next one; waiting up to half a commit for them (only while fewer are queued than
+        threads wrote recently, as PostgreSQL's commit_delay/commit_siblings) turns
+        alternating half-batches into full ones. One writer never waits.
+        """
+        now = time.monotonic()
+        writers = self._writers
+        if len(writers) > 1:
+            for ident, seen in list(writers.items()):
+                if now - seen > GATHER_WINDOW_S:
+                    writers.pop(ident, None)
+        wanted = len(writers)
+        if wanted <= 1 or self.durability != "fsync":
+            return
+        deadline = time.perf_counter() + min(self._commit_seconds / 2, MAX_GATHER_S)
+        while len(self._pending) + 1 < wanted and time.perf_counter() < deadline:
+            time.sleep(GATHER_POLL_S)
 
     def _commit(self, batch: list[_Op]) -> None:
         """Run ``batch`` in one transaction and mark every op done (caller is the leader)."""
@@ -188,6 +256,7 @@ class Storage:
                     self._grow_map(into_reserve=True)
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)  # another process grew the map: adopt its size
+                self._map_size = self.env.info()["map_size"]
             except BaseException as exc:
                 if len(todo) == 1:
                     _fail(todo[0], exc)
@@ -196,38 +265,42 @@ class Storage:
                 for op in todo:
                     self._commit([op])
                 return
-        return
 
     def _run(self, batch: list[_Op]) -> None:
         if time.monotonic() - self._reader_checked > READER_CHECK_INTERVAL_S:
             self._reader_checked = time.monotonic()
             self.env.reader_check()
         now_ms = self.clock.now_ms()
-        results: list[tuple[_Op, Any, BaseException | None]] = []
+        outcomes: list[Any] = []
         with self.env.begin(write=True) as txn:
-            full = any(op.sends for op in batch) and self._sends_refused(txn)
+            full = self._map_size > self.max_map_size - self.reserve and any(
+                op.sends for op in batch) and self._sends_refused(txn)
             for op in batch:
                 if op.sends and full:
-                    results.append((op, None, StorageFull("the data directory is full")))
+                    outcomes.append(StorageFull("the data directory is full"))
                     continue
                 try:
                     if op.atomic:
                         with self.env.begin(write=True, parent=txn) as child:
-                            results.append((op, op.fn(child, now_ms), None))
+                            outcomes.append(_Result(op.fn(child, now_ms)))
                     else:
-                        results.append((op, op.fn(txn, now_ms), None))
+                        outcomes.append(_Result(op.fn(txn, now_ms)))
                 except MillpondError as exc:
-                    results.append((op, None, exc))
+                    outcomes.append(exc)
         # Committed: only now may callers learn their results.
-        for op, result, error in results:
-            op.result, op.error, op.done = result, error, True
+        for op, outcome in zip(batch, outcomes):
+            if type(outcome) is _Result:
+                op.result = outcome.value
+            else:
+                op.error = outcome
+            op.done = True
 
     def _sends_refused(self, txn: lmdb.Transaction) -> bool:
-        """True when the pages in use leave less than the reserve below max_map_size."""
+        """True when the pages in use leave less than the reserve below max_map_size.
+
+        Only asked once the map itself is larger than that (a smaller map cannot hold more).
+        """
         limit = self.max_map_size - self.reserve
-        info = self.env.info()
-        if (info["last_pgno"] + 1) * self._page_size <= limit:
-            return False  # the file never grew that far: certainly room
         used = sum(
             s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
             for s in [txn.stat(getattr(self.tables, name)) for name in _TABLES] + [txn.stat()]
@@ -241,6 +314,7 @@ class Storage:
         if current >= limit:
             return False
         self.env.set_mapsize(min(current * 2, limit))
+        self._map_size = self.env.info()["map_size"]
         return True
 
     # -- reads ------------------------------------------------------------------------------
@@ -273,9 +347,9 @@ class Storage:
         """Flush and close; in "os" mode this is where the data reaches the disk."""
         if self._closed:
             return
-        with self._cond:
+        with self._mutex:
             while self._leader_active:
-                self._cond.wait()
+                self._idle.wait()
             self._closed = True
         if os.getpid() == self._pid:
             self.env.sync(True)
@@ -284,8 +358,20 @@ class Storage:
 
     def _unregister(self) -> None:
         with _open_lock:
-            if _open_here.get(self._identity) == os.getpid():
+            if _open_here.get(self._identity, (0, None))[0] == os.getpid():
                 del _open_here[self._identity]
+
+    def _drop_after_fork(self) -> None:
+        """In a forked child: let go of the parent's environment so the child can reopen.
+
+        py-lmdb (3.0) makes closing an environment inherited through fork() safe: the
+        parent's readers and locks are not touched.
+        """
+        self._closed = True
+        try:
+            self.env.close()
+        except lmdb.Error:
+            pass
 
 
 def _fail(op: _Op, error: BaseException) -> None:

@@ -266,11 +266,12 @@ def _never(_: Any) -> bool:
 # -- one message on its way ---------------------------------------------------------------------
 
 
-_DECODER = json.JSONDecoder(parse_constant=lambda token: _raise_value_error(token))
+def _reject_constant(token: str) -> Any:
+    raise ValueError(token)  # NaN / Infinity are not JSON: such a body matches no policy
 
 
-def _raise_value_error(token: str) -> Any:
-    raise ValueError(token)  # NaN / Infinity are not JSON; filter policies never see them
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder, not one per call
+_UNSET: Any = object()
 
 
 class _Outgoing:
@@ -315,13 +316,13 @@ class _Outgoing:
         self.group_id = group_id
         self.dedup_id = dedup_id
         self.size = 0  # toward the 256 KiB limit: message and attributes as published
-        self._doc: Any = _never
+        self._doc: Any = _UNSET
         self._note: Notification | None = None
         self._raw_ok: bool | None = None
 
     def doc(self) -> Any:
         """The content decoded as JSON (once), for MessageBody-scope policies; None if not JSON."""
-        if self._doc is _never:
+        if self._doc is _UNSET:
             try:
                 self._doc = _DECODER.decode(self.content)
             except (ValueError, RecursionError):
@@ -446,9 +447,8 @@ class Topics:
                 f"[{given['FifoTopic']}]. Must be true or false."
             )
         fifo = fifo_text == "true"
-        if not isinstance(name, str) or not (_FIFO_TOPIC_NAME if fifo else _TOPIC_NAME).fullmatch(
-            name
-        ):
+        pattern = _FIFO_TOPIC_NAME if fifo else _TOPIC_NAME
+        if not isinstance(name, str) or not pattern.fullmatch(name):
             if fifo:
                 raise InvalidParameter(
                     "Invalid parameter: Fifo Topic names must end with .fifo and must be made up "
@@ -510,21 +510,6 @@ class Topics:
         arn_prefix = self._broker.arn("sns", name) + ":"
         for arn in [a for a in self._policies if a.startswith(arn_prefix)]:
             self._policies.pop(arn, None)
-
-    def list(self) -> list[str]:
-        """Names of all topics, sorted."""
-
-        def scan(txn: Any) -> list[str]:
-            names = []
-            with txn.cursor(db=self._meta) as cur:
-                if cur.set_range(b"t:"):
-                    for key in cur.iternext(values=False):
-                        if not key.startswith(b"t:"):
-                            break
-                        names.append(key[2:].decode())
-            return names
-
-        return self._storage.read(scan)  # type: ignore[no-any-return]
 
     def subscription(self, arn: str) -> Subscription:
         """The subscription with this ARN; raises TopicNotFound ("Subscription does not exist")."""
@@ -680,15 +665,33 @@ class Topics:
 
     def _record_lost(self, lost: list[tuple[str, str, int]]) -> None:
         for arn, reason, count in lost:
-            self.undelivered[arn] += count
-            if (arn, reason) not in self._reported:
+            with self._lock:  # += on a Counter is a read and a write: not atomic
+                self.undelivered[arn] += count
+                first = (arn, reason) not in self._reported
                 self._reported.add((arn, reason))
+            if first:
                 log.warning(
                     "subscription %s: %d message(s) not delivered: %s (reported once per reason)",
                     arn,
                     count,
                     reason,
                 )
+
+    # Last in the class: a method named "list" shadows the builtin in later annotations.
+    def list(self) -> list[str]:
+        """Names of all topics, sorted."""
+
+        def scan(txn: Any) -> list[str]:
+            names = []
+            with txn.cursor(db=self._meta) as cur:
+                if cur.set_range(b"t:"):
+                    for key in cur.iternext(values=False):
+                        if not key.startswith(b"t:"):
+                            break
+                        names.append(key[2:].decode())
+            return names
+
+        return self._storage.read(scan)  # type: ignore[no-any-return]
 
 
 def _attributes_matcher(policy: FilterPolicy) -> Callable[[Any], bool]:
@@ -831,16 +834,16 @@ def _subscription_attributes(
             _check_redrive_policy(text, prefix, fifo_topic=fifo_topic, fifo_queue=fifo_queue)
         changes[name] = text or None  # "" removes, as SNS treats an empty value
     merged = {**existing, **changes}
-    text = merged.get("FilterPolicy")
-    if not text:
+    policy_text = merged.get("FilterPolicy")
+    if not policy_text:
         return changes, None
     scope = merged.get("FilterPolicyScope") or "MessageAttributes"
     try:
-        policy = compile_policy(text, scope)
+        policy = compile_policy(policy_text, scope)
     except InvalidFilterPolicy as exc:
         raise InvalidFilterPolicy(f"{prefix}FilterPolicy: {exc}") from None
     if "FilterPolicy" in changes:
-        changes["FilterPolicy"] = text
+        changes["FilterPolicy"] = policy_text
     return changes, policy
 
 

@@ -1,0 +1,204 @@
+"""SQS over the AWS query protocol (API 2012-11-05): form-encoded requests, XML responses.
+
+Older SDKs (botocore < 1.34.90, Java v1 < 1.12.584, ...) still speak it. Requests flatten
+lists and maps into numbered keys (``AttributeName.1``, ``Attribute.1.Name`` /
+``Attribute.1.Value``, ``MessageAttribute.1.Value.StringValue``,
+``SendMessageBatchRequestEntry.1.Id``...); :func:`parse` rebuilds the AWS JSON member shape the
+handlers in :mod:`millpond.server.sqs` take. Responses follow the last query model of SQS:
+``<XResponse><XResult>...</XResult><ResponseMetadata>...`` with flattened lists (repeated
+``<Message>``, ``<QueueUrl>``, ``<SendMessageBatchResultEntry>``...) and maps as repeated
+``<Attribute><Name/><Value/></Attribute>``. They are built with string templates: the shapes
+are fixed, and XML is never parsed here.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+from xml.sax.saxutils import escape
+
+from millpond.server.protocol import AwsError, missing
+
+CONTENT_TYPE = b"text/xml"
+NAMESPACE = "http://queue.amazonaws.com/doc/2012-11-05/"
+
+# -- requests ------------------------------------------------------------------------------------
+
+_LIST, _ENTRIES, _MAP, _ATTRIBUTE_MAP = range(4)
+# Flattened request collections: query name -> (kind, JSON member name).
+_COLLECTIONS: dict[str, tuple[int, str]] = {
+    "AttributeName": (_LIST, "AttributeNames"),
+    "MessageAttributeName": (_LIST, "MessageAttributeNames"),
+    "MessageSystemAttributeName": (_LIST, "MessageSystemAttributeNames"),
+    "TagKey": (_LIST, "TagKeys"),
+    "AWSAccountId": (_LIST, "AWSAccountIds"),
+    "ActionName": (_LIST, "Actions"),
+    "StringListValue": (_LIST, "StringListValues"),
+    "BinaryListValue": (_LIST, "BinaryListValues"),
+    "Attribute": (_MAP, "Attributes"),
+    "Tag": (_MAP, "Tags"),
+    "MessageAttribute": (_ATTRIBUTE_MAP, "MessageAttributes"),
+    "MessageSystemAttribute": (_ATTRIBUTE_MAP, "MessageSystemAttributes"),
+}
+_MAP_KEYS = {"Attribute": "Name", "Tag": "Key"}
+_ENTRY_HEADS = frozenset((
+    "SendMessageBatchRequestEntry", "DeleteMessageBatchRequestEntry",
+    "ChangeMessageVisibilityBatchRequestEntry",
+))
+_INDEX = re.compile(r"[1-9][0-9]{0,8}")
+_PROTOCOL_KEYS = ("Action", "Version")
+
+
+def parse(action: str, form: dict[str, str]) -> dict[str, Any]:
+    """The request's parameters in the AWS JSON member shape.
+
+    Args:
+        action: the ``Action`` of the request.
+        form: the form (query string and body) with one value per key.
+
+    Scalars stay strings (the handlers accept numeric strings); Binary values stay base64 text,
+    as in the JSON protocol. Keys that do not follow the model are passed on unchanged, and the
+    handlers ignore them, as AWS ignores unknown parameters.
+    """
+    entry_head = f"{action}RequestEntry"
+    params = _structure(form, entry_head if entry_head in _ENTRY_HEADS else None)
+    for key in _PROTOCOL_KEYS:
+        params.pop(key, None)
+    if action == "CreateQueue" and "Tags" in params:
+        params["tags"] = params.pop("Tags")  # CreateQueue's member is lower-case in the model
+    return params
+
+
+def _structure(flat: dict[str, str], entry_head: str | None = None, where: str = ""
+               ) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    groups: dict[str, dict[int, dict[str, str]]] = {}
+    for key, value in flat.items():
+        head, dot, rest = key.partition(".")
+        if dot and (head in _COLLECTIONS or head == entry_head):
+            index, _, tail = rest.partition(".")
+            if _INDEX.fullmatch(index):
+                groups.setdefault(head, {}).setdefault(int(index), {})[tail] = value
+                continue
+        out[key] = value
+    for head, items in groups.items():
+        indexes = sorted(items)
+        if head == entry_head:
+            out["Entries"] = [_structure(items[i], None, f"{where}{head}.{i}.") for i in indexes]
+            continue
+        kind, name = _COLLECTIONS[head]
+        if kind == _LIST:
+            out[name] = [items[i][""] for i in indexes if "" in items[i]]
+            continue
+        mapping: dict[str, Any] = {}
+        key_name = _MAP_KEYS.get(head, "Name")
+        for i in indexes:
+            item = items[i]
+            prefix = f"{where}{head}.{i}."
+            key = item.get(key_name)
+            if key is None:
+                raise missing(prefix + key_name)
+            if kind == _MAP:
+                if "Value" not in item:
+                    raise missing(prefix + "Value")
+                mapping[key] = item["Value"]
+            else:
+                value = {t[6:]: v for t, v in item.items() if t.startswith("Value.")}
+                mapping[key] = _structure(value, None, prefix + "Value.")
+        out[name] = mapping
+    return out
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+_ENTITIES = {"\r": "&#xD;"}  # an XML parser would turn a raw CR into LF
+# Actions whose response has an <{Action}Result> element (the others carry metadata only).
+_WITH_RESULT = frozenset((
+    "CancelMessageMoveTask", "ChangeMessageVisibilityBatch", "CreateQueue", "DeleteMessageBatch",
+    "GetQueueAttributes", "GetQueueUrl", "ListDeadLetterSourceQueues", "ListMessageMoveTasks",
+    "ListQueueTags", "ListQueues", "ReceiveMessage", "SendMessage", "SendMessageBatch",
+    "StartMessageMoveTask",
+))
+# JSON member -> (element of each item) for lists flattened into repeated elements.
+_FLAT_LISTS = {
+    "QueueUrls": "QueueUrl",
+    "queueUrls": "QueueUrl",
+    "Messages": "Message",
+    "Failed": "BatchResultErrorEntry",
+    "Results": "ListMessageMoveTasksResultEntry",
+    "StringListValues": "StringListValue",
+    "BinaryListValues": "BinaryListValue",
+}
+# JSON member -> (element of each entry, key element, value element) for flattened maps.
+_FLAT_MAPS = {
+    "Attributes": ("Attribute", "Name", "Value"),
+    "Tags": ("Tag", "Key", "Value"),
+    "MessageAttributes": ("MessageAttribute", "Name", "Value"),
+}
+_VALUE_ORDER = ("StringValue", "BinaryValue", "StringListValues", "BinaryListValues", "DataType")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return escape(value, _ENTITIES)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    return escape(str(value), _ENTITIES)
+
+
+def _value(value: Any, action: str) -> str:
+    """The content of an element holding ``value``."""
+    if isinstance(value, dict):
+        return _members(value, action)
+    return _text(value)
+
+
+def _members(result: dict[str, Any], action: str) -> str:
+    parts: list[str] = []
+    for name, value in result.items():
+        if value is None:
+            continue
+        flat_map = _FLAT_MAPS.get(name)
+        if flat_map is not None and isinstance(value, dict):
+            tag, key_tag, value_tag = flat_map
+            for key, item in value.items():
+                if isinstance(item, dict):  # a message attribute value, in AWS's member order
+                    inner = "".join(f"<{k}>{_value(item[k], action)}</{k}>" if k not in
+                                    _FLAT_LISTS else _members({k: item[k]}, action)
+                                    for k in _VALUE_ORDER if item.get(k) is not None)
+                else:
+                    inner = _text(item)
+                parts.append(f"<{tag}><{key_tag}>{_text(key)}</{key_tag}>"
+                             f"<{value_tag}>{inner}</{value_tag}></{tag}>")
+            continue
+        if isinstance(value, list):
+            tag = f"{action}ResultEntry" if name == "Successful" else _FLAT_LISTS.get(name, name)
+            parts.extend(f"<{tag}>{_value(item, action)}</{tag}>" for item in value)
+            continue
+        parts.append(f"<{name}>{_value(value, action)}</{name}>")
+    return "".join(parts)
+
+
+def response(action: str, result: dict[str, Any], request_id: str) -> bytes:
+    """The XML body of a successful ``action``."""
+    metadata = f"<ResponseMetadata><RequestId>{escape(request_id)}</RequestId></ResponseMetadata>"
+    if action in _WITH_RESULT:
+        body = f"<{action}Result>{_members(result, action)}</{action}Result>{metadata}"
+    else:
+        body = metadata
+    return (f'<?xml version="1.0"?><{action}Response xmlns="{NAMESPACE}">{body}'
+            f"</{action}Response>").encode()
+
+
+def error(exc: AwsError, request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(HTTP status, headers, XML body) of an error, as SQS sends it."""
+    fault = "Sender" if exc.sender_fault else "Receiver"
+    body = (
+        f'<?xml version="1.0"?><ErrorResponse xmlns="{NAMESPACE}"><Error><Type>{fault}</Type>'
+        f"<Code>{escape(exc.code)}</Code><Message>{escape(exc.message, _ENTITIES)}</Message>"
+        f"<Detail/></Error><RequestId>{escape(request_id)}</RequestId></ErrorResponse>"
+    )
+    return exc.status, [(b"content-type", CONTENT_TYPE)], body.encode()
