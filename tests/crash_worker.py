@@ -4,8 +4,9 @@
     python tests/crash_worker.py --hold <data-dir> <impl>
 
 The first form opens the data directory, creates the queue "crash", prints "ready" and then lets
-N threads send (single and batch), receive, delete and read until the process is killed. Each
-step is appended to the log file as whole lines, written with one write() and fsynced:
+N threads send (single and batch), receive and delete, and one more thread scan the tables in
+read transactions, until the process is killed. Each step is appended to the log file as whole
+lines, written with one write() and fsynced:
 
     S? <body>               before a send is attempted
     S <message_id> <body>   after the send was acknowledged
@@ -76,7 +77,7 @@ def work(broker: millpond.Broker, queue: millpond.Queue, log: Log, run: str, thr
             bodies = [next_body() for _ in range(rng.randint(2, 10))]
             log([f"S? {body}" for body in bodies])
             ids = queue.send_batch(bodies)
-            log([f"S {message_id} {body}" for message_id, body in zip(ids, bodies)])
+            log([f"S {message_id} {body}" for message_id, body in zip(ids, bodies, strict=True)])
         elif r < 0.95:
             messages = queue.receive(10, visibility_timeout=30, wait_seconds=0)
             doomed = [m for m in messages if rng.random() < 0.7]
@@ -88,10 +89,23 @@ def work(broker: millpond.Broker, queue: millpond.Queue, log: Log, run: str, thr
             else:
                 queue.delete_batch([m.receipt_handle for m in doomed])
             log([f"D {m.message_id}" for m in doomed])
-        else:
-            # A read transaction: a kill here leaves a reader slot behind.
-            if QUEUE not in broker.list_queues():
-                raise AssertionError("the queue disappeared")
+        elif QUEUE not in broker.list_queues():
+            raise AssertionError("the queue disappeared")
+
+
+def read(broker: millpond.Broker) -> None:
+    """Scans the tables in read snapshots, back to back: a kill leaves a reader slot behind."""
+    storage = broker._storage
+
+    def scan(txn: object) -> int:
+        n = 0
+        for name in ("log", "vis"):
+            with txn.cursor(db=getattr(storage.tables, name)) as cur:  # type: ignore[attr-defined]
+                n += sum(1 for _ in cur.iternext(values=False))
+        return n
+
+    while True:
+        storage.read(scan)
 
 
 def guarded(fn: Callable[..., None], *args: object) -> None:
@@ -128,6 +142,7 @@ def main(argv: list[str]) -> None:
         threading.Thread(target=guarded, args=(work, broker, queue, log, run, t), daemon=True)
         for t in range(args.threads)
     ]
+    threads.append(threading.Thread(target=guarded, args=(read, broker), daemon=True))
     for thread in threads:
         thread.start()
     print("ready", flush=True)

@@ -27,6 +27,7 @@ from millpond.errors import BrokerClosed, PurgeQueueInProgress, QueueDoesNotExis
 T0 = 1_700_000_000_000
 KIB = 1024
 MIB = 1 << 20
+ATTRIBUTES = {"k": {"DataType": "String", "StringValue": "v"}}
 
 
 def _receive_all(queue: millpond.Queue, visibility_timeout: int = 600) -> list[millpond.Message]:
@@ -50,7 +51,7 @@ class Call(threading.Thread):
     def run(self) -> None:
         try:
             self.result = self.fn()
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:
             self.error = exc
 
     def outcome(self) -> Any:
@@ -174,8 +175,7 @@ def test_failing_send_in_a_shared_batch_fails_only_its_call(broker: millpond.Bro
             Call(lambda: gone.send(b"lost")),
             Call(lambda: kept.send_batch([b"two", b"three"])),
             Call(lambda: gone.send_batch([b"lost", b"too"])),
-            Call(lambda: kept.send(b"four", attributes={"k": {"DataType": "String",
-                                                              "StringValue": "v"}})),
+            Call(lambda: kept.send(b"four", attributes=ATTRIBUTES)),
         ]
         _start_all(calls, held)
         before = storage.commits
@@ -191,7 +191,7 @@ def test_failing_send_in_a_shared_batch_fails_only_its_call(broker: millpond.Bro
     stored = {m.message_id: m for m in _receive_all(kept)}
     assert sorted(stored) == sorted(ids)
     assert sorted(m.text for m in stored.values()) == ["four", "one", "three", "two"]
-    assert stored[ids[-1]].attributes == {"k": {"DataType": "String", "StringValue": "v"}}
+    assert stored[ids[-1]].attributes == ATTRIBUTES
     assert broker.list_queues() == ["kept"]
     assert _receive_all(broker.create_queue("gone")) == []
 
@@ -227,8 +227,13 @@ def test_purge_sharing_a_batch_that_grows_the_map_is_not_refused(
     """The batch's first attempt hits MapFullError and is run again after the map grew: the
     purge in it must not count its own rolled-back attempt as the purge of the last 60 s."""
     broker = millpond.open(
-        data_dir, durability="os", clock=clock, core=impl,
-        map_size=MIB, max_map_size=64 * MIB, reserve=MIB,
+        data_dir,
+        durability="os",
+        clock=clock,
+        core=impl,
+        map_size=MIB,
+        max_map_size=64 * MIB,
+        reserve=MIB,
     )
     try:
         purged = broker.create_queue("purged")
@@ -310,8 +315,8 @@ def test_map_grows_then_refuses_sends_then_recovers(tmp_path: Path, impl: str) -
         # With the space back, sends are accepted again.
         for i in range(100_000, 100_020):
             acked[queue.send(_body(i))] = i
-        acked.update(zip(queue.send_batch([_body(i) for i in range(200_000, 200_005)]),
-                         range(200_000, 200_005)))
+        batch = list(range(200_000, 200_005))
+        acked.update(zip(queue.send_batch([_body(i) for i in batch]), batch, strict=True))
         assert env.info()["map_size"] <= 8 * MIB
     finally:
         broker.close()
@@ -337,7 +342,7 @@ def _in_child(fn: Callable[[], Any], timeout: float = 30) -> Any:
             os.close(read_fd)
             try:
                 payload = {"result": fn()}
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            except BaseException as exc:
                 payload = {"error": f"{type(exc).__name__}: {exc}"}
             os.write(write_fd, json.dumps(payload).encode())
         finally:
@@ -364,9 +369,9 @@ def _in_child(fn: Callable[[], Any], timeout: float = 30) -> Any:
     return payload["result"]
 
 
-FORKED_CALLS = (
-    "send", "send_batch", "receive", "delete", "change_visibility", "get_attributes",
-    "set_attributes", "purge", "create_queue", "queue", "list_queues", "delete_queue",
+FORKED_CALLS = tuple(
+    "send send_batch receive delete change_visibility get_attributes set_attributes purge "
+    "create_queue queue list_queues delete_queue".split()
 )
 
 
@@ -401,7 +406,7 @@ def test_forked_child_cannot_use_the_parents_broker(
             try:
                 call()
                 outcomes[name] = "returned"
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            except BaseException as exc:
                 outcomes[name] = type(exc).__name__
         broker.close()  # must not close the parent's environment
         return outcomes

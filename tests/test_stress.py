@@ -49,6 +49,7 @@ import threading
 import time
 import traceback
 from collections import Counter, defaultdict
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +88,14 @@ SHORT_VT_RATE = 0.15
 EXTEND_RATE = 0.15
 
 
-# -- the children ------------------------------------------------------------------------------
+# -- the children --------------------------------------------------------------------------------
 
 
 class _Log:
     """One JSON-lines file, appended and flushed after every call (one writer thread)."""
 
     def __init__(self, path: Path) -> None:
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._file = open(path, "a", encoding="utf-8")  # closed by close(), after the threads
 
     def write(self, *records: dict[str, Any]) -> None:
         if records:
@@ -127,7 +128,12 @@ def _produce(broker: millpond.Broker, index: int, deadline: float, log: _Log) ->
             ids = [std.send(e["body"], delay_seconds=e["delay_seconds"])]
         else:
             ids = std.send_batch(entries)
-        log.write(*[{"k": "send", "q": STD, "id": i, "body": e["body"]} for i, e in zip(ids, entries)])
+        log.write(
+            *[
+                {"k": "send", "q": STD, "id": i, "body": e["body"]}
+                for i, e in zip(ids, entries, strict=True)
+            ]
+        )
         sent_std += len(entries)
 
         # FIFO queue: this producer's groups only, in its own order; unique dedup ids.
@@ -149,8 +155,15 @@ def _produce(broker: millpond.Broker, index: int, deadline: float, log: _Log) ->
             ids = [message_id for message_id, _ in sent]
         log.write(
             *[
-                {"k": "send", "q": FIFO, "id": i, "body": e["body"], "g": e["group_id"], "n": e["n"]}
-                for i, e in zip(ids, fentries)
+                {
+                    "k": "send",
+                    "q": FIFO,
+                    "id": i,
+                    "body": e["body"],
+                    "g": e["group_id"],
+                    "n": e["n"],
+                }
+                for i, e in zip(ids, fentries, strict=True)
             ]
         )
         sent_fifo += len(fentries)
@@ -161,8 +174,9 @@ def _produce(broker: millpond.Broker, index: int, deadline: float, log: _Log) ->
             time.sleep(min(ahead, max(deadline - time.monotonic(), 0)))
 
 
-def _call(log: _Log, kind: str, name: str, handles: list[str], ids: list[str], fn: Any,
-          **extra: Any) -> bool:
+def _call(
+    log: _Log, kind: str, name: str, handles: list[str], ids: list[str], fn: Any, **extra: Any
+) -> bool:
     """Run a delete or change-visibility call and log its outcome per handle."""
     t0 = time.monotonic()
     error = None
@@ -173,9 +187,18 @@ def _call(log: _Log, kind: str, name: str, handles: list[str], ids: list[str], f
     t1 = time.monotonic()
     log.write(
         *[
-            {"k": kind, "q": name, "h": h, "id": i, "ok": error is None, "err": error,
-             "t0": t0, "t1": t1, **extra}
-            for h, i in zip(handles, ids)
+            {
+                "k": kind,
+                "q": name,
+                "h": h,
+                "id": i,
+                "ok": error is None,
+                "err": error,
+                "t0": t0,
+                "t1": t1,
+                **extra,
+            }
+            for h, i in zip(handles, ids, strict=True)
         ]
     )
     return error is None
@@ -199,10 +222,23 @@ def _consume(broker: millpond.Broker, name: str, index: int, deadline: float, lo
         call = f"{index}:{name}:{calls}"
         log.write(
             *[
-                {"k": "recv", "q": name, "pid": pid, "call": call, "pos": pos,
-                 "id": m.message_id, "body": m.text, "g": m.group_id, "seq": m.sequence_number,
-                 "rc": m.receive_count, "vt": vt, "h": m.receipt_handle, "t0": t0, "t1": t1,
-                 "src": m.dead_letter_source_arn}
+                {
+                    "k": "recv",
+                    "q": name,
+                    "pid": pid,
+                    "call": call,
+                    "pos": pos,
+                    "id": m.message_id,
+                    "body": m.text,
+                    "g": m.group_id,
+                    "seq": m.sequence_number,
+                    "rc": m.receive_count,
+                    "vt": vt,
+                    "h": m.receipt_handle,
+                    "t0": t0,
+                    "t1": t1,
+                    "src": m.dead_letter_source_arn,
+                }
                 for pos, m in enumerate(messages)
             ]
         )
@@ -210,25 +246,59 @@ def _consume(broker: millpond.Broker, name: str, index: int, deadline: float, lo
         drop = [m for m in messages if m not in keep]
         if keep and vt == HOLD_VT and rng.random() < extend_rate:
             for m in keep:  # heartbeat: "still working on it"
-                _call(log, "chg", name, [m.receipt_handle], [m.message_id],
-                      lambda m=m: q.change_visibility(m.receipt_handle, EXTEND_VT), vt=EXTEND_VT)
+                _call(
+                    log,
+                    "chg",
+                    name,
+                    [m.receipt_handle],
+                    [m.message_id],
+                    lambda m=m: q.change_visibility(m.receipt_handle, EXTEND_VT),
+                    vt=EXTEND_VT,
+                )
         if keep and rng.random() < 0.5:
             handles = [m.receipt_handle for m in keep]
-            _call(log, "del", name, handles, [m.message_id for m in keep],
-                  lambda: q.delete_batch(handles))
+            _call(
+                log,
+                "del",
+                name,
+                handles,
+                [m.message_id for m in keep],
+                lambda handles=handles: q.delete_batch(handles),
+            )
         else:
             for m in keep:
-                _call(log, "del", name, [m.receipt_handle], [m.message_id],
-                      lambda m=m: q.delete(m.receipt_handle))
+                _call(
+                    log,
+                    "del",
+                    name,
+                    [m.receipt_handle],
+                    [m.message_id],
+                    lambda m=m: q.delete(m.receipt_handle),
+                )
         if vt == HOLD_VT:  # short holds just run out; long ones are released (or backed off)
             for m in drop:
                 release = rng.choice((0, 0, 1))
-                _call(log, "chg", name, [m.receipt_handle], [m.message_id],
-                      lambda m=m, r=release: q.change_visibility(m.receipt_handle, r), vt=release)
+                _call(
+                    log,
+                    "chg",
+                    name,
+                    [m.receipt_handle],
+                    [m.message_id],
+                    lambda m=m, r=release: q.change_visibility(m.receipt_handle, r),
+                    vt=release,
+                )
 
 
-def _worker(data_dir: str, impl: str, index: int, log_dir: str, ready: Any, go: Any,
-            start: Any, seconds: float) -> None:
+def _worker(
+    data_dir: str,
+    impl: str,
+    index: int,
+    log_dir: str,
+    ready: Any,
+    go: Any,
+    start: Any,
+    seconds: float,
+) -> None:
     """One child process: a producer and two consumers sharing one broker until the deadline."""
     errors: list[str] = []
     logs: list[_Log] = []
@@ -266,7 +336,7 @@ def _worker(data_dir: str, impl: str, index: int, log_dir: str, ready: Any, go: 
         raise SystemExit(1)
 
 
-# -- the parent --------------------------------------------------------------------------------
+# -- the parent ----------------------------------------------------------------------------------
 
 
 def _redrive(dlq: millpond.Queue) -> dict[str, str]:
@@ -332,17 +402,37 @@ def _drain(data_dir: str, impl: str) -> tuple[list[dict[str, Any]], list[str]]:
                 calls += 1
                 for pos, m in enumerate(messages):
                     records.append(
-                        {"k": "recv", "q": name, "pid": 0, "call": f"drain:{name}:{calls}",
-                         "pos": pos, "id": m.message_id, "body": m.text, "g": m.group_id,
-                         "seq": m.sequence_number, "rc": m.receive_count, "vt": HOLD_VT,
-                         "h": m.receipt_handle, "t0": tick, "t1": tick, "drain": True,
-                         "src": m.dead_letter_source_arn}
+                        {
+                            "k": "recv",
+                            "q": name,
+                            "pid": 0,
+                            "call": f"drain:{name}:{calls}",
+                            "pos": pos,
+                            "id": m.message_id,
+                            "body": m.text,
+                            "g": m.group_id,
+                            "seq": m.sequence_number,
+                            "rc": m.receive_count,
+                            "vt": HOLD_VT,
+                            "h": m.receipt_handle,
+                            "t0": tick,
+                            "t1": tick,
+                            "drain": True,
+                            "src": m.dead_letter_source_arn,
+                        }
                     )
                 q.delete_batch([m.receipt_handle for m in messages])
                 tick += 1e-3
                 records += [
-                    {"k": "del", "q": name, "h": m.receipt_handle, "id": m.message_id,
-                     "ok": True, "t0": tick, "t1": tick}
+                    {
+                        "k": "del",
+                        "q": name,
+                        "h": m.receipt_handle,
+                        "id": m.message_id,
+                        "ok": True,
+                        "t0": tick,
+                        "t1": tick,
+                    }
                     for m in messages
                 ]
             left = {k: v for k, v in q.get_attributes().items() if k.startswith("ApproximateNum")}
@@ -359,7 +449,7 @@ def _read_logs(log_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-# -- the checker -------------------------------------------------------------------------------
+# -- the checker ---------------------------------------------------------------------------------
 
 
 def check(records: list[dict[str, Any]], arns: dict[str, str]) -> tuple[list[str], Counter[str]]:
@@ -400,16 +490,20 @@ def check(records: list[dict[str, Any]], arns: dict[str, str]) -> tuple[list[str
         if s is None:
             v.append(f"phantom: received {r['id']} ({r['body']}) that no acknowledged send made")
         elif r["body"] != s["body"] or r["q"] not in (s["q"], DLQ_OF[s["q"]]):
-            v.append(f"integrity: {r['id']} sent as {s['body']} to {s['q']}, received as "
-                     f"{r['body']} from {r['q']}")
+            v.append(
+                f"integrity: {r['id']} sent as {s['body']} to {s['q']}, received as "
+                f"{r['body']} from {r['q']}"
+            )
         elif s["q"] == FIFO and r["g"] != s["g"]:
             v.append(f"integrity: {r['id']} sent to group {s['g']}, received in {r['g']}")
 
     # (a) no acknowledged send is lost.
     for message_id, s in sends.items():
         if not acked_deletes.get(message_id):
-            v.append(f"(a) lost: {message_id} ({s['body']}, {s['q']}) was never deleted nor "
-                     "found by the drain")
+            v.append(
+                f"(a) lost: {message_id} ({s['body']}, {s['q']}) was never deleted nor "
+                "found by the drain"
+            )
 
     # (b) one holder at a time.
     for message_id, rs in receives_of.items():
@@ -418,7 +512,7 @@ def check(records: list[dict[str, Any]], arns: dict[str, str]) -> tuple[list[str
         if counts != list(range(1, len(rs) + 1)):
             v.append(f"(b) {message_id}: receive counts {counts}, expected 1..{len(rs)} each once")
             continue
-        for a, b in zip(rs, rs[1:]):
+        for a, b in pairwise(rs):
             if b["t1"] < hold_end(a) - TOLERANCE_S:
                 v.append(
                     f"(b) {message_id} ({a['body']}): receive #{b['rc']} by pid {b['pid']} "
@@ -430,42 +524,50 @@ def check(records: list[dict[str, Any]], arns: dict[str, str]) -> tuple[list[str
             continue
         if any(d["t0"] < call["t1"] for d in acked_deletes.get(call["id"], ())):
             continue  # deleted meanwhile through another handle (standard queues allow it)
-        v.append(f"(b) {call['k']} of {call['id']} refused while its handle was valid: "
-                 f"{call['err']}")
+        v.append(
+            f"(b) {call['k']} of {call['id']} refused while its handle was valid: {call['err']}"
+        )
 
     # (c) FIFO order per group.
     fifo_sends: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for s in sends.values():
         if s["q"] == FIFO:
             fifo_sends[s["g"]].append(s)
-    source_receives = {
-        mid: [r for r in rs if r["q"] == FIFO] for mid, rs in receives_of.items()
-    }
+    source_receives = {mid: [r for r in rs if r["q"] == FIFO] for mid, rs in receives_of.items()}
     for g, members in fifo_sends.items():
         members.sort(key=lambda s: s["n"])
-        firsts = [next((r for r in source_receives.get(s["id"], ()) if r["rc"] == 1), None)
-                  for s in members]
+        firsts = [
+            next((r for r in source_receives.get(s["id"], ()) if r["rc"] == 1), None)
+            for s in members
+        ]
         seqs = [f["seq"] for f in firsts if f is not None]
         if seqs != sorted(seqs):
             v.append(f"(c) group {g}: sequence numbers not in send order")
-        for (si, fi), (sj, fj) in zip(zip(members, firsts), zip(members[1:], firsts[1:])):
+        for (si, fi), (sj, fj) in pairwise(zip(members, firsts, strict=True)):
             if fi is None or fj is None:
                 continue  # reported by (a)
             same_call = fi["call"] == fj["call"]
             if (same_call and fi["pos"] > fj["pos"]) or (not same_call and fi["t0"] > fj["t1"]):
                 v.append(f"(c) group {g}: {sj['body']} first delivered before {si['body']}")
-        for prev, s in zip(members, members[1:]):
+        for prev, s in pairwise(members):
             for r in source_receives.get(s["id"], ()):
                 # While prev is still in the queue, s may only come after it in the same batch.
-                if any(p["call"] == r["call"] and p["pos"] < r["pos"]
-                       for p in source_receives.get(prev["id"], ())):
+                if any(
+                    p["call"] == r["call"] and p["pos"] < r["pos"]
+                    for p in source_receives.get(prev["id"], ())
+                ):
                     continue
                 later = [p for p in source_receives.get(prev["id"], ()) if p["t0"] > r["t1"]]
-                later += [d for d in acked_deletes.get(prev["id"], ())
-                          if d["q"] == FIFO and d["t0"] > r["t1"]]
+                later += [
+                    d
+                    for d in acked_deletes.get(prev["id"], ())
+                    if d["q"] == FIFO and d["t0"] > r["t1"]
+                ]
                 if later:
-                    v.append(f"(c) group {g}: {s['body']} delivered (receive #{r['rc']}, pid "
-                             f"{r['pid']}) while {prev['body']} was still in the queue")
+                    v.append(
+                        f"(c) group {g}: {s['body']} delivered (receive #{r['rc']}, pid "
+                        f"{r['pid']}) while {prev['body']} was still in the queue"
+                    )
 
     # (d) DLQ accounting.
     for r in receives:
@@ -475,8 +577,10 @@ def check(records: list[dict[str, Any]], arns: dict[str, str]) -> tuple[list[str
             source = SOURCE_OF[r["q"]]
             in_source = [x for x in receives_of[r["id"]] if x["q"] == source]
             if len(in_source) != MAX_RECEIVES or r["rc"] != MAX_RECEIVES + 1:
-                v.append(f"(d) {r['id']} in {r['q']} after {len(in_source)} source receives "
-                         f"(receive count {r['rc']})")
+                v.append(
+                    f"(d) {r['id']} in {r['q']} after {len(in_source)} source receives "
+                    f"(receive count {r['rc']})"
+                )
             if r["src"] != arns[source]:
                 v.append(f"(d) {r['id']} in {r['q']} names source {r['src']}")
             if any(x.get("drain") for x in in_source):
@@ -491,8 +595,10 @@ def check(records: list[dict[str, Any]], arns: dict[str, str]) -> tuple[list[str
         for r in receives_of.get(message_id, ()):
             if r["t0"] > first:
                 where = "the drain" if r.get("drain") else f"pid {r['pid']}"
-                v.append(f"(e) {message_id} ({r['body']}) deleted at {first:.3f}, received "
-                         f"again by {where} from {r['q']} at {r['t0']:.3f}")
+                v.append(
+                    f"(e) {message_id} ({r['body']}) deleted at {first:.3f}, received "
+                    f"again by {where} from {r['q']} at {r['t0']:.3f}"
+                )
 
     activity = Counter(
         sends=len(sends),
@@ -545,3 +651,116 @@ def test_stress_long(tmp_path: Path, impl: str, request: pytest.FixtureRequest) 
     if impl == "c" and not _has_c():
         pytest.skip("C extension not built")
     _stress(tmp_path, impl, LONG_SECONDS)
+
+
+# -- the checker catches what it should (no processes: hand-made logs) ---------------------------
+
+_ARNS = {name: f"arn:aws:sqs:us-east-1:123456789012:{name}" for name in DLQ_OF | SOURCE_OF}
+
+
+def _send(mid: str, q: str = STD, g: str | None = None, n: int = 0) -> dict[str, Any]:
+    return {"k": "send", "q": q, "id": mid, "body": f"M:{mid}", "g": g, "n": n}
+
+
+def _recv(
+    mid: str,
+    rc: int,
+    t: float,
+    q: str = STD,
+    vt: int = HOLD_VT,
+    call: str | None = None,
+    pos: int = 0,
+    g: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "k": "recv",
+        "q": q,
+        "pid": 1,
+        "call": call or f"c{mid}{rc}",
+        "pos": pos,
+        "id": mid,
+        "body": f"M:{mid}",
+        "g": g,
+        "seq": f"{rc:020d}",
+        "rc": rc,
+        "vt": vt,
+        "h": f"h{mid}{rc}",
+        "t0": t,
+        "t1": t + 0.01,
+        "src": None,
+        **extra,
+    }
+
+
+def _delete(mid: str, rc: int, t: float, q: str = STD) -> dict[str, Any]:
+    return {"k": "del", "q": q, "h": f"h{mid}{rc}", "id": mid, "ok": True, "t0": t, "t1": t + 0.01}
+
+
+def _release(mid: str, rc: int, t: float) -> dict[str, Any]:
+    return {
+        "k": "chg",
+        "q": STD,
+        "h": f"h{mid}{rc}",
+        "id": mid,
+        "ok": True,
+        "t0": t,
+        "t1": t + 0.01,
+        "vt": 0,
+    }
+
+
+def _clean_log() -> list[dict[str, Any]]:
+    """A standard message released once then deleted, and two FIFO messages in order."""
+    return [
+        _send("a"),
+        _recv("a", 1, 0.0),
+        _release("a", 1, 0.1),
+        _recv("a", 2, 0.2),
+        _delete("a", 2, 0.3),
+        _send("f0", FIFO, "g", 0),
+        _send("f1", FIFO, "g", 1),
+        _recv("f0", 1, 1.0, FIFO, call="x", pos=0, g="g"),
+        _recv("f1", 1, 1.0, FIFO, call="x", pos=1, g="g"),
+        _delete("f0", 1, 1.1, FIFO),
+        _delete("f1", 1, 1.1, FIFO),
+    ]
+
+
+@pytest.mark.parametrize(
+    "mutate, letter",
+    [
+        (lambda log: [r for r in log if r["k"] != "del" or r["id"] != "a"], "(a)"),
+        (lambda log: [r for r in log if r["k"] != "chg"], "(b)"),  # re-received while held
+        (lambda log: log + [_recv("a", 2, 5.0)], "(b)"),  # the same delivery twice
+        (
+            lambda log: [r | {"pos": 1 - r["pos"]} if r.get("call") == "x" else r for r in log],
+            "(c)",
+        ),
+        (
+            lambda log: (
+                [r for r in log if r.get("id") != "f0" or r["k"] == "send"]
+                + [_recv("f0", 1, 2.0, FIFO, g="g"), _delete("f0", 1, 2.1, FIFO)]
+            ),
+            "(c)",
+        ),
+        (
+            lambda log: (
+                log
+                + [
+                    _recv("b", 1, 0.0, STD_DLQ, src=_ARNS[STD]),
+                    _send("b"),
+                    _recv("b", 1, 0.0),
+                    _delete("b", 1, 0.1, STD_DLQ),
+                ]
+            ),
+            "(d)",
+        ),
+        (lambda log: log + [_recv("a", 3, 9.0)], "(e)"),
+        (lambda log: log + [_recv("zz", 1, 0.0)], "phantom"),
+    ],
+)
+def test_checker_flags_each_kind_of_violation(mutate: Any, letter: str) -> None:
+    assert check(_clean_log(), _ARNS)[0] == []
+    violations = check(mutate(_clean_log()), _ARNS)[0]
+    assert any(letter in text for text in violations), violations

@@ -1,7 +1,8 @@
 """SNS messages: what Publish accepts, and the JSON notification SQS subscribers receive.
 
 :func:`check_message`, :func:`check_subject` and :func:`check_attributes` run before anything is
-stored (Amazon SNS's rules and, where AWS recorded them, its words). :class:`Notification` is the
+stored: Amazon SNS's rules, with AWS's error texts where they were recorded (marked so in the
+code) and millpond's own wording elsewhere. :class:`Notification` is the
 envelope a subscription without raw delivery gets as its SQS message body, byte for byte in
 the layout SNS sends to SQS::
 
@@ -150,8 +151,8 @@ class PublishBatchTooLong(BatchRequestTooLong):
 # -- what Publish accepts -----------------------------------------------------------------------
 
 
-def check_message(message: Any, structure: str | None = None) -> tuple[str, str]:
-    """Validate a Publish ``Message``; returns ``(message, content for SQS subscribers)``.
+def check_message(message: Any, structure: str | None = None) -> tuple[str, bytes, str]:
+    """Validate a Publish ``Message``; returns (message, its UTF-8, content for SQS subscribers).
 
     Args:
         message: str (or UTF-8 bytes), at least one character. Its size counts toward the
@@ -174,11 +175,11 @@ def check_message(message: Any, structure: str | None = None) -> tuple[str, str]
     if not message:
         raise InvalidParameter("Invalid parameter: Empty message")
     try:
-        message.encode("utf-8")
+        data = message.encode("utf-8")  # encoded once: size, hashes and raw bodies reuse it
     except UnicodeEncodeError:
         raise InvalidParameter("Invalid parameter: Message Reason: not UTF-8 text") from None
     if structure is None:
-        return message, message
+        return message, data, message
     if structure != "json":
         raise InvalidParameter(
             f"Invalid parameter: MessageStructure Reason: {structure!r} is not 'json'"
@@ -198,7 +199,7 @@ def check_message(message: Any, structure: str | None = None) -> tuple[str, str]
             "Invalid parameter: Message Structure - No default entry in JSON message body"
         )
     content = doc.get("sqs")
-    return message, content if isinstance(content, str) else default
+    return message, data, content if isinstance(content, str) else default
 
 
 def check_subject(subject: Any) -> str | None:
@@ -240,9 +241,12 @@ def check_attributes(attributes: Mapping[str, Any] | None) -> dict[str, dict[str
     return checked
 
 
-def check_size(message: str, attributes: Mapping[str, Mapping[str, Any]] | None) -> int:
-    """Bytes toward the 256 KiB limit; raises InvalidParameter "Message too long" past it."""
-    size = len(message.encode("utf-8")) + message_attributes_size(attributes)
+def check_size(message: bytes, attributes: Mapping[str, Mapping[str, Any]] | None) -> int:
+    """Bytes toward the 256 KiB limit of the UTF-8 message and its attributes.
+
+    Raises InvalidParameter "Message too long" past it.
+    """
+    size = len(message) + message_attributes_size(attributes)
     if size > MAX_MESSAGE_BYTES:
         raise InvalidParameter("Invalid parameter: Message too long")
     return size

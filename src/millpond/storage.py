@@ -175,16 +175,18 @@ class Storage:
         """
         self._check_usable()
         op = _Op(fn, sends, atomic)
-        self._writers[threading.get_ident()] = time.monotonic()
         with self._mutex:
             if self._closed:  # close() may have run since the check above
                 raise BrokerClosed("the broker is closed")
             if self._leader_active:
+                op.wake = threading.Lock()  # held until a leader releases it
+                op.wake.acquire()
                 self._pending.append(op)
                 lead = False
             else:
                 self._leader_active = lead = True
         if not lead:
+            self._writers[threading.get_ident()] = time.monotonic()  # seen contending
             op.wake.acquire()  # released by a leader: our op is done, or we lead next
             if op.done:
                 return _outcome(op)
@@ -247,13 +249,12 @@ class Storage:
                 return
             except lmdb.MapFullError:
                 if not self._grow_map():
-                    for op in todo:
-                        if op.sends:
-                            _fail(op, StorageFull("the data directory reached max_map_size"))
+                    # At max_map_size: sends are refused first; if what is left still does
+                    # not fit, it fails too rather than retrying forever.
+                    sends = [op for op in todo if op.sends]
+                    for op in sends or todo:
+                        _fail(op, StorageFull("the data directory reached max_map_size"))
                     todo = [op for op in todo if not op.done]
-                    if not todo:
-                        return
-                    self._grow_map(into_reserve=True)
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)  # another process grew the map: adopt its size
                 self._map_size = self.env.info()["map_size"]
@@ -307,13 +308,12 @@ class Storage:
         )
         return used * self._page_size > limit
 
-    def _grow_map(self, *, into_reserve: bool = False) -> bool:
+    def _grow_map(self) -> bool:
         """Double the map (between transactions); False when already at max_map_size."""
         current = self.env.info()["map_size"]
-        limit = self.max_map_size + (self.reserve if into_reserve else 0)
-        if current >= limit:
+        if current >= self.max_map_size:
             return False
-        self.env.set_mapsize(min(current * 2, limit))
+        self.env.set_mapsize(min(current * 2, self.max_map_size))
         self._map_size = self.env.info()["map_size"]
         return True
 

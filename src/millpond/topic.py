@@ -298,6 +298,7 @@ class _Outgoing:
         self,
         message: str,
         content: str,
+        data: bytes,
         subject: str | None,
         attributes: dict[str, dict[str, Any]],
         structured: bool,
@@ -307,7 +308,7 @@ class _Outgoing:
         self.message_id = new_message_id()
         self.message = message
         self.content = content  # what SQS subscribers get (MessageStructure json: "sqs")
-        self.data = content.encode("utf-8")
+        self.data = data  # content as UTF-8: the raw-delivery body
         self.subject = subject
         self.attributes = attributes  # for filter policies
         # SNS sends attributes only when the message structure is a plain string
@@ -1272,10 +1273,10 @@ class Topic:
                 "Invalid parameter: MessageDeduplicationId Reason: The request includes "
                 "MessageDeduplicationId parameter that is not valid for this topic type"
             )
-        text, content = check_message(message, structure)
+        text, data, content = check_message(message, structure)
         subject = check_subject(subject)
         checked = check_attributes(attributes)
-        size = check_size(text, checked)
+        size = check_size(data, checked)
         _check_message_id_field("MessageGroupId", group_id)
         _check_message_id_field("MessageDeduplicationId", dedup_id)
         if state.fifo and dedup_id is None:
@@ -1284,8 +1285,12 @@ class Topic:
                     "Invalid parameter: The topic should either have ContentBasedDeduplication "
                     "enabled or MessageDeduplicationId provided explicitly"
                 )
-            dedup_id = hashlib.sha256(text.encode("utf-8")).hexdigest()  # the body only
-        out = _Outgoing(text, content, subject, checked, structure is not None, group_id, dedup_id)
+            dedup_id = hashlib.sha256(data).hexdigest()  # the body only, not the attributes
+        if content is not text:
+            data = content.encode("utf-8")
+        out = _Outgoing(
+            text, content, data, subject, checked, structure is not None, group_id, dedup_id
+        )
         out.size = size
         return out
 
