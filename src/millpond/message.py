@@ -15,12 +15,14 @@ def pack_metadata(
     attributes: dict[str, Any] | None,
     group_id: str | None = None,
     deduplication_id: str | None = None,
+    trace_header: str | None = None,
 ) -> bytes:
     """The stored ``attrs`` section of a record: empty when the message has no metadata.
 
     A msgpack map with only the keys that are set: ``a`` message attributes (boto3 shape),
-    ``g`` MessageGroupId, ``d`` MessageDeduplicationId. One Packer is shared: ``Packer.pack`` is a
-    single C call that resets its buffer, so the GIL makes that safe.
+    ``g`` MessageGroupId, ``d`` MessageDeduplicationId, ``t`` the AWSTraceHeader system attribute.
+    One Packer is shared: ``Packer.pack`` is a single C call that resets its buffer, so the GIL
+    makes that safe.
     """
     metadata: dict[str, Any] = {}
     if attributes:
@@ -29,6 +31,8 @@ def pack_metadata(
         metadata["g"] = group_id
     if deduplication_id is not None:
         metadata["d"] = deduplication_id
+    if trace_header is not None:
+        metadata["t"] = trace_header
     return _packer.pack(metadata) if metadata else b""
 
 
@@ -109,6 +113,11 @@ class Message:
     def deduplication_id(self) -> str | None:
         """MessageDeduplicationId of a FIFO message (given, or the body's SHA-256)."""
         return self.metadata.get("d")
+
+    @property
+    def trace_header(self) -> str | None:
+        """The AWSTraceHeader system attribute sent with the message (X-Ray), if any."""
+        return self.metadata.get("t")
 
     @property
     def text(self) -> str:

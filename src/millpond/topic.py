@@ -153,19 +153,6 @@ class FilterPolicyLimitExceeded(MillpondError):
 _Item = tuple[bytes, "dict[str, Any] | None", int, "str | None", "str | None"]
 
 
-class _FanOutFailed(Exception):
-    """Carries a MillpondError out of a fan-out that already wrote some deliveries.
-
-    Deliberately not a MillpondError: Storage.write commits the other writes of a transaction
-    when an operation raises a MillpondError (the operation is expected to raise before it
-    writes), but aborts the whole transaction on anything else. A half-done fan-out must abort.
-    """
-
-    def __init__(self, error: MillpondError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 # -- keys -----------------------------------------------------------------------------------------
 
 
@@ -1308,17 +1295,14 @@ class Topic:
             if raw != current.raw:  # changed since the snapshot: match again, in this txn
                 current = self._load_in(txn, raw)
                 todo = _plan(current, outs)
-            try:
-                return self._fan_out(txn, now_ms, current, todo, outs)
-            except MillpondError as exc:
-                raise _FanOutFailed(exc) from exc
+            return self._fan_out(txn, now_ms, current, todo, outs)
 
         try:
+            # atomic: the op runs in a nested transaction, so a failure after some deliveries
+            # rolls all of them back (and only them: the other writers of the commit go on)
             woken, results, lost = self._storage.write(
-                publish, sends=sum(len(chosen) for _, chosen in plan)
+                publish, sends=sum(len(chosen) for _, chosen in plan), atomic=True
             )
-        except _FanOutFailed as failed:
-            raise failed.error from None
         except TopicNotFound:
             self._state = None
             raise

@@ -250,12 +250,20 @@ def _send_fields(entry: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(body, str):
         raise invalid("MessageBody must be a string.")
     validate_body_text(body)
+    system = entry.get("MessageSystemAttributes") or {}
+    unknown = set(system) - {"AWSTraceHeader"}
+    if unknown:
+        raise invalid(f"Message system attribute name '{sorted(unknown)[0]}' is invalid.")
+    trace = system.get("AWSTraceHeader")
+    if trace is not None and (not isinstance(trace, dict) or not trace.get("StringValue")):
+        raise invalid("Message system attribute 'AWSTraceHeader' must have a StringValue.")
     return {
         "body": body,
         "delay_seconds": _int_param(entry, "DelaySeconds"),
         "attributes": _message_attributes(entry.get("MessageAttributes")),
         "group_id": entry.get("MessageGroupId"),
         "deduplication_id": entry.get("MessageDeduplicationId"),
+        "trace_header": trace["StringValue"] if trace else None,
     }
 
 
@@ -276,12 +284,14 @@ def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> list[tuple[st
     """Send checked entries in one write; (message id, sequence number or None) each."""
     if isinstance(queue, FifoQueue):
         items = [queue._prepare_fifo(f["body"], f["delay_seconds"], f["attributes"],
-                                     f["group_id"], f["deduplication_id"]) for f in prepared]
+                                     f["group_id"], f["deduplication_id"], f["trace_header"])
+                 for f in prepared]
         return queue._send_fifo(items)
     bodies, blobs, delays = [], [], []
     for f in prepared:
         data, blob, delay_ms = queue._prepare(f["body"], f["delay_seconds"], f["attributes"],
-                                              f["group_id"], f["deduplication_id"])
+                                              f["group_id"], f["deduplication_id"],
+                                              f["trace_header"])
         bodies.append(data)
         blobs.append(blob)
         delays.append(delay_ms)
@@ -366,6 +376,8 @@ def _wire_message(message: Message, wanted: set[str], attribute_names: list[str]
             system["SequenceNumber"] = message.sequence_number
         if message.dead_letter_source_arn is not None:
             system["DeadLetterQueueSourceArn"] = message.dead_letter_source_arn
+        if message.trace_header is not None:
+            system["AWSTraceHeader"] = message.trace_header
         system = {k: v for k, v in system.items() if k in wanted}
         if system:
             out["Attributes"] = system
