@@ -289,3 +289,23 @@ def test_move_task_returns_fifo_dead_letters_in_group_order(broker, clock):
     assert [m.text for m in got if m.group_id == "A"] == ["a0", "a1", "a2", "a3"]
     assert [m.text for m in got if m.group_id == "B"] == ["b0", "b1", "b2", "b3"]
     assert all(m.receive_count == 1 for m in got)
+
+
+def test_receive_request_attempt_id_returns_the_same_messages(fq, clock):
+    for i in range(3):
+        send(fq, f"m{i}")
+    first = fq.receive(2, visibility_timeout=30, attempt_id="try-1")
+    clock.advance(20)
+    retry = fq.receive(2, visibility_timeout=30, attempt_id="try-1")
+    assert [m.receipt_handle for m in retry] == [m.receipt_handle for m in first]
+    assert [m.receive_count for m in retry] == [1, 1]  # not a new receive
+    clock.advance(25)  # 45 s after the first receive, 25 s after the retry: still hidden
+    assert fq.receive(10) == []
+    fq.delete(retry[0].receipt_handle)
+    again = fq.receive(2, attempt_id="try-1")
+    assert [m.text for m in again] == ["m1"]  # the deleted one is left out
+    clock.advance(300)
+    fresh = fq.receive(10, attempt_id="try-1")  # window over: a new receive
+    assert [m.text for m in fresh] == ["m1", "m2"] and fresh[0].receive_count == 2
+    with pytest.raises(errors.InvalidParameterValue, match="ReceiveRequestAttemptId"):
+        fq.receive(attempt_id="has space")

@@ -449,3 +449,32 @@ def move(txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any], to_qu
         next_seq, stored = _load_qstate(txn, t, queue_id)
         _store_qstate(txn, t, queue_id, next_seq, stored - moved)
     return moved
+
+
+def redeliver(core: ModuleType, txn: Any, t: Any, queue_id: int, now_ms: int,
+              entries: list[Any], visibility_ms: int) -> list[Any]:
+    """Deliver members (seq, receive_count, g) again, unchanged but for their visibility.
+
+    For a receive retried with the same ReceiveRequestAttemptId: members that were deleted or
+    received again since are left out. Returns entries shaped as receive()'s.
+    """
+    out = []
+    for seq, count, g in entries:
+        key = _member_key(queue_id, g, seq)
+        raw = txn.get(key, db=t.fifo)
+        if raw is None:
+            continue
+        _, sent_ms, first_ms, last_ms, raw_count, source = _STATE.unpack(raw)
+        record = txn.get(_LOG_KEY.pack(queue_id, seq), db=t.log)
+        decoded = None if record is None else core.decode_record(record)
+        if raw_count != count or decoded is None:
+            continue
+        head = _head_key(txn, t, queue_id, g)
+        visible_at = now_ms + visibility_ms
+        txn.put(key, _STATE.pack(visible_at, sent_ms, first_ms, last_ms, count, source),
+                db=t.fifo)
+        if head is not None and _VIS_KEY.unpack(head)[2] == seq:
+            _reset_head(txn, t, queue_id, g, head)
+        _, message_id, attrs, body = decoded
+        out.append((seq, visible_at, count, sent_ms, first_ms, attrs, body, message_id, source, g))
+    return out

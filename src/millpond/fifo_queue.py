@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+
+import msgpack
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +31,7 @@ from millpond.message import Message, pack_metadata
 from millpond.queue import MAX_BATCH, MAX_HIDDEN_MS, Queue, check_int, check_message_id_field
 
 DEDUP_WINDOW_MS = 5 * 60 * 1000
+ATTEMPT_WINDOW_MS = 5 * 60 * 1000  # how long a ReceiveRequestAttemptId is remembered
 
 
 def sequence_number(seq: int) -> str:
@@ -168,11 +171,23 @@ class FifoQueue(Queue):
 
     # -- receive -----------------------------------------------------------------------------------
 
-    def _receive_once(self, max_messages: int, visibility_ms: int) -> tuple[list[Message], int]:
+    def _receive_once(
+        self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
+    ) -> tuple[list[Message], int]:
         retention_ms, redrive, core, broker = (
             self._retention_ms, self._redrive, self._core, self._broker)
+        attempt_key = None if attempt_id is None else (
+            b"attempt:" + self.queue_id.to_bytes(4, "big") + attempt_id.encode())
 
         def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
+            if attempt_key is not None:
+                raw = txn.get(attempt_key, db=tables.meta)
+                if raw is not None:
+                    expires, entries = msgpack.unpackb(raw)
+                    if expires > now_ms:  # a retry: the same deliveries, visibility restarted
+                        again = fifo.redeliver(core, txn, tables, queue_id, now_ms,
+                                               [tuple(e) for e in entries], visibility_ms)
+                        return (again, 0, [], 0, 0), 0
             dead_letter_id, max_count = 0, 0
             if redrive is not None:
                 target = broker._definition_in(txn, redrive.target_name)
@@ -180,6 +195,10 @@ class FifoQueue(Queue):
                     dead_letter_id, max_count = target["id"], redrive.max_receive_count
             result = fifo.receive(core, txn, tables, queue_id, now_ms, max_messages,
                                   visibility_ms, now_ms - retention_ms, max_count, dead_letter_id)
+            if attempt_key is not None:
+                txn.put(attempt_key, msgpack.packb(
+                    [now_ms + ATTEMPT_WINDOW_MS, [(r[0], r[2], r[9]) for r in result[0]]]),
+                    db=tables.meta)
             return result, dead_letter_id
 
         (received, dead, corrupt, _expired, next_visible), dead_letter_id = self._write(receive)

@@ -274,6 +274,7 @@ class Queue:
         *,
         visibility_timeout: int | None = None,
         wait_seconds: int | None = None,
+        attempt_id: str | None = None,
     ) -> list[Message]:
         """Receive up to ``max_messages`` (1-10) visible messages, hiding them while you work.
 
@@ -283,8 +284,13 @@ class Queue:
             wait_seconds: 0-20 s to wait for a message when none is visible (long polling);
                 None takes the queue's ReceiveMessageWaitTimeSeconds. Returns as soon as at least
                 one message is available, without filling ``max_messages``.
+            attempt_id: FIFO queues: SQS's ReceiveRequestAttemptId. Retrying with the same id
+                within 5 minutes returns the same messages and receipt handles (their visibility
+                restarts) instead of new ones. Ignored on standard queues, as by SQS.
         """
         check_int("MaxNumberOfMessages", max_messages, 1, MAX_BATCH)
+        if attempt_id is not None:
+            check_message_id_field("ReceiveRequestAttemptId", attempt_id)
         if visibility_timeout is None:
             visibility_ms = self._visibility_ms
         else:
@@ -298,7 +304,8 @@ class Queue:
         deadline = time.monotonic() + wait_seconds
         while True:
             generation = wakeups.generation(self.queue_id)
-            messages, next_visible_ms = self._receive_once(max_messages, visibility_ms)
+            messages, next_visible_ms = self._receive_once(
+                max_messages, visibility_ms, attempt_id)
             remaining = deadline - time.monotonic()
             if messages or remaining <= 0:
                 return messages
@@ -308,7 +315,9 @@ class Queue:
                 remaining = min(remaining, max(due_s, 0.001))
             wakeups.wait(self.queue_id, generation, remaining)
 
-    def _receive_once(self, max_messages: int, visibility_ms: int) -> tuple[list[Message], int]:
+    def _receive_once(
+        self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
+    ) -> tuple[list[Message], int]:
         retention_ms, redrive, core, broker = self._retention_ms, self._redrive, self._core, self._broker
 
         def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:

@@ -25,7 +25,7 @@ from millpond.message_attributes import (
     select_message_attributes,
     validate_body_text,
 )
-from millpond.queue import MAX_BATCH, Queue
+from millpond.queue import MAX_BATCH, Queue, check_message_id_field
 from millpond.server.context import Context
 from millpond.server.protocol import (
     AwsError,
@@ -390,14 +390,15 @@ def _wire_message(message: Message, wanted: set[str], attribute_names: list[str]
 
 
 async def _long_poll(ctx: Context, queue: Queue, max_messages: int, visibility_ms: int,
-                     wait_s: int) -> list[Message]:
+                     wait_s: int, attempt_id: str | None) -> list[Message]:
     """Receive, waiting on the event loop (not a thread) for up to ``wait_s`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     broker = queue._broker
     while True:
         generation = broker._wakeups.generation(queue.queue_id)
-        messages, next_visible = await ctx.call(queue._receive_once, max_messages, visibility_ms)
+        messages, next_visible = await ctx.call(queue._receive_once, max_messages, visibility_ms,
+                                                attempt_id)
         remaining = deadline - loop.time()
         if messages or remaining <= 0:
             return messages  # type: ignore[no-any-return]
@@ -435,7 +436,10 @@ async def receive_message(ctx: Context, request: Request) -> dict[str, Any]:
         )
     visibility_ms = queue._visibility_ms if visibility is None else visibility * 1000
     wait_s = queue._wait_s if wait is None else wait
-    messages = await _long_poll(ctx, queue, max_messages, visibility_ms, wait_s)
+    attempt_id = params.get("ReceiveRequestAttemptId")
+    if attempt_id is not None:
+        check_message_id_field("ReceiveRequestAttemptId", attempt_id)
+    messages = await _long_poll(ctx, queue, max_messages, visibility_ms, wait_s, attempt_id)
     wanted = _wanted_system_attributes(params)
     names = params.get("MessageAttributeNames") or []
     return {"Messages": [_wire_message(m, wanted, names, request.access_key or

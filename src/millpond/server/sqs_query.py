@@ -113,6 +113,7 @@ def _structure(flat: dict[str, str], entry_head: str | None = None, where: str =
 # -- responses -----------------------------------------------------------------------------------
 
 _ENTITIES = {"\r": "&#xD;"}  # an XML parser would turn a raw CR into LF
+_SPECIAL = re.compile(r"[&<>\r]")
 # Actions whose response has an <{Action}Result> element (the others carry metadata only).
 _WITH_RESULT = frozenset((
     "CancelMessageMoveTask", "ChangeMessageVisibilityBatch", "CreateQueue", "DeleteMessageBatch",
@@ -120,7 +121,7 @@ _WITH_RESULT = frozenset((
     "ListQueueTags", "ListQueues", "ReceiveMessage", "SendMessage", "SendMessageBatch",
     "StartMessageMoveTask",
 ))
-# JSON member -> (element of each item) for lists flattened into repeated elements.
+# JSON member -> element of each item, for lists flattened into repeated elements.
 _FLAT_LISTS = {
     "QueueUrls": "QueueUrl",
     "queueUrls": "QueueUrl",
@@ -136,24 +137,65 @@ _FLAT_MAPS = {
     "Tags": ("Tag", "Key", "Value"),
     "MessageAttributes": ("MessageAttribute", "Name", "Value"),
 }
-_VALUE_ORDER = ("StringValue", "BinaryValue", "StringListValues", "BinaryListValues", "DataType")
+
+
+def _escape(text: str) -> str:
+    if _SPECIAL.search(text) is None:  # the usual case: nothing to escape
+        return text
+    return escape(text, _ENTITIES)
 
 
 def _text(value: Any) -> str:
     if isinstance(value, str):
-        return escape(value, _ENTITIES)
+        return _escape(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(value).decode("ascii")
-    return escape(str(value), _ENTITIES)
+    return _escape(str(value))
 
 
-def _value(value: Any, action: str) -> str:
-    """The content of an element holding ``value``."""
-    if isinstance(value, dict):
-        return _members(value, action)
-    return _text(value)
+def _attribute_value(value: dict[str, Any]) -> str:
+    """A message attribute value in AWS's member order: the value, then DataType."""
+    if "StringValue" in value:
+        inner = f"<StringValue>{_text(value['StringValue'])}</StringValue>"
+    elif "BinaryValue" in value:
+        inner = f"<BinaryValue>{_text(value['BinaryValue'])}</BinaryValue>"
+    else:
+        inner = ""
+    if len(value) > 2:  # list values: modeled, though SQS never implemented them
+        for key in ("StringListValues", "BinaryListValues"):
+            tag = _FLAT_LISTS[key]
+            inner += "".join(f"<{tag}>{_text(item)}</{tag}>" for item in value.get(key) or ())
+    return f"{inner}<DataType>{_text(value.get('DataType', ''))}</DataType>"
+
+
+def _map(name: str, mapping: dict[str, Any]) -> str:
+    tag, key_tag, value_tag = _FLAT_MAPS[name]
+    if tag == "MessageAttribute":
+        return "".join(
+            f"<MessageAttribute><Name>{_escape(key)}</Name><Value>{_attribute_value(value)}"
+            "</Value></MessageAttribute>"
+            for key, value in mapping.items()
+        )
+    return "".join(
+        f"<{tag}><{key_tag}>{_escape(key)}</{key_tag}><{value_tag}>{_text(value)}</{value_tag}>"
+        f"</{tag}>"
+        for key, value in mapping.items()
+    )
+
+
+def _message(message: dict[str, Any]) -> str:
+    """One received message: the hot path of ReceiveMessage."""
+    parts = []
+    for name, value in message.items():
+        if type(value) is str:
+            parts.append(f"<{name}>{_escape(value)}</{name}>")
+        elif name in _FLAT_MAPS:
+            parts.append(_map(name, value))
+        elif value is not None:
+            parts.append(f"<{name}>{_text(value)}</{name}>")
+    return f"<Message>{''.join(parts)}</Message>"
 
 
 def _members(result: dict[str, Any], action: str) -> str:
@@ -161,30 +203,28 @@ def _members(result: dict[str, Any], action: str) -> str:
     for name, value in result.items():
         if value is None:
             continue
-        flat_map = _FLAT_MAPS.get(name)
-        if flat_map is not None and isinstance(value, dict):
-            tag, key_tag, value_tag = flat_map
-            for key, item in value.items():
-                if isinstance(item, dict):  # a message attribute value, in AWS's member order
-                    inner = "".join(f"<{k}>{_value(item[k], action)}</{k}>" if k not in
-                                    _FLAT_LISTS else _members({k: item[k]}, action)
-                                    for k in _VALUE_ORDER if item.get(k) is not None)
-                else:
-                    inner = _text(item)
-                parts.append(f"<{tag}><{key_tag}>{_text(key)}</{key_tag}>"
-                             f"<{value_tag}>{inner}</{value_tag}></{tag}>")
-            continue
-        if isinstance(value, list):
+        if isinstance(value, dict):
+            if name in _FLAT_MAPS:
+                parts.append(_map(name, value))
+            else:
+                parts.append(f"<{name}>{_members(value, action)}</{name}>")
+        elif isinstance(value, list):
+            if name == "Messages":
+                parts.extend(_message(m) for m in value)
+                continue
             tag = f"{action}ResultEntry" if name == "Successful" else _FLAT_LISTS.get(name, name)
-            parts.extend(f"<{tag}>{_value(item, action)}</{tag}>" for item in value)
-            continue
-        parts.append(f"<{name}>{_value(value, action)}</{name}>")
+            parts.extend(
+                f"<{tag}>{_members(item, action) if isinstance(item, dict) else _text(item)}</{tag}>"
+                for item in value
+            )
+        else:
+            parts.append(f"<{name}>{_text(value)}</{name}>")
     return "".join(parts)
 
 
 def response(action: str, result: dict[str, Any], request_id: str) -> bytes:
     """The XML body of a successful ``action``."""
-    metadata = f"<ResponseMetadata><RequestId>{escape(request_id)}</RequestId></ResponseMetadata>"
+    metadata = f"<ResponseMetadata><RequestId>{_escape(request_id)}</RequestId></ResponseMetadata>"
     if action in _WITH_RESULT:
         body = f"<{action}Result>{_members(result, action)}</{action}Result>{metadata}"
     else:
@@ -198,7 +238,7 @@ def error(exc: AwsError, request_id: str) -> tuple[int, list[tuple[bytes, bytes]
     fault = "Sender" if exc.sender_fault else "Receiver"
     body = (
         f'<?xml version="1.0"?><ErrorResponse xmlns="{NAMESPACE}"><Error><Type>{fault}</Type>'
-        f"<Code>{escape(exc.code)}</Code><Message>{escape(exc.message, _ENTITIES)}</Message>"
-        f"<Detail/></Error><RequestId>{escape(request_id)}</RequestId></ErrorResponse>"
+        f"<Code>{_escape(exc.code)}</Code><Message>{_escape(exc.message)}</Message>"
+        f"<Detail/></Error><RequestId>{_escape(request_id)}</RequestId></ErrorResponse>"
     )
     return exc.status, [(b"content-type", CONTENT_TYPE)], body.encode()
