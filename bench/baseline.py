@@ -74,7 +74,13 @@ class RawQueue:
     def send_many(self, bodies: list[bytes]) -> None:
         """All ``bodies`` in one write transaction: 2 puts each."""
         now = time.time_ns() // 1_000_000
-        log, vis, log_key, vis_key, state = self.log, self.vis, _LOG_KEY.pack, _VIS_KEY.pack, _NEW_STATE
+        log, vis, log_key, vis_key, state = (
+            self.log,
+            self.vis,
+            _LOG_KEY.pack,
+            _VIS_KEY.pack,
+            _NEW_STATE,
+        )
         with self.env.begin(write=True) as txn:
             put = txn.put
             seq = self._seq
@@ -93,7 +99,13 @@ class RawQueue:
         """
         now = time.time_ns() // 1_000_000
         later = now + VISIBILITY_MS
-        vis, log, unpack, vis_key, log_key = self.vis, self.log, _VIS_KEY.unpack, _VIS_KEY.pack, _LOG_KEY.pack
+        vis, log, unpack, vis_key, log_key = (
+            self.vis,
+            self.log,
+            _VIS_KEY.unpack,
+            _VIS_KEY.pack,
+            _LOG_KEY.pack,
+        )
         handles = []
         with self.env.begin(write=True) as txn:
             cur = txn.cursor(db=vis)

@@ -30,6 +30,11 @@ def is_quick(config: pytest.Config) -> bool:
     return bool(config.getoption("--bench-quick")) or env not in ("", "0")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Read by test_bench_queue.pytest_generate_tests (quick runs collect one slice per case).
+    config.millpond_bench_quick = is_quick(config)  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def quick(pytestconfig: pytest.Config) -> bool:
     return is_quick(pytestconfig)

@@ -39,7 +39,11 @@ CASES: dict[str, tuple[dict[str, Any], str, bool]] = {
     # name: (policy, scope, expected result on the message)
     "exact": ({"customer_interests": ["rugby", "football", "baseball"]}, "MessageAttributes", True),
     "prefix": ({"store": [{"prefix": "example_"}, {"prefix": "demo_"}]}, "MessageAttributes", True),
-    "numeric_range": ({"price_usd": [{"numeric": [">", 100, "<=", 500]}]}, "MessageAttributes", True),
+    "numeric_range": (
+        {"price_usd": [{"numeric": [">", 100, "<=", 500]}]},
+        "MessageAttributes",
+        True,
+    ),
     "anything_but": (
         {"event": [{"anything-but": ["order-cancelled", "order-refunded"]}]},
         "MessageAttributes",

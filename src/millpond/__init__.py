@@ -12,6 +12,10 @@ from millpond.broker import Broker, open
 from millpond.clock import Clock, ManualClock, SystemClock
 from millpond.message import Message
 from millpond.queue import Queue
+from millpond.topic import Subscription, Topic
 
-__all__ = ["Broker", "Clock", "ManualClock", "Message", "Queue", "SystemClock", "open"]
+__all__ = [
+    "Broker", "Clock", "ManualClock", "Message", "Queue", "Subscription", "SystemClock", "Topic",
+    "open",
+]
 __version__ = "0.1.0.dev0"

@@ -23,7 +23,7 @@ from millpond.clock import Clock, SystemClock
 from millpond.errors import InvalidParameterValue, QueueAlreadyExists, QueueDoesNotExist
 from millpond.fifo_queue import FifoQueue
 from millpond.queue import Queue, check_tags
-from millpond.topic import Topic, Topics
+from millpond.topic import Subscription, Topic, Topics
 from millpond.wakeups import Wakeups
 from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
 
@@ -334,6 +334,14 @@ class Broker:
     def list_topics(self) -> list[str]:
         """Names of all topics, sorted."""
         return self._topics.list()
+
+    def subscription(self, arn: str) -> Subscription:
+        """The subscription with this ARN (of any topic); raises TopicNotFound."""
+        return self._topics.subscription(arn)
+
+    def list_subscriptions(self) -> list[Subscription]:
+        """Every subscription of every topic (SNS ListSubscriptions)."""
+        return self._topics.list_subscriptions()
 
     def _update_queue(self, queue: Queue, changes: dict[str, str]) -> None:
         if "RedrivePolicy" in changes:
