@@ -36,6 +36,16 @@ DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB to start; doubled when full
 DEFAULT_MAX_MAP_SIZE = 1 << 40  # 1 TiB of address space; only the pages used reach the disk
 DEFAULT_RESERVE = 64 << 20
 
+_process_id = os.getpid()  # kept current across fork() without a getpid() per call
+
+
+def _after_fork_in_child() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 READER_CHECK_INTERVAL_S = 60.0  # clear reader slots of dead processes this often
 GATHER_WINDOW_S = 0.05  # a thread that wrote this recently counts as an active writer
 MAX_GATHER_S = 0.0005  # the longest a leader waits for the others (and at most half a commit)
@@ -57,15 +67,6 @@ class Tables:
             setattr(self, name, env.open_db(name.encode(), txn=txn, create=True))
 
 
-class _Result:
-    """A successful op's value (so an op may return an exception object unambiguously)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
 class _Op:
     __slots__ = ("fn", "sends", "atomic", "done", "result", "error", "wake")
 
@@ -78,8 +79,7 @@ class _Op:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
-        self.wake = threading.Lock()  # held until a leader releases it
-        self.wake.acquire()
+        self.wake: threading.Lock | None = None  # a follower's: released by a leader
 
 
 class Storage:
@@ -155,7 +155,10 @@ class Storage:
         self._pending: list[_Op] = []
         self._leader_active = False
         self._writers: dict[int, float] = {}  # thread id -> last write (monotonic s)
-        self._commit_seconds = 0.0  # moving average of a commit's duration
+        self._commit_seconds = 0.0  # moving average of a commit's duration ("fsync" only)
+        self._timed = self.durability == "fsync"  # gathering pays only when commits are slow
+        self._send_limit = self.max_map_size - self.reserve
+        self._closing = False
         self._map_size = self.env.info()["map_size"]
         self.commits = 0  # write transactions committed by this process (for tests and metrics)
 
@@ -195,28 +198,32 @@ class Storage:
 
     def _lead(self, op: _Op) -> None:
         """Commit everything queued (``op`` included), then hand leadership on (caller leads)."""
-        self._gather()
+        if self._writers:
+            self._gather()
         with self._mutex:
             batch = self._pending
             self._pending = []
         if op not in batch:
             batch.insert(0, op)
-        started = time.perf_counter()
+        timed = self._timed
+        started = time.perf_counter() if timed else 0.0
         try:
             self._commit(batch)
         finally:
-            elapsed = time.perf_counter() - started
-            self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
+            if timed:
+                elapsed = time.perf_counter() - started
+                self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
             with self._mutex:
                 successor = self._pending[0] if self._pending else None
                 if successor is None:
                     self._leader_active = False
-                    self._idle.notify_all()
+                    if self._closing:
+                        self._idle.notify_all()
             for other in batch:
-                if other is not op:
+                if other is not op and other.wake is not None:
                     other.wake.release()  # done: its thread returns the outcome
             if successor is not None:
-                successor.wake.release()  # not done: its thread leads the next commit
+                successor.wake.release()  # type: ignore[union-attr]  # it leads the next commit
 
     def _gather(self) -> None:
         """Under contention, wait a little so one commit serves every active writer.
@@ -228,12 +235,11 @@ class Storage:
         """
         now = time.monotonic()
         writers = self._writers
-        if len(writers) > 1:
-            for ident, seen in list(writers.items()):
-                if now - seen > GATHER_WINDOW_S:
-                    writers.pop(ident, None)
-        wanted = len(writers)
-        if wanted <= 1 or self.durability != "fsync":
+        for ident, seen in list(writers.items()):
+            if now - seen > GATHER_WINDOW_S:
+                writers.pop(ident, None)
+        wanted = len(writers) + 1  # the threads seen contending, and this leader
+        if wanted <= 2 or not self._timed:
             return
         deadline = time.perf_counter() + min(self._commit_seconds / 2, MAX_GATHER_S)
         while len(self._pending) + 1 < wanted and time.perf_counter() < deadline:
@@ -268,32 +274,30 @@ class Storage:
                 return
 
     def _run(self, batch: list[_Op]) -> None:
-        if time.monotonic() - self._reader_checked > READER_CHECK_INTERVAL_S:
+        if not self.commits & 1023 and (
+            time.monotonic() - self._reader_checked > READER_CHECK_INTERVAL_S
+        ):
             self._reader_checked = time.monotonic()
             self.env.reader_check()
         now_ms = self.clock.now_ms()
-        outcomes: list[Any] = []
+        outcomes: list[tuple[Any, BaseException | None]] = []
         with self.env.begin(write=True) as txn:
-            full = self._map_size > self.max_map_size - self.reserve and any(
+            full = self._map_size > self._send_limit and any(
                 op.sends for op in batch) and self._sends_refused(txn)
             for op in batch:
                 if op.sends and full:
-                    outcomes.append(StorageFull("the data directory is full"))
+                    outcomes.append((None, StorageFull("the data directory is full")))
                     continue
                 try:
                     if op.atomic:
                         with self.env.begin(write=True, parent=txn) as child:
-                            outcomes.append(_Result(op.fn(child, now_ms)))
+                            outcomes.append((op.fn(child, now_ms), None))
                     else:
-                        outcomes.append(_Result(op.fn(txn, now_ms)))
+                        outcomes.append((op.fn(txn, now_ms), None))
                 except MillpondError as exc:
-                    outcomes.append(exc)
+                    outcomes.append((None, exc))
         # Committed: only now may callers learn their results.
-        for op, outcome in zip(batch, outcomes):
-            if type(outcome) is _Result:
-                op.result = outcome.value
-            else:
-                op.error = outcome
+        for op, (op.result, op.error) in zip(batch, outcomes):
             op.done = True
 
     def _sends_refused(self, txn: lmdb.Transaction) -> bool:
@@ -335,7 +339,7 @@ class Storage:
     def _check_usable(self) -> None:
         if self._closed:
             raise BrokerClosed("the broker is closed")
-        if os.getpid() != self._pid:
+        if _process_id != self._pid:
             # An LMDB environment must never be used across fork(): the child would write
             # through the parent's locks and map.
             raise BrokerClosed(
@@ -348,6 +352,7 @@ class Storage:
         if self._closed:
             return
         with self._mutex:
+            self._closing = True
             while self._leader_active:
                 self._idle.wait()
             self._closed = True
