@@ -79,7 +79,12 @@ def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, 
             log_items[i] = (_log_key(queue_id, seq + i),
                             _record(now_ms, env_id, queue_id, seq + i, attrs[i], bodies[i]))
             vis_items[i] = (_vis_key(queue_id, now_ms + <uint64_t>delays_ms[i], seq + i), vis_value)
-        txn.cursor(dbs.log).putmulti(log_items)
+        # The log keys grow, so appending works when this queue holds the highest keys (the
+        # common case: one busy queue); it fills pages fully and skips the search. Otherwise
+        # LMDB refuses every item (added 0) and we insert normally.
+        log = txn.cursor(dbs.log)
+        if log.putmulti(log_items, True, True, True)[1] != n:
+            log.putmulti(log_items)
         txn.cursor(dbs.vis).putmulti(vis_items)
     txn.put(_u32(queue_id), _qstate(next_seq + n, count + n), True, True, False, dbs.qstate)
     return next_seq

@@ -25,7 +25,7 @@ NAMESPACE = "http://queue.amazonaws.com/doc/2012-11-05/"
 
 # -- requests ------------------------------------------------------------------------------------
 
-_LIST, _ENTRIES, _MAP, _ATTRIBUTE_MAP = range(4)
+_LIST, _MAP, _ATTRIBUTE_MAP = range(3)
 # Flattened request collections: query name -> (kind, JSON member name).
 _COLLECTIONS: dict[str, tuple[int, str]] = {
     "AttributeName": (_LIST, "AttributeNames"),
@@ -42,10 +42,13 @@ _COLLECTIONS: dict[str, tuple[int, str]] = {
     "MessageSystemAttribute": (_ATTRIBUTE_MAP, "MessageSystemAttributes"),
 }
 _MAP_KEYS = {"Attribute": "Name", "Tag": "Key"}
-_ENTRY_HEADS = frozenset((
-    "SendMessageBatchRequestEntry", "DeleteMessageBatchRequestEntry",
-    "ChangeMessageVisibilityBatchRequestEntry",
-))
+_ENTRY_HEADS = frozenset(
+    (
+        "SendMessageBatchRequestEntry",
+        "DeleteMessageBatchRequestEntry",
+        "ChangeMessageVisibilityBatchRequestEntry",
+    )
+)
 _INDEX = re.compile(r"[1-9][0-9]{0,8}")
 _PROTOCOL_KEYS = ("Action", "Version")
 
@@ -70,8 +73,9 @@ def parse(action: str, form: dict[str, str]) -> dict[str, Any]:
     return params
 
 
-def _structure(flat: dict[str, str], entry_head: str | None = None, where: str = ""
-               ) -> dict[str, Any]:
+def _structure(
+    flat: dict[str, str], entry_head: str | None = None, where: str = ""
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     groups: dict[str, dict[int, dict[str, str]]] = {}
     for key, value in flat.items():
@@ -96,16 +100,16 @@ def _structure(flat: dict[str, str], entry_head: str | None = None, where: str =
         for i in indexes:
             item = items[i]
             prefix = f"{where}{head}.{i}."
-            key = item.get(key_name)
-            if key is None:
+            map_key = item.get(key_name)
+            if map_key is None:
                 raise missing(prefix + key_name)
             if kind == _MAP:
                 if "Value" not in item:
                     raise missing(prefix + "Value")
-                mapping[key] = item["Value"]
+                mapping[map_key] = item["Value"]
             else:
-                value = {t[6:]: v for t, v in item.items() if t.startswith("Value.")}
-                mapping[key] = _structure(value, None, prefix + "Value.")
+                nested = {t[6:]: v for t, v in item.items() if t.startswith("Value.")}
+                mapping[map_key] = _structure(nested, None, prefix + "Value.")
         out[name] = mapping
     return out
 
@@ -115,12 +119,24 @@ def _structure(flat: dict[str, str], entry_head: str | None = None, where: str =
 _ENTITIES = {"\r": "&#xD;"}  # an XML parser would turn a raw CR into LF
 _SPECIAL = re.compile(r"[&<>\r]")
 # Actions whose response has an <{Action}Result> element (the others carry metadata only).
-_WITH_RESULT = frozenset((
-    "CancelMessageMoveTask", "ChangeMessageVisibilityBatch", "CreateQueue", "DeleteMessageBatch",
-    "GetQueueAttributes", "GetQueueUrl", "ListDeadLetterSourceQueues", "ListMessageMoveTasks",
-    "ListQueueTags", "ListQueues", "ReceiveMessage", "SendMessage", "SendMessageBatch",
-    "StartMessageMoveTask",
-))
+_WITH_RESULT = frozenset(
+    (
+        "CancelMessageMoveTask",
+        "ChangeMessageVisibilityBatch",
+        "CreateQueue",
+        "DeleteMessageBatch",
+        "GetQueueAttributes",
+        "GetQueueUrl",
+        "ListDeadLetterSourceQueues",
+        "ListMessageMoveTasks",
+        "ListQueueTags",
+        "ListQueues",
+        "ReceiveMessage",
+        "SendMessage",
+        "SendMessageBatch",
+        "StartMessageMoveTask",
+    )
+)
 # JSON member -> element of each item, for lists flattened into repeated elements.
 _FLAT_LISTS = {
     "QueueUrls": "QueueUrl",
@@ -213,10 +229,9 @@ def _members(result: dict[str, Any], action: str) -> str:
                 parts.extend(_message(m) for m in value)
                 continue
             tag = f"{action}ResultEntry" if name == "Successful" else _FLAT_LISTS.get(name, name)
-            parts.extend(
-                f"<{tag}>{_members(item, action) if isinstance(item, dict) else _text(item)}</{tag}>"
-                for item in value
-            )
+            for item in value:
+                inner = _members(item, action) if isinstance(item, dict) else _text(item)
+                parts.append(f"<{tag}>{inner}</{tag}>")
         else:
             parts.append(f"<{name}>{_text(value)}</{name}>")
     return "".join(parts)
@@ -229,8 +244,9 @@ def response(action: str, result: dict[str, Any], request_id: str) -> bytes:
         body = f"<{action}Result>{_members(result, action)}</{action}Result>{metadata}"
     else:
         body = metadata
-    return (f'<?xml version="1.0"?><{action}Response xmlns="{NAMESPACE}">{body}'
-            f"</{action}Response>").encode()
+    return (
+        f'<?xml version="1.0"?><{action}Response xmlns="{NAMESPACE}">{body}</{action}Response>'
+    ).encode()
 
 
 def error(exc: AwsError, request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
