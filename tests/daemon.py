@@ -21,19 +21,38 @@ def free_port() -> int:
 class Daemon:
     """A running daemon: ``url``, ``port``, ``data_dir``; ``stop()`` sends SIGTERM and waits."""
 
-    def __init__(self, data_dir: str, *, config: str | None = None, durability: str = "os",
-                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        config: str | None = None,
+        durability: str = "os",
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "millpond.cli", "serve", "--data", data_dir,
-                   "--port", str(self.port), "--durability", durability, *(extra or [])]
+        command = [
+            sys.executable,
+            "-m",
+            "millpond.cli",
+            "serve",
+            "--data",
+            data_dir,
+            "--port",
+            str(self.port),
+            "--durability",
+            durability,
+            *(extra or []),
+        ]
         if config:
             command += ["--config", config]
         self.log_path = os.path.join(os.path.dirname(data_dir) or ".", f"daemon-{self.port}.log")
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **(env or {})})
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         self._wait_healthy()
 
     def _wait_healthy(self, timeout: float = 30) -> None:
@@ -56,9 +75,14 @@ class Daemon:
     def client(self, service: str = "sqs", region: str = "us-east-1", **kwargs: Any) -> Any:
         import boto3
 
-        return boto3.client(service, endpoint_url=self.url, region_name=region,
-                            aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret",
-                            **kwargs)
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id="AKIDEXAMPLE",
+            aws_secret_access_key="secret",
+            **kwargs,
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.process.poll() is None:

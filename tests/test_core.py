@@ -34,8 +34,14 @@ def _send(c, env, queue_id, now, bodies, delays=None, attrs=None):
     e, t = env
     with e.begin(write=True) as txn:
         return c.send(
-            txn, t, queue_id, now, list(bodies), attrs or [b""] * len(bodies),
-            delays or [0] * len(bodies), ENV_ID,
+            txn,
+            t,
+            queue_id,
+            now,
+            list(bodies),
+            attrs or [b""] * len(bodies),
+            delays or [0] * len(bodies),
+            ENV_ID,
         )
 
 
@@ -75,7 +81,10 @@ def test_keys_sort_numerically(c):
 def test_record_round_trip_and_every_corruption_is_caught(c):
     record = c.encode_record(42, 0xDEADBEEF, 3, 99, b"meta", b"the body")
     assert c.decode_record(record) == (
-        42, "deadbeef-0000-0003-0000-000000000063", b"meta", b"the body"
+        42,
+        "deadbeef-0000-0003-0000-000000000063",
+        b"meta",
+        b"the body",
     )
     for i in range(len(record)):
         broken = bytearray(record)
@@ -112,7 +121,11 @@ def test_send_then_receive_hides_and_counts(c, env):
         assert c.counts(txn, t, 1, 1000, 0) == (3, 2, 1)
     # Visible again after the timeout, receive count grows, first receive stays.
     received = _receive(c, env, 1, 40_000)[0]
-    assert sorted((r[0], r[2], r[4]) for r in received) == [(1, 2, 1000), (2, 2, 1000), (3, 1, 40_000)]
+    assert sorted((r[0], r[2], r[4]) for r in received) == [
+        (1, 2, 1000),
+        (2, 2, 1000),
+        (3, 1, 40_000),
+    ]
 
 
 def test_send_to_a_missing_queue_raises_lookup_error_and_writes_nothing(c, env):

@@ -59,13 +59,25 @@ def test_healthy_messages_are_delivered_in_the_same_receive(broker, clock):
 @pytest.mark.parametrize(
     "policy, phrase",
     [
-        ({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:nope",
-          "maxReceiveCount": 3}, "does not exist"),
-        ({"deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123456789012:dlq",
-          "maxReceiveCount": 3}, "not an SQS queue ARN of this region"),
+        (
+            {
+                "deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:nope",
+                "maxReceiveCount": 3,
+            },
+            "does not exist",
+        ),
+        (
+            {"deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123456789012:dlq", "maxReceiveCount": 3},
+            "not an SQS queue ARN of this region",
+        ),
         ({"deadLetterTargetArn": "not-an-arn", "maxReceiveCount": 3}, "not an SQS queue ARN"),
-        ({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:dlq",
-          "maxReceiveCount": 1001}, "maxReceiveCount"),
+        (
+            {
+                "deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:dlq",
+                "maxReceiveCount": 1001,
+            },
+            "maxReceiveCount",
+        ),
         ({"maxReceiveCount": 3}, "deadLetterTargetArn"),
     ],
 )
@@ -80,8 +92,14 @@ def test_redrive_allow_policy_is_enforced(broker):
     deny = broker.create_queue("deny", {"RedriveAllowPolicy": '{"redrivePermission":"denyAll"}'})
     with pytest.raises(errors.InvalidAttributeValue, match="does not allow"):
         broker.create_queue("a", redrive(deny, 3))
-    only_b = broker.create_queue("only-b", {"RedriveAllowPolicy": json.dumps(
-        {"redrivePermission": "byQueue", "sourceQueueArns": [broker.arn("sqs", "b")]})})
+    only_b = broker.create_queue(
+        "only-b",
+        {
+            "RedriveAllowPolicy": json.dumps(
+                {"redrivePermission": "byQueue", "sourceQueueArns": [broker.arn("sqs", "b")]}
+            )
+        },
+    )
     broker.create_queue("b", redrive(only_b, 3))
     with pytest.raises(errors.InvalidAttributeValue, match="does not allow"):
         broker.create_queue("c", redrive(only_b, 3))
@@ -138,7 +156,9 @@ def test_move_task_to_a_destination_and_validation(broker, clock):
     broker.start_message_move_task(dlq.arn, destination_arn=other.arn)
     wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
     assert sorted(m.text for m in other.receive(10)) == [
-        "dead-lettered", "sent straight to the dead-letter queue"]
+        "dead-lettered",
+        "sent straight to the dead-letter queue",
+    ]
     with pytest.raises(errors.InvalidParameterValue, match="Dead Letter Queue"):
         broker.start_message_move_task(other.arn)
     with pytest.raises(errors.ResourceNotFound):

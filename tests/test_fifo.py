@@ -39,11 +39,17 @@ def test_fifo_queue_attributes_and_naming_rules(broker):
     with pytest.raises(errors.InvalidAttributeName, match="only when FifoQueue"):
         broker.create_queue("d", {"DeduplicationScope": "queue"})
     with pytest.raises(errors.InvalidAttributeValue, match="perMessageGroupId"):
-        broker.create_queue("e.fifo", {"FifoQueue": "true", "FifoThroughputLimit":
-                                       "perMessageGroupId"})
-    high = broker.create_queue("f.fifo", {"FifoQueue": "true", "DeduplicationScope":
-                                          "messageGroup", "FifoThroughputLimit":
-                                          "perMessageGroupId"})
+        broker.create_queue(
+            "e.fifo", {"FifoQueue": "true", "FifoThroughputLimit": "perMessageGroupId"}
+        )
+    high = broker.create_queue(
+        "f.fifo",
+        {
+            "FifoQueue": "true",
+            "DeduplicationScope": "messageGroup",
+            "FifoThroughputLimit": "perMessageGroupId",
+        },
+    )
     assert high.get_attributes()["FifoThroughputLimit"] == "perMessageGroupId"
     with pytest.raises(errors.InvalidAttributeValue, match="Modifying queue type"):
         q.set_attributes({"FifoQueue": "false"})
@@ -152,8 +158,13 @@ def test_deduplication_window_survives_delete(fq, clock):
 
 def test_content_based_deduplication_and_batches(broker):
     q = broker.create_queue("c.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"})
-    ids = q.send_batch([{"body": "same", "group_id": "g"}, {"body": "same", "group_id": "h"},
-                        {"body": "other", "group_id": "g"}])
+    ids = q.send_batch(
+        [
+            {"body": "same", "group_id": "g"},
+            {"body": "same", "group_id": "h"},
+            {"body": "other", "group_id": "g"},
+        ]
+    )
     assert ids[0] == ids[1] != ids[2]
     got = q.receive(10)
     assert texts(got) == ["same", "other"]
@@ -218,11 +229,18 @@ def test_forged_fifo_handles_are_invalid(fq, bad):
 
 def test_fifo_dead_letter_queue_keeps_group_order(broker, clock):
     dlq = broker.create_queue("dead.fifo", {"FifoQueue": "true"})
-    q = broker.create_queue("work.fifo", {"FifoQueue": "true", "RedrivePolicy": json.dumps(
-        {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1})})
+    q = broker.create_queue(
+        "work.fifo",
+        {
+            "FifoQueue": "true",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}),
+        },
+    )
     with pytest.raises(errors.InvalidAttributeValue, match="same type"):
-        broker.create_queue("std", {"RedrivePolicy": json.dumps(
-            {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1})})
+        broker.create_queue(
+            "std",
+            {"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1})},
+        )
     for i in range(3):
         send(q, f"m{i}")
     assert texts(q.receive(10, visibility_timeout=0)) == ["m0", "m1", "m2"]
@@ -272,8 +290,13 @@ def test_move_task_returns_fifo_dead_letters_in_group_order(broker, clock):
     import time
 
     dlq = broker.create_queue("dead.fifo", {"FifoQueue": "true"})
-    q = broker.create_queue("work.fifo", {"FifoQueue": "true", "RedrivePolicy": json.dumps(
-        {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1})})
+    q = broker.create_queue(
+        "work.fifo",
+        {
+            "FifoQueue": "true",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}),
+        },
+    )
     for i in range(4):
         send(q, f"a{i}", "A")
         send(q, f"b{i}", "B")

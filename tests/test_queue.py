@@ -75,8 +75,10 @@ def test_create_queue_is_idempotent_unless_an_attribute_differs(broker):
         ({"ContentBasedDeduplication": "true"}, errors.InvalidAttributeName, "ContentBased"),
         ({"RedrivePolicy": "{not json"}, errors.InvalidAttributeValue, "RedrivePolicy"),
         (
-            {"RedrivePolicy": '{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:1:d", '
-             '"maxReceiveCount": 0}'},
+            {
+                "RedrivePolicy": '{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:1:d", '
+                '"maxReceiveCount": 0}'
+            },
             errors.InvalidAttributeValue,
             "maxReceiveCount",
         ),
@@ -325,8 +327,15 @@ def test_bad_message_attributes_store_nothing(queue):
 
 def test_send_batch_shapes_and_limits(queue, clock):
     ids = queue.send_batch(
-        ["a", b"b", {"body": "c", "delay_seconds": 5, "attributes": {
-            "k": {"DataType": "Number", "StringValue": "1"}}}]
+        [
+            "a",
+            b"b",
+            {
+                "body": "c",
+                "delay_seconds": 5,
+                "attributes": {"k": {"DataType": "Number", "StringValue": "1"}},
+            },
+        ]
     )
     assert len(set(ids)) == 3
     got = queue.receive(10)

@@ -116,8 +116,14 @@ def _sweep_dedup(txn: Any, t: Any, queue_id: int, now_ms: int) -> None:
 
 
 def send(
-    core: ModuleType, txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any],
-    env_id: int, dedup_window_ms: int,
+    core: ModuleType,
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    now_ms: int,
+    entries: list[Any],
+    env_id: int,
+    dedup_window_ms: int,
 ) -> list[tuple[int, bool]]:
     """Append messages to their groups; returns (seq, duplicate) per entry.
 
@@ -144,11 +150,15 @@ def send(
             txn.put(prefix + _U64.pack(expires) + dedup_key, b"", db=t.dedupexp)
         next_seq += 1
         count += 1
-        txn.put(_LOG_KEY.pack(queue_id, seq),
-                core.encode_record(now_ms, env_id, queue_id, seq, blob, body), db=t.log)
+        txn.put(
+            _LOG_KEY.pack(queue_id, seq),
+            core.encode_record(now_ms, env_id, queue_id, seq, blob, body),
+            db=t.log,
+        )
         visible_at = now_ms + delay_ms
-        txn.put(_member_key(queue_id, g, seq), _STATE.pack(visible_at, now_ms, 0, 0, 0, 0),
-                db=t.fifo)
+        txn.put(
+            _member_key(queue_id, g, seq), _STATE.pack(visible_at, now_ms, 0, 0, 0, 0), db=t.fifo
+        )
         if g not in known_nonempty:
             first = _first_member(txn, t, queue_id, g)
             if first is not None and _U64.unpack_from(first[0], len(first[0]) - 8)[0] == seq:
@@ -163,8 +173,15 @@ def send(
 
 
 def receive(
-    core: ModuleType, txn: Any, t: Any, queue_id: int, now_ms: int, max_messages: int,
-    visibility_ms: int, retention_cutoff_ms: int, max_receive_count: int,
+    core: ModuleType,
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    now_ms: int,
+    max_messages: int,
+    visibility_ms: int,
+    retention_cutoff_ms: int,
+    max_receive_count: int,
     dead_letter_queue_id: int,
 ) -> tuple[list[Any], int, list[int], int, int]:
     """Deliver up to ``max_messages`` in group order, as many of one group as possible first.
@@ -199,9 +216,23 @@ def receive(
             break
         for key, g in heads:
             done.add(g)
-            _drain_group(core, txn, t, queue_id, g, key, now_ms, max_messages, visibility_ms,
-                         retention_cutoff_ms, max_receive_count, dead_letter_queue_id, received,
-                         corrupt, counters)
+            _drain_group(
+                core,
+                txn,
+                t,
+                queue_id,
+                g,
+                key,
+                now_ms,
+                max_messages,
+                visibility_ms,
+                retention_cutoff_ms,
+                max_receive_count,
+                dead_letter_queue_id,
+                received,
+                corrupt,
+                counters,
+            )
             if len(received) >= max_messages:
                 break
         start = heads[-1][0] + b"\x00"  # the next key after the last head read
@@ -211,9 +242,21 @@ def receive(
 
 
 def _drain_group(
-    core: ModuleType, txn: Any, t: Any, queue_id: int, g: bytes, head_key: bytes, now_ms: int,
-    max_messages: int, visibility_ms: int, retention_cutoff_ms: int, max_receive_count: int,
-    dead_letter_queue_id: int, received: list[Any], corrupt: list[int], counters: dict[str, int],
+    core: ModuleType,
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    g: bytes,
+    head_key: bytes,
+    now_ms: int,
+    max_messages: int,
+    visibility_ms: int,
+    retention_cutoff_ms: int,
+    max_receive_count: int,
+    dead_letter_queue_id: int,
+    received: list[Any],
+    corrupt: list[int],
+    counters: dict[str, int],
 ) -> None:
     prefix = _U32.pack(queue_id) + g
     members = []  # read first, write after: the cursor never sees its own changes
@@ -236,7 +279,7 @@ def _drain_group(
                         break
     new_visible_at = now_ms + visibility_ms
     stored_delta = 0
-    for key, (visible_at, sent_ms, first_ms, last_ms, count, source) in members:
+    for key, (_, sent_ms, first_ms, last_ms, count, source) in members:
         seq = _U64.unpack_from(key, len(key) - 8)[0]
         lkey = _LOG_KEY.pack(queue_id, seq)
         if sent_ms < retention_cutoff_ms:
@@ -253,8 +296,15 @@ def _drain_group(
             txn.delete(key, db=t.fifo)
             txn.delete(lkey, db=t.log)
             stored_delta -= 1
-            _append(txn, t, dead_letter_queue_id, now_ms, record, g,
-                    (now_ms, now_ms, first_ms, last_ms, count, queue_id))
+            _append(
+                txn,
+                t,
+                dead_letter_queue_id,
+                now_ms,
+                record,
+                g,
+                (now_ms, now_ms, first_ms, last_ms, count, queue_id),
+            )
             counters["dead"] += 1
             continue
         decoded = core.decode_record(record)
@@ -264,19 +314,22 @@ def _drain_group(
             continue
         count += 1
         first_ms = first_ms or now_ms
-        txn.put(key, _STATE.pack(new_visible_at, sent_ms, first_ms, now_ms, count, source),
-                db=t.fifo)
+        txn.put(
+            key, _STATE.pack(new_visible_at, sent_ms, first_ms, now_ms, count, source), db=t.fifo
+        )
         _, message_id, attrs, body = decoded
-        received.append((seq, new_visible_at, count, sent_ms, first_ms, attrs, body, message_id,
-                         source, g))
+        received.append(
+            (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, message_id, source, g)
+        )
     if stored_delta:
         next_seq, stored = _load_qstate(txn, t, queue_id)
         _store_qstate(txn, t, queue_id, next_seq, stored + stored_delta)
     _reset_head(txn, t, queue_id, g, head_key)
 
 
-def _append(txn: Any, t: Any, queue_id: int, now_ms: int, record: bytes, g: bytes,
-            state: tuple[int, ...]) -> int:
+def _append(
+    txn: Any, t: Any, queue_id: int, now_ms: int, record: bytes, g: bytes, state: tuple[int, ...]
+) -> int:
     """Add an existing record at the end of group ``g`` of queue ``queue_id``; returns its seq."""
     next_seq, count = _load_qstate(txn, t, queue_id)
     txn.put(_LOG_KEY.pack(queue_id, next_seq), record, db=t.log)
@@ -342,8 +395,11 @@ def change_visibility(
             statuses.append(TOO_LONG)
         else:
             head = _head_key(txn, t, queue_id, g)
-            txn.put(key, _STATE.pack(now_ms + visibility_ms, sent_ms, first_ms, last_ms, count,
-                                     source), db=t.fifo)
+            txn.put(
+                key,
+                _STATE.pack(now_ms + visibility_ms, sent_ms, first_ms, last_ms, count, source),
+                db=t.fifo,
+            )
             if head is not None and _VIS_KEY.unpack(head)[2] == seq:
                 _reset_head(txn, t, queue_id, g, head)
             statuses.append(OK)
@@ -353,8 +409,9 @@ def change_visibility(
 # -- whole queue -------------------------------------------------------------------------------
 
 
-def counts(txn: Any, t: Any, queue_id: int, now_ms: int, retention_cutoff_ms: int
-           ) -> tuple[int, int, int]:
+def counts(
+    txn: Any, t: Any, queue_id: int, now_ms: int, retention_cutoff_ms: int
+) -> tuple[int, int, int]:
     """(stored, in_flight, delayed), as the standard core's counts()."""
     _, stored = _load_qstate(txn, t, queue_id)
     in_flight = delayed = 0
@@ -398,8 +455,9 @@ def drop(core: ModuleType, txn: Any, t: Any, queue_id: int) -> None:
 # -- redrive -----------------------------------------------------------------------------------
 
 
-def peek(txn: Any, t: Any, queue_id: int, now_ms: int, limit: int, dead_lettered_only: bool
-         ) -> list[tuple[int, bytes, int]]:
+def peek(
+    txn: Any, t: Any, queue_id: int, now_ms: int, limit: int, dead_lettered_only: bool
+) -> list[tuple[int, bytes, int]]:
     """Up to ``limit`` receivable members as (seq, g, source_queue_id), group by group."""
     out: list[tuple[int, bytes, int]] = []
     with txn.cursor(db=t.vis) as heads:
@@ -423,8 +481,15 @@ def peek(txn: Any, t: Any, queue_id: int, now_ms: int, limit: int, dead_lettered
     return out
 
 
-def move(txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any], to_queue_id: int,
-         keep_state: bool) -> int:
+def move(
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    now_ms: int,
+    entries: list[Any],
+    to_queue_id: int,
+    keep_state: bool,
+) -> int:
     """Move members (seq, g) to the end of the same group of another FIFO queue."""
     moved = 0
     touched: dict[bytes, bytes | None] = {}
@@ -439,8 +504,11 @@ def move(txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any], to_qu
         txn.delete(key, db=t.fifo)
         txn.delete(_LOG_KEY.pack(queue_id, seq), db=t.log)
         _, _, first_ms, last_ms, count, _ = _STATE.unpack(raw)
-        state = (now_ms, now_ms, first_ms, last_ms, count, queue_id) if keep_state else (
-            now_ms, now_ms, 0, 0, 0, 0)
+        state = (
+            (now_ms, now_ms, first_ms, last_ms, count, queue_id)
+            if keep_state
+            else (now_ms, now_ms, 0, 0, 0, 0)
+        )
         _append(txn, t, to_queue_id, now_ms, record, g, state)
         moved += 1
     for g, head in touched.items():
@@ -451,8 +519,15 @@ def move(txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any], to_qu
     return moved
 
 
-def redeliver(core: ModuleType, txn: Any, t: Any, queue_id: int, now_ms: int,
-              entries: list[Any], visibility_ms: int) -> list[Any]:
+def redeliver(
+    core: ModuleType,
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    now_ms: int,
+    entries: list[Any],
+    visibility_ms: int,
+) -> list[Any]:
     """Deliver members (seq, receive_count, g) again, unchanged but for their visibility.
 
     For a receive retried with the same ReceiveRequestAttemptId: members that were deleted or
@@ -471,8 +546,7 @@ def redeliver(core: ModuleType, txn: Any, t: Any, queue_id: int, now_ms: int,
             continue
         head = _head_key(txn, t, queue_id, g)
         visible_at = now_ms + visibility_ms
-        txn.put(key, _STATE.pack(visible_at, sent_ms, first_ms, last_ms, count, source),
-                db=t.fifo)
+        txn.put(key, _STATE.pack(visible_at, sent_ms, first_ms, last_ms, count, source), db=t.fifo)
         if head is not None and _VIS_KEY.unpack(head)[2] == seq:
             _reset_head(txn, t, queue_id, g, head)
         _, message_id, attrs, body = decoded

@@ -113,7 +113,7 @@ def decode_record(record: bytes) -> tuple[int, str, bytes, bytes] | None:
 
 
 def encode_handle(secret: bytes, queue_id: int, seq: int, visible_at_ms: int, count: int) -> str:
-    """Receipt handle: where the delivery sits in ``vis``, checked by a CRC keyed with ``secret``."""
+    """Receipt handle: where the delivery sits in ``vis``, checked by a CRC keyed by ``secret``."""
     raw = _HANDLE.pack(queue_id, seq, visible_at_ms, count)
     raw += _U32.pack(crc32c(raw, crc32c(secret)))
     return _b64(raw)
@@ -375,7 +375,9 @@ def delete(txn, dbs, queue_id: int, entries) -> list[int]:
     return statuses
 
 
-def change_visibility(txn, dbs, queue_id: int, now_ms: int, entries, max_hidden_ms: int) -> list[int]:
+def change_visibility(
+    txn, dbs, queue_id: int, now_ms: int, entries, max_hidden_ms: int
+) -> list[int]:
     """Re-time deliveries: entries ``(seq, visible_at_ms, receive_count, visibility_ms)``.
 
     The message becomes visible ``visibility_ms`` after ``now_ms``. One handle may re-time its

@@ -17,15 +17,15 @@ from typing import Any
 
 import msgpack
 
-from millpond import core as core_module
 from millpond import _core_fifo, dead_letters, queue_attributes
+from millpond import core as core_module
 from millpond.clock import Clock, SystemClock
 from millpond.errors import InvalidParameterValue, QueueAlreadyExists, QueueDoesNotExist
 from millpond.fifo_queue import FifoQueue
 from millpond.queue import Queue, check_tags
+from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
 from millpond.topic import Subscription, Topic, Topics
 from millpond.wakeups import Wakeups
-from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _FIFO_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
@@ -65,7 +65,11 @@ class Broker:
         self.account_id = account_id
         self._core: ModuleType = core_module.load(core)
         self._storage = Storage(
-            path, self.clock, durability, map_size=map_size, max_map_size=max_map_size,
+            path,
+            self.clock,
+            durability,
+            map_size=map_size,
+            max_map_size=max_map_size,
             reserve=reserve,
         )
         self._wakeups = Wakeups(self._storage.path)
@@ -125,8 +129,11 @@ class Broker:
             raise InvalidParameterValue(
                 "Can only include alphanumeric characters, hyphens, or underscores. "
                 f"1 to 80 in length (got {name!r})."
-                + (" A FIFO queue needs the attribute FifoQueue=true." if
-                   isinstance(name, str) and name.endswith(".fifo") else "")
+                + (
+                    " A FIFO queue needs the attribute FifoQueue=true."
+                    if isinstance(name, str) and name.endswith(".fifo")
+                    else ""
+                )
             )
         dead_letters.check_redrive_policy(self, name, requested)
         core = self._core
@@ -179,9 +186,11 @@ class Broker:
         return None if raw is None else msgpack.unpackb(raw)  # type: ignore[no-any-return]
 
     def _read_definitions_version(self) -> int:
-        return int(self._storage.read(
-            lambda txn: txn.get(_DEFINITIONS_VERSION_KEY, b"0", db=self._storage.tables.meta)
-        ))
+        return int(
+            self._storage.read(
+                lambda txn: txn.get(_DEFINITIONS_VERSION_KEY, b"0", db=self._storage.tables.meta)
+            )
+        )
 
     def _refresh_definitions(self) -> None:
         """Pick up queue changes made by other processes (at most once per REFRESH_INTERVAL_S).
@@ -230,8 +239,12 @@ class Broker:
             if queue is None or queue.queue_id != definition["id"]:
                 kind = FifoQueue if definition["attributes"].get("FifoQueue") == "true" else Queue
                 queue = kind(
-                    self, name, definition["id"], definition["attributes"],
-                    definition["created"], definition["modified"],
+                    self,
+                    name,
+                    definition["id"],
+                    definition["attributes"],
+                    definition["created"],
+                    definition["modified"],
                 )
                 queue._tags = definition.get("tags", {})
                 self._queues[name] = queue
@@ -309,7 +322,9 @@ class Broker:
         """
         return self._move_tasks.start(source_arn, destination_arn, max_messages_per_second)
 
-    def list_message_move_tasks(self, source_arn: str, max_results: int = 1) -> list[dict[str, Any]]:
+    def list_message_move_tasks(
+        self, source_arn: str, max_results: int = 1
+    ) -> list[dict[str, Any]]:
         """The move tasks of a source queue, newest first, with status and counts (SQS shape)."""
         return self._move_tasks.list(source_arn, max_results)
 

@@ -75,8 +75,11 @@ def demo(data: str, messages: int, durability: str, threads: int, body_size: int
         print(f"queue {name!r} ({queue.arn}), {body_size}-byte bodies:")
         _timed("send, batches of 10", messages, send_batches)
         commits_before = broker._storage.commits
-        _timed(f"send, 1 per call from {threads} threads", messages // threads * threads,
-               send_singles_from_threads)
+        _timed(
+            f"send, 1 per call from {threads} threads",
+            messages // threads * threads,
+            send_singles_from_threads,
+        )
         commits = broker._storage.commits - commits_before
         total = messages + messages // threads * threads
         _timed("receive 10 + delete_batch 10", total, receive_and_delete)

@@ -140,7 +140,8 @@ class MoveTasks:
 
     def _save(self, txn: Any, task: dict[str, Any]) -> None:
         txn.put(
-            _TASK_PREFIX + task["handle"].encode(), msgpack.packb(task),
+            _TASK_PREFIX + task["handle"].encode(),
+            msgpack.packb(task),
             db=self._storage.tables.meta,
         )
 
@@ -160,8 +161,9 @@ class MoveTasks:
                 f"Value {max_per_second} for parameter MaxNumberOfMessagesPerSecond is invalid. "
                 f"Reason: must be between 1 and {MAX_RATE}."
             )
-        to_move = int(source.get_attributes(["ApproximateNumberOfMessages"])[
-            "ApproximateNumberOfMessages"])
+        to_move = int(
+            source.get_attributes(["ApproximateNumberOfMessages"])["ApproximateNumberOfMessages"]
+        )
         handle = secrets.token_urlsafe(24)
 
         def start(txn: Any, now_ms: int) -> None:
@@ -171,13 +173,22 @@ class MoveTasks:
                         "There is already a task running. Only one active task is allowed for a "
                         "source queue arn at a given time."
                     )
-            self._save(txn, {
-                "handle": handle, "source": source.name, "source_arn": source.arn,
-                "destination": destination.name if destination else None,
-                "destination_arn": destination.arn if destination else None,
-                "rate": max_per_second, "status": "RUNNING", "moved": 0, "to_move": to_move,
-                "started": now_ms, "failure": None,
-            })
+            self._save(
+                txn,
+                {
+                    "handle": handle,
+                    "source": source.name,
+                    "source_arn": source.arn,
+                    "destination": destination.name if destination else None,
+                    "destination_arn": destination.arn if destination else None,
+                    "rate": max_per_second,
+                    "status": "RUNNING",
+                    "moved": 0,
+                    "to_move": to_move,
+                    "started": now_ms,
+                    "failure": None,
+                },
+            )
 
         self._storage.write(start)
         self._spawn(handle)
@@ -187,13 +198,15 @@ class MoveTasks:
         parsed = parse_arn(arn)
         broker = self._broker
         if parsed is None or parsed[:2] != (broker.region, broker.account_id):
-            raise ResourceNotFound(f"The resource that you specified for the {parameter} "
-                                   "parameter doesn't exist.")
+            raise ResourceNotFound(
+                f"The resource that you specified for the {parameter} parameter doesn't exist."
+            )
         try:
             return broker.queue(parsed[2])
         except LookupError:
-            raise ResourceNotFound(f"The resource that you specified for the {parameter} "
-                                   "parameter doesn't exist.") from None
+            raise ResourceNotFound(
+                f"The resource that you specified for the {parameter} parameter doesn't exist."
+            ) from None
 
     def _tasks(self, txn: Any) -> list[dict[str, Any]]:
         tasks = []
@@ -240,8 +253,9 @@ class MoveTasks:
                 self._spawn(task["handle"])
 
     def _spawn(self, handle: str) -> None:
-        thread = threading.Thread(target=self._run, args=(handle,), daemon=True,
-                                  name=f"millpond-move-{handle[:8]}")
+        thread = threading.Thread(
+            target=self._run, args=(handle,), daemon=True, name=f"millpond-move-{handle[:8]}"
+        )
         self._threads[handle] = thread
         thread.start()
 
@@ -258,17 +272,16 @@ class MoveTasks:
                 if rate:
                     self._stop.wait(moved / rate)
         except Exception as exc:  # the task fails visibly, it does not vanish
-            self._storage.write(lambda txn, now_ms: self._fail(txn, handle, exc))
+            reason = f"{type(exc).__name__}: {exc}"
+            self._storage.write(lambda txn, now_ms: self._fail(txn, handle, reason))
 
-    def _fail(self, txn: Any, handle: str, exc: Exception) -> None:
+    def _fail(self, txn: Any, handle: str, reason: str) -> None:
         task = self._load(txn, handle)
         if task is not None:
-            task["status"], task["failure"] = "FAILED", f"{type(exc).__name__}: {exc}"
+            task["status"], task["failure"] = "FAILED", reason
             self._save(txn, task)
 
-    def _step(
-        self, txn: Any, now_ms: int, handle: str
-    ) -> tuple[int | None, int | None, list[int]]:
+    def _step(self, txn: Any, now_ms: int, handle: str) -> tuple[int | None, int | None, list[int]]:
         """Move one batch and record it, in the caller's transaction.
 
         Returns (moved, rate, target queue ids); moved is None when the task is over.
@@ -288,8 +301,11 @@ class MoveTasks:
         destination = task["destination"]
         # FIFO dead-letter queues keep their own layout; same verbs, same shapes.
         layout = _core_fifo if source["attributes"].get("FifoQueue") == "true" else core
-        picked = layout.peek(txn, tables, source["id"], now_ms, limit, destination is None) \
-            if limit > 0 else []
+        picked = (
+            layout.peek(txn, tables, source["id"], now_ms, limit, destination is None)
+            if limit > 0
+            else []
+        )
         moved = 0
         targets = _by_target(picked, broker, txn, destination)
         for target_id, entries in targets.items():

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-
-import msgpack
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import msgpack
 
 from millpond import _core_fifo as fifo
 from millpond.errors import (
@@ -121,10 +121,15 @@ class FifoQueue(Queue):
         for entry in entries:
             if not isinstance(entry, Mapping):
                 raise MissingParameter("The request must contain the parameter MessageGroupId.")
-            prepared.append(self._prepare_fifo(
-                entry.get("body"), entry.get("delay_seconds"), entry.get("attributes"),
-                entry.get("group_id"), entry.get("deduplication_id"),
-            ))
+            prepared.append(
+                self._prepare_fifo(
+                    entry.get("body"),
+                    entry.get("delay_seconds"),
+                    entry.get("attributes"),
+                    entry.get("group_id"),
+                    entry.get("deduplication_id"),
+                )
+            )
         total = sum(len(p[0]) + len(p[1]) for p in prepared)
         if total > 1_048_576:
             raise BatchRequestTooLong(
@@ -136,14 +141,15 @@ class FifoQueue(Queue):
         core, env_id = self._core, self._broker._env_id
 
         def send(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
-            return fifo.send(core, txn, tables, queue_id, now_ms, prepared, env_id,
-                             DEDUP_WINDOW_MS)
+            return fifo.send(core, txn, tables, queue_id, now_ms, prepared, env_id, DEDUP_WINDOW_MS)
 
         results = self._write(send, sends=len(prepared))
         self.counters["sent"] += sum(1 for _, duplicate in results if not duplicate)
         self._broker._wakeups.notify(self.queue_id)
-        return [(core.message_id(env_id, self.queue_id, seq), sequence_number(seq))
-                for seq, _duplicate in results]
+        return [
+            (core.message_id(env_id, self.queue_id, seq), sequence_number(seq))
+            for seq, _duplicate in results
+        ]
 
     def _deliver_in_txn(  # type: ignore[override]
         self,
@@ -162,8 +168,16 @@ class FifoQueue(Queue):
             for body, attrs, group, dedup in zip(bodies, attributes, group_ids, deduplication_ids)
         ]
         try:
-            results = fifo.send(self._core, txn, self._tables, self.queue_id, now_ms, prepared,
-                                self._broker._env_id, DEDUP_WINDOW_MS)
+            results = fifo.send(
+                self._core,
+                txn,
+                self._tables,
+                self.queue_id,
+                now_ms,
+                prepared,
+                self._broker._env_id,
+                DEDUP_WINDOW_MS,
+            )
         except LookupError:
             raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}") from None
         env_id = self._broker._env_id
@@ -175,9 +189,16 @@ class FifoQueue(Queue):
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
     ) -> tuple[list[Message], int]:
         retention_ms, redrive, core, broker = (
-            self._retention_ms, self._redrive, self._core, self._broker)
-        attempt_key = None if attempt_id is None else (
-            b"attempt:" + self.queue_id.to_bytes(4, "big") + attempt_id.encode())
+            self._retention_ms,
+            self._redrive,
+            self._core,
+            self._broker,
+        )
+        attempt_key = (
+            None
+            if attempt_id is None
+            else (b"attempt:" + self.queue_id.to_bytes(4, "big") + attempt_id.encode())
+        )
 
         def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
             if attempt_key is not None:
@@ -185,20 +206,41 @@ class FifoQueue(Queue):
                 if raw is not None:
                     expires, entries = msgpack.unpackb(raw)
                     if expires > now_ms:  # a retry: the same deliveries, visibility restarted
-                        again = fifo.redeliver(core, txn, tables, queue_id, now_ms,
-                                               [tuple(e) for e in entries], visibility_ms)
+                        again = fifo.redeliver(
+                            core,
+                            txn,
+                            tables,
+                            queue_id,
+                            now_ms,
+                            [tuple(e) for e in entries],
+                            visibility_ms,
+                        )
                         return (again, 0, [], 0, 0), 0
             dead_letter_id, max_count = 0, 0
             if redrive is not None:
                 target = broker._definition_in(txn, redrive.target_name)
                 if target is not None:
                     dead_letter_id, max_count = target["id"], redrive.max_receive_count
-            result = fifo.receive(core, txn, tables, queue_id, now_ms, max_messages,
-                                  visibility_ms, now_ms - retention_ms, max_count, dead_letter_id)
+            result = fifo.receive(
+                core,
+                txn,
+                tables,
+                queue_id,
+                now_ms,
+                max_messages,
+                visibility_ms,
+                now_ms - retention_ms,
+                max_count,
+                dead_letter_id,
+            )
             if attempt_key is not None:
-                txn.put(attempt_key, msgpack.packb(
-                    [now_ms + ATTEMPT_WINDOW_MS, [(r[0], r[2], r[9]) for r in result[0]]]),
-                    db=tables.meta)
+                txn.put(
+                    attempt_key,
+                    msgpack.packb(
+                        [now_ms + ATTEMPT_WINDOW_MS, [(r[0], r[2], r[9]) for r in result[0]]]
+                    ),
+                    db=tables.meta,
+                )
             return result, dead_letter_id
 
         (received, dead, corrupt, _expired, next_visible), dead_letter_id = self._write(receive)
@@ -210,8 +252,14 @@ class FifoQueue(Queue):
         secret, queue_id = broker._secret, self.queue_id
         messages = [
             Message(
-                body, message_id, self._fifo_handle(secret, queue_id, seq, count, g), count,
-                sent_ms, first_ms, blob, self._source_arn(source) if source else None,
+                body,
+                message_id,
+                self._fifo_handle(secret, queue_id, seq, count, g),
+                count,
+                sent_ms,
+                first_ms,
+                blob,
+                self._source_arn(source) if source else None,
                 sequence_number(seq),
             )
             for seq, _, count, sent_ms, first_ms, blob, body, message_id, source, g in received
@@ -226,16 +274,21 @@ class FifoQueue(Queue):
         return head + "." + base64.urlsafe_b64encode(g).rstrip(b"=").decode("ascii")
 
     def _decode_fifo(self, receipt_handle: str) -> tuple[int, int, bytes]:
-        head, _, tail = receipt_handle.partition(".") if isinstance(receipt_handle, str) else (
-            "", "", "")
+        head, _, tail = (
+            receipt_handle.partition(".") if isinstance(receipt_handle, str) else ("", "", "")
+        )
         decoded = self._core.decode_handle(self._broker._secret, head)
         g = b""
         try:
             g = base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4))
         except ValueError:
             decoded = None
-        if decoded is None or decoded[0] != self.queue_id or not g or \
-                decoded[2] != self._core.crc32c(g):
+        if (
+            decoded is None
+            or decoded[0] != self.queue_id
+            or not g
+            or decoded[2] != self._core.crc32c(g)
+        ):
             raise ReceiptHandleIsInvalid(
                 f'The input receipt handle "{receipt_handle}" is not a valid receipt handle.'
             )
@@ -276,8 +329,11 @@ class FifoQueue(Queue):
             except MillpondError as exc:
                 results[i] = exc
         if valid:
-            statuses = self._write(lambda txn, tables, queue_id, now_ms: fifo.delete(
-                txn, tables, queue_id, now_ms, [v[1] for v in valid]))
+            statuses = self._write(
+                lambda txn, tables, queue_id, now_ms: fifo.delete(
+                    txn, tables, queue_id, now_ms, [v[1] for v in valid]
+                )
+            )
             self.counters["deleted"] += sum(1 for s in statuses if s == fifo.OK)
             for (i, _), status in zip(valid, statuses):
                 if status == fifo.STALE:
@@ -300,8 +356,11 @@ class FifoQueue(Queue):
             except MillpondError as exc:
                 results[i] = exc
         if valid:
-            statuses = self._write(lambda txn, tables, queue_id, now_ms: fifo.change_visibility(
-                txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS))
+            statuses = self._write(
+                lambda txn, tables, queue_id, now_ms: fifo.change_visibility(
+                    txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS
+                )
+            )
             for (i, handle, timeout, _), status in zip(valid, statuses):
                 results[i] = self._visibility_error(status, handle, timeout)
             if any(timeout == 0 for _, _, timeout, _ in valid):
@@ -315,8 +374,9 @@ class FifoQueue(Queue):
 
         def change(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
             entry = (seq, count, g, visibility_timeout * 1000)
-            status = fifo.change_visibility(txn, tables, queue_id, now_ms, [entry],
-                                            MAX_HIDDEN_MS)[0]
+            status = fifo.change_visibility(txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS)[
+                0
+            ]
             self._raise_for_visibility_status(status, receipt_handle, visibility_timeout)
 
         self._write(change)
@@ -328,8 +388,8 @@ class FifoQueue(Queue):
     def _purge_in_txn(self, txn: Any, tables: Any, queue_id: int) -> int:
         return fifo.purge(self._core, txn, tables, queue_id)
 
-    def _counts_in_txn(self, txn: Any, tables: Any, queue_id: int, now_ms: int, cutoff: int
-                       ) -> tuple[int, int, int]:
+    def _counts_in_txn(
+        self, txn: Any, tables: Any, queue_id: int, now_ms: int, cutoff: int
+    ) -> tuple[int, int, int]:
         self._core.expire(txn, tables, queue_id, cutoff)
         return fifo.counts(txn, tables, queue_id, now_ms, cutoff)
-

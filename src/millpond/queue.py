@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from millpond import dead_letters, queue_attributes
 from millpond.errors import (
     BatchRequestTooLong,
-    MillpondError,
     EmptyBatchRequest,
     InvalidParameterValue,
     MessageNotInflight,
     MessageTooLong,
+    MillpondError,
     MissingParameter,
     PurgeQueueInProgress,
     QueueDoesNotExist,
@@ -193,7 +193,9 @@ class Queue:
         data, blob, delay_ms = self._prepare(
             body, delay_seconds, attributes, group_id, deduplication_id
         )
-        seq = self._write(self._core.send, [data], [blob], [delay_ms], self._broker._env_id, sends=1)
+        seq = self._write(
+            self._core.send, [data], [blob], [delay_ms], self._broker._env_id, sends=1
+        )
         self.counters["sent"] += 1
         self._broker._wakeups.notify(self.queue_id)
         return self._core.message_id(self._broker._env_id, self.queue_id, seq)  # type: ignore[no-any-return]
@@ -237,8 +239,11 @@ class Queue:
         for entry in entries:
             if isinstance(entry, Mapping):
                 data, blob, delay_ms = self._prepare(
-                    entry.get("body"), entry.get("delay_seconds"), entry.get("attributes"),
-                    entry.get("group_id"), entry.get("deduplication_id"),
+                    entry.get("body"),
+                    entry.get("delay_seconds"),
+                    entry.get("attributes"),
+                    entry.get("group_id"),
+                    entry.get("deduplication_id"),
                 )
             else:
                 data, blob, delay_ms = self._prepare(entry, None, None)
@@ -260,7 +265,13 @@ class Queue:
         delays = [self._delay_ms] * len(bodies)
         try:
             first = self._core.send(
-                txn, self._tables, self.queue_id, now_ms, bodies, blobs, delays,
+                txn,
+                self._tables,
+                self.queue_id,
+                now_ms,
+                bodies,
+                blobs,
+                delays,
                 self._broker._env_id,
             )
         except LookupError:
@@ -315,8 +326,7 @@ class Queue:
         deadline = time.monotonic() + wait_seconds
         while True:
             generation = wakeups.generation(self.queue_id)
-            messages, next_visible_ms = self._receive_once(
-                max_messages, visibility_ms, attempt_id)
+            messages, next_visible_ms = self._receive_once(max_messages, visibility_ms, attempt_id)
             remaining = deadline - time.monotonic()
             if messages or remaining <= 0:
                 return messages
@@ -329,7 +339,12 @@ class Queue:
     def _receive_once(
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
     ) -> tuple[list[Message], int]:
-        retention_ms, redrive, core, broker = self._retention_ms, self._redrive, self._core, self._broker
+        retention_ms, redrive, core, broker = (
+            self._retention_ms,
+            self._redrive,
+            self._core,
+            self._broker,
+        )
 
         def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
             dead_letter_id, max_count = 0, 0
@@ -338,8 +353,14 @@ class Queue:
                 if target is not None:  # no dead-letter queue (deleted): nothing is moved
                     dead_letter_id, max_count = target["id"], redrive.max_receive_count
             result = core.receive(
-                txn, tables, queue_id, now_ms, max_messages, visibility_ms,
-                now_ms - retention_ms, max_count,
+                txn,
+                tables,
+                queue_id,
+                now_ms,
+                max_messages,
+                visibility_ms,
+                now_ms - retention_ms,
+                max_count,
             )
             if result[1]:
                 # Past maxReceiveCount: to the dead-letter queue, in this same transaction.
@@ -354,7 +375,11 @@ class Queue:
             broker._wakeups.notify(dead_letter_id)
         if corrupt:
             self._report_corrupt(corrupt)
-        encode_handle, secret, queue_id = self._core.encode_handle, self._broker._secret, self.queue_id
+        encode_handle, secret, queue_id = (
+            self._core.encode_handle,
+            self._broker._secret,
+            self.queue_id,
+        )
         messages = [
             Message(
                 body,
@@ -366,7 +391,9 @@ class Queue:
                 blob,
                 self._source_arn(source) if source else None,
             )
-            for seq, visible_at, count, sent_ms, first_ms, blob, body, message_id, source in received
+            for seq, visible_at, count, sent_ms, first_ms, blob, body, message_id, source in (
+                received
+            )
         ]
         return messages, next_visible
 
@@ -374,7 +401,9 @@ class Queue:
         log.error(
             "queue %s: %d stored record(s) failed their CRC32C check and were not delivered "
             "(seq %s); they stay in the log for inspection",
-            self.name, len(seqs), seqs,
+            self.name,
+            len(seqs),
+            seqs,
         )
 
     def _source_arn(self, queue_id: int) -> str | None:
@@ -484,8 +513,9 @@ class Queue:
                 results[i] = exc
         if valid:
             core = self._core
-            self._write(lambda txn, tables, queue_id, now_ms: core.delete(
-                txn, tables, queue_id, valid))
+            self._write(
+                lambda txn, tables, queue_id, now_ms: core.delete(txn, tables, queue_id, valid)
+            )
             self.counters["deleted"] += len(valid)
         return results
 
@@ -504,8 +534,11 @@ class Queue:
                 results[i] = exc
         if valid:
             core = self._core
-            statuses = self._write(lambda txn, tables, queue_id, now_ms: core.change_visibility(
-                txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS))
+            statuses = self._write(
+                lambda txn, tables, queue_id, now_ms: core.change_visibility(
+                    txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS
+                )
+            )
             for (i, handle, timeout, _), status in zip(valid, statuses):
                 results[i] = self._visibility_error(status, handle, timeout)
             if any(timeout == 0 for _, _, timeout, _ in valid):
@@ -623,8 +656,9 @@ def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
         if not isinstance(key, str) or not 1 <= len(key) <= 128:
             raise InvalidParameterValue(f"Tag key {key!r} must be 1 to 128 characters.")
         if not isinstance(value, str) or len(value) > 256:
-            raise InvalidParameterValue(f"Tag value for {key!r} must be a string of at most "
-                                        "256 characters.")
+            raise InvalidParameterValue(
+                f"Tag value for {key!r} must be a string of at most 256 characters."
+            )
     return dict(tags)
 
 

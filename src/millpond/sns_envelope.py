@@ -3,8 +3,8 @@
 :func:`check_message`, :func:`check_subject` and :func:`check_attributes` run before anything is
 stored: Amazon SNS's rules, with AWS's error texts where they were recorded (marked so in the
 code) and millpond's own wording elsewhere. :class:`Notification` is the
-envelope a subscription without raw delivery gets as its SQS message body, byte for byte in
-the layout SNS sends to SQS::
+envelope a subscription without raw delivery gets as its SQS message body (or HTTP/S POST body),
+byte for byte in the layout SNS sends to SQS::
 
     {
       "Type" : "Notification",
@@ -29,6 +29,9 @@ Signature: millpond holds no AWS signing key, so the ``Signature`` is NOT a veri
 signature. It is base64 of an HMAC over SNS's string-to-sign (HMAC-SHA1 for SignatureVersion 1,
 HMAC-SHA256 for 2) keyed with a secret of the data directory: same length on every message,
 stable for a given message, checkable with :func:`signature` by whoever holds the broker.
+
+:func:`subscription_confirmation` is the message an HTTP/S endpoint gets when subscribed: its
+Token confirms the subscription (ConfirmSubscription, or a GET of its SubscribeURL).
 """
 
 from __future__ import annotations
@@ -63,12 +66,14 @@ __all__ = [
     "InvalidParameter",
     "Notification",
     "ParameterValueInvalid",
+    "TagLimitExceeded",
     "check_attributes",
     "check_message",
     "check_subject",
     "iso_timestamp",
     "signature",
     "string_to_sign",
+    "subscription_confirmation",
 ]
 
 MAX_MESSAGE_BYTES = 262_144  # Publish: message plus attributes; PublishBatch: all entries
@@ -121,6 +126,13 @@ class ValidationError(InvalidInputError):
 
     code = "ValidationError"
     json_type = "ValidationError"
+
+
+class TagLimitExceeded(InvalidInputError):
+    """A topic would have more than 50 tags."""
+
+    code = "TagLimitExceeded"
+    json_type = "TagLimitExceededException"
 
 
 class PublishBatchEmpty(EmptyBatchRequest):
@@ -568,3 +580,40 @@ class Notification:
         return b"".join(
             (head, self._mid, timestamp, self._after_ts, base64.b64encode(mac), self._cert_and_url)
         )
+
+
+def subscription_confirmation(
+    *,
+    topic_arn: str,
+    message_id: str,
+    token: str,
+    subscribe_url: str,
+    now_ms: int,
+    region: str,
+    signature_version: str,
+    key: bytes,
+) -> bytes:
+    """The SubscriptionConfirmation body POSTed to a new HTTP/S subscription, in SNS's layout.
+
+    Signed as SNS signs it (Message, MessageId, SubscribeURL, Timestamp, Token, TopicArn, Type),
+    with the HMAC of :func:`signature`.
+    """
+    message = (
+        f"You have chosen to subscribe to the topic {topic_arn}.\n"
+        "To confirm the subscription, visit the SubscribeURL included in this message."
+    )
+    timestamp = iso_timestamp(now_ms)
+    text = (
+        f"Message\n{message}\nMessageId\n{message_id}\nSubscribeURL\n{subscribe_url}\n"
+        f"Timestamp\n{timestamp}\nToken\n{token}\nTopicArn\n{topic_arn}\n"
+        "Type\nSubscriptionConfirmation\n"
+    )
+    return (
+        f'{{\n  "Type" : "SubscriptionConfirmation",\n  "MessageId" : "{message_id}",\n'
+        f'  "Token" : "{token}",\n  "TopicArn" : "{topic_arn}",\n'
+        f'  "Message" : {_encode_string(message)},\n'
+        f'  "SubscribeURL" : {_encode_string(subscribe_url)},\n'
+        f'  "Timestamp" : "{timestamp}",\n  "SignatureVersion" : "{signature_version}",\n'
+        f'  "Signature" : "{signature(key, text, signature_version)}",\n'
+        f'  "SigningCertURL" : "{signing_cert_url(region)}"\n}}'
+    ).encode()

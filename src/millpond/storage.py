@@ -282,8 +282,11 @@ class Storage:
         now_ms = self.clock.now_ms()
         outcomes: list[tuple[Any, BaseException | None]] = []
         with self.env.begin(write=True) as txn:
-            full = self._map_size > self._send_limit and any(
-                op.sends for op in batch) and self._sends_refused(txn)
+            full = (
+                self._map_size > self._send_limit
+                and any(op.sends for op in batch)
+                and self._sends_refused(txn)
+            )
             for op in batch:
                 if op.sends and full:
                     outcomes.append((None, StorageFull("the data directory is full")))

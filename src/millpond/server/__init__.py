@@ -41,11 +41,21 @@ def serve(
     for item in created:
         log.info("created %s", item)
     uv_config = uvicorn.Config(
-        App(ctx), host=host, port=port, loop="auto", http="auto", lifespan="on",
-        log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=30,
-        limit_concurrency=4096, access_log=False,
+        App(ctx),
+        host=host,
+        port=port,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        log_level="warning",
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=30,
+        limit_concurrency=4096,
+        access_log=False,
     )
     server = uvicorn.Server(uv_config)
-    print(f"millpond serving SQS and SNS on http://{host}:{port} (data {os.path.abspath(data_dir)})",
-          flush=True)
+    print(
+        f"millpond serving SQS and SNS on http://{host}:{port} (data {os.path.abspath(data_dir)})",
+        flush=True,
+    )
     server.run()

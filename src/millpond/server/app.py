@@ -70,7 +70,7 @@ class App:
             return
         target = headers.get("x-amz-target", "")
         if target.startswith(sqs_json.TARGET_PREFIX):
-            action = target[len(sqs_json.TARGET_PREFIX):]
+            action = target[len(sqs_json.TARGET_PREFIX) :]
             await self._sqs_json(scope, headers, action, body, receive, send)
         else:
             await self._query(scope, headers, method, body, receive, send)
@@ -80,8 +80,9 @@ class App:
         """The whole body, refusing (413) anything over max_body before reading it all."""
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            await _respond(send, 413, [(b"content-type", b"text/plain")],
-                           b"Request body too large\n")
+            await _respond(
+                send, 413, [(b"content-type", b"text/plain")], b"Request body too large\n"
+            )
             return None
         chunks, size = [], 0
         while True:
@@ -91,46 +92,76 @@ class App:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await _respond(send, 413, [(b"content-type", b"text/plain")],
-                               b"Request body too large\n")
+                await _respond(
+                    send, 413, [(b"content-type", b"text/plain")], b"Request body too large\n"
+                )
                 return None
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    def _request(self, scope: dict[str, Any], headers: dict[str, str], action: str,
-                 params: dict[str, Any], query: bool) -> Request:
+    def _request(
+        self,
+        scope: dict[str, Any],
+        headers: dict[str, str],
+        action: str,
+        params: dict[str, Any],
+        query: bool,
+    ) -> Request:
         region, access_key = region_of(headers.get("authorization", ""), self.ctx.region)
         return Request(
-            action=action, params=params, region=region, account_id=self.ctx.account_id,
-            host=headers.get("host", "localhost"), scheme=scope.get("scheme", "http"),
-            access_key=access_key, path=scope["path"], query_protocol=query,
+            action=action,
+            params=params,
+            region=region,
+            account_id=self.ctx.account_id,
+            host=headers.get("host", "localhost"),
+            scheme=scope.get("scheme", "http"),
+            access_key=access_key,
+            path=scope["path"],
+            query_protocol=query,
         )
 
-    async def _sqs_json(self, scope: dict[str, Any], headers: dict[str, str], action: str,
-                        body: bytes, receive: Any, send: Any) -> None:
+    async def _sqs_json(
+        self,
+        scope: dict[str, Any],
+        headers: dict[str, str],
+        action: str,
+        body: bytes,
+        receive: Any,
+        send: Any,
+    ) -> None:
         request = None
         try:
             request = self._request(scope, headers, action, sqs_json.parse(body), False)
             result = await self._run(sqs.HANDLERS, request, receive)
             if result is None:
                 return  # the client went away during a long poll
-            await _respond(send, 200, [(b"content-type", sqs_json.CONTENT_TYPE)],
-                           sqs_json.response(result))
+            await _respond(
+                send, 200, [(b"content-type", sqs_json.CONTENT_TYPE)], sqs_json.response(result)
+            )
         except AwsError as exc:
             await _respond(send, *sqs_json.error(exc))
         except errors.MillpondError as exc:
             await _respond(send, *sqs_json.error(AwsError.from_millpond(exc, request)))
 
-    async def _query(self, scope: dict[str, Any], headers: dict[str, str], method: str,
-                     body: bytes, receive: Any, send: Any) -> None:
+    async def _query(
+        self,
+        scope: dict[str, Any],
+        headers: dict[str, str],
+        method: str,
+        body: bytes,
+        receive: Any,
+        send: Any,
+    ) -> None:
         from millpond.server import sns, sqs_query  # imported on first query request
 
-        form = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"),
-                                     keep_blank_values=True)
+        form = urllib.parse.parse_qs(
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
         if method == "POST" and body:
-            for key, values in urllib.parse.parse_qs(body.decode("utf-8", "replace"),
-                                                     keep_blank_values=True).items():
+            for key, values in urllib.parse.parse_qs(
+                body.decode("utf-8", "replace"), keep_blank_values=True
+            ).items():
                 form.setdefault(key, []).extend(values)
         flat = {k: v[-1] for k, v in form.items()}
         version = flat.get("Version", "")
@@ -143,28 +174,41 @@ class App:
             if service not in ("sqs", "sns") or not action:
                 raise AwsError(
                     "InvalidAction" if action else "MissingAction",
-                    f"Could not find operation {action}" if action else "Missing Action", 400,
+                    f"Could not find operation {action}" if action else "Missing Action",
+                    400,
                 )
             request = self._request(scope, headers, action, codec.parse(action, flat), True)
             handlers = sns.HANDLERS if service == "sns" else sqs.HANDLERS
             result = await self._run(handlers, request, receive)
             if result is None:
                 return
-            await _respond(send, 200, [(b"content-type", b"text/xml")],
-                           codec.response(action, result, request.request_id))
+            await _respond(
+                send,
+                200,
+                [(b"content-type", b"text/xml")],
+                codec.response(action, result, request.request_id),
+            )
         except AwsError as exc:
             await _respond(send, *codec.error(exc, request.request_id if request else ""))
         except errors.MillpondError as exc:
-            await _respond(send, *codec.error(AwsError.from_millpond(exc, request),
-                                              request.request_id if request else ""))
+            await _respond(
+                send,
+                *codec.error(
+                    AwsError.from_millpond(exc, request), request.request_id if request else ""
+                ),
+            )
 
-    async def _run(self, handlers: dict[str, Any], request: Request, receive: Any
-                   ) -> dict[str, Any] | None:
+    async def _run(
+        self, handlers: dict[str, Any], request: Request, receive: Any
+    ) -> dict[str, Any] | None:
         handler = handlers.get(request.action)
         if handler is None:
-            raise AwsError("InvalidAction",
-                           f"The action or operation requested is invalid: {request.action}",
-                           400, "InvalidAction")
+            raise AwsError(
+                "InvalidAction",
+                f"The action or operation requested is invalid: {request.action}",
+                400,
+                "InvalidAction",
+            )
         if request.action != "ReceiveMessage":
             return await handler(self.ctx, request)  # type: ignore[no-any-return]
         # A long poll ends when its client disconnects.
@@ -183,8 +227,12 @@ async def _disconnected(receive: Any) -> None:
         pass
 
 
-async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-                   ) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": headers + [(b"content-length", str(len(body)).encode())]})
+async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": headers + [(b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -9,7 +9,8 @@
 
     [[queues]]
     name = "jobs"
-    attributes = { VisibilityTimeout = "60", RedrivePolicy = '{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:jobs-dlq", "maxReceiveCount": 5}' }
+    attributes = { VisibilityTimeout = "60", RedrivePolicy = '''{"maxReceiveCount": 5,
+        "deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:jobs-dlq"}''' }
     # region = "eu-west-1"      # optional, default region otherwise
 
     [[topics]]

@@ -97,8 +97,11 @@ class Context:
             broker = self._brokers.get(region)
             if broker is None:
                 broker = millpond.open(
-                    os.path.join(self.data_dir, region), durability=self.durability,
-                    clock=self.clock, region=region, account_id=self.account_id,
+                    os.path.join(self.data_dir, region),
+                    durability=self.durability,
+                    clock=self.clock,
+                    region=region,
+                    account_id=self.account_id,
                 )
                 if self.notifier is not None:
                     broker._wakeups.add_listener(self.notifier.listener(id(broker)))

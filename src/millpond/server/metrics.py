@@ -10,24 +10,56 @@ import threading
 from typing import Any
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-           25.0)
+BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+)
 DEPTHS = (
-    ("ApproximateNumberOfMessages", "millpond_sqs_approximate_number_of_messages_visible",
-     "Messages available for retrieval (CloudWatch ApproximateNumberOfMessagesVisible)."),
-    ("ApproximateNumberOfMessagesNotVisible",
-     "millpond_sqs_approximate_number_of_messages_not_visible",
-     "Messages in flight (CloudWatch ApproximateNumberOfMessagesNotVisible)."),
-    ("ApproximateNumberOfMessagesDelayed", "millpond_sqs_approximate_number_of_messages_delayed",
-     "Messages delayed and not yet available (CloudWatch ApproximateNumberOfMessagesDelayed)."),
+    (
+        "ApproximateNumberOfMessages",
+        "millpond_sqs_approximate_number_of_messages_visible",
+        "Messages available for retrieval (CloudWatch ApproximateNumberOfMessagesVisible).",
+    ),
+    (
+        "ApproximateNumberOfMessagesNotVisible",
+        "millpond_sqs_approximate_number_of_messages_not_visible",
+        "Messages in flight (CloudWatch ApproximateNumberOfMessagesNotVisible).",
+    ),
+    (
+        "ApproximateNumberOfMessagesDelayed",
+        "millpond_sqs_approximate_number_of_messages_delayed",
+        "Messages delayed and not yet available (CloudWatch ApproximateNumberOfMessagesDelayed).",
+    ),
 )
 COUNTERS = (
-    ("sent", "millpond_sqs_number_of_messages_sent_total",
-     "Messages added to a queue (CloudWatch NumberOfMessagesSent)."),
-    ("received", "millpond_sqs_number_of_messages_received_total",
-     "Messages returned by receives (CloudWatch NumberOfMessagesReceived)."),
-    ("deleted", "millpond_sqs_number_of_messages_deleted_total",
-     "Messages deleted (CloudWatch NumberOfMessagesDeleted)."),
+    (
+        "sent",
+        "millpond_sqs_number_of_messages_sent_total",
+        "Messages added to a queue (CloudWatch NumberOfMessagesSent).",
+    ),
+    (
+        "received",
+        "millpond_sqs_number_of_messages_received_total",
+        "Messages returned by receives (CloudWatch NumberOfMessagesReceived).",
+    ),
+    (
+        "deleted",
+        "millpond_sqs_number_of_messages_deleted_total",
+        "Messages deleted (CloudWatch NumberOfMessagesDeleted).",
+    ),
 )
 
 
@@ -64,16 +96,22 @@ class Metrics:
         for attribute, metric, help_text in DEPTHS:
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
             for region, queue, attrs in queues:
-                lines.append(f'{metric}{{region="{region}",queue="{_escape(queue.name)}"}} '
-                             f"{attrs[attribute]}")
+                lines.append(
+                    f'{metric}{{region="{region}",queue="{_escape(queue.name)}"}} '
+                    f"{attrs[attribute]}"
+                )
         for key, metric, help_text in COUNTERS:
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
             for region, queue, _ in queues:
-                lines.append(f'{metric}{{region="{region}",queue="{_escape(queue.name)}"}} '
-                             f"{queue.counters.get(key, 0)}")
+                lines.append(
+                    f'{metric}{{region="{region}",queue="{_escape(queue.name)}"}} '
+                    f"{queue.counters.get(key, 0)}"
+                )
         name = "millpond_request_duration_seconds"
-        lines += [f"# HELP {name} Time to answer an API request, by action.",
-                  f"# TYPE {name} histogram"]
+        lines += [
+            f"# HELP {name} Time to answer an API request, by action.",
+            f"# TYPE {name} histogram",
+        ]
         with self._lock:
             rows = {action: list(row) for action, row in self._latency.items()}
         for action, row in sorted(rows.items()):

@@ -45,7 +45,11 @@ class AwsError(Exception):
     """
 
     def __init__(
-        self, code: str, message: str, status: int = 400, json_type: str | None = None,
+        self,
+        code: str,
+        message: str,
+        status: int = 400,
+        json_type: str | None = None,
         sender_fault: bool = True,
     ) -> None:
         super().__init__(message)
@@ -67,7 +71,9 @@ class AwsError(Exception):
 
 def missing(name: str) -> AwsError:
     return AwsError(
-        "MissingParameter", f"The request must contain the parameter {name}.", 400,
+        "MissingParameter",
+        f"The request must contain the parameter {name}.",
+        400,
         "MissingRequiredParameterException",
     )
 
@@ -98,7 +104,9 @@ def queue_name_from_url(request: Request, url: Any) -> str:
         raise AwsError(
             "AWS.SimpleQueueService.NonExistentQueue",
             "The specified queue does not exist for this wsdl version."
-            if request.query_protocol else "The specified queue does not exist.",
-            400, "QueueDoesNotExist",
+            if request.query_protocol
+            else "The specified queue does not exist.",
+            400,
+            "QueueDoesNotExist",
         )
     return parts[1]

@@ -40,9 +40,15 @@ Handler = Callable[[Context, Request], Awaitable[dict[str, Any]]]
 HANDLERS: dict[str, Handler] = {}
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 SYSTEM_ATTRIBUTES = (
-    "ApproximateFirstReceiveTimestamp", "ApproximateReceiveCount", "AWSTraceHeader",
-    "DeadLetterQueueSourceArn", "MessageDeduplicationId", "MessageGroupId", "SenderId",
-    "SentTimestamp", "SequenceNumber",
+    "ApproximateFirstReceiveTimestamp",
+    "ApproximateReceiveCount",
+    "AWSTraceHeader",
+    "DeadLetterQueueSourceArn",
+    "MessageDeduplicationId",
+    "MessageGroupId",
+    "SenderId",
+    "SentTimestamp",
+    "SequenceNumber",
 )
 
 
@@ -119,7 +125,8 @@ def _check_batch(entries: Any, entry_name: str) -> list[dict[str, Any]]:
     if not entries:
         raise AwsError(
             "AWS.SimpleQueueService.EmptyBatchRequest",
-            f"There should be at least one {entry_name} in the request.", 400,
+            f"There should be at least one {entry_name} in the request.",
+            400,
             "EmptyBatchRequest",
         )
     if not isinstance(entries, list):
@@ -127,8 +134,9 @@ def _check_batch(entries: Any, entry_name: str) -> list[dict[str, Any]]:
     if len(entries) > MAX_BATCH:
         raise AwsError(
             "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
-            f"Maximum number of entries per request are {MAX_BATCH}. You have sent "
-            f"{len(entries)}.", 400, "TooManyEntriesInBatchRequest",
+            f"Maximum number of entries per request are {MAX_BATCH}. You have sent {len(entries)}.",
+            400,
+            "TooManyEntriesInBatchRequest",
         )
     ids = [e.get("Id") if isinstance(e, dict) else None for e in entries]
     for entry_id in ids:
@@ -136,12 +144,15 @@ def _check_batch(entries: Any, entry_name: str) -> list[dict[str, Any]]:
             raise AwsError(
                 "AWS.SimpleQueueService.InvalidBatchEntryId",
                 "A batch entry id can only contain alphanumeric characters, hyphens and "
-                "underscores. It can be at most 80 letters long.", 400, "InvalidBatchEntryId",
+                "underscores. It can be at most 80 letters long.",
+                400,
+                "InvalidBatchEntryId",
             )
     if len(set(ids)) != len(ids):
         raise AwsError(
             "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
-            "Two or more batch entries in the request have the same Id.", 400,
+            "Two or more batch entries in the request have the same Id.",
+            400,
             "BatchEntryIdsNotDistinct",
         )
     return entries  # type: ignore[no-any-return]
@@ -149,8 +160,12 @@ def _check_batch(entries: Any, entry_name: str) -> list[dict[str, Any]]:
 
 def _failed(entry_id: str, exc: BaseException) -> dict[str, Any]:
     error = exc if isinstance(exc, AwsError) else AwsError.from_millpond(exc)  # type: ignore[arg-type]
-    return {"Id": entry_id, "SenderFault": error.sender_fault, "Code": error.code,
-            "Message": error.message}
+    return {
+        "Id": entry_id,
+        "SenderFault": error.sender_fault,
+        "Code": error.code,
+        "Message": error.message,
+    }
 
 
 # -- queues --------------------------------------------------------------------------------------
@@ -163,8 +178,9 @@ async def create_queue(ctx: Context, request: Request) -> dict[str, Any]:
     if not name:
         raise missing("QueueName")
     broker = ctx.broker(request.region)
-    queue = await ctx.call(broker.create_queue, name, params.get("Attributes") or None,
-                           params.get("tags") or None)
+    queue = await ctx.call(
+        broker.create_queue, name, params.get("Attributes") or None, params.get("tags") or None
+    )
     return {"QueueUrl": queue_url(request, queue.name)}
 
 
@@ -196,8 +212,9 @@ async def list_queues(ctx: Context, request: Request) -> dict[str, Any]:
             f"Value {max_results} for parameter MaxResults is invalid. Reason: must be between "
             "1 and 1000."
         )
-    names = await ctx.call(ctx.broker(request.region).list_queues, params.get("QueueNamePrefix")
-                           or "")
+    names = await ctx.call(
+        ctx.broker(request.region).list_queues, params.get("QueueNamePrefix") or ""
+    )
     token = params.get("NextToken")
     if token:
         try:
@@ -267,8 +284,9 @@ def _send_fields(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _send_result(fields: dict[str, Any], entry: dict[str, Any], message_id: str,
-                 sequence: str | None) -> dict[str, Any]:
+def _send_result(
+    fields: dict[str, Any], entry: dict[str, Any], message_id: str, sequence: str | None
+) -> dict[str, Any]:
     result = {"MD5OfMessageBody": md5_of_body(fields["body"]), "MessageId": message_id}
     if fields["attributes"]:
         result["MD5OfMessageAttributes"] = md5_of_message_attributes(fields["attributes"])
@@ -283,15 +301,28 @@ def _send_result(fields: dict[str, Any], entry: dict[str, Any], message_id: str,
 def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     """Send checked entries in one write; (message id, sequence number or None) each."""
     if isinstance(queue, FifoQueue):
-        items = [queue._prepare_fifo(f["body"], f["delay_seconds"], f["attributes"],
-                                     f["group_id"], f["deduplication_id"], f["trace_header"])
-                 for f in prepared]
+        items = [
+            queue._prepare_fifo(
+                f["body"],
+                f["delay_seconds"],
+                f["attributes"],
+                f["group_id"],
+                f["deduplication_id"],
+                f["trace_header"],
+            )
+            for f in prepared
+        ]
         return queue._send_fifo(items)
     bodies, blobs, delays = [], [], []
     for f in prepared:
-        data, blob, delay_ms = queue._prepare(f["body"], f["delay_seconds"], f["attributes"],
-                                              f["group_id"], f["deduplication_id"],
-                                              f["trace_header"])
+        data, blob, delay_ms = queue._prepare(
+            f["body"],
+            f["delay_seconds"],
+            f["attributes"],
+            f["group_id"],
+            f["deduplication_id"],
+            f["trace_header"],
+        )
         bodies.append(data)
         blobs.append(blob)
         delays.append(delay_ms)
@@ -301,11 +332,21 @@ def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> list[tuple[st
 def _check_entry(queue: Queue, fields: dict[str, Any]) -> None:
     """Raise what the send of this entry would raise, without sending."""
     if isinstance(queue, FifoQueue):
-        queue._prepare_fifo(fields["body"], fields["delay_seconds"], fields["attributes"],
-                            fields["group_id"], fields["deduplication_id"])
+        queue._prepare_fifo(
+            fields["body"],
+            fields["delay_seconds"],
+            fields["attributes"],
+            fields["group_id"],
+            fields["deduplication_id"],
+        )
     else:
-        queue._prepare(fields["body"], fields["delay_seconds"], fields["attributes"],
-                       fields["group_id"], fields["deduplication_id"])
+        queue._prepare(
+            fields["body"],
+            fields["delay_seconds"],
+            fields["attributes"],
+            fields["group_id"],
+            fields["deduplication_id"],
+        )
 
 
 @action
@@ -325,7 +366,8 @@ async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
         raise AwsError(
             "AWS.SimpleQueueService.BatchRequestTooLong",
             f"Batch requests cannot be longer than 1048576 bytes. You have sent {total} bytes.",
-            400, "BatchRequestTooLong",
+            400,
+            "BatchRequestTooLong",
         )
     good, failed = [], []
     for entry in entries:
@@ -339,21 +381,24 @@ async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
     if good:
         sent = await ctx.call(_send_entries, queue, [fields for _, fields in good])
         for (entry, fields), (message_id, sequence) in zip(good, sent):
-            successful.append({"Id": entry["Id"], **_send_result(fields, entry, message_id,
-                                                                 sequence)})
+            successful.append(
+                {"Id": entry["Id"], **_send_result(fields, entry, message_id, sequence)}
+            )
     return {"Successful": successful, "Failed": failed}
 
 
 def _wanted_system_attributes(params: dict[str, Any]) -> set[str]:
     names = set(params.get("AttributeNames") or []) | set(
-        params.get("MessageSystemAttributeNames") or [])
+        params.get("MessageSystemAttributeNames") or []
+    )
     if "All" in names:
         return set(SYSTEM_ATTRIBUTES)
     return names & set(SYSTEM_ATTRIBUTES)
 
 
-def _wire_message(message: Message, wanted: set[str], attribute_names: list[str],
-                  sender_id: str) -> dict[str, Any]:
+def _wire_message(
+    message: Message, wanted: set[str], attribute_names: list[str], sender_id: str
+) -> dict[str, Any]:
     body = message.body.decode("utf-8", errors="replace")
     out: dict[str, Any] = {
         "MessageId": message.message_id,
@@ -389,16 +434,23 @@ def _wire_message(message: Message, wanted: set[str], attribute_names: list[str]
     return out
 
 
-async def _long_poll(ctx: Context, queue: Queue, max_messages: int, visibility_ms: int,
-                     wait_s: int, attempt_id: str | None) -> list[Message]:
+async def _long_poll(
+    ctx: Context,
+    queue: Queue,
+    max_messages: int,
+    visibility_ms: int,
+    wait_s: int,
+    attempt_id: str | None,
+) -> list[Message]:
     """Receive, waiting on the event loop (not a thread) for up to ``wait_s`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     broker = queue._broker
     while True:
         generation = broker._wakeups.generation(queue.queue_id)
-        messages, next_visible = await ctx.call(queue._receive_once, max_messages, visibility_ms,
-                                                attempt_id)
+        messages, next_visible = await ctx.call(
+            queue._receive_once, max_messages, visibility_ms, attempt_id
+        )
         remaining = deadline - loop.time()
         if messages or remaining <= 0:
             return messages  # type: ignore[no-any-return]
@@ -442,8 +494,16 @@ async def receive_message(ctx: Context, request: Request) -> dict[str, Any]:
     messages = await _long_poll(ctx, queue, max_messages, visibility_ms, wait_s, attempt_id)
     wanted = _wanted_system_attributes(params)
     names = params.get("MessageAttributeNames") or []
-    return {"Messages": [_wire_message(m, wanted, names, request.access_key or
-                                       request.account_id) for m in messages]} if messages else {}
+    return (
+        {
+            "Messages": [
+                _wire_message(m, wanted, names, request.access_key or request.account_id)
+                for m in messages
+            ]
+        }
+        if messages
+        else {}
+    )
 
 
 @action
@@ -462,8 +522,7 @@ async def delete_message(ctx: Context, request: Request) -> dict[str, Any]:
 async def delete_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
     entries = _check_batch(request.params.get("Entries"), "DeleteMessageBatchRequestEntry")
-    results = await ctx.call(queue.delete_entries, [e.get("ReceiptHandle") or "" for e in
-                                                    entries])
+    results = await ctx.call(queue.delete_entries, [e.get("ReceiptHandle") or "" for e in entries])
     return {
         "Successful": [{"Id": e["Id"]} for e, r in zip(entries, results) if r is None],
         "Failed": [_failed(e["Id"], r) for e, r in zip(entries, results) if r is not None],
@@ -489,10 +548,12 @@ async def change_message_visibility(ctx: Context, request: Request) -> dict[str,
 @action
 async def change_message_visibility_batch(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
-    entries = _check_batch(request.params.get("Entries"),
-                           "ChangeMessageVisibilityBatchRequestEntry")
-    pairs = [(e.get("ReceiptHandle") or "", _int_param(e, "VisibilityTimeout") or 0)
-             for e in entries]
+    entries = _check_batch(
+        request.params.get("Entries"), "ChangeMessageVisibilityBatchRequestEntry"
+    )
+    pairs = [
+        (e.get("ReceiptHandle") or "", _int_param(e, "VisibilityTimeout") or 0) for e in entries
+    ]
     results = await ctx.call(queue.change_visibility_entries, pairs)
     return {
         "Successful": [{"Id": e["Id"]} for e, r in zip(entries, results) if r is None],
@@ -549,11 +610,15 @@ async def add_permission(ctx: Context, request: Request) -> dict[str, Any]:
     policy = _policy(queue)
     if any(s.get("Sid") == label for s in policy["Statement"]):
         raise invalid(f"Value {label} for parameter Label is invalid. Reason: Already exists.")
-    policy["Statement"].append({
-        "Sid": label, "Effect": "Allow",
-        "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
-        "Action": [f"SQS:{a}" for a in actions], "Resource": queue.arn,
-    })
+    policy["Statement"].append(
+        {
+            "Sid": label,
+            "Effect": "Allow",
+            "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
+            "Action": [f"SQS:{a}" for a in actions],
+            "Resource": queue.arn,
+        }
+    )
     await ctx.call(queue.set_attributes, {"Policy": json.dumps(policy)})
     return {}
 
@@ -594,9 +659,11 @@ async def list_dead_letter_source_queues(ctx: Context, request: Request) -> dict
 def _broker_of_arn(ctx: Context, request: Request, arn: Any, parameter: str) -> Any:
     parsed = parse_arn(arn) if isinstance(arn, str) else None
     if parsed is None:
-        raise AwsError("ResourceNotFoundException",
-                       f"The resource that you specified for the {parameter} parameter doesn't "
-                       "exist.", 404)
+        raise AwsError(
+            "ResourceNotFoundException",
+            f"The resource that you specified for the {parameter} parameter doesn't exist.",
+            404,
+        )
     return ctx.broker(parsed[0])
 
 
@@ -607,9 +674,12 @@ async def start_message_move_task(ctx: Context, request: Request) -> dict[str, A
     if not source:
         raise missing("SourceArn")
     broker = _broker_of_arn(ctx, request, source, "SourceArn")
-    handle = await ctx.call(broker.start_message_move_task, source,
-                            params.get("DestinationArn") or None,
-                            _int_param(params, "MaxNumberOfMessagesPerSecond"))
+    handle = await ctx.call(
+        broker.start_message_move_task,
+        source,
+        params.get("DestinationArn") or None,
+        _int_param(params, "MaxNumberOfMessagesPerSecond"),
+    )
     return {"TaskHandle": handle}
 
 

@@ -24,12 +24,18 @@ def parse(body: bytes) -> dict[str, Any]:
         params = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise AwsError(
-            "SerializationException", "Start of structure or map found where not expected.",
-            400, "SerializationException",
+            "SerializationException",
+            "Start of structure or map found where not expected.",
+            400,
+            "SerializationException",
         ) from None
     if not isinstance(params, dict):
-        raise AwsError("SerializationException", "The request body must be a JSON object.", 400,
-                       "SerializationException")
+        raise AwsError(
+            "SerializationException",
+            "The request body must be a JSON object.",
+            400,
+            "SerializationException",
+        )
     return params
 
 

@@ -1,0 +1,626 @@
+"""A topic's fan-out: what one publish writes, inside its single write transaction.
+
+:mod:`millpond.topic` validates a publish and opens the transaction; this module holds what
+runs inside it: the in-memory snapshot of a topic's subscriptions (:class:`State`, filter
+policies compiled once), the messages on their way (:class:`Outgoing`, each part built once),
+and the writes: to every matching queue (raw or in the SNS envelope), to a subscription's
+dead-letter queue when its queue cannot take a message, and to the HTTP outbox for HTTP/S
+subscriptions (POSTed later by the daemon, see :mod:`millpond.topic_http`). FIFO topics number
+their messages and drop repeated deduplication ids here too.
+
+It also owns the layout of the topic records in the ``meta`` table (see :mod:`millpond.topic`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from millpond.dead_letters import parse_arn
+from millpond.errors import MillpondError, QueueDoesNotExist
+from millpond.fifo_queue import FifoQueue
+from millpond.filters import FilterPolicy
+from millpond.message_attributes import (
+    message_attributes_size,
+    validate_body_text,
+    validate_message_attributes,
+)
+from millpond.queue import Queue
+from millpond.sns_envelope import MAX_RAW_ATTRIBUTES, Notification
+from millpond.sns_envelope import message_id as new_message_id
+from millpond.topic_attributes import http_retry_policy, json_object
+
+if TYPE_CHECKING:
+    from millpond.broker import Broker
+    from millpond.topic import Topic, Topics
+
+DEDUP_WINDOW_MS = 300_000  # FIFO topics drop a repeated deduplication id for 5 minutes
+SEQUENCE_START = 10**19  # SNS SequenceNumbers are large and increasing: 20 digits here
+_SWEEP_STEP = 8  # expired dedup entries looked at per FIFO publish
+HTTP_OUTBOX = -1  # in a publish's "woken" set: HTTP deliveries were written (not a queue id)
+
+# One delivery: (SQS body, SQS attributes or None, size toward MaximumMessageSize, group id,
+# deduplication id).
+Item = tuple[bytes, "dict[str, Any] | None", int, "str | None", "str | None"]
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+def topic_key(name: str) -> bytes:
+    return b"t:" + name.encode()
+
+
+def sub_prefix(name: str) -> bytes:
+    return b"s:" + name.encode() + b":"  # topic names hold no ":"
+
+
+def sequence_key(name: str) -> bytes:
+    return b"tq:" + name.encode()
+
+
+def dedup_prefix(name: str) -> bytes:
+    return b"td:" + name.encode() + b"\x00"
+
+
+def tags_key(name: str) -> bytes:
+    return b"tg:" + name.encode()
+
+
+OUTBOX_PREFIX = b"to:"  # + due time (8 bytes, big-endian ms) + 8 random bytes: due order
+
+
+def outbox_key(due_ms: int) -> bytes:
+    return OUTBOX_PREFIX + due_ms.to_bytes(8, "big") + os.urandom(8)
+
+
+def delete_prefix(txn: Any, db: Any, prefix: bytes) -> None:
+    with txn.cursor(db=db) as cur:
+        if not cur.set_range(prefix):
+            return
+        while cur.key().startswith(prefix):
+            if not cur.delete():
+                break
+
+
+def touch(txn: Any, meta: Any, topic_name: str) -> None:
+    """Give the topic a new version: every process reloads its subscriptions at its next publish.
+
+    Caller holds the write txn and has checked that the topic exists.
+    """
+    key = topic_key(topic_name)
+    record = msgpack.unpackb(txn.get(key, db=meta))
+    record["v"] = os.urandom(8)  # made inside the txn: a re-run of the op gets a fresh one
+    txn.put(key, msgpack.packb(record), db=meta)
+
+
+def enqueue_http(txn: Any, meta: Any, due_ms: int, entries: list[dict[str, Any]]) -> None:
+    """Add HTTP/S deliveries to the outbox (caller holds the write txn)."""
+    for entry in entries:
+        txn.put(outbox_key(due_ms), msgpack.packb(entry), db=meta)
+
+
+# -- the in-memory snapshot the publish path reads -----------------------------------------
+
+
+class Sub:
+    """One confirmed subscription as the publish path needs it; immutable, rebuilt on change."""
+
+    __slots__ = (
+        "arn",
+        "arn_bytes",
+        "dead_letter_queue",
+        "delivery_policy",
+        "in_body",
+        "match",
+        "protocol",
+        "queue_name",
+        "raw",
+        "url",
+    )
+
+    def __init__(
+        self,
+        arn: str,
+        queue_name: str,
+        raw: bool,
+        match: Callable[[Any], bool] | None,
+        in_body: bool,
+        dead_letter_queue: str | None,
+        *,
+        protocol: str = "sqs",
+        url: str | None = None,
+        delivery_policy: str | None = None,
+    ) -> None:
+        self.arn = arn
+        self.arn_bytes = arn.encode()  # spliced into the envelope's UnsubscribeURL
+        self.queue_name = queue_name  # "" for HTTP/S subscriptions: no queue of that name
+        self.raw = raw
+        self.match = match  # None: no filter policy, every message
+        self.in_body = in_body  # match takes the decoded body, else the attributes
+        self.dead_letter_queue = dead_letter_queue
+        self.protocol = protocol
+        self.url = url  # HTTP/S subscriptions: the endpoint
+        self.delivery_policy = delivery_policy
+
+
+class State:
+    """A topic's stored record and subscriptions, as of the ``t:`` bytes in ``raw``."""
+
+    __slots__ = ("attributes", "content_dedup", "fifo", "group_scope", "raw", "subs", "version")
+
+    def __init__(self, raw: bytes, record: dict[str, Any], subs: tuple[Sub, ...]) -> None:
+        self.raw = raw
+        self.attributes: dict[str, str] = record["attributes"]
+        self.fifo = self.attributes.get("FifoTopic") == "true"
+        self.content_dedup = self.attributes.get("ContentBasedDeduplication") == "true"
+        self.group_scope = self.attributes.get("FifoThroughputScope") == "MessageGroup"
+        self.version = self.attributes.get("SignatureVersion", "1")
+        self.subs = subs
+
+
+def never(_: Any) -> bool:
+    return False
+
+
+def attributes_matcher(policy: FilterPolicy) -> Callable[[Any], bool]:
+    matches = policy.matches
+
+    def match(attributes: Any) -> bool:
+        return matches(attributes, None)
+
+    return match
+
+
+def dead_letter_name(text: str | None, broker: Broker) -> str | None:
+    """The queue a subscription's RedrivePolicy names, if it is one of this broker's."""
+    if not text:
+        return None
+    doc = json_object(text)
+    parsed = parse_arn(doc.get("deadLetterTargetArn", "") if doc else "", "sqs")
+    if parsed is None or parsed[:2] != (broker.region, broker.account_id):
+        return None  # another account's queue: not one this broker can deliver to
+    return parsed[2]
+
+
+# -- one message on its way ---------------------------------------------------------------------
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(token)  # NaN / Infinity are not JSON: such a body matches no policy
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder, not one per call
+_UNSET: Any = object()
+
+
+class Outgoing:
+    """A validated message of one publish: what every delivery needs, each part built once."""
+
+    __slots__ = (
+        "_doc",
+        "_note",
+        "_raw_ok",
+        "attributes",
+        "content",
+        "data",
+        "dedup_id",
+        "delivered_attributes",
+        "group_id",
+        "message",
+        "message_id",
+        "raw_size",
+        "size",
+        "structured",
+        "subject",
+    )
+
+    def __init__(
+        self,
+        message: str,
+        content: str,
+        data: bytes,
+        subject: str | None,
+        attributes: dict[str, dict[str, Any]],
+        structured: bool,
+        group_id: str | None,
+        dedup_id: str | None,
+    ) -> None:
+        self.message_id = new_message_id()
+        self.message = message
+        self.content = content  # what SQS subscribers get (MessageStructure json: "sqs")
+        self.data = data  # content as UTF-8: the raw-delivery body
+        self.subject = subject
+        self.attributes = attributes  # for filter policies
+        self.structured = structured
+        # SNS sends attributes only when the message structure is a plain string
+        self.delivered_attributes = attributes if attributes and not structured else None
+        self.raw_size = len(self.data) + message_attributes_size(self.delivered_attributes)
+        self.group_id = group_id
+        self.dedup_id = dedup_id
+        self.size = 0  # toward the 256 KiB limit: message and attributes as published
+        self._doc: Any = _UNSET
+        self._note: Notification | None = None
+        self._raw_ok: bool | None = None
+
+    def doc(self) -> Any:
+        """The content decoded as JSON (once), for MessageBody-scope policies; None if not JSON."""
+        if self._doc is _UNSET:
+            try:
+                self._doc = _DECODER.decode(self.content)
+            except (ValueError, RecursionError):
+                self._doc = None
+        return self._doc
+
+    def raw_ok(self) -> bool:
+        """Whether SQS takes the body and attributes as they are (raw delivery)."""
+        if self._raw_ok is None:
+            ok = True
+            try:
+                validate_body_text(self.content)  # SQS's character set
+            except MillpondError:
+                ok = False
+            attrs = self.delivered_attributes
+            if attrs:
+                if len(attrs) > MAX_RAW_ATTRIBUTES:
+                    ok = False
+                else:
+                    try:
+                        validate_message_attributes(attrs)
+                    except MillpondError:
+                        ok = False
+            self._raw_ok = ok
+        return self._raw_ok
+
+    def note(self, topic: Topic, state: State) -> Notification:
+        if self._note is None:
+            self._note = self._notification(topic, state, self.content)
+        return self._note
+
+    def _notification(self, topic: Topic, state: State, content: str) -> Notification:
+        return Notification(
+            topic_arn=topic.arn,
+            message_id=self.message_id,
+            message=content,
+            subject=self.subject,
+            attributes=self.delivered_attributes,
+            region=topic._broker.region,
+            fifo=state.fifo,
+            signature_version=state.version,
+            key=topic._topics._signing_key,
+        )
+
+    def content_for(self, protocol: str) -> str:
+        """The message an endpoint of ``protocol`` gets (MessageStructure json: its own entry)."""
+        if not self.structured:
+            return self.content
+        doc = json.loads(self.message)  # validated at publish: an object with "default"
+        content = doc.get(protocol)
+        return content if isinstance(content, str) else doc["default"]  # type: ignore[no-any-return]
+
+
+def plan(state: State, outs: list[Outgoing]) -> list[tuple[Sub, list[Outgoing]]]:
+    """The matching messages of each subscription (subscriptions without any left out)."""
+    planned = []
+    for sub in state.subs:
+        match = sub.match
+        if match is None:
+            chosen = outs
+        elif sub.in_body:
+            chosen = [o for o in outs if type(doc := o.doc()) is dict and match(doc)]
+        else:
+            chosen = [o for o in outs if match(o.attributes)]
+        if chosen:
+            planned.append((sub, chosen))
+    return planned
+
+
+# -- writes in the publish transaction ------------------------------------------------------------
+
+
+def deliver_to_queue(
+    queue: Queue,
+    txn: Any,
+    now_ms: int,
+    bodies: list[bytes],
+    attributes: list[dict[str, Any] | None],
+    group_ids: list[str | None],
+    dedup_ids: list[str | None],
+) -> None:
+    """Store fan-out messages in ``queue`` inside the caller's write transaction.
+
+    The one place where a topic's MessageGroupId and MessageDeduplicationId are handed on to a
+    queue: a FIFO queue gets both (it keeps group order and drops its own duplicates). SNS also
+    forwards the group id to standard "fair" queues, but a standard queue's ``_deliver_in_txn``
+    takes no group ids yet, so there they stop here. Raises QueueDoesNotExist before writing
+    anything if the queue was deleted.
+    """
+    if isinstance(queue, FifoQueue):
+        queue._deliver_in_txn(txn, now_ms, bodies, attributes, group_ids, dedup_ids)
+    else:
+        queue._deliver_in_txn(txn, now_ms, bodies, attributes)
+
+
+def _queue(topics: Topics, txn: Any, name: str, stale: Queue | None = None) -> Queue | None:
+    """The queue ``name`` as of ``txn`` (None if it does not exist); caller holds the txn.
+
+    The broker's cached object when there is one (dict.get is atomic: no lock on this
+    path); with ``stale`` (that object failed) the definition is read in this transaction.
+    """
+    broker = topics._broker
+    if stale is None:
+        queue = broker._queues.get(name)
+        if queue is not None:
+            return queue
+    definition = broker._definition_in(txn, name)
+    if definition is None:
+        return None
+    return broker._cache(name, definition)
+
+
+def put(
+    topics: Topics, txn: Any, now_ms: int, name: str, items: list[Item]
+) -> tuple[int | None, list[Item], str]:
+    """Deliver (body, attributes, size, group id, dedup id) items to queue ``name``.
+
+    Returns the queue id written to (None: nothing written), the items the queue could not
+    take (all of them if it does not exist; those over its MaximumMessageSize) and why.
+    """
+    queue = _queue(topics, txn, name)
+    for _ in range(2):
+        if queue is None:
+            return None, items, f"queue {name} does not exist"
+        limit = queue._max_size
+        fit = items
+        if any(item[2] > limit for item in items):
+            fit = [item for item in items if item[2] <= limit]
+        too_big = f"larger than the MaximumMessageSize of queue {name}"
+        if not fit:
+            return None, items, too_big
+        try:
+            deliver_to_queue(
+                queue,
+                txn,
+                now_ms,
+                [item[0] for item in fit],
+                [item[1] for item in fit],
+                [item[3] for item in fit],
+                [item[4] for item in fit],
+            )
+        except QueueDoesNotExist:
+            # A stale cached object (the queue was deleted, maybe re-created): look again.
+            queue = _queue(topics, txn, name, stale=queue)
+            continue
+        rest = [] if fit is items else [item for item in items if item[2] > limit]
+        return queue.queue_id, rest, too_big
+    return None, items, f"queue {name} does not exist"
+
+
+def fan_out(
+    topic: Topic,
+    txn: Any,
+    now_ms: int,
+    state: State,
+    planned: list[tuple[Sub, list[Outgoing]]],
+    outs: list[Outgoing],
+) -> tuple[set[int], list[tuple[str, str | None]], list[tuple[str, str, int]]]:
+    """The deliveries of one publish; caller holds the write txn (may re-run after abort).
+
+    Returns the queue ids written to (with HTTP_OUTBOX if HTTP deliveries were queued),
+    (message id, sequence number) of each message, and what could not be delivered.
+    """
+    sequences: dict[int, str] = {}
+    if state.fifo:
+        results = _sequence(topic, txn, now_ms, state, outs, sequences)
+    else:
+        results = [(out.message_id, None) for out in outs]
+    commons: dict[int, bytes] = {}
+    woken: set[int] = set()
+    lost: list[tuple[str, str, int]] = []
+    if len(outs) == 1 and not state.fifo:
+        # The common case, kept lean: one message, each queue known and able to take it.
+        out = outs[0]
+        queues = topic._broker._queues
+        common = tail = b""
+        groups, dedups = [out.group_id], [out.dedup_id]
+        for sub, chosen in planned:
+            if sub.raw:
+                body, attrs, size = out.data, out.delivered_attributes, out.raw_size
+                ok = out.raw_ok()
+            else:
+                if not common:
+                    note = out.note(topic, state)
+                    common = commons[id(out)] = note.common(now_ms)
+                    tail = note.tail
+                body = b"".join((common, sub.arn_bytes, tail))
+                attrs, size, ok = None, len(body), True
+            queue = queues.get(sub.queue_name)  # HTTP/S subscriptions: none, see _deliver
+            if ok and queue is not None and size <= queue._max_size:
+                try:
+                    deliver_to_queue(queue, txn, now_ms, [body], [attrs], groups, dedups)
+                except QueueDoesNotExist:
+                    pass  # a stale queue object: the general path looks the queue up again
+                else:
+                    woken.add(queue.queue_id)
+                    continue
+            _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
+        return woken, results, lost
+    for sub, chosen in planned:
+        if state.fifo:
+            chosen = [out for out in chosen if id(out) in sequences]  # duplicates dropped
+        _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
+    return woken, results, lost
+
+
+def _deliver(
+    topic: Topic,
+    txn: Any,
+    now_ms: int,
+    state: State,
+    sub: Sub,
+    chosen: list[Outgoing],
+    sequences: dict[int, str],
+    commons: dict[int, bytes],
+    woken: set[int],
+    lost: list[tuple[str, str, int]],
+) -> None:
+    """One subscription's messages, with every check and fallback (caller holds txn)."""
+    if sub.url is not None:
+        _deliver_http(topic, txn, now_ms, state, sub, chosen, commons)
+        woken.add(HTTP_OUTBOX)
+        return
+    items: list[Item] = []
+    refused: list[Item] = []
+    for out in chosen:
+        if sub.raw:
+            item = (
+                out.data,
+                out.delivered_attributes,
+                out.raw_size,
+                out.group_id,
+                out.dedup_id,
+            )
+            if not out.raw_ok():
+                refused.append(item)
+                continue
+        else:
+            note = out.note(topic, state)
+            common = commons.get(id(out))
+            if common is None:
+                common = commons[id(out)] = note.common(now_ms, sequences.get(id(out)))
+            body = b"".join((common, sub.arn_bytes, note.tail))
+            item = (body, None, len(body), out.group_id, out.dedup_id)
+        items.append(item)
+    if items:
+        queue_id, rest, why = put(topic._topics, txn, now_ms, sub.queue_name, items)
+        if queue_id is not None:
+            woken.add(queue_id)
+        if rest:
+            _dead_letter(topic, txn, now_ms, sub, rest, why, woken, lost)
+    if refused:
+        why = "more than 10 or invalid SQS attributes for raw delivery"
+        _dead_letter(topic, txn, now_ms, sub, refused, why, woken, lost)
+
+
+def _deliver_http(
+    topic: Topic,
+    txn: Any,
+    now_ms: int,
+    state: State,
+    sub: Sub,
+    chosen: list[Outgoing],
+    commons: dict[int, bytes],
+) -> None:
+    """Queue POSTs to an HTTP/S endpoint in the outbox (FIFO topics have no HTTP/S subs)."""
+    retries, delay_ms = http_retry_policy(sub.delivery_policy, state.attributes.get("DeliveryPolicy"))
+    entries = []
+    for out in chosen:
+        if sub.raw:
+            body = out.content_for(sub.protocol).encode() if out.structured else out.data
+        elif out.structured and out.content_for(sub.protocol) != out.content:
+            note = out._notification(topic, state, out.content_for(sub.protocol))
+            body = b"".join((note.common(now_ms), sub.arn_bytes, note.tail))
+        else:
+            note = out.note(topic, state)
+            common = commons.get(id(out))
+            if common is None:
+                common = commons[id(out)] = note.common(now_ms)
+            body = b"".join((common, sub.arn_bytes, note.tail))
+        entries.append(
+            {
+                "type": "Notification",
+                "sub": sub.arn,
+                "topic": topic.arn,
+                "url": sub.url,
+                "id": out.message_id,
+                "body": body,
+                "raw": sub.raw,
+                "try": 0,
+                "retries": retries,
+                "delay": delay_ms,
+            }
+        )
+    enqueue_http(txn, topic._meta, now_ms, entries)
+
+
+def _dead_letter(
+    topic: Topic,
+    txn: Any,
+    now_ms: int,
+    sub: Sub,
+    items: list[Item],
+    reason: str,
+    woken: set[int],
+    lost: list[tuple[str, str, int]],
+) -> None:
+    """Undeliverable items go to the subscription's dead-letter queue, else are counted."""
+    if sub.dead_letter_queue is not None:
+        # SQS cannot carry attributes that failed raw delivery: the copy goes without them.
+        items = [
+            item
+            if item[1] is None or len(item[1]) <= MAX_RAW_ATTRIBUTES
+            else (item[0], None, len(item[0]), item[3], item[4])
+            for item in items
+        ]
+        queue_id, items, _ = put(topic._topics, txn, now_ms, sub.dead_letter_queue, items)
+        if queue_id is not None:
+            woken.add(queue_id)
+    if items:
+        lost.append((sub.arn, reason, len(items)))
+
+
+def _sequence(
+    topic: Topic,
+    txn: Any,
+    now_ms: int,
+    state: State,
+    outs: list[Outgoing],
+    sequences: dict[int, str],
+) -> list[tuple[str, str | None]]:
+    """FIFO topics: drop repeated deduplication ids, number the rest (caller holds txn)."""
+    meta = topic._meta
+    key_of_sequence = sequence_key(topic.name)
+    stored = txn.get(key_of_sequence, db=meta)
+    sequence = int(stored) if stored else SEQUENCE_START
+    prefix = dedup_prefix(topic.name)
+    results: list[tuple[str, str | None]] = []
+    for out in outs:
+        assert out.dedup_id is not None and out.group_id is not None  # checked at publish
+        scope = out.group_id if state.group_scope else ""
+        key = prefix + scope.encode() + b"\x00" + out.dedup_id.encode()
+        seen = txn.get(key, db=meta)
+        if seen is not None:
+            expires_ms, message_id, number = msgpack.unpackb(seen)
+            if expires_ms > now_ms:
+                results.append((message_id, number))
+                continue
+        sequence += 1
+        number = str(sequence)
+        record = [now_ms + DEDUP_WINDOW_MS, out.message_id, number]
+        txn.put(key, msgpack.packb(record), db=meta)
+        sequences[id(out)] = number
+        results.append((out.message_id, number))
+    txn.put(key_of_sequence, str(sequence).encode(), db=meta)
+    _sweep(topic, txn, now_ms, prefix)
+    return results
+
+
+def _sweep(topic: Topic, txn: Any, now_ms: int, prefix: bytes) -> None:
+    """Remove a few expired dedup entries, round-robin over the topic's table."""
+    start = topic._sweep_from or prefix
+    with txn.cursor(db=topic._meta) as cur:
+        found = cur.set_range(start)
+        for _ in range(_SWEEP_STEP):
+            if not found or not cur.key().startswith(prefix):
+                found = False
+                break
+            if msgpack.unpackb(cur.value())[0] <= now_ms:
+                found = cur.delete() and bool(cur.key())  # delete moves to the next entry
+            else:
+                found = cur.next()
+        key = cur.key() if found else b""
+    topic._sweep_from = key if key.startswith(prefix) else None  # only a hint: may go stale

@@ -1,0 +1,349 @@
+"""A topic's settings: SNS topic attributes, its access policy (Add/RemovePermission) and tags.
+
+Pure functions over values: validation with SNS's error texts, SNS's defaults, and the JSON the
+topic attributes hold. Storage is :mod:`millpond.topic`'s; nothing here opens a transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from millpond.sns_envelope import InvalidParameter, TagLimitExceeded
+
+__all__ = [
+    "DEFAULT_EFFECTIVE_DELIVERY_POLICY",
+    "MAX_TAGS",
+    "POLICY_ACTIONS",
+    "SET_PREFIX",
+    "SUBSCRIBE_PREFIX",
+    "add_statement",
+    "bool_text",
+    "check_tag_keys",
+    "check_tags",
+    "check_topic_attributes",
+    "default_policy",
+    "http_retry_policy",
+    "json_object",
+    "remove_statement",
+    "same_topic_value",
+    "text_value",
+    "topic_attribute_values",
+    "topic_value",
+]
+
+SUBSCRIBE_PREFIX = "Invalid parameter: Attributes Reason: "  # CreateTopic and Subscribe
+SET_PREFIX = "Invalid parameter: "  # SetTopicAttributes and SetSubscriptionAttributes
+MAX_TAGS = 50  # per topic, as SNS
+MAX_TAG_KEY_CHARS = 128
+MAX_TAG_VALUE_CHARS = 256
+
+DEFAULT_EFFECTIVE_DELIVERY_POLICY = (
+    '{"http":{"defaultHealthyRetryPolicy":{"minDelayTarget":20,"maxDelayTarget":20,'
+    '"numRetries":3,"numMaxDelayRetries":0,"numNoDelayRetries":0,"numMinDelayRetries":0,'
+    '"backoffFunction":"linear"},"disableSubscriptionOverrides":false,'
+    '"defaultRequestPolicy":{"headerContentType":"text/plain; charset=UTF-8"}}}'
+)
+# The HTTP/S retry policy SNS applies when neither the subscription nor the topic sets one:
+# 3 retries, 20 s apart (the EffectiveDeliveryPolicy above).
+DEFAULT_HTTP_RETRIES = 3
+DEFAULT_HTTP_DELAY_MS = 20_000
+_DEFAULT_POLICY_ACTIONS = (
+    "SNS:GetTopicAttributes",
+    "SNS:SetTopicAttributes",
+    "SNS:AddPermission",
+    "SNS:RemovePermission",
+    "SNS:DeleteTopic",
+    "SNS:Subscribe",
+    "SNS:ListSubscriptionsByTopic",
+    "SNS:Publish",
+)
+# ActionName values AddPermission takes (the topic actions a policy can grant)
+POLICY_ACTIONS = frozenset(a[4:] for a in _DEFAULT_POLICY_ACTIONS) | {"Receive"}
+JSON_TOPIC_ATTRIBUTES = frozenset(("Policy", "DeliveryPolicy", "ArchivePolicy", "DataProtectionPolicy"))
+_FEEDBACK_ATTRIBUTES = frozenset(
+    f"{protocol}{kind}"
+    for protocol in ("HTTP", "Firehose", "Lambda", "SQS", "Application")
+    for kind in ("SuccessFeedbackRoleArn", "FailureFeedbackRoleArn", "SuccessFeedbackSampleRate")
+)
+_FIFO_ONLY = frozenset(("ContentBasedDeduplication", "FifoThroughputScope", "ArchivePolicy"))
+_SETTABLE_TOPIC_ATTRIBUTES = (
+    frozenset(("DisplayName", "SignatureVersion", "TracingConfig", "KmsMasterKeyId"))
+    | JSON_TOPIC_ATTRIBUTES
+    | _FEEDBACK_ATTRIBUTES
+    | _FIFO_ONLY
+)
+
+
+# -- values ---------------------------------------------------------------------------------------
+
+
+def text_value(value: Any) -> str:
+    """An attribute value as SNS stores it: strings as given, bools as true/false, maps as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (Mapping, list)):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, (int, str)):
+        return str(value)
+    raise InvalidParameter(f"Invalid parameter: attribute value {value!r} is not a string")
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """``text`` parsed as a JSON object, or None (not JSON, or not an object)."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def bool_text(value: str) -> str | None:
+    """"true" / "false" for any case of them, else None."""
+    lowered = value.lower()
+    return lowered if lowered in ("true", "false") else None
+
+
+# -- topic attributes ---------------------------------------------------------------------------
+
+
+def check_topic_attributes(
+    given: Mapping[str, Any], *, fifo: bool, creating: bool
+) -> dict[str, str]:
+    """Validate and normalize settable topic attributes (values as SNS stores them).
+
+    ``creating``: CreateTopic's wording ("Invalid parameter: Attributes Reason: ...") instead of
+    SetTopicAttributes' ("Invalid parameter: ...").
+    """
+    prefix = SUBSCRIBE_PREFIX if creating else SET_PREFIX
+    out: dict[str, str] = {}
+    for name, value in given.items():
+        if name not in _SETTABLE_TOPIC_ATTRIBUTES:
+            raise InvalidParameter(
+                f"{prefix}Unknown attribute name {name}" if creating else f"{prefix}AttributeName"
+            )
+        text = text_value(value)
+        if name in _FIFO_ONLY and not fifo:
+            raise InvalidParameter(f"{prefix}{name}: only FIFO topics have this attribute")
+        if name == "ContentBasedDeduplication":
+            checked = bool_text(text)
+            if checked is None:
+                raise InvalidParameter(
+                    f"{prefix}ContentBasedDeduplication: Invalid value [{text}]. "
+                    "Must be true or false."
+                )
+            text = checked
+        elif name == "FifoThroughputScope" and text not in ("Topic", "MessageGroup"):
+            raise InvalidParameter(
+                f"{prefix}FifoThroughputScope: Invalid value [{text}]. "
+                "Please use either Topic or MessageGroup"
+            )
+        elif name == "SignatureVersion" and text not in ("1", "2"):
+            raise InvalidParameter(f"{prefix}SignatureVersion: Invalid value [{text}]")
+        elif name == "TracingConfig" and text not in ("PassThrough", "Active"):
+            raise InvalidParameter(f"{prefix}TracingConfig: Invalid value [{text}]")
+        elif name in JSON_TOPIC_ATTRIBUTES and json_object(text) is None:
+            raise InvalidParameter(f"{prefix}{name}: failed to parse JSON.")
+        elif name.endswith("SampleRate") and not (text.isdigit() and 0 <= int(text) <= 100):
+            raise InvalidParameter(f"{prefix}{name}: must be an integer from 0 to 100")
+        out[name] = text
+    return out
+
+
+def default_policy(arn: str, account_id: str) -> str:
+    """The access policy SNS gives a new topic: the owner's account may do everything."""
+    statement = {
+        "Sid": "__default_statement_ID",
+        "Effect": "Allow",
+        "Principal": {"AWS": "*"},
+        "Action": list(_DEFAULT_POLICY_ACTIONS),
+        "Resource": arn,
+        "Condition": {"StringEquals": {"AWS:SourceOwner": account_id}},
+    }
+    policy = {"Version": "2008-10-17", "Id": "__default_policy_ID", "Statement": [statement]}
+    return json.dumps(policy, separators=(",", ":"))
+
+
+def topic_value(stored: Mapping[str, str], name: str, arn: str) -> str | None:
+    """A topic attribute's effective value: as set, else SNS's default (None: no default)."""
+    if name in stored:
+        return stored[name]
+    fifo = stored.get("FifoTopic") == "true"
+    defaults = {
+        "DisplayName": "",
+        "SignatureVersion": "1",
+        "TracingConfig": "PassThrough",
+        "Policy": default_policy(arn, arn.split(":")[4]),
+    }
+    if fifo:
+        defaults.update(ContentBasedDeduplication="false", FifoThroughputScope="Topic")
+    return defaults.get(name)
+
+
+def same_topic_value(name: str, a: str | None, b: str | None) -> bool:
+    """Whether two values of attribute ``name`` are the same (JSON ones compared as parsed)."""
+    if a is None or b is None:
+        return a == b
+    if name in JSON_TOPIC_ATTRIBUTES:
+        return json_object(a) == json_object(b)
+    return a == b
+
+
+def topic_attribute_values(
+    arn: str, account_id: str, stored: Mapping[str, str], confirmed: int, pending: int
+) -> dict[str, str]:
+    """GetTopicAttributes: the read-only attributes, SNS's defaults, then what was set."""
+    values = {
+        "TopicArn": arn,
+        "Owner": account_id,
+        "DisplayName": "",
+        "Policy": default_policy(arn, account_id),
+        "EffectiveDeliveryPolicy": DEFAULT_EFFECTIVE_DELIVERY_POLICY,
+        "SignatureVersion": "1",
+        "SubscriptionsConfirmed": str(confirmed),
+        "SubscriptionsPending": str(pending),
+        "SubscriptionsDeleted": "0",
+    }
+    if stored.get("FifoTopic") == "true":
+        values.update(ContentBasedDeduplication="false", FifoThroughputScope="Topic")
+    values.update(stored)
+    return values
+
+
+# -- the access policy (AddPermission / RemovePermission) -----------------------------------------
+
+
+def add_statement(
+    policy_text: str, arn: str, label: Any, account_ids: Sequence[Any], actions: Sequence[Any]
+) -> str:
+    """The topic policy with an Allow statement ``label`` for the accounts and actions.
+
+    Raises InvalidParameter for a missing or repeated label, no accounts, or an action that is
+    not a topic action (SNS's texts).
+    """
+    if not isinstance(label, str) or not label:
+        raise InvalidParameter("Invalid parameter: Label")
+    if not account_ids or not all(isinstance(a, str) and a for a in account_ids):
+        raise InvalidParameter("Invalid parameter: AWSAccountId")
+    if not actions or any(a not in POLICY_ACTIONS for a in actions):
+        raise InvalidParameter("Invalid parameter: Policy statement action out of service scope!")
+    policy = _policy_document(policy_text)
+    if any(s.get("Sid") == label for s in policy["Statement"]):
+        raise InvalidParameter("Invalid parameter: Statement already exists")
+    principals = [f"arn:aws:iam::{account}:root" for account in account_ids]
+    granted = [f"SNS:{action}" for action in actions]
+    policy["Statement"].append(
+        {
+            "Sid": label,
+            "Effect": "Allow",
+            "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
+            "Action": granted[0] if len(granted) == 1 else granted,
+            "Resource": arn,
+        }
+    )
+    return json.dumps(policy, separators=(",", ":"))
+
+
+def remove_statement(policy_text: str, label: Any) -> str | None:
+    """The topic policy without statement ``label``; None if it has no such statement."""
+    if not isinstance(label, str) or not label:
+        raise InvalidParameter("Invalid parameter: Label")
+    policy = _policy_document(policy_text)
+    kept = [s for s in policy["Statement"] if s.get("Sid") != label]
+    if len(kept) == len(policy["Statement"]):
+        return None  # SNS: removing an unknown label succeeds and changes nothing
+    policy["Statement"] = kept
+    return json.dumps(policy, separators=(",", ":"))
+
+
+def _policy_document(text: str) -> dict[str, Any]:
+    policy = json_object(text) or {}
+    statements = policy.get("Statement")
+    if isinstance(statements, dict):
+        statements = [statements]
+    policy["Statement"] = [s for s in statements or [] if isinstance(s, dict)]
+    return policy
+
+
+# -- tags ---------------------------------------------------------------------------------------
+
+
+def check_tags(tags: Any) -> dict[str, str]:
+    """Validate tags given as ``{key: value}`` or as ``[{"Key": k, "Value": v}]`` (the wire shape).
+
+    Keys 1-128 characters, not starting with "aws:"; values 0-256 characters; no key twice.
+    """
+    if isinstance(tags, Mapping):
+        pairs = list(tags.items())
+    elif isinstance(tags, Sequence) and not isinstance(tags, str):
+        pairs = []
+        for tag in tags:
+            if not isinstance(tag, Mapping):
+                raise InvalidParameter("Invalid parameter: Tags")
+            pairs.append((tag.get("Key"), tag.get("Value", "")))
+    else:
+        raise InvalidParameter("Invalid parameter: Tags")
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise InvalidParameter("Invalid parameter: Duplicated keys are not allowed.")
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_TAG_KEY_CHARS:
+            raise InvalidParameter(
+                f"Invalid parameter: Tags Reason: tag keys are 1 to {MAX_TAG_KEY_CHARS} characters"
+            )
+        if key.lower().startswith("aws:"):
+            raise InvalidParameter(
+                "Invalid parameter: Tags Reason: tag keys starting with 'aws:' are reserved"
+            )
+        if value is None:
+            value = ""
+        if not isinstance(value, str) or len(value) > MAX_TAG_VALUE_CHARS:
+            raise InvalidParameter(
+                f"Invalid parameter: Tags Reason: tag values are at most {MAX_TAG_VALUE_CHARS} "
+                "characters"
+            )
+        out[key] = value
+    if len(out) > MAX_TAGS:
+        raise TagLimitExceeded("Could not complete request: tag quota of per resource exceeded")
+    return out
+
+
+def check_tag_keys(keys: Any) -> list[str]:
+    if (
+        not isinstance(keys, Sequence)
+        or isinstance(keys, str)
+        or not all(isinstance(k, str) and 0 < len(k) <= MAX_TAG_KEY_CHARS for k in keys)
+    ):
+        raise InvalidParameter("Invalid parameter: TagKeys")
+    return list(keys)
+
+
+# -- HTTP/S delivery ----------------------------------------------------------------------------
+
+
+def http_retry_policy(
+    subscription_policy: str | None, topic_policy: str | None
+) -> tuple[int, int]:
+    """(retries, milliseconds between tries) for an HTTP/S subscription.
+
+    The subscription's DeliveryPolicy ``{"healthyRetryPolicy": {...}}`` wins over the topic's
+    ``{"http": {"defaultHealthyRetryPolicy": {...}}}``; SNS's default is 3 retries 20 s apart.
+    Of SNS's backoff settings only ``numRetries`` and ``minDelayTarget`` (seconds, at least 1)
+    are used: every retry waits minDelayTarget.
+    """
+    retry: Any = None
+    if subscription_policy:
+        retry = (json_object(subscription_policy) or {}).get("healthyRetryPolicy")
+    if not isinstance(retry, dict) and topic_policy:
+        http = (json_object(topic_policy) or {}).get("http")
+        retry = http.get("defaultHealthyRetryPolicy") if isinstance(http, dict) else None
+    if not isinstance(retry, dict):
+        return DEFAULT_HTTP_RETRIES, DEFAULT_HTTP_DELAY_MS
+    retries = retry.get("numRetries", DEFAULT_HTTP_RETRIES)
+    delay_s = retry.get("minDelayTarget", DEFAULT_HTTP_DELAY_MS // 1000)
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
+        retries = DEFAULT_HTTP_RETRIES
+    if not isinstance(delay_s, int) or isinstance(delay_s, bool):
+        delay_s = DEFAULT_HTTP_DELAY_MS // 1000
+    return retries, min(max(delay_s, 1), 3600) * 1000
