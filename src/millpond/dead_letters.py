@@ -132,6 +132,7 @@ class MoveTasks:
         self._broker = broker
         self._storage = broker._storage
         self._threads: dict[str, threading.Thread] = {}
+        self._wakes: dict[str, threading.Event] = {}  # a task's pause ends early on cancel
         self._stop = threading.Event()
 
     def _load(self, txn: Any, handle: str) -> dict[str, Any] | None:
@@ -244,6 +245,9 @@ class MoveTasks:
             return int(task["moved"])
 
         moved: int = self._storage.write(cancel)
+        wake = self._wakes.get(handle)
+        if wake is not None:
+            wake.set()  # a rate-limited task notices at once, not after its pause
         return moved
 
     def resume(self) -> None:
@@ -253,6 +257,7 @@ class MoveTasks:
                 self._spawn(task["handle"])
 
     def _spawn(self, handle: str) -> None:
+        self._wakes[handle] = threading.Event()
         thread = threading.Thread(
             target=self._run, args=(handle,), daemon=True, name=f"millpond-move-{handle[:8]}"
         )
@@ -270,7 +275,7 @@ class MoveTasks:
                 if moved is None:
                     return
                 if rate:
-                    self._stop.wait(moved / rate)
+                    self._wakes[handle].wait(moved / rate)
         except Exception as exc:  # the task fails visibly, it does not vanish
             reason = f"{type(exc).__name__}: {exc}"
             self._storage.write(lambda txn, now_ms: self._fail(txn, handle, reason))
@@ -297,7 +302,7 @@ class MoveTasks:
         source = broker._definition_in(txn, task["source"])
         if source is None:
             raise LookupError(f"source queue {task['source']} was deleted")
-        limit = min(MOVE_BATCH, task["to_move"] - task["moved"])
+        limit = min(MOVE_BATCH, task["rate"] or MOVE_BATCH, task["to_move"] - task["moved"])
         destination = task["destination"]
         # FIFO dead-letter queues keep their own layout; same verbs, same shapes.
         layout = _core_fifo if source["attributes"].get("FifoQueue") == "true" else core
@@ -318,6 +323,8 @@ class MoveTasks:
 
     def close(self) -> None:
         self._stop.set()
+        for wake in self._wakes.values():
+            wake.set()
         for thread in list(self._threads.values()):
             thread.join(timeout=5)
 

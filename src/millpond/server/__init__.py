@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 from typing import Any
 
 DEFAULT_PORT = 9324
@@ -53,7 +55,17 @@ def serve(
         limit_concurrency=4096,
         access_log=False,
     )
-    server = uvicorn.Server(uv_config)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            ctx.request_shutdown()  # open long polls return now instead of after their wait
+
+    # uvicorn re-raises the signal it stopped on once it has shut down cleanly (requests
+    # answered, commits flushed, brokers closed); exit 0 then, as a graceful stop should.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
+    server = Server(uv_config)
     print(
         f"millpond serving SQS and SNS on http://{host}:{port} (data {os.path.abspath(data_dir)})",
         flush=True,

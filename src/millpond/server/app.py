@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import urllib.parse
+import uuid
 from typing import Any
 
 from millpond import errors
@@ -71,10 +72,10 @@ class App:
         target = headers.get("x-amz-target", "")
         if target.startswith(sqs_json.TARGET_PREFIX):
             action = target[len(sqs_json.TARGET_PREFIX) :]
-            await self._sqs_json(scope, headers, action, body, receive, send)
+            label = await self._sqs_json(scope, headers, action, body, receive, send)
         else:
-            await self._query(scope, headers, method, body, receive, send)
-        self.metrics.observe_request(target or "query", time.perf_counter() - started)
+            label = await self._query(scope, headers, method, body, receive, send)
+        self.metrics.observe_request(label, time.perf_counter() - started)
 
     async def _read_body(self, headers: dict[str, str], receive: Any, send: Any) -> bytes | None:
         """The whole body, refusing (413) anything over max_body before reading it all."""
@@ -107,6 +108,7 @@ class App:
         action: str,
         params: dict[str, Any],
         query: bool,
+        request_id: str,
     ) -> Request:
         region, access_key = region_of(headers.get("authorization", ""), self.ctx.region)
         return Request(
@@ -119,6 +121,7 @@ class App:
             access_key=access_key,
             path=scope["path"],
             query_protocol=query,
+            request_id=request_id,
         )
 
     async def _sqs_json(
@@ -129,20 +132,26 @@ class App:
         body: bytes,
         receive: Any,
         send: Any,
-    ) -> None:
+    ) -> str:
+        request_id = str(uuid.uuid4())
+        id_header = (b"x-amzn-requestid", request_id.encode())
         request = None
         try:
-            request = self._request(scope, headers, action, sqs_json.parse(body), False)
+            params = sqs_json.parse(body)
+            request = self._request(scope, headers, action, params, False, request_id)
             result = await self._run(sqs.HANDLERS, request, receive)
             if result is None:
-                return  # the client went away during a long poll
+                return action  # the client went away during a long poll
             await _respond(
-                send, 200, [(b"content-type", sqs_json.CONTENT_TYPE)], sqs_json.response(result)
+                send,
+                200,
+                [(b"content-type", sqs_json.CONTENT_TYPE), id_header],
+                sqs_json.response(result),
             )
-        except AwsError as exc:
-            await _respond(send, *sqs_json.error(exc))
-        except errors.MillpondError as exc:
-            await _respond(send, *sqs_json.error(AwsError.from_millpond(exc, request)))
+        except Exception as exc:
+            status, err_headers, err_body = sqs_json.error(_aws_error(exc, request))
+            await _respond(send, status, err_headers + [id_header], err_body)
+        return action
 
     async def _query(
         self,
@@ -152,9 +161,8 @@ class App:
         body: bytes,
         receive: Any,
         send: Any,
-    ) -> None:
-        from millpond.server import sns, sqs_query  # imported on first query request
-
+    ) -> str:
+        request_id = str(uuid.uuid4())
         form = urllib.parse.parse_qs(
             scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
         )
@@ -168,35 +176,31 @@ class App:
         scope_service = (headers.get("authorization", "").split("/") + ["", "", "", ""])[3]
         service = {SQS_VERSION: "sqs", SNS_VERSION: "sns"}.get(version, scope_service)
         action = flat.get("Action", "")
-        codec: Any = sns if service == "sns" else sqs_query
+        codec, handlers = _query_codec(service or "sqs")
         request = None
         try:
-            if service not in ("sqs", "sns") or not action:
+            if not action:
+                raise AwsError("MissingAction", "Missing Action", 400)
+            if service not in ("sqs", "sns"):
+                # Without the API Version (or a SigV4 scope) the service is unknown, and the
+                # action name alone is ambiguous (AddPermission is in both services).
                 raise AwsError(
-                    "InvalidAction" if action else "MissingAction",
-                    f"Could not find operation {action}" if action else "Missing Action",
-                    400,
+                    "MissingParameter", "The request must contain the parameter Version.", 400
                 )
-            request = self._request(scope, headers, action, codec.parse(action, flat), True)
-            handlers = sns.HANDLERS if service == "sns" else sqs.HANDLERS
+            params = codec.parse(action, flat)
+            request = self._request(scope, headers, action, params, True, request_id)
             result = await self._run(handlers, request, receive)
             if result is None:
-                return
+                return action
             await _respond(
                 send,
                 200,
                 [(b"content-type", b"text/xml")],
-                codec.response(action, result, request.request_id),
+                codec.response(action, result, request_id),
             )
-        except AwsError as exc:
-            await _respond(send, *codec.error(exc, request.request_id if request else ""))
-        except errors.MillpondError as exc:
-            await _respond(
-                send,
-                *codec.error(
-                    AwsError.from_millpond(exc, request), request.request_id if request else ""
-                ),
-            )
+        except Exception as exc:
+            await _respond(send, *codec.error(_aws_error(exc, request), request_id))
+        return action or "query"
 
     async def _run(
         self, handlers: dict[str, Any], request: Request, receive: Any
@@ -220,6 +224,41 @@ class App:
             return work.result()  # type: ignore[no-any-return]
         work.cancel()
         return None
+
+
+def _query_codec(service: str) -> tuple[Any, dict[str, Any]]:
+    """The query codec and handlers of a service, imported on first use (only that one)."""
+    if service == "sns":
+        from millpond.server import sns
+
+        return sns, sns.HANDLERS
+    from millpond.server import sqs_query
+
+    return sqs_query, sqs.HANDLERS
+
+
+def _aws_error(exc: Exception, request: Request | None) -> AwsError:
+    """What the client is told for ``exc``: AWS's own error, never a bare 500 page."""
+    if isinstance(exc, AwsError):
+        return exc
+    if isinstance(exc, errors.MillpondError):
+        return AwsError.from_millpond(exc, request)
+    if isinstance(exc, (TypeError, AttributeError, ValueError, KeyError)):
+        # A parameter of the wrong shape (a list where a string belongs, say) reached a handler.
+        return AwsError(
+            "InvalidParameterValue",
+            f"A parameter has an invalid type or shape: {exc}",
+            400,
+            "InvalidParameterValueException",
+        )
+    log.exception("internal error in %s", request.action if request else "a request")
+    return AwsError(
+        "InternalError",
+        "We encountered an internal error. Please try again.",
+        500,
+        "InternalError",
+        sender_fault=False,
+    )
 
 
 async def _disconnected(receive: Any) -> None:

@@ -31,16 +31,28 @@ class Notifier:
 
     def listener(self, broker_key: int) -> Callable[[int | None], None]:
         def notified(queue_id: int | None) -> None:
-            self._loop.call_soon_threadsafe(self._wake, broker_key, queue_id)
+            # Only wake the loop when someone waits there: most sends have no long poll.
+            if queue_id is None or (broker_key, queue_id) in self._waiters:
+                self._loop.call_soon_threadsafe(self._wake, broker_key, queue_id)
 
         return notified
 
     def _wake(self, broker_key: int, queue_id: int | None) -> None:
-        for (key, qid), futures in list(self._waiters.items()):
-            if key == broker_key and (queue_id is None or qid == queue_id):
-                for future in futures:
-                    if not future.done():
-                        future.set_result(None)
+        if queue_id is not None:
+            keys = [(broker_key, queue_id)]
+        else:
+            keys = [key for key in self._waiters if key[0] == broker_key]
+        for key in keys:
+            for future in self._waiters.get(key, ()):
+                if not future.done():
+                    future.set_result(None)
+
+    def wake_all(self) -> None:
+        """Every long poll returns now (shutdown)."""
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
 
     async def wait(self, broker_key: int, queue_id: int, timeout: float) -> None:
         future: asyncio.Future[None] = self._loop.create_future()
@@ -78,9 +90,12 @@ class Context:
         self._lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="millpond-io")
         self.notifier: Notifier | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = False  # set on SIGTERM/SIGINT: long polls return at once
         self.stats: dict[str, int] = {}
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.notifier = Notifier(loop)
         for broker in self._brokers.values():
             broker._wakeups.add_listener(self.notifier.listener(id(broker)))
@@ -110,6 +125,17 @@ class Context:
 
     def brokers(self) -> list[Broker]:
         return list(self._brokers.values())
+
+    def begin_shutdown(self) -> None:
+        """On the loop: end every long poll so the server can finish and exit."""
+        self.stopping = True
+        if self.notifier is not None:
+            self.notifier.wake_all()
+
+    def request_shutdown(self) -> None:
+        """From a signal handler: begin_shutdown on the loop."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.begin_shutdown)
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking broker call on the pool."""

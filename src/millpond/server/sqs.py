@@ -158,6 +158,17 @@ def _check_batch(entries: Any, entry_name: str) -> list[dict[str, Any]]:
     return entries  # type: ignore[no-any-return]
 
 
+def _after_token(names: list[str], token: Any) -> list[str]:
+    """The names after a NextToken (the base64 of the last name of the previous page)."""
+    if not token:
+        return names
+    try:
+        last = base64.b64decode(token, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise invalid("Invalid NextToken.") from None
+    return [n for n in names if n > last]
+
+
 def _failed(entry_id: str, exc: BaseException) -> dict[str, Any]:
     error = exc if isinstance(exc, AwsError) else AwsError.from_millpond(exc)  # type: ignore[arg-type]
     return {
@@ -215,12 +226,7 @@ async def list_queues(ctx: Context, request: Request) -> dict[str, Any]:
     names = await ctx.call(
         ctx.broker(request.region).list_queues, params.get("QueueNamePrefix") or ""
     )
-    token = params.get("NextToken")
-    if token:
-        try:
-            names = [n for n in names if n > base64.b64decode(token).decode()]
-        except (binascii.Error, UnicodeDecodeError):
-            raise invalid("Invalid NextToken.") from None
+    names = _after_token(names, params.get("NextToken"))
     limit = max_results or 1000
     page = names[:limit]
     result: dict[str, Any] = {}
@@ -452,7 +458,7 @@ async def _long_poll(
             queue._receive_once, max_messages, visibility_ms, attempt_id
         )
         remaining = deadline - loop.time()
-        if messages or remaining <= 0:
+        if messages or remaining <= 0 or ctx.stopping:
             return messages  # type: ignore[no-any-return]
         if broker._wakeups.generation(queue.queue_id) != generation:
             continue  # a send committed while we looked
@@ -646,9 +652,12 @@ async def list_dead_letter_source_queues(ctx: Context, request: Request) -> dict
     queue = _queue(ctx, request)
     names = await ctx.call(queue._broker.list_dead_letter_source_queues, queue.name)
     max_results = _int_param(request.params, "MaxResults")
-    token = request.params.get("NextToken")
-    if token:
-        names = [n for n in names if n > base64.b64decode(token).decode()]
+    if max_results is not None and not 1 <= max_results <= 1000:
+        raise invalid(
+            f"Value {max_results} for parameter MaxResults is invalid. Reason: must be between "
+            "1 and 1000."
+        )
+    names = _after_token(names, request.params.get("NextToken"))
     limit = max_results or 1000
     result: dict[str, Any] = {"queueUrls": [queue_url(request, n) for n in names[:limit]]}
     if max_results is not None and len(names) > limit:
