@@ -454,9 +454,16 @@ async def _long_poll(
     broker = queue._broker
     while True:
         generation = broker._wakeups.generation(queue.queue_id)
-        messages, next_visible = await ctx.call(
-            queue._receive_once, max_messages, visibility_ms, attempt_id
+        attempt = loop.run_in_executor(
+            ctx.executor, queue._receive_once, max_messages, visibility_ms, attempt_id
         )
+        try:
+            messages, next_visible = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            # The client left while this receive ran: give its messages back at once rather
+            # than leave them hidden for a visibility timeout nobody will use.
+            attempt.add_done_callback(lambda done: _give_back(ctx, queue, done))
+            raise
         remaining = deadline - loop.time()
         if messages or remaining <= 0 or ctx.stopping:
             return messages  # type: ignore[no-any-return]
@@ -467,6 +474,15 @@ async def _long_poll(
             remaining = min(remaining, max(due, 0.001))
         assert ctx.notifier is not None
         await ctx.notifier.wait(id(broker), queue.queue_id, remaining)
+
+
+def _give_back(ctx: Context, queue: Queue, done: asyncio.Future[Any]) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return
+    messages = done.result()[0]
+    if messages:
+        handles = [(m.receipt_handle, 0) for m in messages]
+        ctx.executor.submit(queue.change_visibility_entries, handles)
 
 
 @action
