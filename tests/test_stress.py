@@ -2,8 +2,9 @@
 
 Four processes (spawn context) share one data directory for a bounded time. Each runs a producer
 thread (standard and FIFO sends, single and batched) and two consumer threads (one per queue)
-that receive, delete, extend (heartbeat), release (change visibility to 0 or 1 s) and abandon
-messages, so that messages come back and some reach the dead-letter queues:
+that receive, delete, extend (heartbeat), release (change visibility to 0 or 1 s), abandon
+messages and stall past a 1 s timeout before deleting late, so that messages come back and some
+reach the dead-letter queues:
 
 - ``work``: standard queue, RedrivePolicy maxReceiveCount 3 to ``work-dlq``;
 - ``jobs.fifo``: FIFO queue, 12 groups (each owned by one producer, so the per-group send order
@@ -85,6 +86,8 @@ POISON_RATE = 0.04  # bodies starting with "P": consumers never delete them -> D
 ABANDON_RATE = 0.06  # other messages left undeleted now and then
 DELAYED_RATE = 0.05  # standard sends with DelaySeconds=1
 SHORT_VT_RATE = 0.15
+STALL_RATE = 0.05  # of short holds: the consumer stalls past its timeout, then deletes late
+STALL_S = SHORT_VT + 0.3
 EXTEND_RATE = 0.15
 
 
@@ -206,7 +209,8 @@ def _call(
 
 def _consume(broker: millpond.Broker, name: str, index: int, deadline: float, log: _Log) -> None:
     """Receive from one queue until the deadline; delete most, extend some, release or abandon
-    poison and a few others. Worker 0 never uses short timeouts, worker 3 extends more."""
+    poison and a few others, stall now and then. Worker 0 never uses short timeouts (nor
+    stalls), worker 3 extends more."""
     rng = random.Random(f"consume-{name}-{index}")
     q = broker.queue(name)
     pid = os.getpid()
@@ -242,6 +246,10 @@ def _consume(broker: millpond.Broker, name: str, index: int, deadline: float, lo
                 for pos, m in enumerate(messages)
             ]
         )
+        if messages and vt == SHORT_VT and rng.random() < STALL_RATE:
+            # A stalled worker: its messages go back to the queue meanwhile; its deletes come
+            # late (refused on FIFO queues, "still deletes" on standard ones, as SQS).
+            time.sleep(STALL_S)
         keep = [m for m in messages if m.text[0] != "P" and rng.random() >= ABANDON_RATE]
         drop = [m for m in messages if m not in keep]
         if keep and vt == HOLD_VT and rng.random() < extend_rate:
@@ -558,10 +566,12 @@ def check(records: list[dict[str, Any]], arns: dict[str, str]) -> tuple[list[str
                 ):
                     continue
                 later = [p for p in source_receives.get(prev["id"], ()) if p["t0"] > r["t1"]]
+                # A delete made with a valid handle proves prev was still there; a late one may
+                # have found it gone already ("already deleted" is a success too).
                 later += [
                     d
                     for d in acked_deletes.get(prev["id"], ())
-                    if d["q"] == FIFO and d["t0"] > r["t1"]
+                    if d["q"] == FIFO and d["t0"] > r["t1"] and timely(d)
                 ]
                 if later:
                     v.append(
