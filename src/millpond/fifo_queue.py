@@ -151,7 +151,7 @@ class FifoQueue(Queue):
             for seq, _duplicate in results
         ]
 
-    def _deliver_in_txn(  # type: ignore[override]
+    def _deliver_in_txn(
         self,
         txn: Any,
         now_ms: int,
@@ -159,7 +159,7 @@ class FifoQueue(Queue):
         attributes: list[dict[str, Any] | None],
         group_ids: list[str | None] | None = None,
         deduplication_ids: list[str | None] | None = None,
-    ) -> list[str]:
+    ) -> None:
         """Fan-out from a FIFO topic: each message needs its group id (dedup ids optional)."""
         group_ids = group_ids or [None] * len(bodies)
         deduplication_ids = deduplication_ids or [None] * len(bodies)
@@ -180,8 +180,7 @@ class FifoQueue(Queue):
             )
         except LookupError:
             raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}") from None
-        env_id = self._broker._env_id
-        return [self._core.message_id(env_id, self.queue_id, seq) for seq, _ in results]
+        self.counters["sent"] += sum(1 for _, duplicate in results if not duplicate)
 
     # -- receive -----------------------------------------------------------------------------------
 

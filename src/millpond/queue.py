@@ -253,18 +253,31 @@ class Queue:
         return bodies, blobs, delays
 
     def _deliver_in_txn(
-        self, txn: Any, now_ms: int, bodies: list[bytes], attributes: list[dict[str, Any] | None]
-    ) -> list[str]:
+        self,
+        txn: Any,
+        now_ms: int,
+        bodies: list[bytes],
+        attributes: list[dict[str, Any] | None],
+        group_ids: list[str | None] | None = None,
+        deduplication_ids: list[str | None] | None = None,
+    ) -> None:
         """Store already-validated messages inside the caller's write transaction (fan-out).
 
         For topics: ``attributes`` are message attributes in the boto3 shape (or None), checked
-        by the caller; the queue's DelaySeconds applies. Raises QueueDoesNotExist if the queue
-        was deleted. The caller notifies long polls after the commit (``_broker._wakeups``).
+        by the caller; ``group_ids`` are kept as tenant labels (SQS fair queues); a standard
+        queue has no use for de-duplication ids. The queue's DelaySeconds applies. Raises
+        QueueDoesNotExist if the queue was deleted. The caller notifies long polls after the
+        commit (``_broker._wakeups``).
         """
-        blobs = [pack_metadata(a) if a else b"" for a in attributes]
+        if group_ids is None:
+            blobs = [pack_metadata(a) if a else b"" for a in attributes]
+        else:
+            blobs = [
+                pack_metadata(a, g) if a or g else b"" for a, g in zip(attributes, group_ids)
+            ]
         delays = [self._delay_ms] * len(bodies)
         try:
-            first = self._core.send(
+            self._core.send(
                 txn,
                 self._tables,
                 self.queue_id,
@@ -276,8 +289,7 @@ class Queue:
             )
         except LookupError:
             raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}") from None
-        message_id, env_id = self._core.message_id, self._broker._env_id
-        return [message_id(env_id, self.queue_id, first + i) for i in range(len(bodies))]
+        self.counters["sent"] += len(bodies)
 
     def _send_many(self, bodies: list[bytes], blobs: list[bytes], delays: list[int]) -> list[str]:
         first = self._write(
