@@ -1338,3 +1338,228 @@ def test_topic_keys_stay_out_of_queue_listings(broker):
     t.subscribe(broker.create_queue("q"))
     assert broker.list_queues() == ["q"]
     assert broker.list_dead_letter_source_queues("q") == []
+
+
+# -- HTTP/S subscriptions (the outbox the daemon drains) ------------------------------------------
+
+
+HOOK = "https://example.com/hook"
+
+
+def confirm(broker: millpond.Broker, t: millpond.Topic) -> millpond.Subscription:
+    """Take the pending SubscriptionConfirmation from the outbox and confirm with its token."""
+    (delivery,) = broker._topics.http.take()
+    assert delivery.message_type == "SubscriptionConfirmation"
+    broker._topics.http.delivered(delivery)
+    return t.confirm_subscription(json.loads(delivery.body)["Token"])
+
+
+def test_http_subscription_is_pending_until_confirmed(broker, clock):
+    t = broker.create_topic("orders")
+    sub = t.subscribe(HOOK, protocol="https", service_url="http://localhost:9324")
+    assert (sub.protocol, sub.endpoint, sub.queue_name, sub.pending) == ("https", HOOK, "", True)
+    attrs = sub.get_attributes()
+    assert (attrs["Protocol"], attrs["PendingConfirmation"]) == ("https", "true")
+    assert attrs["ConfirmationWasAuthenticated"] == "false"
+    assert t.get_attributes()["SubscriptionsPending"] == "1"
+    outbox = broker._topics.http
+    (delivery,) = outbox.take()
+    assert outbox.take() == []  # leased
+    assert delivery.url == HOOK
+    headers = dict(delivery.headers)
+    assert headers["x-amz-sns-message-type"] == "SubscriptionConfirmation"
+    assert headers["x-amz-sns-topic-arn"] == t.arn
+    assert "x-amz-sns-subscription-arn" not in headers
+    body = json.loads(delivery.body)
+    assert headers["x-amz-sns-message-id"] == body["MessageId"]
+    assert body["Timestamp"] == iso_timestamp(clock.now_ms())
+    assert body["SubscribeURL"] == (
+        "http://localhost:9324/?Action=ConfirmSubscription&TopicArn="
+        f"arn%3Aaws%3Asns%3Aus-east-1%3A123456789012%3Aorders&Token={body['Token']}"
+        "&Version=2010-03-31"
+    )
+    text = (
+        f"Message\n{body['Message']}\nMessageId\n{body['MessageId']}\nSubscribeURL\n"
+        f"{body['SubscribeURL']}\nTimestamp\n{body['Timestamp']}\nToken\n{body['Token']}\n"
+        f"TopicArn\n{t.arn}\nType\nSubscriptionConfirmation\n"
+    )
+    assert body["Signature"] == signature(broker._topics._signing_key, text, "1")
+    outbox.delivered(delivery)
+    t.publish("before")  # a pending subscription gets nothing
+    assert outbox.next_due_ms() is None
+    with pytest.raises(InvalidParameter, match="^Invalid parameter: Token$"):
+        t.confirm_subscription("0" * 128)
+    confirmed = t.confirm_subscription(body["Token"], authenticate_on_unsubscribe="true")
+    assert confirmed == sub and not confirmed.pending
+    assert t.confirm_subscription(body["Token"]) == sub  # again: the same subscription
+    assert sub.get_attributes()["ConfirmationWasAuthenticated"] == "true"
+    message_id = t.publish("after", subject="S", attributes={"k": S("v")})
+    (delivery,) = outbox.take()
+    headers = dict(delivery.headers)
+    assert headers["x-amz-sns-message-type"] == "Notification"
+    assert headers["x-amz-sns-subscription-arn"] == sub.arn
+    assert headers["x-amz-sns-message-id"] == message_id
+    envelope = json.loads(delivery.body)
+    assert (envelope["Message"], envelope["Subject"]) == ("after", "S")
+    assert envelope["UnsubscribeURL"].endswith(sub.arn)
+    assert ordered_keys(delivery.body) == ENVELOPE_KEYS
+
+
+def test_http_raw_delivery_and_message_structure(broker):
+    t = broker.create_topic("orders")
+    t.subscribe(HOOK, protocol="https", raw_message_delivery=True)
+    confirm(broker, t)
+    t.publish(json.dumps({"default": "d", "https": "for the web"}), message_structure="json")
+    t.publish("plain", attributes={"k": S("v")})
+    deliveries = broker._topics.http.take()
+    assert sorted(d.body for d in deliveries) == [b"for the web", b"plain"]
+    assert all(dict(d.headers)["x-amz-sns-rawdelivery"] == "true" for d in deliveries)
+
+
+def test_http_failures_are_retried_then_dead_lettered(broker, clock):
+    dlq = broker.create_queue("dlq")
+    t = broker.create_topic("orders")
+    sub = t.subscribe(
+        HOOK,
+        protocol="https",
+        attributes={
+            "DeliveryPolicy": json.dumps({"healthyRetryPolicy": {"numRetries": 1}}),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn}),
+        },
+    )
+    confirm(broker, t)
+    t.publish("m")
+    outbox = broker._topics.http
+    (delivery,) = outbox.take()
+    assert delivery.attempt == 1
+    outbox.failed(delivery, reason="HTTP 500")
+    assert outbox.take() == []  # not due yet: 20 s (minDelayTarget's default)
+    clock.advance(20)
+    (delivery,) = outbox.take()
+    assert delivery.attempt == 2
+    outbox.failed(delivery, reason="HTTP 500")  # numRetries 1: given up
+    assert outbox.next_due_ms() is None
+    assert [json.loads(b)["Message"] for b in bodies(dlq)] == ["m"]
+    # without a dead-letter queue the message is counted as undelivered
+    sub.set_attributes({"RedrivePolicy": None})  # removes it
+    t.publish("lost")
+    (delivery,) = outbox.take()
+    outbox.failed(delivery, permanent=True, reason="HTTP 404")
+    assert sub.undelivered == 1 and bodies(dlq) == []
+
+
+def test_http_leases_run_out_and_unsubscribed_entries_are_dropped(broker, clock):
+    t = broker.create_topic("orders")
+    sub = t.subscribe(HOOK, protocol="https")
+    confirm(broker, t)
+    t.publish("m")
+    outbox = broker._topics.http
+    assert len(outbox.take(lease_ms=5_000)) == 1  # taken, never settled (a crash)
+    clock.advance(5)
+    (again,) = outbox.take()
+    assert json.loads(again.body)["Message"] == "m"
+    outbox.failed(again)
+    sub.unsubscribe()
+    clock.advance(60)
+    assert outbox.take() == []  # dropped: the endpoint is no longer subscribed
+    assert outbox.next_due_ms() is None
+
+
+def test_http_subscription_rules(broker, clock):
+    t = broker.create_topic("orders")
+    with pytest.raises(InvalidParameter, match="Endpoint must match the specified protocol"):
+        t.subscribe("http://example.com/", protocol="https")
+    with pytest.raises(InvalidParameter, match="does not support this protocol string: x"):
+        t.subscribe("x", protocol="x")
+    with pytest.raises(InvalidParameter, match="not email"):
+        t.subscribe("a@example.com", protocol="email")
+    with pytest.raises(InvalidParameter, match="^Invalid parameter: Endpoint$"):
+        t.subscribe("https://", protocol="https")
+    fifo = broker.create_topic("orders.fifo", {"FifoTopic": "true"})
+    with pytest.raises(InvalidParameter, match="FIFO topics deliver to SQS queues only"):
+        fifo.subscribe(HOOK, protocol="https")
+    sub = t.subscribe(HOOK, protocol="https")
+    broker._topics.http.delivered(broker._topics.http.take()[0])
+    clock.advance(2 * 24 * 3600 - 1)
+    assert t.subscribe(HOOK, protocol="https") == sub  # asks again; the token lives 2 days more
+    (delivery,) = broker._topics.http.take()
+    token = json.loads(delivery.body)["Token"]
+    clock.advance(2 * 24 * 3600 + 1)
+    with pytest.raises(InvalidParameter, match="^Invalid parameter: Token$"):
+        t.confirm_subscription(token)  # expired
+    assert [s.pending for s in t.list_subscriptions()] == [True]
+
+
+def test_http_retry_policy():
+    from millpond.topic_attributes import http_retry_policy
+
+    assert http_retry_policy(None, None) == (3, 20_000)
+    topic_policy = json.dumps({"http": {"defaultHealthyRetryPolicy": {"numRetries": 5}}})
+    assert http_retry_policy(None, topic_policy) == (5, 20_000)
+    sub_policy = json.dumps({"healthyRetryPolicy": {"minDelayTarget": 2, "numRetries": 0}})
+    assert http_retry_policy(sub_policy, topic_policy) == (0, 2_000)
+    assert http_retry_policy('{"healthyRetryPolicy": {"minDelayTarget": 0}}', None) == (3, 1_000)
+
+
+# -- tags, permissions, Publish's answer ----------------------------------------------------------
+
+
+def test_topic_tags(broker):
+    # broker.create_topic takes no tags (yet): the registry does
+    t = broker._topics.create("orders", tags={"team": "core"})
+    assert broker._topics.create("orders", tags=[{"Key": "team", "Value": "core"}]) is t
+    with pytest.raises(InvalidParameter, match="Topic already exists with different tags"):
+        broker._topics.create("orders", tags={"team": "other"})
+    t.tag({"env": "prod", "team": "edge"})
+    assert t.tags() == {"team": "edge", "env": "prod"}
+    t.untag(["team", "absent"])
+    assert t.tags() == {"env": "prod"}
+    with pytest.raises(errors.InvalidInputError) as info:
+        t.tag({f"k{i}": "v" for i in range(50)})
+    assert info.value.code == "TagLimitExceeded"
+    with pytest.raises(InvalidParameter, match="Duplicated keys"):
+        t.tag([{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}])
+    with pytest.raises(InvalidParameter, match="reserved"):
+        t.tag({"aws:x": "1"})
+    t.delete()
+    with pytest.raises(errors.TopicNotFound):
+        t.tags()
+    assert broker.create_topic("orders").tags() == {}  # deleted with the topic
+
+
+def test_topic_permissions(broker):
+    t = broker.create_topic("orders")
+    t.add_permission("friends", ["111122223333", "444455556666"], ["Publish"])
+    policy = json.loads(t.get_attributes()["Policy"])
+    assert [s["Sid"] for s in policy["Statement"]] == ["__default_statement_ID", "friends"]
+    assert policy["Statement"][1]["Principal"] == {
+        "AWS": ["arn:aws:iam::111122223333:root", "arn:aws:iam::444455556666:root"]
+    }
+    assert policy["Statement"][1]["Action"] == "SNS:Publish"
+    with pytest.raises(InvalidParameter, match="Statement already exists"):
+        t.add_permission("friends", ["1"], ["Subscribe"])
+    with pytest.raises(InvalidParameter, match="out of service scope"):
+        t.add_permission("other", ["1"], ["SendMessage"])
+    t.remove_permission("absent")
+    t.remove_permission("friends")
+    policy = json.loads(t.get_attributes()["Policy"])
+    assert [s["Sid"] for s in policy["Statement"]] == ["__default_statement_ID"]
+
+
+def test_publish_message_answers_as_sns_publish(broker):
+    t = broker.create_topic("plain")
+    assert set(t.publish_message("m")) == {"MessageId"}
+    fifo = broker.create_topic("orders.fifo", {"FifoTopic": "true"})
+    first = fifo.publish_message("m", group_id="g", deduplication_id="d")
+    second = fifo.publish_message("n", group_id="g", deduplication_id="e")
+    assert int(second["SequenceNumber"]) > int(first["SequenceNumber"])
+    assert fifo.publish_message("m", group_id="g", deduplication_id="d") == first
+
+
+def test_split_modules_keep_the_public_names():
+    from millpond import fan_out, subscription, topic_attributes
+
+    assert topic.Subscription is subscription.Subscription is millpond.Subscription
+    assert topic.FilterPolicyLimitExceeded is subscription.FilterPolicyLimitExceeded
+    assert topic.deliver_to_queue is fan_out.deliver_to_queue
+    assert issubclass(topic.Topic, topic_attributes.TopicSettings)

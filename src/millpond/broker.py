@@ -334,9 +334,14 @@ class Broker:
 
     # -- topics (SNS) ---------------------------------------------------------------------------
 
-    def create_topic(self, name: str, attributes: Mapping[str, Any] | None = None) -> Topic:
+    def create_topic(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Topic:
         """Create an SNS-style topic, or return the existing one (see millpond.topic)."""
-        return self._topics.create(name, attributes)
+        return self._topics.create(name, attributes, tags)
 
     def topic(self, name: str) -> Topic:
         """The existing topic ``name``; raises TopicNotFound."""

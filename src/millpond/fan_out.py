@@ -1,27 +1,32 @@
 """A topic's fan-out: what one publish writes, inside its single write transaction.
 
-:mod:`millpond.topic` validates a publish and opens the transaction; this module holds what
-runs inside it: the in-memory snapshot of a topic's subscriptions (:class:`State`, filter
-policies compiled once), the messages on their way (:class:`Outgoing`, each part built once),
-and the writes: to every matching queue (raw or in the SNS envelope), to a subscription's
-dead-letter queue when its queue cannot take a message, and to the HTTP outbox for HTTP/S
-subscriptions (POSTed later by the daemon, see :mod:`millpond.topic_http`). FIFO topics number
-their messages and drop repeated deduplication ids here too.
+:mod:`millpond.topic` takes a publish and opens the transaction; this module validates the
+messages (:func:`outgoing`) and holds what runs inside the transaction: the in-memory snapshot
+of a topic's subscriptions (:class:`State`, filter policies compiled once), the messages on
+their way (:class:`Outgoing`, each part built once), and the writes: to every matching queue
+(raw or in the SNS envelope), to a subscription's dead-letter queue when its queue cannot take
+a message, and to the HTTP outbox for HTTP/S subscriptions (POSTed later by the daemon, see
+:mod:`millpond.topic_http`). FIFO topics number their messages and drop repeated
+deduplication ids here too.
 
-It also owns the layout of the topic records in the ``meta`` table (see :mod:`millpond.topic`).
+It also owns the key layout of the topic records in the ``meta`` table (see
+:mod:`millpond.topic`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from millpond.dead_letters import parse_arn
-from millpond.errors import MillpondError, QueueDoesNotExist
+from millpond.errors import InvalidFilterPolicy, MillpondError, QueueDoesNotExist
 from millpond.fifo_queue import FifoQueue
 from millpond.filters import FilterPolicy
 from millpond.message_attributes import (
@@ -30,18 +35,28 @@ from millpond.message_attributes import (
     validate_message_attributes,
 )
 from millpond.queue import Queue
-from millpond.sns_envelope import MAX_RAW_ATTRIBUTES, Notification
+from millpond.sns_envelope import (
+    MAX_RAW_ATTRIBUTES,
+    InvalidParameter,
+    Notification,
+    check_attributes,
+    check_message,
+    check_size,
+    check_subject,
+)
 from millpond.sns_envelope import message_id as new_message_id
-from millpond.topic_attributes import http_retry_policy, json_object
 
 if TYPE_CHECKING:
     from millpond.broker import Broker
     from millpond.topic import Topic, Topics
 
+log = logging.getLogger("millpond")
+
 DEDUP_WINDOW_MS = 300_000  # FIFO topics drop a repeated deduplication id for 5 minutes
 SEQUENCE_START = 10**19  # SNS SequenceNumbers are large and increasing: 20 digits here
 _SWEEP_STEP = 8  # expired dedup entries looked at per FIFO publish
 HTTP_OUTBOX = -1  # in a publish's "woken" set: HTTP deliveries were written (not a queue id)
+_MESSAGE_ID_CHARS = re.compile(r"[!-~]{1,128}")  # MessageGroupId / MessageDeduplicationId
 
 # One delivery: (SQS body, SQS attributes or None, size toward MaximumMessageSize, group id,
 # deduplication id).
@@ -114,7 +129,6 @@ class Sub:
         "arn",
         "arn_bytes",
         "dead_letter_queue",
-        "delivery_policy",
         "in_body",
         "match",
         "protocol",
@@ -134,7 +148,6 @@ class Sub:
         *,
         protocol: str = "sqs",
         url: str | None = None,
-        delivery_policy: str | None = None,
     ) -> None:
         self.arn = arn
         self.arn_bytes = arn.encode()  # spliced into the envelope's UnsubscribeURL
@@ -145,7 +158,6 @@ class Sub:
         self.dead_letter_queue = dead_letter_queue
         self.protocol = protocol
         self.url = url  # HTTP/S subscriptions: the endpoint
-        self.delivery_policy = delivery_policy
 
 
 class State:
@@ -176,12 +188,56 @@ def attributes_matcher(policy: FilterPolicy) -> Callable[[Any], bool]:
     return match
 
 
+def snapshot_sub(topics: Topics, topic_arn: str, sub_id: str, record: dict[str, Any]) -> Sub:
+    """A stored subscription as the publish path needs it (its policy compiled once)."""
+    arn = f"{topic_arn}:{sub_id}"
+    attrs = record["attributes"]
+    text = attrs.get("FilterPolicy")
+    match: Callable[[Any], bool] | None = None
+    in_body = False
+    if text:
+        scope = attrs.get("FilterPolicyScope", "MessageAttributes")
+        cached = topics._policies.get(arn)
+        if cached is not None and cached[:2] == (text, scope):
+            policy = cached[2]
+        else:
+            try:
+                policy = topics._compile(text, scope)
+            except InvalidFilterPolicy as exc:  # stored by a laxer version: deliver nothing
+                log.error("subscription %s: stored filter policy is invalid (%s)", arn, exc)
+                policy = None
+            topics._policies[arn] = (text, scope, policy)
+        if policy is None:
+            match = never
+        elif scope == "MessageBody":
+            # The compiled check on an already decoded body: the body is decoded once per
+            # publish for all subscriptions (FilterPolicy.matches decodes it per call).
+            match, in_body = policy._check, True
+        else:
+            match = attributes_matcher(policy)
+    protocol = record.get("protocol", "sqs")
+    return Sub(
+        arn,
+        record["queue"] or "",
+        attrs.get("RawMessageDelivery") == "true",
+        match,
+        in_body,
+        dead_letter_name(attrs.get("RedrivePolicy"), topics._broker),
+        protocol=protocol,
+        url=None if protocol == "sqs" else record["endpoint"],
+    )
+
+
 def dead_letter_name(text: str | None, broker: Broker) -> str | None:
     """The queue a subscription's RedrivePolicy names, if it is one of this broker's."""
     if not text:
         return None
-    doc = json_object(text)
-    parsed = parse_arn(doc.get("deadLetterTargetArn", "") if doc else "", "sqs")
+    try:
+        doc = json.loads(text)  # validated when set: a JSON object
+    except ValueError:
+        doc = None
+    target = doc.get("deadLetterTargetArn", "") if isinstance(doc, dict) else ""
+    parsed = parse_arn(target, "sqs")
     if parsed is None or parsed[:2] != (broker.region, broker.account_id):
         return None  # another account's queue: not one this broker can deliver to
     return parsed[2]
@@ -300,7 +356,69 @@ class Outgoing:
             return self.content
         doc = json.loads(self.message)  # validated at publish: an object with "default"
         content = doc.get(protocol)
-        return content if isinstance(content, str) else doc["default"]  # type: ignore[no-any-return]
+        return content if isinstance(content, str) else doc["default"]
+
+
+def outgoing(
+    state: State,
+    message: Any,
+    subject: Any,
+    attributes: Any,
+    group_id: Any,
+    dedup_id: Any,
+    structure: Any,
+) -> Outgoing:
+    """Validate one message for a topic in ``state`` (nothing is stored by a refused one)."""
+    if group_id is None and state.fifo:
+        raise InvalidParameter(
+            "Invalid parameter: The MessageGroupId parameter is required for FIFO topics"
+        )
+    if dedup_id is not None and not state.fifo:
+        raise InvalidParameter(
+            "Invalid parameter: MessageDeduplicationId Reason: The request includes "
+            "MessageDeduplicationId parameter that is not valid for this topic type"
+        )
+    text, data, content = check_message(message, structure)
+    subject = check_subject(subject)
+    checked = check_attributes(attributes)
+    size = check_size(data, checked)
+    _check_message_id_field("MessageGroupId", group_id)
+    _check_message_id_field("MessageDeduplicationId", dedup_id)
+    if state.fifo and dedup_id is None:
+        if not state.content_dedup:
+            raise InvalidParameter(
+                "Invalid parameter: The topic should either have ContentBasedDeduplication "
+                "enabled or MessageDeduplicationId provided explicitly"
+            )
+        dedup_id = hashlib.sha256(data).hexdigest()  # the body only, not the attributes
+    if content is not text:
+        data = content.encode("utf-8")
+    out = Outgoing(text, content, data, subject, checked, structure is not None, group_id, dedup_id)
+    out.size = size
+    return out
+
+
+def _check_message_id_field(name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not _MESSAGE_ID_CHARS.fullmatch(value)):
+        raise InvalidParameter(
+            f"Invalid parameter: {name} Reason: must be 1-128 characters of alphanumerics and "
+            "punctuation (ASCII 33-126)"
+        )
+
+
+_ENTRY_NAMES = (
+    ("Message", "message"),
+    ("Subject", "subject"),
+    ("MessageAttributes", "attributes"),
+    ("MessageGroupId", "group_id"),
+    ("MessageDeduplicationId", "deduplication_id"),
+    ("MessageStructure", "message_structure"),
+)
+
+
+def entry_arguments(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+    """(message, subject, attributes, group id, dedup id, structure) of a PublishBatch entry."""
+    return tuple(entry.get(sns, entry.get(ours)) for sns, ours in _ENTRY_NAMES)
 
 
 def plan(state: State, outs: list[Outgoing]) -> list[tuple[Sub, list[Outgoing]]]:
@@ -516,7 +634,6 @@ def _deliver_http(
     commons: dict[int, bytes],
 ) -> None:
     """Queue POSTs to an HTTP/S endpoint in the outbox (FIFO topics have no HTTP/S subs)."""
-    retries, delay_ms = http_retry_policy(sub.delivery_policy, state.attributes.get("DeliveryPolicy"))
     entries = []
     for out in chosen:
         if sub.raw:
@@ -540,8 +657,6 @@ def _deliver_http(
                 "body": body,
                 "raw": sub.raw,
                 "try": 0,
-                "retries": retries,
-                "delay": delay_ms,
             }
         )
     enqueue_http(txn, topic._meta, now_ms, entries)

@@ -1,16 +1,26 @@
 """A topic's settings: SNS topic attributes, its access policy (Add/RemovePermission) and tags.
 
-Pure functions over values: validation with SNS's error texts, SNS's defaults, and the JSON the
-topic attributes hold. Storage is :mod:`millpond.topic`'s; nothing here opens a transaction.
+Validation with SNS's error texts, SNS's defaults and the JSON the attributes hold are plain
+functions over values; :class:`TopicSettings` is the part of :class:`millpond.topic.Topic` that
+reads and changes them in the store (``t:<topic>`` record, ``tg:<topic>`` tags).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+import msgpack
+
+from millpond.errors import TopicNotFound
+from millpond.fan_out import sub_prefix, tags_key, topic_key
 from millpond.sns_envelope import InvalidParameter, TagLimitExceeded
+
+if TYPE_CHECKING:
+    from millpond.broker import Broker
+    from millpond.storage import Storage
 
 __all__ = [
     "DEFAULT_EFFECTIVE_DELIVERY_POLICY",
@@ -18,6 +28,7 @@ __all__ = [
     "POLICY_ACTIONS",
     "SET_PREFIX",
     "SUBSCRIBE_PREFIX",
+    "TopicSettings",
     "add_statement",
     "bool_text",
     "check_tag_keys",
@@ -28,6 +39,7 @@ __all__ = [
     "json_object",
     "remove_statement",
     "same_topic_value",
+    "tags_in",
     "text_value",
     "topic_attribute_values",
     "topic_value",
@@ -61,7 +73,9 @@ _DEFAULT_POLICY_ACTIONS = (
 )
 # ActionName values AddPermission takes (the topic actions a policy can grant)
 POLICY_ACTIONS = frozenset(a[4:] for a in _DEFAULT_POLICY_ACTIONS) | {"Receive"}
-JSON_TOPIC_ATTRIBUTES = frozenset(("Policy", "DeliveryPolicy", "ArchivePolicy", "DataProtectionPolicy"))
+JSON_TOPIC_ATTRIBUTES = frozenset(
+    ("Policy", "DeliveryPolicy", "ArchivePolicy", "DataProtectionPolicy")
+)
 _FEEDBACK_ATTRIBUTES = frozenset(
     f"{protocol}{kind}"
     for protocol in ("HTTP", "Firehose", "Lambda", "SQS", "Application")
@@ -100,7 +114,7 @@ def json_object(text: str) -> dict[str, Any] | None:
 
 
 def bool_text(value: str) -> str | None:
-    """"true" / "false" for any case of them, else None."""
+    """ "true" / "false" for any case of them, else None."""
     lowered = value.lower()
     return lowered if lowered in ("true", "false") else None
 
@@ -322,9 +336,7 @@ def check_tag_keys(keys: Any) -> list[str]:
 # -- HTTP/S delivery ----------------------------------------------------------------------------
 
 
-def http_retry_policy(
-    subscription_policy: str | None, topic_policy: str | None
-) -> tuple[int, int]:
+def http_retry_policy(subscription_policy: str | None, topic_policy: str | None) -> tuple[int, int]:
     """(retries, milliseconds between tries) for an HTTP/S subscription.
 
     The subscription's DeliveryPolicy ``{"healthyRetryPolicy": {...}}`` wins over the topic's
@@ -347,3 +359,166 @@ def http_retry_policy(
     if not isinstance(delay_s, int) or isinstance(delay_s, bool):
         delay_s = DEFAULT_HTTP_DELAY_MS // 1000
     return retries, min(max(delay_s, 1), 3600) * 1000
+
+
+# -- the stored settings of a topic ---------------------------------------------------------------
+
+
+class TopicSettings:
+    """A topic's attribute, access-policy and tag methods (part of :class:`millpond.topic.Topic`).
+
+    Each call is one read or one write transaction on the topic's records.
+    """
+
+    name: str
+    arn: str
+    fifo: bool
+    _broker: Broker
+    _storage: Storage
+    _meta: Any
+    _state: Any  # the publish snapshot, dropped when the record changes
+
+    def _record(self, txn: Any) -> dict[str, Any]:
+        raw = txn.get(topic_key(self.name), db=self._meta)
+        if raw is None:
+            raise TopicNotFound("Topic does not exist")
+        return msgpack.unpackb(raw)  # type: ignore[no-any-return]
+
+    def _update_record(self, change: Callable[[dict[str, Any]], bool]) -> None:
+        """Apply ``change(record)`` to the stored record (it returns whether it changed it)."""
+        meta = self._meta
+
+        def update(txn: Any, now_ms: int) -> None:
+            record = self._record(txn)
+            if change(record):
+                record["v"] = os.urandom(8)
+                txn.put(topic_key(self.name), msgpack.packb(record), db=meta)
+
+        self._storage.write(update)
+        self._state = None
+
+    # -- attributes -----------------------------------------------------------------------------
+
+    def get_attributes(self) -> dict[str, str]:
+        """Topic attributes by their SNS names, values strings as SNS returns them.
+
+        Always: TopicArn, Owner, Policy, DisplayName, EffectiveDeliveryPolicy, SignatureVersion,
+        SubscriptionsConfirmed (SQS subscriptions are confirmed at once), SubscriptionsPending
+        (HTTP/S ones awaiting confirmation) and SubscriptionsDeleted ("0"); FIFO topics add
+        FifoTopic, ContentBasedDeduplication and FifoThroughputScope (SNS leaves them out for
+        standard topics); plus whatever was set.
+        """
+
+        def read(txn: Any) -> tuple[dict[str, Any], int, int]:
+            record = self._record(txn)
+            prefix = sub_prefix(self.name)
+            confirmed = pending = 0
+            with txn.cursor(db=self._meta) as cur:
+                if cur.set_range(prefix):
+                    for key, value in cur:
+                        if not key.startswith(prefix):
+                            break
+                        if msgpack.unpackb(value).get("pending"):
+                            pending += 1
+                        else:
+                            confirmed += 1
+            return record, confirmed, pending
+
+        record, confirmed, pending = self._storage.read(read)
+        return topic_attribute_values(
+            self.arn, self._broker.account_id, record["attributes"], confirmed, pending
+        )
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Change topic attributes (SNS SetTopicAttributes, several at once); immediate.
+
+        FifoTopic cannot be changed; ContentBasedDeduplication, FifoThroughputScope and
+        ArchivePolicy exist on FIFO topics only.
+        """
+        if "FifoTopic" in attributes:
+            raise InvalidParameter("Invalid parameter: AttributeName")
+        changes = check_topic_attributes(attributes, fifo=self.fifo, creating=False)
+
+        def change(record: dict[str, Any]) -> bool:
+            record["attributes"] = {**record["attributes"], **changes}
+            return True
+
+        self._update_record(change)
+
+    def add_permission(
+        self, label: str, account_ids: Sequence[str], actions: Sequence[str]
+    ) -> None:
+        """SNS AddPermission: a statement ``label`` in the topic's Policy allowing ``actions``
+        (``"Publish"``, ``"Subscribe"``...) to the accounts.
+
+        millpond stores the policy (GetTopicAttributes shows it) but does not enforce it.
+        Raises InvalidParameter for a label already in the policy or an unknown action.
+        """
+        arn = self.arn
+        add_statement("{}", arn, label, account_ids, actions)  # validate outside the txn
+
+        def change(record: dict[str, Any]) -> bool:
+            policy = topic_value(record["attributes"], "Policy", arn) or "{}"
+            new = add_statement(policy, arn, label, account_ids, actions)
+            record["attributes"] = {**record["attributes"], "Policy": new}
+            return True
+
+        self._update_record(change)
+
+    def remove_permission(self, label: str) -> None:
+        """SNS RemovePermission: drop statement ``label`` (no such statement: no change)."""
+        arn = self.arn
+        remove_statement("{}", label)  # validate outside the txn
+
+        def change(record: dict[str, Any]) -> bool:
+            policy = topic_value(record["attributes"], "Policy", arn) or "{}"
+            new = remove_statement(policy, label)
+            if new is None:
+                return False
+            record["attributes"] = {**record["attributes"], "Policy": new}
+            return True
+
+        self._update_record(change)
+
+    # -- tags -------------------------------------------------------------------------------------
+
+    def tags(self) -> dict[str, str]:
+        """The topic's tags (SNS ListTagsForResource); raises TopicNotFound."""
+
+        def read(txn: Any) -> dict[str, str]:
+            self._record(txn)
+            return tags_in(txn, self._meta, self.name)
+
+        return self._storage.read(read)  # type: ignore[no-any-return]
+
+    def tag(self, tags: Mapping[str, str] | Sequence[Mapping[str, str]]) -> None:
+        """Add or change tags (SNS TagResource); at most 50 in all (TagLimitExceeded)."""
+        new = check_tags(tags)
+        meta = self._meta
+
+        def update(txn: Any, now_ms: int) -> None:
+            self._record(txn)
+            merged = {**tags_in(txn, meta, self.name), **new}
+            if len(merged) > MAX_TAGS:
+                check_tags(merged)  # raises TagLimitExceeded
+            txn.put(tags_key(self.name), msgpack.packb(merged), db=meta)
+
+        self._storage.write(update)
+
+    def untag(self, keys: Sequence[str]) -> None:
+        """Remove tags by key (SNS UntagResource); absent keys are ignored."""
+        keys = check_tag_keys(keys)
+        meta = self._meta
+
+        def update(txn: Any, now_ms: int) -> None:
+            self._record(txn)
+            kept = {k: v for k, v in tags_in(txn, meta, self.name).items() if k not in keys}
+            txn.put(tags_key(self.name), msgpack.packb(kept), db=meta)
+
+        self._storage.write(update)
+
+
+def tags_in(txn: Any, meta: Any, name: str) -> dict[str, str]:
+    """The tags of topic ``name`` (caller holds a txn)."""
+    raw = txn.get(tags_key(name), db=meta)
+    return {} if raw is None else msgpack.unpackb(raw)

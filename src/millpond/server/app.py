@@ -46,8 +46,14 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.ctx.bind_loop(asyncio.get_running_loop())
+                from millpond.server import sns
+
+                sns.start(self.ctx)  # delivers HTTP POSTs left by a previous run
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                from millpond.server import sns
+
+                await sns.stop(self.ctx)
                 # Requests have finished (the server waits for them); flush and close.
                 await asyncio.get_running_loop().run_in_executor(None, self.ctx.close)
                 await send({"type": "lifespan.shutdown.complete"})

@@ -1,0 +1,517 @@
+"""Subscriptions: an SQS queue or an HTTP/S endpoint on a topic, and its SNS attributes.
+
+A :class:`Subscription` is a handle on the stored record ``s:<topic>:<uuid>`` (see
+:mod:`millpond.topic`): its attributes are read and changed in the store, never cached here.
+SQS subscriptions are confirmed when made; HTTP/S ones wait, "pending confirmation", until the
+Token POSTed to the endpoint comes back (:meth:`millpond.topic.Topic.confirm_subscription`).
+
+The attribute rules (RawMessageDelivery, FilterPolicy and its scope, RedrivePolicy,
+DeliveryPolicy, SubscriptionRoleArn) are here, with SNS's error texts. Filter policies are
+compiled by the caller's ``compile`` function: the topic registry owns compiled policies.
+"""
+
+from __future__ import annotations
+
+import hmac
+import urllib.parse
+import uuid
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from millpond.dead_letters import parse_arn
+from millpond.errors import InvalidFilterPolicy, MillpondError, TopicNotFound
+from millpond.fan_out import enqueue_http, sub_prefix, topic_key, touch
+from millpond.filters import SCOPES, FilterPolicy
+from millpond.sns_envelope import InvalidParameter
+from millpond.topic_attributes import (
+    DEFAULT_EFFECTIVE_DELIVERY_POLICY,
+    SET_PREFIX,
+    SUBSCRIBE_PREFIX,
+    bool_text,
+    json_object,
+    text_value,
+)
+from millpond.topic_http import TOKEN_TTL_MS, confirmation_entry, new_token
+
+if TYPE_CHECKING:
+    from millpond.topic import Topic, Topics
+
+__all__ = ["FilterPolicyLimitExceeded", "Subscription"]
+
+Compile = Callable[[Any, str], FilterPolicy]
+
+# Every protocol SNS knows; millpond delivers to the first three.
+PROTOCOLS = (
+    "sqs",
+    "http",
+    "https",
+    "email",
+    "email-json",
+    "sms",
+    "application",
+    "lambda",
+    "firehose",
+)
+HTTP_PROTOCOLS = ("http", "https")
+_SUBSCRIPTION_ATTRIBUTES = frozenset(
+    (
+        "DeliveryPolicy",
+        "FilterPolicy",
+        "FilterPolicyScope",
+        "RawMessageDelivery",
+        "RedrivePolicy",
+        "SubscriptionRoleArn",
+    )
+)
+_SUBSCRIPTION_DEFAULTS = {"FilterPolicyScope": "MessageAttributes", "RawMessageDelivery": "false"}
+
+
+class FilterPolicyLimitExceeded(MillpondError):
+    """A topic already has 200 subscriptions with a filter policy (SNS's quota)."""
+
+    code = "FilterPolicyLimitExceeded"
+    json_type = "FilterPolicyLimitExceededException"
+    http_status = 403
+    sender_fault = True
+
+
+# -- endpoints ------------------------------------------------------------------------------------
+
+
+def check_protocol(protocol: Any) -> str:
+    """The protocol, if millpond delivers to it (sqs, http, https); else InvalidParameter."""
+    if protocol in ("sqs", "http", "https"):
+        return protocol  # type: ignore[no-any-return]
+    if protocol not in PROTOCOLS:
+        raise InvalidParameter(
+            f"Invalid parameter: Amazon SNS does not support this protocol string: {protocol}"
+        )
+    raise InvalidParameter(
+        f"Invalid parameter: Protocol Reason: millpond delivers to sqs, http and https endpoints, "
+        f"not {protocol}"
+    )
+
+
+def check_http_endpoint(protocol: str, endpoint: Any) -> str:
+    """An HTTP/S endpoint URL: its scheme must be the protocol, and it must name a host."""
+    if not isinstance(endpoint, str) or not endpoint.lower().startswith(f"{protocol}://"):
+        raise InvalidParameter("Invalid parameter: Endpoint must match the specified protocol")
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        parts = None
+    if parts is None or not parts.hostname or any(c in endpoint for c in " \r\n\t"):
+        raise InvalidParameter("Invalid parameter: Endpoint")
+    return endpoint
+
+
+# -- attributes -----------------------------------------------------------------------------------
+
+
+def subscription_attributes(
+    given: Mapping[str, Any],
+    existing: Mapping[str, str],
+    prefix: str,
+    *,
+    fifo_topic: bool,
+    fifo_queue: bool,
+    compile: Compile,
+) -> tuple[dict[str, str | None], FilterPolicy | None]:
+    """Validate subscription attributes against what is stored.
+
+    Returns the changes (None: remove the attribute) and the compiled filter policy in force
+    after them (None: no policy). Raises InvalidParameter / InvalidFilterPolicy with ``prefix``
+    ("Invalid parameter: Attributes Reason: " on Subscribe, "Invalid parameter: " on
+    SetSubscriptionAttributes).
+    """
+    changes: dict[str, str | None] = {}
+    for name, value in given.items():
+        if name not in _SUBSCRIPTION_ATTRIBUTES:
+            raise InvalidParameter(f"{prefix}AttributeName")
+        if value is None:
+            changes[name] = None
+            continue
+        text = text_value(value)
+        if name == "RawMessageDelivery":
+            checked = bool_text(text)
+            if checked is None:
+                raise InvalidParameter(
+                    f"{prefix}RawMessageDelivery: Invalid value [{text}]. Must be true or false."
+                )
+            text = checked
+        elif name == "FilterPolicyScope" and text not in SCOPES:
+            raise InvalidParameter(
+                f"{prefix}FilterPolicyScope: Invalid value [{text}]. "
+                "Please use either MessageBody or MessageAttributes"
+            )
+        elif name == "DeliveryPolicy" and json_object(text) is None:
+            raise InvalidParameter(f"{prefix}DeliveryPolicy: failed to parse JSON.")
+        elif name == "RedrivePolicy":
+            _check_redrive_policy(text, prefix, fifo_topic=fifo_topic, fifo_queue=fifo_queue)
+        changes[name] = text or None  # "" removes, as SNS treats an empty value
+    merged = {**existing, **changes}
+    policy_text = merged.get("FilterPolicy")
+    if not policy_text:
+        return changes, None
+    scope = merged.get("FilterPolicyScope") or "MessageAttributes"
+    try:
+        policy = compile(policy_text, scope)
+    except InvalidFilterPolicy as exc:
+        raise InvalidFilterPolicy(f"{prefix}FilterPolicy: {exc}") from None
+    if "FilterPolicy" in changes:
+        changes["FilterPolicy"] = policy_text
+    return changes, policy
+
+
+def _check_redrive_policy(text: str, prefix: str, *, fifo_topic: bool, fifo_queue: bool) -> None:
+    doc = json_object(text)
+    if doc is None:
+        raise InvalidParameter(f"{prefix}RedrivePolicy: failed to parse JSON.")
+    target = doc.get("deadLetterTargetArn")
+    parsed = parse_arn(target, "sqs") if isinstance(target, str) else None
+    if parsed is None:
+        raise InvalidParameter(f"{prefix}RedrivePolicy: deadLetterTargetArn is an invalid arn")
+    if fifo_topic and fifo_queue and not parsed[2].endswith(".fifo"):
+        raise InvalidParameter(
+            f"{prefix}RedrivePolicy: must use a FIFO queue as DLQ for a FIFO Subscription to a "
+            "FIFO Topic."
+        )
+
+
+def _effective(attributes: Mapping[str, str | None], name: str) -> str | None:
+    value = attributes.get(name)
+    return _SUBSCRIPTION_DEFAULTS.get(name) if value is None else value
+
+
+def check_same(
+    requested: Mapping[str, str | None],
+    policy: FilterPolicy | None,
+    stored: Mapping[str, str],
+    compile: Compile,
+) -> None:
+    """Subscribe again: every given attribute must equal the stored one (policies as parsed)."""
+    for name in requested:
+        if name == "FilterPolicy":
+            current = stored.get("FilterPolicy")
+            same = (policy is None and not current) or (
+                policy is not None
+                and current is not None
+                and compile(current, stored.get("FilterPolicyScope", "MessageAttributes")).text
+                == policy.text
+            )
+        else:
+            same = _effective(requested, name) == _effective(stored, name)
+        if not same:
+            raise InvalidParameter(
+                f"{SUBSCRIBE_PREFIX}Subscription already exists with different attributes"
+            )
+
+
+def policy_count(txn: Any, meta: Any, topic_name: str, skip: bytes | None) -> int:
+    """How many subscriptions of the topic have a filter policy (``skip``: one key not counted)."""
+    prefix = sub_prefix(topic_name)
+    count = 0
+    with txn.cursor(db=meta) as cur:
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                if key != skip and msgpack.unpackb(value)["attributes"].get("FilterPolicy"):
+                    count += 1
+    return count
+
+
+# -- a subscription -----------------------------------------------------------------------------
+
+
+class Subscription:
+    """One topic subscription; from ``Topic.subscribe``, ``broker.subscription`` or the lists.
+
+    Attributes:
+        arn: ``arn:aws:sns:<region>:<account>:<topic>:<uuid>``.
+        topic_arn, topic_name: the topic.
+        protocol: "sqs", "http" or "https".
+        endpoint: the queue's ARN, or the HTTP/S URL.
+        queue_name: the queue's name ("" for HTTP/S subscriptions).
+        pending: True while an HTTP/S subscription awaits its confirmation (as of when this
+            handle was made).
+    """
+
+    def __init__(
+        self,
+        topics: Topics,
+        topic_name: str,
+        sub_id: str,
+        queue_name: str | None,
+        endpoint: str,
+        protocol: str = "sqs",
+        pending: bool = False,
+    ) -> None:
+        self._topics = topics
+        self.topic_name = topic_name
+        self.topic_arn = topics._broker.arn("sns", topic_name)
+        self.arn = f"{self.topic_arn}:{sub_id}"
+        self.queue_name = queue_name or ""
+        self.endpoint = endpoint
+        self.protocol = protocol
+        self.pending = pending
+        self.owner = topics._broker.account_id
+        self._key = sub_prefix(topic_name) + sub_id.encode()
+
+    @classmethod
+    def from_record(
+        cls, topics: Topics, topic_name: str, sub_id: str, record: Mapping[str, Any]
+    ) -> Subscription:
+        return cls(
+            topics,
+            topic_name,
+            sub_id,
+            record["queue"],
+            record["endpoint"],
+            record.get("protocol", "sqs"),
+            bool(record.get("pending")),
+        )
+
+    def __repr__(self) -> str:
+        target = self.queue_name if self.protocol == "sqs" else self.endpoint
+        return f"Subscription({self.arn!r} -> {target!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Subscription) and other.arn == self.arn
+
+    def __hash__(self) -> int:
+        return hash(self.arn)
+
+    @property
+    def undelivered(self) -> int:
+        """Messages this process could not deliver to the endpoint nor its dead-letter queue."""
+        return self._topics.undelivered[self.arn]
+
+    def _stored(self, txn: Any) -> dict[str, Any]:
+        raw = txn.get(self._key, db=self._topics._meta)
+        if raw is None:
+            raise TopicNotFound("Subscription does not exist")
+        return msgpack.unpackb(raw)  # type: ignore[no-any-return]
+
+    def get_attributes(self) -> dict[str, str]:
+        """SNS GetSubscriptionAttributes: the read-only ones and whatever was set.
+
+        SubscriptionArn, TopicArn, Owner, Protocol, Endpoint (the queue ARN or the URL),
+        PendingConfirmation, ConfirmationWasAuthenticated, RawMessageDelivery; FilterPolicy and
+        FilterPolicyScope when there is a policy; RedrivePolicy, DeliveryPolicy,
+        SubscriptionRoleArn when set; HTTP/S ones add EffectiveDeliveryPolicy. Raises
+        TopicNotFound after unsubscribe.
+        """
+        record = self._topics._storage.read(self._stored)
+        stored = record["attributes"]
+        protocol = record.get("protocol", "sqs")
+        values = {
+            "SubscriptionArn": self.arn,
+            "TopicArn": self.topic_arn,
+            "Owner": self.owner,
+            "Protocol": protocol,
+            "Endpoint": self.endpoint,
+            "PendingConfirmation": "true" if record.get("pending") else "false",
+            "ConfirmationWasAuthenticated": "true"
+            if record.get("authenticated", protocol == "sqs")
+            else "false",
+            "RawMessageDelivery": "false",
+        }
+        if protocol != "sqs":
+            values["EffectiveDeliveryPolicy"] = stored.get(
+                "DeliveryPolicy", DEFAULT_EFFECTIVE_DELIVERY_POLICY
+            )
+        values.update(stored)
+        if stored.get("FilterPolicy"):
+            values.setdefault("FilterPolicyScope", "MessageAttributes")
+        else:
+            values.pop("FilterPolicyScope", None)
+        return values
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """SNS SetSubscriptionAttributes (several at once, all or none); takes effect at once.
+
+        Settable: FilterPolicy (JSON text or dict; "" or None removes it), FilterPolicyScope,
+        RawMessageDelivery, RedrivePolicy, DeliveryPolicy, SubscriptionRoleArn. A policy is
+        validated against the scope in force after the change.
+
+        Raises:
+            InvalidParameter: "Invalid parameter: <Attribute>…".
+            InvalidFilterPolicy: "Invalid parameter: FilterPolicy: <reason>".
+            FilterPolicyLimitExceeded: a first policy on a topic that has 200 already.
+        """
+        topics = self._topics
+        meta = topics._meta
+        fifo_topic = self.topic_name.endswith(".fifo")
+        fifo_queue = self.queue_name.endswith(".fifo")
+        if not isinstance(attributes, Mapping):
+            raise InvalidParameter("Invalid parameter: Attributes")
+
+        def update(txn: Any, now_ms: int) -> tuple[dict[str, Any], FilterPolicy | None]:
+            record = self._stored(txn)
+            stored = record["attributes"]
+            changes, policy = subscription_attributes(
+                attributes,
+                stored,
+                SET_PREFIX,
+                fifo_topic=fifo_topic,
+                fifo_queue=fifo_queue,
+                compile=topics._compile,
+            )
+            if (
+                policy is not None
+                and not stored.get("FilterPolicy")
+                and policy_count(txn, meta, self.topic_name, self._key) >= topics._policy_limit()
+            ):
+                raise FilterPolicyLimitExceeded("Filter policy limit exceeded")
+            merged = {**stored, **changes}
+            record["attributes"] = {k: v for k, v in merged.items() if v is not None}
+            txn.put(self._key, msgpack.packb(record), db=meta)
+            touch(txn, meta, self.topic_name)
+            return record["attributes"], policy
+
+        stored, policy = topics._storage.write(update)
+        if policy is not None:  # compiled once: the reload reuses it
+            topics._remember(self.arn, stored, policy)
+        topics._changed(self.topic_name)
+
+    def unsubscribe(self) -> None:
+        """Stop delivering to the endpoint (SNS Unsubscribe); unsubscribing twice succeeds.
+
+        HTTP/S deliveries still in the outbox are dropped when their turn comes.
+        """
+        topics = self._topics
+        meta = topics._meta
+
+        def delete(txn: Any, now_ms: int) -> None:
+            if txn.delete(self._key, db=meta) and txn.get(topic_key(self.topic_name), db=meta):
+                touch(txn, meta, self.topic_name)
+
+        topics._storage.write(delete)
+        topics._policies.pop(self.arn, None)
+        topics._changed(self.topic_name)
+
+
+# -- in the write transaction -----------------------------------------------------------------
+
+
+def subscribe_in_txn(
+    txn: Any,
+    now_ms: int,
+    topic: Topic,
+    queue_name: str,
+    endpoint: str,
+    protocol: str,
+    requested: dict[str, str | None],
+    policy: FilterPolicy | None,
+    *,
+    compile: Compile,
+    limit: int,
+    service_url: str | None,
+) -> tuple[str, bool, bool]:
+    """Store a subscription of ``topic`` (caller holds the write txn, which may re-run).
+
+    Returns (subscription id, created, pending). An endpoint already subscribed keeps its
+    subscription when every requested attribute matches; a pending HTTP/S one gets its
+    confirmation queued again, its token valid for 2 more days. ``limit``: filter policies per
+    topic.
+    """
+    meta = topic._meta
+    prefix = sub_prefix(topic.name)
+    version = topic._record(txn)["attributes"].get("SignatureVersion", "1")  # TopicNotFound
+    policies = 0
+    with txn.cursor(db=meta) as cur:
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                record = msgpack.unpackb(value)
+                stored = record["attributes"]
+                if record["endpoint"] == endpoint:
+                    check_same(requested, policy, stored, compile)
+                    sub_id = key[len(prefix) :].decode()
+                    pending = bool(record.get("pending"))
+                    if pending:
+                        record["token_ms"] = now_ms
+                        txn.put(key, msgpack.packb(record), db=meta)
+                        _queue_confirmation(
+                            txn, now_ms, topic, sub_id, record, service_url, version
+                        )
+                    return sub_id, False, pending
+                policies += bool(stored.get("FilterPolicy"))
+    if policy is not None and policies >= limit:
+        raise FilterPolicyLimitExceeded("Filter policy limit exceeded")
+    sub_id = str(uuid.uuid4())
+    stored = {k: v for k, v in requested.items() if v is not None}
+    stored.setdefault("RawMessageDelivery", "false")
+    record = {
+        "queue": queue_name,
+        "endpoint": endpoint,
+        "attributes": stored,
+        "created": now_ms // 1000,
+    }
+    http = protocol in HTTP_PROTOCOLS
+    if http:
+        record.update(protocol=protocol, pending=True, token=new_token(), token_ms=now_ms)
+    txn.put(prefix + sub_id.encode(), msgpack.packb(record), db=meta)
+    if http:
+        _queue_confirmation(txn, now_ms, topic, sub_id, record, service_url, version)
+    touch(txn, meta, topic.name)
+    return sub_id, True, http
+
+
+def _queue_confirmation(
+    txn: Any,
+    now_ms: int,
+    topic: Topic,
+    sub_id: str,
+    record: dict[str, Any],
+    service_url: str | None,
+    version: str,
+) -> None:
+    entry = confirmation_entry(
+        topic,
+        f"{topic.arn}:{sub_id}",
+        record["endpoint"],
+        record["token"],
+        service_url,
+        now_ms,
+        version,
+    )
+    enqueue_http(txn, topic._meta, now_ms, [entry])
+
+
+def confirm_in_txn(
+    txn: Any, now_ms: int, topic: Topic, token: str, authenticated: bool
+) -> tuple[str, dict[str, Any], bool]:
+    """Confirm the subscription of ``topic`` whose token this is (caller holds the write txn).
+
+    Returns (subscription id, its record, whether it was pending). Raises InvalidParameter
+    "Invalid parameter: Token" for an unknown or expired token.
+    """
+    meta = topic._meta
+    prefix = sub_prefix(topic.name)
+    topic._record(txn)  # TopicNotFound
+    with txn.cursor(db=meta) as cur:
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                record = msgpack.unpackb(value)
+                stored_token = record.get("token")
+                if not stored_token or not hmac.compare_digest(stored_token, token):
+                    continue
+                sub_id = key[len(prefix) :].decode()
+                if not record.get("pending"):
+                    return sub_id, record, False  # confirmed already: the same answer
+                if now_ms - record.get("token_ms", 0) > TOKEN_TTL_MS:
+                    break
+                record["pending"] = False
+                record["authenticated"] = authenticated
+                txn.put(key, msgpack.packb(record), db=meta)
+                touch(txn, meta, topic.name)
+                return sub_id, record, True
+    raise InvalidParameter("Invalid parameter: Token")

@@ -1,0 +1,279 @@
+"""HTTP/S subscriptions: the durable outbox of POSTs, and the messages and headers they carry.
+
+A publish cannot wait for web servers, so HTTP/S deliveries are written to an outbox in the
+``meta`` table, in the publish's own transaction (all or nothing with the queue deliveries):
+``to:<due ms, 8 bytes><8 random bytes>`` -> msgpack ``{"type", "sub", "topic", "url", "id",
+"body", "raw", "try"}``. Keys sort by due time, so what is due is a prefix.
+
+Whoever does the HTTP (the daemon, :mod:`millpond.server.sns`) drains it::
+
+    for delivery in outbox.take():      # leased: taken again only if not settled in time
+        status = POST delivery.url, delivery.headers, delivery.body
+        outbox.delivered(delivery)  or  outbox.failed(delivery, permanent=4xx)
+
+A failed POST is retried after the subscription's (or topic's) DeliveryPolicy delay, 3 times by
+default (the policies in force when it failed); then a Notification goes to the subscription's
+RedrivePolicy dead-letter queue, if it has one, else it is counted in
+``Subscription.undelivered``. Only the endpoint of a stored subscription is ever POSTed to: an
+entry whose subscription is gone (or is another endpoint now) is dropped when taken. Without a
+drainer (embedded use, no daemon) entries wait in the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+import urllib.parse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from millpond import fan_out
+from millpond.fan_out import OUTBOX_PREFIX, outbox_key, sub_prefix, topic_key
+from millpond.sns_envelope import message_id as new_message_id
+from millpond.sns_envelope import subscription_confirmation
+from millpond.topic_attributes import (
+    DEFAULT_HTTP_DELAY_MS,
+    DEFAULT_HTTP_RETRIES,
+    http_retry_policy,
+)
+
+if TYPE_CHECKING:
+    from millpond.topic import Topic, Topics
+
+__all__ = ["HttpDelivery", "HttpOutbox", "new_token"]
+
+LEASE_MS = 60_000  # a taken delivery is offered again if not settled by then
+TOKEN_TTL_MS = 2 * 24 * 3600 * 1000  # SNS: a confirmation token is valid for 2 days
+USER_AGENT = "Amazon Simple Notification Service Agent"
+
+
+def new_token() -> str:
+    return secrets.token_hex(64)
+
+
+def subscribe_url(service_url: str | None, region: str, topic_arn: str, token: str) -> str:
+    """The SubscribeURL of a confirmation: a GET of it confirms the subscription.
+
+    ``service_url``: where this broker's SNS API is served (the daemon's own address); None
+    gives SNS's regional endpoint, as AWS writes it. ``Version`` lets the daemon tell SNS's
+    ConfirmSubscription from an SQS request.
+    """
+    base = (service_url or f"https://sns.{region}.amazonaws.com").rstrip("/")
+    query = urllib.parse.urlencode(
+        {
+            "Action": "ConfirmSubscription",
+            "TopicArn": topic_arn,
+            "Token": token,
+            "Version": "2010-03-31",
+        }
+    )
+    return f"{base}/?{query}"
+
+
+def confirmation_entry(
+    topic: Topic,
+    sub_arn: str,
+    url: str,
+    token: str,
+    service_url: str | None,
+    now_ms: int,
+    signature_version: str,
+) -> dict[str, Any]:
+    """The outbox entry of a SubscriptionConfirmation (built in the subscribe transaction)."""
+    message_id = new_message_id()
+    body = subscription_confirmation(
+        topic_arn=topic.arn,
+        message_id=message_id,
+        token=token,
+        subscribe_url=subscribe_url(service_url, topic._broker.region, topic.arn, token),
+        now_ms=now_ms,
+        region=topic._broker.region,
+        signature_version=signature_version,
+        key=topic._topics._signing_key,
+    )
+    return {
+        "type": "SubscriptionConfirmation",
+        "sub": sub_arn,
+        "topic": topic.arn,
+        "url": url,
+        "id": message_id,
+        "body": body,
+        "raw": False,
+        "try": 0,
+    }
+
+
+class HttpDelivery:
+    """One POST to make: ``url``, ``headers`` (name, value pairs) and ``body`` (bytes)."""
+
+    __slots__ = ("attempt", "body", "headers", "key", "message_type", "subscription_arn", "url")
+
+    def __init__(self, key: bytes, entry: dict[str, Any]) -> None:
+        self.key = key  # the outbox key while leased
+        self.url: str = entry["url"]
+        self.body: bytes = entry["body"]
+        self.message_type: str = entry["type"]
+        self.subscription_arn: str = entry["sub"]
+        self.attempt: int = entry["try"] + 1
+        headers = [
+            ("Content-Type", "text/plain; charset=UTF-8"),
+            ("User-Agent", USER_AGENT),
+            ("x-amz-sns-message-type", entry["type"]),
+            ("x-amz-sns-message-id", entry["id"]),
+            ("x-amz-sns-topic-arn", entry["topic"]),
+        ]
+        if entry["type"] == "Notification":
+            headers.append(("x-amz-sns-subscription-arn", entry["sub"]))
+        if entry["raw"]:
+            headers.append(("x-amz-sns-rawdelivery", "true"))
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.username is not None:  # https://user:password@host/ as SNS allows
+            credentials = f"{urllib.parse.unquote(parts.username)}:" + urllib.parse.unquote(
+                parts.password or ""
+            )
+            headers.append(
+                ("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+            )
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"HttpDelivery({self.message_type} -> {self.url!r}, attempt {self.attempt})"
+
+
+class HttpOutbox:
+    """The outbox of a broker's topics (``broker._topics.http``)."""
+
+    def __init__(self, topics: Topics) -> None:
+        self._topics = topics
+        self._meta = topics._meta
+        self._storage = topics._storage
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (from any thread) after this process adds due deliveries."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+    def _notify(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for callback in listeners:
+            callback()
+
+    def take(self, limit: int = 64, lease_ms: int = LEASE_MS) -> list[HttpDelivery]:
+        """Up to ``limit`` due deliveries, leased for ``lease_ms``: settle each before then."""
+        meta = self._meta
+
+        def take(txn: Any, now_ms: int) -> list[HttpDelivery]:
+            due = []
+            with txn.cursor(db=meta) as cur:
+                if cur.set_range(OUTBOX_PREFIX):
+                    for key, value in cur:
+                        if not key.startswith(OUTBOX_PREFIX) or _due_ms(key) > now_ms:
+                            break
+                        due.append((key, value))
+                        if len(due) >= limit:
+                            break
+            taken = []
+            for key, value in due:
+                txn.delete(key, db=meta)
+                entry = msgpack.unpackb(value)
+                if not _still_subscribed(txn, meta, entry):
+                    continue  # unsubscribed (or re-subscribed elsewhere): dropped
+                leased = outbox_key(now_ms + lease_ms)
+                txn.put(leased, value, db=meta)
+                taken.append(HttpDelivery(leased, entry))
+            return taken
+
+        return self._storage.write(take)  # type: ignore[no-any-return]
+
+    def next_due_ms(self) -> int | None:
+        """When the earliest delivery is due (epoch ms), None if the outbox is empty."""
+
+        def first(txn: Any) -> int | None:
+            with txn.cursor(db=self._meta) as cur:
+                if cur.set_range(OUTBOX_PREFIX) and cur.key().startswith(OUTBOX_PREFIX):
+                    return _due_ms(cur.key())
+            return None
+
+        return self._storage.read(first)  # type: ignore[no-any-return]
+
+    def delivered(self, delivery: HttpDelivery) -> None:
+        """The endpoint took it (2xx): forget it."""
+        self._storage.write(lambda txn, now_ms: txn.delete(delivery.key, db=self._meta))
+
+    def failed(self, delivery: HttpDelivery, *, permanent: bool = False, reason: str = "") -> None:
+        """The POST failed: try again later, or give up (``permanent``, or no retries left).
+
+        A Notification given up on goes to the subscription's dead-letter queue, if any.
+        """
+        topics = self._topics
+        meta = self._meta
+
+        def fail(txn: Any, now_ms: int) -> tuple[int | None, bool]:
+            value = txn.get(delivery.key, db=meta)
+            if value is None:
+                return None, False  # settled already (the lease ran out and it was retaken)
+            txn.delete(delivery.key, db=meta)
+            entry = msgpack.unpackb(value)
+            record = _subscription_record(txn, meta, entry["sub"])
+            if record is None:
+                return None, False  # unsubscribed meanwhile
+            attributes = record["attributes"]
+            retries, delay_ms = DEFAULT_HTTP_RETRIES, DEFAULT_HTTP_DELAY_MS
+            if entry["type"] == "Notification":  # the policies in force now
+                topic_raw = txn.get(topic_key(entry["sub"].split(":")[5]), db=meta)
+                topic_attributes = msgpack.unpackb(topic_raw)["attributes"] if topic_raw else {}
+                retries, delay_ms = http_retry_policy(
+                    attributes.get("DeliveryPolicy"), topic_attributes.get("DeliveryPolicy")
+                )
+            if not permanent and entry["try"] < retries:
+                entry["try"] += 1
+                txn.put(outbox_key(now_ms + delay_ms), msgpack.packb(entry), db=meta)
+                return None, False
+            if entry["type"] != "Notification":
+                return None, False
+            dlq = fan_out.dead_letter_name(attributes.get("RedrivePolicy"), topics._broker)
+            if dlq is None:
+                return None, True
+            body = entry["body"]
+            queue_id, rest, _ = fan_out.put(
+                topics, txn, now_ms, dlq, [(body, None, len(body), None, None)]
+            )
+            return queue_id, bool(rest)
+
+        queue_id, lost = self._storage.write(fail, atomic=True)
+        if queue_id is not None:
+            topics._broker._wakeups.notify(queue_id)
+        if lost:
+            why = f"HTTP delivery failed ({reason or 'error'}) after {delivery.attempt} attempt(s)"
+            topics._record_lost([(delivery.subscription_arn, why, 1)])
+
+
+def _due_ms(key: bytes) -> int:
+    return int.from_bytes(key[len(OUTBOX_PREFIX) : len(OUTBOX_PREFIX) + 8], "big")
+
+
+def _subscription_record(txn: Any, meta: Any, arn: str) -> dict[str, Any] | None:
+    parts = arn.split(":")
+    if len(parts) != 7:
+        return None
+    raw = txn.get(sub_prefix(parts[5]) + parts[6].encode(), db=meta)
+    return None if raw is None else msgpack.unpackb(raw)
+
+
+def _still_subscribed(txn: Any, meta: Any, entry: dict[str, Any]) -> bool:
+    """The entry's subscription exists, names this URL, and is confirmed (for Notifications)."""
+    record = _subscription_record(txn, meta, entry["sub"])
+    if record is None or record["endpoint"] != entry["url"]:
+        return False
+    return entry["type"] != "Notification" or not record.get("pending")
