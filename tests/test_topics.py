@@ -1563,3 +1563,12 @@ def test_split_modules_keep_the_public_names():
     assert topic.FilterPolicyLimitExceeded is subscription.FilterPolicyLimitExceeded
     assert topic.deliver_to_queue is fan_out.deliver_to_queue
     assert issubclass(topic.Topic, topic_attributes.TopicSettings)
+
+
+def test_group_id_on_a_standard_topic_reaches_fair_queues(broker):
+    topic = broker.create_topic("fair")
+    queue = broker.create_queue("fair-q")
+    topic.subscribe(queue, raw_message_delivery=True)
+    topic.publish("for tenant 7", group_id="tenant-7")
+    (message,) = queue.receive()
+    assert message.text == "for tenant 7" and message.group_id == "tenant-7"

@@ -453,14 +453,15 @@ def deliver_to_queue(
 
     The one place where a topic's MessageGroupId and MessageDeduplicationId are handed on to a
     queue: a FIFO queue gets both (it keeps group order and drops its own duplicates). SNS also
-    forwards the group id to standard "fair" queues, but a standard queue's ``_deliver_in_txn``
-    takes no group ids yet, so there they stop here. Raises QueueDoesNotExist before writing
+    forwards the group id to standard "fair" queues, which keep it as a tenant label. Raises QueueDoesNotExist before writing
     anything if the queue was deleted.
     """
     if isinstance(queue, FifoQueue):
         queue._deliver_in_txn(txn, now_ms, bodies, attributes, group_ids, dedup_ids)
     else:
-        queue._deliver_in_txn(txn, now_ms, bodies, attributes)
+        # Standard queues keep a forwarded group id as a tenant label (SQS fair queues).
+        forwarded = group_ids if group_ids and any(g is not None for g in group_ids) else None
+        queue._deliver_in_txn(txn, now_ms, bodies, attributes, forwarded)
 
 
 def _queue(topics: Topics, txn: Any, name: str, stale: Queue | None = None) -> Queue | None:
