@@ -240,70 +240,70 @@ def receive(
       as when the scan stopped early); long polls sleep until then.
     """
     start = _VIS_KEY.pack(queue_id, 0, 0)
-    hits = []  # (key, value) of deliveries to make; collected first so re-keying can't re-visit
-    over_limit = []
-    expired_keys = []
-    next_visible_at = 0
-    with txn.cursor(db=dbs.vis) as cur:
-        if cur.set_range(start):
-            for key, value in cur:
-                qid, visible_at, seq = _VIS_KEY.unpack(key)
-                if qid != queue_id:
-                    break
-                if visible_at > now_ms:
-                    next_visible_at = visible_at
-                    break
-                sent_ms, first_ms, last_ms, count, source = _VIS_VALUE.unpack(value)
-                if sent_ms < retention_cutoff_ms:
-                    expired_keys.append((key, seq, count & _RELOCATED))
-                elif max_receive_count and count & _COUNT >= max_receive_count:
-                    over_limit.append((seq, visible_at))
-                else:
-                    hits.append((key, seq, sent_ms, first_ms, count, source))
-                    if len(hits) >= max_messages:
-                        break
-    expired = _remove(txn, dbs, queue_id, expired_keys)
     received = []
+    over_limit = []
     corrupt = []
+    rekeyed = []  # new vis entries, written after the scan so it cannot meet them again
+    expired = 0
+    next_visible_at = 0
     new_visible_at = now_ms + visibility_ms
-    for key, seq, sent_ms, first_ms, count, source in hits:
-        txn.delete(key, db=dbs.vis)
-        if count & _RELOCATED:
-            txn.delete(_LOG_KEY.pack(queue_id, seq), db=dbs.moved)
-        record = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.log)
-        if record is None:
-            continue  # left behind by expire(); the message is gone
-        decoded = decode_record(record)
-        if decoded is None:
-            corrupt.append(seq)
-            continue
-        count = (count & _COUNT) + 1
-        if not first_ms:
-            first_ms = now_ms
-        txn.put(
-            _VIS_KEY.pack(queue_id, new_visible_at, seq),
-            _VIS_VALUE.pack(sent_ms, first_ms, now_ms, count, source),
-            db=dbs.vis,
-        )
-        _, mid, attrs, body = decoded
-        received.append((seq, new_visible_at, count, sent_ms, first_ms, attrs, body, mid, source))
+    with txn.cursor(db=dbs.vis) as cur:
+        found = cur.set_range(start)
+        while found:
+            key = cur.key()
+            if len(key) != _VIS_KEY.size:
+                break  # past the last entry after a delete
+            qid, visible_at, seq = _VIS_KEY.unpack(key)
+            if qid != queue_id:
+                break
+            if visible_at > now_ms:
+                next_visible_at = visible_at
+                break
+            sent_ms, first_ms, last_ms, count, source = _VIS_VALUE.unpack(cur.value())
+            if (
+                max_receive_count
+                and count & _COUNT >= max_receive_count
+                and sent_ms >= retention_cutoff_ms
+            ):
+                over_limit.append((seq, visible_at))  # left for the dead-letter move
+                found = cur.next()
+                continue
+            # Expired or delivered: the entry goes; the cursor moves to the next one.
+            found = cur.delete()
+            lkey = _LOG_KEY.pack(queue_id, seq)
+            if count & _RELOCATED:
+                txn.delete(lkey, db=dbs.moved)
+            if sent_ms < retention_cutoff_ms:
+                if txn.delete(lkey, db=dbs.log):
+                    expired += 1
+                continue
+            record = txn.get(lkey, db=dbs.log)
+            if record is None:
+                continue  # left behind by expire(); the message is gone
+            decoded = decode_record(record)
+            if decoded is None:
+                corrupt.append(seq)  # never served; the record stays for inspection
+                continue
+            count = (count & _COUNT) + 1
+            first_ms = first_ms or now_ms
+            rekeyed.append(
+                (
+                    _VIS_KEY.pack(queue_id, new_visible_at, seq),
+                    _VIS_VALUE.pack(sent_ms, first_ms, now_ms, count, source),
+                )
+            )
+            _, mid, attrs, body = decoded
+            received.append(
+                (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, mid, source)
+            )
+            if len(received) >= max_messages:
+                break
+        if rekeyed:
+            cur.putmulti(rekeyed)
+    if expired:
+        next_seq, stored = _load_qstate(txn, dbs, queue_id)
+        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, stored - expired), db=dbs.qstate)
     return received, over_limit, corrupt, expired, next_visible_at
-
-
-def _remove(txn, dbs, queue_id: int, vis_keys) -> int:
-    """Delete deliveries and their records; returns how many records existed."""
-    removed = 0
-    for key, seq, relocated in vis_keys:
-        txn.delete(key, db=dbs.vis)
-        lkey = _LOG_KEY.pack(queue_id, seq)
-        if relocated:
-            txn.delete(lkey, db=dbs.moved)
-        if txn.delete(lkey, db=dbs.log):
-            removed += 1
-    if removed:
-        next_seq, count = _load_qstate(txn, dbs, queue_id)
-        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count - removed), db=dbs.qstate)
-    return removed
 
 
 def _find_delivery(txn, dbs, queue_id: int, seq: int, from_visible_at: int) -> bytes | None:

@@ -95,16 +95,22 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
     cdef const unsigned char *k
     cdef const unsigned char *v
     cdef uint64_t visible_at, seq, sent_ms, first_ms
-    cdef uint32_t count, source
-    hits = []
-    over_limit = []
-    expired_keys = []
     cdef uint64_t next_visible_at = 0
+    cdef uint64_t new_visible_at = now_ms + visibility_ms
+    cdef uint32_t count, source
+    cdef Py_ssize_t expired = 0
+    received = []
+    over_limit = []
+    corrupt = []
+    rekeyed = []  # new vis entries, written after the scan so it cannot meet them again
+    log = dbs.log
     cur = txn.cursor(dbs.vis)
     try:
         found = cur.set_range(_vis_key(queue_id, 0, 0))
         while found:
             key = cur.key()
+            if PyBytes_GET_SIZE(key) != MILLPOND_VIS_KEY_SIZE:
+                break  # past the last entry after a delete
             k = _buf(key)
             if millpond_get_u32(k) != queue_id:
                 break
@@ -117,57 +123,43 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
             v = _buf(value)
             sent_ms = millpond_get_u64(v)
             count = millpond_get_u32(v + 24)
+            if max_receive_count and (count & COUNT_MASK) >= max_receive_count \
+                    and sent_ms >= retention_cutoff_ms:
+                over_limit.append((seq, visible_at))  # left for the dead-letter move
+                found = cur.next()
+                continue
+            # Expired or delivered: the entry goes; the cursor moves to the next one.
+            found = cur.delete()
+            lkey = _log_key(queue_id, seq)
+            if count & RELOCATED:
+                txn.delete(lkey, b"", dbs.moved)
             if sent_ms < retention_cutoff_ms:
-                expired_keys.append((key, seq, count & RELOCATED))
-            elif max_receive_count and (count & COUNT_MASK) >= max_receive_count:
-                over_limit.append((seq, visible_at))
-            else:
-                hits.append((key, seq, sent_ms, millpond_get_u64(v + 8), count,
-                             millpond_get_u32(v + 28)))
-                if len(hits) >= max_messages:
-                    break
-            found = cur.next()
+                if txn.delete(lkey, b"", log):
+                    expired += 1
+                continue
+            record = txn.get(lkey, None, log)
+            if record is None:
+                continue  # left behind by expire(); the message is gone
+            decoded = _decode_record(record)
+            if decoded is None:
+                corrupt.append(seq)  # never served; the record stays for inspection
+                continue
+            count = (count & COUNT_MASK) + 1
+            first_ms = millpond_get_u64(v + 8) or now_ms
+            source = millpond_get_u32(v + 28)
+            rekeyed.append((_vis_key(queue_id, new_visible_at, seq),
+                            _vis_value(sent_ms, first_ms, now_ms, count, source)))
+            received.append((seq, new_visible_at, count, sent_ms, first_ms, decoded[2],
+                             decoded[3], decoded[1], source))
+            if len(received) >= max_messages:
+                break
+        if rekeyed:
+            cur.putmulti(rekeyed)
     finally:
         cur.close()
-    expired = _remove(txn, dbs, queue_id, expired_keys)
-    received = []
-    corrupt = []
-    cdef uint64_t new_visible_at = now_ms + visibility_ms
-    vis = dbs.vis
-    log = dbs.log
-    for key, seq, sent_ms, first_ms, count, source in hits:
-        txn.delete(key, b"", vis)
-        if count & RELOCATED:
-            txn.delete(_log_key(queue_id, seq), b"", dbs.moved)
-        record = txn.get(_log_key(queue_id, seq), None, log)
-        if record is None:
-            continue  # left behind by expire(); the message is gone
-        decoded = _decode_record(record)
-        if decoded is None:
-            corrupt.append(seq)
-            continue
-        count = (count & COUNT_MASK) + 1
-        if not first_ms:
-            first_ms = now_ms
-        txn.put(_vis_key(queue_id, new_visible_at, seq),
-                _vis_value(sent_ms, first_ms, now_ms, count, source), True, True, False, vis)
-        received.append((seq, new_visible_at, count, sent_ms, first_ms, decoded[2], decoded[3],
-                         decoded[1], source))
+    if expired:
+        _add_count(txn, dbs, queue_id, -expired)
     return received, over_limit, corrupt, expired, next_visible_at
-
-
-cdef Py_ssize_t _remove(txn, dbs, uint32_t queue_id, list vis_keys) except -1:
-    cdef Py_ssize_t removed = 0
-    for key, seq, relocated in vis_keys:
-        txn.delete(key, b"", dbs.vis)
-        lkey = _log_key(queue_id, seq)
-        if relocated:
-            txn.delete(lkey, b"", dbs.moved)
-        if txn.delete(lkey, b"", dbs.log):
-            removed += 1
-    if removed:
-        _add_count(txn, dbs, queue_id, -removed)
-    return removed
 
 
 cdef object _find_delivery(txn, dbs, uint32_t queue_id, uint64_t seq, uint64_t from_visible_at):
