@@ -139,6 +139,11 @@ def decode_handle(secret: bytes, handle: str) -> tuple[int, int, int, int] | Non
     return _HANDLE.unpack(body)
 
 
+def decode_handles(secret: bytes, handles: list) -> list:
+    """decode_handle for each handle, with one call."""
+    return [decode_handle(secret, handle) for handle in handles]
+
+
 def message_id(env_id: int, queue_id: int, seq: int) -> str:
     """A UUID-shaped id, unique per data directory (``env_id``), queue incarnation and seq."""
     h = f"{env_id:08x}{queue_id:08x}{seq:016x}"
@@ -223,14 +228,16 @@ def receive(
     visibility_ms: int,
     retention_cutoff_ms: int,
     max_receive_count: int,
+    secret: bytes | None = None,
 ):
     """Deliver up to ``max_messages`` visible messages and hide them for ``visibility_ms``.
 
     Returns ``(received, over_limit, corrupt, expired, next_visible_at_ms)``:
 
     - received: list of (seq, visible_at_ms, receive_count, sent_ms, first_receive_ms, attrs, body,
-      message_id, source_queue_id) with the new delivery state; the receipt handle is built from
-      (seq, visible_at_ms, count); source_queue_id is the queue a dead-lettered message came from.
+      message_id, source_queue_id, receipt_handle) with the new delivery state; the handle is
+      encode_handle(secret, ...) of (seq, visible_at_ms, count), None without ``secret``;
+      source_queue_id is the queue a dead-lettered message came from.
     - over_limit: (seq, visible_at_ms) of visible messages already received ``max_receive_count``
       times (0 disables); they are left untouched for the caller to move to a dead-letter queue.
     - corrupt: seqs whose record failed its CRC; their delivery entry is removed, the record kept
@@ -293,8 +300,11 @@ def receive(
                 )
             )
             _, mid, attrs, body = decoded
+            handle = None
+            if secret is not None:
+                handle = encode_handle(secret, queue_id, seq, new_visible_at, count)
             received.append(
-                (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, mid, source)
+                (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, mid, source, handle)
             )
             if len(received) >= max_messages:
                 break

@@ -91,7 +91,8 @@ def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, 
 
 
 def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_messages,
-            uint64_t visibility_ms, uint64_t retention_cutoff_ms, uint32_t max_receive_count):
+            uint64_t visibility_ms, uint64_t retention_cutoff_ms, uint32_t max_receive_count,
+            bytes secret=None):
     cdef const unsigned char *k
     cdef const unsigned char *v
     cdef uint64_t visible_at, seq, sent_ms, first_ms
@@ -99,6 +100,7 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
     cdef uint64_t new_visible_at = now_ms + visibility_ms
     cdef uint32_t count, source
     cdef Py_ssize_t expired = 0
+    cdef uint32_t handle_key = 0 if secret is None else _handle_key(secret)
     received = []
     over_limit = []
     corrupt = []
@@ -108,7 +110,7 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
     try:
         found = cur.set_range(_vis_key(queue_id, 0, 0))
         while found:
-            key = cur.key()
+            key, value = cur.item()
             if PyBytes_GET_SIZE(key) != MILLPOND_VIS_KEY_SIZE:
                 break  # past the last entry after a delete
             k = _buf(key)
@@ -119,7 +121,6 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
                 next_visible_at = visible_at
                 break
             seq = millpond_get_u64(k + 12)
-            value = cur.value()
             v = _buf(value)
             sent_ms = millpond_get_u64(v)
             count = millpond_get_u32(v + 24)
@@ -150,7 +151,9 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
             rekeyed.append((_vis_key(queue_id, new_visible_at, seq),
                             _vis_value(sent_ms, first_ms, now_ms, count, source)))
             received.append((seq, new_visible_at, count, sent_ms, first_ms, decoded[2],
-                             decoded[3], decoded[1], source))
+                             decoded[3], decoded[1], source,
+                             None if secret is None else
+                             _encode_handle(handle_key, queue_id, seq, new_visible_at, count)))
             if len(received) >= max_messages:
                 break
         if rekeyed:

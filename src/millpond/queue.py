@@ -357,6 +357,7 @@ class Queue:
             self._core,
             self._broker,
         )
+        secret = broker._secret
 
         def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
             dead_letter_id, max_count = 0, 0
@@ -373,6 +374,7 @@ class Queue:
                 visibility_ms,
                 now_ms - retention_ms,
                 max_count,
+                secret,
             )
             if result[1]:
                 # Past maxReceiveCount: to the dead-letter queue, in this same transaction.
@@ -387,25 +389,18 @@ class Queue:
             broker._wakeups.notify(dead_letter_id)
         if corrupt:
             self._report_corrupt(corrupt)
-        encode_handle, secret, queue_id = (
-            self._core.encode_handle,
-            self._broker._secret,
-            self.queue_id,
-        )
         messages = [
             Message(
                 body,
                 message_id,
-                encode_handle(secret, queue_id, seq, visible_at, count),
+                handle,
                 count,
                 sent_ms,
                 first_ms,
                 blob,
                 self._source_arn(source) if source else None,
             )
-            for seq, visible_at, count, sent_ms, first_ms, blob, body, message_id, source in (
-                received
-            )
+            for _, _, count, sent_ms, first_ms, blob, body, message_id, source, handle in received
         ]
         return messages, next_visible
 
@@ -432,6 +427,18 @@ class Queue:
             )
         return decoded[1], decoded[2], decoded[3]
 
+    def _decode_all(self, receipt_handles: Sequence[str]) -> list[tuple[int, int, int]]:
+        """_decode for a batch in one core call; raises for the first handle that is not ours."""
+        decoded = self._core.decode_handles(self._broker._secret, list(receipt_handles))
+        entries = []
+        for handle, entry in zip(receipt_handles, decoded):
+            if entry is None or entry[0] != self.queue_id:
+                raise ReceiptHandleIsInvalid(
+                    f'The input receipt handle "{handle}" is not a valid receipt handle.'
+                )
+            entries.append(entry[1:])
+        return entries
+
     def delete(self, receipt_handle: str) -> None:
         """Delete the message the handle was given for.
 
@@ -450,7 +457,7 @@ class Queue:
                 f"Maximum number of entries per request are {MAX_BATCH}. "
                 f"You have sent {len(receipt_handles)}."
             )
-        entries = [self._decode(handle) for handle in receipt_handles]
+        entries = self._decode_all(receipt_handles)
         core = self._core
 
         def delete(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
