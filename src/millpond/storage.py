@@ -179,7 +179,7 @@ class Storage:
         self._check_usable()
         op = _Op(fn, sends, atomic)
         with self._mutex:
-            if self._closed:  # close() may have run since the check above
+            if self._closing:  # close() began since the check above: take nothing new
                 raise BrokerClosed("the broker is closed")
             if self._leader_active:
                 op.wake = threading.Lock()  # held until a leader releases it
