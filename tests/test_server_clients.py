@@ -63,27 +63,50 @@ def _aws(daemon: Any, tmp_path: Path, *args: str) -> dict[str, Any]:
     }
     done = subprocess.run(
         ["aws", "--endpoint-url", daemon.url, "--output", "json", "sqs", *args],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, f"aws sqs {args[0]} failed:\n{done.stderr}"
     return json.loads(done.stdout) if done.stdout.strip() else {}
 
 
-@pytest.mark.skipif(shutil.which("aws") is None,
-                    reason="aws-cli is not installed (pip install 'awscli>=1.34,<2')")
+@pytest.mark.skipif(
+    shutil.which("aws") is None, reason="aws-cli is not installed (pip install 'awscli>=1.34,<2')"
+)
 def test_aws_cli_round_trip(daemon: Any, tmp_path: Path) -> None:
     name = f"cli-{uuid.uuid4().hex[:8]}"
     url = _aws(daemon, tmp_path, "create-queue", "--queue-name", name)["QueueUrl"]
     assert url.endswith(f"/{name}")
     body = "hello from aws-cli \u2713"
     attributes = json.dumps({"kind": {"DataType": "String", "StringValue": "cli"}})
-    sent = _aws(daemon, tmp_path, "send-message", "--queue-url", url, "--message-body", body,
-                "--message-attributes", attributes)
+    sent = _aws(
+        daemon,
+        tmp_path,
+        "send-message",
+        "--queue-url",
+        url,
+        "--message-body",
+        body,
+        "--message-attributes",
+        attributes,
+    )
     assert sent["MD5OfMessageBody"] == hashlib.md5(body.encode()).hexdigest()
     assert sent["MD5OfMessageAttributes"]
-    received = _aws(daemon, tmp_path, "receive-message", "--queue-url", url,
-                    "--message-attribute-names", "All", "--attribute-names", "All",
-                    "--wait-time-seconds", "2")
+    received = _aws(
+        daemon,
+        tmp_path,
+        "receive-message",
+        "--queue-url",
+        url,
+        "--message-attribute-names",
+        "All",
+        "--attribute-names",
+        "All",
+        "--wait-time-seconds",
+        "2",
+    )
     (message,) = received["Messages"]
     assert message["Body"] == body
     assert message["MD5OfBody"] == sent["MD5OfMessageBody"]
@@ -91,13 +114,29 @@ def test_aws_cli_round_trip(daemon: Any, tmp_path: Path) -> None:
     assert message["MessageAttributes"] == {"kind": {"DataType": "String", "StringValue": "cli"}}
     assert message["MD5OfMessageAttributes"] == sent["MD5OfMessageAttributes"]
     assert message["Attributes"]["ApproximateReceiveCount"] == "1"
-    _aws(daemon, tmp_path, "delete-message", "--queue-url", url, "--receipt-handle",
-         message["ReceiptHandle"])
-    left = _aws(daemon, tmp_path, "get-queue-attributes", "--queue-url", url,
-                "--attribute-names", "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible")["Attributes"]
-    assert left == {"ApproximateNumberOfMessages": "0",
-                    "ApproximateNumberOfMessagesNotVisible": "0"}
+    _aws(
+        daemon,
+        tmp_path,
+        "delete-message",
+        "--queue-url",
+        url,
+        "--receipt-handle",
+        message["ReceiptHandle"],
+    )
+    left = _aws(
+        daemon,
+        tmp_path,
+        "get-queue-attributes",
+        "--queue-url",
+        url,
+        "--attribute-names",
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+    )["Attributes"]
+    assert left == {
+        "ApproximateNumberOfMessages": "0",
+        "ApproximateNumberOfMessagesNotVisible": "0",
+    }
 
 
 # -- kombu / Celery -----------------------------------------------------------------------------
@@ -116,19 +155,24 @@ def _kombu_options(prefix: str) -> dict[str, Any]:
 def _queue_counts(daemon: Any, name: str) -> dict[str, str]:
     sqs = daemon.client()
     url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
     return attributes  # type: ignore[no-any-return]
 
 
 def test_kombu_simple_queue_round_trip(daemon: Any) -> None:
     """The blocking path: boto3 sends and receives inside kombu's SQS channel."""
-    kombu = pytest.importorskip("kombu", reason="kombu is not installed "
-                                "(pip install 'celery[sqs]>=5.5,<6' or 'kombu[sqs]>=5.5,<6')")
+    kombu = pytest.importorskip(
+        "kombu",
+        reason="kombu is not installed (pip install 'celery[sqs]>=5.5,<6' or 'kombu[sqs]>=5.5,<6')",
+    )
     pytest.importorskip("boto3")
     prefix = f"ks-{uuid.uuid4().hex[:8]}-"
-    with kombu.Connection(f"sqs://AKIDEXAMPLE:secret@{_host(daemon)}",
-                          transport_options=_kombu_options(prefix)) as conn:
+    with kombu.Connection(
+        f"sqs://AKIDEXAMPLE:secret@{_host(daemon)}", transport_options=_kombu_options(prefix)
+    ) as conn:
         queue = conn.SimpleQueue("simple")
         payloads = [{"n": i, "text": "caf\u00e9"} for i in range(3)]
         for payload in payloads:
@@ -143,8 +187,10 @@ def test_kombu_simple_queue_round_trip(daemon: Any) -> None:
     deadline = time.monotonic() + 10  # ack deletes through kombu's async client
     while time.monotonic() < deadline:
         counts = _queue_counts(daemon, f"{prefix}simple")
-        if counts == {"ApproximateNumberOfMessages": "0",
-                      "ApproximateNumberOfMessagesNotVisible": "0"}:
+        if counts == {
+            "ApproximateNumberOfMessages": "0",
+            "ApproximateNumberOfMessagesNotVisible": "0",
+        }:
             break
         time.sleep(0.1)
     else:
@@ -154,10 +200,15 @@ def test_kombu_simple_queue_round_trip(daemon: Any) -> None:
 def test_kombu_async_consumer_round_trip(daemon: Any) -> None:
     """The path a Celery worker takes: kombu's Hub, ReceiveMessage and DeleteMessage over
     pycurl (kombu's own AWS JSON 1.0 requests, not boto3)."""
-    kombu = pytest.importorskip("kombu", reason="kombu is not installed "
-                                "(pip install 'celery[sqs]>=5.5,<6' or 'kombu[sqs]>=5.5,<6')")
-    pytest.importorskip("pycurl", reason="pycurl is not installed: kombu's asynchronous SQS "
-                        "client needs it (pip install 'kombu[sqs]')")
+    kombu = pytest.importorskip(
+        "kombu",
+        reason="kombu is not installed (pip install 'celery[sqs]>=5.5,<6' or 'kombu[sqs]>=5.5,<6')",
+    )
+    pytest.importorskip(
+        "pycurl",
+        reason="pycurl is not installed: kombu's asynchronous SQS "
+        "client needs it (pip install 'kombu[sqs]')",
+    )
     from kombu.asynchronous import Hub, set_event_loop
 
     prefix = f"ka-{uuid.uuid4().hex[:8]}-"
@@ -165,13 +216,15 @@ def test_kombu_async_consumer_round_trip(daemon: Any) -> None:
     set_event_loop(hub)
     received: list[tuple[Any, dict[str, Any]]] = []
     try:
-        with kombu.Connection(f"sqs://AKIDEXAMPLE:secret@{_host(daemon)}",
-                              transport_options=_kombu_options(prefix)) as conn:
+        with kombu.Connection(
+            f"sqs://AKIDEXAMPLE:secret@{_host(daemon)}", transport_options=_kombu_options(prefix)
+        ) as conn:
             conn.transport.register_with_event_loop(conn.connection, hub)
             channel = conn.channel()
             assert channel.hub is hub
-            queue = kombu.Queue("tasks", kombu.Exchange("tasks", type="direct"),
-                                routing_key="tasks")
+            queue = kombu.Queue(
+                "tasks", kombu.Exchange("tasks", type="direct"), routing_key="tasks"
+            )
 
             def on_message(body: Any, message: Any) -> None:
                 received.append((body, dict(message.delivery_info)))
@@ -180,8 +233,13 @@ def test_kombu_async_consumer_round_trip(daemon: Any) -> None:
             with kombu.Consumer(channel, [queue], callbacks=[on_message], accept=["json"]):
                 producer = kombu.Producer(channel)
                 for i in range(5):
-                    producer.publish({"task": "add", "args": [i, i]}, exchange=queue.exchange,
-                                     routing_key="tasks", declare=[queue], serializer="json")
+                    producer.publish(
+                        {"task": "add", "args": [i, i]},
+                        exchange=queue.exchange,
+                        routing_key="tasks",
+                        declare=[queue],
+                        serializer="json",
+                    )
                 loop = hub.create_loop()
                 deadline = time.monotonic() + 30
                 while len(received) < 5 and time.monotonic() < deadline:
@@ -191,8 +249,10 @@ def test_kombu_async_consumer_round_trip(daemon: Any) -> None:
                 while time.monotonic() < deadline:
                     next(loop)
                     counts = _queue_counts(daemon, f"{prefix}tasks")
-                    if counts == {"ApproximateNumberOfMessages": "0",
-                                  "ApproximateNumberOfMessagesNotVisible": "0"}:
+                    if counts == {
+                        "ApproximateNumberOfMessages": "0",
+                        "ApproximateNumberOfMessagesNotVisible": "0",
+                    }:
                         break
                     time.sleep(0.02)
                 else:
@@ -204,7 +264,7 @@ def test_kombu_async_consumer_round_trip(daemon: Any) -> None:
     assert sorted(body["args"][0] for body, _ in received) == list(range(5))
 
 
-CELERY_APP = '''
+CELERY_APP = """
 import os
 from pathlib import Path
 from celery import Celery
@@ -225,25 +285,45 @@ app.conf.update(
 def add(x, y, out):
     Path(out).write_text(str(x + y))
     return x + y
-'''
+"""
 
 
 def test_celery_worker_consumes_a_task(daemon: Any, tmp_path: Path) -> None:
     """A real `celery worker` process consumes a task sent with send_task."""
-    pytest.importorskip("celery", reason="celery is not installed (pip install "
-                        "'celery[sqs]>=5.5,<6')")
+    pytest.importorskip(
+        "celery", reason="celery is not installed (pip install 'celery[sqs]>=5.5,<6')"
+    )
     pytest.importorskip("pycurl", reason="pycurl is not installed (pip install 'celery[sqs]')")
     (tmp_path / "mp_celery_app.py").write_text(textwrap.dedent(CELERY_APP))
-    env = {**os.environ, **CREDENTIALS,
-           "MP_BROKER_URL": f"sqs://AKIDEXAMPLE:secret@{_host(daemon)}",
-           "MP_QUEUE_PREFIX": f"cel-{uuid.uuid4().hex[:8]}-",
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        **CREDENTIALS,
+        "MP_BROKER_URL": f"sqs://AKIDEXAMPLE:secret@{_host(daemon)}",
+        "MP_QUEUE_PREFIX": f"cel-{uuid.uuid4().hex[:8]}-",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
     log = open(tmp_path / "worker.log", "wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "mp_celery_app", "worker", "--pool=solo",
-         "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
-         "--loglevel=INFO", "-Q", "work"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "mp_celery_app",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=INFO",
+            "-Q",
+            "work",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         sys.path.insert(0, str(tmp_path))
@@ -258,8 +338,9 @@ def test_celery_worker_consumes_a_task(daemon: Any, tmp_path: Path) -> None:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
             time.sleep(0.1)
         log_text = (tmp_path / "worker.log").read_text(errors="replace")
-        assert [out.read_text() if out.exists() else None for out in outs] == \
-            ["40", "41", "42"], log_text
+        assert [out.read_text() if out.exists() else None for out in outs] == ["40", "41", "42"], (
+            log_text
+        )
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("mp_celery_app", None)
@@ -287,8 +368,13 @@ def node_sdk() -> str:
     if not (JS_DIR / "node_modules" / "@aws-sdk" / "client-sqs").is_dir():
         command = "ci" if (JS_DIR / "package-lock.json").exists() else "install"
         try:
-            done = subprocess.run([npm, command, "--no-audit", "--no-fund"], cwd=JS_DIR,
-                                  capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                [npm, command, "--no-audit", "--no-fund"],
+                cwd=JS_DIR,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
         except subprocess.TimeoutExpired:
             pytest.skip(f"npm {command} in tests/js timed out (offline?)")
         if done.returncode != 0:
@@ -298,9 +384,18 @@ def node_sdk() -> str:
 
 def _run_js(node: str, endpoint: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [node, str(JS_DIR / "sqs_md5_check.mjs"), "--endpoint", endpoint,
-         "--prefix", f"js-{uuid.uuid4().hex[:8]}"],
-        cwd=JS_DIR, capture_output=True, text=True, timeout=120,
+        [
+            node,
+            str(JS_DIR / "sqs_md5_check.mjs"),
+            "--endpoint",
+            endpoint,
+            "--prefix",
+            f"js-{uuid.uuid4().hex[:8]}",
+        ],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "NODE_NO_WARNINGS": "1"},
     )
 
@@ -322,8 +417,10 @@ CORRUPT = {
 
 def _corrupt(value: Any, keys: set[str]) -> Any:
     if isinstance(value, dict):
-        return {k: ("0" * 32 if k in keys and isinstance(v, str) else _corrupt(v, keys))
-                for k, v in value.items()}
+        return {
+            k: ("0" * 32 if k in keys and isinstance(v, str) else _corrupt(v, keys))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_corrupt(v, keys) for v in value]
     return value
@@ -343,9 +440,15 @@ def corrupting_proxy(daemon: Any) -> Iterator[Any]:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 request = urllib.request.Request(
-                    daemon.url + self.path, data=body, method="POST",
-                    headers={k: v for k, v in self.headers.items()
-                             if k.lower() not in ("content-length", "connection")})
+                    daemon.url + self.path,
+                    data=body,
+                    method="POST",
+                    headers={
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() not in ("content-length", "connection")
+                    },
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=30) as r:
                         status, headers, data = r.status, r.headers, r.read()
@@ -376,13 +479,17 @@ def corrupting_proxy(daemon: Any) -> Iterator[Any]:
         server.server_close()
 
 
-@pytest.mark.parametrize(("kind", "expected"), [
-    ("body", "InvalidChecksumError"),  # the SDK's own middleware
-    ("attributes", "MD5OfMessageAttributes"),  # the script's check
-    ("system", "MD5OfMessageSystemAttributes"),
-])
-def test_js_sdk_check_fails_on_a_wrong_md5(node_sdk: str, corrupting_proxy: Any, kind: str,
-                                           expected: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("body", "InvalidChecksumError"),  # the SDK's own middleware
+        ("attributes", "MD5OfMessageAttributes"),  # the script's check
+        ("system", "MD5OfMessageSystemAttributes"),
+    ],
+)
+def test_js_sdk_check_fails_on_a_wrong_md5(
+    node_sdk: str, corrupting_proxy: Any, kind: str, expected: str
+) -> None:
     done = _run_js(node_sdk, corrupting_proxy(kind))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAIL:" in done.stderr and expected in done.stderr, done.stderr
