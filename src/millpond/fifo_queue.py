@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -28,7 +28,14 @@ from millpond.errors import (
     TooManyEntriesInBatchRequest,
 )
 from millpond.message import Message, pack_metadata
-from millpond.queue import MAX_BATCH, MAX_HIDDEN_MS, Queue, check_int, check_message_id_field
+from millpond.queue import (
+    MAX_BATCH,
+    MAX_HIDDEN_MS,
+    Queue,
+    Write,
+    check_int,
+    check_message_id_field,
+)
 
 DEDUP_WINDOW_MS = 5 * 60 * 1000
 ATTEMPT_WINDOW_MS = 5 * 60 * 1000  # how long a ReceiveRequestAttemptId is remembered
@@ -138,12 +145,15 @@ class FifoQueue(Queue):
         return self._send_fifo(prepared)
 
     def _send_fifo(self, prepared: list[Any]) -> list[tuple[str, str]]:
+        return self._drive(self._send_fifo_steps(prepared))  # type: ignore[no-any-return]
+
+    def _send_fifo_steps(self, prepared: list[Any]) -> Generator[Write, Any, list[tuple[str, str]]]:
         core, env_id = self._core, self._broker._env_id
 
         def send(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
             return fifo.send(core, txn, tables, queue_id, now_ms, prepared, env_id, DEDUP_WINDOW_MS)
 
-        results = self._write(send, sends=len(prepared))
+        results = yield Write(send, (), sends=len(prepared))
         self.counters["sent"] += sum(1 for _, duplicate in results if not duplicate)
         self._broker._wakeups.notify(self.queue_id)
         return [
@@ -184,9 +194,9 @@ class FifoQueue(Queue):
 
     # -- receive -----------------------------------------------------------------------------------
 
-    def _receive_once(
+    def _receive_steps(
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
-    ) -> tuple[list[Message], int]:
+    ) -> Generator[Write, Any, tuple[list[Message], int]]:
         retention_ms, redrive, core, broker = (
             self._retention_ms,
             self._redrive,
@@ -242,7 +252,7 @@ class FifoQueue(Queue):
                 )
             return result, dead_letter_id
 
-        (received, dead, corrupt, _expired, next_visible), dead_letter_id = self._write(receive)
+        (received, dead, corrupt, _expired, next_visible), dead_letter_id = yield Write(receive)
         self.counters["received"] += len(received)
         if dead:
             broker._wakeups.notify(dead_letter_id)
@@ -318,7 +328,9 @@ class FifoQueue(Queue):
 
         self._write(delete, atomic=True)
 
-    def delete_entries(self, receipt_handles: Sequence[str]) -> list[MillpondError | None]:
+    def _delete_steps(
+        self, receipt_handles: Sequence[str]
+    ) -> Generator[Write, Any, list[MillpondError | None]]:
         """Per-entry FIFO deletes: expired handles fail alone, the rest are deleted."""
         results: list[MillpondError | None] = [None] * len(receipt_handles)
         valid = []
@@ -328,7 +340,7 @@ class FifoQueue(Queue):
             except MillpondError as exc:
                 results[i] = exc
         if valid:
-            statuses = self._write(
+            statuses = yield Write(
                 lambda txn, tables, queue_id, now_ms: fifo.delete(
                     txn, tables, queue_id, now_ms, [v[1] for v in valid]
                 )

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from millpond import dead_letters, queue_attributes
 from millpond.errors import (
@@ -38,6 +38,15 @@ log = logging.getLogger("millpond")
 MAX_BATCH = 10  # SQS's limit for send_batch, delete_batch and receive
 MAX_HIDDEN_MS = 43_200_000  # a message can stay in flight at most 12 h after its receive
 PURGE_INTERVAL_MS = 60_000
+
+
+class Write(NamedTuple):
+    """One step of a verb: run ``fn(txn, tables, queue_id, now_ms, *args)`` and commit."""
+
+    fn: Any
+    args: tuple[Any, ...] = ()
+    sends: int = 0
+    atomic: bool = False
 
 
 class Queue:
@@ -87,22 +96,46 @@ class Queue:
 
         ``atomic``: fn may raise after writing; its writes are then rolled back (Storage.write).
         """
-        core_fn, tables, queue_id = fn, self._tables, self.queue_id
         self._broker._refresh_definitions()
+        try:
+            return self._storage.write(self._op(fn, args), sends=sends, atomic=atomic)
+        except QueueDoesNotExist:
+            self._broker._forget(self)  # deleted, maybe by another process
+            raise
+
+    def _op(self, fn: Any, args: tuple[Any, ...]) -> Any:
+        """The storage operation that runs ``fn(txn, tables, queue_id, now_ms, *args)``."""
+        tables, queue_id = self._tables, self.queue_id
 
         def op(txn: Any, now_ms: int) -> Any:
             try:
-                return core_fn(txn, tables, queue_id, now_ms, *args)
+                return fn(txn, tables, queue_id, now_ms, *args)
             except LookupError:
                 raise QueueDoesNotExist(
                     f"The specified queue does not exist: {self.name}"
                 ) from None
 
+        return op
+
+    def _drive(self, steps: Generator[Write, Any, Any]) -> Any:
+        """Run a verb written as steps: each ``yield Write(...)`` is one committed write.
+
+        The hot verbs are written this way so that the daemon can run the very same code
+        without a thread per request (it drives the steps with ``Storage.submit``).
+        """
         try:
-            return self._storage.write(op, sends=sends, atomic=atomic)
-        except QueueDoesNotExist:
-            self._broker._forget(self)  # deleted, maybe by another process
-            raise
+            write = next(steps)
+            while True:
+                try:
+                    result = self._write(
+                        write.fn, *write.args, sends=write.sends, atomic=write.atomic
+                    )
+                except MillpondError as exc:
+                    write = steps.throw(exc)
+                else:
+                    write = steps.send(result)
+        except StopIteration as stop:
+            return stop.value
 
     # -- send ---------------------------------------------------------------------------------
 
@@ -292,8 +325,13 @@ class Queue:
         self.counters["sent"] += len(bodies)
 
     def _send_many(self, bodies: list[bytes], blobs: list[bytes], delays: list[int]) -> list[str]:
-        first = self._write(
-            self._core.send, bodies, blobs, delays, self._broker._env_id, sends=len(bodies)
+        return self._drive(self._send_steps(bodies, blobs, delays))  # type: ignore[no-any-return]
+
+    def _send_steps(
+        self, bodies: list[bytes], blobs: list[bytes], delays: list[int]
+    ) -> Generator[Write, Any, list[str]]:
+        first = yield Write(
+            self._core.send, (bodies, blobs, delays, self._broker._env_id), sends=len(bodies)
         )
         self.counters["sent"] += len(bodies)
         self._broker._wakeups.notify(self.queue_id)
@@ -351,6 +389,14 @@ class Queue:
     def _receive_once(
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
     ) -> tuple[list[Message], int]:
+        """One receive without waiting: (messages, when the next hidden one is due or 0)."""
+        return self._drive(  # type: ignore[no-any-return]
+            self._receive_steps(max_messages, visibility_ms, attempt_id)
+        )
+
+    def _receive_steps(
+        self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
+    ) -> Generator[Write, Any, tuple[list[Message], int]]:
         retention_ms, redrive, core, broker = (
             self._retention_ms,
             self._redrive,
@@ -381,8 +427,8 @@ class Queue:
                 core.move(txn, tables, queue_id, now_ms, result[1], dead_letter_id, True)
             return result, dead_letter_id
 
-        (received, over_limit, corrupt, _expired, next_visible), dead_letter_id = self._write(
-            receive
+        (received, over_limit, corrupt, _expired, next_visible), dead_letter_id = yield Write(
+            receive, ()
         )
         self.counters["received"] += len(received)
         if over_limit:
@@ -523,6 +569,11 @@ class Queue:
 
         Entries with valid handles are deleted in one write; a bad entry fails alone.
         """
+        return self._drive(self._delete_steps(receipt_handles))  # type: ignore[no-any-return]
+
+    def _delete_steps(
+        self, receipt_handles: Sequence[str]
+    ) -> Generator[Write, Any, list[MillpondError | None]]:
         results: list[MillpondError | None] = [None] * len(receipt_handles)
         valid = []
         for i, handle in enumerate(receipt_handles):
@@ -532,8 +583,8 @@ class Queue:
                 results[i] = exc
         if valid:
             core = self._core
-            self._write(
-                lambda txn, tables, queue_id, now_ms: core.delete(txn, tables, queue_id, valid)
+            yield Write(
+                lambda txn, tables, queue_id, now_ms: core.delete(txn, tables, queue_id, valid), ()
             )
             self.counters["deleted"] += len(valid)
         return results

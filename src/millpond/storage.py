@@ -68,7 +68,7 @@ class Tables:
 
 
 class _Op:
-    __slots__ = ("fn", "sends", "atomic", "done", "result", "error", "wake")
+    __slots__ = ("fn", "sends", "atomic", "done", "result", "error", "wake", "settle")
 
     def __init__(
         self, fn: Callable[[lmdb.Transaction, int], Any], sends: int, atomic: bool
@@ -80,6 +80,7 @@ class _Op:
         self.result: Any = None
         self.error: BaseException | None = None
         self.wake: threading.Lock | None = None  # a follower's: released by a leader
+        self.settle: Callable[[_Op], None] | None = None  # submit(): called once committed
 
 
 class Storage:
@@ -159,6 +160,8 @@ class Storage:
         self._timed = self.durability == "fsync"  # gathering pays only when commits are slow
         self._send_limit = self.max_map_size - self.reserve
         self._closing = False
+        self._writer: threading.Thread | None = None  # started by the first submit()
+        self._writer_due = threading.Semaphore(0)
         self._map_size = self.env.info()["map_size"]
         self.commits = 0  # write transactions committed by this process (for tests and metrics)
 
@@ -196,14 +199,56 @@ class Storage:
         self._lead(op)
         return _outcome(op)
 
-    def _lead(self, op: _Op) -> None:
+    def submit(
+        self,
+        fn: Callable[[lmdb.Transaction, int], Any],
+        settle: Callable[[_Op], None],
+        *,
+        sends: int = 0,
+        atomic: bool = False,
+    ) -> None:
+        """As write(), without waiting: ``settle(op)`` runs once the commit is done.
+
+        For event loops: the op joins the same group commit as everyone else, and no thread
+        waits for it. ``settle`` runs on the committing thread; it must be quick and must not
+        raise (an asyncio caller hands ``op.result``/``op.error`` to its loop from there).
+        """
+        self._check_usable()
+        op = _Op(fn, sends, atomic)
+        op.settle = settle
+        with self._mutex:
+            if self._closing:
+                raise BrokerClosed("the broker is closed")
+            self._pending.append(op)
+            if self._leader_active:
+                return  # the current leader, or its successor, takes it
+            self._leader_active = True
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """Make the writer thread lead the next commit (for ops with nobody waiting on them)."""
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._writer_loop, name="millpond-writer", daemon=True
+            )
+            self._writer.start()
+        self._writer_due.release()
+
+    def _writer_loop(self) -> None:
+        while True:
+            self._writer_due.acquire()
+            if self._closed:
+                return
+            self._lead(None)
+
+    def _lead(self, op: _Op | None) -> None:
         """Commit everything queued (``op`` included), then hand leadership on (caller leads)."""
         if self._writers:
             self._gather()
         with self._mutex:
             batch = self._pending
             self._pending = []
-        if op not in batch:
+        if op is not None and op not in batch:
             batch.insert(0, op)
         timed = self._timed
         started = time.perf_counter() if timed else 0.0
@@ -220,10 +265,15 @@ class Storage:
                     if self._closing:
                         self._idle.notify_all()
             for other in batch:
-                if other is not op and other.wake is not None:
+                if other.settle is not None:
+                    other.settle(other)  # submitted: its caller learns the outcome now
+                elif other is not op and other.wake is not None:
                     other.wake.release()  # done: its thread returns the outcome
             if successor is not None:
-                successor.wake.release()  # type: ignore[union-attr]  # it leads the next commit
+                if successor.wake is not None:
+                    successor.wake.release()  # its waiting thread leads the next commit
+                else:
+                    self._writer_due.release()  # submitted: the writer thread leads it
 
     def _gather(self) -> None:
         """Under contention, wait a little so one commit serves every active writer.
@@ -359,6 +409,9 @@ class Storage:
             while self._leader_active:
                 self._idle.wait()
             self._closed = True
+        if self._writer is not None:
+            self._writer_due.release()  # it sees _closed and ends
+            self._writer.join(timeout=30)
         if os.getpid() == self._pid:
             self.env.sync(True)
             self.env.close()

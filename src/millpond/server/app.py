@@ -12,16 +12,18 @@ import asyncio
 import logging
 import time
 import urllib.parse
-import uuid
 from typing import Any
 
 from millpond import errors
 from millpond.server import metrics, sqs, sqs_json
 from millpond.server.context import Context
-from millpond.server.protocol import AwsError, Request, region_of
+from millpond.server.protocol import AwsError, Request, new_request_id, region_of
 
 log = logging.getLogger("millpond.server")
 
+_WANTED_HEADERS = frozenset(
+    {b"x-amz-target", b"authorization", b"host", b"content-length", b"content-type"}
+)
 SQS_VERSION = "2012-11-05"
 SNS_VERSION = "2010-03-31"
 MAX_BODY = 2 * 1024 * 1024  # a 1 MiB SQS batch, base64 or form-encoded, fits with room
@@ -63,7 +65,12 @@ class App:
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         method, path = scope["method"], scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # Only the few headers the API reads (ASGI servers send names lower-cased).
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k in _WANTED_HEADERS
+        }
         if method == "GET" and path == "/health":
             await _respond(send, 200, [(b"content-type", b"text/plain")], b"ok\n")
             return
@@ -139,7 +146,7 @@ class App:
         receive: Any,
         send: Any,
     ) -> str:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         id_header = (b"x-amzn-requestid", request_id.encode())
         request = None
         try:
@@ -168,7 +175,7 @@ class App:
         receive: Any,
         send: Any,
     ) -> str:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         form = urllib.parse.parse_qs(
             scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
         )

@@ -68,6 +68,37 @@ class Notifier:
                 self._waiters.pop((broker_key, queue_id), None)
 
 
+class Settler:
+    """Hands committed results to the event loop: one loop wake-up per burst of commits."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[Any], Any]] = []
+        self._scheduled = False
+
+    def settle_into(self, future: asyncio.Future[Any]) -> Callable[[Any], None]:
+        def settle(op: Any) -> None:  # on the committing thread
+            with self._lock:
+                self._ready.append((future, op))
+                schedule, self._scheduled = not self._scheduled, True
+            if schedule:
+                self._loop.call_soon_threadsafe(self._drain)
+
+        return settle
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._ready, self._scheduled = self._ready, [], False
+        for future, op in ready:
+            if future.cancelled():
+                continue  # its request went away; the write itself stands
+            if op.error is not None:
+                future.set_exception(op.error)
+            else:
+                future.set_result(op.result)
+
+
 class Context:
     """Everything a request handler needs."""
 
@@ -97,6 +128,7 @@ class Context:
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.notifier = Notifier(loop)
+        self.settler = Settler(loop)
         for broker in self._brokers.values():
             broker._wakeups.add_listener(self.notifier.listener(id(broker)))
 
@@ -136,6 +168,37 @@ class Context:
         """From a signal handler: begin_shutdown on the loop."""
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.begin_shutdown)
+
+    async def drive(self, queue: Any, steps: Any) -> Any:
+        """Run a queue verb written as steps (Queue._drive's async twin), on the event loop.
+
+        Each write joins the storage's group commit through ``submit``: no thread waits per
+        request, and one loop wake-up settles every request a commit served.
+        """
+        from millpond.errors import MillpondError, QueueDoesNotExist
+
+        loop = asyncio.get_running_loop()
+        queue._broker._refresh_definitions()
+        try:
+            write = next(steps)
+            while True:
+                future = loop.create_future()
+                queue._storage.submit(
+                    queue._op(write.fn, write.args),
+                    self.settler.settle_into(future),
+                    sends=write.sends,
+                    atomic=write.atomic,
+                )
+                try:
+                    result = await future
+                except MillpondError as exc:
+                    if isinstance(exc, QueueDoesNotExist):
+                        queue._broker._forget(queue)
+                    write = steps.throw(exc)
+                else:
+                    write = steps.send(result)
+        except StopIteration as stop:
+            return stop.value
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking broker call on the pool."""

@@ -6,6 +6,7 @@ No prometheus-client dependency: the exposition format is a few lines of text.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from typing import Any
 
@@ -75,13 +76,17 @@ class Metrics:
         self._latency: dict[str, list[float]] = {}  # action -> bucket counts + [sum, count]
 
     def observe_request(self, action: str, seconds: float) -> None:
-        with self._lock:
-            row = self._latency.setdefault(action, [0.0] * (len(BUCKETS) + 2))
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    row[i] += 1
-            row[-2] += seconds
-            row[-1] += 1
+        """Count one request; per bucket here, cumulative at render (one bisect per request)."""
+        row = self._latency.get(action)
+        if row is None:
+            with self._lock:
+                row = self._latency.setdefault(action, [0.0] * (len(BUCKETS) + 2))
+        # Runs on the event loop thread only: no lock needed for the counts.
+        index = bisect.bisect_left(BUCKETS, seconds)
+        if index < len(BUCKETS):
+            row[index] += 1
+        row[-2] += seconds
+        row[-1] += 1
 
     def render(self, ctx: Any) -> str:
         lines: list[str] = []
@@ -116,8 +121,10 @@ class Metrics:
             rows = {action: list(row) for action, row in self._latency.items()}
         for action, row in sorted(rows.items()):
             label = _escape(action.replace("AmazonSQS.", ""))
+            cumulative = 0.0
             for bound, count in zip(BUCKETS, row):
-                lines.append(f'{name}_bucket{{action="{label}",le="{bound}"}} {int(count)}')
+                cumulative += count
+                lines.append(f'{name}_bucket{{action="{label}",le="{bound}"}} {int(cumulative)}')
             lines.append(f'{name}_bucket{{action="{label}",le="+Inf"}} {int(row[-1])}')
             lines.append(f'{name}_sum{{action="{label}"}} {row[-2]}')
             lines.append(f'{name}_count{{action="{label}"}} {int(row[-1])}')

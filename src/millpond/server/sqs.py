@@ -304,8 +304,9 @@ def _send_result(
     return result
 
 
-def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
-    """Send checked entries in one write; (message id, sequence number or None) each."""
+def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> Any:
+    """Steps (see Context.drive) sending checked entries in one write; they return
+    (message id, sequence number or None) per entry."""
     if isinstance(queue, FifoQueue):
         items = [
             queue._prepare_fifo(
@@ -318,7 +319,7 @@ def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> list[tuple[st
             )
             for f in prepared
         ]
-        return queue._send_fifo(items)
+        return (yield from queue._send_fifo_steps(items))
     bodies, blobs, delays = [], [], []
     for f in prepared:
         data, blob, delay_ms = queue._prepare(
@@ -332,7 +333,8 @@ def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> list[tuple[st
         bodies.append(data)
         blobs.append(blob)
         delays.append(delay_ms)
-    return [(message_id, None) for message_id in queue._send_many(bodies, blobs, delays)]
+    ids = yield from queue._send_steps(bodies, blobs, delays)
+    return [(message_id, None) for message_id in ids]
 
 
 def _check_entry(queue: Queue, fields: dict[str, Any]) -> None:
@@ -359,7 +361,7 @@ def _check_entry(queue: Queue, fields: dict[str, Any]) -> None:
 async def send_message(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
     fields = _send_fields(request.params)
-    ((message_id, sequence),) = await ctx.call(_send_entries, queue, [fields])
+    ((message_id, sequence),) = await ctx.drive(queue, _send_entries(queue, [fields]))
     return _send_result(fields, request.params, message_id, sequence)
 
 
@@ -385,7 +387,7 @@ async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
             failed.append(_failed(entry["Id"], exc))
     successful = []
     if good:
-        sent = await ctx.call(_send_entries, queue, [fields for _, fields in good])
+        sent = await ctx.drive(queue, _send_entries(queue, [fields for _, fields in good]))
         for (entry, fields), (message_id, sequence) in zip(good, sent):
             successful.append(
                 {"Id": entry["Id"], **_send_result(fields, entry, message_id, sequence)}
@@ -454,8 +456,8 @@ async def _long_poll(
     broker = queue._broker
     while True:
         generation = broker._wakeups.generation(queue.queue_id)
-        attempt = loop.run_in_executor(
-            ctx.executor, queue._receive_once, max_messages, visibility_ms, attempt_id
+        attempt = asyncio.ensure_future(
+            ctx.drive(queue, queue._receive_steps(max_messages, visibility_ms, attempt_id))
         )
         try:
             messages, next_visible = await asyncio.shield(attempt)
@@ -534,7 +536,7 @@ async def delete_message(ctx: Context, request: Request) -> dict[str, Any]:
     handle = request.params.get("ReceiptHandle")
     if not handle:
         raise missing("ReceiptHandle")
-    (error,) = await ctx.call(queue.delete_entries, [handle])
+    (error,) = await ctx.drive(queue, queue._delete_steps([handle]))
     if error is not None:
         raise error
     return {}
@@ -544,7 +546,9 @@ async def delete_message(ctx: Context, request: Request) -> dict[str, Any]:
 async def delete_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
     entries = _check_batch(request.params.get("Entries"), "DeleteMessageBatchRequestEntry")
-    results = await ctx.call(queue.delete_entries, [e.get("ReceiptHandle") or "" for e in entries])
+    results = await ctx.drive(
+        queue, queue._delete_steps([e.get("ReceiptHandle") or "" for e in entries])
+    )
     return {
         "Successful": [{"Id": e["Id"]} for e, r in zip(entries, results) if r is None],
         "Failed": [_failed(e["Id"], r) for e, r in zip(entries, results) if r is not None],
