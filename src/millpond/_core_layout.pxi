@@ -152,10 +152,15 @@ def decode_handle(bytes secret, handle):
     return _decode_handle(_handle_key(secret), handle)
 
 
-def decode_handles(bytes secret, list handles):
-    """decode_handle for each handle, with one call."""
+def decode_handles(bytes secret, uint32_t queue_id, list handles):
+    """(seq, visible_at_ms, receive_count) of each handle of queue ``queue_id``; None for a
+    handle that is not ours or names another queue. One call for a batch."""
     cdef uint32_t key = _handle_key(secret)
-    return [_decode_handle(key, handle) for handle in handles]
+    out = []
+    for handle in handles:
+        decoded = _decode_handle(key, handle)
+        out.append(None if decoded is None or decoded[0] != queue_id else decoded[1:])
+    return out
 
 
 def message_id(uint32_t env_id, uint32_t queue_id, uint64_t seq):

@@ -139,9 +139,14 @@ def decode_handle(secret: bytes, handle: str) -> tuple[int, int, int, int] | Non
     return _HANDLE.unpack(body)
 
 
-def decode_handles(secret: bytes, handles: list) -> list:
-    """decode_handle for each handle, with one call."""
-    return [decode_handle(secret, handle) for handle in handles]
+def decode_handles(secret: bytes, queue_id: int, handles: list) -> list:
+    """(seq, visible_at_ms, receive_count) of each handle of queue ``queue_id``; None for a
+    handle that is not ours or names another queue. One call for a batch."""
+    out = []
+    for handle in handles:
+        decoded = decode_handle(secret, handle)
+        out.append(None if decoded is None or decoded[0] != queue_id else decoded[1:])
+    return out
 
 
 def message_id(env_id: int, queue_id: int, seq: int) -> str:

@@ -475,14 +475,15 @@ class Queue:
 
     def _decode_all(self, receipt_handles: Sequence[str]) -> list[tuple[int, int, int]]:
         """_decode for a batch in one core call; raises for the first handle that is not ours."""
-        decoded = self._core.decode_handles(self._broker._secret, list(receipt_handles))
-        entries = []
-        for handle, entry in zip(receipt_handles, decoded):
-            if entry is None or entry[0] != self.queue_id:
-                raise ReceiptHandleIsInvalid(
-                    f'The input receipt handle "{handle}" is not a valid receipt handle.'
-                )
-            entries.append(entry[1:])
+        handles = receipt_handles if type(receipt_handles) is list else list(receipt_handles)
+        entries: list[tuple[int, int, int]] = self._core.decode_handles(
+            self._broker._secret, self.queue_id, handles
+        )
+        if None in entries:
+            bad = handles[entries.index(None)]  # type: ignore[arg-type]
+            raise ReceiptHandleIsInvalid(
+                f'The input receipt handle "{bad}" is not a valid receipt handle.'
+            )
         return entries
 
     def delete(self, receipt_handle: str) -> None:
@@ -575,12 +576,15 @@ class Queue:
         self, receipt_handles: Sequence[str]
     ) -> Generator[Write, Any, list[MillpondError | None]]:
         results: list[MillpondError | None] = [None] * len(receipt_handles)
-        valid = []
-        for i, handle in enumerate(receipt_handles):
-            try:
-                valid.append(self._decode(handle))
-            except MillpondError as exc:
-                results[i] = exc
+        handles = list(receipt_handles)
+        decoded = self._core.decode_handles(self._broker._secret, self.queue_id, handles)
+        valid = [entry for entry in decoded if entry is not None]
+        if len(valid) != len(handles):
+            for i, entry in enumerate(decoded):
+                if entry is None:
+                    results[i] = ReceiptHandleIsInvalid(
+                        f'The input receipt handle "{handles[i]}" is not a valid receipt handle.'
+                    )
         if valid:
             core = self._core
             yield Write(
