@@ -527,28 +527,38 @@ def redeliver(
     now_ms: int,
     entries: list[Any],
     visibility_ms: int,
-) -> list[Any]:
-    """Deliver members (seq, receive_count, g) again, unchanged but for their visibility.
+) -> list[Any] | None:
+    """Deliver members (seq, receive_count, g, visible_at_ms) again, unchanged but for their
+    visibility, for a receive retried with the same ReceiveRequestAttemptId.
 
-    For a receive retried with the same ReceiveRequestAttemptId: members that were deleted or
-    received again since are left out. Returns entries shaped as receive()'s.
+    SQS repeats a receive only while none of its messages was modified: if any member was
+    deleted, received again, re-timed or is visible again, nothing is written and None is
+    returned (the caller receives afresh). Otherwise returns entries shaped as receive()'s.
     """
-    out = []
-    for seq, count, g in entries:
+    found = []
+    for seq, count, g, visible_at in entries:
         key = _member_key(queue_id, g, seq)
         raw = txn.get(key, db=t.fifo)
         if raw is None:
-            continue
-        _, sent_ms, first_ms, last_ms, raw_count, source = _STATE.unpack(raw)
+            return None
+        state = _STATE.unpack(raw)
+        if state[4] != count or state[0] != visible_at or visible_at <= now_ms:
+            return None
         record = txn.get(_LOG_KEY.pack(queue_id, seq), db=t.log)
         decoded = None if record is None else core.decode_record(record)
-        if raw_count != count or decoded is None:
-            continue
+        if decoded is None:
+            return None
+        found.append((key, seq, g, state, decoded))
+    out = []
+    new_visible_at = now_ms + visibility_ms
+    for key, seq, g, (_, sent_ms, first_ms, last_ms, count, source), decoded in found:
         head = _head_key(txn, t, queue_id, g)
-        visible_at = now_ms + visibility_ms
-        txn.put(key, _STATE.pack(visible_at, sent_ms, first_ms, last_ms, count, source), db=t.fifo)
+        txn.put(key, _STATE.pack(new_visible_at, sent_ms, first_ms, last_ms, count, source),
+                db=t.fifo)
         if head is not None and _VIS_KEY.unpack(head)[2] == seq:
             _reset_head(txn, t, queue_id, g, head)
         _, message_id, attrs, body = decoded
-        out.append((seq, visible_at, count, sent_ms, first_ms, attrs, body, message_id, source, g))
+        out.append(
+            (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, message_id, source, g)
+        )
     return out

@@ -214,7 +214,7 @@ class FifoQueue(Queue):
                 raw = txn.get(attempt_key, db=tables.meta)
                 if raw is not None:
                     expires, entries = msgpack.unpackb(raw)
-                    if expires > now_ms:  # a retry: the same deliveries, visibility restarted
+                    if expires > now_ms and entries:  # a retry of a receive that got messages
                         again = fifo.redeliver(
                             core,
                             txn,
@@ -224,7 +224,9 @@ class FifoQueue(Queue):
                             [tuple(e) for e in entries],
                             visibility_ms,
                         )
-                        return (again, 0, [], 0, 0), 0
+                        if again is not None:  # unchanged since: the same deliveries again
+                            remember(txn, tables, expires, again)
+                            return (again, 0, [], 0, 0), 0
             dead_letter_id, max_count = 0, 0
             if redrive is not None:
                 target = broker._definition_in(txn, redrive.target_name)
@@ -243,14 +245,13 @@ class FifoQueue(Queue):
                 dead_letter_id,
             )
             if attempt_key is not None:
-                txn.put(
-                    attempt_key,
-                    msgpack.packb(
-                        [now_ms + ATTEMPT_WINDOW_MS, [(r[0], r[2], r[9]) for r in result[0]]]
-                    ),
-                    db=tables.meta,
-                )
+                remember(txn, tables, now_ms + ATTEMPT_WINDOW_MS, result[0])
             return result, dead_letter_id
+
+        def remember(txn: Any, tables: Any, expires: int, received: list[Any]) -> None:
+            # (seq, receive count, group, visible_at): what a retry must find unchanged.
+            entries = [(r[0], r[2], r[9], r[1]) for r in received]
+            txn.put(attempt_key, msgpack.packb([expires, entries]), db=tables.meta)
 
         (received, dead, corrupt, _expired, next_visible), dead_letter_id = yield Write(receive)
         self.counters["received"] += len(received)
