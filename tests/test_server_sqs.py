@@ -2105,3 +2105,24 @@ def test_module_daemon_logged_no_errors(daemon: Daemon) -> None:
     """Last in the file: everything above was answered without an unhandled exception."""
     log = daemon.log()
     assert "Traceback" not in log and "ERROR" not in log, log[-5000:]
+
+
+def test_a_client_that_stops_sending_its_body_is_cut_off(tmp_path: Any) -> None:
+    """Slow clients time out: a request whose body never finishes gets 408, and the daemon
+    keeps serving others meanwhile."""
+    import socket
+
+    own = Daemon(str(tmp_path / "data"), env={"MILLPOND_BODY_TIMEOUT_S": "1"})
+    try:
+        with socket.create_connection(("127.0.0.1", own.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-amz-json-1.0\r\n"
+                b"X-Amz-Target: AmazonSQS.ListQueues\r\nContent-Length: 100\r\n\r\n{"
+            )
+            listed = own.client("sqs").list_queues()
+            assert listed["ResponseMetadata"]["HTTPStatusCode"] == 200
+            reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+    finally:
+        own.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import urllib.parse
 from typing import Any
@@ -27,6 +28,8 @@ _WANTED_HEADERS = frozenset(
 SQS_VERSION = "2012-11-05"
 SNS_VERSION = "2010-03-31"
 MAX_BODY = 2 * 1024 * 1024  # a 1 MiB SQS batch, base64 or form-encoded, fits with room
+# The most a client may take to send a request body (env: tests shorten it).
+BODY_TIMEOUT_S = float(os.environ.get("MILLPOND_BODY_TIMEOUT_S", "30"))
 
 
 class App:
@@ -98,21 +101,42 @@ class App:
                 send, 413, [(b"content-type", b"text/plain")], b"Request body too large\n"
             )
             return None
+        # A client that trickles its body, or stops sending it, is cut off after BODY_TIMEOUT_S
+        # (a timer, not wait_for: no extra task on the hot path).
+        task = asyncio.current_task()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            if task is not None:
+                task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(BODY_TIMEOUT_S, expire)
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await _respond(
-                    send, 413, [(b"content-type", b"text/plain")], b"Request body too large\n"
-                )
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    await _respond(
+                        send, 413, [(b"content-type", b"text/plain")], b"Request body too large\n"
+                    )
+                    return None
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    return b"".join(chunks)
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            task.uncancel()  # type: ignore[union-attr]
+            await _respond(send, 408, [(b"content-type", b"text/plain")], b"Request timeout\n")
+            return None
+        finally:
+            timer.cancel()
 
     def _request(
         self,
