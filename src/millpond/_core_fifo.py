@@ -553,8 +553,9 @@ def redeliver(
     new_visible_at = now_ms + visibility_ms
     for key, seq, g, (_, sent_ms, first_ms, last_ms, count, source), decoded in found:
         head = _head_key(txn, t, queue_id, g)
-        txn.put(key, _STATE.pack(new_visible_at, sent_ms, first_ms, last_ms, count, source),
-                db=t.fifo)
+        txn.put(
+            key, _STATE.pack(new_visible_at, sent_ms, first_ms, last_ms, count, source), db=t.fifo
+        )
         if head is not None and _VIS_KEY.unpack(head)[2] == seq:
             _reset_head(txn, t, queue_id, g, head)
         _, message_id, attrs, body = decoded

@@ -453,8 +453,8 @@ def deliver_to_queue(
 
     The one place where a topic's MessageGroupId and MessageDeduplicationId are handed on to a
     queue: a FIFO queue gets both (it keeps group order and drops its own duplicates). SNS also
-    forwards the group id to standard "fair" queues, which keep it as a tenant label. Raises QueueDoesNotExist before writing
-    anything if the queue was deleted.
+    forwards the group id to standard "fair" queues, which keep it as a tenant label. Raises
+    QueueDoesNotExist before writing anything if the queue was deleted.
     """
     if isinstance(queue, FifoQueue):
         queue._deliver_in_txn(txn, now_ms, bodies, attributes, group_ids, dedup_ids)

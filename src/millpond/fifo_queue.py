@@ -355,29 +355,12 @@ class FifoQueue(Queue):
                     )
         return results
 
-    def change_visibility_entries(
-        self, entries: Sequence[tuple[str, int]]
-    ) -> list[MillpondError | None]:
-        results: list[MillpondError | None] = [None] * len(entries)
-        valid = []
-        for i, (handle, timeout) in enumerate(entries):
-            try:
-                check_int("VisibilityTimeout", timeout, 0, 43_200)
-                seq, count, g = self._decode_fifo(handle)
-                valid.append((i, handle, timeout, (seq, count, g, timeout * 1000)))
-            except MillpondError as exc:
-                results[i] = exc
-        if valid:
-            statuses = self._write(
-                lambda txn, tables, queue_id, now_ms: fifo.change_visibility(
-                    txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS
-                )
-            )
-            for (i, handle, timeout, _), status in zip(valid, statuses):
-                results[i] = self._visibility_error(status, handle, timeout)
-            if any(timeout == 0 for _, _, timeout, _ in valid):
-                self._broker._wakeups.notify(self.queue_id)
-        return results
+    def _visibility_entry(self, handle: str, timeout: int) -> tuple[Any, ...]:
+        seq, count, g = self._decode_fifo(handle)
+        return (seq, count, g, timeout * 1000)
+
+    def _change_visibility_verb(self) -> Any:
+        return fifo.change_visibility
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> None:
         """As Queue.change_visibility; an expired FIFO handle is refused."""

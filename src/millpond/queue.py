@@ -305,9 +305,7 @@ class Queue:
         if group_ids is None:
             blobs = [pack_metadata(a) if a else b"" for a in attributes]
         else:
-            blobs = [
-                pack_metadata(a, g) if a or g else b"" for a, g in zip(attributes, group_ids)
-            ]
+            blobs = [pack_metadata(a, g) if a or g else b"" for a, g in zip(attributes, group_ids)]
         delays = [self._delay_ms] * len(bodies)
         try:
             self._core.send(
@@ -602,14 +600,13 @@ class Queue:
         for i, (handle, timeout) in enumerate(entries):
             try:
                 check_int("VisibilityTimeout", timeout, 0, 43_200)
-                seq, visible_at, count = self._decode(handle)
-                valid.append((i, handle, timeout, (seq, visible_at, count, timeout * 1000)))
+                valid.append((i, handle, timeout, self._visibility_entry(handle, timeout)))
             except MillpondError as exc:
                 results[i] = exc
         if valid:
-            core = self._core
+            change = self._change_visibility_verb()
             statuses = self._write(
-                lambda txn, tables, queue_id, now_ms: core.change_visibility(
+                lambda txn, tables, queue_id, now_ms: change(
                     txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS
                 )
             )
@@ -618,6 +615,14 @@ class Queue:
             if any(timeout == 0 for _, _, timeout, _ in valid):
                 self._broker._wakeups.notify(self.queue_id)
         return results
+
+    def _visibility_entry(self, handle: str, timeout: int) -> tuple[Any, ...]:
+        """What the change_visibility verb takes for one handle (raises for a bad handle)."""
+        seq, visible_at, count = self._decode(handle)
+        return (seq, visible_at, count, timeout * 1000)
+
+    def _change_visibility_verb(self) -> Any:
+        return self._core.change_visibility
 
     # -- whole queue ---------------------------------------------------------------------------
 

@@ -169,6 +169,14 @@ def _after_token(names: list[str], token: Any) -> list[str]:
     return [n for n in names if n > last]
 
 
+def _batch_result(entries: list[dict[str, Any]], errors: list[Any]) -> dict[str, Any]:
+    """Successful/Failed lists of a batch whose entries succeed or fail one by one."""
+    return {
+        "Successful": [{"Id": e["Id"]} for e, r in zip(entries, errors) if r is None],
+        "Failed": [_failed(e["Id"], r) for e, r in zip(entries, errors) if r is not None],
+    }
+
+
 def _failed(entry_id: str, exc: BaseException) -> dict[str, Any]:
     error = exc if isinstance(exc, AwsError) else AwsError.from_millpond(exc)  # type: ignore[arg-type]
     return {
@@ -549,10 +557,7 @@ async def delete_message_batch(ctx: Context, request: Request) -> dict[str, Any]
     results = await ctx.drive(
         queue, queue._delete_steps([e.get("ReceiptHandle") or "" for e in entries])
     )
-    return {
-        "Successful": [{"Id": e["Id"]} for e, r in zip(entries, results) if r is None],
-        "Failed": [_failed(e["Id"], r) for e, r in zip(entries, results) if r is not None],
-    }
+    return _batch_result(entries, results)
 
 
 @action
@@ -581,10 +586,7 @@ async def change_message_visibility_batch(ctx: Context, request: Request) -> dic
         (e.get("ReceiptHandle") or "", _int_param(e, "VisibilityTimeout") or 0) for e in entries
     ]
     results = await ctx.call(queue.change_visibility_entries, pairs)
-    return {
-        "Successful": [{"Id": e["Id"]} for e, r in zip(entries, results) if r is None],
-        "Failed": [_failed(e["Id"], r) for e, r in zip(entries, results) if r is not None],
-    }
+    return _batch_result(entries, results)
 
 
 # -- tags, permissions, dead letters ---------------------------------------------------------------
