@@ -8,18 +8,22 @@ SQS semantics millpond promises, and compares them after every step:
 - ``dlq``: a standard queue, the dead-letter queue (also sent to directly);
 - ``jobs.fifo``: a FIFO queue (queue-scoped de-duplication, DelaySeconds 3).
 
-Rules: sends and batch sends (with delays; FIFO with a few group ids and de-duplication ids,
-repeated to hit the 5-minute window), receives (1-10 messages, visibility 0-60 s or the
-queue's), deletes and batch deletes and visibility changes with any handle seen so far (stale,
-expired and deleted ones included), handles used on the wrong queue, clock advances (0-400 s) and
-restarts (close, then reopen the same directory with the same ManualClock).
+Rules: sends and batch sends (with delays, or plain bodies; FIFO with a few busy group ids and
+many quiet ones, and de-duplication ids repeated to hit the 5-minute window), receives (1-10
+messages, visibility 0-60 s or the queue's; FIFO with ReceiveRequestAttemptIds, retried),
+deletes, batch deletes and visibility changes (also the per-entry ``*_entries`` verbs of the
+wire) with any handle seen so far (stale, expired and deleted ones included), handles used on
+the wrong queue, clock advances (0-400 s) and restarts (close, then reopen the same directory
+with the same ManualClock).
 
 Invariants after every step: the Approximate* counts of each queue equal the model's split of
 its live messages (visible / in flight / delayed), and the stored log holds exactly the live
 messages, each in the one queue the model has it in (never lost, never in two queues).
 
-Runs on both cores. ``MILLPOND_MODEL_EXAMPLES`` (examples per core) and ``MILLPOND_MODEL_STEPS``
-(steps per example) make it run longer.
+Runs on both cores. ``MILLPOND_MODEL_EXAMPLES`` (examples per core, default 100) and
+``MILLPOND_MODEL_STEPS`` (steps per example, default 50) make it run longer;
+``--hypothesis-show-statistics`` shows how often each interesting case came up. Sequences it
+found failing are replayed by plain tests at the end of the file.
 """
 
 from __future__ import annotations
@@ -31,13 +35,15 @@ import unittest
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, currently_in_test_context, settings
+from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
     invariant,
     multiple,
+    precondition,
     rule,
 )
 
@@ -47,6 +53,7 @@ from millpond import core, errors
 START_MS = 1_700_000_000_000
 MAX_RECEIVE_COUNT = 2
 DEDUP_WINDOW_MS = 300_000
+ATTEMPT_WINDOW_MS = 300_000
 MAX_HIDDEN_MS = 43_200_000
 FIFO_DELAY_MS = 3_000
 DEFAULT_VISIBILITY_MS = 30_000
@@ -77,6 +84,14 @@ def _has_c_core() -> bool:
 
 
 HAS_C = _has_c_core()
+
+
+def event(value: str) -> None:
+    """hypothesis.event (see --hypothesis-show-statistics); a no-op when a sequence is replayed
+    outside hypothesis (the regression tests at the end)."""
+    if currently_in_test_context():
+        hypothesis_event(value)
+
 
 # -- the model -----------------------------------------------------------------------------------
 
@@ -110,10 +125,11 @@ class Handle:
         return f"Handle({self.queue!r}, {self.mid[-4:]!r}, count={self.count})"
 
 
-GROUPS = st.sampled_from(["A", "B", "C"])
+GROUPS = st.one_of(st.sampled_from(["A", "B", "C"]), st.sampled_from([f"g{i}" for i in range(20)]))
 DEDUP_IDS = st.one_of(st.none(), st.sampled_from(["d0", "d1", "d2", "d3"]))  # None: a fresh id
 DELAYS = st.one_of(st.none(), st.sampled_from([0, 1, 5, 30, 120]))
 VISIBILITY = st.one_of(st.none(), st.just(0), st.integers(0, 60))  # 0: visible again at once
+ATTEMPT_IDS = st.one_of(st.none(), st.sampled_from(["r0", "r1"]))  # ReceiveRequestAttemptId
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -127,21 +143,25 @@ class QueueModel(RuleBasedStateMachine):
         self.dir = tempfile.mkdtemp(prefix="millpond-model-")
         self.clock = millpond.ManualClock(now_ms=START_MS)
         self.broker: millpond.Broker | None = None
-        self._open()
-        dlq = self.broker.create_queue(DLQ)  # type: ignore[union-attr]
+        broker = self._open()
+        dlq = broker.create_queue(DLQ)
         policy = f'{{"deadLetterTargetArn": "{dlq.arn}", "maxReceiveCount": {MAX_RECEIVE_COUNT}}}'
-        self.broker.create_queue(STD, {"RedrivePolicy": policy})  # type: ignore[union-attr]
-        self.broker.create_queue(  # type: ignore[union-attr]
-            FIFO, {"FifoQueue": "true", "DelaySeconds": str(FIFO_DELAY_MS // 1000)}
-        )
+        broker.create_queue(STD, {"RedrivePolicy": policy})
+        broker.create_queue(FIFO, {"FifoQueue": "true", "DelaySeconds": str(FIFO_DELAY_MS // 1000)})
         self.msgs: dict[str, Msg] = {}
         self.next_seq = dict.fromkeys(QUEUES, 1)
         self.dedup: dict[str, tuple[int, str]] = {}  # dedup id -> (expires_ms, message id)
+        # FIFO ReceiveRequestAttemptId -> (expires_ms, [(message id, receive count, visible_at,
+        # handle)]) of the receive that used it
+        self.attempts: dict[str, tuple[int, list[tuple[str, int, int, str]]]] = {}
+        self.last_attempt: str | None = None
         self.counter = 0
 
-    def _open(self) -> None:
-        self.broker = millpond.open(self.dir, durability="os", clock=self.clock, core=self.CORE)
-        assert self.broker.implementation == self.CORE
+    def _open(self) -> millpond.Broker:
+        broker = millpond.open(self.dir, durability="os", clock=self.clock, core=self.CORE)
+        assert broker.implementation == self.CORE
+        self.broker = broker
+        return broker
 
     def teardown(self) -> None:
         try:
@@ -190,13 +210,22 @@ class QueueModel(RuleBasedStateMachine):
         mid = self.q(queue).send(body, delay_seconds=delay)
         self.add(mid, body, queue, self.now + (delay or 0) * 1000, None)
 
-    @rule(queue=st.sampled_from(STANDARD_QUEUES), delays=st.lists(DELAYS, min_size=1, max_size=10))
-    def send_batch_standard(self, queue: str, delays: list[int | None]) -> None:
-        entries = [{"body": self.fresh("s"), "delay_seconds": d} for d in delays]
-        mids = self.q(queue).send_batch(entries)
-        assert len(mids) == len(entries)
-        for mid, entry, delay in zip(mids, entries, delays):
-            self.add(mid, entry["body"], queue, self.now + (delay or 0) * 1000, None)
+    @rule(
+        queue=st.sampled_from(STANDARD_QUEUES),
+        delays=st.lists(DELAYS, min_size=1, max_size=10),
+        plain=st.booleans(),
+    )
+    def send_batch_standard(self, queue: str, delays: list[int | None], plain: bool) -> None:
+        bodies = [self.fresh("s") for _ in delays]
+        if plain:  # plain bodies (millpond's fast path): the queue's delay, 0
+            delays = [None] * len(bodies)
+            mids = self.q(queue).send_batch([body.encode() for body in bodies])
+        else:
+            entries = [{"body": body, "delay_seconds": d} for body, d in zip(bodies, delays)]
+            mids = self.q(queue).send_batch(entries)
+        assert len(mids) == len(bodies)
+        for mid, body, delay in zip(mids, bodies, delays):
+            self.add(mid, body, queue, self.now + (delay or 0) * 1000, None)
 
     def _fifo_entry(self, group: str, dedup: str | None) -> dict[str, str]:
         return {
@@ -230,6 +259,16 @@ class QueueModel(RuleBasedStateMachine):
         for mid, entry in zip(mids, batch):  # in order: a later entry may repeat an earlier one
             self._record_fifo(mid, entry)
 
+    @rule(groups=st.integers(10, 20))
+    def send_fifo_to_many_groups(self, groups: int) -> None:
+        """One message to each of many quiet groups: more ready groups than a receive takes,
+        so the order of groups (by their head) matters."""
+        batch = [self._fifo_entry(f"g{i}", None) for i in range(groups)]
+        for start in range(0, len(batch), 10):
+            mids = self.q(FIFO).send_batch(batch[start : start + 10])
+            for mid, entry in zip(mids, batch[start : start + 10]):
+                self._record_fifo(mid, entry)
+
     # -- receive ---------------------------------------------------------------------------------
 
     def expect_standard_receive(self, queue: str, max_messages: int) -> tuple[list[Msg], list[Msg]]:
@@ -255,6 +294,8 @@ class QueueModel(RuleBasedStateMachine):
             groups.setdefault(m.group or "", []).append(m)
         ready = [g for g in groups.values() if g[0].visible_at <= self.now]
         ready.sort(key=lambda g: (g[0].visible_at, g[0].seq))
+        if len(ready) > max_messages:
+            event("fifo: more groups ready than the receive takes")
         out: list[Msg] = []
         for members in ready:
             for m in members:
@@ -263,46 +304,108 @@ class QueueModel(RuleBasedStateMachine):
                 out.append(m)
         return out
 
+    def expect_fifo_retry(self, attempt: str | None) -> list[tuple[Msg, str]] | None:
+        """The messages and handles a receive with ``attempt`` repeats, or None: a fresh receive.
+
+        SQS: a retry with the same ReceiveRequestAttemptId within 5 minutes returns the same
+        messages and receipt handles (their visibility restarts), as long as none of them was
+        modified: deleted, received again, re-timed, or visible again. A receive that got
+        nothing is not repeated.
+        """
+        seen = self.attempts.get(attempt) if attempt is not None else None
+        if seen is None or seen[0] <= self.now or not seen[1]:
+            return None
+        again = []
+        for mid, count, visible_at, receipt in seen[1]:
+            m = self.msgs[mid]
+            if m.deleted or m.count != count or m.visible_at != visible_at:
+                return None
+            if visible_at <= self.now:
+                return None
+            again.append((m, receipt))
+        return again
+
     # One rule per queue, so that receives are a good share of the steps.
-    @rule(target=handles, max_messages=st.integers(1, 10), visibility=VISIBILITY)
-    def receive_standard(self, max_messages: int, visibility: int | None) -> object:
-        return self._receive(STD, max_messages, visibility)
+    @rule(
+        target=handles,
+        max_messages=st.integers(1, 10),
+        visibility=VISIBILITY,
+        attempt=ATTEMPT_IDS,
+    )
+    def receive_standard(
+        self, max_messages: int, visibility: int | None, attempt: str | None
+    ) -> object:
+        return self._receive(STD, max_messages, visibility, attempt)
 
     @rule(target=handles, max_messages=st.integers(1, 10), visibility=VISIBILITY)
     def receive_dead_letters(self, max_messages: int, visibility: int | None) -> object:
-        return self._receive(DLQ, max_messages, visibility)
+        return self._receive(DLQ, max_messages, visibility, None)
 
+    @rule(
+        target=handles,
+        max_messages=st.integers(1, 10),
+        visibility=VISIBILITY,
+        attempt=ATTEMPT_IDS,
+    )
+    def receive_fifo(
+        self, max_messages: int, visibility: int | None, attempt: str | None
+    ) -> object:
+        return self._receive(FIFO, max_messages, visibility, attempt)
+
+    @precondition(lambda self: self.last_attempt is not None)
     @rule(target=handles, max_messages=st.integers(1, 10), visibility=VISIBILITY)
-    def receive_fifo(self, max_messages: int, visibility: int | None) -> object:
-        return self._receive(FIFO, max_messages, visibility)
+    def retry_receive_fifo(self, max_messages: int, visibility: int | None) -> object:
+        """A client retrying its last FIFO receive (say, its answer was lost)."""
+        return self._receive(FIFO, max_messages, visibility, self.last_attempt)
 
-    def _receive(self, queue: str, max_messages: int, visibility: int | None) -> object:
-        if queue == FIFO:
-            hits, over = self.expect_fifo_receive(max_messages), []
-        else:
+    def _receive(
+        self, queue: str, max_messages: int, visibility: int | None, attempt: str | None
+    ) -> object:
+        retry = self.expect_fifo_retry(attempt) if queue == FIFO else None
+        over: list[Msg] = []
+        if retry is not None:
+            event("fifo: receive retried with the same attempt id")
+            hits = [m for m, _ in retry]
+        elif queue == FIFO:
+            hits = self.expect_fifo_receive(max_messages)
+        else:  # standard queues ignore the attempt id
             hits, over = self.expect_standard_receive(queue, max_messages)
         receivable = {m.mid for m in self.live(queue) if m.visible_at <= self.now}
-        got = self.q(queue).receive(max_messages, visibility_timeout=visibility, wait_seconds=0)
+        got = self.q(queue).receive(
+            max_messages, visibility_timeout=visibility, wait_seconds=0, attempt_id=attempt
+        )
         got_ids = [m.message_id for m in got]
-        assert set(got_ids) <= receivable, "delivered a message that is not receivable"
+        # The SQS rules first, then the exact answer of the model.
         assert len(got_ids) == len(set(got_ids)), "one message delivered twice in a receive"
-        assert len(got_ids) == len(hits), (got_ids, [m.mid for m in hits])
-        assert got_ids == [m.mid for m in hits], "not millpond's delivery order"
         if queue == FIFO:
             self._check_fifo_order(got_ids)
+        if retry is None:
+            assert set(got_ids) <= receivable, "delivered a message that is not receivable"
+        expected_ids = [m.mid for m in hits]
+        assert len(got_ids) == len(expected_ids), (got_ids, expected_ids)
+        assert got_ids == expected_ids, "not millpond's delivery order"
 
         visibility_ms = DEFAULT_VISIBILITY_MS if visibility is None else visibility * 1000
         arn = self.q(STD).arn
         out = []
         for message, m in zip(got, hits):
-            m.count += 1
+            if retry is None:
+                m.count += 1
+                m.last_receive = self.now
             m.visible_at = self.now + visibility_ms
-            m.last_receive = self.now
             assert message.body == m.body.encode()
             assert message.receive_count == m.count
             assert message.group_id == m.group
             assert message.dead_letter_source_arn == (arn if m.source else None)
             out.append(Handle(queue, message.receipt_handle, m.mid, m.count))
+        if queue == FIFO and attempt is not None:
+            self.last_attempt = attempt
+            entries = [(h.mid, h.count, self.msgs[h.mid].visible_at, h.receipt) for h in out]
+            expires = self.now + ATTEMPT_WINDOW_MS if retry is None else self.attempts[attempt][0]
+            self.attempts[attempt] = (expires, entries)
+        if retry is not None:
+            assert [h.receipt for h in out] == [r for _, r in retry], "not the same handles"
+            return multiple()
         if over:
             event("std: dead-lettered on receive")
         if queue == DLQ and any(m.source for m in hits):
@@ -314,23 +417,26 @@ class QueueModel(RuleBasedStateMachine):
         return multiple(*out)
 
     def _check_fifo_order(self, got_ids: list[str]) -> None:
-        """SQS FIFO: within a group, in send order and nothing past an in-flight message."""
+        """SQS FIFO: within a group, in send order, and nothing while an earlier message of the
+        group is in flight (or waiting to be delivered again): what a receive delivers of a group
+        is a run of its live members starting at the oldest."""
         by_group: dict[str, list[Msg]] = {}
         for mid in got_ids:
             m = self.msgs[mid]
             by_group.setdefault(m.group or "", []).append(m)
         for group, delivered in by_group.items():
-            members = sorted(
-                (m for m in self.live(FIFO) if m.group == group), key=lambda m: m.seq
+            members = sorted((m for m in self.live(FIFO) if m.group == group), key=lambda m: m.seq)
+            oldest = [(m.mid, m.count, m.visible_at) for m in members[: len(delivered)]]
+            assert [m.mid for m in members[: len(delivered)]] == [m.mid for m in delivered], (
+                f"group {group}: delivered {[m.mid for m in delivered]} but its oldest live "
+                f"members (id, receive count, visible_at) are {oldest} (now {self.now})"
             )
-            # The delivered ones are a run of the group's members starting at its oldest.
-            assert [m.mid for m in members[: len(delivered)]] == [m.mid for m in delivered]
 
     # -- delete ----------------------------------------------------------------------------------
 
     def _judge_delete(self, h: Handle, pending: set[str]) -> str:
-        """"delete", "noop" or "expired" for one handle (``pending``: deleted earlier in the
-        same batch)."""
+        """What deleting with ``h`` does: "delete", "noop" or "expired" (``pending``: messages
+        deleted earlier in the same batch)."""
         m = self.msgs[h.mid]
         if m.deleted or h.mid in pending or m.queue != h.queue:
             return "noop"  # gone (or dead-lettered away): deleting again succeeds
@@ -343,14 +449,14 @@ class QueueModel(RuleBasedStateMachine):
         verdict = self._judge_delete(h, set())
         m = self.msgs[h.mid]
         stale = m.count != h.count or m.visible_at <= self.now
-        event(f"delete: {h.queue} {verdict}{' (stale handle)' if stale and verdict != 'expired' else ''}")
+        event(f"delete: {h.queue} {verdict}{' (stale)' if stale and verdict != 'expired' else ''}")
         if verdict == "expired":
             with pytest.raises(errors.InvalidParameterValue, match="receipt handle has expired"):
                 self.q(h.queue).delete(h.receipt)
             return
         self.q(h.queue).delete(h.receipt)
         if verdict == "delete":
-            self.msgs[h.mid].deleted = True
+            m.deleted = True
 
     @rule(first=handles, more=st.lists(handles, max_size=4))
     def delete_batch(self, first: Handle, more: list[Handle]) -> None:
@@ -372,6 +478,32 @@ class QueueModel(RuleBasedStateMachine):
         for mid in pending:
             self.msgs[mid].deleted = True
 
+    @rule(first=handles, more=st.lists(handles, max_size=4))
+    def delete_entries(self, first: Handle, more: list[Handle]) -> None:
+        """The wire's DeleteMessageBatch: each entry succeeds or fails on its own, a handle of
+        another queue included."""
+        queue = first.queue
+        hs = [first, *more]
+        pending: set[str] = set()
+        verdicts = []
+        for h in hs:
+            verdict = "invalid" if h.queue != queue else self._judge_delete(h, pending)
+            if verdict == "delete":
+                pending.add(h.mid)
+            verdicts.append(verdict)
+        results = self.q(queue).delete_entries([h.receipt for h in hs])
+        assert len(results) == len(hs)
+        for verdict, result in zip(verdicts, results):
+            if verdict == "invalid":
+                assert isinstance(result, errors.ReceiptHandleIsInvalid), result
+            elif verdict == "expired":
+                assert isinstance(result, errors.InvalidParameterValue), result
+                assert "receipt handle has expired" in str(result)
+            else:
+                assert result is None, result
+        for mid in pending:
+            self.msgs[mid].deleted = True
+
     @rule(h=handles, other=st.sampled_from(QUEUES))
     def handle_of_another_queue(self, h: Handle, other: str) -> None:
         if other == h.queue:
@@ -383,26 +515,51 @@ class QueueModel(RuleBasedStateMachine):
 
     # -- change visibility -----------------------------------------------------------------------
 
-    @rule(h=handles, timeout=st.integers(0, 120))
-    def change_visibility(self, h: Handle, timeout: int) -> None:
+    def _judge_visibility(self, h: Handle, timeout: int) -> type[errors.MillpondError] | str:
+        """The error a change_visibility must raise, or "ok" (and the model is updated)."""
         m = self.msgs[h.mid]
-        queue = self.q(h.queue)
         if m.deleted or m.queue != h.queue or m.count != h.count:
             # Gone, dead-lettered away, or a newer receive holds it: the handle is stale.
             event(f"change_visibility: {h.queue} stale or gone")
-            with pytest.raises(errors.InvalidParameterValue, match="ReceiptHandle is invalid"):
-                queue.change_visibility(h.receipt, timeout)
-        elif m.visible_at <= self.now:
+            return errors.InvalidParameterValue
+        if m.visible_at <= self.now:
             event(f"change_visibility: {h.queue} not in flight")
-            with pytest.raises(errors.MessageNotInflight):
-                queue.change_visibility(h.receipt, timeout)
-        elif self.now + timeout * 1000 - m.last_receive > MAX_HIDDEN_MS:
-            with pytest.raises(errors.InvalidParameterValue, match="beyond the limit"):
-                queue.change_visibility(h.receipt, timeout)
-        else:
-            event(f"change_visibility: {h.queue} ok")
+            return errors.MessageNotInflight
+        if self.now + timeout * 1000 - m.last_receive > MAX_HIDDEN_MS:
+            return errors.InvalidParameterValue
+        event(f"change_visibility: {h.queue} ok")
+        m.visible_at = self.now + timeout * 1000
+        return "ok"
+
+    @rule(h=handles, timeout=st.integers(0, 120))
+    def change_visibility(self, h: Handle, timeout: int) -> None:
+        expected = self._judge_visibility(h, timeout)
+        queue = self.q(h.queue)
+        if expected == "ok":
             queue.change_visibility(h.receipt, timeout)
-            m.visible_at = self.now + timeout * 1000
+        else:
+            with pytest.raises(expected):  # type: ignore[arg-type]
+                queue.change_visibility(h.receipt, timeout)
+
+    @rule(
+        first=handles,
+        more=st.lists(st.tuples(handles, st.integers(0, 120)), max_size=4),
+        timeout=st.integers(0, 120),
+    )
+    def change_visibility_entries(
+        self, first: Handle, more: list[tuple[Handle, int]], timeout: int
+    ) -> None:
+        """The wire's ChangeMessageVisibilityBatch: entries in order, each on its own."""
+        queue = first.queue
+        entries = [(first, timeout)] + [(h, t) for h, t in more if h.queue == queue]
+        expected = [self._judge_visibility(h, t) for h, t in entries]  # in order, as millpond
+        results = self.q(queue).change_visibility_entries([(h.receipt, t) for h, t in entries])
+        assert len(results) == len(entries)
+        for want, result in zip(expected, results):
+            if want == "ok":
+                assert result is None, result
+            else:
+                assert type(result) is want, (want, result)
 
     # -- time and restarts -----------------------------------------------------------------------
 
@@ -479,3 +636,50 @@ TestModelC = unittest.skipUnless(HAS_C, "the C core is not built")(_ModelC.TestC
 TestModelC.settings = SETTINGS
 TestModelPy = _ModelPy.TestCase
 TestModelPy.settings = SETTINGS
+
+
+# -- failing sequences the state machine found, replayed on every run ----------------------------
+
+MACHINES = [
+    pytest.param(_ModelC, id="c", marks=pytest.mark.skipif(not HAS_C, reason="no C core")),
+    pytest.param(_ModelPy, id="py"),
+]
+
+
+def replay(state: QueueModel, steps: list[tuple[str, dict[str, object]]]) -> None:
+    """Run rule calls on a fresh machine, checking the invariants after each, as hypothesis."""
+    try:
+        state.counts_match()
+        state.every_live_message_is_stored_in_exactly_one_queue()
+        for name, kwargs in steps:
+            getattr(state, name)(**kwargs)
+            state.counts_match()
+            state.every_live_message_is_stored_in_exactly_one_queue()
+    finally:
+        state.teardown()
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_fifo_attempt_retry_keeps_the_group_locked(machine: type[QueueModel]) -> None:
+    """A retried ReceiveRequestAttemptId must not deliver a message of a group while an earlier
+    message of that group is in flight under another receive.
+
+    The state machine's shrunk falsifying example: the receive with attempt id r1 gets A1, B1
+    and B2 (visibility 0: visible again at once); another receive takes A1 and B1; the retry of
+    r1 then gave B2 again although B1 was in flight (``_core_fifo.redeliver`` re-delivered every
+    member whose receive count had not changed, with no regard for the group's lock). Since a
+    message of the attempt was modified, the retry must be a fresh receive, which finds groups A
+    and B locked and returns nothing.
+    """
+    replay(
+        machine(),
+        [
+            ("send_batch_fifo", {"entries": [("A", None)]}),
+            ("send_batch_fifo", {"entries": [("B", None)]}),
+            ("send_batch_fifo", {"entries": [("B", None)]}),
+            ("advance", {"seconds": 400}),
+            ("receive_fifo", {"attempt": "r1", "max_messages": 9, "visibility": 0}),
+            ("receive_fifo", {"attempt": None, "max_messages": 2, "visibility": None}),
+            ("receive_fifo", {"attempt": "r1", "max_messages": 1, "visibility": None}),
+        ],
+    )
