@@ -68,8 +68,11 @@ def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, 
     vis_value = _vis_value(now_ms, 0, 0, 0, 0)
     seq = next_seq
     if n == 1:
-        txn.put(_log_key(queue_id, seq), _record(now_ms, env_id, queue_id, seq, attrs[0], bodies[0]),
-                True, True, False, dbs.log)
+        lkey = _log_key(queue_id, seq)
+        record = _record(now_ms, env_id, queue_id, seq, attrs[0], bodies[0])
+        # Append when this queue holds the highest log keys (see below); else a normal insert.
+        if not txn.put(lkey, record, True, True, True, dbs.log):
+            txn.put(lkey, record, True, True, False, dbs.log)
         txn.put(_vis_key(queue_id, now_ms + <uint64_t>delays_ms[0], seq), vis_value, True, True,
                 False, dbs.vis)
     else:
