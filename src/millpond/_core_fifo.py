@@ -27,16 +27,26 @@ import struct
 from types import ModuleType
 from typing import Any
 
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_QSTATE = struct.Struct(">QQ")
-_VIS_KEY = struct.Struct(">IQQ")
-_LOG_KEY = struct.Struct(">IQ")
+from millpond._core_py import (  # noqa: F401  (statuses re-exported for fifo callers)
+    _LOG_KEY,
+    _QSTATE,
+    _U32,
+    _U64,
+    _VIS_KEY,
+    GONE,
+    NOT_IN_FLIGHT,
+    OK,
+    STALE,
+    TOO_LONG,
+    _delete_prefix,
+    _load_qstate,
+)
+
+# The shared layouts and statuses are the executable spec's (_core_py); only FIFO's own here.
 # visible_at_ms | sent_ms | first_receive_ms | last_receive_ms | receive_count | source queue id
 _STATE = struct.Struct(">QQQQII")
 _DEDUP = struct.Struct(">QQ")
 
-OK, STALE, GONE, NOT_IN_FLIGHT, TOO_LONG = 0, 1, 2, 3, 4
 HEAD_SCAN = 16  # group heads read per cursor pass in receive
 
 
@@ -45,19 +55,8 @@ def group_key(group_id: str) -> bytes:
     return bytes((len(raw),)) + raw
 
 
-def group_id_of(g: bytes) -> str:
-    return g[1:].decode("utf-8")
-
-
 def _member_key(queue_id: int, g: bytes, seq: int) -> bytes:
     return _U32.pack(queue_id) + g + _U64.pack(seq)
-
-
-def _load_qstate(txn: Any, t: Any, queue_id: int) -> tuple[int, int]:
-    raw = txn.get(_U32.pack(queue_id), db=t.qstate)
-    if raw is None:
-        raise LookupError(queue_id)
-    return _QSTATE.unpack(raw)  # type: ignore[return-value]
 
 
 def _store_qstate(txn: Any, t: Any, queue_id: int, next_seq: int, count: int) -> None:
@@ -428,15 +427,6 @@ def counts(
                     else:
                         delayed += 1
     return stored, in_flight, delayed
-
-
-def _delete_prefix(txn: Any, db: Any, prefix: bytes) -> None:
-    with txn.cursor(db=db) as cur:
-        if not cur.set_range(prefix):
-            return
-        while cur.key()[: len(prefix)] == prefix:
-            if not cur.delete():
-                return
 
 
 def purge(core: ModuleType, txn: Any, t: Any, queue_id: int) -> int:
