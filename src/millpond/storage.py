@@ -331,7 +331,11 @@ class Storage:
             self.env.reader_check()
         now_ms = self.clock.now_ms()
         outcomes: list[tuple[Any, BaseException | None]] = []
-        with self.env.begin(write=True) as txn:
+        # An atomic op alone in its commit needs no nested transaction (which copies every
+        # page it touches): if it fails, the whole transaction is simply not committed.
+        alone = len(batch) == 1 and batch[0].atomic
+        txn = self.env.begin(write=True)
+        try:
             full = (
                 self._map_size > self._send_limit
                 and any(op.sends for op in batch)
@@ -342,13 +346,22 @@ class Storage:
                     outcomes.append((None, StorageFull("the data directory is full")))
                     continue
                 try:
-                    if op.atomic:
+                    if op.atomic and not alone:
                         with self.env.begin(write=True, parent=txn) as child:
                             outcomes.append((op.fn(child, now_ms), None))
                     else:
                         outcomes.append((op.fn(txn, now_ms), None))
                 except MillpondError as exc:
+                    if alone:
+                        txn.abort()
+                        txn = None
                     outcomes.append((None, exc))
+        except BaseException:
+            if txn is not None:
+                txn.abort()
+            raise
+        if txn is not None:
+            txn.commit()
         # Committed: only now may callers learn their results.
         for op, (op.result, op.error) in zip(batch, outcomes):
             op.done = True
