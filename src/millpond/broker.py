@@ -168,8 +168,7 @@ class Broker:
 
     def queue(self, name: str) -> Queue:
         """The existing queue ``name``; raises QueueDoesNotExist."""
-        with self._lock:
-            cached = self._queues.get(name)
+        cached = self._queues.get(name)  # one dict read is atomic: no lock on the hot path
         if cached is not None:
             return cached
         definition = self._definition(name)

@@ -57,6 +57,8 @@ _TRANSPORT_BINARY = b"\x02"
 
 def _first_bad_char(text: str) -> str | None:
     """The first character SQS refuses, spelled as AWS does (``#xFFFF``), or ``None``."""
+    if text.isascii() and text.isprintable():
+        return None  # the common case, decided in C: printable ASCII is all allowed
     run = _ALLOWED_RUN.match(text)  # always matches, the run may be empty
     end = run.end() if run else 0
     return None if end == len(text) else f"#x{ord(text[end]):X}"

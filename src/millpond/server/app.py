@@ -39,6 +39,9 @@ class App:
         self.ctx = ctx
         self.max_body = max_body
         self.metrics = metrics.Metrics()
+        self._reading: dict[Any, float] = {}  # request task -> when it began reading its body
+        self._expired: set[Any] = set()  # tasks the watchdog cancelled for a slow body
+        self._watchdog: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -59,6 +62,8 @@ class App:
                 from millpond.server import sns
 
                 await sns.stop(self.ctx)
+                if self._watchdog is not None:
+                    self._watchdog.cancel()
                 # Requests have finished (the server waits for them); flush and close.
                 await asyncio.get_running_loop().run_in_executor(None, self.ctx.close)
                 await send({"type": "lifespan.shutdown.complete"})
@@ -102,17 +107,12 @@ class App:
             )
             return None
         # A client that trickles its body, or stops sending it, is cut off after BODY_TIMEOUT_S
-        # (a timer, not wait_for: no extra task on the hot path).
+        # by the watchdog (one sweep a second for all requests: no timer per request).
         task = asyncio.current_task()
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            if task is not None:
-                task.cancel()
-
-        timer = asyncio.get_running_loop().call_later(BODY_TIMEOUT_S, expire)
+        reading = self._reading
+        reading[task] = time.monotonic()
+        if self._watchdog is None:
+            self._watchdog = asyncio.ensure_future(self._watch_bodies())
         chunks, size = [], 0
         try:
             while True:
@@ -130,13 +130,24 @@ class App:
                 if not message.get("more_body"):
                     return b"".join(chunks)
         except asyncio.CancelledError:
-            if not expired:
+            if task not in self._expired:
                 raise
+            self._expired.discard(task)
             task.uncancel()  # type: ignore[union-attr]
             await _respond(send, 408, [(b"content-type", b"text/plain")], b"Request timeout\n")
             return None
         finally:
-            timer.cancel()
+            reading.pop(task, None)
+
+    async def _watch_bodies(self) -> None:
+        """Cancel the requests that have been reading their body for over BODY_TIMEOUT_S."""
+        while True:
+            await asyncio.sleep(min(1.0, BODY_TIMEOUT_S / 4))
+            cutoff = time.monotonic() - BODY_TIMEOUT_S
+            for task, started in list(self._reading.items()):
+                if started < cutoff and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
 
     def _request(
         self,

@@ -18,6 +18,7 @@ from typing import Any
 
 import millpond
 from millpond.broker import Broker
+from millpond.errors import MillpondError, QueueDoesNotExist
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 
@@ -175,8 +176,6 @@ class Context:
         Each write joins the storage's group commit through ``submit``: no thread waits per
         request, and one loop wake-up settles every request a commit served.
         """
-        from millpond.errors import MillpondError, QueueDoesNotExist
-
         loop = asyncio.get_running_loop()
         queue._broker._refresh_definitions()
         try:
