@@ -13,9 +13,9 @@ Each group ("publish <n> subs <durability>") times one call per round of:
   delivery's own queue (key prefix = queue), bodies as long as the envelopes.
 - ``raw-1queue``: the same puts into a single queue's key range (``baseline.RawQueue``), appended:
   the cheapest possible layout, for reference (a fan-out cannot have it: its queues differ).
-- ``floor``: one ``Storage.write`` doing the ``n`` ``Queue._deliver_in_txn`` calls a publish
-  makes, with nothing of the topic (no validation, envelope, matching): what the queue core
-  costs, i.e. the best a publish through that hook can do.
+- ``floor``: one ``Storage.write`` doing the one core ``send_each`` call a publish makes, with
+  nothing of the topic (no validation, envelope, matching): what the queue core costs, i.e. the
+  best a publish through that call can do.
 
 ``extra_info["deliveries_per_s"]`` is deliveries per second at the median call time.
 
@@ -150,17 +150,18 @@ class _Topic:
         self.topic.publish(MESSAGE, attributes=ATTRIBUTES)
 
     def floor(self, body: bytes) -> Callable[[], None]:
-        """The queue core's part of a publish: n _deliver_in_txn in one write, then wake-ups."""
-        queues, write, notify = self.queues, self.broker._storage.write, self.broker._wakeups.notify
-        none: list[Any] = [None]
+        """The queue core's part of a publish: one send_each to the n queues, then wake-ups."""
+        broker = self.broker
+        write, notify, core = broker._storage.write, broker._wakeups.notify, broker._core
+        tables, env_id = broker._storage.tables, broker._env_id
+        deliveries = [(q.queue_id, body, b"", 0) for q in self.queues]
 
         def deliver(txn: Any, now_ms: int) -> None:
-            for q in queues:
-                q._deliver_in_txn(txn, now_ms, [body], none)
+            core.send_each(txn, tables, now_ms, env_id, deliveries)
 
         def target() -> None:
-            write(deliver, sends=len(queues))
-            for q in queues:
+            write(deliver, sends=len(deliveries))
+            for q in self.queues:
                 notify(q.queue_id)
 
         return target

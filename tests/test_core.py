@@ -136,6 +136,44 @@ def test_send_to_a_missing_queue_raises_lookup_error_and_writes_nothing(c, env):
         assert txn.stat(t.log)["entries"] == 0
 
 
+def test_send_each_puts_one_message_in_each_queue_like_send(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        for queue_id in (1, 2, 3):
+            c.create(txn, t, queue_id)
+    _send(c, env, 2, 900, [b"earlier"])
+    with e.begin(write=True) as txn:
+        seqs = c.send_each(
+            txn,
+            t,
+            1000,
+            ENV_ID,
+            [(1, b"a", b"", 0), (2, b"b", b"m", 5000), (1, b"c", b"", 0), (3, b"d", b"", 0)],
+        )
+    assert seqs == [1, 2, 2, 1]  # per queue: q2 held one already; q1, named twice, gets 1, 2
+    assert [(m[6], m[5], m[2]) for m in _receive(c, env, 1, 1000)[0]] == [
+        (b"a", b"", 1),
+        (b"c", b"", 1),
+    ]
+    assert _receive(c, env, 2, 1000)[0][0][6] == b"earlier"
+    (later,) = _receive(c, env, 2, 6000)[0]  # its delay_ms held it back
+    assert (later[6], later[5], later[7]) == (b"b", b"m", c.message_id(ENV_ID, 2, 2))
+    with e.begin() as txn:
+        assert c.counts(txn, t, 3, 1000, 0)[0] == 1
+
+
+def test_send_each_to_a_missing_queue_writes_nothing(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    with e.begin(write=True) as txn:
+        with pytest.raises(LookupError) as caught:
+            c.send_each(txn, t, 1000, ENV_ID, [(1, b"a", b"", 0), (9, b"b", b"", 0)])
+        assert caught.value.args == (1,)  # the index of the delivery whose queue is missing
+        assert txn.stat(t.log)["entries"] == 0
+        assert c.counts(txn, t, 1, 1000, 0)[0] == 0
+
+
 def test_delete_current_stale_and_gone(c, env):
     e, t = env
     with e.begin(write=True) as txn:

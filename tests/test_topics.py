@@ -22,7 +22,6 @@ import pytest
 
 import millpond
 from millpond import errors, topic
-from millpond.queue import Queue
 from millpond.sns_envelope import (
     InvalidParameter,
     ParameterValueInvalid,
@@ -1004,20 +1003,20 @@ def test_fan_out_is_all_or_nothing(broker, monkeypatch, failure):
     for q in queues:
         t.subscribe(q)
     t.publish("first")
-    real = Queue._deliver_in_txn
-    calls: list[str] = []
+    core = broker._core
+    real = core.send_each
+    calls: list[int] = []
 
-    def second_fails(self: Queue, *args: Any) -> Any:
-        calls.append(self.name)
-        if len(calls) == 2:
-            raise failure
-        return real(self, *args)
+    def fails_after_the_first(txn: Any, dbs: Any, now_ms: int, env_id: int, deliveries: Any) -> Any:
+        calls.append(len(deliveries))
+        real(txn, dbs, now_ms, env_id, deliveries[:1])  # one delivery is written ...
+        raise failure  # ... then the publish fails
 
-    monkeypatch.setattr(Queue, "_deliver_in_txn", second_fails)
+    monkeypatch.setattr(core, "send_each", fails_after_the_first)
     with pytest.raises(type(failure)):
         t.publish("second")
-    assert len(calls) >= 2  # the first delivery was written before the failure
-    monkeypatch.setattr(Queue, "_deliver_in_txn", real)
+    assert calls == [3]
+    monkeypatch.setattr(core, "send_each", real)
     t.publish("third")
     for q in queues:
         assert [e["Message"] for e in envelopes(q)] == ["first", "third"]
@@ -1038,21 +1037,17 @@ CRASHER = textwrap.dedent(
     """
     import os, signal, sys
     import millpond
-    from millpond.queue import Queue
 
     broker = millpond.open(sys.argv[1], durability=sys.argv[2], core=sys.argv[3])
     t = broker.topic("orders")
     t.publish("committed")
-    real = Queue._deliver_in_txn
-    calls = []
+    real = broker._core.send_each
 
-    def crash_on_second(self, *args):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGKILL)  # mid-transaction: one delivery written
-        return real(self, *args)
+    def crash_after_the_first(txn, dbs, now_ms, env_id, deliveries):
+        real(txn, dbs, now_ms, env_id, deliveries[:1])
+        os.kill(os.getpid(), signal.SIGKILL)  # mid-transaction: one delivery written
 
-    Queue._deliver_in_txn = crash_on_second
+    broker._core.send_each = crash_after_the_first
     t.publish("never")
     """
 )

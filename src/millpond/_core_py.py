@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from typing import Any
 
 IMPLEMENTATION = "py"
 
@@ -222,6 +223,39 @@ def send(txn, dbs, queue_id: int, now_ms: int, bodies, attrs, delays_ms, env_id:
         seq += 1
     txn.put(_U32.pack(queue_id), _QSTATE.pack(seq, count + seq - next_seq), db=dbs.qstate)
     return next_seq
+
+
+def send_each(
+    txn: Any, dbs: Any, now_ms: int, env_id: int, deliveries: list[tuple[int, bytes, bytes, int]]
+) -> list[int]:
+    """One message into each of several queues (a topic's fan-out) in one call.
+
+    ``deliveries`` is a list of (queue_id, body, attrs, delay_ms); a queue may appear more than
+    once. Returns the seq each delivery got. Raises LookupError(index of the first delivery
+    whose queue does not exist) before writing anything.
+    """
+    states: dict[int, list[int]] = {}
+    for index, delivery in enumerate(deliveries):
+        queue_id = delivery[0]
+        if queue_id not in states:
+            raw = txn.get(_U32.pack(queue_id), db=dbs.qstate)
+            if raw is None:
+                raise LookupError(index)
+            states[queue_id] = list(_QSTATE.unpack(raw))
+    vis_value = _VIS_VALUE.pack(now_ms, 0, 0, 0, 0)
+    seqs = []
+    for queue_id, body, attr, delay_ms in deliveries:
+        state = states[queue_id]
+        seq = state[0]
+        state[0] = seq + 1
+        state[1] += 1
+        record = encode_record(now_ms, env_id, queue_id, seq, attr, body)
+        txn.put(_LOG_KEY.pack(queue_id, seq), record, db=dbs.log)
+        txn.put(_VIS_KEY.pack(queue_id, now_ms + delay_ms, seq), vis_value, db=dbs.vis)
+        seqs.append(seq)
+    for queue_id, (next_seq, count) in states.items():
+        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count), db=dbs.qstate)
+    return seqs
 
 
 def receive(

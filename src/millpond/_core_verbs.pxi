@@ -93,6 +93,37 @@ def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, 
     return next_seq
 
 
+def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
+    cdef uint64_t seq
+    cdef uint32_t queue_id
+    cdef Py_ssize_t index
+    states = {}
+    for index in range(len(deliveries)):
+        queue_id = deliveries[index][0]
+        if queue_id not in states:
+            raw = txn.get(_u32(queue_id), None, dbs.qstate)
+            if raw is None:
+                raise LookupError(index)  # nothing written yet
+            states[queue_id] = [millpond_get_u64(_buf(raw)), millpond_get_u64(_buf(raw) + 8)]
+    vis_value = _vis_value(now_ms, 0, 0, 0, 0)
+    log, vis = dbs.log, dbs.vis
+    seqs = []
+    for delivery in deliveries:
+        queue_id = delivery[0]
+        state = states[queue_id]
+        seq = state[0]
+        state[0] = seq + 1
+        state[1] += 1
+        txn.put(_log_key(queue_id, seq), _record(now_ms, env_id, queue_id, seq, delivery[2],
+                                                 delivery[1]), True, True, False, log)
+        txn.put(_vis_key(queue_id, now_ms + <uint64_t>delivery[3], seq), vis_value, True, True,
+                False, vis)
+        seqs.append(seq)
+    for queue_id, state in states.items():
+        txn.put(_u32(queue_id), _qstate(state[0], state[1]), True, True, False, dbs.qstate)
+    return seqs
+
+
 def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_messages,
             uint64_t visibility_ms, uint64_t retention_cutoff_ms, uint32_t max_receive_count,
             bytes secret=None):

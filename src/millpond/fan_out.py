@@ -29,6 +29,7 @@ from millpond.dead_letters import parse_arn
 from millpond.errors import InvalidFilterPolicy, MillpondError, QueueDoesNotExist
 from millpond.fifo_queue import FifoQueue
 from millpond.filters import FilterPolicy
+from millpond.message import pack_metadata
 from millpond.message_attributes import (
     message_attributes_size,
     validate_body_text,
@@ -541,38 +542,79 @@ def fan_out(
     woken: set[int] = set()
     lost: list[tuple[str, str, int]] = []
     if len(outs) == 1 and not state.fifo:
-        # The common case, kept lean: one message, each queue known and able to take it.
-        out = outs[0]
-        queues = topic._broker._queues
-        common = tail = b""
-        groups, dedups = [out.group_id], [out.dedup_id]
-        for sub, chosen in planned:
-            if sub.raw:
-                body, attrs, size = out.data, out.delivered_attributes, out.raw_size
-                ok = out.raw_ok()
-            else:
-                if not common:
-                    note = out.note(topic, state)
-                    common = commons[id(out)] = note.common(now_ms)
-                    tail = note.tail
-                body = b"".join((common, sub.arn_bytes, tail))
-                attrs, size, ok = None, len(body), True
-            queue = queues.get(sub.queue_name)  # HTTP/S subscriptions: none, see _deliver
-            if ok and queue is not None and size <= queue._max_size:
-                try:
-                    deliver_to_queue(queue, txn, now_ms, [body], [attrs], groups, dedups)
-                except QueueDoesNotExist:
-                    pass  # a stale queue object: the general path looks the queue up again
-                else:
-                    woken.add(queue.queue_id)
-                    continue
-            _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
+        _fan_out_one(topic, txn, now_ms, state, planned, outs[0], commons, woken, lost)
         return woken, results, lost
     for sub, chosen in planned:
         if state.fifo:
             chosen = [out for out in chosen if id(out) in sequences]  # duplicates dropped
         _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
     return woken, results, lost
+
+
+def _fan_out_one(
+    topic: Topic,
+    txn: Any,
+    now_ms: int,
+    state: State,
+    planned: list[tuple[Sub, list[Outgoing]]],
+    out: Outgoing,
+    commons: dict[int, bytes],
+    woken: set[int],
+    lost: list[tuple[str, str, int]],
+) -> None:
+    """The common case, kept lean: one message of a standard topic.
+
+    Every standard queue known to this process that can take the message gets it in ONE core
+    call (``send_each``); the rest (FIFO queues, HTTP/S endpoints, messages too big for their
+    queue, unknown or stale queues) take the general path, :func:`_deliver`.
+    """
+    queues = topic._broker._queues
+    common = tail = b""
+    raw_blob: bytes | None = None
+    deliveries: list[tuple[int, bytes, bytes, int]] = []
+    targets: list[Queue] = []
+    others: list[tuple[Sub, list[Outgoing]]] = []
+    for sub, chosen in planned:
+        queue = queues.get(sub.queue_name)  # HTTP/S subscriptions: none
+        if queue is None or isinstance(queue, FifoQueue):
+            others.append((sub, chosen))
+            continue
+        if sub.raw:
+            if not out.raw_ok() or out.raw_size > queue._max_size:
+                others.append((sub, chosen))
+                continue
+            if raw_blob is None:
+                attrs, group = out.delivered_attributes, out.group_id
+                raw_blob = pack_metadata(attrs, group) if attrs or group else b""
+            deliveries.append((queue.queue_id, out.data, raw_blob, queue._delay_ms))
+        else:
+            if not common:
+                note = out.note(topic, state)
+                common = commons[id(out)] = note.common(now_ms)
+                tail = note.tail
+            body = b"".join((common, sub.arn_bytes, tail))
+            if len(body) > queue._max_size:
+                others.append((sub, chosen))
+                continue
+            group = out.group_id  # standard queues keep it as a tenant label (fair queues)
+            blob = pack_metadata(None, group) if group else b""
+            deliveries.append((queue.queue_id, body, blob, queue._delay_ms))
+        targets.append(queue)
+    if deliveries:
+        core = topic._broker._core
+        try:
+            core.send_each(txn, topic._storage.tables, now_ms, topic._broker._env_id, deliveries)
+        except LookupError:
+            # A stale cached queue (deleted, maybe re-created): nothing was written; the
+            # general path looks every queue up again in this transaction.
+            others = planned
+        else:
+            for queue in targets:
+                queue.counters["sent"] += 1
+                woken.add(queue.queue_id)
+    sequences: dict[int, str] = {}
+    for sub, chosen in others:
+        _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
 
 
 def _deliver(
