@@ -194,6 +194,13 @@ class FifoQueue(Queue):
 
     # -- receive -----------------------------------------------------------------------------------
 
+    def _receive_once(
+        self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
+    ) -> tuple[list[Message], int]:
+        return self._drive(  # type: ignore[no-any-return]
+            self._receive_steps(max_messages, visibility_ms, attempt_id)
+        )
+
     def _receive_steps(
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
     ) -> Generator[Write, Any, tuple[list[Message], int]]:

@@ -387,14 +387,23 @@ class Queue:
     def _receive_once(
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
     ) -> tuple[list[Message], int]:
-        """One receive without waiting: (messages, when the next hidden one is due or 0)."""
-        return self._drive(  # type: ignore[no-any-return]
-            self._receive_steps(max_messages, visibility_ms, attempt_id)
-        )
+        """One receive without waiting: (messages, when the next hidden one is due or 0).
+
+        The same write as :meth:`_receive_steps`, run directly: a standard receive is one
+        write, so the calling thread needs no steps to drive (FIFO queues override this).
+        """
+        return self._received(self._write(self._receive_write(max_messages, visibility_ms)))
 
     def _receive_steps(
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
     ) -> Generator[Write, Any, tuple[list[Message], int]]:
+        """The receive as steps, for the daemon (:meth:`Context.drive`)."""
+        result = yield Write(self._receive_write(max_messages, visibility_ms), ())
+        return self._received(result)
+
+    def _receive_write(self, max_messages: int, visibility_ms: int) -> Any:
+        """The write of a receive (for :meth:`_write`): the core receive, and in the same
+        transaction the dead-letter move of the messages past maxReceiveCount."""
         retention_ms, redrive, core, broker = (
             self._retention_ms,
             self._redrive,
@@ -425,14 +434,17 @@ class Queue:
                 core.move(txn, tables, queue_id, now_ms, result[1], dead_letter_id, True)
             return result, dead_letter_id
 
-        (received, over_limit, corrupt, _expired, next_visible), dead_letter_id = yield Write(
-            receive, ()
-        )
+        return receive
+
+    def _received(self, result: Any) -> tuple[list[Message], int]:
+        """The messages of a committed receive, and when the next hidden one is due (or 0)."""
+        (received, over_limit, corrupt, _expired, next_visible), dead_letter_id = result
         self.counters["received"] += len(received)
         if over_limit:
-            broker._wakeups.notify(dead_letter_id)
+            self._broker._wakeups.notify(dead_letter_id)
         if corrupt:
             self._report_corrupt(corrupt)
+        source_arn = self._source_arn
         messages = [
             Message(
                 body,
@@ -442,7 +454,7 @@ class Queue:
                 sent_ms,
                 first_ms,
                 blob,
-                self._source_arn(source) if source else None,
+                source_arn(source) if source else None,
             )
             for _, _, count, sent_ms, first_ms, blob, body, message_id, source, handle in received
         ]
