@@ -49,7 +49,6 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 READER_CHECK_INTERVAL_S = 60.0  # clear reader slots of dead processes this often
 GATHER_WINDOW_S = 0.05  # a thread that wrote this recently counts as an active writer
 MAX_GATHER_S = 0.0005  # the longest a leader waits for the others (and at most half a commit)
-GATHER_POLL_S = 0.00005
 _open_lock = threading.Lock()
 # (device, inode) of each open data directory -> (pid that opened it, its Storage)
 _open_here: dict[tuple[int, int], tuple[int, Storage]] = {}
@@ -156,6 +155,8 @@ class Storage:
         self._pending: list[_Op] = []
         self._leader_active = False
         self._writers: dict[int, float] = {}  # thread id -> last write (monotonic s)
+        self._gathered = threading.Condition(self._mutex)  # a gathering leader waits on it
+        self._gather_wanted = 0  # ops the gathering leader waits for (0: not gathering)
         self._commit_seconds = 0.0  # moving average of a commit's duration ("fsync" only)
         self._timed = self.durability == "fsync"  # gathering pays only when commits are slow
         self._send_limit = self.max_map_size - self.reserve
@@ -188,6 +189,8 @@ class Storage:
                 op.wake = threading.Lock()  # held until a leader releases it
                 op.wake.acquire()
                 self._pending.append(op)
+                if self._gather_wanted and len(self._pending) >= self._gather_wanted:
+                    self._gathered.notify()  # the last one the gathering leader waits for
                 lead = False
             else:
                 self._leader_active = lead = True
@@ -281,19 +284,28 @@ class Storage:
         Threads whose operations were just committed need a moment to come back with their
         next one; waiting up to half a commit for them (only while fewer are queued than
         threads wrote recently, as PostgreSQL's commit_delay/commit_siblings) turns
-        alternating half-batches into full ones. One writer never waits.
+        alternating half-batches into full ones. The last of them to queue its op wakes the
+        leader at once (no polling). One writer never waits.
         """
         now = time.monotonic()
         writers = self._writers
         for ident, seen in list(writers.items()):
             if now - seen > GATHER_WINDOW_S:
                 writers.pop(ident, None)
-        wanted = len(writers) + 1  # the threads seen contending, and this leader
-        if wanted <= 2 or not self._timed:
+        wanted = len(writers)  # the other threads seen contending (this leader is not queued)
+        if wanted < 2 or not self._timed:
             return
         deadline = time.perf_counter() + min(self._commit_seconds / 2, MAX_GATHER_S)
-        while len(self._pending) + 1 < wanted and time.perf_counter() < deadline:
-            time.sleep(GATHER_POLL_S)
+        with self._mutex:
+            self._gather_wanted = wanted
+            try:
+                while len(self._pending) < wanted:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._gathered.wait(left)
+            finally:
+                self._gather_wanted = 0
 
     def _commit(self, batch: list[_Op]) -> None:
         """Run ``batch`` in one transaction and mark every op done (caller is the leader)."""
