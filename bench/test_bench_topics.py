@@ -11,6 +11,8 @@ Each group ("publish <n> subs <durability>") times one call per round of:
 - ``raw``: the baseline, the same number of queue sends in ONE write transaction straight
   through py-lmdb with the storage's flags: per delivery a log put and an index put into that
   delivery's own queue (key prefix = queue), bodies as long as the envelopes.
+- ``raw-shared`` (paired test only): the raw fan-out storing the envelope once and a 16-byte
+  reference per delivery, the "store the body once" option, measured before choosing.
 - ``raw-1queue``: the same puts into a single queue's key range (``baseline.RawQueue``), appended:
   the cheapest possible layout, for reference (a fan-out cannot have it: its queues differ).
 - ``floor``: one ``Storage.write`` doing the one core ``send_each`` call a publish makes, with
@@ -23,7 +25,7 @@ Those groups run one variant after the other, so on a machine whose disk is shar
 fsync contention can land on one variant only. ``test_publish_10_paired`` measures the issue's
 target (fan-out to 10 at >= 0.8x raw) fairly: every round runs every variant once, in rotating
 order, and ``extra_info`` gets each variant's deliveries/s and the ratios ``c_vs_raw`` (the
-target), ``c_vs_raw_1queue``, ``c-policy_vs_raw`` and ``floor_vs_raw``.
+target), ``c_vs_raw_1queue``, ``c-policy_vs_raw``, ``floor_vs_raw`` and ``raw-shared_vs_raw``.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class _RawFanOut:
         self.env = lmdb.open(
             path,
             map_size=MAP_SIZE,
-            max_dbs=2,
+            max_dbs=3,
             max_readers=512,
             sync=durability == "fsync",
             metasync=True,
@@ -129,6 +131,41 @@ class _RawFanOut:
 
     def close(self) -> None:
         self.env.close()
+
+
+class _RawSharedFanOut(_RawFanOut):
+    """The "store the body once" alternative of issue 4: the envelope once in a ``bodies`` table,
+    then per delivery a log put of a 16-byte reference (publish number, per-subscription part)
+    and an index put, as :class:`_RawFanOut`. Only to measure whether sharing would pay: a
+    receive would then also read the shared body, and deletes would need a reference count."""
+
+    _REF = struct.Struct(">QQ")
+
+    def __init__(self, path: str, durability: str, queues: int) -> None:
+        super().__init__(path, durability, queues)
+        self.bodies = self.env.open_db(b"bodies")
+        self._published = 0
+
+    def send(self, body: bytes) -> None:
+        now = time.time_ns() // 1_000_000
+        self._published += 1
+        number = self._published
+        log, vis, log_key, vis_key, state, ref = (
+            self.log,
+            self.vis,
+            self._LOG_KEY.pack,
+            self._VIS_KEY.pack,
+            self._STATE,
+            self._REF.pack,
+        )
+        seqs = self._seqs
+        with self.env.begin(write=True) as txn:
+            put = txn.put
+            put(number.to_bytes(8, "big"), body, append=True, db=self.bodies)
+            for queue, seq in enumerate(seqs):
+                put(log_key(queue, seq), ref(number, queue), db=log)
+                put(vis_key(queue, now, seq), state, db=vis)
+                seqs[queue] = seq + 1
 
 
 class _Topic:
@@ -265,16 +302,17 @@ PAIRED_ROUNDS = {"fsync": 150, "os": 1000}
 def test_publish_10_paired(benchmark: Any, quick: bool, tmp_path: Path, durability: str) -> None:
     """Issue 4's target (fan-out to 10 >= 0.8x raw), each variant timed in the same rounds.
 
-    One round publishes once and does the raw fan-out, the raw single-queue sends and the
-    floor once each, in an order that rotates every round, so a burst of disk (or CPU)
-    contention hits every variant alike; the medians land in extra_info. The benchmark's own
-    time is that of the whole round.
+    One round publishes once and does the raw fan-out, the raw fan-out storing the body once
+    (``raw-shared``), the raw single-queue sends and the floor once each, in an order that
+    rotates every round, so a burst of disk (or CPU) contention hits every variant alike; the
+    medians land in extra_info. The benchmark's own time is that of the whole round.
     """
     n = 10
     plain = _Topic(tmp_path / "plain", FIRST, durability, n, False)
     policy = _Topic(tmp_path / "policy", FIRST, durability, n, True)
     body = b"e" * plain.envelope_size
     raw = _RawFanOut(str(tmp_path / "raw"), durability, n)
+    shared = _RawSharedFanOut(str(tmp_path / "shared"), durability, n)
     raw1 = RawQueue(str(tmp_path / "raw1"), durability)
     bodies = [body] * n
     variants: dict[str, Callable[[], Any]] = {
@@ -282,6 +320,7 @@ def test_publish_10_paired(benchmark: Any, quick: bool, tmp_path: Path, durabili
         f"{FIRST}-policy": policy.publish,
         "raw": lambda: raw.send(body),
         "raw-1queue": lambda: raw1.send_many(bodies),
+        "raw-shared": lambda: shared.send(body),
         "floor": plain.floor(body),
     }
     names = list(variants)
@@ -306,9 +345,9 @@ def test_publish_10_paired(benchmark: Any, quick: bool, tmp_path: Path, durabili
         medians = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
         for name, median in medians.items():
             benchmark.extra_info[f"{name}_deliveries_per_s"] = n / median
-        for name in (FIRST, f"{FIRST}-policy", "floor"):
+        for name in (FIRST, f"{FIRST}-policy", "floor", "raw-shared"):
             benchmark.extra_info[f"{name}_vs_raw"] = medians["raw"] / medians[name]
             benchmark.extra_info[f"{name}_vs_raw_1queue"] = medians["raw-1queue"] / medians[name]
     finally:
-        for store in (plain, policy, raw, raw1):
+        for store in (plain, policy, raw, shared, raw1):
             store.close()
