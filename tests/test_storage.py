@@ -221,6 +221,53 @@ def test_unexpected_error_in_a_shared_batch_fails_only_its_call(broker: millpond
     assert storage.read(lambda txn: txn.get(b"test:broken", db=storage.tables.meta)) is None
 
 
+def _writes_then_fails(storage: Any, key: bytes) -> Callable[[Any, int], None]:
+    def op(txn: Any, now_ms: int) -> None:
+        txn.put(key, b"1", db=storage.tables.meta)
+        raise PurgeQueueInProgress("refused after writing")  # any MillpondError
+
+    return op
+
+
+def _meta(storage: Any, key: bytes) -> bytes | None:
+    return storage.read(lambda txn: txn.get(key, db=storage.tables.meta))  # type: ignore[no-any-return]
+
+
+def test_a_lone_atomic_op_that_fails_leaves_nothing_and_commits_nothing(
+    broker: millpond.Broker,
+) -> None:
+    storage = broker._storage
+    before = storage.commits
+    with pytest.raises(PurgeQueueInProgress):
+        storage.write(_writes_then_fails(storage, b"test:alone"), atomic=True)
+    assert _meta(storage, b"test:alone") is None
+    assert storage.commits == before  # rolled back, not committed
+    storage.write(lambda txn, now_ms: txn.put(b"test:after", b"1", db=storage.tables.meta))
+    assert _meta(storage, b"test:after") == b"1" and storage.commits == before + 1
+
+
+def test_an_atomic_op_that_fails_in_a_shared_batch_rolls_back_only_itself(
+    broker: millpond.Broker,
+) -> None:
+    queue = broker.create_queue("q")
+    storage = broker._storage
+    with HeldWriter(storage) as held:
+        calls = [
+            Call(lambda: queue.send(b"a")),
+            Call(lambda: storage.write(_writes_then_fails(storage, b"test:shared"), atomic=True)),
+            Call(lambda: queue.send(b"b")),
+        ]
+        _start_all(calls, held)
+        before = storage.commits
+    for call in calls:
+        call.join(30)
+    assert storage.commits - before == 2  # the held transaction, then the three together
+    with pytest.raises(PurgeQueueInProgress):
+        calls[1].outcome()
+    assert _meta(storage, b"test:shared") is None
+    assert sorted(m.text for m in _receive_all(queue)) == ["a", "b"]
+
+
 def test_purge_sharing_a_batch_that_grows_the_map_is_not_refused(
     data_dir: str, clock: millpond.ManualClock, impl: str
 ) -> None:

@@ -312,8 +312,8 @@ class Storage:
         todo = batch
         while todo:
             try:
-                self._run(todo)
-                self.commits += 1
+                if self._run(todo):
+                    self.commits += 1
                 return
             except lmdb.MapFullError:
                 if not self._grow_map():
@@ -335,7 +335,9 @@ class Storage:
                     self._commit([op])
                 return
 
-    def _run(self, batch: list[_Op]) -> None:
+    def _run(self, batch: list[_Op]) -> bool:
+        """Run ``batch`` in one write transaction; False if it was rolled back instead (a lone
+        atomic op that failed)."""
         if not self.commits & 1023 and (
             time.monotonic() - self._reader_checked > READER_CHECK_INTERVAL_S
         ):
@@ -347,6 +349,7 @@ class Storage:
         # page it touches): if it fails, the whole transaction is simply not committed.
         alone = len(batch) == 1 and batch[0].atomic
         txn = self.env.begin(write=True)
+        rolled_back = False
         try:
             full = (
                 self._map_size > self._send_limit
@@ -366,17 +369,18 @@ class Storage:
                 except MillpondError as exc:
                     if alone:
                         txn.abort()
-                        txn = None
+                        rolled_back = True
                     outcomes.append((None, exc))
         except BaseException:
-            if txn is not None:
-                txn.abort()
+            txn.abort()
             raise
-        if txn is not None:
+        if not rolled_back:
             txn.commit()
-        # Committed: only now may callers learn their results.
+        # Committed (or, for a lone atomic op that failed, rolled back): only now may callers
+        # learn their results.
         for op, (op.result, op.error) in zip(batch, outcomes):
             op.done = True
+        return not rolled_back
 
     def _sends_refused(self, txn: lmdb.Transaction) -> bool:
         """True when the pages in use leave less than the reserve below max_map_size.
