@@ -23,7 +23,6 @@ Run:  pytest bench/test_bench_breakdown.py --benchmark-columns=median
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import struct
 import threading
@@ -37,6 +36,7 @@ import pytest
 import baseline
 import millpond
 from baseline import RawCommit, RawQueue
+from paired import rotating_rounds
 
 BODY = b"x" * 100
 ROUNDS = 600  # per variant; quick runs 1/15
@@ -111,17 +111,7 @@ def test_single_send_breakdown(
     benchmark: Any, quick: bool, layers: tuple[dict[str, Callable[[], Any]], Callable[[], int]]
 ) -> None:
     variants, stored = layers
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    turn = itertools.count()
-    clock = time.perf_counter
-
-    def one_round() -> None:
-        shift = next(turn) % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = clock()
-            variants[name]()
-            times[name].append(clock() - started)
+    one_round, times = rotating_rounds(variants)
 
     rounds = max(3, ROUNDS // QUICK_DIVISOR) if quick else ROUNDS
     benchmark.group = "single durable send, layer by layer"

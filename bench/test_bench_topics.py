@@ -43,6 +43,7 @@ import pytest
 import millpond
 from baseline import MAP_SIZE, RawQueue
 from millpond import core as core_module
+from paired import rotating_rounds
 
 
 def _cores() -> list[str]:
@@ -323,17 +324,7 @@ def test_publish_10_paired(benchmark: Any, quick: bool, tmp_path: Path, durabili
         "raw-shared": lambda: shared.send(body),
         "floor": plain.floor(body),
     }
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    turn = itertools.count()
-    clock = time.perf_counter
-
-    def one_round() -> None:
-        shift = next(turn) % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = clock()
-            variants[name]()
-            times[name].append(clock() - started)
+    one_round, times = rotating_rounds(variants)
 
     rounds = PAIRED_ROUNDS[durability]
     if quick:
