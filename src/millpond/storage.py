@@ -176,7 +176,8 @@ class Storage:
         Returns fn's result once the transaction committed (durably in "fsync" mode), or raises
         what fn raised. A MillpondError from fn fails only its own call, and the rest of the
         batch still commits, so fn must raise before it writes anything, unless ``atomic``: then
-        fn runs in a nested transaction that is rolled back if it raises (about 1.5 us more).
+        what fn wrote is rolled back if it raises (fn runs in a nested transaction when it
+        shares the commit with others; alone, the commit's own transaction is not committed).
         ``sends`` counts the messages fn adds, so that a full store refuses them (StorageFull)
         and nothing else.
         """
