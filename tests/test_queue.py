@@ -56,6 +56,24 @@ def test_create_queue_is_idempotent_unless_an_attribute_differs(broker):
         broker.create_queue("jobs", {"DelaySeconds": "5"})
 
 
+def test_attributes_sqs_leaves_out_until_set(broker):
+    standard = broker.create_queue("plain", {"FifoQueue": "false"})
+    assert "FifoQueue" not in standard.get_attributes()  # a standard queue shows no FifoQueue
+    assert broker.create_queue("plain", {"FifoQueue": False}) is standard
+    # KMS: the data key reuse period shows (300 s by default) once a key is set
+    assert "KmsDataKeyReusePeriodSeconds" not in standard.get_attributes()
+    assert broker.create_queue("plain", {"KmsDataKeyReusePeriodSeconds": 300}) is standard
+    standard.set_attributes({"KmsMasterKeyId": "alias/aws/sqs"})
+    assert standard.get_attributes(["KmsDataKeyReusePeriodSeconds"]) == {
+        "KmsDataKeyReusePeriodSeconds": "300"
+    }
+    # a policy set to "" is removed, not shown empty
+    standard.set_attributes({"Policy": '{"Version": "2012-10-17", "Statement": []}'})
+    assert "Policy" in standard.get_attributes()
+    standard.set_attributes({"Policy": ""})
+    assert "Policy" not in standard.get_attributes()
+
+
 @pytest.mark.parametrize(
     "attributes, error, phrase",
     [
@@ -293,10 +311,22 @@ def test_change_visibility_of_a_visible_message_and_the_12_hour_limit(queue, clo
 # -- sizes and attributes ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("body", ["a\x00b", "bell\x07", "\ufffe", "lone \ud800 surrogate"])
+def test_text_bodies_outside_the_sqs_character_set_are_refused(queue, body):
+    with pytest.raises(errors.InvalidMessageContents):
+        queue.send(body)
+    with pytest.raises(errors.InvalidMessageContents):
+        queue.send_batch(["fine", body])
+    assert depth(queue) == (0, 0, 0)  # nothing stored, not even the good entry of the batch
+    queue.send("tab\t newline\n cr\r é \U0001f600")  # all inside the set
+    assert depth(queue) == (1, 0, 0)
+
+
 def test_body_size_limit_counts_attributes_and_follows_the_queue_setting(queue, broker):
     queue.send(b"x" * 1_048_576)
-    with pytest.raises(errors.MessageTooLong, match="shorter than 1048576"):
+    with pytest.raises(errors.MessageTooLong) as too_long:
         queue.send(b"x" * 1_048_577)
+    assert str(too_long.value) == "Message must be shorter than 1048576 bytes."  # AWS's text
     attrs = {"k": {"DataType": "String", "StringValue": "v"}}  # 1 + 6 + 1 = 8 bytes
     queue.send(b"x" * (1_048_576 - 8), attributes=attrs)
     with pytest.raises(errors.MessageTooLong):

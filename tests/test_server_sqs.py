@@ -1066,6 +1066,23 @@ def test_batch_shape_errors_write_nothing(sqs: Any) -> None:
             "AWS.SimpleQueueService.BatchRequestTooLong",
             "BatchRequestTooLong",
         ),
+        (  # the attributes count too: bodies alone are 1,000,000 bytes
+            sqs.send_message_batch,
+            {
+                "Entries": [
+                    {
+                        "Id": f"e{i}",
+                        "MessageBody": "z" * 100_000,
+                        "MessageAttributes": {
+                            "pad": {"DataType": "String", "StringValue": "p" * 6_000}
+                        },
+                    }
+                    for i in range(10)
+                ]
+            },
+            "AWS.SimpleQueueService.BatchRequestTooLong",
+            "BatchRequestTooLong",
+        ),
         (
             sqs.delete_message_batch,
             {
@@ -1318,8 +1335,8 @@ def test_add_and_remove_permission(sqs: Any) -> None:
     )
     assert "Already exists" in error.response["Error"]["Message"]
     sqs.remove_permission(QueueUrl=url, Label="share")
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
-    assert not attributes.get("Attributes", {}).get("Policy")
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert "Policy" not in attributes  # as SQS: no policy left, no Policy attribute
     expect_error(sqs, sqs.remove_permission, "InvalidParameterValue", QueueUrl=url, Label="share")
 
 

@@ -144,7 +144,7 @@ def test_create_topic_is_idempotent_unless_an_attribute_differs(broker):
         ("a:b", None),
         ("orders.fifo", None),  # a FIFO name needs FifoTopic=true
         ("orders", {"FifoTopic": "true"}),  # FifoTopic=true needs the .fifo suffix
-        ("a" * 257 + ".fifo", {"FifoTopic": "true"}),
+        ("a" * 252 + ".fifo", {"FifoTopic": "true"}),  # 257 characters with the suffix
         ("orders", {"FifoTopic": "yes"}),
         ("orders", {"NoSuchAttribute": "1"}),
         ("orders", {"ContentBasedDeduplication": "true"}),  # FIFO topics only
@@ -163,9 +163,9 @@ def test_topic_name_limits(broker):
     long_name = "a" * 256
     assert broker.create_topic(long_name).name == long_name
     assert broker.create_topic("A-b_9").arn == f"{ARN}:A-b_9"
-    fifo = broker.create_topic("x" * 256 + ".fifo", {"FifoTopic": "true"})
+    fifo = broker.create_topic("x" * 251 + ".fifo", {"FifoTopic": "true"})  # 256 in all
     assert fifo.fifo
-    assert broker.list_topics() == sorted(["A-b_9", long_name, "x" * 256 + ".fifo"])
+    assert broker.list_topics() == sorted(["A-b_9", long_name, "x" * 251 + ".fifo"])
 
 
 def test_fifo_topic_attributes(broker):
@@ -1382,7 +1382,7 @@ def test_http_subscription_is_pending_until_confirmed(broker, clock):
     outbox.delivered(delivery)
     t.publish("before")  # a pending subscription gets nothing
     assert outbox.next_due_ms() is None
-    with pytest.raises(InvalidParameter, match="^Invalid parameter: Token$"):
+    with pytest.raises(InvalidParameter, match="^Invalid token$"):
         t.confirm_subscription("0" * 128)
     confirmed = t.confirm_subscription(body["Token"], authenticate_on_unsubscribe="true")
     assert confirmed == sub and not confirmed.pending
@@ -1480,7 +1480,7 @@ def test_http_subscription_rules(broker, clock):
     (delivery,) = broker._topics.http.take()
     token = json.loads(delivery.body)["Token"]
     clock.advance(2 * 24 * 3600 + 1)
-    with pytest.raises(InvalidParameter, match="^Invalid parameter: Token$"):
+    with pytest.raises(InvalidParameter, match="^Invalid token$"):
         t.confirm_subscription(token)  # expired
     assert [s.pending for s in t.list_subscriptions()] == [True]
 

@@ -28,7 +28,11 @@ from millpond.errors import (
     TooManyEntriesInBatchRequest,
 )
 from millpond.message import Message, pack_metadata
-from millpond.message_attributes import message_attributes_size, validate_message_attributes
+from millpond.message_attributes import (
+    message_attributes_size,
+    validate_body_text,
+    validate_message_attributes,
+)
 
 if TYPE_CHECKING:
     from millpond.broker import Broker
@@ -144,6 +148,8 @@ class Queue:
     ) -> tuple[bytes, dict[str, Any] | None]:
         """The body as bytes and the validated attributes; raises if either is not allowed."""
         if isinstance(body, str):
+            if body:
+                validate_body_text(body)  # SQS's character set (lone surrogates included)
             data = body.encode("utf-8")
         elif isinstance(body, (bytes, bytearray, memoryview)):
             data = bytes(body)
@@ -156,10 +162,7 @@ class Queue:
         attrs = validate_message_attributes(attributes) if attributes else None
         size = len(data) + (message_attributes_size(attrs) if attrs else 0)
         if size > self._max_size:
-            raise MessageTooLong(
-                f"Message must be shorter than {self._max_size} bytes (this one has {size} "
-                "bytes including its attributes)."
-            )
+            raise MessageTooLong(f"Message must be shorter than {self._max_size} bytes.")
         return data, attrs
 
     def _check_delay(self, delay_seconds: int | None) -> int:
@@ -263,9 +266,7 @@ class Queue:
                 raise MissingParameter("The request must contain the parameter MessageBody.")
             longest = max(map(len, entries))
             if longest > self._max_size:
-                raise MessageTooLong(
-                    f"Message must be shorter than {self._max_size} bytes (one has {longest})."
-                )
+                raise MessageTooLong(f"Message must be shorter than {self._max_size} bytes.")
             n = len(entries)
             return list(entries), [b""] * n, [self._delay_ms] * n
         bodies, blobs, delays = [], [], []

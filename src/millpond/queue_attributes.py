@@ -178,17 +178,35 @@ def _check_json_policy(name: str, value: str) -> None:
             )
 
 
+# Attributes SQS leaves out of GetQueueAttributes until they are set, and the value they have
+# meanwhile (what create_queue compares a requested value with).
+UNSET_VALUES: dict[str, str] = {"KmsDataKeyReusePeriodSeconds": "300", "FifoQueue": "false"}
+
+
 def effective(stored: Mapping[str, str]) -> dict[str, str]:
-    """The queue's attributes with SQS defaults filled in (FIFO ones for FIFO queues)."""
+    """The queue's attributes as GetQueueAttributes shows them: SQS defaults filled in (FIFO
+    ones for FIFO queues), and what SQS leaves out left out: an empty Policy (or other text
+    attribute: removed by setting it to ""), FifoQueue on a standard queue, and the KMS data key
+    reuse period while no KMS key is set."""
     if stored.get("FifoQueue") == "true":
-        return {**DEFAULTS, **FIFO_DEFAULTS, **stored}
-    return {**DEFAULTS, **stored}
+        values = {**DEFAULTS, **FIFO_DEFAULTS, **stored}
+    else:
+        values = {**DEFAULTS, **stored}
+        values.pop("FifoQueue", None)
+    for name in [name for name, value in values.items() if value == ""]:
+        del values[name]
+    if values.get("KmsMasterKeyId"):
+        values.setdefault(
+            "KmsDataKeyReusePeriodSeconds", UNSET_VALUES["KmsDataKeyReusePeriodSeconds"]
+        )
+    return values
 
 
 def mismatch(existing: Mapping[str, str], requested: Mapping[str, str]) -> str | None:
     """The first requested attribute whose value differs from the existing queue's, if any."""
     current = effective(existing)
     for name, value in requested.items():
-        if current.get(name, "false" if name in BOOLEANS else "") != value:
+        unset = UNSET_VALUES.get(name, "false" if name in BOOLEANS else "")
+        if current.get(name, unset) != value:
             return name
     return None

@@ -490,7 +490,7 @@ def confirm_in_txn(
     """Confirm the subscription of ``topic`` whose token this is (caller holds the write txn).
 
     Returns (subscription id, its record, whether it was pending). Raises InvalidParameter
-    "Invalid parameter: Token" for an unknown or expired token.
+    "Invalid token" for an unknown or expired token.
     """
     meta = topic._meta
     prefix = sub_prefix(topic.name)
@@ -514,4 +514,4 @@ def confirm_in_txn(
                 txn.put(key, msgpack.packb(record), db=meta)
                 touch(txn, meta, topic.name)
                 return sub_id, record, True
-    raise InvalidParameter("Invalid parameter: Token")
+    raise InvalidParameter("Invalid token")  # SNS's text for an unknown or expired token

@@ -114,7 +114,7 @@ MAX_FILTER_POLICIES = 200  # per topic, as SNS (read at each use: tests lower it
 FIFO_TOPICS_TAKE_STANDARD_QUEUES = False
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,256}")
-_FIFO_TOPIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,256}\.fifo")
+_FIFO_TOPIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,251}\.fifo")  # 256 with the suffix
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo")
 _MESSAGE_ID_CHARS = re.compile(r"[!-~]{1,128}")  # MessageGroupId / MessageDeduplicationId
 
@@ -524,7 +524,7 @@ class Topic(TopicSettings):
         2 days after the (last) Subscribe.
 
         Raises:
-            InvalidParameter: "Invalid parameter: Token" (unknown or expired).
+            InvalidParameter: "Invalid token" (unknown or expired).
             TopicNotFound: the topic was deleted.
         """
         if not isinstance(token, str) or not token:

@@ -22,6 +22,7 @@ from millpond.message import Message
 from millpond.message_attributes import (
     md5_of_body,
     md5_of_message_attributes,
+    message_attributes_size,
     select_message_attributes,
     validate_body_text,
 )
@@ -373,11 +374,22 @@ async def send_message(ctx: Context, request: Request) -> dict[str, Any]:
     return _send_result(fields, request.params, message_id, sequence)
 
 
+def _entry_size(entry: dict[str, Any]) -> int:
+    """Bytes an entry counts toward the batch limit: its body and its attributes, as SQS counts
+    them (an entry whose attributes are malformed counts its body; it fails on its own)."""
+    size = len(str(entry.get("MessageBody", "")).encode("utf-8", "surrogatepass"))
+    try:
+        size += message_attributes_size(_message_attributes(entry.get("MessageAttributes")))
+    except (AwsError, errors.MillpondError, TypeError, AttributeError, KeyError, ValueError):
+        pass
+    return size
+
+
 @action
 async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
     entries = _check_batch(request.params.get("Entries"), "SendMessageBatchRequestEntry")
-    total = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries)
+    total = sum(_entry_size(e) for e in entries)
     if total > 1_048_576:
         raise AwsError(
             "AWS.SimpleQueueService.BatchRequestTooLong",
