@@ -141,6 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
         durability=str(pick("durability", "fsync")),
         region=str(pick("region", "us-east-1")),
         account_id=str(pick("account_id", "123456789012")),
+        credentials=config_module.credentials(config),
     )
     return 0
 

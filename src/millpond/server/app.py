@@ -16,7 +16,7 @@ import urllib.parse
 from typing import Any
 
 from millpond import errors
-from millpond.server import metrics, sqs, sqs_json
+from millpond.server import metrics, sigv4, sqs, sqs_json
 from millpond.server.context import Context
 from millpond.server.protocol import AwsError, Request, new_request_id, region_of
 
@@ -30,6 +30,9 @@ SNS_VERSION = "2010-03-31"
 MAX_BODY = 2 * 1024 * 1024  # a 1 MiB SQS batch, base64 or form-encoded, fits with room
 # The most a client may take to send a request body (env: tests shorten it).
 BODY_TIMEOUT_S = float(os.environ.get("MILLPOND_BODY_TIMEOUT_S", "30"))
+# SNS actions a daemon that checks signatures still takes unsigned, as SNS does: the token in a
+# SubscribeURL is the proof, and an UnsubscribeURL works unless AuthenticateOnUnsubscribe.
+_UNSIGNED_SNS = frozenset(("ConfirmSubscription", "Unsubscribe"))
 
 
 class App:
@@ -185,6 +188,8 @@ class App:
         id_header = (b"x-amzn-requestid", request_id.encode())
         request = None
         try:
+            if self.ctx.credentials:
+                sigv4.check(scope, body, self.ctx.credentials)
             params = sqs_json.parse(body)
             request = self._request(scope, headers, action, params, False, request_id)
             result = await self._run(sqs.HANDLERS, request, receive)
@@ -235,8 +240,15 @@ class App:
                 raise AwsError(
                     "MissingParameter", "The request must contain the parameter Version.", 400
                 )
+            authenticated = True
+            if self.ctx.credentials:
+                if service == "sns" and action in _UNSIGNED_SNS and "authorization" not in headers:
+                    authenticated = False  # the URLs in SNS messages are fetched unsigned
+                else:
+                    sigv4.check(scope, body, self.ctx.credentials)
             params = codec.parse(action, flat)
             request = self._request(scope, headers, action, params, True, request_id)
+            request.authenticated = authenticated
             result = await self._run(handlers, request, receive)
             if result is None:
                 return action

@@ -4,6 +4,9 @@
     host = "127.0.0.1"          # port, data, durability, region, account_id as the CLI options
     port = 9324
 
+    [auth]                      # optional: requests must be signed (SigV4) with one of these
+    credentials = { AKIAEXAMPLE = "secret" }
+
     [[queues]]
     name = "jobs-dlq"
 
@@ -46,7 +49,20 @@ def load(path: str) -> dict[str, Any]:
     unknown = set(config.get("server", {})) - SERVER_KEYS
     if unknown:
         raise ValueError(f"{path}: unknown [server] keys: {', '.join(sorted(unknown))}")
+    auth = config.get("auth", {})
+    if set(auth) - {"credentials"}:
+        raise ValueError(f'{path}: [auth] takes only credentials = {{ KEY_ID = "secret" }}')
+    pairs = auth.get("credentials", {})
+    if not isinstance(pairs, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in pairs.items()
+    ):
+        raise ValueError(f"{path}: [auth] credentials must map access key ids to secrets")
     return config
+
+
+def credentials(config: dict[str, Any]) -> dict[str, str] | None:
+    """The access key id -> secret pairs requests must be signed with; None: no checking."""
+    return config.get("auth", {}).get("credentials") or None
 
 
 def apply(config: dict[str, Any], ctx: Any) -> list[str]:

@@ -112,8 +112,11 @@ class Context:
         account_id: str = "123456789012",
         workers: int = 64,
         clock: millpond.Clock | None = None,
+        credentials: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        # access key id -> secret: when set, requests must be signed with one (SigV4)
+        self.credentials = credentials or None
         self.durability = durability
         self.region = region
         self.account_id = account_id

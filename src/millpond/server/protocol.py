@@ -34,6 +34,9 @@ class Request:
     path: str = "/"
     request_id: str = field(default_factory=lambda: new_request_id())
     query_protocol: bool = False  # SQS query/XML (the NonExistentQueue text differs)
+    # False only for the unsigned SNS requests a daemon with credentials lets through
+    # (ConfirmSubscription and Unsubscribe by the URLs in SNS messages)
+    authenticated: bool = True
 
 
 class AwsError(Exception):

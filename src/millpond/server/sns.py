@@ -188,17 +188,22 @@ _SNS_CODES = frozenset(
         "ConcurrentAccess",
         "EmptyBatchRequest",
         "FilterPolicyLimitExceeded",
+        "IncompleteSignature",
         "InternalError",
         "InvalidAction",
         "InvalidBatchEntryId",
+        "InvalidClientTokenId",
         "InvalidParameter",
         "InvalidSecurity",
         "InvalidState",
         "MissingAction",
+        "MissingAuthenticationToken",
         "NotFound",
         "OverLimit",
         "ParameterValueInvalid",
+        "RequestExpired",
         "ResourceNotFound",
+        "SignatureDoesNotMatch",
         "StaleTag",
         "SubscriptionLimitExceeded",
         "TagLimitExceeded",
@@ -452,6 +457,17 @@ async def unsubscribe(ctx: Context, request: Request) -> dict[str, Any]:
         sub = await _subscription(ctx, request)
     except errors.TopicNotFound:
         return {}  # unsubscribing twice succeeds
+    if not request.authenticated:
+        # An unsigned UnsubscribeURL GET (the daemon checks signatures): SNS allows it unless
+        # the subscription was confirmed with AuthenticateOnUnsubscribe (SQS ones always are).
+        attributes = await ctx.call(sub.get_attributes)
+        if attributes.get("ConfirmationWasAuthenticated") == "true":
+            raise AwsError(
+                "AuthorizationError",
+                "Unsubscribing this subscription requires a signed request "
+                "(it was confirmed with AuthenticateOnUnsubscribe).",
+                403,
+            )
     await ctx.call(sub.unsubscribe)
     return {}
 

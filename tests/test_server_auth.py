@@ -1,0 +1,210 @@
+"""The daemon checks SigV4 signatures when its config has [auth] credentials.
+
+A daemon started with two key pairs: boto3 with either works over SQS JSON, SQS query (signed
+raw requests, POST form and GET query string) and SNS; a wrong secret, an unknown key, a
+missing signature and a stale date get AWS's errors and change nothing; the SNS URLs that SNS
+itself hands out stay usable unsigned, as on AWS.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from millpond.server import config as config_module
+
+from .daemon import Daemon
+
+KEYS = {"AKIDALICE": "alice-secret", "AKIDBOB": "bob-secret"}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("auth")
+    config = root / "millpond.toml"
+    pairs = ", ".join(f'{key} = "{secret}"' for key, secret in KEYS.items())
+    config.write_text(f"[auth]\ncredentials = {{ {pairs} }}\n")
+    d = Daemon(str(root / "data"), config=str(config))
+    yield d
+    d.stop()
+
+
+def client(daemon: Daemon, service: str, key: str, secret: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=daemon.url,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
+
+
+def refused(call: Any, **kwargs: Any) -> tuple[str, int]:
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        call(**kwargs)
+    response = caught.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def raw(daemon: Daemon, method: str, params: dict[str, str], sign_with: str | None) -> Any:
+    """A query-protocol request (form body for POST, query string for GET), signed or not;
+    (status, body text)."""
+    encoded = urllib.parse.urlencode(params)
+    url = daemon.url + "/" + (f"?{encoded}" if method == "GET" else "")
+    body = encoded.encode() if method == "POST" else None
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+    if sign_with is not None:
+        request = AWSRequest(method=method, url=url, data=body, headers=headers)
+        credentials = Credentials(sign_with, KEYS[sign_with])
+        SigV4Auth(credentials, "sqs", "us-east-1").add_auth(request)
+        headers = dict(request.headers.items())
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers, method=method)) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_signed_requests_work_with_each_key_over_every_protocol(daemon: Daemon) -> None:
+    alice = client(daemon, "sqs", "AKIDALICE", KEYS["AKIDALICE"])
+    url = alice.create_queue(QueueName="signed")["QueueUrl"]
+    alice.send_message(QueueUrl=url, MessageBody="from alice: é ☃")
+    bob = client(daemon, "sqs", "AKIDBOB", KEYS["AKIDBOB"])
+    (message,) = bob.receive_message(QueueUrl=url)["Messages"]
+    assert message["Body"] == "from alice: é ☃"
+    for method in ("POST", "GET"):
+        status, text = raw(
+            daemon,
+            method,
+            {"Action": "GetQueueUrl", "QueueName": "signed", "Version": "2012-11-05"},
+            sign_with="AKIDBOB",
+        )
+        assert status == 200 and "<QueueUrl>" in text and "/signed</QueueUrl>" in text
+    sns = client(daemon, "sns", "AKIDALICE", KEYS["AKIDALICE"])
+    topic = sns.create_topic(Name="signed")["TopicArn"]
+    assert topic in [t["TopicArn"] for t in sns.list_topics()["Topics"]]
+
+
+def test_bad_credentials_get_aws_errors_and_change_nothing(daemon: Daemon) -> None:
+    wrong_secret = client(daemon, "sqs", "AKIDALICE", "not-alice")
+    assert refused(wrong_secret.create_queue, QueueName="never") == ("SignatureDoesNotMatch", 403)
+    unknown_key = client(daemon, "sqs", "AKIDMALLORY", "whatever")
+    assert refused(unknown_key.create_queue, QueueName="never") == ("InvalidClientTokenId", 403)
+    sns = client(daemon, "sns", "AKIDBOB", "not-bob")
+    assert refused(sns.create_topic, Name="never") == ("SignatureDoesNotMatch", 403)
+    status, text = raw(daemon, "POST", {"Action": "ListQueues", "Version": "2012-11-05"}, None)
+    assert status == 403 and "<Code>MissingAuthenticationToken</Code>" in text
+    alice = client(daemon, "sqs", "AKIDALICE", KEYS["AKIDALICE"])
+    assert not any(u.endswith("/never") for u in alice.list_queues().get("QueueUrls", []))
+    alice_sns = client(daemon, "sns", "AKIDALICE", KEYS["AKIDALICE"])
+    topics = [t["TopicArn"] for t in alice_sns.list_topics()["Topics"]]
+    assert not any(t.endswith(":never") for t in topics)
+
+
+def test_a_body_changed_after_signing_is_refused(daemon: Daemon) -> None:
+    params = {"Action": "CreateQueue", "QueueName": "tampered", "Version": "2012-11-05"}
+    body = urllib.parse.urlencode(params).encode()
+    request = AWSRequest(
+        method="POST",
+        url=daemon.url + "/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    SigV4Auth(Credentials("AKIDALICE", KEYS["AKIDALICE"]), "sqs", "us-east-1").add_auth(request)
+    forged = body.replace(b"tampered", b"tampere2")
+    sent = urllib.request.Request(daemon.url + "/", forged, dict(request.headers.items()))
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(sent)
+    assert caught.value.code == 403
+    assert b"<Code>SignatureDoesNotMatch</Code>" in caught.value.read()
+
+
+def test_a_stale_date_is_refused_as_expired(daemon: Daemon) -> None:
+    body = urllib.parse.urlencode({"Action": "ListQueues", "Version": "2012-11-05"}).encode()
+    request = AWSRequest(
+        method="POST",
+        url=daemon.url + "/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    SigV4Auth(Credentials("AKIDALICE", KEYS["AKIDALICE"]), "sqs", "us-east-1").add_auth(request)
+    headers = dict(request.headers.items())
+    signed_at = headers["X-Amz-Date"]  # YYYYMMDDTHHMMSSZ
+    # the same day (the credential scope's), hours away from now
+    stale_hour = "23" if signed_at[9:11] < "12" else "00"
+    headers["X-Amz-Date"] = f"{signed_at[:9]}{stale_hour}0000Z"
+    sent = urllib.request.Request(daemon.url + "/", body, headers)
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(sent)
+    assert caught.value.code == 400
+    assert b"<Code>RequestExpired</Code>" in caught.value.read()
+
+
+def test_sns_urls_stay_usable_unsigned_as_on_aws(daemon: Daemon) -> None:
+    sns = client(daemon, "sns", "AKIDALICE", KEYS["AKIDALICE"])
+    sqs = client(daemon, "sqs", "AKIDALICE", KEYS["AKIDALICE"])
+    topic = sns.create_topic(Name="urls")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="urls")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sub = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
+    version = {"Version": "2010-03-31"}
+    # a SubscribeURL is fetched unsigned: the token is the proof (a bad one: SNS's error)
+    status, text = raw(
+        daemon,
+        "GET",
+        {"Action": "ConfirmSubscription", "TopicArn": topic, "Token": "0" * 128, **version},
+        None,
+    )
+    assert status == 400 and "Invalid token" in text
+    # an UnsubscribeURL works unsigned unless the subscription needs authentication to
+    # unsubscribe (SQS subscriptions always do)
+    status, text = raw(
+        daemon, "GET", {"Action": "Unsubscribe", "SubscriptionArn": sub, **version}, None
+    )
+    assert status == 403 and "<Code>AuthorizationError</Code>" in text
+    assert sub in [s["SubscriptionArn"] for s in sns.list_subscriptions()["Subscriptions"]]
+    # every other SNS action needs a signature
+    status, text = raw(daemon, "GET", {"Action": "ListTopics", **version}, None)
+    assert status == 403 and "<Code>MissingAuthenticationToken</Code>" in text
+    sns.unsubscribe(SubscriptionArn=sub)  # signed: fine
+    assert sub not in [s["SubscriptionArn"] for s in sns.list_subscriptions()["Subscriptions"]]
+
+
+def test_health_and_metrics_need_no_signature(daemon: Daemon) -> None:
+    for path in ("/health", "/metrics"):
+        with urllib.request.urlopen(daemon.url + path) as r:
+            assert r.status == 200
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[auth]\ncredentials = { AKID = 3 }\n",
+        "[auth]\ncredentials = 'AKID:secret'\n",
+        "[auth]\nusers = { AKID = 'x' }\n",
+    ],
+)
+def test_malformed_auth_config_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"\[auth\]"):
+        config_module.load(str(path))
+
+
+def test_no_auth_section_means_no_checking(tmp_path: Path) -> None:
+    path = tmp_path / "plain.toml"
+    path.write_text('[server]\nregion = "us-east-1"\n')
+    assert config_module.credentials(config_module.load(str(path))) is None
