@@ -112,8 +112,8 @@ def test_bad_credentials_get_aws_errors_and_change_nothing(daemon: Daemon) -> No
     assert not any(t.endswith(":never") for t in topics)
 
 
-def test_a_body_changed_after_signing_is_refused(daemon: Daemon) -> None:
-    params = {"Action": "CreateQueue", "QueueName": "tampered", "Version": "2012-11-05"}
+def signed_form(daemon: Daemon, params: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of a POST signed by alice."""
     body = urllib.parse.urlencode(params).encode()
     request = AWSRequest(
         method="POST",
@@ -122,8 +122,14 @@ def test_a_body_changed_after_signing_is_refused(daemon: Daemon) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     SigV4Auth(Credentials("AKIDALICE", KEYS["AKIDALICE"]), "sqs", "us-east-1").add_auth(request)
+    return body, dict(request.headers.items())
+
+
+def test_a_body_changed_after_signing_is_refused(daemon: Daemon) -> None:
+    params = {"Action": "CreateQueue", "QueueName": "tampered", "Version": "2012-11-05"}
+    body, headers = signed_form(daemon, params)
     forged = body.replace(b"tampered", b"tampere2")
-    sent = urllib.request.Request(daemon.url + "/", forged, dict(request.headers.items()))
+    sent = urllib.request.Request(daemon.url + "/", forged, headers)
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(sent)
     assert caught.value.code == 403
@@ -131,15 +137,7 @@ def test_a_body_changed_after_signing_is_refused(daemon: Daemon) -> None:
 
 
 def test_a_stale_date_is_refused_as_expired(daemon: Daemon) -> None:
-    body = urllib.parse.urlencode({"Action": "ListQueues", "Version": "2012-11-05"}).encode()
-    request = AWSRequest(
-        method="POST",
-        url=daemon.url + "/",
-        data=body,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    SigV4Auth(Credentials("AKIDALICE", KEYS["AKIDALICE"]), "sqs", "us-east-1").add_auth(request)
-    headers = dict(request.headers.items())
+    body, headers = signed_form(daemon, {"Action": "ListQueues", "Version": "2012-11-05"})
     signed_at = headers["X-Amz-Date"]  # YYYYMMDDTHHMMSSZ
     # the same day (the credential scope's), hours away from now
     stale_hour = "23" if signed_at[9:11] < "12" else "00"

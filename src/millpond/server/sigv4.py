@@ -86,9 +86,9 @@ def _canonical_query(query_string: bytes) -> str:
 
 def _canonical_headers(headers: Iterable[tuple[bytes, bytes]], signed: list[str]) -> str:
     values: dict[str, list[str]] = {}
-    for name, value in headers:
-        values.setdefault(name.decode("latin-1").lower(), []).append(
-            " ".join(value.decode("latin-1").split())
+    for raw_name, raw_value in headers:
+        values.setdefault(raw_name.decode("latin-1").lower(), []).append(
+            " ".join(raw_value.decode("latin-1").split())
         )
     lines = []
     for name in signed:
