@@ -24,7 +24,6 @@ from millpond.message_attributes import (
     md5_of_message_attributes,
     message_attributes_size,
     select_message_attributes,
-    validate_body_text,
 )
 from millpond.queue import MAX_BATCH, Queue, check_message_id_field
 from millpond.server.context import Context
@@ -281,7 +280,6 @@ def _send_fields(entry: dict[str, Any]) -> dict[str, Any]:
         raise missing("MessageBody")
     if not isinstance(body, str):
         raise invalid("MessageBody must be a string.")
-    validate_body_text(body)
     system = entry.get("MessageSystemAttributes") or {}
     unknown = set(system) - {"AWSTraceHeader"}
     if unknown:
