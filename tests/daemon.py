@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,10 +30,13 @@ class Daemon:
         durability: str = "os",
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        # a test certificate is self-signed: the health check trusts it as its own CA
+        self._ssl = ssl.create_default_context(cafile=tls[0]) if tls else None
         command = [
             sys.executable,
             "-m",
@@ -48,6 +52,8 @@ class Daemon:
         ]
         if config:
             command += ["--config", config]
+        if tls:
+            command += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.log_path = os.path.join(os.path.dirname(data_dir) or ".", f"daemon-{self.port}.log")
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
@@ -61,7 +67,9 @@ class Daemon:
             if self.process.poll() is not None:
                 raise RuntimeError(f"daemon exited early:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                with urllib.request.urlopen(
+                    self.url + "/health", timeout=1, context=self._ssl
+                ) as r:
                     if r.status == 200:
                         return
             except OSError:

@@ -1,4 +1,5 @@
-"""The daemon checks SigV4 signatures when its config has [auth] credentials.
+"""The daemon checks SigV4 signatures when its config has [auth] credentials, and serves HTTPS
+when given a certificate.
 
 A daemon started with two key pairs: boto3 with either works over SQS JSON, SQS query (signed
 raw requests, POST form and GET query string) and SNS; a wrong secret, an unknown key, a
@@ -8,6 +9,7 @@ itself hands out stay usable unsigned, as on AWS.
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -206,3 +208,67 @@ def test_no_auth_section_means_no_checking(tmp_path: Path) -> None:
     path = tmp_path / "plain.toml"
     path.write_text('[server]\nregion = "us-east-1"\n')
     assert config_module.credentials(config_module.load(str(path))) is None
+
+
+def _self_signed(directory: Path) -> tuple[str, str]:
+    """(certificate, key) PEM files for 127.0.0.1, self-signed."""
+    x509 = pytest.importorskip("cryptography.x509")
+    import datetime
+    import ipaddress
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_https_with_a_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    d = Daemon(str(tmp_path / "data"), tls=(cert, key))
+    try:
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=d.url,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            verify=cert,  # the client checks the daemon's certificate
+        )
+        url = sqs.create_queue(QueueName="secure")["QueueUrl"]
+        assert url.startswith("https://127.0.0.1:")  # queue URLs follow the scheme used
+        sqs.send_message(QueueUrl=url, MessageBody="over TLS")
+        assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "over TLS"
+        sqs.close()  # a TLS connection left open holds the daemon's shutdown for its close
+        plain = d.url.replace("https://", "http://") + "/health"
+        with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+            urllib.request.urlopen(plain, timeout=5)  # plain HTTP is not served on that port
+    finally:
+        assert d.stop() == 0

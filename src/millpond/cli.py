@@ -114,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sv.add_argument("--durability", choices=("fsync", "os"), default=None)
     sv.add_argument("--region", default=None, help="default region (default us-east-1)")
     sv.add_argument("--account-id", default=None, help="account id in URLs and ARNs")
+    sv.add_argument("--tls-cert", default=None, help="PEM certificate: HTTPS (with --tls-key)")
+    sv.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.data, args.messages, args.durability, args.threads, args.body_size)
@@ -142,6 +144,8 @@ def _serve(args: argparse.Namespace) -> int:
         region=str(pick("region", "us-east-1")),
         account_id=str(pick("account_id", "123456789012")),
         credentials=config_module.credentials(config),
+        tls_cert=pick("tls_cert", None),  # type: ignore[arg-type]
+        tls_key=pick("tls_key", None),  # type: ignore[arg-type]
     )
     return 0
 

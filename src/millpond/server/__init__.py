@@ -27,9 +27,16 @@ def serve(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     config: dict[str, Any] | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
     **options: Any,
 ) -> None:
-    """Run the daemon until SIGTERM/SIGINT; in-flight requests and commits finish first."""
+    """Run the daemon until SIGTERM/SIGINT; in-flight requests and commits finish first.
+
+    With ``tls_cert`` and ``tls_key`` (PEM files) it serves HTTPS instead of HTTP.
+    """
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("TLS needs both a certificate (tls_cert) and its key (tls_key)")
     import uvicorn
 
     from millpond.server import config as config_module
@@ -54,6 +61,8 @@ def serve(
         timeout_graceful_shutdown=30,
         limit_concurrency=4096,
         access_log=False,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
     )
 
     class Server(uvicorn.Server):
@@ -67,7 +76,8 @@ def serve(
         signal.signal(sig, lambda *_: sys.exit(0))
     server = Server(uv_config)
     print(
-        f"millpond serving SQS and SNS on http://{host}:{port} (data {os.path.abspath(data_dir)})",
+        f"millpond serving SQS and SNS on {'https' if tls_cert else 'http'}://{host}:{port} "
+        f"(data {os.path.abspath(data_dir)})",
         flush=True,
     )
     server.run()

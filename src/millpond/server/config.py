@@ -3,6 +3,7 @@
     [server]
     host = "127.0.0.1"          # port, data, durability, region, account_id as the CLI options
     port = 9324
+    # tls_cert = "cert.pem"     # with tls_key: HTTPS (PEM files)
 
     [auth]                      # optional: requests must be signed (SigV4) with one of these
     credentials = { AKIAEXAMPLE = "secret" }
@@ -40,7 +41,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SERVER_KEYS = {"host", "port", "data", "durability", "region", "account_id"}
+SERVER_KEYS = {"host", "port", "data", "durability", "region", "account_id", "tls_cert", "tls_key"}
 
 
 def load(path: str) -> dict[str, Any]:
