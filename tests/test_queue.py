@@ -258,6 +258,20 @@ def test_delete_batch_checks_every_handle_before_deleting_any(queue):
         queue.delete_batch([])
 
 
+@pytest.mark.parametrize("bad", ["\ud800" * 38, "é" * 38, "x" * 37, "x" * 39])
+def test_handles_that_are_not_38_ascii_characters_are_invalid(queue, bad):
+    queue.send("a")
+    (m,) = queue.receive()
+    for call in (
+        lambda: queue.delete(bad),
+        lambda: queue.delete_batch([m.receipt_handle, bad]),
+        lambda: queue.change_visibility(bad, 10),
+    ):
+        with pytest.raises(errors.ReceiptHandleIsInvalid):
+            call()
+    assert depth(queue) == (0, 1, 0)  # nothing deleted, not even the good handle's message
+
+
 def test_handles_of_another_queue_or_directory_are_invalid(broker, queue, tmp_path, impl):
     other = broker.create_queue("other")
     other.send("x")

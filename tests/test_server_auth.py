@@ -10,6 +10,7 @@ itself hands out stay usable unsigned, as on AWS.
 from __future__ import annotations
 
 import http.client
+import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -138,6 +139,49 @@ def test_a_body_changed_after_signing_is_refused(daemon: Daemon) -> None:
     assert b"<Code>SignatureDoesNotMatch</Code>" in caught.value.read()
 
 
+def test_a_payload_hash_header_must_match_the_body(daemon: Daemon) -> None:
+    params = {"Action": "CreateQueue", "QueueName": "hashed", "Version": "2012-11-05"}
+    body = urllib.parse.urlencode(params).encode()
+    for declared in ("UNSIGNED-PAYLOAD", "0" * 64):
+        request = AWSRequest(
+            method="POST",
+            url=daemon.url + "/",
+            data=body.replace(b"hashed", b"other1"),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Amz-Content-SHA256": declared,
+            },
+        )
+        SigV4Auth(Credentials("AKIDALICE", KEYS["AKIDALICE"]), "sqs", "us-east-1").add_auth(request)
+        sent = urllib.request.Request(daemon.url + "/", body, dict(request.headers.items()))
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(sent)
+        assert caught.value.code == 403
+        assert b"<Code>SignatureDoesNotMatch</Code>" in caught.value.read()
+    alice = client(daemon, "sqs", "AKIDALICE", KEYS["AKIDALICE"])
+    urls = alice.list_queues().get("QueueUrls", [])
+    assert not any(u.endswith(("/hashed", "/other1")) for u in urls)
+
+
+@pytest.mark.parametrize(
+    "path, query",
+    [
+        ("/", "Action=ListQueues&Version=2012-11-05&QueueNamePrefix=a+b"),  # "+" as sent
+        ("/", "Action=ListQueues&Version=2012-11-05&QueueNamePrefix=%2fx%FF"),  # odd escapes
+        ("//123456789012//", "Action=ListQueues&Version=2012-11-05"),  # empty segments
+    ],
+)
+def test_signed_urls_in_every_encoding_clients_produce(
+    daemon: Daemon, path: str, query: str
+) -> None:
+    url = f"{daemon.url}{path}?{query}"
+    request = AWSRequest(method="GET", url=url)
+    SigV4Auth(Credentials("AKIDBOB", KEYS["AKIDBOB"]), "sqs", "us-east-1").add_auth(request)
+    sent = urllib.request.Request(url, headers=dict(request.headers.items()))
+    with urllib.request.urlopen(sent) as r:
+        assert r.status == 200 and b"ListQueuesResponse" in r.read()
+
+
 def test_a_stale_date_is_refused_as_expired(daemon: Daemon) -> None:
     body, headers = signed_form(daemon, {"Action": "ListQueues", "Version": "2012-11-05"})
     signed_at = headers["X-Amz-Date"]  # YYYYMMDDTHHMMSSZ
@@ -181,6 +225,32 @@ def test_sns_urls_stay_usable_unsigned_as_on_aws(daemon: Daemon) -> None:
     assert status == 403 and "<Code>MissingAuthenticationToken</Code>" in text
     sns.unsubscribe(SubscriptionArn=sub)  # signed: fine
     assert sub not in [s["SubscriptionArn"] for s in sns.list_subscriptions()["Subscriptions"]]
+
+
+def test_an_unsigned_confirmation_cannot_demand_signed_unsubscribes(daemon: Daemon) -> None:
+    from .test_server_sns import Endpoint
+
+    sns = client(daemon, "sns", "AKIDALICE", KEYS["AKIDALICE"])
+    topic = sns.create_topic(Name="hooks")["TopicArn"]
+    endpoint = Endpoint()
+    try:
+        sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=endpoint.url + "/hook")
+        _, _, body = endpoint.next()
+        subscribe_url = json.loads(body)["SubscribeURL"]
+        # fetched unsigned, with the parameter added by whoever holds the URL
+        with urllib.request.urlopen(subscribe_url + "&AuthenticateOnUnsubscribe=true") as r:
+            assert r.status == 200
+        (sub,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+        arn = sub["SubscriptionArn"]
+        attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
+        assert attributes["ConfirmationWasAuthenticated"] == "false"
+        # so the UnsubscribeURL (unsigned) still works, as on AWS
+        unsubscribe = {"Action": "Unsubscribe", "SubscriptionArn": arn, "Version": "2010-03-31"}
+        status, _ = raw(daemon, "GET", unsubscribe, None)
+        assert status == 200
+        assert sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"] == []
+    finally:
+        endpoint.close()
 
 
 def test_health_and_metrics_need_no_signature(daemon: Daemon) -> None:

@@ -2143,3 +2143,40 @@ def test_a_client_that_stops_sending_its_body_is_cut_off(tmp_path: Any) -> None:
         assert reply.startswith(b"HTTP/1.1 408"), reply
     finally:
         own.stop()
+
+
+def test_a_slow_408_reply_is_not_cancelled_again(tmp_path: Any, monkeypatch: Any) -> None:
+    """The body watchdog cancels a stalled request once: if sending the 408 is slow too, a later
+    sweep leaves it alone, the whole reply goes out, and nothing stays tracked."""
+    import asyncio
+
+    from millpond.server import app as app_module
+    from millpond.server import build_app
+
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT_S", 0.2)  # sweeps every 0.05 s
+    app = build_app(str(tmp_path / "data"), durability="os")
+    sent: list[str] = []
+
+    async def scenario() -> None:
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(3600)  # the body never comes
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            await asyncio.sleep(0.3)  # a slow client: several sweeps pass during each send
+            sent.append(message["type"])
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": [(b"x-amz-target", b"AmazonSQS.ListQueues"), (b"host", b"localhost")],
+        }
+        await asyncio.wait_for(app(scope, receive, send), timeout=10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        app.ctx.close()
+    assert sent == ["http.response.start", "http.response.body"]
+    assert app._reading == {} and app._expired == set()

@@ -136,7 +136,9 @@ cdef object _decode_handle(uint32_t key, handle):
     cdef unsigned char raw[30]
     cdef Py_ssize_t n
     cdef const char *text
-    if not isinstance(handle, str):
+    # A handle is 38 ASCII characters; checking that first also keeps strings that have no
+    # UTF-8 form (lone surrogates) away from PyUnicode_AsUTF8AndSize, which would raise.
+    if not isinstance(handle, str) or len(<str>handle) != 38 or not (<str>handle).isascii():
         return None
     text = PyUnicode_AsUTF8AndSize(handle, &n)  # the string's own UTF-8: no copy for ASCII
     if n != 38 or millpond_b64url_decode(<const unsigned char *>text, 38, raw) != 28:
@@ -161,7 +163,7 @@ def decode_handles(bytes secret, uint32_t queue_id, list handles):
     cdef const char *text
     out = []
     for handle in handles:
-        if isinstance(handle, str):
+        if isinstance(handle, str) and len(<str>handle) == 38 and (<str>handle).isascii():
             text = PyUnicode_AsUTF8AndSize(handle, &n)
             if n == 38 and millpond_b64url_decode(<const unsigned char *>text, 38, raw) == 28 \
                     and millpond_get_u32(raw + 24) == millpond_crc32c(key, raw, 24) \

@@ -225,6 +225,8 @@ class Storage:
                 raise BrokerClosed("the broker is closed")
             self._pending.append(op)
             if self._leader_active:
+                if self._gather_wanted and len(self._pending) >= self._gather_wanted:
+                    self._gathered.notify()  # the last one a gathering leader waits for
                 return  # the current leader, or its successor, takes it
             self._leader_active = True
         self._wake_writer()
@@ -293,7 +295,8 @@ class Storage:
         for ident, seen in list(writers.items()):
             if now - seen > GATHER_WINDOW_S:
                 writers.pop(ident, None)
-        wanted = len(writers)  # the other threads seen contending (this leader is not queued)
+        # the other threads seen contending (this leader's own op is not queued)
+        wanted = len(writers) - (threading.get_ident() in writers)
         if wanted < 2 or not self._timed:
             return
         deadline = time.perf_counter() + min(self._commit_seconds / 2, MAX_GATHER_S)

@@ -125,6 +125,7 @@ class App:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.max_body:
+                    reading.pop(task, None)  # answered now: the watchdog must not cancel it
                     await _respond(
                         send, 413, [(b"content-type", b"text/plain")], b"Request body too large\n"
                     )
@@ -135,6 +136,7 @@ class App:
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise
+            reading.pop(task, None)  # before the reply: a later sweep must not cancel it again
             self._expired.discard(task)
             task.uncancel()  # type: ignore[union-attr]
             await _respond(send, 408, [(b"content-type", b"text/plain")], b"Request timeout\n")

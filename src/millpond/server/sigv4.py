@@ -7,9 +7,10 @@ header made with one of the configured key pairs, as boto3, aws-cli and the AWS 
 The errors are AWS's common ones (IncompleteSignature, InvalidClientTokenId,
 MissingAuthenticationToken, SignatureDoesNotMatch, RequestExpired).
 
-The canonical request follows the SigV4 rules for services other than S3: the path as sent,
-URI-encoded once more; query parameters decoded, re-encoded (RFC 3986) and sorted; the signed
-headers with their whitespace collapsed; the SHA-256 of the body.
+The canonical request follows the SigV4 rules for services other than S3: the path without
+empty or dot segments, URI-encoded once more; query parameters decoded, re-encoded (RFC 3986)
+and sorted (or, as some clients sign them, sorted as sent); the signed headers with their
+whitespace collapsed; the SHA-256 of the body, which an x-amz-content-sha256 header must match.
 """
 
 from __future__ import annotations
@@ -69,19 +70,37 @@ def _parse_authorization(value: str) -> tuple[list[str], list[str], str]:
     return credential, signed, signature
 
 
-def _canonical_query(query_string: bytes) -> str:
+def _canonical_queries(query_string: bytes) -> list[str]:
+    """The canonical query string: every name and value decoded, encoded again (RFC 3986, upper-
+    case escapes) and sorted, as SigV4 specifies; and the query as sent, only sorted, which is
+    what a client signs when it takes its URL's query as already encoded (botocore does)."""
+    items = [item for item in query_string.decode("latin-1").split("&") if item]
     pairs = []
-    for item in query_string.decode("latin-1").split("&"):
-        if not item:
-            continue
+    for item in items:
         key, _, value = item.partition("=")
         pairs.append(
             (
-                urllib.parse.quote(urllib.parse.unquote(key), safe="-_.~"),
-                urllib.parse.quote(urllib.parse.unquote(value), safe="-_.~"),
+                urllib.parse.quote_from_bytes(urllib.parse.unquote_to_bytes(key), safe="-_.~"),
+                urllib.parse.quote_from_bytes(urllib.parse.unquote_to_bytes(value), safe="-_.~"),
             )
         )
-    return "&".join(f"{key}={value}" for key, value in sorted(pairs))
+    normalized = "&".join(f"{key}={value}" for key, value in sorted(pairs))
+    as_sent = "&".join(sorted(item if "=" in item else item + "=" for item in items))
+    return [normalized] if as_sent == normalized else [normalized, as_sent]
+
+
+def _canonical_path(path: bytes) -> str:
+    """The path with empty and dot segments removed (as SigV4 wants for services other than
+    S3), then URI-encoded once more."""
+    segments: list[bytes] = []
+    for segment in path.split(b"/"):
+        if segment == b"..":
+            if segments:
+                segments.pop()
+        elif segment and segment != b".":
+            segments.append(segment)
+    trailing = b"/" if path.endswith(b"/") and segments else b""
+    return urllib.parse.quote_from_bytes(b"/" + b"/".join(segments) + trailing, safe="/~")
 
 
 def _canonical_headers(headers: Iterable[tuple[bytes, bytes]], signed: list[str]) -> str:
@@ -134,33 +153,32 @@ def check(scope: Mapping[str, Any], body: bytes, credentials: Mapping[str, str])
             f"Request has expired: it is dated {amz_date}, more than 15 minutes from now.",
             400,
         )
-    payload = next((v for k, v in headers if k.lower() == b"x-amz-content-sha256"), None)
-    canonical = "\n".join(
-        (
-            scope["method"],
-            urllib.parse.quote(scope.get("raw_path") or b"/", safe="/~"),
-            _canonical_query(scope.get("query_string", b"")),
-            _canonical_headers(headers, signed),
-            ";".join(signed),
-            payload.decode("latin-1") if payload else hashlib.sha256(body).hexdigest(),
-        )
-    )
-    to_sign = "\n".join(
-        (
-            ALGORITHM,
-            amz_date,
-            "/".join(credential[1:]),
-            hashlib.sha256(canonical.encode()).hexdigest(),
-        )
-    )
-    expected = hmac.new(
-        _signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256
-    ).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    # The body is always hashed here: a client's x-amz-content-sha256 header must agree with it
+    # (else a signed header could vouch for another body).
+    payload_hash = hashlib.sha256(body).hexdigest()
+    declared = next((v for k, v in headers if k.lower() == b"x-amz-content-sha256"), None)
+    if declared is not None and declared.decode("latin-1") != payload_hash:
         raise _error(
             "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided. "
-            "Check your AWS Secret Access Key and signing method. Consult the service "
-            "documentation for details.",
+            "The x-amz-content-sha256 header does not match the SHA-256 of the request body.",
             403,
         )
+    raw_path = scope.get("raw_path") or scope.get("path", "/").encode("utf-8")
+    head = (scope["method"], _canonical_path(raw_path))
+    tail = (_canonical_headers(headers, signed), ";".join(signed), payload_hash)
+    key = _signing_key(secret, date, region, service)
+    scope_text = "/".join(credential[1:])
+    for query in _canonical_queries(scope.get("query_string", b"")):
+        canonical = "\n".join((*head, query, *tail))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        to_sign = "\n".join((ALGORITHM, amz_date, scope_text, digest))
+        expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        if hmac.compare_digest(expected, signature):
+            return
+    raise _error(
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your AWS Secret Access Key and signing method. Consult the service "
+        "documentation for details.",
+        403,
+    )

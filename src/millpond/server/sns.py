@@ -445,8 +445,11 @@ async def confirm_subscription(ctx: Context, request: Request) -> dict[str, Any]
     if parsed is None or parsed[1] != request.account_id:
         raise _invalid("Topic")
     topic = await ctx.call(ctx.broker(parsed[0]).topic, parsed[2])
+    # Only a signed confirmation can ask that unsubscribing be signed too (SNS's rule); an
+    # unsigned fetch of the SubscribeURL that adds the parameter does not get that power.
+    authenticate = params.get("AuthenticateOnUnsubscribe") or False
     sub = await ctx.call(
-        topic.confirm_subscription, token, params.get("AuthenticateOnUnsubscribe") or False
+        topic.confirm_subscription, token, authenticate if request.authenticated else False
     )
     return {"SubscriptionArn": sub.arn}
 
