@@ -407,7 +407,8 @@ def _send_target(store: Any, impl: str, n: int, groups: int) -> Callable[[], Any
     return lambda: q.send_batch(store.entries(n, groups))
 
 
-def test_fifo_send_10(
+@pytest.mark.parametrize("n", [10, 1])
+def test_fifo_send(
     benchmark: Any,
     quick: bool,
     fifo_store: Any,
@@ -415,39 +416,17 @@ def test_fifo_send_10(
     durability: str,
     groups: int,
     rep: int,
+    n: int,
 ) -> None:
-    """send_batch of 10 (entries over ``groups`` groups; 10 and 1000: 10 groups per call)."""
+    """send_batch of 10 (entries over ``groups`` groups; 10 and 1000: 10 groups per call), or
+    one send per call, each to the next group round-robin."""
     _run(
         benchmark,
-        _send_target(fifo_store, impl, 10, groups),
-        _plan(quick, "send_10", durability, impl),
-        group=f"fifo send_10 {durability} {groups}groups",
-        msgs_per_call=10,
-        case="fifo_send_10",
-        rep=rep,
-        impl=impl,
-        durability=durability,
-        groups=groups,
-    )
-
-
-def test_fifo_send_1(
-    benchmark: Any,
-    quick: bool,
-    fifo_store: Any,
-    impl: str,
-    durability: str,
-    groups: int,
-    rep: int,
-) -> None:
-    """One send per call, each to the next group round-robin."""
-    _run(
-        benchmark,
-        _send_target(fifo_store, impl, 1, groups),
-        _plan(quick, "send_1", durability, impl),
-        group=f"fifo send_1 {durability} {groups}groups",
-        msgs_per_call=1,
-        case="fifo_send_1",
+        _send_target(fifo_store, impl, n, groups),
+        _plan(quick, f"send_{n}", durability, impl),
+        group=f"fifo send_{n} {durability} {groups}groups",
+        msgs_per_call=n,
+        case=f"fifo_send_{n}",
         rep=rep,
         impl=impl,
         durability=durability,

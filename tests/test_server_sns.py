@@ -24,21 +24,10 @@ from botocore.exceptions import ClientError
 
 from millpond.server import sns as sns_codec
 
+from .test_topics import ENVELOPE_KEYS
+
 ACCOUNT = "123456789012"
 NO_RETRY = Config(retries={"total_max_attempts": 1}, read_timeout=30)
-ENVELOPE_KEYS = [
-    "Type",
-    "MessageId",
-    "TopicArn",
-    "Subject",
-    "Message",
-    "Timestamp",
-    "SignatureVersion",
-    "Signature",
-    "SigningCertURL",
-    "UnsubscribeURL",
-    "MessageAttributes",
-]
 
 CONFIRMATION_KEYS = [
     "Type",

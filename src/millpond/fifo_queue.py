@@ -19,20 +19,18 @@ import msgpack
 from millpond import _core_fifo as fifo
 from millpond.errors import (
     BatchRequestTooLong,
-    EmptyBatchRequest,
     InvalidParameterValue,
     MillpondError,
     MissingParameter,
     QueueDoesNotExist,
     ReceiptHandleIsInvalid,
-    TooManyEntriesInBatchRequest,
 )
 from millpond.message import Message, pack_metadata
 from millpond.queue import (
-    MAX_BATCH,
     MAX_HIDDEN_MS,
     Queue,
     Write,
+    check_batch,
     check_int,
     check_message_id_field,
 )
@@ -117,13 +115,7 @@ class FifoQueue(Queue):
 
     def send_batch_detailed(self, entries: Sequence[Any]) -> list[tuple[str, str]]:
         """As send_batch, returning (message id, sequence number) per entry."""
-        if not entries:
-            raise EmptyBatchRequest("There should be at least one SendMessageBatchRequestEntry.")
-        if len(entries) > MAX_BATCH:
-            raise TooManyEntriesInBatchRequest(
-                f"Maximum number of entries per request are {MAX_BATCH}. "
-                f"You have sent {len(entries)}."
-            )
+        check_batch(entries, "SendMessageBatchRequestEntry")
         prepared = []
         for entry in entries:
             if not isinstance(entry, Mapping):
@@ -316,13 +308,7 @@ class FifoQueue(Queue):
     def delete_batch(self, receipt_handles: Sequence[str]) -> None:
         """Delete up to 10 messages. FIFO rule: a handle whose visibility timeout ran out (or
         whose message was received again) is expired, and nothing of the batch is deleted."""
-        if not receipt_handles:
-            raise EmptyBatchRequest("There should be at least one DeleteMessageBatchRequestEntry.")
-        if len(receipt_handles) > MAX_BATCH:
-            raise TooManyEntriesInBatchRequest(
-                f"Maximum number of entries per request are {MAX_BATCH}. "
-                f"You have sent {len(receipt_handles)}."
-            )
+        check_batch(receipt_handles, "DeleteMessageBatchRequestEntry")
         entries = [self._decode_fifo(handle) for handle in receipt_handles]
 
         def delete(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:

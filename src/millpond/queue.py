@@ -244,13 +244,7 @@ class Queue:
                 ``delay_seconds``, ``attributes``, ``group_id`` and ``deduplication_id`` (as
                 send()). All are checked before any is stored.
         """
-        if not entries:
-            raise EmptyBatchRequest("There should be at least one SendMessageBatchRequestEntry.")
-        if len(entries) > MAX_BATCH:
-            raise TooManyEntriesInBatchRequest(
-                f"Maximum number of entries per request are {MAX_BATCH}. "
-                f"You have sent {len(entries)}."
-            )
+        check_batch(entries, "SendMessageBatchRequestEntry")
         bodies, blobs, delays = self._prepare_many(entries)
         total = sum(map(len, bodies)) + sum(map(len, blobs))
         if total > queue_attributes.INT_RANGES["MaximumMessageSize"][1]:
@@ -508,13 +502,7 @@ class Queue:
 
     def delete_batch(self, receipt_handles: Sequence[str]) -> None:
         """Delete up to 10 messages in one write; every handle is checked before any delete."""
-        if not receipt_handles:
-            raise EmptyBatchRequest("There should be at least one DeleteMessageBatchRequestEntry.")
-        if len(receipt_handles) > MAX_BATCH:
-            raise TooManyEntriesInBatchRequest(
-                f"Maximum number of entries per request are {MAX_BATCH}. "
-                f"You have sent {len(receipt_handles)}."
-            )
+        check_batch(receipt_handles, "DeleteMessageBatchRequestEntry")
         entries = self._decode_all(receipt_handles)
         core = self._core
 
@@ -763,6 +751,16 @@ def check_message_id_field(name: str, value: Any) -> None:
         raise InvalidParameterValue(
             f"Value {value} for parameter {name} is invalid. Reason: {name} can only include "
             "alphanumeric and punctuation characters. 1 to 128 in length."
+        )
+
+
+def check_batch(entries: Sequence[Any], entry_name: str) -> None:
+    """SQS's limits on a batch: 1 to MAX_BATCH entries of ``entry_name``."""
+    if not entries:
+        raise EmptyBatchRequest(f"There should be at least one {entry_name}.")
+    if len(entries) > MAX_BATCH:
+        raise TooManyEntriesInBatchRequest(
+            f"Maximum number of entries per request are {MAX_BATCH}. You have sent {len(entries)}."
         )
 
 
