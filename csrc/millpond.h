@@ -53,7 +53,7 @@ static inline void millpond_vis_key(unsigned char *k, uint32_t queue_id, uint64_
 }
 
 /* ---- record (the immutable log value) -------------------------------------------------------
- * crc32c u32 | format u32 | sent_ms u64 | attrs_len u32 | body_len u32 |
+ * crc32c u32 | format u32 (MILLPOND_RECORD_FORMAT, | MILLPOND_RECORD_INDEXED) | sent_ms u64 | attrs_len u32 | body_len u32 |
  * message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
  * The CRC covers every byte after itself. The id travels with the record when a message moves
  * to another queue (dead-letter queues, redrive), so its MessageId never changes.
@@ -61,6 +61,9 @@ static inline void millpond_vis_key(unsigned char *k, uint32_t queue_id, uint64_
 #define MILLPOND_RECORD_HEADER_SIZE 40
 #define MILLPOND_RECORD_ID_AT 24
 #define MILLPOND_RECORD_FORMAT 1u
+/* Flag in the format word: the message got its vis entry when it was stored (a delay, a
+ * dead-letter move), so a receive's walk over fresh messages passes it by. */
+#define MILLPOND_RECORD_INDEXED 0x100u
 
 /* ---- delivery state (the vis value) ---------------------------------------------------------
  * sent_ms u64 | first_receive_ms u64 | last_receive_ms u64 | receive_count u32 |
@@ -79,9 +82,11 @@ static inline void millpond_vis_value(unsigned char *v, uint64_t sent_ms, uint64
 }
 
 /* ---- per-queue counters (the qstate value, key = queue_id u32) ------------------------------
- * next_seq u64 | message_count u64
+ * floor u64 | gone u64 | fresh u64
+ * A send does not touch them: next seq = max(floor, last log seq + 1), stored records =
+ * next seq - 1 - gone; fresh = the first seq a receive's walk of fresh messages has not passed.
  */
-#define MILLPOND_QSTATE_SIZE 16
+#define MILLPOND_QSTATE_SIZE 24
 
 /* ---- CRC32C (Castagnoli, reflected 0x82F63B78) ----------------------------------------------
  * SSE4.2 instruction when the CPU has it, else slice-by-8 tables. millpond_crc32c_init() must run
@@ -159,11 +164,11 @@ static inline uint32_t millpond_crc32c(uint32_t crc, const unsigned char *p, siz
 /* Write a record header for attrs/body already placed after it, then its CRC. */
 static inline void millpond_record_seal(unsigned char *rec, uint64_t sent_ms, uint32_t env_id,
                                         uint32_t queue_id, uint64_t seq, uint32_t attrs_len,
-                                        uint32_t body_len) {
+                                        uint32_t body_len, uint32_t flags) {
     millpond_put_u32(rec + MILLPOND_RECORD_ID_AT, env_id);
     millpond_put_u32(rec + MILLPOND_RECORD_ID_AT + 4, queue_id);
     millpond_put_u64(rec + MILLPOND_RECORD_ID_AT + 8, seq);
-    millpond_put_u32(rec + 4, MILLPOND_RECORD_FORMAT);
+    millpond_put_u32(rec + 4, MILLPOND_RECORD_FORMAT | flags);
     millpond_put_u64(rec + 8, sent_ms);
     millpond_put_u32(rec + 16, attrs_len);
     millpond_put_u32(rec + 20, body_len);
@@ -177,8 +182,14 @@ static inline int millpond_record_check(const unsigned char *rec, size_t n) {
     uint64_t want = (uint64_t)MILLPOND_RECORD_HEADER_SIZE + millpond_get_u32(rec + 16) +
                     millpond_get_u32(rec + 20);
     if (want != n) return -1;
-    if (millpond_get_u32(rec + 4) != MILLPOND_RECORD_FORMAT) return -1;
+    if ((millpond_get_u32(rec + 4) & ~MILLPOND_RECORD_INDEXED) != MILLPOND_RECORD_FORMAT) return -1;
     return millpond_get_u32(rec) == millpond_crc32c(0, rec + 4, n - 4) ? 0 : -1;
+}
+
+/* Set a checked record's flags (of n bytes) and seal it again. */
+static inline void millpond_record_reflag(unsigned char *rec, size_t n, uint32_t flags) {
+    millpond_put_u32(rec + 4, MILLPOND_RECORD_FORMAT | flags);
+    millpond_put_u32(rec, millpond_crc32c(0, rec + 4, n - 4));
 }
 
 /* ---- base64url without padding (receipt handles) ------------------------------------------- */

@@ -316,3 +316,103 @@ def test_move_keeps_the_record_and_id_and_optionally_the_delivery_state(c, env):
     back = _receive(c, env, 1, 300_000)[0]
     fresh = {r[7]: (r[2], r[4], r[8]) for r in back}
     assert fresh[got[0][7]] == (1, 300_000, 0)  # a redrive starts the delivery afresh
+
+
+# -- the fresh-message layout: a send writes the log alone ----------------------------------------
+
+
+def _table_entries(env):
+    e, t = env
+    with e.begin() as txn:
+        return {name: txn.stat(getattr(t, name))["entries"] for name in ("log", "vis", "qstate")}
+
+
+def test_a_send_without_delay_writes_only_its_log_record(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+        counters = txn.get(b"\0\0\0\1", db=t.qstate)
+    _send(c, env, 1, 100, [b"a", b"b"])
+    _send(c, env, 1, 100, [b"c"])
+    assert _table_entries(env) == {"log": 3, "vis": 0, "qstate": 1}
+    with e.begin() as txn:
+        assert txn.get(b"\0\0\0\1", db=t.qstate) == counters  # untouched by sends
+        assert c.counts(txn, t, 1, 100, 0) == (3, 0, 0)
+    _send(c, env, 1, 100, [b"d"], delays=[5000])  # a delayed one gets its vis entry at once
+    assert _table_entries(env)["vis"] == 1
+    with e.begin() as txn:
+        assert c.record_flags(txn.get(c.log_key(1, 4), db=t.log)) == c.INDEXED
+        assert c.record_flags(txn.get(c.log_key(1, 1), db=t.log)) == 0
+
+
+def test_receive_takes_delivery_entries_first_then_fresh_messages_in_seq_order(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"returned"])
+    assert [r[6] for r in _receive(c, env, 1, 0, vis=1000)[0]] == [b"returned"]
+    _send(c, env, 1, 500, [b"delayed"], delays=[100])  # due at 600
+    _send(c, env, 1, 700, [b"fresh1", b"fresh2"])
+    received = _receive(c, env, 1, 2000, n=3)[0]
+    # vis entries by visible_at (delayed: 600, returned: 1000), then the fresh ones
+    assert [r[6] for r in received] == [b"delayed", b"returned", b"fresh1"]
+    assert [r[2] for r in received] == [1, 2, 1]
+    assert [r[6] for r in _receive(c, env, 1, 2000)[0]] == [b"fresh2"]
+    assert _receive(c, env, 1, 2000)[0] == []  # the walk does not serve anything twice
+    with e.begin() as txn:
+        assert c.counts(txn, t, 1, 2000, 0) == (4, 4, 0)
+
+
+def test_no_seq_is_handed_out_twice_after_the_tail_is_removed(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"a", b"b"])
+    got = _receive(c, env, 1, 0)[0]
+    with e.begin(write=True) as txn:  # delete both: the log of queue 1 is empty again
+        assert c.delete(txn, t, 1, [(r[0], r[1], r[2]) for r in got]) == [c.OK, c.OK]
+        assert c.counts(txn, t, 1, 0, 0) == (0, 0, 0)
+    assert _send(c, env, 1, 0, [b"c"]) == 3
+    _send(c, env, 1, 0, [b"old"])
+    with e.begin(write=True) as txn:  # expiry of the tail
+        assert c.expire(txn, t, 1, 1) == 2
+    assert _send(c, env, 1, 5, [b"d"]) == 5
+    assert [r[0] for r in _receive(c, env, 1, 5, cutoff=5)[0]] == [5]
+
+
+def test_the_walk_removes_expired_fresh_messages_and_counts_them(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 10, [b"old", b"old"])
+    _send(c, env, 1, 50, [b"new"])
+    received, _, _, expired, _ = _receive(c, env, 1, 60, cutoff=20)
+    assert [r[6] for r in received] == [b"new"] and expired == 2
+    with e.begin() as txn:
+        assert c.counts(txn, t, 1, 60, 20) == (1, 1, 0)
+    assert _send(c, env, 1, 60, [b"x"]) == 4
+
+
+def test_peek_and_move_take_fresh_messages_too(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+        c.create(txn, t, 2)
+    _send(c, env, 1, 100, [b"a", b"b"])
+    with e.begin(write=True) as txn:
+        picked = c.peek(txn, t, 1, 100, 10, False)
+        assert picked == [(1, c.FRESH, 0), (2, c.FRESH, 0)]
+        assert c.move(txn, t, 1, 200, [p[:2] for p in picked], 2, False) == 2
+        assert c.counts(txn, t, 1, 200, 0)[0] == 0 and c.counts(txn, t, 2, 200, 0)[0] == 2
+    received = _receive(c, env, 2, 200)[0]
+    assert [(r[6], r[2], r[3]) for r in received] == [(b"a", 1, 100), (b"b", 1, 100)]
+
+
+def test_reflag_keeps_the_record_valid_and_the_twin_agrees(c):
+    record = c.encode_record(1, 2, 3, 4, b"attrs", b"body")
+    flagged = c.reflag_record(record, c.INDEXED)
+    assert c.record_flags(flagged) == c.INDEXED and c.decode_record(flagged) == c.decode_record(
+        record
+    )
+    assert c.reflag_record(flagged, 0) == record
+    assert flagged == _core_py.encode_record(1, 2, 3, 4, b"attrs", b"body", _core_py.INDEXED)

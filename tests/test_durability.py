@@ -37,7 +37,7 @@ _QID = struct.Struct(">I")
 _LOG_KEY = struct.Struct(">IQ")
 _VIS_KEY = struct.Struct(">IQQ")
 _VIS_VALUE = struct.Struct(">QQQII")
-_QSTATE = struct.Struct(">QQ")
+_QSTATE = struct.Struct(">QQQ")  # floor, gone, fresh
 
 
 def _other_impl(impl: str) -> str:
@@ -62,8 +62,10 @@ def _receive_all(queue: millpond.Queue, visibility_timeout: int) -> list[millpon
 def check_integrity(broker: millpond.Broker) -> dict[int, dict[int, bytes]]:
     """Scan every table and check its invariants; returns {queue_id: {seq: record}}.
 
-    Every record passes its CRC, every record has exactly one delivery entry and every delivery
-    entry a record, qstate counts the records and its next seq is past every stored seq.
+    Every record passes its CRC; every delivery entry has a record; every record has exactly one
+    delivery entry, except fresh ones (at or past the queue's fresh cursor, not INDEXED), which
+    have none; the counters count the records, and the floor and fresh cursor never pass the
+    next seq.
     """
     storage = broker._storage
     tables = storage.tables
@@ -89,20 +91,31 @@ def check_integrity(broker: millpond.Broker) -> dict[int, dict[int, bytes]]:
         return log, vis, qstate
 
     log, vis, qstate = storage.read(scan)
+    core = broker._core
     doubled = {k: n for k, n in vis.items() if n > 1}
     assert not doubled, f"messages with more than one delivery entry: {doubled}"
-    in_log = {(queue_id, seq) for queue_id, records in log.items() for seq in records}
-    assert set(vis) == in_log, (
-        f"delivery entries without a record: {sorted(set(vis) - in_log)[:10]}, "
-        f"records without a delivery entry: {sorted(in_log - set(vis))[:10]}"
-    )
     assert set(log) <= set(qstate), "records of a queue without counters"
-    for queue_id, (next_seq, count) in qstate.items():
+    indexed = set()
+    for queue_id, records in log.items():
+        fresh = qstate[queue_id][2]
+        for seq, record in records.items():
+            if seq < fresh or core.record_flags(record) & core.INDEXED:
+                indexed.add((queue_id, seq))
+    in_log = {(queue_id, seq) for queue_id, records in log.items() for seq in records}
+    orphans = sorted(set(vis) - in_log)[:10]
+    assert not orphans, f"delivery entries without a record: {orphans}"
+    assert set(vis) == indexed, (
+        f"delivered or indexed records without a delivery entry: {sorted(indexed - set(vis))[:10]}"
+        f", fresh records with one: {sorted(set(vis) - indexed)[:10]}"
+    )
+    for queue_id, (floor, gone, fresh) in qstate.items():
         records = log.get(queue_id, {})
-        assert count == len(records), (
-            f"queue {queue_id}: qstate counts {count}, log holds {len(records)}"
+        next_seq = max([floor] + [seq + 1 for seq in records])
+        counted = next_seq - 1 - gone
+        assert counted == len(records), (
+            f"queue {queue_id}: counters say {counted} records, log holds {len(records)}"
         )
-        assert not records or next_seq > max(records), f"queue {queue_id}: next seq would be reused"
+        assert fresh <= next_seq, f"queue {queue_id}: fresh cursor {fresh} past next seq {next_seq}"
         for seq, record in records.items():
             assert broker._core.decode_record(record) is not None, (
                 f"queue {queue_id} seq {seq}: the record fails its CRC/length check"

@@ -506,3 +506,20 @@ def test_tags(broker):
     with pytest.raises(errors.InvalidParameterValue, match="Too many tags"):
         q.tag({f"k{i}": "v" for i in range(50)})
     assert q.tags() == {"env": "prod"}
+
+
+def test_a_data_directory_of_another_storage_format_is_refused_and_left_alone(tmp_path):
+    import lmdb
+    import msgpack
+
+    with millpond.open(tmp_path) as broker:
+        broker.create_queue("kept").send("x")
+    env = lmdb.open(str(tmp_path), max_dbs=16)
+    with env.begin(write=True) as txn:
+        identity = msgpack.unpackb(txn.get(b"env"))
+        identity["format"] = 1  # as the millpond before fresh messages lived in the log alone
+        txn.put(b"env", msgpack.packb(identity))
+    env.close()
+    for _ in range(2):  # refused each time: the failed open released the directory
+        with pytest.raises(errors.IncompatibleDataFormat, match="storage format 1"):
+            millpond.open(tmp_path)

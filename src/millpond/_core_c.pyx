@@ -16,6 +16,8 @@ from millpond._csrc cimport *
 
 IMPLEMENTATION = "c"
 HEADER_SIZE = MILLPOND_RECORD_HEADER_SIZE
+INDEXED = MILLPOND_RECORD_INDEXED
+FRESH = 0xFFFFFFFFFFFFFFFF  # peek()'s visible_at for a fresh message (it has no vis entry)
 
 OK = 0
 STALE = 1

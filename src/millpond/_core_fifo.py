@@ -12,7 +12,8 @@ Layouts (integers big-endian; ``g`` = u8 length | group id bytes):
                keyed by its head (oldest member): ready_at is the head's visible_at
 - ``dedup``    queue_id u32 | scope key                -> expires_ms u64 | seq u64
 - ``dedupexp`` queue_id u32 | expires_ms u64 | scope key -> b"" (expiry order, for sweeping)
-- ``qstate``   as standard queues: next_seq u64 | count u64
+- ``qstate``   as standard queues, read and written as (next_seq, count) through
+               _load_qstate/_store_qstate
 
 Order and locking follow from the head: a group is receivable when its head is visible, and a
 receive takes members from the head onwards while they are visible, so no message is delivered
@@ -29,7 +30,6 @@ from typing import Any
 
 from millpond._core_py import (  # noqa: F401  (statuses re-exported for fifo callers)
     _LOG_KEY,
-    _QSTATE,
     _U32,
     _U64,
     _VIS_KEY,
@@ -40,6 +40,7 @@ from millpond._core_py import (  # noqa: F401  (statuses re-exported for fifo ca
     TOO_LONG,
     _delete_prefix,
     _load_qstate,
+    _store_qstate,
 )
 
 # The shared layouts and statuses are the executable spec's (_core_py); only FIFO's own here.
@@ -57,10 +58,6 @@ def group_key(group_id: str) -> bytes:
 
 def _member_key(queue_id: int, g: bytes, seq: int) -> bytes:
     return _U32.pack(queue_id) + g + _U64.pack(seq)
-
-
-def _store_qstate(txn: Any, t: Any, queue_id: int, next_seq: int, count: int) -> None:
-    txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count), db=t.qstate)
 
 
 def _first_member(txn: Any, t: Any, queue_id: int, g: bytes) -> tuple[bytes, bytes] | None:

@@ -30,21 +30,35 @@ cdef inline bytes _vis_value(uint64_t sent_ms, uint64_t first_ms, uint64_t last_
     return out
 
 
-cdef inline bytes _qstate(uint64_t next_seq, uint64_t count):
+cdef inline bytes _qstate(uint64_t floor, uint64_t gone, uint64_t fresh):
     cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_QSTATE_SIZE)
-    millpond_put_u64(_buf(out), next_seq)
-    millpond_put_u64(_buf(out) + 8, count)
+    millpond_put_u64(_buf(out), floor)
+    millpond_put_u64(_buf(out) + 8, gone)
+    millpond_put_u64(_buf(out) + 16, fresh)
     return out
 
 
 cdef bytes _record(uint64_t sent_ms, uint32_t env_id, uint32_t queue_id, uint64_t seq,
-                   bytes attrs, bytes body):
+                   bytes attrs, bytes body, uint32_t flags=0):
     cdef Py_ssize_t la = PyBytes_GET_SIZE(attrs), lb = PyBytes_GET_SIZE(body)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_RECORD_HEADER_SIZE + la + lb)
     cdef unsigned char *p = _buf(out)
     memcpy(p + MILLPOND_RECORD_HEADER_SIZE, PyBytes_AS_STRING(attrs), la)
     memcpy(p + MILLPOND_RECORD_HEADER_SIZE + la, PyBytes_AS_STRING(body), lb)
-    millpond_record_seal(p, sent_ms, env_id, queue_id, seq, <uint32_t>la, <uint32_t>lb)
+    millpond_record_seal(p, sent_ms, env_id, queue_id, seq, <uint32_t>la, <uint32_t>lb, flags)
+    return out
+
+
+cdef inline uint32_t _record_flags(bytes record):
+    return millpond_get_u32(_buf(record) + 4) & MILLPOND_RECORD_INDEXED
+
+
+cdef bytes _reflag(bytes record, uint32_t flags):
+    if _record_flags(record) == flags:
+        return record
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
+    cdef bytes out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(record), n)
+    millpond_record_reflag(_buf(out), n, flags)
     return out
 
 
@@ -99,9 +113,19 @@ def vis_key(uint32_t queue_id, uint64_t visible_at_ms, uint64_t seq):
 
 
 def encode_record(uint64_t sent_ms, uint32_t env_id, uint32_t queue_id, uint64_t seq,
-                  bytes attrs, bytes body):
+                  bytes attrs, bytes body, uint32_t flags=0):
     """The immutable log value for one message, sealed with its CRC."""
-    return _record(sent_ms, env_id, queue_id, seq, attrs, body)
+    return _record(sent_ms, env_id, queue_id, seq, attrs, body, flags)
+
+
+def record_flags(bytes record):
+    """The flags of a record (INDEXED or 0); meaningful once decode_record() accepted it."""
+    return _record_flags(record)
+
+
+def reflag_record(bytes record, uint32_t flags):
+    """The same record with ``flags`` instead of its own, sealed again (a move between queues)."""
+    return _reflag(record, flags)
 
 
 def decode_record(bytes record):

@@ -5,13 +5,25 @@ layouts are those of ``csrc/millpond.h`` (all integers big-endian, so LMDB key o
 
 - ``log``    key queue_id u32 | seq u64                     value: record
 - ``vis``    key queue_id u32 | visible_at_ms u64 | seq u64  value: delivery state
-- ``qstate`` key queue_id u32                                value: next_seq u64 | count u64
+- ``qstate`` key queue_id u32                                value: floor u64 | gone u64 | fresh u64
 - ``moved``  key queue_id u32 | seq u64                     value: visible_at_ms u64
 
-record = crc32c u32 | format u32 | sent_ms u64 | attrs_len u32 | body_len u32
+record = crc32c u32 | format u32 (1, | INDEXED) | sent_ms u64 | attrs_len u32 | body_len u32
          | message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
 delivery state = sent_ms u64 | first_receive_ms u64 | last_receive_ms u64 | receive_count u32
                  | dead-letter source queue_id u32 (0: sent to this queue)
+
+A send writes only the message's log record: a fresh message has no ``vis`` entry. A receive
+first takes what ``vis`` holds (deliveries whose visibility timeout ran out, delayed messages now
+due, dead-lettered ones), then walks the log from the queue's ``fresh`` cursor, giving each fresh
+message it delivers its in-flight ``vis`` entry. Messages that need a ``vis`` entry from the
+start (a delay, a dead-letter move) carry the INDEXED flag in their record's format word, and
+the walk steps over them. So the common send dirties one table, the log, next to its tail.
+
+Counters never change on a send either: the next seq is max(floor, the queue's last log seq + 1)
+and the number of records is next seq - 1 - gone. Whatever removes records adds them to
+``gone`` and lifts ``floor`` past the highest seq it removed, so no seq is ever handed out
+twice. ``fresh`` is the lowest seq the walk has not passed.
 
 The top bit of receive_count (RELOCATED) marks a delivery that change_visibility re-timed: its
 receipt handle still names the old visible_at, so ``moved`` points from the seq to the current
@@ -20,7 +32,7 @@ key. A receive (which issues a new handle), a delete or an expiry drops the poin
 Contract of every function: the caller holds an open write transaction ``txn`` and passes the
 table handles in ``dbs`` (an object with ``log``, ``vis`` and ``qstate``). The core never reads
 the clock, opens or commits transactions, or logs: time comes in as ``now_ms`` and results go
-out as lists. ``count`` in qstate is the number of records the queue has in ``log``.
+out as lists.
 """
 
 from __future__ import annotations
@@ -37,9 +49,11 @@ _LOG_KEY = struct.Struct(">IQ")
 _VIS_KEY = struct.Struct(">IQQ")
 _HEADER = struct.Struct(">IIQIIIIQ")
 _VIS_VALUE = struct.Struct(">QQQII")
-_QSTATE = struct.Struct(">QQ")
+_QSTATE = struct.Struct(">QQQ")  # floor, gone, fresh
 _HANDLE = struct.Struct(">IQQI")
 _RECORD_FORMAT = 1
+INDEXED = 0x100  # record flag: the message got its vis entry when stored; the fresh walk skips it
+FRESH = (1 << 64) - 1  # peek()'s visible_at for a fresh message (it has no vis entry)
 _RELOCATED = 0x80000000
 _COUNT = 0x7FFFFFFF
 HEADER_SIZE = _HEADER.size
@@ -89,13 +103,16 @@ def vis_key(queue_id: int, visible_at_ms: int, seq: int) -> bytes:
 
 
 def encode_record(
-    sent_ms: int, env_id: int, queue_id: int, seq: int, attrs: bytes, body: bytes
+    sent_ms: int, env_id: int, queue_id: int, seq: int, attrs: bytes, body: bytes, flags: int = 0
 ) -> bytes:
     """The immutable log value for one message, sealed with its CRC.
 
     (env_id, queue_id, seq) name the message for good: its message id (see message_id()).
+    ``flags``: INDEXED when the message gets a vis entry as it is stored.
     """
-    header = _HEADER.pack(0, _RECORD_FORMAT, sent_ms, len(attrs), len(body), env_id, queue_id, seq)
+    header = _HEADER.pack(
+        0, _RECORD_FORMAT | flags, sent_ms, len(attrs), len(body), env_id, queue_id, seq
+    )
     rest = header[4:] + attrs + body
     return _U32.pack(crc32c(rest)) + rest
 
@@ -105,12 +122,25 @@ def decode_record(record: bytes) -> tuple[int, str, bytes, bytes] | None:
     if len(record) < HEADER_SIZE:
         return None
     crc, fmt, sent_ms, attrs_len, body_len, env_id, queue_id, seq = _HEADER.unpack_from(record)
-    if fmt != _RECORD_FORMAT or HEADER_SIZE + attrs_len + body_len != len(record):
+    if fmt & ~INDEXED != _RECORD_FORMAT or HEADER_SIZE + attrs_len + body_len != len(record):
         return None
     if crc32c(record[4:]) != crc:
         return None
     body_at = HEADER_SIZE + attrs_len
     return sent_ms, message_id(env_id, queue_id, seq), record[HEADER_SIZE:body_at], record[body_at:]
+
+
+def record_flags(record: bytes) -> int:
+    """The flags of a record (INDEXED or 0); meaningful once decode_record() accepted it."""
+    return _U32.unpack_from(record, 4)[0] & INDEXED
+
+
+def reflag_record(record: bytes, flags: int) -> bytes:
+    """The same record with ``flags`` instead of its own, sealed again (a move between queues)."""
+    if record_flags(record) == flags:
+        return record
+    rest = _U32.pack(_RECORD_FORMAT | flags) + record[8:]
+    return _U32.pack(crc32c(rest)) + rest
 
 
 def encode_handle(secret: bytes, queue_id: int, seq: int, visible_at_ms: int, count: int) -> str:
@@ -156,19 +186,72 @@ def message_id(env_id: int, queue_id: int, seq: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-# -- queue lifecycle -----------------------------------------------------------------------------
+# -- counters ------------------------------------------------------------------------------------
 
 
-def _load_qstate(txn, dbs, queue_id: int) -> tuple[int, int]:
+def _counters(txn, dbs, queue_id: int) -> tuple[int, int, int]:
+    """(floor, gone, fresh) of a queue; LookupError if it does not exist."""
     raw = txn.get(_U32.pack(queue_id), db=dbs.qstate)
     if raw is None:
         raise LookupError(queue_id)
     return _QSTATE.unpack(raw)
 
 
+def _store_counters(txn, dbs, queue_id: int, floor: int, gone: int, fresh: int) -> None:
+    txn.put(_U32.pack(queue_id), _QSTATE.pack(floor, gone, fresh), db=dbs.qstate)
+
+
+def _tail_seq(txn, dbs, queue_id: int) -> int:
+    """The highest seq the queue has in the log, 0 when it has none."""
+    with txn.cursor(db=dbs.log) as cur:
+        if queue_id < 0xFFFFFFFF and cur.set_range(_U32.pack(queue_id + 1)):
+            found = cur.prev()
+        else:
+            found = cur.last()
+        if not found:
+            return 0
+        key = cur.key()
+        if len(key) != _LOG_KEY.size:
+            return 0
+        qid, seq = _LOG_KEY.unpack(key)
+        return seq if qid == queue_id else 0
+
+
+def _next_seq(txn, dbs, queue_id: int, floor: int) -> int:
+    return max(floor, _tail_seq(txn, dbs, queue_id) + 1)
+
+
+def _forget(txn, dbs, queue_id: int, removed: int, top_seq: int, fresh: int | None = None) -> None:
+    """Count ``removed`` records as gone (the highest of them ``top_seq``); move ``fresh``."""
+    floor, gone, old_fresh = _counters(txn, dbs, queue_id)
+    _store_counters(
+        txn,
+        dbs,
+        queue_id,
+        max(floor, top_seq + 1),
+        gone + removed,
+        old_fresh if fresh is None else fresh,
+    )
+
+
+def _load_qstate(txn, dbs, queue_id: int) -> tuple[int, int]:
+    """(next_seq, stored records): the counters as FIFO queues keep them."""
+    floor, gone, _ = _counters(txn, dbs, queue_id)
+    next_seq = _next_seq(txn, dbs, queue_id, floor)
+    return next_seq, next_seq - 1 - gone
+
+
+def _store_qstate(txn, dbs, queue_id: int, next_seq: int, count: int) -> None:
+    """Record (next_seq, stored records) after FIFO bookkeeping changed them."""
+    _store_counters(txn, dbs, queue_id, next_seq, next_seq - 1 - count, next_seq)
+
+
+# -- queue lifecycle -----------------------------------------------------------------------------
+
+
 def create(txn, dbs, queue_id: int) -> None:
     """Start the counters of a new queue (seq numbers start at 1)."""
-    txn.put(_U32.pack(queue_id), _QSTATE.pack(1, 0), db=dbs.qstate)
+    _store_counters(txn, dbs, queue_id, 1, 0, 1)
 
 
 def exists(txn, dbs, queue_id: int) -> bool:
@@ -189,12 +272,13 @@ def _delete_prefix(txn, db, prefix: bytes) -> int:
 
 def purge(txn, dbs, queue_id: int) -> int:
     """Remove every message of the queue; returns how many records were removed."""
-    next_seq, _ = _load_qstate(txn, dbs, queue_id)
+    floor, _, _ = _counters(txn, dbs, queue_id)
+    next_seq = _next_seq(txn, dbs, queue_id, floor)
     prefix = _U32.pack(queue_id)
     _delete_prefix(txn, dbs.vis, prefix)
     _delete_prefix(txn, dbs.moved, prefix)
     n = _delete_prefix(txn, dbs.log, prefix)
-    txn.put(prefix, _QSTATE.pack(next_seq, 0), db=dbs.qstate)
+    _store_counters(txn, dbs, queue_id, next_seq, next_seq - 1, next_seq)
     return n
 
 
@@ -207,22 +291,33 @@ def drop(txn, dbs, queue_id: int) -> None:
 # -- the verbs -----------------------------------------------------------------------------------
 
 
+def _store_message(
+    txn, dbs, queue_id: int, seq: int, now_ms: int, env_id: int, body, attr, delay_ms
+):
+    """A fresh message is its log record alone; a delayed one also gets its vis entry."""
+    lkey = _LOG_KEY.pack(queue_id, seq)
+    if delay_ms:
+        record = encode_record(now_ms, env_id, queue_id, seq, attr, body, INDEXED)
+        txn.put(lkey, record, db=dbs.log)
+        vis_value = _VIS_VALUE.pack(now_ms, 0, 0, 0, 0)
+        txn.put(_VIS_KEY.pack(queue_id, now_ms + delay_ms, seq), vis_value, db=dbs.vis)
+    else:
+        txn.put(lkey, encode_record(now_ms, env_id, queue_id, seq, attr, body), db=dbs.log)
+
+
 def send(txn, dbs, queue_id: int, now_ms: int, bodies, attrs, delays_ms, env_id: int) -> int:
     """Append messages; returns the seq of the first (the rest follow consecutively).
 
     ``bodies`` and ``attrs`` are lists of bytes (attrs ``b""`` when none), ``delays_ms`` a list of
     ints; ``env_id`` goes into the message ids. Raises LookupError if the queue does not exist.
+    Writes only the log (and vis for delayed messages): the counters stay as they are.
     """
-    next_seq, count = _load_qstate(txn, dbs, queue_id)
-    vis_value = _VIS_VALUE.pack(now_ms, 0, 0, 0, 0)
-    seq = next_seq
+    floor, _, _ = _counters(txn, dbs, queue_id)
+    first = seq = _next_seq(txn, dbs, queue_id, floor)
     for body, attr, delay_ms in zip(bodies, attrs, delays_ms):
-        record = encode_record(now_ms, env_id, queue_id, seq, attr, body)
-        txn.put(_LOG_KEY.pack(queue_id, seq), record, db=dbs.log)
-        txn.put(_VIS_KEY.pack(queue_id, now_ms + delay_ms, seq), vis_value, db=dbs.vis)
+        _store_message(txn, dbs, queue_id, seq, now_ms, env_id, body, attr, delay_ms)
         seq += 1
-    txn.put(_U32.pack(queue_id), _QSTATE.pack(seq, count + seq - next_seq), db=dbs.qstate)
-    return next_seq
+    return first
 
 
 def send_each(
@@ -234,27 +329,20 @@ def send_each(
     once. Returns the seq each delivery got. Raises LookupError(index of the first delivery
     whose queue does not exist) before writing anything.
     """
-    states: dict[int, list[int]] = {}
+    next_seqs: dict[int, int] = {}
     for index, delivery in enumerate(deliveries):
         queue_id = delivery[0]
-        if queue_id not in states:
+        if queue_id not in next_seqs:
             raw = txn.get(_U32.pack(queue_id), db=dbs.qstate)
             if raw is None:
                 raise LookupError(index)
-            states[queue_id] = list(_QSTATE.unpack(raw))
-    vis_value = _VIS_VALUE.pack(now_ms, 0, 0, 0, 0)
+            next_seqs[queue_id] = _next_seq(txn, dbs, queue_id, _QSTATE.unpack(raw)[0])
     seqs = []
     for queue_id, body, attr, delay_ms in deliveries:
-        state = states[queue_id]
-        seq = state[0]
-        state[0] = seq + 1
-        state[1] += 1
-        record = encode_record(now_ms, env_id, queue_id, seq, attr, body)
-        txn.put(_LOG_KEY.pack(queue_id, seq), record, db=dbs.log)
-        txn.put(_VIS_KEY.pack(queue_id, now_ms + delay_ms, seq), vis_value, db=dbs.vis)
+        seq = next_seqs[queue_id]
+        next_seqs[queue_id] = seq + 1
+        _store_message(txn, dbs, queue_id, seq, now_ms, env_id, body, attr, delay_ms)
         seqs.append(seq)
-    for queue_id, (next_seq, count) in states.items():
-        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count), db=dbs.qstate)
     return seqs
 
 
@@ -271,6 +359,7 @@ def receive(
 ):
     """Deliver up to ``max_messages`` visible messages and hide them for ``visibility_ms``.
 
+    Messages with a vis entry come first (in visible_at order), then fresh ones (in seq order).
     Returns ``(received, over_limit, corrupt, expired, next_visible_at_ms)``:
 
     - received: list of (seq, visible_at_ms, receive_count, sent_ms, first_receive_ms, attrs, body,
@@ -279,8 +368,8 @@ def receive(
       source_queue_id is the queue a dead-lettered message came from.
     - over_limit: (seq, visible_at_ms) of visible messages already received ``max_receive_count``
       times (0 disables); they are left untouched for the caller to move to a dead-letter queue.
-    - corrupt: seqs whose record failed its CRC; their delivery entry is removed, the record kept
-      (it is never served, and stays for inspection).
+    - corrupt: seqs whose record failed its CRC; their delivery entry is removed (a fresh one is
+      passed over), the record kept (it is never served, and stays for inspection).
     - expired: how many messages older than ``retention_cutoff_ms`` were removed on the way.
     - next_visible_at_ms: when the first still-hidden message becomes visible (0: none or unknown,
       as when the scan stopped early); long polls sleep until then.
@@ -291,11 +380,28 @@ def receive(
     corrupt = []
     rekeyed = []  # new vis entries, written after the scan so it cannot meet them again
     expired = 0
+    top_removed = 0
     next_visible_at = 0
     new_visible_at = now_ms + visibility_ms
+
+    def deliver(seq, decoded, sent_ms, first_ms, count, source):
+        rekeyed.append(
+            (
+                _VIS_KEY.pack(queue_id, new_visible_at, seq),
+                _VIS_VALUE.pack(sent_ms, first_ms, now_ms, count, source),
+            )
+        )
+        _, mid, attrs, body = decoded
+        handle = None
+        if secret is not None:
+            handle = encode_handle(secret, queue_id, seq, new_visible_at, count)
+        received.append(
+            (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, mid, source, handle)
+        )
+
     with txn.cursor(db=dbs.vis) as cur:
         found = cur.set_range(start)
-        while found:
+        while found and len(received) < max_messages:
             key = cur.key()
             if len(key) != _VIS_KEY.size:
                 break  # past the last entry after a delete
@@ -322,6 +428,7 @@ def receive(
             if sent_ms < retention_cutoff_ms:
                 if txn.delete(lkey, db=dbs.log):
                     expired += 1
+                    top_removed = max(top_removed, seq)
                 continue
             record = txn.get(lkey, db=dbs.log)
             if record is None:
@@ -330,28 +437,37 @@ def receive(
             if decoded is None:
                 corrupt.append(seq)  # never served; the record stays for inspection
                 continue
-            count = (count & _COUNT) + 1
-            first_ms = first_ms or now_ms
-            rekeyed.append(
-                (
-                    _VIS_KEY.pack(queue_id, new_visible_at, seq),
-                    _VIS_VALUE.pack(sent_ms, first_ms, now_ms, count, source),
-                )
-            )
-            _, mid, attrs, body = decoded
-            handle = None
-            if secret is not None:
-                handle = encode_handle(secret, queue_id, seq, new_visible_at, count)
-            received.append(
-                (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, mid, source, handle)
-            )
-            if len(received) >= max_messages:
-                break
-        if rekeyed:
+            deliver(seq, decoded, sent_ms, first_ms or now_ms, (count & _COUNT) + 1, source)
+    fresh = None
+    if len(received) < max_messages:
+        fresh = _counters(txn, dbs, queue_id)[2]
+        with txn.cursor(db=dbs.log) as cur:
+            found = cur.set_range(_LOG_KEY.pack(queue_id, fresh))
+            while found and len(received) < max_messages:
+                key = cur.key()
+                qid, seq = _LOG_KEY.unpack(key)
+                if qid != queue_id:
+                    break
+                fresh = seq + 1
+                record = cur.value()
+                decoded = decode_record(record)
+                if decoded is None:
+                    corrupt.append(seq)
+                elif record_flags(record) & INDEXED:
+                    pass  # delivered through its vis entry
+                elif decoded[0] < retention_cutoff_ms:
+                    expired += 1
+                    top_removed = max(top_removed, seq)
+                    found = cur.delete()
+                    continue
+                else:
+                    deliver(seq, decoded, decoded[0], now_ms, 1, 0)
+                found = cur.next()
+    if rekeyed:
+        with txn.cursor(db=dbs.vis) as cur:
             cur.putmulti(rekeyed)
-    if expired:
-        next_seq, stored = _load_qstate(txn, dbs, queue_id)
-        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, stored - expired), db=dbs.qstate)
+    if expired or fresh is not None:
+        _forget(txn, dbs, queue_id, expired, top_removed, fresh)
     return received, over_limit, corrupt, expired, next_visible_at
 
 
@@ -395,7 +511,7 @@ def delete(txn, dbs, queue_id: int, entries) -> list[int]:
     GONE (nothing to delete).
     """
     statuses = []
-    removed = 0
+    removed = top = 0
     for seq, visible_at, count in entries:
         lkey = _LOG_KEY.pack(queue_id, seq)
         if txn.delete(_VIS_KEY.pack(queue_id, visible_at, seq), db=dbs.vis):
@@ -417,10 +533,10 @@ def delete(txn, dbs, queue_id: int, entries) -> list[int]:
                 txn.delete(key, db=dbs.vis)
         if txn.delete(lkey, db=dbs.log):
             removed += 1
+            top = max(top, seq)
         statuses.append(status)
     if removed:
-        next_seq, stored = _load_qstate(txn, dbs, queue_id)
-        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, stored - removed), db=dbs.qstate)
+        _forget(txn, dbs, queue_id, removed, top)
     return statuses
 
 
@@ -466,18 +582,18 @@ def expire(txn, dbs, queue_id: int, retention_cutoff_ms: int) -> int:
     their own ``sent_ms`` and removes them when met.
     """
     prefix = _U32.pack(queue_id)
-    removed = 0
+    removed = top = 0
     with txn.cursor(db=dbs.log) as cur:
         if cur.set_range(prefix):
             while cur.key()[:4] == prefix:
                 if _HEADER.unpack_from(cur.value())[2] >= retention_cutoff_ms:
                     break
                 removed += 1
+                top = _LOG_KEY.unpack(cur.key())[1]
                 if not cur.delete():
                     break
     if removed:
-        next_seq, count = _load_qstate(txn, dbs, queue_id)
-        txn.put(prefix, _QSTATE.pack(next_seq, count - removed), db=dbs.qstate)
+        _forget(txn, dbs, queue_id, removed, top)
     return removed
 
 
@@ -506,36 +622,43 @@ def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_s
 
     The record moves unchanged (same message id, sent time and body). ``keep_state`` keeps the
     receive count and first receive and records queue_id as the dead-letter source (a move to a
-    dead-letter queue); without it the message starts afresh (a redrive back). Messages that no
-    longer exist are skipped. Returns how many moved. Raises LookupError for a missing queue.
+    dead-letter queue); without it the message starts afresh (a redrive back) as a fresh message.
+    visible_at_ms FRESH names a fresh message (as peek() gives them). Messages that no longer
+    exist are skipped. Returns how many moved. Raises LookupError for a missing queue.
     """
-    to_next, to_count = _load_qstate(txn, dbs, to_queue_id)
-    seq_to = to_next
-    removed = 0
+    seq_to = _next_seq(txn, dbs, to_queue_id, _counters(txn, dbs, to_queue_id)[0])
+    removed = top = 0
     for seq, visible_at in entries:
-        key = _VIS_KEY.pack(queue_id, visible_at, seq)
-        value = txn.get(key, db=dbs.vis)
         lkey = _LOG_KEY.pack(queue_id, seq)
         record = txn.get(lkey, db=dbs.log)
-        if value is None or record is None:
+        key = value = None
+        if visible_at != FRESH:
+            key = _VIS_KEY.pack(queue_id, visible_at, seq)
+            value = txn.get(key, db=dbs.vis)
+            if value is None:
+                continue
+        if record is None:
             continue
-        txn.delete(key, db=dbs.vis)
+        if key is not None:
+            txn.delete(key, db=dbs.vis)
         txn.delete(lkey, db=dbs.log)
         removed += 1
+        top = max(top, seq)
+        if value is None:  # fresh: as it would be in vis
+            value = _VIS_VALUE.pack(_HEADER.unpack_from(record)[2], 0, 0, 0, 0)
         sent_ms, first_ms, last_ms, count, _ = _VIS_VALUE.unpack(value)
         if count & _RELOCATED:
             txn.delete(lkey, db=dbs.moved)
+        to_key = _LOG_KEY.pack(to_queue_id, seq_to)
         if keep_state:
+            txn.put(to_key, reflag_record(record, INDEXED), db=dbs.log)
             value = _VIS_VALUE.pack(sent_ms, first_ms, last_ms, count & _COUNT, queue_id)
+            txn.put(_VIS_KEY.pack(to_queue_id, now_ms, seq_to), value, db=dbs.vis)
         else:
-            value = _VIS_VALUE.pack(sent_ms, 0, 0, 0, 0)
-        txn.put(_LOG_KEY.pack(to_queue_id, seq_to), record, db=dbs.log)
-        txn.put(_VIS_KEY.pack(to_queue_id, now_ms, seq_to), value, db=dbs.vis)
+            txn.put(to_key, reflag_record(record, 0), db=dbs.log)  # fresh: no vis entry
         seq_to += 1
     if removed:
-        next_seq, count = _load_qstate(txn, dbs, queue_id)
-        txn.put(_U32.pack(queue_id), _QSTATE.pack(next_seq, count - removed), db=dbs.qstate)
-        txn.put(_U32.pack(to_queue_id), _QSTATE.pack(seq_to, to_count + removed), db=dbs.qstate)
+        _forget(txn, dbs, queue_id, removed, top)
     return removed
 
 
@@ -543,7 +666,8 @@ def peek(txn, dbs, queue_id: int, now_ms: int, limit: int, dead_lettered_only: b
     """Up to ``limit`` visible messages as (seq, visible_at_ms, source_queue_id), untouched.
 
     With ``dead_lettered_only``, only messages a dead-letter move brought here. Redrive uses it
-    to pick what to move without receiving it.
+    to pick what to move without receiving it. Fresh messages come last, with visible_at_ms
+    FRESH.
     """
     out = []
     with txn.cursor(db=dbs.vis) as cur:
@@ -555,4 +679,14 @@ def peek(txn, dbs, queue_id: int, now_ms: int, limit: int, dead_lettered_only: b
                 source = _VIS_VALUE.unpack(value)[4]
                 if source or not dead_lettered_only:
                     out.append((seq, visible_at, source))
+    if dead_lettered_only or len(out) >= limit:
+        return out
+    with txn.cursor(db=dbs.log) as cur:
+        if cur.set_range(_LOG_KEY.pack(queue_id, _counters(txn, dbs, queue_id)[2])):
+            for key, value in cur:
+                qid, seq = _LOG_KEY.unpack(key)
+                if qid != queue_id or len(out) >= limit:
+                    break
+                if len(value) >= HEADER_SIZE and not record_flags(value) & INDEXED:
+                    out.append((seq, FRESH, 0))
     return out

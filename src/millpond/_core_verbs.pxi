@@ -9,21 +9,50 @@ cdef inline uint64_t _key_u64(bytes key, int at):
     return millpond_get_u64(_buf(key) + at)
 
 
-cdef tuple _load_qstate(txn, dbs, uint32_t queue_id):
+cdef tuple _counters(txn, dbs, uint32_t queue_id):
+    """(floor, gone, fresh); LookupError if the queue does not exist."""
     raw = txn.get(_u32(queue_id), None, dbs.qstate)
     if raw is None:
         raise LookupError(queue_id)
-    return millpond_get_u64(_buf(raw)), millpond_get_u64(_buf(raw) + 8)
+    return (millpond_get_u64(_buf(raw)), millpond_get_u64(_buf(raw) + 8),
+            millpond_get_u64(_buf(raw) + 16))
 
 
-cdef void _add_count(txn, dbs, uint32_t queue_id, long long delta) except *:
-    next_seq, count = _load_qstate(txn, dbs, queue_id)
-    txn.put(_u32(queue_id), _qstate(next_seq, <uint64_t>(count + delta)), True, True, False,
-            dbs.qstate)
+cdef uint64_t _tail_seq(txn, dbs, uint32_t queue_id) except? 0xFFFFFFFFFFFFFFFF:
+    """The highest seq the queue has in the log, 0 when it has none."""
+    cur = txn.cursor(dbs.log)
+    try:
+        if queue_id < 0xFFFFFFFF and cur.set_range(_u32(queue_id + 1)):
+            found = cur.prev()
+        else:
+            found = cur.last()
+        if not found:
+            return 0
+        key = cur.key()
+        if PyBytes_GET_SIZE(key) != MILLPOND_LOG_KEY_SIZE or millpond_get_u32(_buf(key)) != queue_id:
+            return 0
+        return _key_u64(key, 4)
+    finally:
+        cur.close()
+
+
+cdef uint64_t _next_seq(txn, dbs, uint32_t queue_id, uint64_t floor) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t after_tail = _tail_seq(txn, dbs, queue_id) + 1
+    return floor if floor > after_tail else after_tail
+
+
+cdef void _forget(txn, dbs, uint32_t queue_id, uint64_t removed, uint64_t top_seq,
+                  object fresh=None) except *:
+    """Count ``removed`` records as gone (the highest of them ``top_seq``); move ``fresh``."""
+    floor, gone, old_fresh = _counters(txn, dbs, queue_id)
+    if top_seq + 1 > floor:
+        floor = top_seq + 1
+    txn.put(_u32(queue_id), _qstate(floor, gone + removed, old_fresh if fresh is None else fresh),
+            True, True, False, dbs.qstate)
 
 
 def create(txn, dbs, uint32_t queue_id):
-    txn.put(_u32(queue_id), _qstate(1, 0), True, True, False, dbs.qstate)
+    txn.put(_u32(queue_id), _qstate(1, 0, 1), True, True, False, dbs.qstate)
 
 
 def exists(txn, dbs, uint32_t queue_id):
@@ -46,12 +75,12 @@ cdef Py_ssize_t _delete_prefix(txn, db, bytes prefix) except -1:
 
 
 def purge(txn, dbs, uint32_t queue_id):
-    next_seq, _ = _load_qstate(txn, dbs, queue_id)
+    cdef uint64_t next_seq = _next_seq(txn, dbs, queue_id, _counters(txn, dbs, queue_id)[0])
     prefix = _u32(queue_id)
     _delete_prefix(txn, dbs.vis, prefix)
     _delete_prefix(txn, dbs.moved, prefix)
     n = _delete_prefix(txn, dbs.log, prefix)
-    txn.put(prefix, _qstate(next_seq, 0), True, True, False, dbs.qstate)
+    txn.put(prefix, _qstate(next_seq, next_seq - 1, next_seq), True, True, False, dbs.qstate)
     return n
 
 
@@ -60,67 +89,73 @@ def drop(txn, dbs, uint32_t queue_id):
     txn.delete(_u32(queue_id), b"", dbs.qstate)
 
 
+cdef inline void _store_message(txn, log, vis, uint32_t queue_id, uint64_t seq, uint64_t now_ms,
+                                uint32_t env_id, bytes body, bytes attrs, uint64_t delay_ms,
+                                bint append) except *:
+    # A fresh message is its log record alone; a delayed one also gets its vis entry.
+    lkey = _log_key(queue_id, seq)
+    if delay_ms:
+        txn.put(lkey, _record(now_ms, env_id, queue_id, seq, attrs, body, MILLPOND_RECORD_INDEXED),
+                True, True, False, log)
+        txn.put(_vis_key(queue_id, now_ms + delay_ms, seq), _vis_value(now_ms, 0, 0, 0, 0),
+                True, True, False, vis)
+        return
+    record = _record(now_ms, env_id, queue_id, seq, attrs, body)
+    # Append when this queue holds the highest log keys (the common case: one busy queue): it
+    # skips the search and fills pages fully. Otherwise LMDB refuses it and we insert normally.
+    if not append or not txn.put(lkey, record, True, True, True, log):
+        txn.put(lkey, record, True, True, False, log)
+
+
 def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, list delays_ms,
          uint32_t env_id):
-    cdef uint64_t next_seq, count, seq
+    cdef uint64_t first = _next_seq(txn, dbs, queue_id, _counters(txn, dbs, queue_id)[0])
     cdef Py_ssize_t i, n = len(bodies)
-    next_seq, count = _load_qstate(txn, dbs, queue_id)
-    vis_value = _vis_value(now_ms, 0, 0, 0, 0)
-    seq = next_seq
+    cdef uint64_t delay
+    log, vis = dbs.log, dbs.vis
     if n == 1:
-        lkey = _log_key(queue_id, seq)
-        record = _record(now_ms, env_id, queue_id, seq, attrs[0], bodies[0])
-        # Append when this queue holds the highest log keys (see below); else a normal insert.
-        if not txn.put(lkey, record, True, True, True, dbs.log):
-            txn.put(lkey, record, True, True, False, dbs.log)
-        txn.put(_vis_key(queue_id, now_ms + <uint64_t>delays_ms[0], seq), vis_value, True, True,
-                False, dbs.vis)
-    else:
-        log_items = [None] * n
-        vis_items = [None] * n
-        for i in range(n):
-            log_items[i] = (_log_key(queue_id, seq + i),
-                            _record(now_ms, env_id, queue_id, seq + i, attrs[i], bodies[i]))
-            vis_items[i] = (_vis_key(queue_id, now_ms + <uint64_t>delays_ms[i], seq + i), vis_value)
-        # The log keys grow, so appending works when this queue holds the highest keys (the
-        # common case: one busy queue); it fills pages fully and skips the search. Otherwise
-        # LMDB refuses every item (added 0) and we insert normally.
-        log = txn.cursor(dbs.log)
-        if log.putmulti(log_items, True, True, True)[1] != n:
-            log.putmulti(log_items)
-        txn.cursor(dbs.vis).putmulti(vis_items)
-    txn.put(_u32(queue_id), _qstate(next_seq + n, count + n), True, True, False, dbs.qstate)
-    return next_seq
+        _store_message(txn, log, vis, queue_id, first, now_ms, env_id, bodies[0], attrs[0],
+                       delays_ms[0], True)
+        return first
+    log_items = []
+    for i in range(n):
+        delay = delays_ms[i]
+        if delay:
+            _store_message(txn, log, vis, queue_id, first + i, now_ms, env_id, bodies[i],
+                           attrs[i], delay, False)
+        else:
+            log_items.append((_log_key(queue_id, first + i),
+                              _record(now_ms, env_id, queue_id, first + i, attrs[i], bodies[i])))
+    if log_items:
+        # Appending works when this queue holds the highest keys; LMDB refuses every item
+        # (added 0) otherwise, and we insert normally.
+        cur = txn.cursor(log)
+        if cur.putmulti(log_items, True, True, True)[1] != len(log_items):
+            cur.putmulti(log_items)
+    return first
 
 
 def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
     cdef uint64_t seq
     cdef uint32_t queue_id
     cdef Py_ssize_t index
-    states = {}
+    next_seqs = {}
     for index in range(len(deliveries)):
         queue_id = deliveries[index][0]
-        if queue_id not in states:
+        if queue_id not in next_seqs:
             raw = txn.get(_u32(queue_id), None, dbs.qstate)
             if raw is None:
                 raise LookupError(index)  # nothing written yet
-            states[queue_id] = [millpond_get_u64(_buf(raw)), millpond_get_u64(_buf(raw) + 8)]
-    vis_value = _vis_value(now_ms, 0, 0, 0, 0)
+            next_seqs[queue_id] = _next_seq(txn, dbs, queue_id, millpond_get_u64(_buf(raw)))
     log, vis = dbs.log, dbs.vis
     seqs = []
     for delivery in deliveries:
         queue_id = delivery[0]
-        state = states[queue_id]
-        seq = state[0]
-        state[0] = seq + 1
-        state[1] += 1
-        txn.put(_log_key(queue_id, seq), _record(now_ms, env_id, queue_id, seq, delivery[2],
-                                                 delivery[1]), True, True, False, log)
-        txn.put(_vis_key(queue_id, now_ms + <uint64_t>delivery[3], seq), vis_value, True, True,
-                False, vis)
+        seq = next_seqs[queue_id]
+        next_seqs[queue_id] = seq + 1
+        _store_message(txn, log, vis, queue_id, seq, now_ms, env_id, delivery[1], delivery[2],
+                       delivery[3], False)
         seqs.append(seq)
-    for queue_id, state in states.items():
-        txn.put(_u32(queue_id), _qstate(state[0], state[1]), True, True, False, dbs.qstate)
     return seqs
 
 
@@ -130,20 +165,22 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
     cdef const unsigned char *k
     cdef const unsigned char *v
     cdef uint64_t visible_at, seq, sent_ms, first_ms
-    cdef uint64_t next_visible_at = 0
+    cdef uint64_t next_visible_at = 0, top_removed = 0, fresh = 0
     cdef uint64_t new_visible_at = now_ms + visibility_ms
     cdef uint32_t count, source
     cdef Py_ssize_t expired = 0
+    cdef bint walked = False
     cdef uint32_t handle_key = 0 if secret is None else _handle_key(secret)
     received = []
     over_limit = []
     corrupt = []
-    rekeyed = []  # new vis entries, written after the scan so it cannot meet them again
+    rekeyed = []  # new vis entries, written after the scans so they cannot meet them again
     log = dbs.log
     cur = txn.cursor(dbs.vis)
     try:
+        # 1. Messages with a vis entry: visibility ran out, delay over, dead-lettered.
         found = cur.set_range(_vis_key(queue_id, 0, 0))
-        while found:
+        while found and len(received) < max_messages:
             key, value = cur.item()
             if PyBytes_GET_SIZE(key) != MILLPOND_VIS_KEY_SIZE:
                 break  # past the last entry after a delete
@@ -171,6 +208,8 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
             if sent_ms < retention_cutoff_ms:
                 if txn.delete(lkey, b"", log):
                     expired += 1
+                    if seq > top_removed:
+                        top_removed = seq
                 continue
             record = txn.get(lkey, None, log)
             if record is None:
@@ -188,14 +227,52 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
                              decoded[3], decoded[1], source,
                              None if secret is None else
                              _encode_handle(handle_key, queue_id, seq, new_visible_at, count)))
-            if len(received) >= max_messages:
-                break
-        if rekeyed:
-            cur.putmulti(rekeyed)
     finally:
         cur.close()
-    if expired:
-        _add_count(txn, dbs, queue_id, -expired)
+    if len(received) < max_messages:
+        # 2. Fresh messages, in seq order from the walk's cursor: each gets its first vis entry.
+        walked = True
+        fresh = _counters(txn, dbs, queue_id)[2]
+        cur = txn.cursor(log)
+        try:
+            found = cur.set_range(_log_key(queue_id, fresh))
+            while found and len(received) < max_messages:
+                key, record = cur.item()
+                k = _buf(key)
+                if millpond_get_u32(k) != queue_id:
+                    break
+                seq = millpond_get_u64(k + 4)
+                fresh = seq + 1
+                decoded = _decode_record(record)
+                if decoded is None:
+                    corrupt.append(seq)
+                elif _record_flags(record):
+                    pass  # delivered through its vis entry
+                elif <uint64_t>decoded[0] < retention_cutoff_ms:
+                    expired += 1
+                    if seq > top_removed:
+                        top_removed = seq
+                    found = cur.delete()
+                    continue
+                else:
+                    sent_ms = decoded[0]
+                    rekeyed.append((_vis_key(queue_id, new_visible_at, seq),
+                                    _vis_value(sent_ms, now_ms, now_ms, 1, 0)))
+                    received.append((seq, new_visible_at, 1, sent_ms, now_ms, decoded[2],
+                                     decoded[3], decoded[1], 0,
+                                     None if secret is None else
+                                     _encode_handle(handle_key, queue_id, seq, new_visible_at, 1)))
+                found = cur.next()
+        finally:
+            cur.close()
+    if rekeyed:
+        cur = txn.cursor(dbs.vis)
+        try:
+            cur.putmulti(rekeyed)
+        finally:
+            cur.close()
+    if expired or walked:
+        _forget(txn, dbs, queue_id, expired, top_removed, fresh if walked else None)
     return received, over_limit, corrupt, expired, next_visible_at
 
 
@@ -223,6 +300,7 @@ cdef object _relocated_key(txn, dbs, uint32_t queue_id, uint64_t seq):
 
 def delete(txn, dbs, uint32_t queue_id, list entries):
     cdef Py_ssize_t removed = 0
+    cdef uint64_t top = 0
     cdef int status
     cdef uint64_t seq, visible_at
     cdef uint32_t count
@@ -250,9 +328,11 @@ def delete(txn, dbs, uint32_t queue_id, list entries):
                 txn.delete(key, b"", vis)
         if txn.delete(lkey, b"", log):
             removed += 1
+            if seq > top:
+                top = seq
         statuses.append(status)
     if removed:
-        _add_count(txn, dbs, queue_id, -removed)
+        _forget(txn, dbs, queue_id, removed, top)
     return statuses
 
 
@@ -296,6 +376,7 @@ def change_visibility(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries
 
 def expire(txn, dbs, uint32_t queue_id, uint64_t retention_cutoff_ms):
     cdef Py_ssize_t removed = 0
+    cdef uint64_t top = 0
     prefix = _u32(queue_id)
     cur = txn.cursor(dbs.log)
     try:
@@ -304,19 +385,21 @@ def expire(txn, dbs, uint32_t queue_id, uint64_t retention_cutoff_ms):
                 if millpond_get_u64(_buf(cur.value()) + 8) >= retention_cutoff_ms:
                     break
                 removed += 1
+                top = _key_u64(cur.key(), 4)
                 if not cur.delete():
                     break
     finally:
         cur.close()
     if removed:
-        _add_count(txn, dbs, queue_id, -removed)
+        _forget(txn, dbs, queue_id, removed, top)
     return removed
 
 
 def counts(txn, dbs, uint32_t queue_id, uint64_t now_ms, uint64_t retention_cutoff_ms):
     cdef Py_ssize_t in_flight = 0, delayed = 0
     cdef const unsigned char *v
-    _, stored = _load_qstate(txn, dbs, queue_id)
+    floor, gone, _ = _counters(txn, dbs, queue_id)
+    stored = _next_seq(txn, dbs, queue_id, floor) - 1 - gone
     cur = txn.cursor(dbs.vis)
     try:
         found = cur.set_range(_vis_key(queue_id, now_ms + 1, 0))
@@ -338,39 +421,50 @@ def counts(txn, dbs, uint32_t queue_id, uint64_t now_ms, uint64_t retention_cuto
 
 def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to_queue_id,
          bint keep_state):
-    cdef uint64_t seq, visible_at, seq_to, to_next, to_count
+    cdef uint64_t seq, visible_at, seq_to, top = 0
+    cdef uint32_t count
     cdef Py_ssize_t removed = 0
     cdef const unsigned char *v
-    to_next, to_count = _load_qstate(txn, dbs, to_queue_id)
-    seq_to = to_next
+    seq_to = _next_seq(txn, dbs, to_queue_id, _counters(txn, dbs, to_queue_id)[0])
     vis = dbs.vis
     log = dbs.log
     for seq, visible_at in entries:
-        key = _vis_key(queue_id, visible_at, seq)
-        value = txn.get(key, None, vis)
         lkey = _log_key(queue_id, seq)
         record = txn.get(lkey, None, log)
-        if value is None or record is None:
+        key = value = None
+        if visible_at != FRESH:
+            key = _vis_key(queue_id, visible_at, seq)
+            value = txn.get(key, None, vis)
+            if value is None:
+                continue
+        if record is None:
             continue
-        txn.delete(key, b"", vis)
+        if key is not None:
+            txn.delete(key, b"", vis)
         txn.delete(lkey, b"", log)
         removed += 1
-        v = _buf(value)
-        if millpond_get_u32(v + 24) & RELOCATED:
-            txn.delete(lkey, b"", dbs.moved)
+        if seq > top:
+            top = seq
+        to_key = _log_key(to_queue_id, seq_to)
         if keep_state:
-            value = _vis_value(millpond_get_u64(v), millpond_get_u64(v + 8),
-                               millpond_get_u64(v + 16), millpond_get_u32(v + 24) & COUNT_MASK,
-                               queue_id)
+            if value is None:
+                value = _vis_value(millpond_get_u64(_buf(record) + 8), 0, 0, 0, 0)
+            v = _buf(value)
+            count = millpond_get_u32(v + 24)
+            if count & RELOCATED:
+                txn.delete(lkey, b"", dbs.moved)
+            txn.put(to_key, _reflag(record, MILLPOND_RECORD_INDEXED), True, True, False, log)
+            txn.put(_vis_key(to_queue_id, now_ms, seq_to),
+                    _vis_value(millpond_get_u64(v), millpond_get_u64(v + 8),
+                               millpond_get_u64(v + 16), count & COUNT_MASK, queue_id),
+                    True, True, False, vis)
         else:
-            value = _vis_value(millpond_get_u64(v), 0, 0, 0, 0)
-        txn.put(_log_key(to_queue_id, seq_to), record, True, True, False, log)
-        txn.put(_vis_key(to_queue_id, now_ms, seq_to), value, True, True, False, vis)
+            if value is not None and millpond_get_u32(_buf(value) + 24) & RELOCATED:
+                txn.delete(lkey, b"", dbs.moved)
+            txn.put(to_key, _reflag(record, 0), True, True, False, log)  # fresh: no vis entry
         seq_to += 1
     if removed:
-        _add_count(txn, dbs, queue_id, -removed)
-        txn.put(_u32(to_queue_id), _qstate(seq_to, to_count + removed), True, True, False,
-                dbs.qstate)
+        _forget(txn, dbs, queue_id, removed, top)
     return removed
 
 
@@ -389,6 +483,20 @@ def peek(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t limit, bint de
             source = millpond_get_u32(_buf(cur.value()) + 28)
             if source or not dead_lettered_only:
                 out.append((millpond_get_u64(k + 12), millpond_get_u64(k + 4), source))
+            found = cur.next()
+    finally:
+        cur.close()
+    if dead_lettered_only or len(out) >= limit:
+        return out
+    cur = txn.cursor(dbs.log)
+    try:
+        found = cur.set_range(_log_key(queue_id, _counters(txn, dbs, queue_id)[2]))
+        while found and len(out) < limit:
+            key, record = cur.item()
+            if millpond_get_u32(_buf(key)) != queue_id:
+                break
+            if PyBytes_GET_SIZE(record) >= MILLPOND_RECORD_HEADER_SIZE and not _record_flags(record):
+                out.append((_key_u64(key, 4), FRESH, 0))
             found = cur.next()
     finally:
         cur.close()

@@ -10,6 +10,7 @@ cdef extern from "millpond.h" nogil:
         MILLPOND_RECORD_ID_AT
         MILLPOND_VIS_VALUE_SIZE
         MILLPOND_QSTATE_SIZE
+        MILLPOND_RECORD_INDEXED
 
     void millpond_put_u32(unsigned char *p, uint32_t v)
     void millpond_put_u64(unsigned char *p, uint64_t v)
@@ -24,8 +25,9 @@ cdef extern from "millpond.h" nogil:
     uint32_t millpond_crc32c(uint32_t crc, const unsigned char *p, size_t n)
     void millpond_record_seal(unsigned char *rec, uint64_t sent_ms, uint32_t env_id,
                               uint32_t queue_id, uint64_t seq, uint32_t attrs_len,
-                              uint32_t body_len)
+                              uint32_t body_len, uint32_t flags)
     int millpond_record_check(const unsigned char *rec, size_t n)
+    void millpond_record_reflag(unsigned char *rec, size_t n, uint32_t flags)
     size_t millpond_b64url_encode(const unsigned char *data, size_t n, char *out)
     long millpond_b64url_decode(const unsigned char *data, size_t n, unsigned char *out)
 

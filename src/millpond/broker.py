@@ -20,7 +20,12 @@ import msgpack
 from millpond import _core_fifo, dead_letters, queue_attributes
 from millpond import core as core_module
 from millpond.clock import Clock, SystemClock
-from millpond.errors import InvalidParameterValue, QueueAlreadyExists, QueueDoesNotExist
+from millpond.errors import (
+    IncompatibleDataFormat,
+    InvalidParameterValue,
+    QueueAlreadyExists,
+    QueueDoesNotExist,
+)
 from millpond.fifo_queue import FifoQueue
 from millpond.queue import Queue, check_tags
 from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
@@ -30,6 +35,8 @@ from millpond.wakeups import Wakeups
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _FIFO_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
 _ENV_KEY = b"env"
+# 2: fresh messages live in the log alone; counters are floor | gone | fresh (see _core_py).
+DATA_FORMAT = 2
 _NEXT_QUEUE_ID_KEY = b"next_queue_id"
 _DEFINITIONS_VERSION_KEY = b"definitions_version"  # bumped by every queue create/change/delete
 REFRESH_INTERVAL_S = 1.0  # how stale another process's attribute change may look here
@@ -76,7 +83,12 @@ class Broker:
         self.clock.on_advance(self._wakeups.notify_everyone)
         self._queues: dict[str, Queue] = {}
         self._lock = threading.Lock()
-        self._env_id, self._secret = self._storage.write(_load_identity)
+        try:
+            self._env_id, self._secret = self._storage.write(_load_identity)
+        except IncompatibleDataFormat:
+            self._wakeups.close()
+            self._storage.close()
+            raise
         self._names: dict[int, str] = {}
         self._definitions_version = self._read_definitions_version()
         self._definitions_checked = time.monotonic()
@@ -424,10 +436,20 @@ def _load_identity(txn: Any, now_ms: int) -> tuple[int, bytes]:
     """
     raw = txn.get(_ENV_KEY)
     if raw is None:
-        identity = {"env_id": secrets.randbits(32), "secret": secrets.token_bytes(16), "format": 1}
+        identity = {
+            "env_id": secrets.randbits(32),
+            "secret": secrets.token_bytes(16),
+            "format": DATA_FORMAT,
+        }
         txn.put(_ENV_KEY, msgpack.packb(identity))
     else:
         identity = msgpack.unpackb(raw)
+        if identity.get("format") != DATA_FORMAT:
+            raise IncompatibleDataFormat(
+                f"the data directory has storage format {identity.get('format')}; this "
+                f"millpond reads format {DATA_FORMAT} only (0.1 changed how fresh messages "
+                "are stored): empty it with the millpond that wrote it, or start a new one"
+            )
     return identity["env_id"], identity["secret"]
 
 

@@ -182,6 +182,10 @@ class CorruptRecord(MillpondError):
     """A stored record failed its CRC32C check; it is reported, never served."""
 
 
+class IncompatibleDataFormat(MillpondError):
+    """The data directory was written by a millpond whose storage format this one cannot read."""
+
+
 class AlreadyOpen(MillpondError):
     """The data directory is already open in this process: share that Broker instead.
 
