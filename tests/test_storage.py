@@ -637,3 +637,57 @@ def test_close_under_concurrent_sends_returns_and_keeps_what_was_acked(
         stored = {m.message_id for m in _receive_all(broker.queue("q"))}
     missing = set(report["acked"]) - stored
     assert not missing, f"{len(missing)} acknowledged sends were lost by close()"
+
+
+# -- an event loop leading the commits of submitted ops (the daemon) ------------------------------
+
+
+def _drive_sends(ctx: Any, queue: millpond.Queue, count: int) -> list[str]:
+    """``count`` concurrent sends through the daemon's Context.write, on a fresh event loop."""
+    import asyncio
+
+    async def main() -> list[str]:
+        ctx.bind_loop(asyncio.get_running_loop())
+
+        async def one(i: int) -> str:
+            first = await ctx.write(queue, queue._send_write([b"m%d" % i], [b""], [0]))
+            return queue._sent(first, 1)[0]
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+    return asyncio.run(main())
+
+
+def test_a_daemon_loop_commits_short_commits_itself_one_per_iteration(tmp_path: Path) -> None:
+    from millpond.server.context import Context
+
+    ctx = Context(str(tmp_path), durability="fsync")
+    try:
+        queue = ctx.broker().create_queue("q")
+        storage = queue._storage
+        commits = storage.commits
+        ids = _drive_sends(ctx, queue, 20)
+        assert len(set(ids)) == 20
+        assert storage.commits - commits == 1  # all 20 were read in one loop iteration
+        assert storage._writer is None  # no thread hop: the loop led the commit
+        assert len(_receive_all(queue)) == 20
+    finally:
+        ctx.close()
+
+
+def test_a_daemon_loop_leaves_slow_commits_to_the_writer_thread(tmp_path: Path) -> None:
+    from millpond import storage as storage_module
+    from millpond.server.context import Context
+
+    ctx = Context(str(tmp_path), durability="fsync")
+    try:
+        queue = ctx.broker().create_queue("q")
+        storage = queue._storage
+        storage._commit_seconds = storage_module.INLINE_COMMIT_MAX_S * 10  # a slow disk
+        storage._timed = False  # keep it slow: the average is not updated
+        ids = _drive_sends(ctx, queue, 20)
+        assert len(set(ids)) == 20
+        assert storage._writer is not None and storage._writer.is_alive()
+        assert len(_receive_all(queue)) == 20
+    finally:
+        ctx.close()

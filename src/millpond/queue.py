@@ -323,13 +323,21 @@ class Queue:
     def _send_steps(
         self, bodies: list[bytes], blobs: list[bytes], delays: list[int]
     ) -> Generator[Write, Any, list[str]]:
-        first = yield Write(
+        first = yield self._send_write(bodies, blobs, delays)
+        return self._sent(first, len(bodies))
+
+    def _send_write(self, bodies: list[bytes], blobs: list[bytes], delays: list[int]) -> Write:
+        """The one write of a send of prepared messages (its result: the first seq)."""
+        return Write(
             self._core.send, (bodies, blobs, delays, self._broker._env_id), sends=len(bodies)
         )
-        self.counters["sent"] += len(bodies)
+
+    def _sent(self, first: int, n: int) -> list[str]:
+        """After the send's commit: wake long polls; the message ids of seqs first.. first+n-1."""
+        self.counters["sent"] += n
         self._broker._wakeups.notify(self.queue_id)
         message_id, env_id, queue_id = self._core.message_id, self._broker._env_id, self.queue_id
-        return [message_id(env_id, queue_id, first + i) for i in range(len(bodies))]
+        return [message_id(env_id, queue_id, first + i) for i in range(n)]
 
     # -- receive ------------------------------------------------------------------------------
 

@@ -47,6 +47,9 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 READER_CHECK_INTERVAL_S = 60.0  # clear reader slots of dead processes this often
+# A committer (an event loop) leads the commits of submitted ops itself while a commit takes
+# less than this; longer commits go to the writer thread so that the loop keeps serving.
+INLINE_COMMIT_MAX_S = 0.002
 GATHER_WINDOW_S = 0.05  # a thread that wrote this recently counts as an active writer
 MAX_GATHER_S = 0.0005  # the longest a leader waits for the others (and at most half a commit)
 _open_lock = threading.Lock()
@@ -67,7 +70,7 @@ class Tables:
 
 
 class _Op:
-    __slots__ = ("fn", "sends", "atomic", "done", "result", "error", "wake", "settle")
+    __slots__ = ("fn", "sends", "atomic", "done", "result", "error", "wake", "settle", "token")
 
     def __init__(
         self, fn: Callable[[lmdb.Transaction, int], Any], sends: int, atomic: bool
@@ -80,6 +83,7 @@ class _Op:
         self.error: BaseException | None = None
         self.wake: threading.Lock | None = None  # a follower's: released by a leader
         self.settle: Callable[[_Op], None] | None = None  # submit(): called once committed
+        self.token: Any = None  # submit(): the caller's, for settle (an asyncio future, say)
 
 
 class Storage:
@@ -163,6 +167,7 @@ class Storage:
         self._closing = False
         self._writer: threading.Thread | None = None  # started by the first submit()
         self._writer_due = threading.Semaphore(0)
+        self._committer: Callable[[], None] | None = None  # see set_committer()
         self._map_size = self.env.info()["map_size"]
         self.commits = 0  # write transactions committed by this process (for tests and metrics)
 
@@ -210,16 +215,19 @@ class Storage:
         *,
         sends: int = 0,
         atomic: bool = False,
+        token: Any = None,
     ) -> None:
         """As write(), without waiting: ``settle(op)`` runs once the commit is done.
 
         For event loops: the op joins the same group commit as everyone else, and no thread
         waits for it. ``settle`` runs on the committing thread; it must be quick and must not
-        raise (an asyncio caller hands ``op.result``/``op.error`` to its loop from there).
+        raise (an asyncio caller hands ``op.result``/``op.error`` to its loop from there);
+        ``op.token`` is ``token``.
         """
         self._check_usable()
         op = _Op(fn, sends, atomic)
         op.settle = settle
+        op.token = token
         with self._mutex:
             if self._closing:
                 raise BrokerClosed("the broker is closed")
@@ -229,7 +237,30 @@ class Storage:
                     self._gathered.notify()  # the last one a gathering leader waits for
                 return  # the current leader, or its successor, takes it
             self._leader_active = True
-        self._wake_writer()
+        self._hand_off()
+
+    def set_committer(self, schedule: Callable[[], None] | None) -> None:
+        """Let an event loop lead the commits of submitted ops while commits are short.
+
+        ``schedule()`` is called (from any thread) when submitted ops need a leader; it must
+        make the loop call :meth:`lead_submitted` soon. Every op submitted before that call
+        runs in one commit, with no thread hop and no hand-off of the interpreter lock. Once
+        commits take INLINE_COMMIT_MAX_S or more (a slow disk), the writer thread leads them
+        instead and the loop keeps serving during the fsync. None: the writer thread always.
+        """
+        self._committer = schedule
+
+    def lead_submitted(self) -> None:
+        """Commit the submitted ops now, on this thread (the committer's loop)."""
+        self._lead(None, gather=False)
+
+    def _hand_off(self) -> None:
+        """Give the queued submitted ops a leader (the caller set _leader_active)."""
+        committer = self._committer
+        if committer is not None and self._commit_seconds < INLINE_COMMIT_MAX_S:
+            committer()
+        else:
+            self._wake_writer()
 
     def _wake_writer(self) -> None:
         """Make the writer thread lead the next commit (for ops with nobody waiting on them)."""
@@ -247,9 +278,9 @@ class Storage:
                 return
             self._lead(None)
 
-    def _lead(self, op: _Op | None) -> None:
+    def _lead(self, op: _Op | None, gather: bool = True) -> None:
         """Commit everything queued (``op`` included), then hand leadership on (caller leads)."""
-        if self._writers:
+        if gather and self._writers:
             self._gather()
         with self._mutex:
             batch = self._pending
@@ -279,7 +310,7 @@ class Storage:
                 if successor.wake is not None:
                     successor.wake.release()  # its waiting thread leads the next commit
                 else:
-                    self._writer_due.release()  # submitted: the writer thread leads it
+                    self._hand_off()  # submitted: the committer or the writer thread leads it
 
     def _gather(self) -> None:
         """Under contention, wait a little so one commit serves every active writer.

@@ -22,9 +22,16 @@ from millpond.server.protocol import AwsError, Request, new_request_id, region_o
 
 log = logging.getLogger("millpond.server")
 
-_WANTED_HEADERS = frozenset(
-    {b"x-amz-target", b"authorization", b"host", b"content-length", b"content-type"}
-)
+try:  # the C accelerator: asyncio.current_task() is a Python wrapper around it
+    from _asyncio import current_task as _current_task
+except ImportError:  # pragma: no cover - other interpreters
+    _current_task = asyncio.current_task
+
+# The headers the API reads, by their raw (lower-cased) name.
+_WANTED_HEADERS = {
+    name: name.decode()
+    for name in (b"x-amz-target", b"authorization", b"host", b"content-length", b"content-type")
+}
 SQS_VERSION = "2012-11-05"
 SNS_VERSION = "2010-03-31"
 MAX_BODY = 2 * 1024 * 1024  # a 1 MiB SQS batch, base64 or form-encoded, fits with room
@@ -77,11 +84,8 @@ class App:
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         method, path = scope["method"], scope["path"]
         # Only the few headers the API reads (ASGI servers send names lower-cased).
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in scope["headers"]
-            if k in _WANTED_HEADERS
-        }
+        wanted = _WANTED_HEADERS
+        headers = {wanted[k]: v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
         if method == "GET" and path == "/health":
             await _respond(send, 200, [(b"content-type", b"text/plain")], b"ok\n")
             return
@@ -111,7 +115,7 @@ class App:
             return None
         # A client that trickles its body, or stops sending it, is cut off after BODY_TIMEOUT_S
         # by the watchdog (one sweep a second for all requests: no timer per request).
-        task = asyncio.current_task()
+        task = _current_task()
         reading = self._reading
         reading[task] = time.monotonic()
         if self._watchdog is None:

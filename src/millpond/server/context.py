@@ -70,34 +70,58 @@ class Notifier:
 
 
 class Settler:
-    """Hands committed results to the event loop: one loop wake-up per burst of commits."""
+    """Hands committed results to the event loop: one loop wake-up per burst of commits.
+
+    ``settle(op)`` resolves the future in ``op.token``. A commit the loop led itself (see
+    Storage.set_committer) resolves its futures on the spot.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self.loop_thread = threading.get_ident()  # made by bind_loop, on the loop's thread
         self._lock = threading.Lock()
-        self._ready: list[tuple[asyncio.Future[Any], Any]] = []
+        self._ready: list[Any] = []
         self._scheduled = False
 
-    def settle_into(self, future: asyncio.Future[Any]) -> Callable[[Any], None]:
-        def settle(op: Any) -> None:  # on the committing thread
-            with self._lock:
-                self._ready.append((future, op))
-                schedule, self._scheduled = not self._scheduled, True
-            if schedule:
-                self._loop.call_soon_threadsafe(self._drain)
-
-        return settle
+    def settle(self, op: Any) -> None:  # on the committing thread
+        if threading.get_ident() == self.loop_thread:
+            _resolve(op)
+            return
+        with self._lock:
+            self._ready.append(op)
+            schedule, self._scheduled = not self._scheduled, True
+        if schedule:
+            self._loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
         with self._lock:
             ready, self._ready, self._scheduled = self._ready, [], False
-        for future, op in ready:
-            if future.cancelled():
-                continue  # its request went away; the write itself stands
-            if op.error is not None:
-                future.set_exception(op.error)
-            else:
-                future.set_result(op.result)
+        for op in ready:
+            _resolve(op)
+
+
+def _resolve(op: Any) -> None:
+    future = op.token
+    if future.cancelled():
+        return  # its request went away; the write itself stands
+    if op.error is not None:
+        future.set_exception(op.error)
+    else:
+        future.set_result(op.result)
+
+
+def _loop_committer(
+    loop: asyncio.AbstractEventLoop, loop_thread: int, storage: Any
+) -> Callable[[], None]:
+    """The schedule() of Storage.set_committer: the loop leads the commit, next iteration."""
+
+    def schedule() -> None:
+        if threading.get_ident() == loop_thread:
+            loop.call_soon(storage.lead_submitted)
+        else:
+            loop.call_soon_threadsafe(storage.lead_submitted)
+
+    return schedule
 
 
 class Context:
@@ -134,7 +158,16 @@ class Context:
         self.notifier = Notifier(loop)
         self.settler = Settler(loop)
         for broker in self._brokers.values():
-            broker._wakeups.add_listener(self.notifier.listener(id(broker)))
+            self._attach(broker)
+
+    def _attach(self, broker: Broker) -> None:
+        """Wire a broker to the loop: long-poll wake-ups, and commits led by the loop itself
+        while they are short (one commit per loop iteration serves every request read in it;
+        a thread hop per commit costs more than it overlaps on a fast disk)."""
+        assert self.loop is not None and self.notifier is not None
+        broker._wakeups.add_listener(self.notifier.listener(id(broker)))
+        committer = _loop_committer(self.loop, self.settler.loop_thread, broker._storage)
+        broker._storage.set_committer(committer)
 
     def broker(self, region: str | None = None) -> Broker:
         """The broker of ``region`` (the default region when None), opened on first use."""
@@ -154,8 +187,8 @@ class Context:
                     region=region,
                     account_id=self.account_id,
                 )
-                if self.notifier is not None:
-                    broker._wakeups.add_listener(self.notifier.listener(id(broker)))
+                if self.loop is not None:
+                    self._attach(broker)
                 self._brokers[region] = broker
         return broker
 
@@ -173,29 +206,36 @@ class Context:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.begin_shutdown)
 
-    async def drive(self, queue: Any, steps: Any) -> Any:
-        """Run a queue verb written as steps (Queue._drive's async twin), on the event loop.
+    async def write(self, queue: Any, write: Any) -> Any:
+        """Commit one queue ``Write`` (see Queue._drive) and return its result, on the loop.
 
-        Each write joins the storage's group commit through ``submit``: no thread waits per
-        request, and one loop wake-up settles every request a commit served.
+        The write joins the storage's group commit through ``submit``: no thread waits per
+        request, and one commit (led by the loop itself while commits are short) settles every
+        request read since the last one.
         """
-        loop = asyncio.get_running_loop()
         queue._broker._refresh_definitions()
+        future = self.loop.create_future()  # type: ignore[union-attr]
+        queue._storage.submit(
+            queue._op(write.fn, write.args),
+            self.settler.settle,
+            sends=write.sends,
+            atomic=write.atomic,
+            token=future,
+        )
+        try:
+            return await future
+        except QueueDoesNotExist:
+            queue._broker._forget(queue)
+            raise
+
+    async def drive(self, queue: Any, steps: Any) -> Any:
+        """Run a queue verb written as steps (Queue._drive's async twin), on the event loop."""
         try:
             write = next(steps)
             while True:
-                future = loop.create_future()
-                queue._storage.submit(
-                    queue._op(write.fn, write.args),
-                    self.settler.settle_into(future),
-                    sends=write.sends,
-                    atomic=write.atomic,
-                )
                 try:
-                    result = await future
+                    result = await self.write(queue, write)
                 except MillpondError as exc:
-                    if isinstance(exc, QueueDoesNotExist):
-                        queue._broker._forget(queue)
                     write = steps.throw(exc)
                 else:
                     write = steps.send(result)

@@ -280,13 +280,15 @@ def _send_fields(entry: dict[str, Any]) -> dict[str, Any]:
         raise missing("MessageBody")
     if not isinstance(body, str):
         raise invalid("MessageBody must be a string.")
-    system = entry.get("MessageSystemAttributes") or {}
-    unknown = set(system) - {"AWSTraceHeader"}
-    if unknown:
-        raise invalid(f"Message system attribute name '{sorted(unknown)[0]}' is invalid.")
-    trace = system.get("AWSTraceHeader")
-    if trace is not None and (not isinstance(trace, dict) or not trace.get("StringValue")):
-        raise invalid("Message system attribute 'AWSTraceHeader' must have a StringValue.")
+    system = entry.get("MessageSystemAttributes")
+    trace = None
+    if system:
+        unknown = set(system) - {"AWSTraceHeader"}
+        if unknown:
+            raise invalid(f"Message system attribute name '{sorted(unknown)[0]}' is invalid.")
+        trace = system.get("AWSTraceHeader")
+        if trace is not None and (not isinstance(trace, dict) or not trace.get("StringValue")):
+            raise invalid("Message system attribute 'AWSTraceHeader' must have a StringValue.")
     return {
         "body": body,
         "delay_seconds": _int_param(entry, "DelaySeconds"),
@@ -311,9 +313,10 @@ def _send_result(
     return result
 
 
-def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> Any:
-    """Steps (see Context.drive) sending checked entries in one write; they return
-    (message id, sequence number or None) per entry."""
+async def _send_prepared(
+    ctx: Context, queue: Queue, prepared: list[dict[str, Any]]
+) -> list[tuple[str, str | None]]:
+    """Send checked entries in one write; (message id, sequence number or None) per entry."""
     if isinstance(queue, FifoQueue):
         items = [
             queue._prepare_fifo(
@@ -326,7 +329,7 @@ def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> Any:
             )
             for f in prepared
         ]
-        return (yield from queue._send_fifo_steps(items))
+        return await ctx.drive(queue, queue._send_fifo_steps(items))  # type: ignore[no-any-return]
     bodies, blobs, delays = [], [], []
     for f in prepared:
         data, blob, delay_ms = queue._prepare(
@@ -340,8 +343,8 @@ def _send_entries(queue: Queue, prepared: list[dict[str, Any]]) -> Any:
         bodies.append(data)
         blobs.append(blob)
         delays.append(delay_ms)
-    ids = yield from queue._send_steps(bodies, blobs, delays)
-    return [(message_id, None) for message_id in ids]
+    first = await ctx.write(queue, queue._send_write(bodies, blobs, delays))
+    return [(message_id, None) for message_id in queue._sent(first, len(bodies))]
 
 
 def _check_entry(queue: Queue, fields: dict[str, Any]) -> None:
@@ -368,7 +371,7 @@ def _check_entry(queue: Queue, fields: dict[str, Any]) -> None:
 async def send_message(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
     fields = _send_fields(request.params)
-    ((message_id, sequence),) = await ctx.drive(queue, _send_entries(queue, [fields]))
+    ((message_id, sequence),) = await _send_prepared(ctx, queue, [fields])
     return _send_result(fields, request.params, message_id, sequence)
 
 
@@ -405,7 +408,7 @@ async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
             failed.append(_failed(entry["Id"], exc))
     successful = []
     if good:
-        sent = await ctx.drive(queue, _send_entries(queue, [fields for _, fields in good]))
+        sent = await _send_prepared(ctx, queue, [fields for _, fields in good])
         for (entry, fields), (message_id, sequence) in zip(good, sent):
             successful.append(
                 {"Id": entry["Id"], **_send_result(fields, entry, message_id, sequence)}
