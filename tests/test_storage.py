@@ -691,3 +691,22 @@ def test_a_daemon_loop_leaves_slow_commits_to_the_writer_thread(tmp_path: Path) 
         assert len(_receive_all(queue)) == 20
     finally:
         ctx.close()
+
+
+def test_submits_after_the_committing_loop_closed_go_to_the_writer_thread(tmp_path: Path) -> None:
+    from millpond.server.context import Context
+
+    ctx = Context(str(tmp_path), durability="os")
+    try:
+        queue = ctx.broker().create_queue("q")
+        _drive_sends(ctx, queue, 3)  # binds a loop, which asyncio.run then closes
+        ids = _drive_sends(ctx, queue, 3)  # a new loop; the old committer must not be used
+        assert len(ids) == 3
+        done = threading.Event()
+        queue._storage.submit(
+            queue._op(*queue._send_write([b"x"], [b""], [0])[:2]), lambda op: done.set()
+        )
+        assert done.wait(10), "a submit after the loop closed was never committed"
+        assert len(_receive_all(queue)) == 7
+    finally:
+        ctx.close()

@@ -258,9 +258,12 @@ class Storage:
         """Give the queued submitted ops a leader (the caller set _leader_active)."""
         committer = self._committer
         if committer is not None and self._commit_seconds < INLINE_COMMIT_MAX_S:
-            committer()
-        else:
-            self._wake_writer()
+            try:
+                committer()
+                return
+            except RuntimeError:  # its loop is closed: nobody there to lead
+                self._committer = None
+        self._wake_writer()
 
     def _wake_writer(self) -> None:
         """Make the writer thread lead the next commit (for ops with nobody waiting on them)."""
