@@ -81,12 +81,12 @@ static inline void millpond_vis_value(unsigned char *v, uint64_t sent_ms, uint64
     millpond_put_u32(v + 28, source_queue_id);
 }
 
-/* ---- per-queue counters (the qstate value, key = queue_id u32) ------------------------------
+/* ---- per-queue counters (the counters value, key = queue_id u32) ------------------------------
  * floor u64 | gone u64 | fresh u64
  * A send does not touch them: next seq = max(floor, last log seq + 1), stored records =
  * next seq - 1 - gone; fresh = the first seq a receive's walk of fresh messages has not passed.
  */
-#define MILLPOND_QSTATE_SIZE 24
+#define MILLPOND_COUNTERS_SIZE 24
 
 /* ---- CRC32C (Castagnoli, reflected 0x82F63B78) ----------------------------------------------
  * SSE4.2 instruction when the CPU has it, else slice-by-8 tables. millpond_crc32c_init() must run

@@ -324,19 +324,19 @@ def test_move_keeps_the_record_and_id_and_optionally_the_delivery_state(c, env):
 def _table_entries(env):
     e, t = env
     with e.begin() as txn:
-        return {name: txn.stat(getattr(t, name))["entries"] for name in ("log", "vis", "qstate")}
+        return {name: txn.stat(getattr(t, name))["entries"] for name in ("log", "vis", "counters")}
 
 
 def test_a_send_without_delay_writes_only_its_log_record(c, env):
     e, t = env
     with e.begin(write=True) as txn:
         c.create(txn, t, 1)
-        counters = txn.get(b"\0\0\0\1", db=t.qstate)
+        counters = txn.get(b"\0\0\0\1", db=t.counters)
     _send(c, env, 1, 100, [b"a", b"b"])
     _send(c, env, 1, 100, [b"c"])
-    assert _table_entries(env) == {"log": 3, "vis": 0, "qstate": 1}
+    assert _table_entries(env) == {"log": 3, "vis": 0, "counters": 1}
     with e.begin() as txn:
-        assert txn.get(b"\0\0\0\1", db=t.qstate) == counters  # untouched by sends
+        assert txn.get(b"\0\0\0\1", db=t.counters) == counters  # untouched by sends
         assert c.counts(txn, t, 1, 100, 0) == (3, 0, 0)
     _send(c, env, 1, 100, [b"d"], delays=[5000])  # a delayed one gets its vis entry at once
     assert _table_entries(env)["vis"] == 1
@@ -345,22 +345,85 @@ def test_a_send_without_delay_writes_only_its_log_record(c, env):
         assert c.record_flags(txn.get(c.log_key(1, 1), db=t.log)) == 0
 
 
-def test_receive_takes_delivery_entries_first_then_fresh_messages_in_seq_order(c, env):
+def test_receive_merges_due_entries_and_fresh_messages_in_visible_at_order(c, env):
     e, t = env
     with e.begin(write=True) as txn:
         c.create(txn, t, 1)
     _send(c, env, 1, 0, [b"returned"])
-    assert [r[6] for r in _receive(c, env, 1, 0, vis=1000)[0]] == [b"returned"]
+    assert [r[6] for r in _receive(c, env, 1, 0, vis=1000)[0]] == [b"returned"]  # due at 1000
     _send(c, env, 1, 500, [b"delayed"], delays=[100])  # due at 600
-    _send(c, env, 1, 700, [b"fresh1", b"fresh2"])
+    _send(c, env, 1, 700, [b"fresh1"])  # visible since 700
+    _send(c, env, 1, 1500, [b"fresh2"])  # visible since 1500
     received = _receive(c, env, 1, 2000, n=3)[0]
-    # vis entries by visible_at (delayed: 600, returned: 1000), then the fresh ones
-    assert [r[6] for r in received] == [b"delayed", b"returned", b"fresh1"]
-    assert [r[2] for r in received] == [1, 2, 1]
+    assert [r[6] for r in received] == [b"delayed", b"fresh1", b"returned"]
+    assert [r[2] for r in received] == [1, 1, 2]
     assert [r[6] for r in _receive(c, env, 1, 2000)[0]] == [b"fresh2"]
     assert _receive(c, env, 1, 2000)[0] == []  # the walk does not serve anything twice
     with e.begin() as txn:
         assert c.counts(txn, t, 1, 2000, 0) == (4, 4, 0)
+
+
+def test_a_message_handed_back_at_once_does_not_starve_newer_ones(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"poison"])
+    _send(c, env, 1, 10, [b"other"])
+    got = [_receive(c, env, 1, 20 + i, n=1, vis=0)[0][0][6] for i in range(4)]
+    assert got == [b"poison", b"other", b"poison", b"other"]
+
+
+def test_an_empty_receive_writes_nothing(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"a"])
+    _receive(c, env, 1, 0)  # in flight now: the next receives find nothing
+    before = e.info()["last_txnid"]
+    for _ in range(3):
+        assert _receive(c, env, 1, 0)[0] == []
+    # LMDB commits (and, durably, fsyncs) nothing for a transaction that wrote nothing
+    assert e.info()["last_txnid"] == before
+
+
+def test_the_walk_stops_at_the_end_of_the_table_after_removing_its_last_record(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 10, [b"old"])  # the highest key in the whole log
+    received, _, _, expired, _ = _receive(c, env, 1, 100, cutoff=50)
+    assert received == [] and expired == 1
+    assert _receive(c, env, 1, 100, cutoff=50)[0] == []
+
+
+def test_moves_do_not_reseal_a_corrupt_record(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+        c.create(txn, t, 2)
+    _send(c, env, 1, 0, [b"important body"])
+    (got,) = _receive(c, env, 1, 0, vis=0)[0]
+    with e.begin(write=True) as txn:
+        key = c.log_key(1, got[0])
+        broken = bytearray(txn.get(key, db=t.log))
+        broken[-1] ^= 1
+        txn.put(key, bytes(broken), db=t.log)
+        assert c.move(txn, t, 1, 10, [(got[0], got[1])], 2, True) == 1
+    received, _, corrupt, _, _ = _receive(c, env, 2, 10)
+    assert received == [] and corrupt  # still detected as corrupt in the dead-letter queue
+    assert c.reflag_record(b"short", c.INDEXED) == b"short"
+
+
+def test_move_skips_an_entry_named_fresh_that_is_not_fresh(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+        c.create(txn, t, 2)
+    _send(c, env, 1, 0, [b"in flight"])
+    (got,) = _receive(c, env, 1, 0)[0]
+    with e.begin(write=True) as txn:
+        assert c.move(txn, t, 1, 10, [(got[0], c.FRESH)], 2, False) == 0
+        assert c.counts(txn, t, 1, 10, 0) == (1, 1, 0)
 
 
 def test_no_seq_is_handed_out_twice_after_the_tail_is_removed(c, env):

@@ -37,7 +37,7 @@ _QID = struct.Struct(">I")
 _LOG_KEY = struct.Struct(">IQ")
 _VIS_KEY = struct.Struct(">IQQ")
 _VIS_VALUE = struct.Struct(">QQQII")
-_QSTATE = struct.Struct(">QQQ")  # floor, gone, fresh
+_COUNTERS = struct.Struct(">QQQ")  # floor, gone, fresh
 
 
 def _other_impl(impl: str) -> str:
@@ -84,20 +84,20 @@ def check_integrity(broker: millpond.Broker) -> dict[int, dict[int, bytes]]:
                 assert len(value) == _VIS_VALUE.size, f"bad vis value {value!r}"
                 queue_id, _visible_at, seq = _VIS_KEY.unpack(key)
                 vis[queue_id, seq] += 1
-        qstate = {}
-        with txn.cursor(db=tables.qstate) as cur:
+        counters = {}
+        with txn.cursor(db=tables.counters) as cur:
             for key, value in cur:
-                qstate[_QID.unpack(key)[0]] = _QSTATE.unpack(value)
-        return log, vis, qstate
+                counters[_QID.unpack(key)[0]] = _COUNTERS.unpack(value)
+        return log, vis, counters
 
-    log, vis, qstate = storage.read(scan)
+    log, vis, counters = storage.read(scan)
     core = broker._core
     doubled = {k: n for k, n in vis.items() if n > 1}
     assert not doubled, f"messages with more than one delivery entry: {doubled}"
-    assert set(log) <= set(qstate), "records of a queue without counters"
+    assert set(log) <= set(counters), "records of a queue without counters"
     indexed = set()
     for queue_id, records in log.items():
-        fresh = qstate[queue_id][2]
+        fresh = counters[queue_id][2]
         for seq, record in records.items():
             if seq < fresh or core.record_flags(record) & core.INDEXED:
                 indexed.add((queue_id, seq))
@@ -108,7 +108,7 @@ def check_integrity(broker: millpond.Broker) -> dict[int, dict[int, bytes]]:
         f"delivered or indexed records without a delivery entry: {sorted(indexed - set(vis))[:10]}"
         f", fresh records with one: {sorted(set(vis) - indexed)[:10]}"
     )
-    for queue_id, (floor, gone, fresh) in qstate.items():
+    for queue_id, (floor, gone, fresh) in counters.items():
         records = log.get(queue_id, {})
         next_seq = max([floor] + [seq + 1 for seq in records])
         counted = next_seq - 1 - gone

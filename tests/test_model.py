@@ -110,7 +110,6 @@ class Msg:
     group: str | None = None
     source: str | None = None  # the queue it was dead-lettered from
     deleted: bool = False
-    fresh: bool = False  # standard, sent without a delay, never received: in the log alone
 
 
 @dataclass(frozen=True)
@@ -186,17 +185,15 @@ class QueueModel(RuleBasedStateMachine):
         return f"{prefix}{self.counter}"
 
     def live(self, queue: str) -> list[Msg]:
-        """Live messages of a queue in millpond's delivery order: those with a delivery entry
-        by (visible_at, seq), then fresh ones by seq."""
+        """Live messages of a queue in millpond's delivery order: (visible_at, seq)."""
         found = [m for m in self.msgs.values() if m.queue == queue and not m.deleted]
-        return sorted(found, key=lambda m: (m.fresh, 0 if m.fresh else m.visible_at, m.seq))
+        return sorted(found, key=lambda m: (m.visible_at, m.seq))
 
     def add(self, mid: str, body: str, queue: str, visible_at: int, group: str | None) -> None:
         assert mid not in self.msgs, f"message id {mid} given twice"
         seq = self.next_seq[queue]
         self.next_seq[queue] += 1
-        fresh = group is None and visible_at == self.now
-        self.msgs[mid] = Msg(mid, body, queue, seq, visible_at, group=group, fresh=fresh)
+        self.msgs[mid] = Msg(mid, body, queue, seq, visible_at, group=group)
 
     def fifo_duplicate_of(self, dedup: str) -> str | None:
         """The original's id if a FIFO send with ``dedup`` is a duplicate (queue scope, 5 min)."""
@@ -278,11 +275,9 @@ class QueueModel(RuleBasedStateMachine):
         """(delivered, dead-lettered) of a receive, in millpond's order."""
         hits: list[Msg] = []
         over: list[Msg] = []
-        indexed_done = False  # the scan of delivery entries stops at the first hidden one
         for m in self.live(queue):
-            if not m.fresh and (indexed_done or m.visible_at > self.now):
-                indexed_done = True
-                continue
+            if m.visible_at > self.now:
+                break
             if queue == STD and m.count >= MAX_RECEIVE_COUNT:
                 over.append(m)  # this receive would pass maxReceiveCount: to the DLQ
                 continue
@@ -398,7 +393,6 @@ class QueueModel(RuleBasedStateMachine):
                 m.count += 1
                 m.last_receive = self.now
             m.visible_at = self.now + visibility_ms
-            m.fresh = False  # it has a delivery entry now
             assert message.body == m.body.encode()
             assert message.receive_count == m.count
             assert message.group_id == m.group

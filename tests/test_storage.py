@@ -675,16 +675,18 @@ def test_a_daemon_loop_commits_short_commits_itself_one_per_iteration(tmp_path: 
         ctx.close()
 
 
-def test_a_daemon_loop_leaves_slow_commits_to_the_writer_thread(tmp_path: Path) -> None:
+def test_a_daemon_loop_leaves_slow_commits_to_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from millpond import storage as storage_module
     from millpond.server.context import Context
 
-    ctx = Context(str(tmp_path), durability="fsync")
+    ctx = Context(str(tmp_path), durability="os")  # commits are timed in "os" mode too
     try:
         queue = ctx.broker().create_queue("q")
         storage = queue._storage
-        storage._commit_seconds = storage_module.INLINE_COMMIT_MAX_S * 10  # a slow disk
-        storage._timed = False  # keep it slow: the average is not updated
+        assert storage._commit_seconds > 0
+        monkeypatch.setattr(storage_module, "INLINE_COMMIT_MAX_S", 0.0)  # every commit is slow
         ids = _drive_sends(ctx, queue, 20)
         assert len(set(ids)) == 20
         assert storage._writer is not None and storage._writer.is_alive()

@@ -12,7 +12,7 @@ Layouts (integers big-endian; ``g`` = u8 length | group id bytes):
                keyed by its head (oldest member): ready_at is the head's visible_at
 - ``dedup``    queue_id u32 | scope key                -> expires_ms u64 | seq u64
 - ``dedupexp`` queue_id u32 | expires_ms u64 | scope key -> b"" (expiry order, for sweeping)
-- ``qstate``   as standard queues, read and written as (next_seq, count) through
+- ``counters``   as standard queues, read and written as (next_seq, count) through
                _load_qstate/_store_qstate
 
 Order and locking follow from the head: a group is receivable when its head is visible, and a

@@ -30,8 +30,8 @@ cdef inline bytes _vis_value(uint64_t sent_ms, uint64_t first_ms, uint64_t last_
     return out
 
 
-cdef inline bytes _qstate(uint64_t floor, uint64_t gone, uint64_t fresh):
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_QSTATE_SIZE)
+cdef inline bytes _counters_value(uint64_t floor, uint64_t gone, uint64_t fresh):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, MILLPOND_COUNTERS_SIZE)
     millpond_put_u64(_buf(out), floor)
     millpond_put_u64(_buf(out) + 8, gone)
     millpond_put_u64(_buf(out) + 16, fresh)
@@ -54,9 +54,10 @@ cdef inline uint32_t _record_flags(bytes record):
 
 
 cdef bytes _reflag(bytes record, uint32_t flags):
-    if _record_flags(record) == flags:
-        return record
+    # A record that fails its check stays as it is: sealing it again would hide the corruption.
     cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
+    if millpond_record_check(_buf(record), n) != 0 or _record_flags(record) == flags:
+        return record
     cdef bytes out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(record), n)
     millpond_record_reflag(_buf(out), n, flags)
     return out

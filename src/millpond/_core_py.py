@@ -3,10 +3,10 @@
 Same names, signatures and semantics as ``_core_c``; every core test runs on both. The byte
 layouts are those of ``csrc/millpond.h`` (all integers big-endian, so LMDB key order is numeric):
 
-- ``log``    key queue_id u32 | seq u64                     value: record
-- ``vis``    key queue_id u32 | visible_at_ms u64 | seq u64  value: delivery state
-- ``qstate`` key queue_id u32                                value: floor u64 | gone u64 | fresh u64
-- ``moved``  key queue_id u32 | seq u64                     value: visible_at_ms u64
+- ``log``      key queue_id u32 | seq u64                     value: record
+- ``vis``      key queue_id u32 | visible_at_ms u64 | seq u64  value: delivery state
+- ``counters`` key queue_id u32                  value: floor u64 | gone u64 | fresh u64
+- ``moved``    key queue_id u32 | seq u64                     value: visible_at_ms u64
 
 record = crc32c u32 | format u32 (1, | INDEXED) | sent_ms u64 | attrs_len u32 | body_len u32
          | message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
@@ -30,7 +30,7 @@ receipt handle still names the old visible_at, so ``moved`` points from the seq 
 key. A receive (which issues a new handle), a delete or an expiry drops the pointer.
 
 Contract of every function: the caller holds an open write transaction ``txn`` and passes the
-table handles in ``dbs`` (an object with ``log``, ``vis`` and ``qstate``). The core never reads
+table handles in ``dbs`` (an object with ``log``, ``vis`` and ``counters``). The core never reads
 the clock, opens or commits transactions, or logs: time comes in as ``now_ms`` and results go
 out as lists.
 """
@@ -49,7 +49,7 @@ _LOG_KEY = struct.Struct(">IQ")
 _VIS_KEY = struct.Struct(">IQQ")
 _HEADER = struct.Struct(">IIQIIIIQ")
 _VIS_VALUE = struct.Struct(">QQQII")
-_QSTATE = struct.Struct(">QQQ")  # floor, gone, fresh
+_COUNTERS = struct.Struct(">QQQ")  # floor, gone, fresh
 _HANDLE = struct.Struct(">IQQI")
 _RECORD_FORMAT = 1
 INDEXED = 0x100  # record flag: the message got its vis entry when stored; the fresh walk skips it
@@ -136,8 +136,11 @@ def record_flags(record: bytes) -> int:
 
 
 def reflag_record(record: bytes, flags: int) -> bytes:
-    """The same record with ``flags`` instead of its own, sealed again (a move between queues)."""
-    if record_flags(record) == flags:
+    """The same record with ``flags`` instead of its own, sealed again (a move between queues).
+
+    A record that fails its check is returned unchanged: sealing it again would hide the
+    corruption (it is reported when a receive meets it)."""
+    if decode_record(record) is None or record_flags(record) == flags:
         return record
     rest = _U32.pack(_RECORD_FORMAT | flags) + record[8:]
     return _U32.pack(crc32c(rest)) + rest
@@ -191,14 +194,14 @@ def message_id(env_id: int, queue_id: int, seq: int) -> str:
 
 def _counters(txn, dbs, queue_id: int) -> tuple[int, int, int]:
     """(floor, gone, fresh) of a queue; LookupError if it does not exist."""
-    raw = txn.get(_U32.pack(queue_id), db=dbs.qstate)
+    raw = txn.get(_U32.pack(queue_id), db=dbs.counters)
     if raw is None:
         raise LookupError(queue_id)
-    return _QSTATE.unpack(raw)
+    return _COUNTERS.unpack(raw)
 
 
 def _store_counters(txn, dbs, queue_id: int, floor: int, gone: int, fresh: int) -> None:
-    txn.put(_U32.pack(queue_id), _QSTATE.pack(floor, gone, fresh), db=dbs.qstate)
+    txn.put(_U32.pack(queue_id), _COUNTERS.pack(floor, gone, fresh), db=dbs.counters)
 
 
 def _tail_seq(txn, dbs, queue_id: int) -> int:
@@ -221,17 +224,11 @@ def _next_seq(txn, dbs, queue_id: int, floor: int) -> int:
     return max(floor, _tail_seq(txn, dbs, queue_id) + 1)
 
 
-def _forget(txn, dbs, queue_id: int, removed: int, top_seq: int, fresh: int | None = None) -> None:
-    """Count ``removed`` records as gone (the highest of them ``top_seq``); move ``fresh``."""
-    floor, gone, old_fresh = _counters(txn, dbs, queue_id)
-    _store_counters(
-        txn,
-        dbs,
-        queue_id,
-        max(floor, top_seq + 1),
-        gone + removed,
-        old_fresh if fresh is None else fresh,
-    )
+def _forget(txn, dbs, queue_id: int, removed: int, top_seq: int) -> None:
+    """Count ``removed`` records as gone, the highest of them ``top_seq``: the floor moves past
+    it, so that its seq is never handed out again."""
+    floor, gone, fresh = _counters(txn, dbs, queue_id)
+    _store_counters(txn, dbs, queue_id, max(floor, top_seq + 1), gone + removed, fresh)
 
 
 def _load_qstate(txn, dbs, queue_id: int) -> tuple[int, int]:
@@ -242,7 +239,10 @@ def _load_qstate(txn, dbs, queue_id: int) -> tuple[int, int]:
 
 
 def _store_qstate(txn, dbs, queue_id: int, next_seq: int, count: int) -> None:
-    """Record (next_seq, stored records) after FIFO bookkeeping changed them."""
+    """Record (next_seq, stored records) after FIFO bookkeeping changed them.
+
+    FIFO queues never walk fresh messages (their records are reached through their groups),
+    so the fresh cursor is simply kept at next_seq."""
     _store_counters(txn, dbs, queue_id, next_seq, next_seq - 1 - count, next_seq)
 
 
@@ -255,7 +255,7 @@ def create(txn, dbs, queue_id: int) -> None:
 
 
 def exists(txn, dbs, queue_id: int) -> bool:
-    return txn.get(_U32.pack(queue_id), db=dbs.qstate) is not None
+    return txn.get(_U32.pack(queue_id), db=dbs.counters) is not None
 
 
 def _delete_prefix(txn, db, prefix: bytes) -> int:
@@ -285,7 +285,7 @@ def purge(txn, dbs, queue_id: int) -> int:
 def drop(txn, dbs, queue_id: int) -> None:
     """Remove the queue's messages and counters."""
     purge(txn, dbs, queue_id)
-    txn.delete(_U32.pack(queue_id), db=dbs.qstate)
+    txn.delete(_U32.pack(queue_id), db=dbs.counters)
 
 
 # -- the verbs -----------------------------------------------------------------------------------
@@ -333,10 +333,10 @@ def send_each(
     for index, delivery in enumerate(deliveries):
         queue_id = delivery[0]
         if queue_id not in next_seqs:
-            raw = txn.get(_U32.pack(queue_id), db=dbs.qstate)
+            raw = txn.get(_U32.pack(queue_id), db=dbs.counters)
             if raw is None:
                 raise LookupError(index)
-            next_seqs[queue_id] = _next_seq(txn, dbs, queue_id, _QSTATE.unpack(raw)[0])
+            next_seqs[queue_id] = _next_seq(txn, dbs, queue_id, _COUNTERS.unpack(raw)[0])
     seqs = []
     for queue_id, body, attr, delay_ms in deliveries:
         seq = next_seqs[queue_id]
@@ -359,8 +359,10 @@ def receive(
 ):
     """Deliver up to ``max_messages`` visible messages and hide them for ``visibility_ms``.
 
-    Messages with a vis entry come first (in visible_at order), then fresh ones (in seq order).
-    Returns ``(received, over_limit, corrupt, expired, next_visible_at_ms)``:
+    Messages come in (visible_at, seq) order, a fresh one being visible from its sent time:
+    the scan of due vis entries and the walk of fresh messages are merged (so a message that is
+    handed back at once cannot starve newer ones). Returns
+    ``(received, over_limit, corrupt, expired, next_visible_at_ms)``:
 
     - received: list of (seq, visible_at_ms, receive_count, sent_ms, first_receive_ms, attrs, body,
       message_id, source_queue_id, receipt_handle) with the new delivery state; the handle is
@@ -399,29 +401,73 @@ def receive(
             (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, mid, source, handle)
         )
 
-    with txn.cursor(db=dbs.vis) as cur:
-        found = cur.set_range(start)
-        while found and len(received) < max_messages:
-            key = cur.key()
-            if len(key) != _VIS_KEY.size:
-                break  # past the last entry after a delete
-            qid, visible_at, seq = _VIS_KEY.unpack(key)
-            if qid != queue_id:
+    floor, gone, fresh = _counters(txn, dbs, queue_id)
+    walked_from = fresh
+    with txn.cursor(db=dbs.vis) as vis, txn.cursor(db=dbs.log) as log:
+
+        def fresh_head(found: bool) -> tuple[int, Any] | None:
+            """The next fresh message from the log cursor on: (seq, decoded record), or None.
+            Passes over (and moves the fresh cursor past) INDEXED, corrupt and expired ones."""
+            nonlocal fresh, expired, top_removed
+            while found:
+                key = log.key()
+                if len(key) != _LOG_KEY.size:
+                    return None  # past the end of the table after a delete
+                qid, seq = _LOG_KEY.unpack(key)
+                if qid != queue_id:
+                    return None
+                record = log.value()
+                decoded = decode_record(record)
+                if decoded is not None and not record_flags(record) & INDEXED:
+                    if decoded[0] >= retention_cutoff_ms:
+                        return seq, decoded
+                    expired += 1
+                    top_removed = max(top_removed, seq)
+                    fresh = seq + 1
+                    found = log.delete()
+                    continue
+                if decoded is None:
+                    corrupt.append(seq)  # never served; the record stays for inspection
+                fresh = seq + 1  # an INDEXED one is delivered through its vis entry
+                found = log.next()
+            return None
+
+        head = fresh_head(log.set_range(_LOG_KEY.pack(queue_id, fresh)))
+        found = vis.set_range(start)
+        while len(received) < max_messages:
+            due = None  # (visible_at, seq) of the next vis entry that is due
+            if found:
+                key = vis.key()
+                if len(key) == _VIS_KEY.size:
+                    qid, visible_at, seq = _VIS_KEY.unpack(key)
+                    if qid == queue_id:
+                        if visible_at <= now_ms:
+                            due = visible_at, seq
+                        else:
+                            next_visible_at = visible_at
+                if due is None:
+                    found = False  # no more due entries in this receive
+            # One order for both: (visible_at, seq), a fresh message being visible since sent.
+            if head is not None and (due is None or (head[1][0], head[0]) < due):
+                seq, decoded = head
+                deliver(seq, decoded, decoded[0], now_ms, 1, 0)
+                fresh = seq + 1
+                head = fresh_head(log.next())
+                continue
+            if due is None:
                 break
-            if visible_at > now_ms:
-                next_visible_at = visible_at
-                break
-            sent_ms, first_ms, last_ms, count, source = _VIS_VALUE.unpack(cur.value())
+            visible_at, seq = due
+            sent_ms, first_ms, last_ms, count, source = _VIS_VALUE.unpack(vis.value())
             if (
                 max_receive_count
                 and count & _COUNT >= max_receive_count
                 and sent_ms >= retention_cutoff_ms
             ):
                 over_limit.append((seq, visible_at))  # left for the dead-letter move
-                found = cur.next()
+                found = vis.next()
                 continue
             # Expired or delivered: the entry goes; the cursor moves to the next one.
-            found = cur.delete()
+            found = vis.delete()
             lkey = _LOG_KEY.pack(queue_id, seq)
             if count & _RELOCATED:
                 txn.delete(lkey, db=dbs.moved)
@@ -438,36 +484,10 @@ def receive(
                 corrupt.append(seq)  # never served; the record stays for inspection
                 continue
             deliver(seq, decoded, sent_ms, first_ms or now_ms, (count & _COUNT) + 1, source)
-    fresh = None
-    if len(received) < max_messages:
-        fresh = _counters(txn, dbs, queue_id)[2]
-        with txn.cursor(db=dbs.log) as cur:
-            found = cur.set_range(_LOG_KEY.pack(queue_id, fresh))
-            while found and len(received) < max_messages:
-                key = cur.key()
-                qid, seq = _LOG_KEY.unpack(key)
-                if qid != queue_id:
-                    break
-                fresh = seq + 1
-                record = cur.value()
-                decoded = decode_record(record)
-                if decoded is None:
-                    corrupt.append(seq)
-                elif record_flags(record) & INDEXED:
-                    pass  # delivered through its vis entry
-                elif decoded[0] < retention_cutoff_ms:
-                    expired += 1
-                    top_removed = max(top_removed, seq)
-                    found = cur.delete()
-                    continue
-                else:
-                    deliver(seq, decoded, decoded[0], now_ms, 1, 0)
-                found = cur.next()
-    if rekeyed:
-        with txn.cursor(db=dbs.vis) as cur:
-            cur.putmulti(rekeyed)
-    if expired or fresh is not None:
-        _forget(txn, dbs, queue_id, expired, top_removed, fresh)
+        if rekeyed:
+            vis.putmulti(rekeyed)
+    if expired or fresh != walked_from:
+        _store_counters(txn, dbs, queue_id, max(floor, top_removed + 1), gone + expired, fresh)
     return received, over_limit, corrupt, expired, next_visible_at
 
 
@@ -627,18 +647,21 @@ def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_s
     exist are skipped. Returns how many moved. Raises LookupError for a missing queue.
     """
     seq_to = _next_seq(txn, dbs, to_queue_id, _counters(txn, dbs, to_queue_id)[0])
+    fresh_from = _counters(txn, dbs, queue_id)[2]
     removed = top = 0
     for seq, visible_at in entries:
         lkey = _LOG_KEY.pack(queue_id, seq)
         record = txn.get(lkey, db=dbs.log)
+        if record is None:
+            continue
         key = value = None
         if visible_at != FRESH:
             key = _VIS_KEY.pack(queue_id, visible_at, seq)
             value = txn.get(key, db=dbs.vis)
             if value is None:
                 continue
-        if record is None:
-            continue
+        elif seq < fresh_from or len(record) < HEADER_SIZE or record_flags(record) & INDEXED:
+            continue  # not fresh (any more): it has a vis entry, to be moved by that
         if key is not None:
             txn.delete(key, db=dbs.vis)
         txn.delete(lkey, db=dbs.log)

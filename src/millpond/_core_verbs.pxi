@@ -1,4 +1,4 @@
-# The verbs. Caller holds the write txn; ``dbs`` has the ``log``, ``vis``, ``qstate`` and
+# The verbs. Caller holds the write txn; ``dbs`` has the ``log``, ``vis``, ``counters`` and
 # ``moved`` handles. Semantics, statuses and return shapes: see the same functions in _core_py.py.
 
 cdef enum:
@@ -11,7 +11,7 @@ cdef inline uint64_t _key_u64(bytes key, int at):
 
 cdef tuple _counters(txn, dbs, uint32_t queue_id):
     """(floor, gone, fresh); LookupError if the queue does not exist."""
-    raw = txn.get(_u32(queue_id), None, dbs.qstate)
+    raw = txn.get(_u32(queue_id), None, dbs.counters)
     if raw is None:
         raise LookupError(queue_id)
     return (millpond_get_u64(_buf(raw)), millpond_get_u64(_buf(raw) + 8),
@@ -41,22 +41,21 @@ cdef uint64_t _next_seq(txn, dbs, uint32_t queue_id, uint64_t floor) except? 0xF
     return floor if floor > after_tail else after_tail
 
 
-cdef void _forget(txn, dbs, uint32_t queue_id, uint64_t removed, uint64_t top_seq,
-                  object fresh=None) except *:
-    """Count ``removed`` records as gone (the highest of them ``top_seq``); move ``fresh``."""
-    floor, gone, old_fresh = _counters(txn, dbs, queue_id)
+cdef void _forget(txn, dbs, uint32_t queue_id, uint64_t removed, uint64_t top_seq) except *:
+    """Count ``removed`` records as gone, the highest of them ``top_seq``: the floor moves past
+    it, so that its seq is never handed out again."""
+    floor, gone, fresh = _counters(txn, dbs, queue_id)
     if top_seq + 1 > floor:
         floor = top_seq + 1
-    txn.put(_u32(queue_id), _qstate(floor, gone + removed, old_fresh if fresh is None else fresh),
-            True, True, False, dbs.qstate)
+    txn.put(_u32(queue_id), _counters_value(floor, gone + removed, fresh), True, True, False, dbs.counters)
 
 
 def create(txn, dbs, uint32_t queue_id):
-    txn.put(_u32(queue_id), _qstate(1, 0, 1), True, True, False, dbs.qstate)
+    txn.put(_u32(queue_id), _counters_value(1, 0, 1), True, True, False, dbs.counters)
 
 
 def exists(txn, dbs, uint32_t queue_id):
-    return txn.get(_u32(queue_id), None, dbs.qstate) is not None
+    return txn.get(_u32(queue_id), None, dbs.counters) is not None
 
 
 cdef Py_ssize_t _delete_prefix(txn, db, bytes prefix) except -1:
@@ -80,13 +79,13 @@ def purge(txn, dbs, uint32_t queue_id):
     _delete_prefix(txn, dbs.vis, prefix)
     _delete_prefix(txn, dbs.moved, prefix)
     n = _delete_prefix(txn, dbs.log, prefix)
-    txn.put(prefix, _qstate(next_seq, next_seq - 1, next_seq), True, True, False, dbs.qstate)
+    txn.put(prefix, _counters_value(next_seq, next_seq - 1, next_seq), True, True, False, dbs.counters)
     return n
 
 
 def drop(txn, dbs, uint32_t queue_id):
     purge(txn, dbs, queue_id)
-    txn.delete(_u32(queue_id), b"", dbs.qstate)
+    txn.delete(_u32(queue_id), b"", dbs.counters)
 
 
 cdef inline void _store_message(txn, log, vis, uint32_t queue_id, uint64_t seq, uint64_t now_ms,
@@ -143,7 +142,7 @@ def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
     for index in range(len(deliveries)):
         queue_id = deliveries[index][0]
         if queue_id not in next_seqs:
-            raw = txn.get(_u32(queue_id), None, dbs.qstate)
+            raw = txn.get(_u32(queue_id), None, dbs.counters)
             if raw is None:
                 raise LookupError(index)  # nothing written yet
             next_seqs[queue_id] = _next_seq(txn, dbs, queue_id, millpond_get_u64(_buf(raw)))
@@ -159,39 +158,115 @@ def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
     return seqs
 
 
+cdef class _FreshWalk:
+    """A receive's walk over fresh messages: a log cursor from the queue's fresh cursor on."""
+
+    cdef object cur
+    cdef uint32_t queue_id
+    cdef uint64_t cutoff_ms
+    cdef public uint64_t fresh, top_removed
+    cdef public Py_ssize_t expired
+    cdef public list corrupt
+    cdef public object seq, decoded  # the head: the next deliverable fresh message, or None
+
+    def __init__(self, txn, dbs, uint32_t queue_id, uint64_t fresh, uint64_t cutoff_ms,
+                 list corrupt):
+        self.cur = txn.cursor(dbs.log)
+        self.queue_id, self.fresh, self.cutoff_ms = queue_id, fresh, cutoff_ms
+        self.top_removed, self.expired, self.corrupt = 0, 0, corrupt
+        self._advance(self.cur.set_range(_log_key(queue_id, fresh)))
+
+    cdef void _advance(self, bint found) except *:
+        """Make the head the next fresh message from the cursor on, passing over (and moving
+        the fresh cursor past) INDEXED, corrupt and expired records."""
+        cdef uint64_t seq
+        cur = self.cur
+        self.seq = self.decoded = None
+        while found:
+            key, record = cur.item()
+            if PyBytes_GET_SIZE(key) != MILLPOND_LOG_KEY_SIZE \
+                    or millpond_get_u32(_buf(key)) != self.queue_id:
+                return  # another queue's, or past the end of the table after a delete
+            seq = millpond_get_u64(_buf(key) + 4)
+            decoded = _decode_record(record)
+            if decoded is not None and not _record_flags(record):
+                if <uint64_t>decoded[0] >= self.cutoff_ms:
+                    self.seq, self.decoded = seq, decoded
+                    return
+                self.expired += 1
+                if seq > self.top_removed:
+                    self.top_removed = seq
+                self.fresh = seq + 1
+                found = cur.delete()
+                continue
+            if decoded is None:
+                self.corrupt.append(seq)  # never served; the record stays for inspection
+            self.fresh = seq + 1  # an INDEXED one is delivered through its vis entry
+            found = cur.next()
+
+    cdef void taken(self) except *:
+        self.fresh = <uint64_t>self.seq + 1
+        self._advance(self.cur.next())
+
+    cdef void close(self):
+        self.cur.close()
+
+
 def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_messages,
             uint64_t visibility_ms, uint64_t retention_cutoff_ms, uint32_t max_receive_count,
             bytes secret=None):
     cdef const unsigned char *k
     cdef const unsigned char *v
-    cdef uint64_t visible_at, seq, sent_ms, first_ms
-    cdef uint64_t next_visible_at = 0, top_removed = 0, fresh = 0
+    cdef uint64_t visible_at = 0, seq = 0, sent_ms, first_ms, floor, gone, walked_from
+    cdef uint64_t next_visible_at = 0, top_removed = 0
     cdef uint64_t new_visible_at = now_ms + visibility_ms
     cdef uint32_t count, source
     cdef Py_ssize_t expired = 0
-    cdef bint walked = False
+    cdef bint due, found
+    cdef _FreshWalk walk
     cdef uint32_t handle_key = 0 if secret is None else _handle_key(secret)
     received = []
     over_limit = []
     corrupt = []
-    rekeyed = []  # new vis entries, written after the scans so they cannot meet them again
+    rekeyed = []  # new vis entries, written after the scan so it cannot meet them again
     log = dbs.log
+    floor, gone, walked_from = _counters(txn, dbs, queue_id)
+    walk = _FreshWalk(txn, dbs, queue_id, walked_from, retention_cutoff_ms, corrupt)
     cur = txn.cursor(dbs.vis)
     try:
-        # 1. Messages with a vis entry: visibility ran out, delay over, dead-lettered.
+        # Two sources merged in one (visible_at, seq) order: due vis entries (visibility ran
+        # out, delay over, dead-lettered) and fresh messages (visible since they were sent).
         found = cur.set_range(_vis_key(queue_id, 0, 0))
-        while found and len(received) < max_messages:
-            key, value = cur.item()
-            if PyBytes_GET_SIZE(key) != MILLPOND_VIS_KEY_SIZE:
-                break  # past the last entry after a delete
-            k = _buf(key)
-            if millpond_get_u32(k) != queue_id:
+        while len(received) < max_messages:
+            due = False
+            if found:
+                key, value = cur.item()
+                k = _buf(key)
+                if PyBytes_GET_SIZE(key) == MILLPOND_VIS_KEY_SIZE \
+                        and millpond_get_u32(k) == queue_id:
+                    visible_at = millpond_get_u64(k + 4)
+                    seq = millpond_get_u64(k + 12)
+                    if visible_at <= now_ms:
+                        due = True
+                    else:
+                        next_visible_at = visible_at
+                if not due:
+                    found = False  # no more due entries in this receive
+            if walk.seq is not None and (not due or (<uint64_t>walk.decoded[0], <uint64_t>walk.seq)
+                                          < (visible_at, seq)):
+                decoded = walk.decoded
+                seq = walk.seq
+                sent_ms = decoded[0]
+                rekeyed.append((_vis_key(queue_id, new_visible_at, seq),
+                                _vis_value(sent_ms, now_ms, now_ms, 1, 0)))
+                received.append((seq, new_visible_at, 1, sent_ms, now_ms, decoded[2], decoded[3],
+                                 decoded[1], 0,
+                                 None if secret is None else
+                                 _encode_handle(handle_key, queue_id, seq, new_visible_at, 1)))
+                walk.taken()
+                continue
+            if not due:
                 break
-            visible_at = millpond_get_u64(k + 4)
-            if visible_at > now_ms:
-                next_visible_at = visible_at
-                break
-            seq = millpond_get_u64(k + 12)
             v = _buf(value)
             sent_ms = millpond_get_u64(v)
             count = millpond_get_u32(v + 24)
@@ -227,52 +302,19 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
                              decoded[3], decoded[1], source,
                              None if secret is None else
                              _encode_handle(handle_key, queue_id, seq, new_visible_at, count)))
+        if rekeyed:
+            cur.putmulti(rekeyed)
     finally:
         cur.close()
-    if len(received) < max_messages:
-        # 2. Fresh messages, in seq order from the walk's cursor: each gets its first vis entry.
-        walked = True
-        fresh = _counters(txn, dbs, queue_id)[2]
-        cur = txn.cursor(log)
-        try:
-            found = cur.set_range(_log_key(queue_id, fresh))
-            while found and len(received) < max_messages:
-                key, record = cur.item()
-                k = _buf(key)
-                if millpond_get_u32(k) != queue_id:
-                    break
-                seq = millpond_get_u64(k + 4)
-                fresh = seq + 1
-                decoded = _decode_record(record)
-                if decoded is None:
-                    corrupt.append(seq)
-                elif _record_flags(record):
-                    pass  # delivered through its vis entry
-                elif <uint64_t>decoded[0] < retention_cutoff_ms:
-                    expired += 1
-                    if seq > top_removed:
-                        top_removed = seq
-                    found = cur.delete()
-                    continue
-                else:
-                    sent_ms = decoded[0]
-                    rekeyed.append((_vis_key(queue_id, new_visible_at, seq),
-                                    _vis_value(sent_ms, now_ms, now_ms, 1, 0)))
-                    received.append((seq, new_visible_at, 1, sent_ms, now_ms, decoded[2],
-                                     decoded[3], decoded[1], 0,
-                                     None if secret is None else
-                                     _encode_handle(handle_key, queue_id, seq, new_visible_at, 1)))
-                found = cur.next()
-        finally:
-            cur.close()
-    if rekeyed:
-        cur = txn.cursor(dbs.vis)
-        try:
-            cur.putmulti(rekeyed)
-        finally:
-            cur.close()
-    if expired or walked:
-        _forget(txn, dbs, queue_id, expired, top_removed, fresh if walked else None)
+        walk.close()
+    expired += walk.expired
+    if walk.top_removed > top_removed:
+        top_removed = walk.top_removed
+    if expired or walk.fresh != walked_from:
+        if top_removed + 1 > floor:
+            floor = top_removed + 1
+        txn.put(_u32(queue_id), _counters_value(floor, gone + expired, walk.fresh), True, True, False,
+                dbs.counters)
     return received, over_limit, corrupt, expired, next_visible_at
 
 
@@ -425,20 +467,24 @@ def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to
     cdef uint32_t count
     cdef Py_ssize_t removed = 0
     cdef const unsigned char *v
+    cdef uint64_t fresh_from = _counters(txn, dbs, queue_id)[2]
     seq_to = _next_seq(txn, dbs, to_queue_id, _counters(txn, dbs, to_queue_id)[0])
     vis = dbs.vis
     log = dbs.log
     for seq, visible_at in entries:
         lkey = _log_key(queue_id, seq)
         record = txn.get(lkey, None, log)
+        if record is None:
+            continue
         key = value = None
         if visible_at != FRESH:
             key = _vis_key(queue_id, visible_at, seq)
             value = txn.get(key, None, vis)
             if value is None:
                 continue
-        if record is None:
-            continue
+        elif seq < fresh_from or PyBytes_GET_SIZE(record) < MILLPOND_RECORD_HEADER_SIZE \
+                or _record_flags(record):
+            continue  # not fresh (any more): it has a vis entry, to be moved by that
         if key is not None:
             txn.delete(key, b"", vis)
         txn.delete(lkey, b"", log)

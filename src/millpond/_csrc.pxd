@@ -9,7 +9,7 @@ cdef extern from "millpond.h" nogil:
         MILLPOND_RECORD_HEADER_SIZE
         MILLPOND_RECORD_ID_AT
         MILLPOND_VIS_VALUE_SIZE
-        MILLPOND_QSTATE_SIZE
+        MILLPOND_COUNTERS_SIZE
         MILLPOND_RECORD_INDEXED
 
     void millpond_put_u32(unsigned char *p, uint32_t v)

@@ -56,7 +56,7 @@ _open_lock = threading.Lock()
 # (device, inode) of each open data directory -> (pid that opened it, its Storage)
 _open_here: dict[tuple[int, int], tuple[int, Storage]] = {}
 
-_TABLES = ("meta", "log", "vis", "qstate", "moved", "fifo", "dedup", "dedupexp")
+_TABLES = ("meta", "log", "vis", "counters", "moved", "fifo", "dedup", "dedupexp")
 
 
 class Tables:
@@ -162,7 +162,7 @@ class Storage:
         self._gathered = threading.Condition(self._mutex)  # a gathering leader waits on it
         self._gather_wanted = 0  # ops the gathering leader waits for (0: not gathering)
         self._commit_seconds = 0.0  # moving average of a commit's duration ("fsync" only)
-        self._timed = self.durability == "fsync"  # gathering pays only when commits are slow
+        self._gathers = self.durability == "fsync"  # gathering pays only when commits are slow
         self._send_limit = self.max_map_size - self.reserve
         self._closing = False
         self._writer: threading.Thread | None = None  # started by the first submit()
@@ -290,14 +290,12 @@ class Storage:
             self._pending = []
         if op is not None and op not in batch:
             batch.insert(0, op)
-        timed = self._timed
-        started = time.perf_counter() if timed else 0.0
+        started = time.perf_counter()
         try:
             self._commit(batch)
         finally:
-            if timed:
-                elapsed = time.perf_counter() - started
-                self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
+            elapsed = time.perf_counter() - started
+            self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
             with self._mutex:
                 successor = self._pending[0] if self._pending else None
                 if successor is None:
@@ -331,7 +329,7 @@ class Storage:
                 writers.pop(ident, None)
         # the other threads seen contending (this leader's own op is not queued)
         wanted = len(writers) - (threading.get_ident() in writers)
-        if wanted < 2 or not self._timed:
+        if wanted < 2 or not self._gathers:
             return
         deadline = time.perf_counter() + min(self._commit_seconds / 2, MAX_GATHER_S)
         with self._mutex:
