@@ -333,11 +333,6 @@ async def _disconnected(receive: Any) -> None:
 
 
 async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": headers + [(b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers.append((b"content-length", b"%d" % len(body)))  # callers pass a list of their own
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

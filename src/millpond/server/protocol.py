@@ -20,7 +20,7 @@ DEFAULT_ACCOUNT_ID = "123456789012"
 _CREDENTIAL_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([a-z0-9-]+)/([a-z0-9]+)/aws4_request")
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """One API call as the handlers see it."""
 
