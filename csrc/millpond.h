@@ -53,7 +53,8 @@ static inline void millpond_vis_key(unsigned char *k, uint32_t queue_id, uint64_
 }
 
 /* ---- record (the immutable log value) -------------------------------------------------------
- * crc32c u32 | format u32 (MILLPOND_RECORD_FORMAT, | MILLPOND_RECORD_INDEXED) | sent_ms u64 | attrs_len u32 | body_len u32 |
+ * crc32c u32 | format u32 (MILLPOND_RECORD_FORMAT, | MILLPOND_RECORD_INDEXED) | sent_ms u64 |
+ * attrs_len u32 | body_len u32 |
  * message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
  * The CRC covers every byte after itself. The id travels with the record when a message moves
  * to another queue (dead-letter queues, redrive), so its MessageId never changes.

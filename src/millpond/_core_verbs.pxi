@@ -18,6 +18,11 @@ cdef tuple _counters(txn, dbs, uint32_t queue_id):
             millpond_get_u64(_buf(raw) + 16))
 
 
+cdef inline void _store_counters(txn, dbs, uint32_t queue_id, uint64_t floor, uint64_t gone,
+                                 uint64_t fresh) except *:
+    txn.put(_u32(queue_id), _counters_value(floor, gone, fresh), True, True, False, dbs.counters)
+
+
 cdef uint64_t _tail_seq(txn, dbs, uint32_t queue_id) except? 0xFFFFFFFFFFFFFFFF:
     """The highest seq the queue has in the log, 0 when it has none."""
     cur = txn.cursor(dbs.log)
@@ -29,7 +34,8 @@ cdef uint64_t _tail_seq(txn, dbs, uint32_t queue_id) except? 0xFFFFFFFFFFFFFFFF:
         if not found:
             return 0
         key = cur.key()
-        if PyBytes_GET_SIZE(key) != MILLPOND_LOG_KEY_SIZE or millpond_get_u32(_buf(key)) != queue_id:
+        if PyBytes_GET_SIZE(key) != MILLPOND_LOG_KEY_SIZE \
+                or millpond_get_u32(_buf(key)) != queue_id:
             return 0
         return _key_u64(key, 4)
     finally:
@@ -47,11 +53,11 @@ cdef void _forget(txn, dbs, uint32_t queue_id, uint64_t removed, uint64_t top_se
     floor, gone, fresh = _counters(txn, dbs, queue_id)
     if top_seq + 1 > floor:
         floor = top_seq + 1
-    txn.put(_u32(queue_id), _counters_value(floor, gone + removed, fresh), True, True, False, dbs.counters)
+    _store_counters(txn, dbs, queue_id, floor, gone + removed, fresh)
 
 
 def create(txn, dbs, uint32_t queue_id):
-    txn.put(_u32(queue_id), _counters_value(1, 0, 1), True, True, False, dbs.counters)
+    _store_counters(txn, dbs, queue_id, 1, 0, 1)
 
 
 def exists(txn, dbs, uint32_t queue_id):
@@ -79,7 +85,7 @@ def purge(txn, dbs, uint32_t queue_id):
     _delete_prefix(txn, dbs.vis, prefix)
     _delete_prefix(txn, dbs.moved, prefix)
     n = _delete_prefix(txn, dbs.log, prefix)
-    txn.put(prefix, _counters_value(next_seq, next_seq - 1, next_seq), True, True, False, dbs.counters)
+    _store_counters(txn, dbs, queue_id, next_seq, next_seq - 1, next_seq)
     return n
 
 
@@ -252,8 +258,8 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
                         next_visible_at = visible_at
                 if not due:
                     found = False  # no more due entries in this receive
-            if walk.seq is not None and (not due or (<uint64_t>walk.decoded[0], <uint64_t>walk.seq)
-                                          < (visible_at, seq)):
+            if walk.seq is not None and (
+                    not due or (<uint64_t>walk.decoded[0], <uint64_t>walk.seq) < (visible_at, seq)):
                 decoded = walk.decoded
                 seq = walk.seq
                 sent_ms = decoded[0]
@@ -313,8 +319,7 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
     if expired or walk.fresh != walked_from:
         if top_removed + 1 > floor:
             floor = top_removed + 1
-        txn.put(_u32(queue_id), _counters_value(floor, gone + expired, walk.fresh), True, True, False,
-                dbs.counters)
+        _store_counters(txn, dbs, queue_id, floor, gone + expired, walk.fresh)
     return received, over_limit, corrupt, expired, next_visible_at
 
 
@@ -541,7 +546,8 @@ def peek(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t limit, bint de
             key, record = cur.item()
             if millpond_get_u32(_buf(key)) != queue_id:
                 break
-            if PyBytes_GET_SIZE(record) >= MILLPOND_RECORD_HEADER_SIZE and not _record_flags(record):
+            if PyBytes_GET_SIZE(record) >= MILLPOND_RECORD_HEADER_SIZE \
+                    and not _record_flags(record):
                 out.append((_key_u64(key, 4), FRESH, 0))
             found = cur.next()
     finally:
