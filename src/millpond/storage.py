@@ -161,7 +161,7 @@ class Storage:
         self._writers: dict[int, float] = {}  # thread id -> last write (monotonic s)
         self._gathered = threading.Condition(self._mutex)  # a gathering leader waits on it
         self._gather_wanted = 0  # ops the gathering leader waits for (0: not gathering)
-        self._commit_seconds = 0.0  # moving average of a commit's duration ("fsync" only)
+        self._commit_seconds = 0.0  # moving average of a commit's duration
         self._gathers = self.durability == "fsync"  # gathering pays only when commits are slow
         self._send_limit = self.max_map_size - self.reserve
         self._closing = False
