@@ -508,18 +508,35 @@ def test_tags(broker):
     assert q.tags() == {"env": "prod"}
 
 
-def test_a_data_directory_of_another_storage_format_is_refused_and_left_alone(tmp_path):
+def _format_1_directory(path):
+    """A data directory as the millpond before storage format 2 left it (one queue)."""
     import lmdb
     import msgpack
 
-    with millpond.open(tmp_path) as broker:
+    with millpond.open(path) as broker:
         broker.create_queue("kept").send("x")
-    env = lmdb.open(str(tmp_path), max_dbs=16)
+    env = lmdb.open(str(path), max_dbs=16)
     with env.begin(write=True) as txn:
         identity = msgpack.unpackb(txn.get(b"env"))
         identity["format"] = 1  # as the millpond before fresh messages lived in the log alone
         txn.put(b"env", msgpack.packb(identity))
     env.close()
+
+
+def test_a_data_directory_of_another_storage_format_is_refused_and_left_alone(tmp_path):
+    _format_1_directory(tmp_path)
     for _ in range(2):  # refused each time: the failed open released the directory
         with pytest.raises(errors.IncompatibleDataFormat, match="storage format 1"):
             millpond.open(tmp_path)
+
+
+def test_the_cli_refuses_another_storage_format_with_its_message_not_a_traceback(tmp_path, capsys):
+    from millpond import cli
+
+    _format_1_directory(tmp_path / "demo")
+    assert cli.main(["demo", "--data", str(tmp_path / "demo"), "--messages", "10"]) == 1
+    _format_1_directory(tmp_path / "served" / "us-east-1")  # the default region's directory
+    # serve opens it before listening, so it stops here instead of failing every request
+    assert cli.main(["serve", "--data", str(tmp_path / "served"), "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("storage format 1") == 2 and "Traceback" not in err

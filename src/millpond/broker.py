@@ -447,8 +447,9 @@ def _load_identity(txn: Any, now_ms: int) -> tuple[int, bytes]:
         if identity.get("format") != DATA_FORMAT:
             raise IncompatibleDataFormat(
                 f"the data directory has storage format {identity.get('format')}; this "
-                f"millpond reads format {DATA_FORMAT} only (0.1 changed how fresh messages "
-                "are stored): empty it with the millpond that wrote it, or start a new one"
+                f"millpond reads format {DATA_FORMAT} only (where a message sent without a "
+                "delay is stored in the log alone): drain it with the millpond that wrote it, "
+                "or use a new directory"
             )
     return identity["env_id"], identity["secret"]
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import millpond
+from millpond.errors import MillpondError
 
 DEFAULT_DATA_DIR = "./millpond-data"
 
@@ -117,10 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sv.add_argument("--tls-cert", default=None, help="PEM certificate: HTTPS (with --tls-key)")
     sv.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args.data, args.messages, args.durability, args.threads, args.body_size)
-    if args.command == "serve":
-        return _serve(args)
+    try:
+        if args.command == "demo":
+            return demo(args.data, args.messages, args.durability, args.threads, args.body_size)
+        if args.command == "serve":
+            return _serve(args)
+    except MillpondError as exc:  # a data directory it cannot use, say: the message says why
+        print(f"millpond {args.command}: {exc}", file=sys.stderr)
+        return 1
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -45,6 +45,7 @@ def serve(
 
     os.makedirs(data_dir, exist_ok=True)
     ctx = Context(data_dir, **options)
+    ctx.broker()  # the default region's data, opened now: a directory it cannot use stops here
     created = config_module.apply(config or {}, ctx)
     log = logging.getLogger("millpond.server")
     for item in created:
