@@ -479,3 +479,17 @@ def test_reflag_keeps_the_record_valid_and_the_twin_agrees(c):
     )
     assert c.reflag_record(flagged, 0) == record
     assert flagged == _core_py.encode_record(1, 2, 3, 4, b"attrs", b"body", _core_py.INDEXED)
+
+
+def test_a_receive_reads_no_record_past_the_last_one_it_takes(c, env):
+    e, t = env
+    with e.begin(write=True) as txn:
+        c.create(txn, t, 1)
+    _send(c, env, 1, 0, [b"first", b"second"])
+    with e.begin(write=True) as txn:  # spoil the second: reading it would report it corrupt
+        key = c.log_key(1, 2)
+        txn.put(key, txn.get(key, db=t.log)[:-1], db=t.log)
+    received, _, corrupt, _, _ = _receive(c, env, 1, 0, n=1)
+    assert [r[6] for r in received] == [b"first"] and corrupt == []
+    received, _, corrupt, _, _ = _receive(c, env, 1, 0, n=1)
+    assert received == [] and corrupt == [2]

@@ -432,7 +432,10 @@ def receive(
                 found = log.next()
             return None
 
-        head = fresh_head(log.set_range(_LOG_KEY.pack(queue_id, fresh)))
+        # The walk reads records only as they are asked for: after the last message taken, the
+        # next one is not read (a large body would be copied and checked for nothing).
+        head: tuple[int, Any] | None = None
+        walk_at = "start"  # "start": nothing read yet; "taken": the head was delivered
         found = vis.set_range(start)
         while len(received) < max_messages:
             due = None  # (visible_at, seq) of the next vis entry that is due
@@ -447,12 +450,17 @@ def receive(
                             next_visible_at = visible_at
                 if due is None:
                     found = False  # no more due entries in this receive
+            if walk_at == "start":
+                head = fresh_head(log.set_range(_LOG_KEY.pack(queue_id, fresh)))
+            elif walk_at == "taken":
+                head = fresh_head(log.next())
+            walk_at = ""
             # One order for both: (visible_at, seq), a fresh message being visible since sent.
             if head is not None and (due is None or (head[1][0], head[0]) < due):
                 seq, decoded = head
                 deliver(seq, decoded, decoded[0], now_ms, 1, 0)
                 fresh = seq + 1
-                head = fresh_head(log.next())
+                walk_at = "taken"
                 continue
             if due is None:
                 break

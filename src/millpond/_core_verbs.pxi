@@ -165,11 +165,16 @@ def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
 
 
 cdef class _FreshWalk:
-    """A receive's walk over fresh messages: a log cursor from the queue's fresh cursor on."""
+    """A receive's walk over fresh messages: a log cursor from the queue's fresh cursor on.
+
+    Records are read only as the receive asks for them: after the last message it takes, the
+    next one is not read (a large body would be copied and checked for nothing).
+    """
 
     cdef object cur
     cdef uint32_t queue_id
     cdef uint64_t cutoff_ms
+    cdef bint started, stale  # stale: the head was taken and its successor not read yet
     cdef public uint64_t fresh, top_removed
     cdef public Py_ssize_t expired
     cdef public list corrupt
@@ -180,7 +185,18 @@ cdef class _FreshWalk:
         self.cur = txn.cursor(dbs.log)
         self.queue_id, self.fresh, self.cutoff_ms = queue_id, fresh, cutoff_ms
         self.top_removed, self.expired, self.corrupt = 0, 0, corrupt
-        self._advance(self.cur.set_range(_log_key(queue_id, fresh)))
+        self.started = self.stale = False
+        self.seq = self.decoded = None
+
+    cdef object head(self):
+        """The seq of the next fresh message (its record in ``decoded``), or None."""
+        if not self.started:
+            self.started = True
+            self._advance(self.cur.set_range(_log_key(self.queue_id, self.fresh)))
+        elif self.stale:
+            self.stale = False
+            self._advance(self.cur.next())
+        return self.seq
 
     cdef void _advance(self, bint found) except *:
         """Make the head the next fresh message from the cursor on, passing over (and moving
@@ -210,9 +226,9 @@ cdef class _FreshWalk:
             self.fresh = seq + 1  # an INDEXED one is delivered through its vis entry
             found = cur.next()
 
-    cdef void taken(self) except *:
+    cdef void taken(self):
         self.fresh = <uint64_t>self.seq + 1
-        self._advance(self.cur.next())
+        self.stale = True
 
     cdef void close(self):
         self.cur.close()
@@ -258,7 +274,7 @@ def receive(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t max_message
                         next_visible_at = visible_at
                 if not due:
                     found = False  # no more due entries in this receive
-            if walk.seq is not None and (
+            if walk.head() is not None and (
                     not due or (<uint64_t>walk.decoded[0], <uint64_t>walk.seq) < (visible_at, seq)):
                 decoded = walk.decoded
                 seq = walk.seq
