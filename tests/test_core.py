@@ -51,6 +51,13 @@ def _receive(c, env, queue_id, now, n=10, vis=30_000, cutoff=0, max_count=0):
         return c.receive(txn, t, queue_id, now, n, vis, cutoff, max_count)
 
 
+def _create(env, c, *queue_ids):
+    e, t = env
+    with e.begin(write=True) as txn:
+        for queue_id in queue_ids:
+            c.create(txn, t, queue_id)
+
+
 @pytest.mark.parametrize("data", [b"", b"a", b"123456789", bytes(range(256)) * 5, b"x" * 7])
 def test_crc32c_matches_the_castagnoli_check_value_and_the_twin(data):
     assert _core_py.crc32c(b"123456789") == 0xE3069283  # the standard CRC-32C check value
@@ -106,8 +113,7 @@ def test_handles_round_trip_and_reject_forgeries(c):
 
 def test_send_then_receive_hides_and_counts(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     first = _send(c, env, 1, 1000, [b"a", b"b", b"c"], delays=[0, 0, 5000])
     assert first == 1
     received, over, corrupt, expired, next_due = _receive(c, env, 1, 1000)
@@ -164,8 +170,7 @@ def test_send_each_puts_one_message_in_each_queue_like_send(c, env):
 
 def test_send_each_to_a_missing_queue_writes_nothing(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     with e.begin(write=True) as txn:
         with pytest.raises(LookupError) as caught:
             c.send_each(txn, t, 1000, ENV_ID, [(1, b"a", b"", 0), (9, b"b", b"", 0)])
@@ -176,8 +181,7 @@ def test_send_each_to_a_missing_queue_writes_nothing(c, env):
 
 def test_delete_current_stale_and_gone(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"a", b"b"])
     old = [(r[0], r[1], r[2]) for r in _receive(c, env, 1, 0, vis=1000)[0]]
     new = [(r[0], r[1], r[2]) for r in _receive(c, env, 1, 2000, vis=1000)[0]]
@@ -191,8 +195,7 @@ def test_delete_current_stale_and_gone(c, env):
 
 def test_change_visibility_statuses_and_heartbeats(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"a"])
     seq, vis_at, count = _receive(c, env, 1, 0, vis=10_000)[0][0][:3]
     h = (seq, vis_at, count)
@@ -222,8 +225,7 @@ def test_change_visibility_statuses_and_heartbeats(c, env):
 
 def test_delete_follows_a_heartbeat(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"a"])
     h = _receive(c, env, 1, 0, vis=10_000)[0][0][:3]
     with e.begin(write=True) as txn:
@@ -235,8 +237,7 @@ def test_delete_follows_a_heartbeat(c, env):
 
 def test_retention_expire_and_receive_skip_old_messages(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 1000, [b"old"])
     _send(c, env, 1, 5000, [b"new"])
     received, _, _, expired, _ = _receive(c, env, 1, 9000, cutoff=2000)
@@ -248,9 +249,7 @@ def test_retention_expire_and_receive_skip_old_messages(c, env):
 
 
 def test_over_limit_messages_are_left_for_the_dead_letter_policy(c, env):
-    e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"a"])
     _receive(c, env, 1, 0, vis=0, max_count=2)
     _receive(c, env, 1, 0, vis=0, max_count=2)
@@ -260,8 +259,7 @@ def test_over_limit_messages_are_left_for_the_dead_letter_policy(c, env):
 
 def test_corrupt_record_is_reported_not_served(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"good", b"bad"])
     with e.begin(write=True) as txn:
         key = c.log_key(1, 2)
@@ -293,9 +291,7 @@ def test_queues_are_isolated_and_purge_drop(c, env):
 
 def test_move_keeps_the_record_and_id_and_optionally_the_delivery_state(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
-        c.create(txn, t, 2)
+    _create(env, c, 1, 2)
     _send(c, env, 1, 100, [b"a", b"b", b"c"])
     got = _receive(c, env, 1, 100, vis=0)[0]
     with e.begin(write=True) as txn:
@@ -347,8 +343,7 @@ def test_a_send_without_delay_writes_only_its_log_record(c, env):
 
 def test_receive_merges_due_entries_and_fresh_messages_in_visible_at_order(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"returned"])
     assert [r[6] for r in _receive(c, env, 1, 0, vis=1000)[0]] == [b"returned"]  # due at 1000
     _send(c, env, 1, 500, [b"delayed"], delays=[100])  # due at 600
@@ -364,9 +359,7 @@ def test_receive_merges_due_entries_and_fresh_messages_in_visible_at_order(c, en
 
 
 def test_a_message_handed_back_at_once_does_not_starve_newer_ones(c, env):
-    e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"poison"])
     _send(c, env, 1, 10, [b"other"])
     got = [_receive(c, env, 1, 20 + i, n=1, vis=0)[0][0][6] for i in range(4)]
@@ -374,9 +367,8 @@ def test_a_message_handed_back_at_once_does_not_starve_newer_ones(c, env):
 
 
 def test_an_empty_receive_writes_nothing(c, env):
-    e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    e = env[0]
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"a"])
     _receive(c, env, 1, 0)  # in flight now: the next receives find nothing
     before = e.info()["last_txnid"]
@@ -387,9 +379,7 @@ def test_an_empty_receive_writes_nothing(c, env):
 
 
 def test_the_walk_stops_at_the_end_of_the_table_after_removing_its_last_record(c, env):
-    e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 10, [b"old"])  # the highest key in the whole log
     received, _, _, expired, _ = _receive(c, env, 1, 100, cutoff=50)
     assert received == [] and expired == 1
@@ -398,9 +388,7 @@ def test_the_walk_stops_at_the_end_of_the_table_after_removing_its_last_record(c
 
 def test_moves_do_not_reseal_a_corrupt_record(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
-        c.create(txn, t, 2)
+    _create(env, c, 1, 2)
     _send(c, env, 1, 0, [b"important body"])
     (got,) = _receive(c, env, 1, 0, vis=0)[0]
     with e.begin(write=True) as txn:
@@ -416,9 +404,7 @@ def test_moves_do_not_reseal_a_corrupt_record(c, env):
 
 def test_move_skips_an_entry_named_fresh_that_is_not_fresh(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
-        c.create(txn, t, 2)
+    _create(env, c, 1, 2)
     _send(c, env, 1, 0, [b"in flight"])
     (got,) = _receive(c, env, 1, 0)[0]
     with e.begin(write=True) as txn:
@@ -428,8 +414,7 @@ def test_move_skips_an_entry_named_fresh_that_is_not_fresh(c, env):
 
 def test_no_seq_is_handed_out_twice_after_the_tail_is_removed(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"a", b"b"])
     got = _receive(c, env, 1, 0)[0]
     with e.begin(write=True) as txn:  # delete both: the log of queue 1 is empty again
@@ -445,8 +430,7 @@ def test_no_seq_is_handed_out_twice_after_the_tail_is_removed(c, env):
 
 def test_the_walk_removes_expired_fresh_messages_and_counts_them(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 10, [b"old", b"old"])
     _send(c, env, 1, 50, [b"new"])
     received, _, _, expired, _ = _receive(c, env, 1, 60, cutoff=20)
@@ -458,9 +442,7 @@ def test_the_walk_removes_expired_fresh_messages_and_counts_them(c, env):
 
 def test_peek_and_move_take_fresh_messages_too(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
-        c.create(txn, t, 2)
+    _create(env, c, 1, 2)
     _send(c, env, 1, 100, [b"a", b"b"])
     with e.begin(write=True) as txn:
         picked = c.peek(txn, t, 1, 100, 10, False)
@@ -483,8 +465,7 @@ def test_reflag_keeps_the_record_valid_and_the_twin_agrees(c):
 
 def test_a_receive_reads_no_record_past_the_last_one_it_takes(c, env):
     e, t = env
-    with e.begin(write=True) as txn:
-        c.create(txn, t, 1)
+    _create(env, c, 1)
     _send(c, env, 1, 0, [b"first", b"second"])
     with e.begin(write=True) as txn:  # spoil the second: reading it would report it corrupt
         key = c.log_key(1, 2)
