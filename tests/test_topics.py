@@ -736,6 +736,19 @@ def test_long_messages_are_signed_the_same_way(broker, clock):
     assert e["Signature"] == signature(broker._topics._signing_key, text)
 
 
+def test_a_message_holding_the_field_names_is_signed_whole(broker, clock):
+    # The signed text is cut where the Timestamp goes: the message's own "Timestamp\n" (the
+    # string-to-sign's field separator) must not be taken for it.
+    q = broker.create_queue("q")
+    t = broker.create_topic("orders")
+    t.subscribe(q)
+    message = "Timestamp\n2020-01-01\nTopicArn\nx"
+    message_id = t.publish(message)
+    (e,) = envelopes(q)
+    text = string_to_sign(message, message_id, None, iso_timestamp(clock.now_ms()), t.arn)
+    assert e["Signature"] == signature(broker._topics._signing_key, text)
+
+
 def test_message_structure_json(broker):
     q = broker.create_queue("q")
     t = broker.create_topic("orders")

@@ -98,6 +98,8 @@ def _encode_string(text: str) -> str:
     U+FFFE and U+FFFF are escaped too: JSON allows them raw, but SQS refuses a body holding
     them, so an envelope always fits SQS's character set.
     """
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'  # nothing to escape (most names, types and values): no encoder
     literal: str = _encode(text)
     if "\ufffe" in literal or "\uffff" in literal:
         literal = literal.replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
@@ -453,11 +455,16 @@ def string_to_sign(
     message: str, message_id: str, subject: str | None, timestamp: str, topic_arn: str
 ) -> str:
     """SNS's string-to-sign of a Notification (fields in byte order, Subject only if given)."""
-    subject_part = "" if subject is None else f"Subject\n{subject}\n"
     return (
-        f"Message\n{message}\nMessageId\n{message_id}\n{subject_part}"
-        f"Timestamp\n{timestamp}\nTopicArn\n{topic_arn}\nType\nNotification\n"
+        f"{_signed_head(message, message_id, subject)}{timestamp}"
+        f"\nTopicArn\n{topic_arn}\nType\nNotification\n"
     )
+
+
+def _signed_head(message: str, message_id: str, subject: str | None) -> str:
+    """The string-to-sign up to the Timestamp's value."""
+    subject_part = "" if subject is None else f"Subject\n{subject}\n"
+    return f"Message\n{message}\nMessageId\n{message_id}\n{subject_part}Timestamp\n"
 
 
 def signature(key: bytes, text: str, version: str = "1") -> str:
@@ -546,8 +553,7 @@ class Notification:
         else:
             # string_to_sign() up to the Timestamp value; a long message is hashed now, so the
             # commit only hashes the rest (a short one costs less as one hmac.digest call)
-            before = string_to_sign(message, message_id, subject, "", topic_arn)
-            self._before = before[: before.index("Timestamp\n") + len("Timestamp\n")].encode()
+            self._before = _signed_head(message, message_id, subject).encode()
             if len(self._before) > _PREHASH_BYTES:
                 self._hmac = hmac.new(key, self._before, self._digest)
             self._sign_tail = f"\nTopicArn\n{topic_arn}\nType\nNotification\n".encode()
