@@ -31,7 +31,6 @@ from millpond.fifo_queue import FifoQueue
 from millpond.filters import FilterPolicy
 from millpond.message import pack_metadata
 from millpond.message_attributes import (
-    message_attributes_size,
     validate_body_text,
     validate_message_attributes,
 )
@@ -286,6 +285,7 @@ class Outgoing:
         structured: bool,
         group_id: str | None,
         dedup_id: str | None,
+        size: int,
     ) -> None:
         self.message_id = new_message_id()
         self.message = message
@@ -296,10 +296,12 @@ class Outgoing:
         self.structured = structured
         # SNS sends attributes only when the message structure is a plain string
         self.delivered_attributes = attributes if attributes and not structured else None
-        self.raw_size = len(self.data) + message_attributes_size(self.delivered_attributes)
+        self.size = size  # toward the 256 KiB limit: message and attributes as published
+        # what a raw delivery counts toward a queue's MaximumMessageSize: the same, unless the
+        # message structure picked a content (which goes without attributes)
+        self.raw_size = len(data) if structured else size
         self.group_id = group_id
         self.dedup_id = dedup_id
-        self.size = 0  # toward the 256 KiB limit: message and attributes as published
         self._doc: Any = _UNSET
         self._note: Notification | None = None
         self._raw_ok: bool | None = None
@@ -394,9 +396,8 @@ def outgoing(
         dedup_id = hashlib.sha256(data).hexdigest()  # the body only, not the attributes
     if content is not text:
         data = content.encode("utf-8")
-    out = Outgoing(text, content, data, subject, checked, structure is not None, group_id, dedup_id)
-    out.size = size
-    return out
+    structured = structure is not None
+    return Outgoing(text, content, data, subject, checked, structured, group_id, dedup_id, size)
 
 
 def _check_message_id_field(name: str, value: Any) -> None:
@@ -571,6 +572,8 @@ def _fan_out_one(
     queues = topic._broker._queues
     common = tail = b""
     raw_blob: bytes | None = None
+    group = out.group_id  # standard queues keep it as a tenant label (fair queues)
+    blob = pack_metadata(None, group) if group else b""  # of an envelope
     deliveries: list[tuple[int, bytes, bytes, int]] = []
     targets: list[Queue] = []
     others: list[tuple[Sub, list[Outgoing]]] = []
@@ -584,7 +587,7 @@ def _fan_out_one(
                 others.append((sub, chosen))
                 continue
             if raw_blob is None:
-                attrs, group = out.delivered_attributes, out.group_id
+                attrs = out.delivered_attributes
                 raw_blob = pack_metadata(attrs, group) if attrs or group else b""
             deliveries.append((queue.queue_id, out.data, raw_blob, queue._delay_ms))
         else:
@@ -596,8 +599,6 @@ def _fan_out_one(
             if len(body) > queue._max_size:
                 others.append((sub, chosen))
                 continue
-            group = out.group_id  # standard queues keep it as a tenant label (fair queues)
-            blob = pack_metadata(None, group) if group else b""
             deliveries.append((queue.queue_id, body, blob, queue._delay_ms))
         targets.append(queue)
     if deliveries:

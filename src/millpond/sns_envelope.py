@@ -83,6 +83,7 @@ MAX_RAW_ATTRIBUTES = 10  # raw delivery maps attributes to SQS ones, which allow
 MAX_NAME_CHARS = 256
 _NUMBER_LIMIT = Decimal(1_000_000_000)  # SNS Number range: -10^9 .. 10^9
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SMALL_NUMBER = re.compile(r"[+-]?[0-9]{1,9}(?:\.[0-9]*)?")  # |value| < 10^9: in range
 _NAME_CHAR = re.compile(r"[A-Za-z0-9_.\-]")
 _NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
 _SUBJECT_BAD = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")  # line breaks and control characters
@@ -322,7 +323,7 @@ def _check_name(name: Any) -> None:
 
 
 def _check_attribute(name: str, attribute: Any) -> dict[str, Any]:
-    if not isinstance(attribute, Mapping):
+    if type(attribute) is not dict and not isinstance(attribute, Mapping):
         raise ParameterValueInvalid(
             f"The message attribute '{name}' must be a map with a DataType and a value."
         )
@@ -390,6 +391,8 @@ def _empty_value(name: str, data_type: str) -> ParameterValueInvalid:
 
 
 def _check_number(name: str, value: str) -> None:
+    if _SMALL_NUMBER.fullmatch(value) is not None:
+        return  # at most 9 digits before the point: inside the range, no Decimal needed
     number = None
     if _NUMBER.fullmatch(value) is not None:
         try:
