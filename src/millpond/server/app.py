@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import urllib.parse
+from collections.abc import Awaitable
 from typing import Any
 
 from millpond import errors
@@ -27,11 +28,7 @@ try:  # the C accelerator: asyncio.current_task() is a Python wrapper around it
 except ImportError:  # pragma: no cover - other interpreters
     _current_task = asyncio.current_task
 
-# The headers the API reads, by their raw (lower-cased) name.
-_WANTED_HEADERS = {
-    name: name.decode()
-    for name in (b"x-amz-target", b"authorization", b"host", b"content-length", b"content-type")
-}
+_SQS_TARGET_PREFIX = sqs_json.TARGET_PREFIX.encode()
 SQS_VERSION = "2012-11-05"
 SNS_VERSION = "2010-03-31"
 MAX_BODY = 2 * 1024 * 1024  # a 1 MiB SQS batch, base64 or form-encoded, fits with room
@@ -83,9 +80,9 @@ class App:
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         method, path = scope["method"], scope["path"]
-        # Only the few headers the API reads (ASGI servers send names lower-cased).
-        wanted = _WANTED_HEADERS
-        headers = {wanted[k]: v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
+        # Raw names and values (ASGI servers send names lower-cased), decoded where read; a
+        # repeated header counts with its last value.
+        headers: dict[bytes, bytes] = dict(scope["headers"])
         if method == "GET" and path == "/health":
             await _respond(send, 200, [(b"content-type", b"text/plain")], b"ok\n")
             return
@@ -97,17 +94,19 @@ class App:
         body = await self._read_body(headers, receive, send)
         if body is None:
             return
-        target = headers.get("x-amz-target", "")
-        if target.startswith(sqs_json.TARGET_PREFIX):
-            action = target[len(sqs_json.TARGET_PREFIX) :]
+        target = headers.get(b"x-amz-target", b"")
+        if target.startswith(_SQS_TARGET_PREFIX):
+            action = target[len(_SQS_TARGET_PREFIX) :].decode("latin-1")
             label = await self._sqs_json(scope, headers, action, body, receive, send)
         else:
             label = await self._query(scope, headers, method, body, receive, send)
         self.metrics.observe_request(label, time.perf_counter() - started)
 
-    async def _read_body(self, headers: dict[str, str], receive: Any, send: Any) -> bytes | None:
+    async def _read_body(
+        self, headers: dict[bytes, bytes], receive: Any, send: Any
+    ) -> bytes | None:
         """The whole body, refusing (413) anything over max_body before reading it all."""
-        declared = headers.get("content-length")
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await _respond(
                 send, 413, [(b"content-type", b"text/plain")], b"Request body too large\n"
@@ -127,6 +126,8 @@ class App:
                 if message["type"] == "http.disconnect":
                     return None
                 chunk = message.get("body", b"")
+                if not chunks and not message.get("more_body") and len(chunk) <= self.max_body:
+                    return chunk  # all of it at once: the usual case
                 size += len(chunk)
                 if size > self.max_body:
                     reading.pop(task, None)  # answered now: the watchdog must not cancel it
@@ -161,19 +162,19 @@ class App:
     def _request(
         self,
         scope: dict[str, Any],
-        headers: dict[str, str],
+        headers: dict[bytes, bytes],
         action: str,
         params: dict[str, Any],
         query: bool,
         request_id: str,
     ) -> Request:
-        region, access_key = region_of(headers.get("authorization", ""), self.ctx.region)
+        region, access_key = region_of(_text(headers, b"authorization"), self.ctx.region)
         return Request(
             action=action,
             params=params,
             region=region,
             account_id=self.ctx.account_id,
-            host=headers.get("host", "localhost"),
+            host=_text(headers, b"host") or "localhost",
             scheme=scope.get("scheme", "http"),
             access_key=access_key,
             path=scope["path"],
@@ -184,7 +185,7 @@ class App:
     async def _sqs_json(
         self,
         scope: dict[str, Any],
-        headers: dict[str, str],
+        headers: dict[bytes, bytes],
         action: str,
         body: bytes,
         receive: Any,
@@ -215,7 +216,7 @@ class App:
     async def _query(
         self,
         scope: dict[str, Any],
-        headers: dict[str, str],
+        headers: dict[bytes, bytes],
         method: str,
         body: bytes,
         receive: Any,
@@ -232,7 +233,7 @@ class App:
                 form.setdefault(key, []).extend(values)
         flat = {k: v[-1] for k, v in form.items()}
         version = flat.get("Version", "")
-        scope_service = (headers.get("authorization", "").split("/") + ["", "", "", ""])[3]
+        scope_service = (_text(headers, b"authorization").split("/") + ["", "", "", ""])[3]
         service = {SQS_VERSION: "sqs", SNS_VERSION: "sns"}.get(version, scope_service)
         action = flat.get("Action", "")
         codec, handlers = _query_codec(service or "sqs")
@@ -248,7 +249,7 @@ class App:
                 )
             authenticated = True
             if self.ctx.credentials:
-                if service == "sns" and action in _UNSIGNED_SNS and "authorization" not in headers:
+                if service == "sns" and action in _UNSIGNED_SNS and b"authorization" not in headers:
                     authenticated = False  # the URLs in SNS messages are fetched unsigned
                 else:
                     sigv4.check(scope, body, self.ctx.credentials)
@@ -268,9 +269,10 @@ class App:
             await _respond(send, *codec.error(_aws_error(exc, request), request_id))
         return action or "query"
 
-    async def _run(
+    def _run(
         self, handlers: dict[str, Any], request: Request, receive: Any
-    ) -> dict[str, Any] | None:
+    ) -> Awaitable[dict[str, Any] | None]:
+        """The handler's work for ``request``, to await (None: the client went away)."""
         handler = handlers.get(request.action)
         if handler is None:
             raise AwsError(
@@ -280,16 +282,22 @@ class App:
                 "InvalidAction",
             )
         if request.action != "ReceiveMessage":
-            return await handler(self.ctx, request)  # type: ignore[no-any-return]
-        # A long poll ends when its client disconnects.
-        work = asyncio.ensure_future(handler(self.ctx, request))
-        gone = asyncio.ensure_future(_disconnected(receive))
-        done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if work in done:
-            gone.cancel()
-            return work.result()  # type: ignore[no-any-return]
-        work.cancel()
-        return None
+            return handler(self.ctx, request)  # type: ignore[no-any-return]
+        return _unless_disconnected(handler(self.ctx, request), receive)
+
+
+async def _unless_disconnected(
+    handling: Awaitable[dict[str, Any]], receive: Any
+) -> dict[str, Any] | None:
+    """A long poll's result, or None once its client disconnects (the poll is cancelled)."""
+    work = asyncio.ensure_future(handling)
+    gone = asyncio.ensure_future(_disconnected(receive))
+    done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if work in done:
+        gone.cancel()
+        return work.result()
+    work.cancel()
+    return None
 
 
 def _query_codec(service: str) -> tuple[Any, dict[str, Any]]:
@@ -325,6 +333,12 @@ def _aws_error(exc: Exception, request: Request | None) -> AwsError:
         "InternalError",
         sender_fault=False,
     )
+
+
+def _text(headers: dict[bytes, bytes], name: bytes) -> str:
+    """A header's value as text ("" when absent)."""
+    value = headers.get(name)
+    return "" if value is None else value.decode("latin-1")
 
 
 async def _disconnected(receive: Any) -> None:
