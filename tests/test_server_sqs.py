@@ -1899,6 +1899,23 @@ def test_health_and_metrics(daemon: Daemon, clients: Callable[..., Any]) -> None
     assert "millpond_request_duration_seconds_count" in body
 
 
+def test_made_up_actions_share_one_metrics_label(daemon: Daemon) -> None:
+    # Every name a client sends must not become a label of its own: memory and /metrics
+    # would grow with each one.
+    made_up = [f"NoSuchAction{unique()}" for _ in range(3)]
+    for name in made_up:
+        assert raw_json(daemon, name, {})[0] == 400
+    assert raw_query(daemon, {"Action": made_up[0], "Version": "2012-11-05"})[0] == 400
+    body = raw(daemon, "GET", "/metrics")[2].decode()
+    assert not any(name in body for name in made_up)
+    counts = [
+        line
+        for line in body.splitlines()
+        if line.startswith('millpond_request_duration_seconds_count{action="unknown"}')
+    ]
+    assert len(counts) == 1 and float(counts[0].split()[-1]) >= 4
+
+
 # -- daemons of their own: graceful stop, TOML predefinitions --------------------------------------
 
 

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - other interpreters
     _current_task = asyncio.current_task
 
 _SQS_TARGET_PREFIX = sqs_json.TARGET_PREFIX.encode()
+UNKNOWN_ACTION = "unknown"  # the metrics label of requests naming no action millpond has
 SQS_VERSION = "2012-11-05"
 SNS_VERSION = "2010-03-31"
 MAX_BODY = 2 * 1024 * 1024  # a 1 MiB SQS batch, base64 or form-encoded, fits with room
@@ -200,18 +201,17 @@ class App:
             params = sqs_json.parse(body)
             request = self._request(scope, headers, action, params, False, request_id)
             result = await self._run(sqs.HANDLERS, request, receive)
-            if result is None:
-                return action  # the client went away during a long poll
-            await _respond(
-                send,
-                200,
-                [(b"content-type", sqs_json.CONTENT_TYPE), id_header],
-                sqs_json.response(result),
-            )
+            if result is not None:  # None: the client went away during a long poll
+                await _respond(
+                    send,
+                    200,
+                    [(b"content-type", sqs_json.CONTENT_TYPE), id_header],
+                    sqs_json.response(result),
+                )
         except Exception as exc:
             status, err_headers, err_body = sqs_json.error(_aws_error(exc, request))
             await _respond(send, status, err_headers + [id_header], err_body)
-        return action
+        return _label(action, sqs.HANDLERS)
 
     async def _query(
         self,
@@ -257,17 +257,16 @@ class App:
             request = self._request(scope, headers, action, params, True, request_id)
             request.authenticated = authenticated
             result = await self._run(handlers, request, receive)
-            if result is None:
-                return action
-            await _respond(
-                send,
-                200,
-                [(b"content-type", b"text/xml")],
-                codec.response(action, result, request_id),
-            )
+            if result is not None:  # None: the client went away during a long poll
+                await _respond(
+                    send,
+                    200,
+                    [(b"content-type", b"text/xml")],
+                    codec.response(action, result, request_id),
+                )
         except Exception as exc:
             await _respond(send, *codec.error(_aws_error(exc, request), request_id))
-        return action or "query"
+        return _label(action, handlers)
 
     def _run(
         self, handlers: dict[str, Any], request: Request, receive: Any
@@ -333,6 +332,12 @@ def _aws_error(exc: Exception, request: Request | None) -> AwsError:
         "InternalError",
         sender_fault=False,
     )
+
+
+def _label(action: str, handlers: dict[str, Any]) -> str:
+    """The metrics label of a request: its action if there is one by that name, else one label
+    for all the rest (a label per name a client makes up would grow without bound)."""
+    return action if action in handlers else UNKNOWN_ACTION
 
 
 def _text(headers: dict[bytes, bytes], name: bytes) -> str:
