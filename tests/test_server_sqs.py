@@ -1520,6 +1520,37 @@ def test_fifo_receive_request_attempt_id(sqs: Any) -> None:
     assert "Messages" not in sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="other")
 
 
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("MessageGroupId", "The request must contain the parameter MessageGroupId."),
+        (
+            "MessageDeduplicationId",
+            "The queue should either have ContentBasedDeduplication enabled or "
+            "MessageDeduplicationId provided explicitly",
+        ),
+    ],
+)
+def test_fifo_batch_entry_without_its_ids_fails_the_whole_batch(
+    sqs: Any, missing: str, message: str
+) -> None:
+    # SQS answers such a batch with one error and stores none of it (not a Failed entry).
+    url = sqs.create_queue(
+        QueueName=unique("ids") + ".fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "false"},
+    )["QueueUrl"]
+    entries = [
+        {"Id": str(i), "MessageBody": "m", "MessageGroupId": "g", "MessageDeduplicationId": str(i)}
+        for i in range(2)
+    ]
+    del entries[1][missing]
+    error = expect_error(
+        sqs, sqs.send_message_batch, "InvalidParameterValue", QueueUrl=url, Entries=entries
+    )
+    assert error.response["Error"]["Message"] == message
+    assert counts(sqs, url) == (0, 0, 0)
+
+
 def test_fifo_content_based_deduplication(sqs: Any) -> None:
     url = sqs.create_queue(
         QueueName=unique("cbd") + ".fifo",

@@ -54,6 +54,17 @@ class FifoQueue(Queue):
 
     # -- send ------------------------------------------------------------------------------------
 
+    def _check_ids_given(self, group_id: str | None, deduplication_id: str | None) -> None:
+        """A FIFO message needs a group id, and a deduplication id unless the queue derives it
+        from the body (SQS fails a whole SendMessageBatch for one entry without them)."""
+        if group_id is None:
+            raise MissingParameter("The request must contain the parameter MessageGroupId.")
+        if deduplication_id is None and not self._content_dedup:
+            raise InvalidParameterValue(
+                "The queue should either have ContentBasedDeduplication enabled or "
+                "MessageDeduplicationId provided explicitly"
+            )
+
     def _prepare_fifo(
         self,
         body: bytes | str,
@@ -65,15 +76,9 @@ class FifoQueue(Queue):
     ) -> tuple[bytes, bytes, bytes, bytes, int]:
         """(body, metadata blob, group key, dedup key, delay ms) of one FIFO message."""
         data, attrs = self._check_message(body, attributes)
-        if group_id is None:
-            raise MissingParameter("The request must contain the parameter MessageGroupId.")
+        self._check_ids_given(group_id, deduplication_id)
         check_message_id_field("MessageGroupId", group_id)
         if deduplication_id is None:
-            if not self._content_dedup:
-                raise InvalidParameterValue(
-                    "The queue should either have ContentBasedDeduplication enabled or "
-                    "MessageDeduplicationId provided explicitly"
-                )
             deduplication_id = hashlib.sha256(data).hexdigest()
         else:
             check_message_id_field("MessageDeduplicationId", deduplication_id)

@@ -398,6 +398,14 @@ async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
             400,
             "BatchRequestTooLong",
         )
+    if isinstance(queue, FifoQueue):
+        for entry in entries:  # one entry without its FIFO ids fails the whole request
+            try:
+                queue._check_ids_given(
+                    entry.get("MessageGroupId"), entry.get("MessageDeduplicationId")
+                )
+            except errors.MillpondError as exc:
+                raise invalid(str(exc)) from None
     good, failed = [], []
     for entry in entries:
         try:
