@@ -151,6 +151,9 @@ def test_create_topic_is_idempotent_unless_an_attribute_differs(broker):
         ("orders", {"SignatureVersion": "3"}),
         ("orders", {"Policy": "not json"}),
         ("orders", {"TracingConfig": "Sometimes"}),
+        ("orders", {"SQSSuccessFeedbackSampleRate": "101"}),
+        ("orders", {"SQSSuccessFeedbackSampleRate": "\u00b2"}),  # a digit, not 0-9
+        ("orders", {"HTTPSuccessFeedbackSampleRate": "\u0663"}),  # Arabic-Indic three
     ],
 )
 def test_invalid_topics_are_refused(broker, name, attributes):
@@ -572,6 +575,24 @@ def test_filter_policy_vectors(broker, policy, scope, payload, delivered):
         t.publish("hello", attributes=payload)
     assert len(bodies(everything)) == 1  # the publish happened
     assert len(bodies(filtered)) == int(delivered)
+
+
+def test_an_empty_body_policy_delivers_every_message(broker):
+    # {} matches everything, in either scope: setting it is how SNS users stop filtering, and
+    # bodies that are not JSON objects must get through too.
+    t = broker.create_topic("orders")
+    q = broker.create_queue("q")
+    sub = t.subscribe(q, filter_policy={"k": ["v"]}, filter_policy_scope="MessageBody")
+    t.publish("plain text")
+    assert bodies(q) == []
+    sub.set_attributes({"FilterPolicy": "{}"})
+    for message in ("plain text", "[1, 2]", '{"k": "other"}'):
+        t.publish(message)
+    assert [envelope["Message"] for envelope in envelopes(q)] == [
+        "plain text",
+        "[1, 2]",
+        '{"k": "other"}',
+    ]
 
 
 def test_body_scope_ignores_attributes_and_attribute_scope_ignores_the_body(broker):
@@ -1112,6 +1133,20 @@ def test_undeliverable_messages_go_to_the_subscription_dead_letter_queue(broker)
     assert e["Message"] == "lost?"
     assert e["UnsubscribeURL"].endswith(sub.arn)
     assert sub.undelivered == 0
+
+
+def test_a_standard_topic_subscription_refuses_a_fifo_dead_letter_queue(broker):
+    # SNS: standard topic subscriptions use standard dead-letter queues. A FIFO one would take
+    # no envelope (no MessageGroupId), and the failed move would undo the whole publish.
+    t = broker.create_topic("orders")
+    dlq = broker.create_queue("dlq.fifo", {"FifoQueue": "true"})
+    redrive = {"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn})}
+    with pytest.raises(InvalidParameter, match="standard queue as DLQ"):
+        t.subscribe("gone", attributes=redrive)
+    sub = t.subscribe(broker.create_queue("q"))
+    with pytest.raises(InvalidParameter, match="standard queue as DLQ"):
+        sub.set_attributes(redrive)
+    assert "RedrivePolicy" not in sub.get_attributes()
 
 
 def test_a_message_too_large_for_the_queue_is_skipped(broker):

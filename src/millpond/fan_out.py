@@ -209,7 +209,7 @@ def snapshot_sub(topics: Topics, topic_arn: str, sub_id: str, record: dict[str, 
             topics._policies[arn] = (text, scope, policy)
         if policy is None:
             match = never
-        elif scope == "MessageBody":
+        elif policy._in_body:
             # The compiled check on an already decoded body: the body is decoded once per
             # publish for all subscriptions (FilterPolicy.matches decodes it per call).
             match, in_body = policy._check, True

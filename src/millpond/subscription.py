@@ -179,6 +179,11 @@ def _check_redrive_policy(text: str, prefix: str, *, fifo_topic: bool, fifo_queu
             f"{prefix}RedrivePolicy: must use a FIFO queue as DLQ for a FIFO Subscription to a "
             "FIFO Topic."
         )
+    if not fifo_topic and parsed[2].endswith(".fifo"):
+        raise InvalidParameter(
+            f"{prefix}RedrivePolicy: must use a standard queue as DLQ for a subscription to a "
+            "standard topic."
+        )
 
 
 def _effective(attributes: Mapping[str, str | None], name: str) -> str | None:

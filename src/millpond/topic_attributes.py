@@ -159,7 +159,9 @@ def check_topic_attributes(
             raise InvalidParameter(f"{prefix}TracingConfig: Invalid value [{text}]")
         elif name in JSON_TOPIC_ATTRIBUTES and json_object(text) is None:
             raise InvalidParameter(f"{prefix}{name}: failed to parse JSON.")
-        elif name.endswith("SampleRate") and not (text.isdigit() and 0 <= int(text) <= 100):
+        elif name.endswith("SampleRate") and not (
+            text.isascii() and text.isdigit() and 0 <= int(text) <= 100
+        ):
             raise InvalidParameter(f"{prefix}{name}: must be an integer from 0 to 100")
         out[name] = text
     return out
