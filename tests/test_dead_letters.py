@@ -68,9 +68,12 @@ def test_healthy_messages_are_delivered_in_the_same_receive(broker, clock):
         ),
         (
             {"deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123456789012:dlq", "maxReceiveCount": 3},
-            "not an SQS queue ARN of this region",
+            "Invalid value for deadLetterTargetArn",  # another region's queue
         ),
-        ({"deadLetterTargetArn": "not-an-arn", "maxReceiveCount": 3}, "not an SQS queue ARN"),
+        (
+            {"deadLetterTargetArn": "not-an-arn", "maxReceiveCount": 3},
+            "Invalid value for deadLetterTargetArn",
+        ),
         (
             {
                 "deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:dlq",
@@ -78,19 +81,23 @@ def test_healthy_messages_are_delivered_in_the_same_receive(broker, clock):
             },
             "maxReceiveCount",
         ),
-        ({"maxReceiveCount": 3}, "deadLetterTargetArn"),
+        ({"maxReceiveCount": 3}, "mandatory attribute: deadLetterTargetArn"),
+        ({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:dlq"}, "maxReceiveCount"),
     ],
 )
 def test_bad_redrive_policies_are_refused(broker, policy, phrase):
+    # SQS: InvalidParameterValue (not InvalidAttributeValue), the policy echoed in the message
     broker.create_queue("dlq")
-    with pytest.raises(errors.InvalidAttributeValue, match=phrase):
-        broker.create_queue("work", {"RedrivePolicy": json.dumps(policy)})
+    text = json.dumps(policy)
+    with pytest.raises(errors.InvalidParameterValue, match=phrase) as refused:
+        broker.create_queue("work", {"RedrivePolicy": text})
+    assert str(refused.value).startswith(f"Value {text} for parameter RedrivePolicy is invalid.")
     assert broker.list_queues() == ["dlq"]
 
 
 def test_redrive_allow_policy_is_enforced(broker):
     deny = broker.create_queue("deny", {"RedriveAllowPolicy": '{"redrivePermission":"denyAll"}'})
-    with pytest.raises(errors.InvalidAttributeValue, match="does not allow"):
+    with pytest.raises(errors.InvalidParameterValue, match="does not allow"):
         broker.create_queue("a", redrive(deny, 3))
     only_b = broker.create_queue(
         "only-b",
@@ -101,11 +108,11 @@ def test_redrive_allow_policy_is_enforced(broker):
         },
     )
     broker.create_queue("b", redrive(only_b, 3))
-    with pytest.raises(errors.InvalidAttributeValue, match="does not allow"):
+    with pytest.raises(errors.InvalidParameterValue, match="does not allow"):
         broker.create_queue("c", redrive(only_b, 3))
     with pytest.raises(errors.InvalidAttributeValue, match="RedriveAllowPolicy"):
         broker.create_queue("x", {"RedriveAllowPolicy": '{"redrivePermission":"byQueue"}'})
-    with pytest.raises(errors.InvalidAttributeValue, match="own dead-letter"):
+    with pytest.raises(errors.InvalidParameterValue, match="own dead-letter"):
         broker.queue("b").set_attributes(redrive(broker.queue("b"), 3))
 
 

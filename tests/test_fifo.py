@@ -236,7 +236,7 @@ def test_fifo_dead_letter_queue_keeps_group_order(broker, clock):
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}),
         },
     )
-    with pytest.raises(errors.InvalidAttributeValue, match="same type"):
+    with pytest.raises(errors.InvalidParameterValue, match="same type"):
         broker.create_queue(
             "std",
             {"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1})},

@@ -56,6 +56,34 @@ def test_create_queue_is_idempotent_unless_an_attribute_differs(broker):
         broker.create_queue("jobs", {"DelaySeconds": "5"})
 
 
+def test_sse_kms_and_sse_sqs_exclude_each_other(broker):
+    both = {"KmsMasterKeyId": "alias/aws/sqs", "SqsManagedSseEnabled": "true"}
+    with pytest.raises(errors.InvalidAttributeName, match="one type of server-side encryption"):
+        broker.create_queue("q", both)
+    assert broker.list_queues() == []
+    q = broker.create_queue("q")
+    assert q.get_attributes(["SqsManagedSseEnabled"]) == {"SqsManagedSseEnabled": "true"}
+    with pytest.raises(errors.InvalidAttributeName, match="one type of server-side encryption"):
+        q.set_attributes(both)
+    q.set_attributes({"KmsMasterKeyId": "alias/aws/sqs"})  # SSE-KMS replaces SSE-SQS
+    attributes = q.get_attributes(["KmsMasterKeyId", "SqsManagedSseEnabled"])
+    assert attributes == {"KmsMasterKeyId": "alias/aws/sqs", "SqsManagedSseEnabled": "false"}
+    assert broker.create_queue("q", {"KmsMasterKeyId": "alias/aws/sqs"}) is q
+    q.set_attributes({"SqsManagedSseEnabled": "true"})  # and back: the KMS key goes
+    assert "KmsMasterKeyId" not in q.get_attributes()
+    assert q.get_attributes(["SqsManagedSseEnabled"]) == {"SqsManagedSseEnabled": "true"}
+
+
+@pytest.mark.parametrize("policy", ["not json", "[]", '{"Version": "2012-10-17"}'])
+def test_a_policy_that_is_no_policy_document_is_refused(broker, policy):
+    q = broker.create_queue("q")
+    with pytest.raises(
+        errors.InvalidAttributeValue, match="^Invalid value for the parameter Policy"
+    ):
+        q.set_attributes({"Policy": policy})
+    assert "Policy" not in q.get_attributes()
+
+
 def test_attributes_sqs_leaves_out_until_set(broker):
     standard = broker.create_queue("plain", {"FifoQueue": "false"})
     assert "FifoQueue" not in standard.get_attributes()  # a standard queue shows no FifoQueue
@@ -97,7 +125,7 @@ def test_attributes_sqs_leaves_out_until_set(broker):
                 "RedrivePolicy": '{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:1:d", '
                 '"maxReceiveCount": 0}'
             },
-            errors.InvalidAttributeValue,
+            errors.InvalidParameterValue,  # SQS's code for a bad RedrivePolicy
             "maxReceiveCount",
         ),
     ],

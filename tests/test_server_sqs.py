@@ -1349,6 +1349,36 @@ def _wait_task(sqs: Any, source_arn: str, statuses: tuple[str, ...]) -> dict[str
         time.sleep(0.05)
 
 
+def test_attribute_errors_carry_the_codes_sqs_uses(sqs: Any) -> None:
+    policy = json.dumps({"deadLetterTargetArn": "dummy", "maxReceiveCount": 42})
+    error = expect_error(
+        sqs,
+        sqs.create_queue,
+        "InvalidParameterValue",  # RedrivePolicy: not InvalidAttributeValue
+        QueueName=unique(),
+        Attributes={"RedrivePolicy": policy},
+    )
+    assert error.response["Error"]["Message"] == (
+        f"Value {policy} for parameter RedrivePolicy is invalid. Reason: Invalid value for "
+        "deadLetterTargetArn."
+    )
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    expect_error(
+        sqs,
+        sqs.set_queue_attributes,
+        "InvalidAttributeName",
+        QueueUrl=url,
+        Attributes={"KmsMasterKeyId": "alias/aws/sqs", "SqsManagedSseEnabled": "true"},
+    )
+    expect_error(
+        sqs,
+        sqs.set_queue_attributes,
+        "InvalidAttributeValue",
+        QueueUrl=url,
+        Attributes={"Policy": "not json"},
+    )
+
+
 def test_dead_letters_and_message_move_tasks(sqs: Any) -> None:
     dlq_url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
     dlq_arn = arn_of(sqs, dlq_url)

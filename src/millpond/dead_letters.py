@@ -56,31 +56,32 @@ def redrive_policy(attributes: dict[str, str]) -> RedrivePolicy | None:
 
 
 def check_redrive_policy(broker: Broker, source_name: str, attributes: dict[str, str]) -> None:
-    """Refuse a RedrivePolicy whose target is missing, of the other queue type, or unwilling."""
+    """Refuse a RedrivePolicy whose target is missing, of the other queue type, or unwilling
+    (SQS's InvalidParameterValue, echoing the policy)."""
     text = attributes.get("RedrivePolicy")
     if not text:
         return
     arn = json.loads(text)["deadLetterTargetArn"]
     parsed = parse_arn(arn)
     if parsed is None or parsed[:2] != (broker.region, broker.account_id):
-        raise InvalidAttributeValue(
-            f"Value {text} for parameter RedrivePolicy is invalid. Reason: Dead-letter target "
-            f"{arn!r} is not an SQS queue ARN of this region and account."
+        raise InvalidParameterValue(
+            f"Value {text} for parameter RedrivePolicy is invalid. Reason: Invalid value for "
+            "deadLetterTargetArn."
         )
     definition = broker._definition(parsed[2])
     if definition is None:
-        raise InvalidAttributeValue(
-            f"Value {text} for parameter RedrivePolicy is invalid. Reason: Dead-letter target "
+        raise InvalidParameterValue(
+            f"Value {text} for parameter RedrivePolicy is invalid. Reason: Dead letter target "
             "does not exist."
         )
     if parsed[2] == source_name:
-        raise InvalidAttributeValue(
+        raise InvalidParameterValue(
             f"Value {text} for parameter RedrivePolicy is invalid. Reason: A queue cannot be "
             "its own dead-letter queue."
         )
     target_attrs = definition["attributes"]
     if (target_attrs.get("FifoQueue") == "true") != (attributes.get("FifoQueue") == "true"):
-        raise InvalidAttributeValue(
+        raise InvalidParameterValue(
             f"Value {text} for parameter RedrivePolicy is invalid. Reason: Dead-letter queue "
             "must be same type of queue as the source."
         )
@@ -92,7 +93,7 @@ def check_redrive_policy(broker: Broker, source_name: str, attributes: dict[str,
         if permission == "denyAll" or (
             permission == "byQueue" and broker.arn("sqs", source_name) not in sources
         ):
-            raise InvalidAttributeValue(
+            raise InvalidParameterValue(
                 f"Value {text} for parameter RedrivePolicy is invalid. Reason: The "
                 "RedriveAllowPolicy of the dead-letter target does not allow this queue to use "
                 "it as a dead-letter queue."

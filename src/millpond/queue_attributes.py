@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from millpond.dead_letters import check_redrive_allow_policy
-from millpond.errors import InvalidAttributeName, InvalidAttributeValue
+from millpond.errors import InvalidAttributeName, InvalidAttributeValue, InvalidParameterValue
 
 # name -> (minimum, maximum) for the integer attributes, all in seconds except the size.
 INT_RANGES: dict[str, tuple[int, int]] = {
@@ -86,6 +86,7 @@ def normalize(
                 "supported."
             )
         out[name] = _normalize_value(name, value)
+    _one_encryption(out)
     if fifo is None:
         fifo = out.get("FifoQueue") == "true"
     if not fifo:
@@ -96,6 +97,20 @@ def normalize(
                 f"You can specify the {name} only when FifoQueue is set to true."
             )
     return out
+
+
+def _one_encryption(out: dict[str, str]) -> None:
+    """SSE-KMS (a KmsMasterKeyId) and SSE-SQS exclude each other: both in one request are
+    refused, and enabling one turns the other off."""
+    if out.get("KmsMasterKeyId"):
+        if out.get("SqsManagedSseEnabled") == "true":
+            raise InvalidAttributeName(  # AWS's wording
+                "You can use one type of server-side encryption (SSE) at one time. You can "
+                "either enable KMS SSE or SQS SSE."
+            )
+        out["SqsManagedSseEnabled"] = "false"
+    elif out.get("SqsManagedSseEnabled") == "true" and "KmsMasterKeyId" not in out:
+        out["KmsMasterKeyId"] = ""  # "" removes it (see effective())
 
 
 def check_fifo_throughput(attributes: Mapping[str, str]) -> None:
@@ -138,7 +153,19 @@ def _normalize_value(name: str, value: Any) -> str:
         raise InvalidAttributeValue(f"Invalid value for the parameter {name}: must be a string.")
     if name in JSON_POLICIES and value:
         _check_json_policy(name, value)
+    if name == "Policy" and value:
+        _check_access_policy(value)
     return value
+
+
+def _check_access_policy(value: str) -> None:
+    """An access policy document: a JSON object with a Statement (AddPermission adds to it)."""
+    try:
+        policy = json.loads(value)
+    except ValueError:
+        policy = None
+    if not isinstance(policy, dict) or "Statement" not in policy:
+        raise InvalidAttributeValue("Invalid value for the parameter Policy.")  # AWS's wording
 
 
 def _as_int(value: Any) -> int | None:
@@ -165,17 +192,27 @@ def _check_json_policy(name: str, value: str) -> None:
     if name == "RedriveAllowPolicy":
         check_redrive_allow_policy(value)
     if name == "RedrivePolicy":
-        count = _as_int(policy.get("maxReceiveCount"))
-        if not isinstance(policy.get("deadLetterTargetArn"), str) or count is None:
-            raise InvalidAttributeValue(
-                "Value for parameter RedrivePolicy is invalid. Reason: Redrive policy does not "
-                "contain mandatory attribute: deadLetterTargetArn or maxReceiveCount."
+        _check_redrive_policy_shape(value, policy)
+
+
+def _check_redrive_policy_shape(text: str, policy: dict[str, Any]) -> None:
+    """Both members present, maxReceiveCount 1-1000 (the target is checked against the broker
+    by dead_letters.check_redrive_policy). SQS answers InvalidParameterValue here, echoing the
+    policy, where other attributes get InvalidAttributeValue."""
+    invalid = f"Value {text} for parameter RedrivePolicy is invalid. Reason:"
+    for member in ("deadLetterTargetArn", "maxReceiveCount"):
+        if policy.get(member) is None:
+            raise InvalidParameterValue(
+                f"{invalid} Redrive policy does not contain mandatory attribute: {member}."
             )
-        if not 1 <= count <= 1000:
-            raise InvalidAttributeValue(
-                "Value for parameter RedrivePolicy is invalid. Reason: Invalid value for "
-                "maxReceiveCount: must be an integer from 1 to 1000."
-            )
+    count = _as_int(policy["maxReceiveCount"])
+    if not isinstance(policy["deadLetterTargetArn"], str):
+        raise InvalidParameterValue(f"{invalid} Invalid value for deadLetterTargetArn.")
+    if count is None or not 1 <= count <= 1000:
+        raise InvalidParameterValue(
+            f"{invalid} Invalid value for maxReceiveCount: {policy['maxReceiveCount']}, valid "
+            "values are from 1 to 1000 both inclusive."
+        )
 
 
 # Attributes SQS leaves out of GetQueueAttributes until they are set, and the value they have
@@ -187,7 +224,7 @@ def effective(stored: Mapping[str, str]) -> dict[str, str]:
     """The queue's attributes as GetQueueAttributes shows them: SQS defaults filled in (FIFO
     ones for FIFO queues), and what SQS leaves out left out: an empty Policy (or other text
     attribute: removed by setting it to ""), FifoQueue on a standard queue, and the KMS data key
-    reuse period while no KMS key is set."""
+    reuse period while no KMS key is set (SSE-SQS is off while one is)."""
     if stored.get("FifoQueue") == "true":
         values = {**DEFAULTS, **FIFO_DEFAULTS, **stored}
     else:
@@ -199,6 +236,8 @@ def effective(stored: Mapping[str, str]) -> dict[str, str]:
         values.setdefault(
             "KmsDataKeyReusePeriodSeconds", UNSET_VALUES["KmsDataKeyReusePeriodSeconds"]
         )
+        if "SqsManagedSseEnabled" not in stored:  # SSE-KMS: SSE-SQS is off, not the default
+            values["SqsManagedSseEnabled"] = "false"
     return values
 
 
