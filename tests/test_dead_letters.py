@@ -172,8 +172,10 @@ def test_move_task_to_a_destination_and_validation(broker, clock):
         broker.start_message_move_task(broker.arn("sqs", "missing"))
     with pytest.raises(errors.InvalidParameterValue, match="MaxNumberOfMessagesPerSecond"):
         broker.start_message_move_task(dlq.arn, max_messages_per_second=501)
-    with pytest.raises(errors.ResourceNotFound):
-        broker.cancel_message_move_task("no-such-task")
+    with pytest.raises(errors.ResourceNotFound, match="Task does not exist"):
+        broker.cancel_message_move_task("A" * 32)  # shaped like a handle, of no task
+    with pytest.raises(errors.InvalidParameterValue, match="TaskHandle is invalid"):
+        broker.cancel_message_move_task("no-such-task")  # not even shaped like one
 
 
 def test_move_task_can_be_cancelled_and_is_rate_limited(broker, clock):
@@ -195,6 +197,23 @@ def test_move_task_can_be_cancelled_and_is_rate_limited(broker, clock):
     in_src = int(src.get_attributes()["ApproximateNumberOfMessages"])
     in_dlq = int(dlq.get_attributes()["ApproximateNumberOfMessages"])
     assert (in_src, in_dlq) == (final, 20 - final)  # nothing lost, nothing in both
+
+
+def test_a_move_task_whose_destination_is_deleted_fails_with_the_sqs_code(broker, clock):
+    dlq = broker.create_queue("dlq")
+    src = broker.create_queue("src", redrive(dlq, 1))
+    destination = broker.create_queue("destination")
+    src.send_batch([f"m{i}" for i in range(10)])
+    src.send_batch([f"m{i}" for i in range(10, 20)])
+    while src.receive(10, visibility_timeout=0):
+        pass
+    broker.start_message_move_task(dlq.arn, destination.arn, max_messages_per_second=10)
+    broker.delete_queue("destination")  # while the task waits out its rate
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "FAILED")
+    (task,) = broker.list_message_move_tasks(dlq.arn)
+    assert task["FailureReason"] == "AWS.SimpleQueueService.NonExistentQueue"
+    moved = task["ApproximateNumberOfMessagesMoved"]
+    assert dlq.get_attributes()["ApproximateNumberOfMessages"] == str(20 - moved)
 
 
 def test_move_task_resumes_after_a_restart_without_loss_or_duplicates(data_dir, impl):

@@ -1427,7 +1427,7 @@ def test_dead_letters_and_message_move_tasks(sqs: Any) -> None:
         "ResourceNotFoundException",
         404,
         "ResourceNotFoundException",
-        TaskHandle="no-such-task",
+        TaskHandle="B" * 32,  # shaped like a handle, of no task
     )
 
     # A slow task (1 message/s) is RUNNING, lists its handle and can be cancelled.
@@ -1448,6 +1448,13 @@ def test_dead_letters_and_message_move_tasks(sqs: Any) -> None:
     assert [t["Status"] for t in both][1:] == ["COMPLETED"]
     assert both[0]["Status"] in ("CANCELLING", "CANCELLED") and "TaskHandle" not in both[0]
     expect_error(sqs, sqs.cancel_message_move_task, "InvalidParameterValue", TaskHandle=handle)
+    error = expect_error(
+        sqs, sqs.cancel_message_move_task, "InvalidParameterValue", TaskHandle="foobared"
+    )
+    assert error.response["Error"]["Message"] == "Value for parameter TaskHandle is invalid."
+    expect_error(
+        sqs, sqs.cancel_message_move_task, "ResourceNotFoundException", 404, TaskHandle="A" * 32
+    )
 
 
 # -- FIFO ------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ transaction as the messages it moved, so a restart resumes it without loss or du
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -18,12 +19,20 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from millpond import _core_fifo
-from millpond.errors import InvalidAttributeValue, InvalidParameterValue, ResourceNotFound
+from millpond.errors import (
+    InvalidAttributeValue,
+    InvalidParameterValue,
+    MillpondError,
+    QueueDoesNotExist,
+    ResourceNotFound,
+)
 
 if TYPE_CHECKING:
     from millpond.broker import Broker
 
 _TASK_PREFIX = b"task:"
+_HANDLE_BYTES = 24  # a task handle: this many random bytes, URL-safe base64
+_HANDLE = re.compile(r"[A-Za-z0-9_-]{32}")  # what such a handle looks like (4/3 of 24)
 MOVE_BATCH = 10  # messages per transaction of a move task
 MAX_RATE = 500  # SQS's limit for MaxNumberOfMessagesPerSecond
 
@@ -166,7 +175,7 @@ class MoveTasks:
         to_move = int(
             source.get_attributes(["ApproximateNumberOfMessages"])["ApproximateNumberOfMessages"]
         )
-        handle = secrets.token_urlsafe(24)
+        handle = secrets.token_urlsafe(_HANDLE_BYTES)
 
         def start(txn: Any, now_ms: int) -> None:
             for task in self._tasks(txn):
@@ -235,8 +244,11 @@ class MoveTasks:
     def cancel(self, handle: str) -> int:
         """Cancel a RUNNING task; returns how many messages it had moved."""
 
+        if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
+            raise InvalidParameterValue("Value for parameter TaskHandle is invalid.")
+
         def cancel(txn: Any, now_ms: int) -> int:
-            task = self._load(txn, handle) if isinstance(handle, str) else None
+            task = self._load(txn, handle)
             if task is None:
                 raise ResourceNotFound("Task does not exist.")
             if task["status"] != "RUNNING":
@@ -278,7 +290,8 @@ class MoveTasks:
                 if rate:
                     self._wakes[handle].wait(moved / rate)
         except Exception as exc:  # the task fails visibly, it does not vanish
-            reason = f"{type(exc).__name__}: {exc}"
+            # SQS reports its error code (AWS.SimpleQueueService.NonExistentQueue, say)
+            reason = exc.code if isinstance(exc, MillpondError) else f"{type(exc).__name__}: {exc}"
             self._storage.write(lambda txn, now_ms: self._fail(txn, handle, reason))
 
     def _fail(self, txn: Any, handle: str, reason: str) -> None:
@@ -302,7 +315,7 @@ class MoveTasks:
         broker, core, tables = self._broker, self._broker._core, self._storage.tables
         source = broker._definition_in(txn, task["source"])
         if source is None:
-            raise LookupError(f"source queue {task['source']} was deleted")
+            raise QueueDoesNotExist(f"source queue {task['source']} was deleted")
         limit = min(MOVE_BATCH, task["rate"] or MOVE_BATCH, task["to_move"] - task["moved"])
         destination = task["destination"]
         # FIFO dead-letter queues keep their own layout; same verbs, same shapes.
@@ -337,7 +350,7 @@ def _by_target(
     if destination is not None:
         target = broker._definition_in(txn, destination)
         if target is None:
-            raise LookupError(f"destination queue {destination} was deleted")
+            raise QueueDoesNotExist(f"destination queue {destination} was deleted")
         return {target["id"]: [(seq, at) for seq, at, _ in picked]} if picked else {}
     groups: dict[int, list[tuple[int, int]]] = {}
     for seq, at, source_id in picked:
