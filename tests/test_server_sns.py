@@ -785,7 +785,9 @@ def test_add_and_remove_permission_go_to_sns_not_sqs(sns, sqs, daemon):
     queue_policy = json.loads(
         sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
     )
-    assert queue_policy["Statement"][0]["Action"] == ["SQS:SendMessage"]
+    assert (
+        queue_policy["Statement"][0]["Action"] == "SQS:SendMessage"
+    )  # one action: a string, as SQS writes it
     sns.remove_permission(TopicArn=topic, Label="publishers")
     sns.remove_permission(TopicArn=topic, Label="publishers")  # unknown label: no change
     statements = json.loads(sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"])[

@@ -1340,6 +1340,44 @@ def test_add_and_remove_permission(sqs: Any) -> None:
     expect_error(sqs, sqs.remove_permission, "InvalidParameterValue", QueueUrl=url, Label="share")
 
 
+def test_add_permission_writes_and_checks_as_sqs(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    grant = {"QueueUrl": url, "AWSAccountIds": ["111122223333"]}
+    sqs.add_permission(Label="one", Actions=["SendMessage"], **grant)
+    policy = json.loads(
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
+    )
+    assert policy["Version"] == "2008-10-17"  # the version SQS writes
+    (statement,) = policy["Statement"]  # one account, one action: plain strings, as SQS
+    assert statement["Principal"] == {"AWS": "arn:aws:iam::111122223333:root"}
+    assert statement["Action"] == "SQS:SendMessage"
+    refused = [
+        (
+            {"Label": "bad label!", "Actions": ["SendMessage"]},
+            "InvalidParameterValue",
+            400,
+            "Label",
+        ),
+        ({"Label": "x" * 81, "Actions": ["SendMessage"]}, "InvalidParameterValue", 400, "Label"),
+        ({"Label": "two", "Actions": ["DeleteQueue"]}, "InvalidParameterValue", 400, "queue owner"),
+        ({"Label": "two", "Actions": ["Fly"]}, "InvalidParameterValue", 400, "WSDL"),
+        ({"Label": "two", "Actions": ["SendMessage"] * 9}, "OverLimit", 403, "9 Actions were"),
+    ]
+    for arguments, code, status, phrase in refused:
+        error = expect_error(sqs, sqs.add_permission, code, status, **grant, **arguments)
+        assert phrase in error.response["Error"]["Message"], error.response
+    assert (
+        len(
+            json.loads(
+                sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"][
+                    "Policy"
+                ]
+            )["Statement"]
+        )
+        == 1
+    )
+
+
 def _wait_task(sqs: Any, source_arn: str, statuses: tuple[str, ...]) -> dict[str, Any]:
     deadline = time.monotonic() + 15
     while True:

@@ -638,10 +638,71 @@ async def list_queue_tags(ctx: Context, request: Request) -> dict[str, Any]:
 
 
 def _policy(queue: Queue) -> dict[str, Any]:
+    """The queue's access policy, its Statement as a list (a single statement may be an object)."""
     text = queue._attributes.get("Policy")
-    if text:
-        return json.loads(text)  # type: ignore[no-any-return]
-    return {"Version": "2012-10-17", "Id": f"{queue.arn}/SQSDefaultPolicy", "Statement": []}
+    if not text:  # as SQS writes the policy AddPermission starts
+        return {"Version": "2008-10-17", "Id": f"{queue.arn}/SQSDefaultPolicy", "Statement": []}
+    policy: dict[str, Any] = json.loads(text)  # a JSON object with a Statement (checked when set)
+    if not isinstance(policy["Statement"], list):
+        policy["Statement"] = [policy["Statement"]]
+    return policy
+
+
+# What AddPermission may grant to other accounts, and what only the queue's owner may do.
+_SHAREABLE_ACTIONS = frozenset(
+    {
+        "*",
+        "ChangeMessageVisibility",
+        "DeleteMessage",
+        "GetQueueAttributes",
+        "GetQueueUrl",
+        "ListDeadLetterSourceQueues",
+        "PurgeQueue",
+        "ReceiveMessage",
+        "SendMessage",
+    }
+)
+_OWNER_ONLY_ACTIONS = frozenset(
+    {
+        "AddPermission",
+        "CancelMessageMoveTask",
+        "CreateQueue",
+        "DeleteQueue",
+        "ListMessageMoveTasks",
+        "ListQueues",
+        "ListQueueTags",
+        "RemovePermission",
+        "SetQueueAttributes",
+        "StartMessageMoveTask",
+        "TagQueue",
+        "UntagQueue",
+    }
+)
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+def _check_permission(label: Any, actions: list[Any]) -> None:
+    if not isinstance(label, str) or not _LABEL.fullmatch(label):
+        raise invalid(
+            f"Value {label} for parameter Label is invalid. Reason: Can only include "
+            "alphanumeric characters, hyphens, or underscores. 1 to 80 in length."
+        )
+    if len(actions) > 7:
+        raise AwsError(
+            "OverLimit", f"{len(actions)} Actions were found, maximum allowed is 7.", 403
+        )
+    for name in actions:
+        if name not in _SHAREABLE_ACTIONS:
+            reason = (
+                "Only the queue owner is allowed to invoke this action."
+                if name in _OWNER_ONLY_ACTIONS
+                else "Please refer to the appropriate WSDL for a list of valid actions."
+            )
+            raise invalid(f"Value SQS:{name} for parameter ActionName is invalid. Reason: {reason}")
+
+
+def _one_or_list(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else values  # as SQS writes them
 
 
 @action
@@ -654,8 +715,7 @@ async def add_permission(ctx: Context, request: Request) -> dict[str, Any]:
     for name, value in (("Label", label), ("AWSAccountIds", accounts), ("Actions", actions)):
         if not value:
             raise missing(name)
-    if len(actions) > 7:
-        raise AwsError("OverLimit", "7 Actions were found, maximum allowed is 7.", 403)
+    _check_permission(label, actions)
     policy = _policy(queue)
     if any(s.get("Sid") == label for s in policy["Statement"]):
         raise invalid(f"Value {label} for parameter Label is invalid. Reason: Already exists.")
@@ -663,8 +723,8 @@ async def add_permission(ctx: Context, request: Request) -> dict[str, Any]:
         {
             "Sid": label,
             "Effect": "Allow",
-            "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
-            "Action": [f"SQS:{a}" for a in actions],
+            "Principal": {"AWS": _one_or_list([f"arn:aws:iam::{a}:root" for a in accounts])},
+            "Action": _one_or_list([f"SQS:{a}" for a in actions]),
             "Resource": queue.arn,
         }
     )
