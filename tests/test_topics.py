@@ -252,6 +252,7 @@ def test_subscription_attributes(broker):
         "SubscriptionArn": sub.arn,
         "TopicArn": f"{ARN}:orders",
         "Owner": "123456789012",
+        "SubscriptionPrincipal": "arn:aws:iam::123456789012:root",
         "Protocol": "sqs",
         "Endpoint": f"{QARN}:q",
         "PendingConfirmation": "false",

@@ -26,11 +26,11 @@ from millpond.fan_out import enqueue_http, sub_prefix, topic_key, touch
 from millpond.filters import SCOPES, FilterPolicy
 from millpond.sns_envelope import InvalidParameter
 from millpond.topic_attributes import (
-    DEFAULT_EFFECTIVE_DELIVERY_POLICY,
     SET_PREFIX,
     SUBSCRIBE_PREFIX,
     bool_text,
     json_object,
+    subscription_effective_delivery_policy,
     text_value,
 )
 from millpond.topic_http import TOKEN_TTL_MS, confirmation_entry, new_token
@@ -304,19 +304,27 @@ class Subscription:
     def get_attributes(self) -> dict[str, str]:
         """SNS GetSubscriptionAttributes: the read-only ones and whatever was set.
 
-        SubscriptionArn, TopicArn, Owner, Protocol, Endpoint (the queue ARN or the URL),
+        SubscriptionArn, TopicArn, Owner, SubscriptionPrincipal, Protocol, Endpoint (the queue
+        ARN or the URL),
         PendingConfirmation, ConfirmationWasAuthenticated, RawMessageDelivery; FilterPolicy and
         FilterPolicyScope when there is a policy; RedrivePolicy, DeliveryPolicy,
         SubscriptionRoleArn when set; HTTP/S ones add EffectiveDeliveryPolicy. Raises
         TopicNotFound after unsubscribe.
         """
-        record = self._topics._storage.read(self._stored)
+        meta = self._topics._meta
+
+        def read(txn: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+            topic_raw = txn.get(topic_key(self.topic_name), db=meta)
+            return self._stored(txn), msgpack.unpackb(topic_raw) if topic_raw else {}
+
+        record, topic_record = self._topics._storage.read(read)
         stored = record["attributes"]
         protocol = record.get("protocol", "sqs")
         values = {
             "SubscriptionArn": self.arn,
             "TopicArn": self.topic_arn,
             "Owner": self.owner,
+            "SubscriptionPrincipal": f"arn:aws:iam::{self.owner}:root",  # no IAM users here
             "Protocol": protocol,
             "Endpoint": self.endpoint,
             "PendingConfirmation": "true" if record.get("pending") else "false",
@@ -326,8 +334,9 @@ class Subscription:
             "RawMessageDelivery": "false",
         }
         if protocol != "sqs":
-            values["EffectiveDeliveryPolicy"] = stored.get(
-                "DeliveryPolicy", DEFAULT_EFFECTIVE_DELIVERY_POLICY
+            values["EffectiveDeliveryPolicy"] = subscription_effective_delivery_policy(
+                stored.get("DeliveryPolicy"),
+                topic_record.get("attributes", {}).get("DeliveryPolicy"),
             )
         values.update(stored)
         if stored.get("FilterPolicy"):

@@ -35,13 +35,16 @@ __all__ = [
     "check_tags",
     "check_topic_attributes",
     "default_policy",
+    "http_content_type",
     "http_retry_policy",
     "json_object",
     "remove_statement",
     "same_topic_value",
     "tags_in",
     "text_value",
+    "subscription_effective_delivery_policy",
     "topic_attribute_values",
+    "topic_effective_delivery_policy",
     "topic_value",
 ]
 
@@ -215,7 +218,7 @@ def topic_attribute_values(
         "Owner": account_id,
         "DisplayName": "",
         "Policy": default_policy(arn, account_id),
-        "EffectiveDeliveryPolicy": DEFAULT_EFFECTIVE_DELIVERY_POLICY,
+        "EffectiveDeliveryPolicy": topic_effective_delivery_policy(stored.get("DeliveryPolicy")),
         "SignatureVersion": "1",
         "SubscriptionsConfirmed": str(confirmed),
         "SubscriptionsPending": str(pending),
@@ -336,6 +339,86 @@ def check_tag_keys(keys: Any) -> list[str]:
 
 
 # -- HTTP/S delivery ----------------------------------------------------------------------------
+
+
+_DEFAULT_RETRY_POLICY: dict[str, Any] = {  # SNS's healthy retry policy (the order it shows)
+    "minDelayTarget": 20,
+    "maxDelayTarget": 20,
+    "numRetries": 3,
+    "numMaxDelayRetries": 0,
+    "numNoDelayRetries": 0,
+    "numMinDelayRetries": 0,
+    "backoffFunction": "linear",
+}
+DEFAULT_CONTENT_TYPE = "text/plain; charset=UTF-8"  # of HTTP/S POSTs
+
+
+def _member(document: Any, name: str) -> dict[str, Any]:
+    value = document.get(name) if isinstance(document, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _topic_http_policy(topic_policy: str | None) -> dict[str, Any]:
+    return _member(json_object(topic_policy) if topic_policy else None, "http")
+
+
+def topic_effective_delivery_policy(topic_policy: str | None) -> str:
+    """A topic's EffectiveDeliveryPolicy: its DeliveryPolicy's "http" part over SNS's
+    defaults, member by member, as SNS shows it."""
+    if not topic_policy:
+        return DEFAULT_EFFECTIVE_DELIVERY_POLICY
+    http = _topic_http_policy(topic_policy)
+    effective: dict[str, Any] = {
+        "defaultHealthyRetryPolicy": {
+            **_DEFAULT_RETRY_POLICY,
+            **_member(http, "defaultHealthyRetryPolicy"),
+        },
+        "disableSubscriptionOverrides": http.get("disableSubscriptionOverrides", False),
+        "defaultRequestPolicy": {
+            "headerContentType": DEFAULT_CONTENT_TYPE,
+            **_member(http, "defaultRequestPolicy"),
+        },
+    }
+    for name in ("defaultSicklyRetryPolicy", "defaultThrottlePolicy"):
+        if name in http:
+            effective[name] = http[name]
+    return json.dumps({"http": effective}, separators=(",", ":"))
+
+
+def subscription_effective_delivery_policy(
+    subscription_policy: str | None, topic_policy: str | None
+) -> str:
+    """An HTTP/S subscription's EffectiveDeliveryPolicy, in the subscription's own shape: its
+    DeliveryPolicy over the topic's "http" defaults over SNS's, member by member."""
+    http = _topic_http_policy(topic_policy)
+    own = json_object(subscription_policy) if subscription_policy else None
+    own = own if isinstance(own, dict) else {}
+    effective = {
+        "healthyRetryPolicy": {
+            **_DEFAULT_RETRY_POLICY,
+            **_member(http, "defaultHealthyRetryPolicy"),
+            **_member(own, "healthyRetryPolicy"),
+        },
+        "sicklyRetryPolicy": own.get("sicklyRetryPolicy", http.get("defaultSicklyRetryPolicy")),
+        "throttlePolicy": own.get("throttlePolicy", http.get("defaultThrottlePolicy")),
+        "requestPolicy": {
+            "headerContentType": DEFAULT_CONTENT_TYPE,
+            **_member(http, "defaultRequestPolicy"),
+            **_member(own, "requestPolicy"),
+        },
+        "guaranteed": own.get("guaranteed", False),
+    }
+    return json.dumps(effective, separators=(",", ":"))
+
+
+def http_content_type(subscription_policy: str | None, topic_policy: str | None) -> str:
+    """The Content-Type of an HTTP/S notification: the subscription's requestPolicy, else the
+    topic's defaultRequestPolicy, else text/plain."""
+    own = json_object(subscription_policy) if subscription_policy else None
+    content_type = _member(own, "requestPolicy").get("headerContentType") or _member(
+        _topic_http_policy(topic_policy), "defaultRequestPolicy"
+    ).get("headerContentType")
+    return content_type if isinstance(content_type, str) and content_type else DEFAULT_CONTENT_TYPE
 
 
 def http_retry_policy(subscription_policy: str | None, topic_policy: str | None) -> tuple[int, int]:

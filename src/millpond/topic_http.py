@@ -35,8 +35,10 @@ from millpond.fan_out import OUTBOX_PREFIX, outbox_key, sub_prefix, topic_key
 from millpond.sns_envelope import message_id as new_message_id
 from millpond.sns_envelope import subscription_confirmation
 from millpond.topic_attributes import (
+    DEFAULT_CONTENT_TYPE,
     DEFAULT_HTTP_DELAY_MS,
     DEFAULT_HTTP_RETRIES,
+    http_content_type,
     http_retry_policy,
 )
 
@@ -111,7 +113,9 @@ class HttpDelivery:
 
     __slots__ = ("attempt", "body", "headers", "key", "message_type", "subscription_arn", "url")
 
-    def __init__(self, key: bytes, entry: dict[str, Any]) -> None:
+    def __init__(
+        self, key: bytes, entry: dict[str, Any], content_type: str = DEFAULT_CONTENT_TYPE
+    ) -> None:
         self.key = key  # the outbox key while leased
         self.url: str = entry["url"]
         self.body: bytes = entry["body"]
@@ -119,7 +123,7 @@ class HttpDelivery:
         self.subscription_arn: str = entry["sub"]
         self.attempt: int = entry["try"] + 1
         headers = [
-            ("Content-Type", "text/plain; charset=UTF-8"),
+            ("Content-Type", content_type),  # a Notification's: from its delivery policy
             ("User-Agent", USER_AGENT),
             ("x-amz-sns-message-type", entry["type"]),
             ("x-amz-sns-message-id", entry["id"]),
@@ -187,11 +191,19 @@ class HttpOutbox:
             for key, value in due:
                 txn.delete(key, db=meta)
                 entry = msgpack.unpackb(value)
-                if not _still_subscribed(txn, meta, entry):
+                record = _subscription_record(txn, meta, entry["sub"])
+                if not _still_subscribed(record, entry):
                     continue  # unsubscribed (or re-subscribed elsewhere): dropped
                 leased = outbox_key(now_ms + lease_ms)
                 txn.put(leased, value, db=meta)
-                taken.append(HttpDelivery(leased, entry))
+                content_type = DEFAULT_CONTENT_TYPE
+                if entry["type"] == "Notification":  # the delivery policies in force now
+                    assert record is not None
+                    content_type = http_content_type(
+                        record["attributes"].get("DeliveryPolicy"),
+                        _topic_attributes(txn, meta, entry["sub"]).get("DeliveryPolicy"),
+                    )
+                taken.append(HttpDelivery(leased, entry, content_type))
             return taken
 
         return self._storage.write(take)  # type: ignore[no-any-return]
@@ -231,10 +243,9 @@ class HttpOutbox:
             attributes = record["attributes"]
             retries, delay_ms = DEFAULT_HTTP_RETRIES, DEFAULT_HTTP_DELAY_MS
             if entry["type"] == "Notification":  # the policies in force now
-                topic_raw = txn.get(topic_key(entry["sub"].split(":")[5]), db=meta)
-                topic_attributes = msgpack.unpackb(topic_raw)["attributes"] if topic_raw else {}
                 retries, delay_ms = http_retry_policy(
-                    attributes.get("DeliveryPolicy"), topic_attributes.get("DeliveryPolicy")
+                    attributes.get("DeliveryPolicy"),
+                    _topic_attributes(txn, meta, entry["sub"]).get("DeliveryPolicy"),
                 )
             if not permanent and entry["try"] < retries:
                 entry["try"] += 1
@@ -271,9 +282,15 @@ def _subscription_record(txn: Any, meta: Any, arn: str) -> dict[str, Any] | None
     return None if raw is None else msgpack.unpackb(raw)
 
 
-def _still_subscribed(txn: Any, meta: Any, entry: dict[str, Any]) -> bool:
-    """The entry's subscription exists, names this URL, and is confirmed (for Notifications)."""
-    record = _subscription_record(txn, meta, entry["sub"])
+def _topic_attributes(txn: Any, meta: Any, subscription_arn: str) -> dict[str, Any]:
+    """The stored attributes of a subscription's topic ({} if it is gone)."""
+    raw = txn.get(topic_key(subscription_arn.split(":")[5]), db=meta)
+    return msgpack.unpackb(raw)["attributes"] if raw else {}  # type: ignore[no-any-return]
+
+
+def _still_subscribed(record: dict[str, Any] | None, entry: dict[str, Any]) -> bool:
+    """The entry's subscription (``record``) exists, names this URL, and is confirmed (for
+    Notifications)."""
     if record is None or record["endpoint"] != entry["url"]:
         return False
     return entry["type"] != "Notification" or not record.get("pending")

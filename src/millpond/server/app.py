@@ -236,6 +236,10 @@ class App:
         scope_service = (_text(headers, b"authorization").split("/") + ["", "", "", ""])[3]
         service = {SQS_VERSION: "sqs", SNS_VERSION: "sns"}.get(version, scope_service)
         action = flat.get("Action", "")
+        if not service and action in _UNSIGNED_SNS:
+            # The URLs in SNS messages carry neither a Version nor a signature; these actions
+            # exist in SNS only, so the name alone is not ambiguous here.
+            service = "sns"
         codec, handlers = _query_codec(service or "sqs")
         request = None
         try:

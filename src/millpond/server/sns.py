@@ -272,8 +272,15 @@ async def _subscription(ctx: Context, request: Request) -> Subscription:
     parts = arn.split(":") if isinstance(arn, str) else []
     if len(parts) != 7 or parts[:3] != ["arn", "aws", "sns"]:
         raise _invalid("SubscriptionArn")
-    _arn_name(ctx, request, ":".join(parts[:6]), "SubscriptionArn")
-    return await ctx.call(ctx.broker(request.region).subscription, arn)  # type: ignore[no-any-return]
+    if not request.access_key and parts[4] == request.account_id:
+        # Unsigned (an UnsubscribeURL fetched as is): no credential scope names a region, the
+        # subscription's ARN does.
+        broker = ctx.broker(parts[3])
+        if broker.region != parts[3]:
+            raise _invalid("SubscriptionArn")
+    else:
+        broker, _ = _arn_name(ctx, request, ":".join(parts[:6]), "SubscriptionArn")
+    return await ctx.call(broker.subscription, arn)  # type: ignore[no-any-return]
 
 
 def _message_attributes(raw: Any) -> dict[str, Any] | None:
@@ -444,7 +451,13 @@ async def confirm_subscription(ctx: Context, request: Request) -> dict[str, Any]
     parsed = parse_arn(arn, "sns") if isinstance(arn, str) else None
     if parsed is None or parsed[1] != request.account_id:
         raise _invalid("Topic")
-    topic = await ctx.call(ctx.broker(parsed[0]).topic, parsed[2])
+    broker = ctx.broker(parsed[0])
+    if broker.region != parsed[0]:
+        raise _invalid("Topic")
+    try:
+        topic = await ctx.call(broker.topic, parsed[2])
+    except errors.TopicNotFound:
+        raise _invalid("Token") from None  # SNS: not NotFound (the token names nothing here)
     # Only a signed confirmation can ask that unsubscribing be signed too (SNS's rule); an
     # unsigned fetch of the SubscribeURL that adds the parameter does not get that power.
     authenticate = params.get("AuthenticateOnUnsubscribe") or False
