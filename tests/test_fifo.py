@@ -9,6 +9,8 @@ import pytest
 import millpond
 from millpond import errors
 
+from .test_dead_letters import wait_for
+
 
 @pytest.fixture
 def fq(broker: millpond.Broker) -> millpond.Queue:
@@ -333,3 +335,80 @@ def test_receive_request_attempt_id_returns_the_same_messages(fq, clock):
     assert [m.text for m in fresh] == ["m1", "m2"] and fresh[0].receive_count == 2
     with pytest.raises(errors.InvalidParameterValue, match="ReceiveRequestAttemptId"):
         fq.receive(attempt_id="has space")
+
+
+# -- moves to and from FIFO dead-letter queues; batch size ------------------------------------
+
+
+def test_fifo_dlq_message_survives_get_attributes_after_move(broker, clock):
+    """FIFO: the enqueue timestamp resets when a message moves to the dead-letter queue, so a
+    message dead-lettered a moment ago must not be expired by the DLQ's retention (AWS doc
+    setting-up-dead-letter-queue-retention). (get_attributes() expires
+    by the record's sent time, which must be the move's)."""
+    dlq = broker.create_queue("dead.fifo", {"FifoQueue": "true", "MessageRetentionPeriod": "60"})
+    q = broker.create_queue(
+        "work.fifo",
+        {
+            "FifoQueue": "true",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}),
+        },
+    )
+    q.send("m0", group_id="g", deduplication_id="d0")
+    assert [m.text for m in q.receive(10, visibility_timeout=0)] == ["m0"]
+    clock.advance(120)  # older than the DLQ's retention, but not yet moved
+    assert q.receive(10) == []  # moved to the DLQ now: its retention starts now
+    assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "1"
+    assert [m.text for m in dlq.receive(10)] == ["m0"]
+
+
+def test_fifo_redriven_message_survives_get_attributes(broker, clock):
+    """A redrive (message move task) resets the retention period: redriven messages are new
+    messages with a new enqueueTime (AWS doc sqs-configure-dead-letter-queue-redrive)."""
+    dlq = broker.create_queue("dead.fifo", {"FifoQueue": "true"})
+    q = broker.create_queue(
+        "work.fifo",
+        {
+            "FifoQueue": "true",
+            "MessageRetentionPeriod": "60",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}),
+        },
+    )
+    q.send("m0", group_id="g", deduplication_id="d0")
+    assert [m.text for m in q.receive(10, visibility_timeout=0)] == ["m0"]
+    clock.advance(30)
+    assert q.receive(10) == []  # moved to the DLQ
+    clock.advance(70)  # 100 s after the send: older than the source's retention
+    broker.start_message_move_task(dlq.arn)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+    assert q.get_attributes()["ApproximateNumberOfMessages"] == "1"
+    assert [m.text for m in q.receive(10)] == ["m0"]
+
+
+def test_fifo_dlq_message_deduplication_id_is_the_original_message_id(broker, clock):
+    """AWS doc (sqs-configure-dead-letter-queue-redrive): "When a message is moved from a FIFO
+    queue to a FIFO DLQ, the original message's deduplication ID will be replaced with the
+    original message's ID" -- the message id it keeps."""
+    dlq = broker.create_queue("dead.fifo", {"FifoQueue": "true"})
+    q = broker.create_queue(
+        "work.fifo",
+        {
+            "FifoQueue": "true",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}),
+        },
+    )
+    message_id = q.send("m0", group_id="g", deduplication_id="d0")
+    q.receive(10, visibility_timeout=0)
+    assert q.receive(10) == []
+    (dead,) = dlq.receive(10)
+    assert dead.message_id == message_id
+    assert dead.deduplication_id == message_id
+
+
+def test_fifo_batch_of_exactly_1_mib_of_bodies_is_accepted(broker):
+    """SendMessageBatch: the limit is on the sum of the messages' lengths (body + message
+    attributes), 1,048,576 bytes. Group and
+    deduplication ids do not count."""
+    q = broker.create_queue("b.fifo", {"FifoQueue": "true"})
+    body = "x" * 131_072  # 8 of them: exactly 1,048,576 bytes
+    entries = [{"body": body, "group_id": "g", "deduplication_id": str(i)} for i in range(8)]
+    assert len(q.send_batch(entries)) == 8

@@ -42,6 +42,7 @@ from millpond._core_py import (  # noqa: F401  (statuses re-exported for fifo ca
     _load_qstate,
     _store_qstate,
 )
+from millpond.message import pack_metadata, unpack_metadata
 
 # The shared layouts and statuses are the executable spec's (_core_py); only FIFO's own here.
 # visible_at_ms | sent_ms | first_receive_ms | last_receive_ms | receive_count | source queue id
@@ -297,7 +298,7 @@ def _drain_group(
                 t,
                 dead_letter_queue_id,
                 now_ms,
-                record,
+                _moved_record(core, record, now_ms, dead_letter=True),
                 g,
                 (now_ms, now_ms, first_ms, last_ms, count, queue_id),
             )
@@ -321,6 +322,27 @@ def _drain_group(
         next_seq, stored = _load_qstate(txn, t, queue_id)
         _store_qstate(txn, t, queue_id, next_seq, stored + stored_delta)
     _reset_head(txn, t, queue_id, g, head_key)
+
+
+_RECORD_ID = struct.Struct(">IIQ")  # env_id | queue_id | seq: a record's message id
+_RECORD_ID_AT = 24
+
+
+def _moved_record(core: ModuleType, record: bytes, now_ms: int, dead_letter: bool = False) -> bytes:
+    """A FIFO message's record as it moves to another queue: SQS restarts its enqueue time
+    (the retention period counts from the move), and on a move to a dead-letter queue its
+    MessageDeduplicationId becomes its message id. The message id stays; a record that fails
+    its check moves as it is (it is reported when a receive meets it)."""
+    decoded = core.decode_record(record)
+    if decoded is None:
+        return record
+    _, message_id, attrs, body = decoded
+    if dead_letter:
+        metadata = unpack_metadata(attrs)
+        attrs = pack_metadata(metadata.get("a"), metadata.get("g"), message_id, metadata.get("t"))
+    env_id, first_queue_id, seq = _RECORD_ID.unpack_from(record, _RECORD_ID_AT)
+    flags = core.record_flags(record)
+    return core.encode_record(now_ms, env_id, first_queue_id, seq, attrs, body, flags)  # type: ignore[no-any-return]
 
 
 def _append(
@@ -476,8 +498,10 @@ def move(
     entries: list[Any],
     to_queue_id: int,
     keep_state: bool,
+    core: ModuleType,
 ) -> int:
-    """Move members (seq, g) to the end of the same group of another FIFO queue."""
+    """Move members (seq, g) to the end of the same group of another FIFO queue (a redrive:
+    their enqueue time restarts, see _moved_record)."""
     moved = 0
     touched: dict[bytes, bytes | None] = {}
     for seq, g in entries:
@@ -496,7 +520,7 @@ def move(
             if keep_state
             else (now_ms, now_ms, 0, 0, 0, 0)
         )
-        _append(txn, t, to_queue_id, now_ms, record, g, state)
+        _append(txn, t, to_queue_id, now_ms, _moved_record(core, record, now_ms), g, state)
         moved += 1
     for g, head in touched.items():
         _reset_head(txn, t, queue_id, g, head)

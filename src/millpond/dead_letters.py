@@ -319,7 +319,8 @@ class MoveTasks:
         limit = min(MOVE_BATCH, task["rate"] or MOVE_BATCH, task["to_move"] - task["moved"])
         destination = task["destination"]
         # FIFO dead-letter queues keep their own layout; same verbs, same shapes.
-        layout = _core_fifo if source["attributes"].get("FifoQueue") == "true" else core
+        fifo = source["attributes"].get("FifoQueue") == "true"
+        layout = _core_fifo if fifo else core
         picked = (
             layout.peek(txn, tables, source["id"], now_ms, limit, destination is None)
             if limit > 0
@@ -328,7 +329,12 @@ class MoveTasks:
         moved = 0
         targets = _by_target(picked, broker, txn, destination)
         for target_id, entries in targets.items():
-            moved += layout.move(txn, tables, source["id"], now_ms, entries, target_id, False)
+            if fifo:  # a FIFO move stamps the records anew: it needs the core's record codec
+                moved += _core_fifo.move(
+                    txn, tables, source["id"], now_ms, entries, target_id, False, core
+                )
+            else:
+                moved += core.move(txn, tables, source["id"], now_ms, entries, target_id, False)
         task["moved"] += moved
         if moved == 0:
             task["status"] = "COMPLETED"

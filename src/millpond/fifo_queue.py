@@ -26,6 +26,7 @@ from millpond.errors import (
     ReceiptHandleIsInvalid,
 )
 from millpond.message import Message, pack_metadata
+from millpond.message_attributes import message_attributes_size
 from millpond.queue import (
     MAX_HIDDEN_MS,
     Queue,
@@ -134,7 +135,11 @@ class FifoQueue(Queue):
                     entry.get("deduplication_id"),
                 )
             )
-        total = sum(len(p[0]) + len(p[1]) for p in prepared)
+        # SQS counts bodies and message attributes (not group or deduplication ids)
+        total = sum(
+            len(p[0]) + message_attributes_size(entry.get("attributes"))
+            for p, entry in zip(prepared, entries)
+        )
         if total > 1_048_576:
             raise BatchRequestTooLong(
                 f"Batch requests cannot be longer than 1048576 bytes. You have sent {total} bytes."
