@@ -1114,3 +1114,15 @@ def test_repr_names_scope_and_text() -> None:
     assert repr(compile_policy({"k": ["v"]})) == (
         "FilterPolicy(scope='MessageAttributes', text='{\"k\":[\"v\"]}')"
     )
+
+
+# 13+ digit identifiers: an EAN-13 barcode, 2**53 + 1, a 64-bit snowflake id
+@pytest.mark.parametrize("value", [4006381333931, 9007199254740993, 1234567890123456789])
+def test_a_large_integer_number_attribute_equals_itself(value: int) -> None:
+    # A Number attribute is read as the JSON decoder reads a body or a String.Array element:
+    # an integer exactly (through a float it stopped equalling itself above ~2.9e12).
+    policy = compile_policy({"id": [value]}, scope=A)
+    assert policy.matches({"id": {"DataType": "Number", "StringValue": str(value)}}, None)
+    assert policy.matches({"id": {"DataType": "String.Array", "StringValue": f"[{value}]"}}, None)
+    assert compile_policy({"id": [value]}, scope=B).matches(None, json.dumps({"id": value}))
+    assert not policy.matches({"id": {"DataType": "Number", "StringValue": str(value + 1)}}, None)

@@ -47,6 +47,7 @@ _SCALE = 100_000  # SNS compares numbers to 5 decimal places: compare integers o
 _NUMBER_LIMIT = 1_000_000_000  # SNS numeric range is -1e9..1e9
 _LIMIT_KEY = _NUMBER_LIMIT * _SCALE
 _OUT_OF_RANGE = "Value must be between -1.0E9 and 1.0E9, inclusive"
+NESTED_IN_ATTRIBUTES = "Filter policy scope MessageAttributes does not support nested filter policy"
 _NUMERIC_OPS = frozenset(("<", "<=", "=", ">", ">="))
 # Event Ruler refuses these as field names inside $or, where they would read as operators.
 _RESERVED_IN_OR = frozenset(
@@ -59,6 +60,7 @@ _RESERVED_IN_OR = frozenset(
 _IPV4_SHAPE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 _IPV6_SHAPE = re.compile(r"[0-9a-fA-F:]*:[0-9a-fA-F:]*")
 _MASK_BITS = re.compile(r"[+-]?[0-9]+")
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # a Number attribute written as an integer: read exactly
 _ANY_LITERAL = frozenset((True, False, None))
 _MISSING: Any = object()
 _EMPTY: Mapping[str, Any] = {}
@@ -503,6 +505,13 @@ def _crush(values: list[Any], out: list[Any]) -> list[Any]:
     return out
 
 
+def _number_value(raw: str) -> float:
+    """A Number attribute as the JSON decoder reads a number: integers exactly, as body numbers
+    and String.Array elements are (float() rounds integers above 2**53, and the fixed-point key
+    of one above ~2.9e12, so a 13-digit id would never equal itself)."""
+    return int(raw) if _INTEGER.fullmatch(raw) else float(raw)
+
+
 def _attribute_values(attr: Mapping[str, Any]) -> list[Any] | None:
     """Typed values of one message attribute; None for the Binary ones SNS ignores."""
     data_type = attr.get("DataType") or "String"
@@ -518,7 +527,7 @@ def _attribute_values(attr: Mapping[str, Any]) -> list[Any] | None:
         return None
     if base == "Number" and isinstance(raw, str):
         try:
-            number = float(raw)
+            number = _number_value(raw)
         except ValueError:
             return [raw]
         return [number]
@@ -546,7 +555,7 @@ def _attribute_leaf(leaf: _Leaf) -> Check:
                 if if_present:
                     return True
                 try:
-                    number = float(value)
+                    number = _number_value(value)
                 except ValueError:
                     return test_str(value)  # SNS refuses these at publish; a string here
                 return test_num(number)
@@ -689,9 +698,7 @@ def compile_policy(
     parser = _Parser()
     root, combinations = parser.parse_object(doc, (), 1, False)
     if parser.nested and scope == "MessageAttributes":
-        raise InvalidFilterPolicy(
-            "Filter policy scope MessageAttributes does not support nested filter policy"
-        )
+        raise InvalidFilterPolicy(NESTED_IN_ATTRIBUTES)
     if len(doc) > MAX_KEYS:  # top-level keys only, "$or" counting as one, as SNS counts
         raise InvalidFilterPolicy(f"Filter policy can not have more than {MAX_KEYS} keys")
     if combinations > MAX_COMBINATIONS:

@@ -23,7 +23,7 @@ import msgpack
 from millpond.dead_letters import parse_arn
 from millpond.errors import InvalidFilterPolicy, MillpondError, TopicNotFound
 from millpond.fan_out import enqueue_http, sub_prefix, topic_key, touch
-from millpond.filters import SCOPES, FilterPolicy
+from millpond.filters import NESTED_IN_ATTRIBUTES, SCOPES, FilterPolicy
 from millpond.sns_envelope import InvalidParameter
 from millpond.topic_attributes import (
     SET_PREFIX,
@@ -160,7 +160,9 @@ def subscription_attributes(
     try:
         policy = compile(policy_text, scope)
     except InvalidFilterPolicy as exc:
-        raise InvalidFilterPolicy(f"{prefix}FilterPolicy: {exc}") from None
+        # SNS names the attribute before every reason but the scope one
+        label = "" if str(exc) == NESTED_IN_ATTRIBUTES else "FilterPolicy: "
+        raise InvalidFilterPolicy(f"{prefix}{label}{exc}") from None
     if "FilterPolicy" in changes:
         changes["FilterPolicy"] = policy_text
     return changes, policy
