@@ -1038,6 +1038,27 @@ def confirmed_http_subscription(
     return topic, sub, message
 
 
+def test_the_unsubscribe_url_in_messages_points_at_the_daemon_and_works(sns, sqs, endpoint):
+    # Subscribed through the daemon, a subscription's messages carry an UnsubscribeURL at the
+    # daemon (the address the client used, as the SubscribeURL), and an unsigned GET of it
+    # unsubscribes: for queue and HTTP subscriptions alike.
+    topic, http_sub, message = confirmed_http_subscription(sns, endpoint, "/u0")
+    service_url = message["SubscribeURL"].split("/?", 1)[0]
+    url, queue_arn = make_queue(sqs)
+    queue_sub = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)["SubscriptionArn"]
+    sns.publish(TopicArn=topic, Message="hi")
+    posted = json.loads(endpoint.next()[2])
+    (received,) = receive(sqs, url, 1)
+    queued = json.loads(received["Body"])
+    for envelope, sub in ((posted, http_sub), (queued, queue_sub)):
+        assert envelope["UnsubscribeURL"] == (
+            f"{service_url}/?Action=Unsubscribe&SubscriptionArn={sub}"
+        )
+        status, body = unsigned_get(envelope["UnsubscribeURL"])
+        assert status == 200, body
+        assert error_of(sns.get_subscription_attributes, SubscriptionArn=sub)[0] == "NotFound"
+
+
 def test_unsubscribe_url_as_aws_writes_it_unsubscribes(sns, endpoint, daemon):
     # AWS-validated: an unsigned GET of <service>/?Action=Unsubscribe&SubscriptionArn=<arn>
     # answers UnsubscribeResponse (200) and removes the subscription. No Version parameter.

@@ -43,6 +43,7 @@ from millpond.sns_envelope import (
     check_message,
     check_size,
     check_subject,
+    unsubscribe_url_prefix,
 )
 from millpond.sns_envelope import message_id as new_message_id
 
@@ -127,13 +128,13 @@ class Sub:
 
     __slots__ = (
         "arn",
-        "arn_bytes",
         "dead_letter_queue",
         "in_body",
         "match",
         "protocol",
         "queue_name",
         "raw",
+        "unsubscribe_url",
         "url",
     )
 
@@ -148,9 +149,10 @@ class Sub:
         *,
         protocol: str = "sqs",
         url: str | None = None,
+        unsubscribe_url: bytes = b"",
     ) -> None:
         self.arn = arn
-        self.arn_bytes = arn.encode()  # spliced into the envelope's UnsubscribeURL
+        self.unsubscribe_url = unsubscribe_url  # spliced into the envelope after common()
         self.queue_name = queue_name  # "" for HTTP/S subscriptions: no queue of that name
         self.raw = raw
         self.match = match  # None: no filter policy, every message
@@ -225,6 +227,9 @@ def snapshot_sub(topics: Topics, topic_arn: str, sub_id: str, record: dict[str, 
         dead_letter_name(attrs.get("RedrivePolicy"), topics._broker),
         protocol=protocol,
         url=None if protocol == "sqs" else record["endpoint"],
+        unsubscribe_url=(
+            unsubscribe_url_prefix(topics._broker.region, record.get("service")) + arn
+        ).encode(),
     )
 
 
@@ -595,7 +600,7 @@ def _fan_out_one(
                 note = out.note(topic, state)
                 common = commons[id(out)] = note.common(now_ms)
                 tail = note.tail
-            body = b"".join((common, sub.arn_bytes, tail))
+            body = b"".join((common, sub.unsubscribe_url, tail))
             if len(body) > queue._max_size:
                 others.append((sub, chosen))
                 continue
@@ -654,7 +659,7 @@ def _deliver(
             common = commons.get(id(out))
             if common is None:
                 common = commons[id(out)] = note.common(now_ms, sequences.get(id(out)))
-            body = b"".join((common, sub.arn_bytes, note.tail))
+            body = b"".join((common, sub.unsubscribe_url, note.tail))
             item = (body, None, len(body), out.group_id, out.dedup_id)
         items.append(item)
     if items:
@@ -684,13 +689,13 @@ def _deliver_http(
             body = out.content_for(sub.protocol).encode() if out.structured else out.data
         elif out.structured and out.content_for(sub.protocol) != out.content:
             note = out._notification(topic, state, out.content_for(sub.protocol))
-            body = b"".join((note.common(now_ms), sub.arn_bytes, note.tail))
+            body = b"".join((note.common(now_ms), sub.unsubscribe_url, note.tail))
         else:
             note = out.note(topic, state)
             common = commons.get(id(out))
             if common is None:
                 common = commons[id(out)] = note.common(now_ms)
-            body = b"".join((common, sub.arn_bytes, note.tail))
+            body = b"".join((common, sub.unsubscribe_url, note.tail))
         entries.append(
             {
                 "type": "Notification",

@@ -488,8 +488,11 @@ def signing_cert_url(region: str) -> str:
     return f"https://sns.{region}.amazonaws.com/SimpleNotificationService-{_CERT_ID}.pem"
 
 
-def unsubscribe_url_prefix(region: str) -> str:
-    return f"https://sns.{region}.amazonaws.com/?Action=Unsubscribe&SubscriptionArn="
+def unsubscribe_url_prefix(region: str, service_url: str | None = None) -> str:
+    """The UnsubscribeURL up to the subscription ARN: at ``service_url`` (where the daemon the
+    subscription was made through serves SNS), else SNS's regional endpoint."""
+    base = (service_url or f"https://sns.{region}.amazonaws.com").rstrip("/")
+    return f"{base}/?Action=Unsubscribe&SubscriptionArn="
 
 
 def attributes_json(attributes: Mapping[str, Mapping[str, Any]]) -> str:
@@ -512,7 +515,7 @@ class Notification:
     known before the commit (the message is JSON-escaped and fed to the signature's HMAC once);
     :meth:`common` adds what only the commit knows (its ``now_ms`` for Timestamp and Signature,
     the FIFO SequenceNumber) and returns the bytes every subscription shares. A subscription's
-    body is then ``common + subscription ARN + tail``: only the UnsubscribeURL differs.
+    body is then ``common + its UnsubscribeURL + tail``: only that URL differs.
     """
 
     __slots__ = (
@@ -547,7 +550,7 @@ class Notification:
             f'  "TopicArn" : "{topic_arn}",\n{subject_line}'
             f'  "Message" : {_encode_string(message)},\n  "Timestamp" : "'
         ).encode()
-        unsubscribe = f'"UnsubscribeURL" : "{unsubscribe_url_prefix(region)}'
+        unsubscribe = '"UnsubscribeURL" : "'  # each subscription's URL follows common()
         self._hmac: Any = None
         self._key, self._digest = key, "sha256" if signature_version == "2" else "sha1"
         self._before = self._sign_tail = self._cert_and_url = b""
@@ -570,7 +573,7 @@ class Notification:
         self.tail = f'"{extra}\n}}'.encode()
 
     def common(self, now_ms: int, sequence_number: str | None = None) -> bytes:
-        """Everything up to the subscription ARN in the UnsubscribeURL, for commit ``now_ms``."""
+        """Everything up to the UnsubscribeURL's value, for commit ``now_ms``."""
         timestamp = iso_timestamp(now_ms).encode()
         head = self._head
         if sequence_number is not None:

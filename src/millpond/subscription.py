@@ -469,6 +469,8 @@ def subscribe_in_txn(
         "attributes": stored,
         "created": now_ms // 1000,
     }
+    if service_url:  # made through the daemon: its messages' UnsubscribeURL points there
+        record["service"] = service_url
     http = protocol in HTTP_PROTOCOLS
     if http:
         record.update(protocol=protocol, pending=True, token=new_token(), token_ms=now_ms)

@@ -437,8 +437,9 @@ class Topic(TopicSettings):
                 confirmed: a SubscriptionConfirmation with a Token is queued for the endpoint
                 (see millpond.topic_http), and :meth:`confirm_subscription` with that Token
                 confirms it. Standard topics only.
-            service_url: HTTP/S: the base of the SubscribeURL in the confirmation (where this
-                broker's SNS API is served; default SNS's regional endpoint).
+            service_url: where this broker's SNS API is served (the daemon's address): the
+                base of an HTTP/S confirmation's SubscribeURL and of the UnsubscribeURL in
+                every message of the subscription (default SNS's regional endpoint).
 
         None means "not given": SNS's default for a new subscription, and not compared when the
         endpoint is subscribed already. Subscribing it again returns the existing subscription
