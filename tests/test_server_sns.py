@@ -1011,8 +1011,19 @@ def test_unsubscribed_http_endpoints_get_nothing(sns, endpoint):
     sns.confirm_subscription(TopicArn=topic, Token=confirmation(endpoint, "/bye")["Token"])
     sns.unsubscribe(SubscriptionArn=sub)
     sns.publish(TopicArn=topic, Message="after unsubscribe")
+    # what the endpoint gets is SNS's UnsubscribeConfirmation, then nothing
+    path, headers, body = endpoint.next()
+    assert path == "/bye"
+    assert headers["x-amz-sns-message-type"] == "UnsubscribeConfirmation"
+    assert headers["x-amz-sns-subscription-arn"] == sub
+    message = json.loads(body)
+    assert message["Type"] == "UnsubscribeConfirmation" and message["TopicArn"] == topic
     time.sleep(0.5)
     assert endpoint.posts.empty()
+    # its SubscribeURL (fetched unsigned, as SNS's) restores the subscription
+    assert unsigned_get(message["SubscribeURL"])[0] == 200
+    sns.publish(TopicArn=topic, Message="restored")
+    assert json.loads(endpoint.next()[2])["Message"] == "restored"
 
 
 # -- found in review: SNS URLs, delivery policies, confirmation errors ---------------------------

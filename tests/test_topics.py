@@ -1506,8 +1506,42 @@ def test_http_leases_run_out_and_unsubscribed_entries_are_dropped(broker, clock)
     outbox.failed(again)
     sub.unsubscribe()
     clock.advance(60)
-    assert outbox.take() == []  # dropped: the endpoint is no longer subscribed
+    # the retried Notification is dropped (the endpoint is no longer subscribed); what goes
+    # out is the UnsubscribeConfirmation
+    (goodbye,) = outbox.take()
+    assert goodbye.message_type == "UnsubscribeConfirmation"
+    outbox.delivered(goodbye)
     assert outbox.next_due_ms() is None
+
+
+def test_an_unsubscribe_confirmation_restores_the_subscription(broker, clock):
+    t = broker.create_topic("orders")
+    sub = t.subscribe(HOOK, protocol="https", attributes={"RawMessageDelivery": "true"})
+    confirm(broker, t)
+    sub.unsubscribe()
+    outbox = broker._topics.http
+    (goodbye,) = outbox.take()
+    outbox.delivered(goodbye)
+    assert dict(goodbye.headers)["x-amz-sns-subscription-arn"] == sub.arn
+    message = json.loads(goodbye.body)
+    assert message["Type"] == "UnsubscribeConfirmation"
+    assert message["Message"].startswith(f"You have chosen to deactivate subscription {sub.arn}.")
+    assert t.list_subscriptions() == []
+    t.publish("while unsubscribed")
+    assert outbox.take() == []
+    restored = t.confirm_subscription(message["Token"])  # what its SubscribeURL does
+    assert restored.arn == sub.arn and not restored.pending
+    assert restored.get_attributes()["RawMessageDelivery"] == "true"  # as it was
+    t.publish("back")
+    (delivery,) = outbox.take()
+    assert delivery.body == b"back"
+    clock.advance(3 * 24 * 3600)  # a token of an older unsubscribe has run out
+    restored.unsubscribe()
+    (goodbye,) = outbox.take()
+    outbox.delivered(goodbye)
+    clock.advance(3 * 24 * 3600)
+    with pytest.raises(InvalidParameter, match="Invalid token"):
+        t.confirm_subscription(json.loads(goodbye.body)["Token"])
 
 
 def test_http_subscription_rules(broker, clock):

@@ -75,6 +75,12 @@ def sub_prefix(name: str) -> bytes:
     return b"s:" + name.encode() + b":"  # topic names hold no ":"
 
 
+def unsubscribed_prefix(name: str) -> bytes:
+    """Deleted HTTP/S subscriptions, kept while their UnsubscribeConfirmation token can restore
+    them (the Token's validity)."""
+    return b"su:" + name.encode() + b":"
+
+
 def sequence_key(name: str) -> bytes:
     return b"tq:" + name.encode()
 

@@ -604,24 +604,36 @@ def subscription_confirmation(
     region: str,
     signature_version: str,
     key: bytes,
+    unsubscribed: str | None = None,
 ) -> bytes:
-    """The SubscriptionConfirmation body POSTed to a new HTTP/S subscription, in SNS's layout.
+    """The SubscriptionConfirmation body POSTed to a new HTTP/S subscription, in SNS's layout;
+    with ``unsubscribed`` (a subscription ARN) the UnsubscribeConfirmation SNS POSTs when that
+    subscription is deleted (its SubscribeURL restores it).
 
     Signed as SNS signs it (Message, MessageId, SubscribeURL, Timestamp, Token, TopicArn, Type),
     with the HMAC of :func:`signature`.
     """
-    message = (
-        f"You have chosen to subscribe to the topic {topic_arn}.\n"
-        "To confirm the subscription, visit the SubscribeURL included in this message."
-    )
+    if unsubscribed is None:
+        kind = "SubscriptionConfirmation"
+        message = (
+            f"You have chosen to subscribe to the topic {topic_arn}.\n"
+            "To confirm the subscription, visit the SubscribeURL included in this message."
+        )
+    else:
+        kind = "UnsubscribeConfirmation"
+        message = (
+            f"You have chosen to deactivate subscription {unsubscribed}.\n"
+            "To cancel this operation and restore the subscription, visit the SubscribeURL "
+            "included in this message."
+        )
     timestamp = iso_timestamp(now_ms)
     text = (
         f"Message\n{message}\nMessageId\n{message_id}\nSubscribeURL\n{subscribe_url}\n"
         f"Timestamp\n{timestamp}\nToken\n{token}\nTopicArn\n{topic_arn}\n"
-        "Type\nSubscriptionConfirmation\n"
+        f"Type\n{kind}\n"
     )
     return (
-        f'{{\n  "Type" : "SubscriptionConfirmation",\n  "MessageId" : "{message_id}",\n'
+        f'{{\n  "Type" : "{kind}",\n  "MessageId" : "{message_id}",\n'
         f'  "Token" : "{token}",\n  "TopicArn" : "{topic_arn}",\n'
         f'  "Message" : {_encode_string(message)},\n'
         f'  "SubscribeURL" : {_encode_string(subscribe_url)},\n'

@@ -15,14 +15,14 @@ from __future__ import annotations
 import hmac
 import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from millpond.dead_letters import parse_arn
 from millpond.errors import InvalidFilterPolicy, MillpondError, TopicNotFound
-from millpond.fan_out import enqueue_http, sub_prefix, topic_key, touch
+from millpond.fan_out import enqueue_http, sub_prefix, topic_key, touch, unsubscribed_prefix
 from millpond.filters import NESTED_IN_ATTRIBUTES, SCOPES, FilterPolicy
 from millpond.sns_envelope import InvalidParameter
 from millpond.topic_attributes import (
@@ -266,6 +266,7 @@ class Subscription:
         self.protocol = protocol
         self.pending = pending
         self.owner = topics._broker.account_id
+        self._sub_id = sub_id
         self._key = sub_prefix(topic_name) + sub_id.encode()
 
     @classmethod
@@ -397,14 +398,22 @@ class Subscription:
     def unsubscribe(self) -> None:
         """Stop delivering to the endpoint (SNS Unsubscribe); unsubscribing twice succeeds.
 
-        HTTP/S deliveries still in the outbox are dropped when their turn comes.
+        HTTP/S deliveries still in the outbox are dropped when their turn comes. An HTTP/S
+        endpoint gets an UnsubscribeConfirmation, whose SubscribeURL restores the subscription
+        for as long as its token is valid (2 days).
         """
         topics = self._topics
         meta = topics._meta
 
         def delete(txn: Any, now_ms: int) -> None:
-            if txn.delete(self._key, db=meta) and txn.get(topic_key(self.topic_name), db=meta):
-                touch(txn, meta, self.topic_name)
+            raw = txn.get(self._key, db=meta)
+            topic_raw = txn.get(topic_key(self.topic_name), db=meta)
+            if raw is None or not txn.delete(self._key, db=meta) or topic_raw is None:
+                return
+            touch(txn, meta, self.topic_name)
+            record = msgpack.unpackb(raw)
+            if record.get("protocol", "sqs") in HTTP_PROTOCOLS and not record.get("pending"):
+                _keep_restorable(txn, now_ms, topics._topic(self.topic_name), self._sub_id, record)
 
         topics._storage.write(delete)
         topics._policies.pop(self.arn, None)
@@ -439,25 +448,18 @@ def subscribe_in_txn(
     prefix = sub_prefix(topic.name)
     version = topic._record(txn)["attributes"].get("SignatureVersion", "1")  # TopicNotFound
     policies = 0
-    with txn.cursor(db=meta) as cur:
-        if cur.set_range(prefix):
-            for key, value in cur:
-                if not key.startswith(prefix):
-                    break
-                record = msgpack.unpackb(value)
-                stored = record["attributes"]
-                if record["endpoint"] == endpoint:
-                    check_same(requested, policy, stored, compile)
-                    sub_id = key[len(prefix) :].decode()
-                    pending = bool(record.get("pending"))
-                    if pending:
-                        record["token_ms"] = now_ms
-                        txn.put(key, msgpack.packb(record), db=meta)
-                        _queue_confirmation(
-                            txn, now_ms, topic, sub_id, record, service_url, version
-                        )
-                    return sub_id, False, pending
-                policies += bool(stored.get("FilterPolicy"))
+    for key, record in _records(txn, meta, prefix):
+        stored = record["attributes"]
+        if record["endpoint"] == endpoint:
+            check_same(requested, policy, stored, compile)
+            sub_id = key[len(prefix) :].decode()
+            pending = bool(record.get("pending"))
+            if pending:
+                record["token_ms"] = now_ms
+                txn.put(key, msgpack.packb(record), db=meta)
+                _queue_confirmation(txn, now_ms, topic, sub_id, record, service_url, version)
+            return sub_id, False, pending
+        policies += bool(stored.get("FilterPolicy"))
     if policy is not None and policies >= limit:
         raise FilterPolicyLimitExceeded("Filter policy limit exceeded")
     sub_id = str(uuid.uuid4())
@@ -502,34 +504,95 @@ def _queue_confirmation(
     enqueue_http(txn, topic._meta, now_ms, [entry])
 
 
-def confirm_in_txn(
-    txn: Any, now_ms: int, topic: Topic, token: str, authenticated: bool
-) -> tuple[str, dict[str, Any], bool]:
-    """Confirm the subscription of ``topic`` whose token this is (caller holds the write txn).
-
-    Returns (subscription id, its record, whether it was pending). Raises InvalidParameter
-    "Invalid token" for an unknown or expired token.
-    """
-    meta = topic._meta
-    prefix = sub_prefix(topic.name)
-    topic._record(txn)  # TopicNotFound
+def _records(txn: Any, meta: Any, prefix: bytes) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """(key, decoded record) of every ``meta`` record under ``prefix``, in key order."""
     with txn.cursor(db=meta) as cur:
         if cur.set_range(prefix):
             for key, value in cur:
                 if not key.startswith(prefix):
-                    break
-                record = msgpack.unpackb(value)
-                stored_token = record.get("token")
-                if not stored_token or not hmac.compare_digest(stored_token, token):
-                    continue
-                sub_id = key[len(prefix) :].decode()
-                if not record.get("pending"):
-                    return sub_id, record, False  # confirmed already: the same answer
-                if now_ms - record.get("token_ms", 0) > TOKEN_TTL_MS:
-                    break
-                record["pending"] = False
-                record["authenticated"] = authenticated
-                txn.put(key, msgpack.packb(record), db=meta)
-                touch(txn, meta, topic.name)
-                return sub_id, record, True
+                    return
+                yield key, msgpack.unpackb(value)
+
+
+def _keep_restorable(
+    txn: Any, now_ms: int, topic: Topic, sub_id: str, record: dict[str, Any]
+) -> None:
+    """Keep a deleted HTTP/S subscription under a new token and send the endpoint its
+    UnsubscribeConfirmation (caller holds the write txn); drop the expired ones of the topic."""
+    meta = topic._meta
+    prefix = unsubscribed_prefix(topic.name)
+    with txn.cursor(db=meta) as cur:
+        found = cur.set_range(prefix)
+        while found and cur.key().startswith(prefix):
+            if now_ms - msgpack.unpackb(cur.value()).get("token_ms", 0) > TOKEN_TTL_MS:
+                found = cur.delete()
+            else:
+                found = cur.next()
+    record.update(token=new_token(), token_ms=now_ms)
+    txn.put(prefix + sub_id.encode(), msgpack.packb(record), db=meta)
+    version = topic._record(txn)["attributes"].get("SignatureVersion", "1")
+    entry = confirmation_entry(
+        topic,
+        f"{topic.arn}:{sub_id}",
+        record["endpoint"],
+        record["token"],
+        record.get("service"),
+        now_ms,
+        version,
+        unsubscribed=True,
+    )
+    enqueue_http(txn, meta, now_ms, [entry])
+
+
+def _restore(txn: Any, now_ms: int, topic: Topic, token: str) -> tuple[str, dict[str, Any]] | None:
+    """The deleted subscription an UnsubscribeConfirmation's token names, subscribed again
+    (caller holds the write txn); None when no valid token matches."""
+    meta = topic._meta
+    prefix = unsubscribed_prefix(topic.name)
+    for key, record in _records(txn, meta, prefix):
+        if not hmac.compare_digest(record["token"], token):
+            continue
+        if now_ms - record["token_ms"] > TOKEN_TTL_MS:
+            return None
+        txn.delete(key, db=meta)
+        live = sub_prefix(topic.name)
+        for live_key, live_record in _records(txn, meta, live):
+            if live_record["endpoint"] == record["endpoint"]:  # subscribed again meanwhile
+                return live_key[len(live) :].decode(), live_record
+        sub_id = key[len(prefix) :].decode()
+        txn.put(live + sub_id.encode(), msgpack.packb(record), db=meta)
+        touch(txn, meta, topic.name)
+        return sub_id, record
+    return None
+
+
+def confirm_in_txn(
+    txn: Any, now_ms: int, topic: Topic, token: str, authenticated: bool
+) -> tuple[str, dict[str, Any], bool]:
+    """Confirm the subscription of ``topic`` whose token this is (caller holds the write txn):
+    a pending one, or one deleted and restored by its UnsubscribeConfirmation's token.
+
+    Returns (subscription id, its record, whether it was pending or restored). Raises
+    InvalidParameter "Invalid token" for an unknown or expired token.
+    """
+    meta = topic._meta
+    prefix = sub_prefix(topic.name)
+    topic._record(txn)  # TopicNotFound
+    restored = _restore(txn, now_ms, topic, token)
+    if restored is not None:
+        return restored[0], restored[1], True
+    for key, record in _records(txn, meta, prefix):
+        stored_token = record.get("token")
+        if not stored_token or not hmac.compare_digest(stored_token, token):
+            continue
+        sub_id = key[len(prefix) :].decode()
+        if not record.get("pending"):
+            return sub_id, record, False  # confirmed already: the same answer
+        if now_ms - record.get("token_ms", 0) > TOKEN_TTL_MS:
+            break
+        record["pending"] = False
+        record["authenticated"] = authenticated
+        txn.put(key, msgpack.packb(record), db=meta)
+        touch(txn, meta, topic.name)
+        return sub_id, record, True
     raise InvalidParameter("Invalid token")  # SNS's text for an unknown or expired token

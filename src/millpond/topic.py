@@ -62,6 +62,7 @@ from millpond.fan_out import (
     sub_prefix,
     tags_key,
     topic_key,
+    unsubscribed_prefix,
 )
 from millpond.filters import FilterPolicy, compile_policy
 from millpond.queue import Queue
@@ -234,6 +235,7 @@ class Topics:
             txn.delete(sequence_key(name), db=meta)
             txn.delete(tags_key(name), db=meta)
             delete_prefix(txn, meta, sub_prefix(name))
+            delete_prefix(txn, meta, unsubscribed_prefix(name))
             delete_prefix(txn, meta, dedup_prefix(name))
             # its HTTP/S deliveries still in the outbox are dropped when taken
 

@@ -83,8 +83,11 @@ def confirmation_entry(
     service_url: str | None,
     now_ms: int,
     signature_version: str,
+    *,
+    unsubscribed: bool = False,
 ) -> dict[str, Any]:
-    """The outbox entry of a SubscriptionConfirmation (built in the subscribe transaction)."""
+    """The outbox entry of a SubscriptionConfirmation (built in the subscribe transaction), or
+    with ``unsubscribed`` of the UnsubscribeConfirmation of a deleted subscription."""
     message_id = new_message_id()
     body = subscription_confirmation(
         topic_arn=topic.arn,
@@ -95,9 +98,10 @@ def confirmation_entry(
         region=topic._broker.region,
         signature_version=signature_version,
         key=topic._topics._signing_key,
+        unsubscribed=sub_arn if unsubscribed else None,
     )
     return {
-        "type": "SubscriptionConfirmation",
+        "type": "UnsubscribeConfirmation" if unsubscribed else "SubscriptionConfirmation",
         "sub": sub_arn,
         "topic": topic.arn,
         "url": url,
@@ -129,7 +133,7 @@ class HttpDelivery:
             ("x-amz-sns-message-id", entry["id"]),
             ("x-amz-sns-topic-arn", entry["topic"]),
         ]
-        if entry["type"] == "Notification":
+        if entry["type"] != "SubscriptionConfirmation":  # no subscription yet then
             headers.append(("x-amz-sns-subscription-arn", entry["sub"]))
         if entry["raw"]:
             headers.append(("x-amz-sns-rawdelivery", "true"))
@@ -290,7 +294,9 @@ def _topic_attributes(txn: Any, meta: Any, subscription_arn: str) -> dict[str, A
 
 def _still_subscribed(record: dict[str, Any] | None, entry: dict[str, Any]) -> bool:
     """The entry's subscription (``record``) exists, names this URL, and is confirmed (for
-    Notifications)."""
+    Notifications); an UnsubscribeConfirmation goes out once the subscription is gone."""
+    if entry["type"] == "UnsubscribeConfirmation":
+        return record is None
     if record is None or record["endpoint"] != entry["url"]:
         return False
     return entry["type"] != "Notification" or not record.get("pending")
