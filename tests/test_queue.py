@@ -115,6 +115,8 @@ def test_attributes_sqs_leaves_out_until_set(broker):
         ({"ReceiveMessageWaitTimeSeconds": 21}, errors.InvalidAttributeValue, "WaitTime"),
         ({"VisibilityTimeout": "ten"}, errors.InvalidAttributeValue, "VisibilityTimeout"),
         ({"VisibilityTimeout": True}, errors.InvalidAttributeValue, "VisibilityTimeout"),
+        ({"DelaySeconds": "\u00b2"}, errors.InvalidAttributeValue, "DelaySeconds"),  # a digit
+        ({"DelaySeconds": "--5"}, errors.InvalidAttributeValue, "DelaySeconds"),
         ({"SqsManagedSseEnabled": "yes"}, errors.InvalidAttributeValue, "SqsManagedSseEnabled"),
         ({"Bogus": "1"}, errors.InvalidAttributeName, "Unknown Attribute Bogus"),
         ({"QueueArn": "x"}, errors.InvalidAttributeName, "QueueArn"),

@@ -1417,6 +1417,53 @@ def test_attribute_errors_carry_the_codes_sqs_uses(sqs: Any) -> None:
     )
 
 
+TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+
+
+@pytest.mark.parametrize(
+    "trace",
+    [
+        {"DataType": "Binary", "StringValue": TRACE},  # must be a String
+        {"DataType": "String", "StringValue": TRACE + "\x01"},  # XML could not carry it back
+    ],
+)
+def test_a_bad_trace_header_is_refused_before_anything_is_stored(sqs: Any, trace: Any) -> None:
+    url = sqs.create_queue(QueueName=unique("trace"))["QueueUrl"]
+    system = {"AWSTraceHeader": trace}
+    expect_error(
+        sqs,
+        sqs.send_message,
+        "InvalidParameterValue",
+        QueueUrl=url,
+        MessageBody="hello",
+        MessageSystemAttributes=system,
+    )
+    result = sqs.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "x", "MessageSystemAttributes": system}]
+    )
+    assert [f["Id"] for f in result["Failed"]] == ["a"] and not result.get("Successful")
+    assert counts(sqs, url) == (0, 0, 0)  # an error means nothing was stored
+
+
+def test_text_that_xml_cannot_carry_is_refused_where_it_is_set(sqs: Any) -> None:
+    # Tags and KmsMasterKeyId come back in query-protocol XML: a control character there would
+    # break every ListQueueTags / GetQueueAttributes of the queue, whatever the protocol used.
+    url = sqs.create_queue(QueueName=unique("xml"))["QueueUrl"]
+    expect_error(sqs, sqs.tag_queue, "InvalidParameterValue", QueueUrl=url, Tags={"k": "v\x01"})
+    expect_error(
+        sqs,
+        sqs.set_queue_attributes,
+        "InvalidAttributeValue",
+        QueueUrl=url,
+        Attributes={"KmsMasterKeyId": "alias/k\x01"},
+    )
+    assert sqs.list_queue_tags(QueueUrl=url).get("Tags", {}) == {}
+    assert (
+        "KmsMasterKeyId"
+        not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    )
+
+
 def test_dead_letters_and_message_move_tasks(sqs: Any) -> None:
     dlq_url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
     dlq_arn = arn_of(sqs, dlq_url)

@@ -24,6 +24,7 @@ from millpond.errors import InvalidMessageContents, InvalidParameterValue, Missi
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "first_bad_char",
     "md5_of_body",
     "md5_of_message_attributes",
     "message_attributes_size",
@@ -55,7 +56,7 @@ _TRANSPORT_STRING = b"\x01"  # String and Number
 _TRANSPORT_BINARY = b"\x02"
 
 
-def _first_bad_char(text: str) -> str | None:
+def first_bad_char(text: str) -> str | None:
     """The first character SQS refuses, spelled as AWS does (``#xFFFF``), or ``None``."""
     if text.isascii() and text.isprintable():
         return None  # the common case, decided in C: printable ASCII is all allowed
@@ -79,7 +80,7 @@ def validate_body_text(body: str) -> None:
         raise MissingParameter("The request must contain the parameter MessageBody.")
     if not isinstance(body, str):
         raise InvalidParameterValue("The parameter MessageBody must be a string.")
-    bad = _first_bad_char(body)
+    bad = first_bad_char(body)
     if bad is not None:
         # AWS's own wording, as captured from a production rejection.
         raise InvalidMessageContents(
@@ -171,7 +172,7 @@ def _check_attribute(name: str, attribute: object) -> dict[str, Any]:
         raise InvalidParameterValue(
             f"Message (user) attribute types must be at most {MAX_TYPE_CHARS} characters long."
         )
-    if _first_bad_char(label) is not None:
+    if first_bad_char(label) is not None:
         raise InvalidParameterValue(
             f"The DataType of message (user) attribute '{name}' holds characters outside "
             f"{_ALLOWED}."
@@ -212,7 +213,7 @@ def _check_attribute(name: str, attribute: object) -> dict[str, Any]:
     if base == "Number":
         _check_number(name, string_value)
     else:
-        bad = _first_bad_char(string_value)
+        bad = first_bad_char(string_value)
         if bad is not None:
             raise InvalidParameterValue(
                 f"Invalid binary character '{bad}' was found in the value of "

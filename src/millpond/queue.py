@@ -29,6 +29,7 @@ from millpond.errors import (
 )
 from millpond.message import Message, pack_metadata
 from millpond.message_attributes import (
+    first_bad_char,
     message_attributes_size,
     validate_body_text,
     validate_message_attributes,
@@ -737,13 +738,15 @@ MAX_TAGS = 50
 
 
 def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """Tag keys 1-128 and values 0-256 characters, strings, at most 50."""
+    """Tag keys 1-128 and values 0-256 characters, strings, at most 50, in SQS's character set
+    (what the query protocol's XML can carry: a control character would break every reply
+    that lists the tags)."""
     if len(tags) > MAX_TAGS:
         raise InvalidParameterValue(f"Too many tags: at most {MAX_TAGS} are allowed.")
     for key, value in tags.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 128:
+        if not isinstance(key, str) or not 1 <= len(key) <= 128 or first_bad_char(key):
             raise InvalidParameterValue(f"Tag key {key!r} must be 1 to 128 characters.")
-        if not isinstance(value, str) or len(value) > 256:
+        if not isinstance(value, str) or len(value) > 256 or first_bad_char(value):
             raise InvalidParameterValue(
                 f"Tag value for {key!r} must be a string of at most 256 characters."
             )

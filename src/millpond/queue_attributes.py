@@ -8,11 +8,13 @@ reference for every default, range and error text.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from millpond.dead_letters import check_redrive_allow_policy
 from millpond.errors import InvalidAttributeName, InvalidAttributeValue, InvalidParameterValue
+from millpond.message_attributes import first_bad_char
 
 # name -> (minimum, maximum) for the integer attributes, all in seconds except the size.
 INT_RANGES: dict[str, tuple[int, int]] = {
@@ -155,6 +157,8 @@ def _normalize_value(name: str, value: Any) -> str:
         _check_json_policy(name, value)
     if name == "Policy" and value:
         _check_access_policy(value)
+    if first_bad_char(value):  # the query protocol's XML could not carry it back
+        raise InvalidAttributeValue(f"Invalid value for the parameter {name}.")
     return value
 
 
@@ -168,12 +172,15 @@ def _check_access_policy(value: str) -> None:
         raise InvalidAttributeValue("Invalid value for the parameter Policy.")  # AWS's wording
 
 
+_DECIMAL = re.compile(r"\s*-?[0-9]+\s*")  # ASCII digits only: str.isdigit() takes "²"
+
+
 def _as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
         return int(value)
     return None
 

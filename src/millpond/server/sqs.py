@@ -20,6 +20,7 @@ from millpond.dead_letters import parse_arn
 from millpond.fifo_queue import FifoQueue
 from millpond.message import Message
 from millpond.message_attributes import (
+    first_bad_char,
     md5_of_body,
     md5_of_message_attributes,
     message_attributes_size,
@@ -274,6 +275,25 @@ async def purge_queue(ctx: Context, request: Request) -> dict[str, Any]:
 # -- messages ------------------------------------------------------------------------------------
 
 
+def _check_trace_header(trace: Any) -> None:
+    """AWSTraceHeader: type String, a non-empty value in SQS's character set (checked before
+    anything is stored; its MD5 and the query protocol's XML need both)."""
+    kind, value = (
+        (trace.get("DataType"), trace.get("StringValue"))
+        if isinstance(trace, dict)
+        else (None, None)
+    )
+    if kind != "String" or not isinstance(value, str) or not value:
+        raise invalid(
+            "Message system attribute 'AWSTraceHeader' must be of type String with a StringValue."
+        )
+    bad = first_bad_char(value)
+    if bad is not None:
+        raise invalid(
+            f"Message system attribute 'AWSTraceHeader' has an invalid character '{bad}'."
+        )
+
+
 def _send_fields(entry: dict[str, Any]) -> dict[str, Any]:
     body = entry.get("MessageBody")
     if body is None or body == "":
@@ -287,8 +307,8 @@ def _send_fields(entry: dict[str, Any]) -> dict[str, Any]:
         if unknown:
             raise invalid(f"Message system attribute name '{sorted(unknown)[0]}' is invalid.")
         trace = system.get("AWSTraceHeader")
-        if trace is not None and (not isinstance(trace, dict) or not trace.get("StringValue")):
-            raise invalid("Message system attribute 'AWSTraceHeader' must have a StringValue.")
+        if trace is not None:
+            _check_trace_header(trace)
     return {
         "body": body,
         "delay_seconds": _int_param(entry, "DelaySeconds"),
