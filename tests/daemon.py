@@ -12,6 +12,8 @@ import time
 import urllib.request
 from typing import Any
 
+SERVE = [sys.executable, "-m", "millpond.cli", "serve"]  # the daemon's command line
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -37,19 +39,8 @@ class Daemon:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         # a test certificate is self-signed: the health check trusts it as its own CA
         self._ssl = ssl.create_default_context(cafile=tls[0]) if tls else None
-        command = [
-            sys.executable,
-            "-m",
-            "millpond.cli",
-            "serve",
-            "--data",
-            data_dir,
-            "--port",
-            str(self.port),
-            "--durability",
-            durability,
-            *(extra or []),
-        ]
+        command = SERVE + ["--data", data_dir, "--port", str(self.port)]
+        command += ["--durability", durability, *(extra or [])]
         if config:
             command += ["--config", config]
         if tls:

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import millpond
 from millpond.errors import MillpondError
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sv.add_argument("--config", help="TOML file: [server] settings, predefined queues/topics")
     sv.add_argument("--data", default=None, help=f"data directory (default {DEFAULT_DATA_DIR})")
     sv.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=None, help="port (default 9324)")
+    sv.add_argument("--port", type=_port, default=None, help="port (default 9324)")
     sv.add_argument("--durability", choices=("fsync", "os"), default=None)
     sv.add_argument("--region", default=None, help="default region (default us-east-1)")
     sv.add_argument("--account-id", default=None, help="account id in URLs and ARNs")
@@ -126,13 +127,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MillpondError as exc:  # a data directory it cannot use, say: the message says why
         print(f"millpond {args.command}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the data directory cannot be made, say
+        print(f"millpond {args.command}: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 1
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
 
 
 def _serve(args: argparse.Namespace) -> int:
     from millpond import server
     from millpond.server import config as config_module
 
+    try:
+        return _run_server(args, server, config_module)
+    except config_module.ConfigError as exc:
+        print(f"millpond serve: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> int:
     config = config_module.load(args.config) if args.config else {}
     settings = config.get("server", {})
 

@@ -35,17 +35,23 @@ def serve(
 
     With ``tls_cert`` and ``tls_key`` (PEM files) it serves HTTPS instead of HTTP.
     """
+    from millpond.server import config as config_module
+
     if (tls_cert is None) != (tls_key is None):
-        raise ValueError("TLS needs both a certificate (tls_cert) and its key (tls_key)")
+        raise config_module.ConfigError(
+            "TLS needs both a certificate (tls_cert) and its key (tls_key)"
+        )
     import uvicorn
 
-    from millpond.server import config as config_module
     from millpond.server.app import App
     from millpond.server.context import Context
 
     os.makedirs(data_dir, exist_ok=True)
     ctx = Context(data_dir, **options)
     ctx.broker()  # the default region's data, opened now: a directory it cannot use stops here
+    # and every other region's, so that /metrics, HTTP deliveries and move tasks cover them
+    # from the start, not from their first request
+    ctx.open_regions()
     created = config_module.apply(config or {}, ctx)
     log = logging.getLogger("millpond.server")
     for item in created:
@@ -71,14 +77,18 @@ def serve(
             super().handle_exit(sig, frame)
             ctx.request_shutdown()  # open long polls return now instead of after their wait
 
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:  # listening now (not if the port was taken): say where
+                bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else port
+                print(
+                    f"millpond serving SQS and SNS on {'https' if tls_cert else 'http'}://"
+                    f"{host}:{bound} (data {os.path.abspath(data_dir)})",
+                    flush=True,
+                )
+
     # uvicorn re-raises the signal it stopped on once it has shut down cleanly (requests
     # answered, commits flushed, brokers closed); exit 0 then, as a graceful stop should.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
-    server = Server(uv_config)
-    print(
-        f"millpond serving SQS and SNS on {'https' if tls_cert else 'http'}://{host}:{port} "
-        f"(data {os.path.abspath(data_dir)})",
-        flush=True,
-    )
-    server.run()
+    Server(uv_config).run()

@@ -84,7 +84,7 @@ class App:
         # Raw names and values (ASGI servers send names lower-cased), decoded where read; a
         # repeated header counts with its last value.
         headers: dict[bytes, bytes] = dict(scope["headers"])
-        if method == "GET" and path == "/health":
+        if method in ("GET", "HEAD") and path == "/health":  # load balancers probe with HEAD
             await _respond(send, 200, [(b"content-type", b"text/plain")], b"ok\n")
             return
         if method == "GET" and path == "/metrics":

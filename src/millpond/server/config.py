@@ -31,10 +31,13 @@ Definitions are created at start-up in file order and left alone when they alrea
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from millpond import errors
+from millpond.server.context import valid_region
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,23 +45,94 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SERVER_KEYS = {"host", "port", "data", "durability", "region", "account_id", "tls_cert", "tls_key"}
+_SERVER_TEXT = SERVER_KEYS - {"port"}
+# Each predefinition section: its required text keys, and its optional keys with their types.
+_SECTIONS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, ...]]]] = {
+    "queues": (("name",), {"region": (str,), "attributes": (dict,), "tags": (dict,)}),
+    "topics": (("name",), {"region": (str,), "attributes": (dict,)}),
+    "subscriptions": (
+        ("topic", "queue"),
+        {
+            "region": (str,),
+            "filter_policy": (dict, str),
+            "filter_policy_scope": (str,),
+            "raw_message_delivery": (bool,),
+        },
+    ),
+}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and the entry."""
 
 
 def load(path: str) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        config = tomllib.load(f)
-    unknown = set(config.get("server", {})) - SERVER_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown [server] keys: {', '.join(sorted(unknown))}")
+    """Read and check a TOML configuration (ConfigError, naming the entry, if it is wrong)."""
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _check_server(path, config.get("server", {}))
     auth = config.get("auth", {})
-    if set(auth) - {"credentials"}:
-        raise ValueError(f'{path}: [auth] takes only credentials = {{ KEY_ID = "secret" }}')
+    if not isinstance(auth, dict) or set(auth) - {"credentials"}:
+        raise ConfigError(f'{path}: [auth] takes only credentials = {{ KEY_ID = "secret" }}')
     pairs = auth.get("credentials", {})
     if not isinstance(pairs, dict) or not all(
         isinstance(k, str) and k and isinstance(v, str) and v for k, v in pairs.items()
     ):
-        raise ValueError(f"{path}: [auth] credentials must map access key ids to secrets")
+        raise ConfigError(f"{path}: [auth] credentials must map access key ids to secrets")
+    for section, (required, optional) in _SECTIONS.items():
+        _check_section(path, section, config.get(section, []), required, optional)
     return config
+
+
+def _check_server(path: str, server: Any) -> None:
+    if not isinstance(server, dict):
+        raise ConfigError(f"{path}: [server] must be a table")
+    unknown = set(server) - SERVER_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown [server] keys: {', '.join(sorted(unknown))}")
+    for name in _SERVER_TEXT & server.keys():
+        if not isinstance(server[name], str):
+            raise ConfigError(f"{path}: [server] {name} must be a string")
+    port = server.get("port", 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{path}: [server] port must be a number from 0 to 65535")
+    if server.get("durability", "fsync") not in ("fsync", "os"):
+        raise ConfigError(f'{path}: [server] durability must be "fsync" or "os"')
+    if not valid_region(server.get("region", "us-east-1")):
+        raise ConfigError(f"{path}: [server] region {server['region']!r} is not a region name")
+
+
+def _check_section(
+    path: str,
+    section: str,
+    entries: Any,
+    required: tuple[str, ...],
+    optional: dict[str, tuple[type, ...]],
+) -> None:
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: {section} must be written as [[{section}]] entries")
+    for number, entry in enumerate(entries, 1):
+        where = f"{path}: [[{section}]] #{number}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table")
+        for key in required:
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ConfigError(f"{where}: {key} is required (a string)")
+        for key, value in entry.items():
+            if key in required:
+                continue
+            if key not in optional:
+                raise ConfigError(f"{where}: unknown key {key}")
+            if not isinstance(value, optional[key]):
+                kinds = " or ".join("table" if t is dict else t.__name__ for t in optional[key])
+                raise ConfigError(f"{where}: {key} must be a {kinds}")
+        if "region" in entry and not valid_region(entry["region"]):
+            raise ConfigError(f"{where}: region {entry['region']!r} is not a region name")
 
 
 def credentials(config: dict[str, Any]) -> dict[str, str] | None:
@@ -67,34 +141,49 @@ def credentials(config: dict[str, Any]) -> dict[str, str] | None:
 
 
 def apply(config: dict[str, Any], ctx: Any) -> list[str]:
-    """Create the predefined queues, topics and subscriptions; returns what it created."""
+    """Create the predefined queues, topics and subscriptions; returns what it created.
+
+    Raises ConfigError naming the definition that cannot be created (and why).
+    """
     created = []
     for spec in config.get("queues", []):
-        broker = ctx.broker(spec.get("region"))
-        if spec["name"] in broker.list_queues(spec["name"]):
-            continue
-        broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
-        created.append(f"queue {spec['name']}")
+        with _naming(f"queue {spec['name']!r}"):
+            broker = ctx.broker(spec.get("region"))
+            if spec["name"] in broker.list_queues(spec["name"]):
+                continue
+            broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
+            created.append(f"queue {spec['name']}")
     for spec in config.get("topics", []):
-        broker = ctx.broker(spec.get("region"))
-        if spec["name"] in broker.list_topics():
-            continue
-        broker.create_topic(spec["name"], spec.get("attributes"))
-        created.append(f"topic {spec['name']}")
+        with _naming(f"topic {spec['name']!r}"):
+            broker = ctx.broker(spec.get("region"))
+            if spec["name"] in broker.list_topics():
+                continue
+            broker.create_topic(spec["name"], spec.get("attributes"))
+            created.append(f"topic {spec['name']}")
     for spec in config.get("subscriptions", []):
-        broker = ctx.broker(spec.get("region"))
-        topic = broker.topic(spec["topic"])
-        queue = broker.queue(spec["queue"])
-        try:
-            topic.subscribe(
-                queue,
-                filter_policy=spec.get("filter_policy"),
-                filter_policy_scope=spec.get("filter_policy_scope", "MessageAttributes"),
-                raw_message_delivery=spec.get("raw_message_delivery", False),
-            )
-        except errors.MillpondError as exc:
-            if "already exists" not in str(exc):
-                raise
-            continue
-        created.append(f"subscription {spec['topic']} -> {spec['queue']}")
+        with _naming(f"subscription {spec['topic']!r} -> {spec['queue']!r}"):
+            broker = ctx.broker(spec.get("region"))
+            topic = broker.topic(spec["topic"])
+            queue = broker.queue(spec["queue"])
+            try:
+                topic.subscribe(
+                    queue,
+                    filter_policy=spec.get("filter_policy"),
+                    filter_policy_scope=spec.get("filter_policy_scope", "MessageAttributes"),
+                    raw_message_delivery=spec.get("raw_message_delivery", False),
+                )
+            except errors.MillpondError as exc:
+                if "already exists" not in str(exc):
+                    raise
+                continue
+            created.append(f"subscription {spec['topic']} -> {spec['queue']}")
     return created
+
+
+@contextlib.contextmanager
+def _naming(what: str) -> Iterator[None]:
+    """Turn a failure to create ``what`` into a ConfigError that names it."""
+    try:
+        yield
+    except errors.MillpondError as exc:
+        raise ConfigError(f"predefined {what}: {exc}") from None

@@ -23,6 +23,11 @@ from millpond.errors import MillpondError, QueueDoesNotExist
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 
 
+def valid_region(name: Any) -> bool:
+    """Whether ``name`` is shaped like an AWS region (a directory of its own under the data)."""
+    return isinstance(name, str) and _REGION.fullmatch(name) is not None
+
+
 class Notifier:
     """asyncio side of the broker's wake-ups: per-queue futures resolved from any thread."""
 
@@ -175,7 +180,7 @@ class Context:
         broker = self._brokers.get(region)
         if broker is not None:
             return broker
-        if not _REGION.fullmatch(region):
+        if not valid_region(region):
             region = self.region
         with self._lock:
             broker = self._brokers.get(region)
@@ -191,6 +196,12 @@ class Context:
                     self._attach(broker)
                 self._brokers[region] = broker
         return broker
+
+    def open_regions(self) -> None:
+        """Open the broker of every region that has a data directory here."""
+        for name in sorted(os.listdir(self.data_dir)):
+            if valid_region(name) and os.path.isdir(os.path.join(self.data_dir, name)):
+                self.broker(name)
 
     def brokers(self) -> list[Broker]:
         return list(self._brokers.values())

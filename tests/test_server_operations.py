@@ -1,0 +1,156 @@
+"""The daemon as an operator runs it: start-up errors, the port, predefinitions, health and
+metrics across restarts. Each test starts its own `millpond serve` process."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .daemon import SERVE, Daemon, free_port
+
+
+def serve(
+    tmp_path: Path, *args: str, timeout: float = 20, port: bool = True
+) -> tuple[int | None, str]:
+    """Run `millpond serve` with ``args``; (exit code or None if still running, stderr+stdout)."""
+    command = SERVE + ["--data", str(tmp_path / "data"), *args]
+    if port and "--port" not in args:
+        command += ["--port", str(free_port())]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+        return process.returncode, out.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        return None, out.decode("utf-8", "replace")
+
+
+# -- start-up: a wrong option or config is one line naming it, exit 1 ----------------------------
+
+BAD_CONFIGS = {
+    "unknown_server_key": "[server]\nbogus = 1\n",
+    "toml_syntax_error": "[server\n",
+    "port_not_a_number": '[server]\nport = "abc"\n',
+    "durability_unknown": '[server]\ndurability = "never"\n',
+    "queue_without_name": '[[queues]]\nattributes = { VisibilityTimeout = "60" }\n',
+    "queues_not_an_array": 'queues = { name = "a" }\n',
+    "tags_not_a_table": '[[queues]]\nname = "a"\ntags = "team"\n',
+    "subscription_without_queue": (
+        '[[topics]]\nname = "t"\n[[queues]]\nname = "q"\n[[subscriptions]]\ntopic = "t"\n'
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_a_bad_config_is_a_clear_message_not_a_traceback(tmp_path: Path, case: str) -> None:
+    config = tmp_path / "millpond.toml"
+    config.write_text(BAD_CONFIGS[case])
+    # (the port case must not get a --port on the command line: it would win over the file's)
+    code, out = serve(tmp_path, "--config", str(config), port=case != "port_not_a_number")
+    assert code not in (None, 0), out
+    assert "Traceback" not in out, out
+    assert out.startswith("millpond serve: "), out
+
+
+@pytest.mark.parametrize("case", ["missing_config_file", "tls_cert_without_key", "data_is_a_file"])
+def test_bad_options_are_a_clear_message_not_a_traceback(tmp_path: Path, case: str) -> None:
+    (tmp_path / "plain-file").write_text("x")
+    args = {
+        "missing_config_file": ["--config", str(tmp_path / "nope.toml")],
+        "tls_cert_without_key": ["--tls-cert", str(tmp_path / "cert.pem")],
+        "data_is_a_file": ["--data", str(tmp_path / "plain-file" / "data")],
+    }[case]
+    code, out = serve(tmp_path, *args)
+    assert code not in (None, 0), out
+    assert "Traceback" not in out, out
+    assert out.startswith("millpond serve: "), out
+
+
+def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
+    # (the OS would take 99999 modulo 65536 and listen on 34463)
+    code, out = serve(tmp_path, "--port", "99999", timeout=5)
+    assert code not in (None, 0), f"still serving (exit {code}):\n{out}"
+
+
+def test_a_predefined_queue_in_a_malformed_region_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "millpond.toml"
+    config.write_text('[[queues]]\nname = "jobs"\nregion = "europe"\n')
+    code, out = serve(tmp_path, "--config", str(config), timeout=5)
+    assert code not in (None, 0), f"started (the queue would be in the default region):\n{out}"
+    assert "europe" in out, out
+
+
+def test_a_failing_predefinition_names_its_queue(tmp_path: Path) -> None:
+    config = tmp_path / "millpond.toml"
+    config.write_text(
+        '[[queues]]\nname = "orders"\n'
+        '[[queues]]\nname = "payments"\nattributes = { VisibilityTimeout = "99999" }\n'
+    )
+    code, out = serve(tmp_path, "--config", str(config))
+    assert code == 1, out
+    assert "payments" in out, out
+
+
+def _series(url: str, region: str) -> list[str]:
+    with urllib.request.urlopen(url + "/metrics") as r:
+        text = r.read().decode()
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith("millpond_sqs_approximate_number_of_messages_visible{")
+        and f'region="{region}"' in line
+    ]
+
+
+def test_metrics_show_every_regions_queues_after_a_restart(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    first = Daemon(data)
+    try:
+        west = first.client("sqs", region="eu-west-1")
+        url = west.create_queue(QueueName="west")["QueueUrl"]
+        for _ in range(3):
+            west.send_message(QueueUrl=url, MessageBody="x")
+        assert _series(first.url, "eu-west-1") == [
+            'millpond_sqs_approximate_number_of_messages_visible{region="eu-west-1",queue="west"} 3'
+        ]
+    finally:
+        assert first.stop() == 0
+    second = Daemon(data)
+    try:
+        # every region with data is open from the start, not from its first request
+        assert _series(second.url, "eu-west-1") == [
+            'millpond_sqs_approximate_number_of_messages_visible{region="eu-west-1",queue="west"} 3'
+        ]
+    finally:
+        second.stop()
+
+
+def test_head_health_is_ok(tmp_path: Path) -> None:
+    daemon = Daemon(str(tmp_path / "data"))
+    try:
+        request = urllib.request.Request(daemon.url + "/health", method="HEAD")
+        try:
+            with urllib.request.urlopen(request) as r:
+                status = r.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        assert status == 200
+    finally:
+        daemon.stop()
+
+
+def test_no_serving_banner_when_the_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out = serve(tmp_path, "--port", str(port))
+    assert code not in (None, 0), out
+    assert "millpond serving" not in out, out  # said only once listening
