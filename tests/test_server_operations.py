@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -154,3 +155,50 @@ def test_no_serving_banner_when_the_port_is_taken(tmp_path: Path) -> None:
         code, out = serve(tmp_path, "--port", str(port))
     assert code not in (None, 0), out
     assert "millpond serving" not in out, out  # said only once listening
+
+
+# -- slow and idle clients, shutdown -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("first_bytes", [b"", b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"])
+def test_a_connection_without_a_complete_request_head_is_closed(
+    tmp_path: Path, first_bytes: bytes
+) -> None:
+    # Silent from the start, or headers never finished: closed after MILLPOND_HEAD_TIMEOUT_S
+    # (each such connection would otherwise count toward the connection limit for good).
+    daemon = Daemon(str(tmp_path / "data"), env={"MILLPOND_HEAD_TIMEOUT_S": "1"})
+    try:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+            if first_bytes:
+                sock.sendall(first_bytes)
+            started = time.monotonic()
+            assert sock.recv(4096) == b""  # closed by the daemon, not by this timeout
+            assert 0.5 < time.monotonic() - started < 8
+        # a client that sends its request in time is served
+        with urllib.request.urlopen(daemon.url + "/health") as r:
+            assert r.status == 200
+    finally:
+        daemon.stop()
+
+
+def test_sigterm_does_not_wait_for_a_stalled_request_body(tmp_path: Path) -> None:
+    daemon = Daemon(str(tmp_path / "data"))  # MILLPOND_BODY_TIMEOUT_S: the default 30 s
+    try:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=60) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-amz-json-1.0\r\n"
+                b"X-Amz-Target: AmazonSQS.ListQueues\r\nContent-Length: 100\r\n\r\n{"
+            )
+            time.sleep(0.5)
+            started = time.monotonic()
+            code = daemon.stop(signal.SIGTERM)
+            seconds = time.monotonic() - started
+            reply = sock.recv(4096)
+    finally:
+        daemon.stop(signal.SIGKILL)
+    log = daemon.log()
+    assert code == 0, log
+    assert "Traceback" not in log and "ERROR" not in log, log
+    assert reply.startswith(b"HTTP/1.1 408"), reply  # told, not dropped
+    assert seconds < 10, f"SIGTERM took {seconds:.1f} s"

@@ -45,6 +45,7 @@ def serve(
 
     from millpond.server.app import App
     from millpond.server.context import Context
+    from millpond.server.http_protocol import DeadlineHttpProtocol
 
     os.makedirs(data_dir, exist_ok=True)
     ctx = Context(data_dir, **options)
@@ -56,12 +57,13 @@ def serve(
     log = logging.getLogger("millpond.server")
     for item in created:
         log.info("created %s", item)
+    app = App(ctx)
     uv_config = uvicorn.Config(
-        App(ctx),
+        app,
         host=host,
         port=port,
         loop="auto",
-        http="auto",
+        http=DeadlineHttpProtocol,  # httptools, with a deadline on request heads
         lifespan="on",
         log_level="warning",
         timeout_keep_alive=75,
@@ -76,6 +78,8 @@ def serve(
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)
             ctx.request_shutdown()  # open long polls return now instead of after their wait
+            if ctx.loop is not None:  # requests still sending their body get 408 now
+                ctx.loop.call_soon_threadsafe(app.cut_off_body_reads)
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)

@@ -150,15 +150,23 @@ class App:
         finally:
             reading.pop(task, None)
 
+    def cut_off_body_reads(self) -> None:
+        """On shutdown: requests still reading their body end now with a 408, instead of
+        holding the stop for as long as their client takes (or for good, when it stalled)."""
+        self._cancel_reads(self._reading)
+
+    def _cancel_reads(self, tasks: Any) -> None:
+        for task in list(tasks):
+            if task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+
     async def _watch_bodies(self) -> None:
         """Cancel the requests that have been reading their body for over BODY_TIMEOUT_S."""
         while True:
             await asyncio.sleep(min(1.0, BODY_TIMEOUT_S / 4))
             cutoff = time.monotonic() - BODY_TIMEOUT_S
-            for task, started in list(self._reading.items()):
-                if started < cutoff and task not in self._expired:
-                    self._expired.add(task)
-                    task.cancel()
+            self._cancel_reads(task for task, started in self._reading.items() if started < cutoff)
 
     def _request(
         self,
