@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
-from botocore.auth import SigV4Auth
+from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -124,8 +124,10 @@ def test_bad_credentials_get_aws_errors_and_change_nothing(daemon: Daemon) -> No
     assert not any(t.endswith(":never") for t in topics)
 
 
-def signed_form(daemon: Daemon, params: dict[str, str]) -> tuple[bytes, dict[str, str]]:
-    """(body, headers) of a POST signed by alice."""
+def signed_form(
+    daemon: Daemon, params: dict[str, str], service: str = "sqs"
+) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of a query-protocol POST alice signed for ``service`` in us-east-1."""
     body = urllib.parse.urlencode(params).encode()
     request = AWSRequest(
         method="POST",
@@ -133,7 +135,7 @@ def signed_form(daemon: Daemon, params: dict[str, str]) -> tuple[bytes, dict[str
         data=body,
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    SigV4Auth(Credentials("AKIDALICE", KEYS["AKIDALICE"]), "sqs", "us-east-1").add_auth(request)
+    SigV4Auth(Credentials("AKIDALICE", KEYS["AKIDALICE"]), service, "us-east-1").add_auth(request)
     return body, dict(request.headers.items())
 
 
@@ -342,3 +344,209 @@ def test_https_with_a_certificate(tmp_path: Path) -> None:
             urllib.request.urlopen(plain, timeout=5)  # plain HTTP is not served on that port
     finally:
         assert d.stop() == 0
+
+
+ALICE = Credentials("AKIDALICE", KEYS["AKIDALICE"])
+SQS_VERSION = "2012-11-05"
+SNS_VERSION = "2010-03-31"
+
+
+def send(
+    daemon: Daemon, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b""
+) -> tuple[int, str]:
+    """Send exactly these headers (repeats allowed); (status, body text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body and not any(n.lower() == "content-length" for n, _ in headers):
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def code_of(text: str) -> str:
+    match = re.search(r"<Code>(\w+)</Code>", text) or re.search(r'"__type":\s*"[^"]*?(\w+)"', text)
+    return match.group(1) if match else text[:200]
+
+
+def signed_headers_of(request: AWSRequest) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.headers.items()]
+
+
+def alice_sqs(daemon: Daemon, region: str = "us-east-1") -> Any:
+    return boto3.client(
+        "sqs",
+        endpoint_url=daemon.url,
+        region_name=region,
+        aws_access_key_id="AKIDALICE",
+        aws_secret_access_key=KEYS["AKIDALICE"],
+    )
+
+
+# -- the request time, presigned URLs, the service scope, repeated headers -------------------
+
+
+class _IsoDateSigner(SigV4Auth):
+    """Signs with a Date header in ISO 8601 basic format (the form AWS's Common Parameters pages
+    name: "If the Date header is specified in the ISO 8601 basic format, X-Amz-Date is not
+    required")."""
+
+    def _set_necessary_date_headers(self, request: AWSRequest) -> None:
+        for name in ("Date", "X-Amz-Date"):
+            if name in request.headers:
+                del request.headers[name]
+        request.headers["Date"] = request.context["timestamp"]
+
+
+@pytest.mark.parametrize("signer", [SigV4Auth, _IsoDateSigner], ids=["rfc1123", "iso8601"])
+def test_date_header_instead_of_x_amz_date_is_accepted(daemon: Daemon, signer: type) -> None:
+    """SigV4 takes the request time from X-Amz-Date *or* Date ("If we can't find x-amz-date,
+    we look for date"). botocore itself, given a request with a Date header, sends Date
+    (RFC 1123) and no X-Amz-Date (SigV4Auth._set_necessary_date_headers)."""
+    body = urllib.parse.urlencode({"Action": "ListQueues", "Version": SQS_VERSION}).encode()
+    request = AWSRequest(
+        method="POST",
+        url=daemon.url + "/",
+        data=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Date": "Thu, 01 Jan 1970 00:00:00 GMT",  # replaced by botocore with "now"
+        },
+    )
+    signer(ALICE, "sqs", "us-east-1").add_auth(request)
+    headers = signed_headers_of(request)
+    assert "X-Amz-Date" not in dict(headers) and "Date" in dict(headers)
+    headers.append(("Host", f"127.0.0.1:{daemon.port}"))
+    status, text = send(daemon, "POST", "/", headers, body)
+    assert status == 200, (status, code_of(text))
+    assert "ListQueuesResponse" in text
+
+
+def test_presigned_url_is_accepted(daemon: Daemon) -> None:
+    """Query-string SigV4 (X-Amz-Algorithm, X-Amz-Credential, X-Amz-Date, X-Amz-Expires,
+    X-Amz-SignedHeaders, X-Amz-Signature) is the other half of SigV4, accepted by SQS/SNS on
+    AWS; botocore's SigV4QueryAuth makes it. millpond only looks at the Authorization header and
+    answers MissingAuthenticationToken."""
+    url = f"{daemon.url}/?Action=ListQueues&Version={SQS_VERSION}"
+    request = AWSRequest(method="GET", url=url)
+    SigV4QueryAuth(ALICE, "sqs", "us-east-1", expires=300).add_auth(request)
+    split = urllib.parse.urlsplit(request.url)
+    assert "X-Amz-Signature=" in split.query
+    status, text = send(
+        daemon, "GET", f"{split.path}?{split.query}", [("Host", f"127.0.0.1:{daemon.port}")]
+    )
+    assert status == 200, (status, code_of(text))
+    assert "ListQueuesResponse" in text
+
+
+@pytest.mark.parametrize("signed_for", ["sqs", "s3", "execute-api"])
+def test_sns_request_signed_for_another_service_is_refused(daemon: Daemon, signed_for: str) -> None:
+    """AWS refuses a signature scoped to another service: SignatureDoesNotMatch (403),
+    "Credential should be scoped to correct service: 'sns'." The SNS call below (Version
+    2010-03-31) is signed with a .../sqs/aws4_request (or s3...) scope."""
+    body, signed = signed_form(daemon, {"Action": "ListTopics", "Version": SNS_VERSION}, signed_for)
+    headers = list(signed.items()) + [("Host", f"127.0.0.1:{daemon.port}")]
+    status, text = send(daemon, "POST", "/", headers, body)
+    assert (status, code_of(text)) == (403, "SignatureDoesNotMatch")
+
+
+def test_sqs_json_request_signed_for_sns_is_refused(daemon: Daemon) -> None:
+    """The same over SQS's JSON protocol: a request signed for 'sns' is taken as SQS."""
+    body = b"{}"
+    request = AWSRequest(
+        method="POST",
+        url=daemon.url + "/",
+        data=body,
+        headers={
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": "AmazonSQS.ListQueues",
+        },
+    )
+    SigV4Auth(ALICE, "sns", "us-east-1").add_auth(request)
+    headers = signed_headers_of(request) + [("Host", f"127.0.0.1:{daemon.port}")]
+    status, text = send(daemon, "POST", "/", headers, body)
+    assert status in (400, 403) and "SignatureDoesNotMatch" in text, (status, text[:300])
+
+
+def test_scope_date_differing_from_x_amz_date_is_signature_does_not_match(daemon: Daemon) -> None:
+    """AWS: SignatureDoesNotMatch (403) "Date in Credential scope does not match YYYYMMDD from
+    ISO-8601 version of date from HTTP: ..." (the signature verification step fails, per AWS's
+    SigV4 troubleshooting page)."""
+    body, signed = signed_form(daemon, {"Action": "ListQueues", "Version": SQS_VERSION}, "sqs")
+    headers = list(signed.items())
+    auth = dict(headers)["Authorization"]
+    scope_date = re.search(r"Credential=AKIDALICE/(\d{8})/", auth).group(1)  # type: ignore[union-attr]
+    other_day = "19991231" if scope_date != "19991231" else "20000101"
+    headers = [
+        (k, v.replace(f"/{scope_date}/", f"/{other_day}/") if k == "Authorization" else v)
+        for k, v in headers
+    ] + [("Host", f"127.0.0.1:{daemon.port}")]
+    status, text = send(daemon, "POST", "/", headers, body)
+    assert (status, code_of(text)) == (403, "SignatureDoesNotMatch")
+
+
+def test_non_ascii_signature_is_signature_does_not_match(daemon: Daemon) -> None:
+    """A signature with a non-ASCII byte is a wrong signature (403), not a malformed request."""
+    body = urllib.parse.urlencode({"Action": "ListQueues", "Version": SQS_VERSION}).encode()
+    request = AWSRequest(
+        method="POST",
+        url=daemon.url + "/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    SigV4Auth(ALICE, "sqs", "us-east-1").add_auth(request)
+    headers = []
+    for k, v in signed_headers_of(request):
+        if k == "Authorization":
+            v = v[:-1] + "\xe9"  # one Latin-1 byte in place of the last hex digit
+        headers.append((k, v))
+    headers.append(("Host", f"127.0.0.1:{daemon.port}"))
+    status, text = send(daemon, "POST", "/", headers, body)
+    assert (status, code_of(text)) == (403, "SignatureDoesNotMatch")
+
+
+def test_query_as_sent_is_sorted_by_name_then_value(daemon: Daemon) -> None:
+    """botocore signs a URL's query as sent, sorted by (name, value) pairs (SigV4: "sort by
+    encoded name, then by value"). Sorting whole "name=value" strings would
+    differ when a name is a prefix of another (AttributeName.1 / .10: '=' sorts after '0').
+    The '+' below is what makes the "as sent" variant needed at all."""
+    query = "&".join(
+        [
+            "Action=ListQueues",
+            f"Version={SQS_VERSION}",
+            "QueueNamePrefix=a+b",
+            "AttributeName.1=All",
+            "AttributeName.10=All",
+        ]
+    )
+    url = f"{daemon.url}/?{query}"
+    request = AWSRequest(method="GET", url=url)
+    SigV4Auth(ALICE, "sqs", "us-east-1").add_auth(request)
+    headers = signed_headers_of(request) + [("Host", f"127.0.0.1:{daemon.port}")]
+    status, text = send(daemon, "GET", f"/?{query}", headers)
+    assert status == 200, (status, code_of(text))
+
+
+def test_a_second_authorization_header_cannot_move_a_signed_request(daemon: Daemon) -> None:
+    """A request alice signed for us-east-1, replayed with a second, unsigned Authorization
+    header naming eu-west-1, must not create its queue in eu-west-1: the header that names the
+    region is the one that was verified (or the request is refused)."""
+    body, signed = signed_form(
+        daemon, {"Action": "CreateQueue", "QueueName": "moved", "Version": SQS_VERSION}, "sqs"
+    )
+    headers = list(signed.items()) + [
+        ("Host", f"127.0.0.1:{daemon.port}"),
+        (
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDBOB/20000101/eu-west-1/sqs/aws4_request, "
+            "SignedHeaders=host, Signature=00",
+        ),
+    ]
+    send(daemon, "POST", "/", headers, body)  # refused, or done in us-east-1: both fine
+    west = alice_sqs(daemon, "eu-west-1").list_queues().get("QueueUrls", [])
+    assert not any(u.endswith("/moved") for u in west)

@@ -176,8 +176,11 @@ class App:
         params: dict[str, Any],
         query: bool,
         request_id: str,
+        verified: tuple[str, str] | None = None,
     ) -> Request:
-        region, access_key = region_of(_text(headers, b"authorization"), self.ctx.region)
+        region, access_key = verified or region_of(
+            _text(headers, b"authorization"), self.ctx.region
+        )
         return Request(
             action=action,
             params=params,
@@ -205,9 +208,11 @@ class App:
         request = None
         try:
             if self.ctx.credentials:
-                sigv4.check(scope, body, self.ctx.credentials)
+                verified = sigv4.check(scope, body, self.ctx.credentials, "sqs")
+            else:
+                verified = None
             params = sqs_json.parse(body)
-            request = self._request(scope, headers, action, params, False, request_id)
+            request = self._request(scope, headers, action, params, False, request_id, verified)
             result = await self._run(sqs.HANDLERS, request, receive)
             if result is not None:  # None: the client went away during a long poll
                 await _respond(
@@ -241,7 +246,8 @@ class App:
                 form.setdefault(key, []).extend(values)
         flat = {k: v[-1] for k, v in form.items()}
         version = flat.get("Version", "")
-        scope_service = (_text(headers, b"authorization").split("/") + ["", "", "", ""])[3]
+        credential_text = _text(headers, b"authorization") or flat.get("X-Amz-Credential", "")
+        scope_service = (credential_text.split("/") + ["", "", "", ""])[3]
         service = {SQS_VERSION: "sqs", SNS_VERSION: "sns"}.get(version, scope_service)
         action = flat.get("Action", "")
         if not service and action in _UNSIGNED_SNS:
@@ -260,13 +266,16 @@ class App:
                     "MissingParameter", "The request must contain the parameter Version.", 400
                 )
             authenticated = True
+            verified = None
             if self.ctx.credentials:
                 if service == "sns" and action in _UNSIGNED_SNS and b"authorization" not in headers:
                     authenticated = False  # the URLs in SNS messages are fetched unsigned
                 else:
-                    sigv4.check(scope, body, self.ctx.credentials)
-            params = codec.parse(action, flat)
-            request = self._request(scope, headers, action, params, True, request_id)
+                    verified = sigv4.check(scope, body, self.ctx.credentials, service)
+            params = codec.parse(
+                action, {k: v for k, v in flat.items() if not k.startswith("X-Amz-")}
+            )
+            request = self._request(scope, headers, action, params, True, request_id, verified)
             request.authenticated = authenticated
             result = await self._run(handlers, request, receive)
             if result is not None:  # None: the client went away during a long poll

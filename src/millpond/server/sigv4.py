@@ -3,7 +3,9 @@
 Opt-in (``[auth] credentials = { ACCESS_KEY_ID = "secret" }`` in the TOML config): without it
 the daemon takes any request, as before, and the credential scope only selects the region.
 With it, every SQS and SNS request must carry a valid ``Authorization: AWS4-HMAC-SHA256 ...``
-header made with one of the configured key pairs, as boto3, aws-cli and the AWS SDKs send it.
+header made with one of the configured key pairs, as boto3, aws-cli and the AWS SDKs send it
+(or be a presigned URL: the same signature in X-Amz-* query parameters), scoped to the service
+it calls; the request time is X-Amz-Date, else the Date header.
 The errors are AWS's common ones (IncompleteSignature, InvalidClientTokenId,
 MissingAuthenticationToken, SignatureDoesNotMatch, RequestExpired).
 
@@ -16,12 +18,13 @@ whitespace collapsed; the SHA-256 of the body, which an x-amz-content-sha256 hea
 from __future__ import annotations
 
 import calendar
+import email.utils
 import hashlib
 import hmac
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from millpond.server.protocol import AwsError
 
@@ -85,7 +88,9 @@ def _canonical_queries(query_string: bytes) -> list[str]:
             )
         )
     normalized = "&".join(f"{key}={value}" for key, value in sorted(pairs))
-    as_sent = "&".join(sorted(item if "=" in item else item + "=" for item in items))
+    as_sent = "&".join(
+        f"{key}={value}" for key, value in sorted(item.partition("=")[::2] for item in items)
+    )
     return [normalized] if as_sent == normalized else [normalized, as_sent]
 
 
@@ -124,39 +129,129 @@ def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return key
 
 
-def check(scope: Mapping[str, Any], body: bytes, credentials: Mapping[str, str]) -> None:
-    """Raise the AwsError AWS would answer unless the request is signed with a known key pair.
+def _first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
+def _request_time(headers: list[tuple[bytes, bytes]], query_date: str | None) -> str:
+    """The request time as YYYYMMDDTHHMMSSZ: X-Amz-Date (query or header), else Date."""
+    amz_date = query_date
+    if amz_date is None:
+        raw = _first(headers, b"x-amz-date")
+        amz_date = None if raw is None else raw.decode("latin-1")
+    if amz_date is None:
+        raw = _first(headers, b"date")
+        if raw is None:
+            raise _incomplete(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' "
+                "header."
+            )
+        text = raw.decode("latin-1")
+        try:
+            parsed = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            parsed = None
+        if parsed is not None:
+            return parsed.strftime("%Y%m%dT%H%M%SZ")
+        amz_date = text
+    try:
+        time.strptime(amz_date, "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        raise _incomplete(f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'.") from None
+    return amz_date
+
+
+class _Claim(NamedTuple):
+    """What a request says about its signature: from its Authorization header, or from the
+    X-Amz-* parameters of a presigned URL."""
+
+    credential: list[str]  # access key, date, region, service, "aws4_request"
+    signed_headers: list[str]
+    signature: str
+    query_string: bytes  # the query the signature covers (a presigned URL's, without it)
+    amz_date: str | None = None  # a presigned URL's X-Amz-Date (else the headers')
+    expires_s: int | None = None  # a presigned URL's X-Amz-Expires
+
+
+MAX_EXPIRES_S = 7 * 24 * 3600  # the longest a presigned URL may be valid
+
+
+def _claim(scope: Mapping[str, Any]) -> _Claim:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    authorizations = [v for k, v in headers if k.lower() == b"authorization"]
+    query_string: bytes = scope.get("query_string", b"")
+    query = urllib.parse.parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+    if authorizations or "X-Amz-Algorithm" not in query:
+        if not authorizations:
+            raise missing_token()
+        if len(authorizations) > 1:  # the one checked must be the one that names the region
+            raise _incomplete("the request has more than one Authorization header")
+        credential, signed, signature = _parse_authorization(authorizations[0].decode("latin-1"))
+        return _Claim(credential, signed, signature, query_string)
+    if query["X-Amz-Algorithm"][0] != ALGORITHM:
+        raise _incomplete(f"the algorithm must be {ALGORITHM}")
+    try:
+        credential = query["X-Amz-Credential"][0].split("/")
+        signed = query["X-Amz-SignedHeaders"][0].split(";")
+        signature = query["X-Amz-Signature"][0]
+        amz_date = query["X-Amz-Date"][0]
+        expires_s = int(query.get("X-Amz-Expires", [str(MAX_EXPIRES_S)])[0])
+    except (KeyError, ValueError) as missing:
+        raise _incomplete(f"{missing.args[0]} is missing or malformed") from None
+    if len(credential) != 5 or credential[4] != "aws4_request" or not all(credential):
+        raise _incomplete("the Credential must be KEY/DATE/REGION/SERVICE/aws4_request")
+    if not 1 <= expires_s <= MAX_EXPIRES_S:
+        raise _incomplete(f"X-Amz-Expires must be from 1 to {MAX_EXPIRES_S} seconds")
+    covered = b"&".join(
+        item for item in query_string.split(b"&") if not item.startswith(b"X-Amz-Signature=")
+    )
+    return _Claim(credential, signed, signature, covered, amz_date, expires_s)
+
+
+def check(
+    scope: Mapping[str, Any], body: bytes, credentials: Mapping[str, str], service: str
+) -> tuple[str, str]:
+    """Raise the AwsError AWS would answer unless the request is signed for ``service`` ("sqs"
+    or "sns") with a known key pair; else (region, access key) of the verified scope.
 
     ``scope`` is the ASGI HTTP scope (method, raw_path, query_string, headers as sent).
     """
     headers: list[tuple[bytes, bytes]] = scope["headers"]
-    authorization = next((v for k, v in headers if k.lower() == b"authorization"), None)
-    if authorization is None:
-        raise missing_token()
-    credential, signed, signature = _parse_authorization(authorization.decode("latin-1"))
-    access_key, date, region, service, _ = credential
+    claim = _claim(scope)
+    credential, signed, signature = claim.credential, claim.signed_headers, claim.signature
+    access_key, date, region, scope_service, _ = credential
     secret = credentials.get(access_key)
     if secret is None:
         raise _error(
             "InvalidClientTokenId", "The security token included in the request is invalid.", 403
         )
-    amz_date = next((v for k, v in headers if k.lower() == b"x-amz-date"), b"").decode("latin-1")
-    try:
-        signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
-    except ValueError:
-        raise _incomplete("the X-Amz-Date header is missing or malformed") from None
+    amz_date = _request_time(headers, claim.amz_date)
+    signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+    if scope_service != service:
+        raise _error(
+            "SignatureDoesNotMatch",
+            f"Credential should be scoped to correct service: '{service}'. ",
+            403,
+        )
     if not amz_date.startswith(date):
-        raise _incomplete("the Credential date differs from the X-Amz-Date day")
-    if abs(time.time() - signed_at) > MAX_SKEW_S:
+        raise _error(
+            "SignatureDoesNotMatch",
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
+            f"from HTTP: '{date}' != '{amz_date[:8]}', from '{amz_date}'.",
+            403,
+        )
+    now = time.time()
+    if claim.expires_s is not None:
+        if now > signed_at + claim.expires_s:
+            raise _error("RequestExpired", "Request has expired.", 400)
+    elif abs(now - signed_at) > MAX_SKEW_S:
         raise _error(
             "RequestExpired",
             f"Request has expired: it is dated {amz_date}, more than 15 minutes from now.",
             400,
         )
-    # The body is always hashed here: a client's x-amz-content-sha256 header must agree with it
-    # (else a signed header could vouch for another body).
     payload_hash = hashlib.sha256(body).hexdigest()
-    declared = next((v for k, v in headers if k.lower() == b"x-amz-content-sha256"), None)
+    declared = _first(headers, b"x-amz-content-sha256")
     if declared is not None and declared.decode("latin-1") != payload_hash:
         raise _error(
             "SignatureDoesNotMatch",
@@ -166,15 +261,15 @@ def check(scope: Mapping[str, Any], body: bytes, credentials: Mapping[str, str])
     raw_path = scope.get("raw_path") or scope.get("path", "/").encode("utf-8")
     head = (scope["method"], _canonical_path(raw_path))
     tail = (_canonical_headers(headers, signed), ";".join(signed), payload_hash)
-    key = _signing_key(secret, date, region, service)
+    key = _signing_key(secret, date, region, scope_service)
     scope_text = "/".join(credential[1:])
-    for query in _canonical_queries(scope.get("query_string", b"")):
-        canonical = "\n".join((*head, query, *tail))
+    for canonical_query in _canonical_queries(claim.query_string):
+        canonical = "\n".join((*head, canonical_query, *tail))
         digest = hashlib.sha256(canonical.encode()).hexdigest()
         to_sign = "\n".join((ALGORITHM, amz_date, scope_text, digest))
         expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        if hmac.compare_digest(expected, signature):
-            return
+        if hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape")):
+            return region, access_key
     raise _error(
         "SignatureDoesNotMatch",
         "The request signature we calculated does not match the signature you provided. "
