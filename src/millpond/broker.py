@@ -85,7 +85,7 @@ class Broker:
         self._lock = threading.Lock()
         try:
             self._env_id, self._secret = self._storage.write(_load_identity)
-        except IncompatibleDataFormat:
+        except BaseException:  # not a directory this millpond can use: let go of it
             self._wakeups.close()
             self._storage.close()
             raise
@@ -180,6 +180,7 @@ class Broker:
 
     def queue(self, name: str) -> Queue:
         """The existing queue ``name``; raises QueueDoesNotExist."""
+        self._refresh_definitions()  # deleted and re-created by another process, say
         cached = self._queues.get(name)  # one dict read is atomic: no lock on the hot path
         if cached is not None:
             return cached
@@ -225,6 +226,7 @@ class Broker:
             else:
                 queue._modified_s = definition["modified"]
                 queue._apply(definition["attributes"])
+                queue._tags = definition.get("tags", {})
 
     def _forget(self, queue: Queue) -> None:
         """Drop a cached queue object (its queue was deleted); the next lookup reloads."""
@@ -443,7 +445,15 @@ def _load_identity(txn: Any, now_ms: int) -> tuple[int, bytes]:
         }
         txn.put(_ENV_KEY, msgpack.packb(identity))
     else:
-        identity = msgpack.unpackb(raw)
+        try:
+            identity = msgpack.unpackb(raw)
+        except ValueError:
+            identity = None
+        if not isinstance(identity, dict) or {"env_id", "secret"} - identity.keys():
+            raise IncompatibleDataFormat(
+                "the data directory's identity record is unreadable: not a millpond directory "
+                "this version can use"
+            )
         if identity.get("format") != DATA_FORMAT:
             raise IncompatibleDataFormat(
                 f"the data directory has storage format {identity.get('format')}; this "

@@ -697,6 +697,7 @@ class Queue:
 
     def tags(self) -> dict[str, str]:
         """The queue's tags (SQS ListQueueTags)."""
+        self._broker._refresh_definitions()  # tagged by another process, say
         return dict(self._tags)
 
     def tag(self, tags: Mapping[str, str]) -> None:

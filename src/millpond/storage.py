@@ -20,10 +20,11 @@ kept for the copy-on-write pages of receives, deletes and purges, which can alwa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lmdb
@@ -53,6 +54,8 @@ INLINE_COMMIT_MAX_S = 0.002
 GATHER_WINDOW_S = 0.05  # a thread that wrote this recently counts as an active writer
 MAX_GATHER_S = 0.0005  # the longest a leader waits for the others (and at most half a commit)
 _open_lock = threading.Lock()
+# Environments inherited through fork() in the middle of a commit (see _drop_after_fork)
+_abandoned: list[lmdb.Environment] = []
 # (device, inode) of each open data directory -> (pid that opened it, its Storage)
 _open_here: dict[tuple[int, int], tuple[int, Storage]] = {}
 
@@ -67,6 +70,47 @@ class Tables:
     def __init__(self, env: lmdb.Environment, txn: lmdb.Transaction) -> None:
         for name in _TABLES:
             setattr(self, name, env.open_db(name.encode(), txn=txn, create=True))
+
+
+class _ReadGate:
+    """Read transactions of this process, and moments with none of them open.
+
+    py-lmdb (3.0) remaps the environment on set_mapsize() under every open read transaction
+    (which then fails with a raw lmdb error), and an abort waits until no operation of any
+    thread runs on the environment (which readers taking turns can put off for good). Growing
+    the map and aborting therefore happen ``quiet()``: new reads wait, open ones finish first.
+    """
+
+    __slots__ = ("_cond", "_reads", "_quiet")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._reads = 0  # read transactions open
+        self._quiet = 0  # writers waiting for, or holding, a moment without reads
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._quiet:
+                self._cond.wait()
+            self._reads += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._reads -= 1
+            if not self._reads and self._quiet:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        with self._cond:
+            self._quiet += 1
+            self._cond.wait_for(lambda: not self._reads)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._quiet -= 1
+                self._cond.notify_all()
 
 
 class _Op:
@@ -155,6 +199,7 @@ class Storage:
         self._pid = os.getpid()
         self._closed = False
         self._mutex = threading.Lock()
+        self._reads = _ReadGate()
         self._idle = threading.Condition(self._mutex)  # close() waits on it for the last leader
         self._pending: list[_Op] = []
         self._leader_active = False
@@ -360,8 +405,7 @@ class Storage:
                         _fail(op, StorageFull("the data directory reached max_map_size"))
                     todo = [op for op in todo if not op.done]
             except lmdb.MapResizedError:
-                self.env.set_mapsize(0)  # another process grew the map: adopt its size
-                self._map_size = self.env.info()["map_size"]
+                self._adopt_map_size()  # another process grew the map
             except BaseException as exc:
                 if len(todo) == 1:
                     _fail(todo[0], exc)
@@ -387,28 +431,26 @@ class Storage:
         txn = self.env.begin(write=True)
         rolled_back = False
         try:
-            full = (
-                self._map_size > self._send_limit
-                and any(op.sends for op in batch)
-                and self._sends_refused(txn)
-            )
+            near_full = self._map_size > self._send_limit
             for op in batch:
-                if op.sends and full:
+                # Near the limit every send is checked against the pages in use so far,
+                # this transaction's included: one big group commit must not eat the reserve
+                # that receives and deletes need to drain the store.
+                if op.sends and near_full and self._sends_refused(txn):
                     outcomes.append((None, StorageFull("the data directory is full")))
                     continue
                 try:
                     if op.atomic and not alone:
-                        with self.env.begin(write=True, parent=txn) as child:
-                            outcomes.append((op.fn(child, now_ms), None))
+                        outcomes.append((self._nested(txn, op, now_ms), None))
                     else:
                         outcomes.append((op.fn(txn, now_ms), None))
                 except MillpondError as exc:
                     if alone:
-                        txn.abort()
+                        self._abort(txn)
                         rolled_back = True
                     outcomes.append((None, exc))
         except BaseException:
-            txn.abort()
+            self._abort(txn)
             raise
         if not rolled_back:
             txn.commit()
@@ -417,6 +459,21 @@ class Storage:
         for op, (op.result, op.error) in zip(batch, outcomes):
             op.done = True
         return not rolled_back
+
+    def _nested(self, txn: lmdb.Transaction, op: _Op, now_ms: int) -> Any:
+        """Run ``op`` in a transaction nested in ``txn``: rolled back alone if it raises."""
+        child = self.env.begin(write=True, parent=txn)
+        try:
+            result = op.fn(child, now_ms)
+        except BaseException:
+            self._abort(child)
+            raise
+        child.commit()
+        return result
+
+    def _abort(self, txn: lmdb.Transaction) -> None:
+        with self._reads.quiet():  # py-lmdb's abort waits for every thread's operations
+            txn.abort()
 
     def _sends_refused(self, txn: lmdb.Transaction) -> bool:
         """True when the pages in use leave less than the reserve below max_map_size.
@@ -435,22 +492,34 @@ class Storage:
         current = self.env.info()["map_size"]
         if current >= self.max_map_size:
             return False
-        self.env.set_mapsize(min(current * 2, self.max_map_size))
+        with self._reads.quiet():  # remapping fails the reads open in other threads
+            self.env.set_mapsize(min(current * 2, self.max_map_size))
         self._map_size = self.env.info()["map_size"]
         return True
+
+    def _adopt_map_size(self) -> None:
+        """Take the map size another process grew the data to."""
+        with self._reads.quiet():
+            self.env.set_mapsize(0)
+        self._map_size = self.env.info()["map_size"]
 
     # -- reads ------------------------------------------------------------------------------
 
     def read(self, fn: Callable[[lmdb.Transaction], Any]) -> Any:
         """Run ``fn(txn)`` in a read-only snapshot."""
         self._check_usable()
-        try:
-            with self.env.begin() as txn:
-                return fn(txn)
-        except lmdb.MapResizedError:
-            self.env.set_mapsize(0)
-            with self.env.begin() as txn:
-                return fn(txn)
+        for retry in (False, True):
+            self._reads.enter()
+            try:
+                with self.env.begin() as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:
+                if retry:
+                    raise
+            finally:
+                self._reads.leave()
+            self._adopt_map_size()  # another process grew the map: then read again
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -468,6 +537,9 @@ class Storage:
     def close(self) -> None:
         """Flush and close; in "os" mode this is where the data reaches the disk."""
         if self._closed:
+            return
+        if _process_id != self._pid:  # inherited through fork(): the parent's commits are not
+            self._drop_after_fork()  # ours to wait for (their threads do not exist here)
             return
         with self._mutex:
             self._closing = True
@@ -491,9 +563,15 @@ class Storage:
         """In a forked child: let go of the parent's environment so the child can reopen.
 
         py-lmdb (3.0) makes closing an environment inherited through fork() safe: the
-        parent's readers and locks are not touched.
+        parent's readers and locks are not touched. But it waits for a write transaction to
+        end on the thread that began it, and when the fork came during a commit that thread
+        does not exist here: the environment is then left open (kept referenced, so that no
+        collection closes it either) instead of waiting for good.
         """
         self._closed = True
+        if self._leader_active:
+            _abandoned.append(self.env)
+            return
         try:
             self.env.close()
         except lmdb.Error:

@@ -43,6 +43,7 @@ class Wakeups:
         self._sleepers = 0  # threads inside wait(): the mapping must outlive them
         self._listeners: list[Callable[[int | None], None]] = []
         self._closing = False
+        self._pid = os.getpid()  # a forked child has none of the opener's sleeping threads
         bell_class = _doorbell_class()
         if bell_class is not None:
             fd = os.open(os.path.join(path, DOORBELL_FILE), os.O_RDWR | os.O_CREAT, 0o600)
@@ -112,13 +113,23 @@ class Wakeups:
                 self._cond.wait(min(timeout, FALLBACK_POLL_S))
 
     def close(self) -> None:
-        """Wake every sleeper, wait until they are out, then unmap the doorbell."""
+        """Wake every sleeper, wait until they are out, then unmap the doorbell.
+
+        In a process forked from the opener only the mapping is let go: the sleepers counted
+        (and any lock held) belong to threads that do not exist here.
+        """
+        if os.getpid() != self._pid:
+            self._unmap()
+            return
         with self._cond:
             self._closing = True
         if self._bell is not None:
             self._bell.ring_all()
             with self._cond:
                 self._cond.wait_for(lambda: self._sleepers == 0, timeout=30)
+        self._unmap()
+
+    def _unmap(self) -> None:
         if self._bell is not None:
             self._bell.close()
             self._bell = None
