@@ -370,7 +370,9 @@ def test_body_size_limit_counts_attributes_and_follows_the_queue_setting(queue, 
     queue.send(b"x" * 1_048_576)
     with pytest.raises(errors.MessageTooLong) as too_long:
         queue.send(b"x" * 1_048_577)
-    assert str(too_long.value) == "Message must be shorter than 1048576 bytes."  # AWS's text
+    assert str(too_long.value) == (  # AWS's text
+        "One or more parameters are invalid. Reason: Message must be shorter than 1048576 bytes."
+    )
     attrs = {"k": {"DataType": "String", "StringValue": "v"}}  # 1 + 6 + 1 = 8 bytes
     queue.send(b"x" * (1_048_576 - 8), attributes=attrs)
     with pytest.raises(errors.MessageTooLong):

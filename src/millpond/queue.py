@@ -163,8 +163,14 @@ class Queue:
         attrs = validate_message_attributes(attributes) if attributes else None
         size = len(data) + (message_attributes_size(attrs) if attrs else 0)
         if size > self._max_size:
-            raise MessageTooLong(f"Message must be shorter than {self._max_size} bytes.")
+            raise self._too_long()
         return data, attrs
+
+    def _too_long(self) -> MessageTooLong:
+        return MessageTooLong(  # AWS's text
+            "One or more parameters are invalid. Reason: Message must be shorter than "
+            f"{self._max_size} bytes."
+        )
 
     def _check_delay(self, delay_seconds: int | None) -> int:
         if delay_seconds is None:
@@ -261,7 +267,7 @@ class Queue:
                 raise MissingParameter("The request must contain the parameter MessageBody.")
             longest = max(map(len, entries))
             if longest > self._max_size:
-                raise MessageTooLong(f"Message must be shorter than {self._max_size} bytes.")
+                raise self._too_long()
             n = len(entries)
             return list(entries), [b""] * n, [self._delay_ms] * n
         bodies, blobs, delays = [], [], []
