@@ -616,35 +616,31 @@ def test_publish_batch(sns, sqs):
         TopicArn=topic,
         PublishBatchRequestEntries=[
             {"Id": "one", "Message": "first", "MessageAttributes": {"k": S("v")}},
-            {"Id": "bad", "Message": ""},
             {"Id": "two", "Message": "second", "Subject": "s"},
+        ],
+    )
+    assert [s["Id"] for s in result["Successful"]] == ["one", "two"]
+    assert all(len(s["MessageId"]) == 36 for s in result["Successful"])
+    assert not result.get("Failed")
+    assert sorted(m["Body"] for m in receive(sqs, url, 2)) == ["first", "second"]
+    # one bad entry fails the whole request (AWS-recorded), with that entry's error
+    for bad, code, text in (
+        ({"Id": "bad", "Message": ""}, "InvalidParameter", "Invalid parameter: Empty message"),
+        (
             {
                 "Id": "attr",
                 "Message": "x",
                 "MessageAttributes": {"k": {"DataType": "Colour", "StringValue": "red"}},
             },
-        ],
-    )
-    assert [s["Id"] for s in result["Successful"]] == ["one", "two"]
-    assert all(len(s["MessageId"]) == 36 for s in result["Successful"])
-    assert result["Failed"] == [
-        {
-            "Id": "bad",
-            "Code": "InvalidParameter",
-            "Message": "Invalid parameter: Empty message",
-            "SenderFault": True,
-        },
-        {
-            "Id": "attr",
-            "Code": "ParameterValueInvalid",
-            "SenderFault": True,
-            "Message": (
-                "The message attribute 'k' has an invalid message attribute type, the set of "
-                "supported type prefixes is Binary, Number, and String."
-            ),
-        },
-    ]
-    assert sorted(m["Body"] for m in receive(sqs, url, 2)) == ["first", "second"]
+            "ParameterValueInvalid",
+            "The message attribute 'k' has an invalid message attribute type, the set of "
+            "supported type prefixes is Binary, Number, and String.",
+        ),
+    ):
+        entries = [{"Id": "fine", "Message": "not published"}, bad]
+        error = error_of(sns.publish_batch, TopicArn=topic, PublishBatchRequestEntries=entries)
+        assert error[:2] == (code, text)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
 
     def batch_error(entries: list[dict[str, Any]]) -> tuple[str, str, int]:
         return error_of(sns.publish_batch, TopicArn=topic, PublishBatchRequestEntries=entries)

@@ -658,7 +658,8 @@ def _deliver(
                 out.dedup_id,
             )
             if not out.raw_ok():
-                refused.append(item)
+                # SQS cannot carry these attributes: the dead-letter copy goes without them
+                refused.append((out.data, None, len(out.data), out.group_id, out.dedup_id))
                 continue
         else:
             note = out.note(topic, state)

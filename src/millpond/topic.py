@@ -49,7 +49,7 @@ import msgpack
 
 from millpond import fan_out
 from millpond.dead_letters import parse_arn
-from millpond.errors import MillpondError, TopicNotFound
+from millpond.errors import TopicNotFound
 from millpond.fan_out import (
     DEDUP_WINDOW_MS,
     HTTP_OUTBOX,
@@ -665,41 +665,28 @@ class Topic(TopicSettings):
                 deduplication_id, message_structure).
 
         Returns:
-            One result per entry, in order: ``{"Id", "MessageId"}`` (plus "SequenceNumber" on
-            FIFO topics) when published, ``{"Id", "Code", "Message", "SenderFault"}`` when the
-            entry was refused; the refused ones do not stop the others.
+            One result per entry, in order: ``{"Id", "MessageId"}``, plus "SequenceNumber" on
+            FIFO topics.
 
         Raises:
             EmptyBatchRequest, TooManyEntriesInBatchRequest, BatchEntryIdsNotDistinct,
-            InvalidBatchEntryId, BatchRequestTooLong (SNS's codes): nothing was published.
+            InvalidBatchEntryId, BatchRequestTooLong (SNS's codes), or the error of the first
+            entry :meth:`publish` would refuse (as SNS, the whole request fails): nothing was
+            published.
         """
         if not isinstance(entries, Sequence) or any(not isinstance(e, Mapping) for e in entries):
             raise InvalidParameter("Invalid parameter: PublishBatchRequestEntries")
         check_batch_ids([entry.get("Id", entry.get("id")) for entry in entries])
         state = self._snapshot()
-        results: list[dict[str, Any]] = []
-        outs: list[Outgoing] = []
-        slots: list[int] = []
-        total = 0
-        for entry in entries:
-            entry_id = entry.get("Id", entry.get("id"))
-            try:
-                out = fan_out.outgoing(state, *fan_out.entry_arguments(entry))
-            except MillpondError as exc:
-                results.append(
-                    {"Id": entry_id, "Code": exc.code, "Message": str(exc), "SenderFault": True}
-                )
-                continue
-            total += out.size
-            slots.append(len(results))
-            results.append({"Id": entry_id})
-            outs.append(out)
-        check_batch_size(total)
-        if outs:
-            for slot, (message_id, sequence) in zip(slots, self._publish(state, outs), strict=True):
-                results[slot]["MessageId"] = message_id
-                if sequence is not None:
-                    results[slot]["SequenceNumber"] = sequence
+        outs = [fan_out.outgoing(state, *fan_out.entry_arguments(entry)) for entry in entries]
+        check_batch_size(sum(out.size for out in outs))
+        results: list[dict[str, Any]] = [
+            {"Id": entry.get("Id", entry.get("id"))} for entry in entries
+        ]
+        for slot, (message_id, sequence) in enumerate(self._publish(state, outs)):
+            results[slot]["MessageId"] = message_id
+            if sequence is not None:
+                results[slot]["SequenceNumber"] = sequence
         return results
 
     def _publish(self, state: State, outs: list[Outgoing]) -> list[tuple[str, str | None]]:
