@@ -550,3 +550,16 @@ def test_a_second_authorization_header_cannot_move_a_signed_request(daemon: Daem
     send(daemon, "POST", "/", headers, body)  # refused, or done in us-east-1: both fine
     west = alice_sqs(daemon, "eu-west-1").list_queues().get("QueueUrls", [])
     assert not any(u.endswith("/moved") for u in west)
+
+
+def test_sender_id_is_the_key_the_message_was_sent_with(daemon: Daemon) -> None:
+    # SQS's SenderId names the sender: alice's verified key, also when bob receives.
+    alice = client(daemon, "sqs", "AKIDALICE", KEYS["AKIDALICE"])
+    bob = client(daemon, "sqs", "AKIDBOB", KEYS["AKIDBOB"])
+    url = alice.create_queue(QueueName="sender-id")["QueueUrl"]
+    alice.send_message(QueueUrl=url, MessageBody="x")
+    alice.send_message_batch(QueueUrl=url, Entries=[{"Id": "1", "MessageBody": "y"}])
+    messages = bob.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["SenderId"]
+    )["Messages"]
+    assert [m["Attributes"]["SenderId"] for m in messages] == ["AKIDALICE", "AKIDALICE"]

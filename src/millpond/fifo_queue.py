@@ -74,6 +74,7 @@ class FifoQueue(Queue):
         group_id: str | None,
         deduplication_id: str | None,
         trace_header: str | None = None,
+        sender_id: str | None = None,
     ) -> tuple[bytes, bytes, bytes, bytes, int]:
         """(body, metadata blob, group key, dedup key, delay ms) of one FIFO message."""
         data, attrs = self._check_message(body, attributes)
@@ -91,7 +92,7 @@ class FifoQueue(Queue):
         g = fifo.group_key(group_id)
         scope = b"G" + g if self._group_scope else b"Q"
         dedup_key = scope + deduplication_id.encode()
-        blob = pack_metadata(attrs, group_id, deduplication_id, trace_header)
+        blob = pack_metadata(attrs, group_id, deduplication_id, trace_header, sender_id)
         return data, blob, g, dedup_key, self._delay_ms
 
     def send(

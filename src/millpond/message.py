@@ -16,11 +16,13 @@ def pack_metadata(
     group_id: str | None = None,
     deduplication_id: str | None = None,
     trace_header: str | None = None,
+    sender_id: str | None = None,
 ) -> bytes:
     """The stored ``attrs`` section of a record: empty when the message has no metadata.
 
     A msgpack map with only the keys that are set: ``a`` message attributes (boto3 shape),
-    ``g`` MessageGroupId, ``d`` MessageDeduplicationId, ``t`` the AWSTraceHeader system attribute.
+    ``g`` MessageGroupId, ``d`` MessageDeduplicationId, ``t`` the AWSTraceHeader system attribute,
+    ``s`` the SenderId (the access key a daemon client sent it with).
     One Packer is shared: ``Packer.pack`` is a single C call that resets its buffer, so the GIL
     makes that safe.
     """
@@ -33,6 +35,8 @@ def pack_metadata(
         metadata["d"] = deduplication_id
     if trace_header is not None:
         metadata["t"] = trace_header
+    if sender_id is not None:
+        metadata["s"] = sender_id
     return _packer.pack(metadata) if metadata else b""
 
 
@@ -118,6 +122,11 @@ class Message:
     def trace_header(self) -> str | None:
         """The AWSTraceHeader system attribute sent with the message (X-Ray), if any."""
         return self.metadata.get("t")
+
+    @property
+    def sender_id(self) -> str | None:
+        """The access key the message was sent with through the daemon (SQS's SenderId)."""
+        return self.metadata.get("s")
 
     @property
     def text(self) -> str:

@@ -195,6 +195,7 @@ class Queue:
         group_id: str | None = None,
         deduplication_id: str | None = None,
         trace_header: str | None = None,
+        sender_id: str | None = None,
     ) -> tuple[bytes, bytes, int]:
         """(body, metadata blob, delay in ms) of one message for a standard queue."""
         data, attrs = self._check_message(body, attributes)
@@ -206,9 +207,9 @@ class Queue:
         if group_id is not None:
             check_message_id_field("MessageGroupId", group_id)  # fair queues: a tenant label
         delay_ms = self._check_delay(delay_seconds)
-        if attrs is None and group_id is None and trace_header is None:
+        if attrs is None and group_id is None and trace_header is None and sender_id is None:
             return data, b"", delay_ms
-        return data, pack_metadata(attrs, group_id, None, trace_header), delay_ms
+        return data, pack_metadata(attrs, group_id, None, trace_header, sender_id), delay_ms
 
     def send(
         self,

@@ -294,7 +294,13 @@ def _check_trace_header(trace: Any) -> None:
         )
 
 
-def _send_fields(entry: dict[str, Any]) -> dict[str, Any]:
+def _sender_id(ctx: Context, request: Request) -> str | None:
+    """The SenderId to keep with a message: the access key of a verified signature (the daemon
+    checks them when it has credentials); None otherwise (receives then show the account)."""
+    return request.access_key if ctx.credentials and request.access_key else None
+
+
+def _send_fields(entry: dict[str, Any], sender_id: str | None) -> dict[str, Any]:
     body = entry.get("MessageBody")
     if body is None or body == "":
         raise missing("MessageBody")
@@ -316,6 +322,7 @@ def _send_fields(entry: dict[str, Any]) -> dict[str, Any]:
         "group_id": entry.get("MessageGroupId"),
         "deduplication_id": entry.get("MessageDeduplicationId"),
         "trace_header": trace["StringValue"] if trace else None,
+        "sender_id": sender_id,
     }
 
 
@@ -346,6 +353,7 @@ async def _send_prepared(
                 f["group_id"],
                 f["deduplication_id"],
                 f["trace_header"],
+                f["sender_id"],
             )
             for f in prepared
         ]
@@ -359,6 +367,7 @@ async def _send_prepared(
             f["group_id"],
             f["deduplication_id"],
             f["trace_header"],
+            f["sender_id"],
         )
         bodies.append(data)
         blobs.append(blob)
@@ -390,7 +399,7 @@ def _check_entry(queue: Queue, fields: dict[str, Any]) -> None:
 @action
 async def send_message(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
-    fields = _send_fields(request.params)
+    fields = _send_fields(request.params, _sender_id(ctx, request))
     ((message_id, sequence),) = await _send_prepared(ctx, queue, [fields])
     return _send_result(fields, request.params, message_id, sequence)
 
@@ -409,6 +418,7 @@ def _entry_size(entry: dict[str, Any]) -> int:
 @action
 async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
+    sender_id = _sender_id(ctx, request)
     entries = _check_batch(request.params.get("Entries"), "SendMessageBatchRequestEntry")
     total = sum(_entry_size(e) for e in entries)
     if total > 1_048_576:
@@ -429,7 +439,7 @@ async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
     good, failed = [], []
     for entry in entries:
         try:
-            fields = _send_fields(entry)
+            fields = _send_fields(entry, sender_id)
             _check_entry(queue, fields)
             good.append((entry, fields))
         except (AwsError, errors.MillpondError) as exc:
@@ -570,8 +580,7 @@ async def receive_message(ctx: Context, request: Request) -> dict[str, Any]:
     return (
         {
             "Messages": [
-                _wire_message(m, wanted, names, request.access_key or request.account_id)
-                for m in messages
+                _wire_message(m, wanted, names, m.sender_id or request.account_id) for m in messages
             ]
         }
         if messages
