@@ -74,6 +74,13 @@ def test_bad_options_are_a_clear_message_not_a_traceback(tmp_path: Path, case: s
     assert out.startswith("millpond serve: "), out
 
 
+def test_a_region_that_is_no_region_is_refused(tmp_path: Path) -> None:
+    # (it would name a data directory and appear in every ARN)
+    code, out = serve(tmp_path, "--region", "Bad Region", timeout=5)
+    assert code == 2 and "is not a region name" in out, out
+    assert not (tmp_path / "data" / "Bad Region").exists()
+
+
 def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
     # (the OS would take 99999 modulo 65536 and listen on 34463)
     code, out = serve(tmp_path, "--port", "99999", timeout=5)

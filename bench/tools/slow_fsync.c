@@ -3,8 +3,9 @@
  * The 8-thread group-commit target compares 8 threads with one; how far apart they land
  * depends on how long a durable commit takes next to CPython's thread hand-offs. This shim
  * adds SLOW_FSYNC_US microseconds after every fdatasync() of the process, so a fast disk can
- * be measured as the slower one of ../shared/reference/performance.md (about 0.3-0.6 ms per
- * durable commit). Nothing of millpond changes; only the wait for the disk grows.
+ * be measured as the slower one of the reference machine the project's targets were set on
+ * (about 0.3-0.6 ms per durable commit). Nothing of millpond changes; only the wait for the
+ * disk grows.
  *
  *   cc -shared -fPIC -O2 -o /tmp/slow_fsync.so bench/tools/slow_fsync.c -ldl
  *   SLOW_FSYNC_US=400 LD_PRELOAD=/tmp/slow_fsync.so \

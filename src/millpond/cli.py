@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sv.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=_port, default=None, help="port (default 9324)")
     sv.add_argument("--durability", choices=("fsync", "os"), default=None)
-    sv.add_argument("--region", default=None, help="default region (default us-east-1)")
+    sv.add_argument("--region", type=_region, default=None, help="default region (us-east-1)")
     sv.add_argument("--account-id", default=None, help="account id in URLs and ARNs")
     sv.add_argument("--tls-cert", default=None, help="PEM certificate: HTTPS (with --tls-key)")
     sv.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
@@ -138,6 +138,14 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
     return port
+
+
+def _region(text: str) -> str:
+    from millpond.server.context import valid_region
+
+    if not valid_region(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a region name (like us-east-1)")
+    return text
 
 
 def _serve(args: argparse.Namespace) -> int:
