@@ -1977,13 +1977,13 @@ def test_oversized_bodies_get_413_before_being_read(
         )
         chunk = b"%x\r\n%s\r\n" % (256 * 1024, b" " * 256 * 1024)
         try:
-            for _ in range(9):  # 2.25 MiB, never terminated
+            for _ in range(25):  # 6.25 MiB, never terminated
                 sock.sendall(chunk)
         except OSError:
             pass
         assert _read_status(sock).startswith(b"HTTP/1.1 413")
-    # Through boto3: a 3 MB batch is refused whole.
-    entries = [{"Id": str(i), "MessageBody": "b" * 300_000} for i in range(10)]
+    # Through boto3: a 7 MB batch is refused whole.
+    entries = [{"Id": str(i), "MessageBody": "b" * 700_000} for i in range(10)]
     try:
         sqs.send_message_batch(QueueUrl=url, Entries=entries)
     except ClientError as error:
@@ -1991,9 +1991,54 @@ def test_oversized_bodies_get_413_before_being_read(
     except Exception:  # noqa: BLE001 - the daemon may hang up mid-upload
         pass
     else:
-        pytest.fail("a 3 MB request was accepted")
+        pytest.fail("a 7 MB request was accepted")
+    # A 3 MB one is read, and refused by the batch rule (as SQS answers it).
+    entries = [{"Id": str(i), "MessageBody": "b" * 300_000} for i in range(10)]
+    expect_error(
+        sqs,
+        sqs.send_message_batch,
+        "AWS.SimpleQueueService.BatchRequestTooLong",
+        QueueUrl=url,
+        Entries=entries,
+    )
     assert counts(sqs, url) == (0, 0, 0)
     still_serving(sqs)
+
+
+@pytest.mark.parametrize(
+    ("action", "params"),
+    [
+        ("UntagQueue", {"TagKeys": "abc"}),  # a string, not a list: "a", "b", "c" were untagged
+        ("AddPermission", {"Label": "l", "AWSAccountIds": "111122223333", "Actions": "*"}),
+        ("ReceiveMessage", {"AttributeNames": "All"}),  # was read as {"A", "l"}
+        ("SendMessage", {"MessageBody": "x", "DelaySeconds": "0"}),  # "0" is no Integer
+        ("ReceiveMessage", {"MaxNumberOfMessages": "10"}),
+        ("SetQueueAttributes", {"Attributes": []}),
+    ],
+)
+def test_a_json_member_of_the_wrong_type_is_a_serialization_error(
+    daemon: Daemon, clients: Callable[..., Any], action: str, params: dict[str, Any]
+) -> None:
+    sqs = clients()
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    sqs.tag_queue(QueueUrl=url, Tags={"a": "1", "b": "2", "c": "3", "abc": "4"})
+    status, _, payload = raw_json(daemon, action, {"QueueUrl": url, **params})
+    assert status == 400 and json.loads(payload)["__type"].endswith("SerializationException")
+    assert counts(sqs, url) == (0, 0, 0)  # nothing changed
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"a": "1", "b": "2", "c": "3", "abc": "4"}
+    assert (
+        "Policy" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    )
+
+
+def test_a_1_mib_message_that_json_escapes_fits(clients: Callable[..., Any]) -> None:
+    # JSON writes "é" as \u00e9: a 1 MiB body (or batch) takes ~3 MiB on the wire
+    sqs = clients()
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="é" * 524_288)  # 1,048,576 bytes of UTF-8
+    entries = [{"Id": str(i), "MessageBody": "é" * 50_000} for i in range(10)]
+    assert len(sqs.send_message_batch(QueueUrl=url, Entries=entries)["Successful"]) == 10
+    assert counts(sqs, url)[0] == 11
 
 
 # -- concurrency, health, metrics ------------------------------------------------------------------

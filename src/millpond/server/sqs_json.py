@@ -16,6 +16,54 @@ CONTENT_TYPE = b"application/x-amz-json-1.0"
 TARGET_PREFIX = "AmazonSQS."
 
 
+# Members the SQS model types as Integer, List or Map: over JSON a value of another JSON type is
+# refused as AWS refuses it (a string would otherwise be taken character by character, "10"
+# read as 10). The query codec hands every value over as text and has its own rules.
+_INTEGERS = frozenset(
+    {
+        "DelaySeconds",
+        "MaxNumberOfMessages",
+        "VisibilityTimeout",
+        "WaitTimeSeconds",
+        "MaxResults",
+        "MaxNumberOfMessagesPerSecond",
+    }
+)
+_LISTS = frozenset(
+    {
+        "AttributeNames",
+        "MessageAttributeNames",
+        "MessageSystemAttributeNames",
+        "TagKeys",
+        "AWSAccountIds",
+        "Actions",
+        "Entries",
+    }
+)
+_MAPS = frozenset({"Attributes", "Tags", "tags", "MessageAttributes", "MessageSystemAttributes"})
+
+
+def _serialization(message: str) -> AwsError:
+    return AwsError("SerializationException", message, 400, "SerializationException")
+
+
+def _check_member_types(params: dict[str, Any]) -> None:
+    for name, value in params.items():
+        if value is None:
+            continue
+        if name in _INTEGERS and type(value) is not int:
+            raise _serialization(
+                f"{type(value).__name__.upper()}_VALUE can not be converted to an Integer"
+            )
+        if (name in _LISTS and type(value) is not list) or (
+            name in _MAPS and type(value) is not dict
+        ):
+            raise _serialization(f"Unexpected value type for {name}")
+    for entry in params.get("Entries") or ():
+        if type(entry) is dict:
+            _check_member_types(entry)
+
+
 def parse(body: bytes) -> dict[str, Any]:
     """The request's parameters; an empty body means none."""
     if not body.strip():
@@ -30,12 +78,8 @@ def parse(body: bytes) -> dict[str, Any]:
             "SerializationException",
         ) from None
     if not isinstance(params, dict):
-        raise AwsError(
-            "SerializationException",
-            "The request body must be a JSON object.",
-            400,
-            "SerializationException",
-        )
+        raise _serialization("The request body must be a JSON object.")
+    _check_member_types(params)
     return params
 
 
