@@ -235,3 +235,43 @@ def test_move_task_resumes_after_a_restart_without_loss_or_duplicates(data_dir, 
             texts += [m.text for m in batch]
         assert sorted(texts) == sorted(f"m{i}" for i in range(40))
         assert dlq.receive(10) == []
+
+
+# -- move tasks and the dead-letter queue's retention -------------------------------------------
+
+
+def test_move_task_does_not_bring_back_a_message_past_the_dlq_retention(broker, clock):
+    # DLQ retention 60 s, counted from the original send (standard queues).
+    dlq = broker.create_queue("dlq", {"MessageRetentionPeriod": "60"})
+    src = broker.create_queue("src", {**redrive(dlq, 1), "VisibilityTimeout": "100"})
+    src.send("old")  # sent at t=0
+    src.receive()  # in flight until t=100
+    clock.advance(50)
+    src.send("young")  # sent at t=50
+    src.receive(visibility_timeout=5)  # in flight until t=55
+    clock.advance(10)  # t=60
+    assert src.receive(10) == []  # "young" moved to the DLQ
+    clock.advance(45)  # t=105
+    assert src.receive(10) == []  # "old" moved to the DLQ, behind "young"
+    # t=105: "old" (sent t=0) is past the DLQ's 60 s retention, "young" (sent t=50) is not.
+    broker.start_message_move_task(dlq.arn)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+    got = [m.text for m in src.receive(10)]
+    assert got == ["young"]  # "old" expired in the DLQ: it must never be delivered again
+
+
+def test_rate_limited_move_task_does_not_move_a_message_that_expired_meanwhile(broker, clock):
+    # The message left in the DLQ expires while the task runs.
+    dlq = broker.create_queue("dlq", {"MessageRetentionPeriod": "60"})
+    src = broker.create_queue("src", redrive(dlq, 1))
+    src.send("first")
+    src.send("second")
+    assert len(src.receive(10, visibility_timeout=0)) == 2
+    assert src.receive(10) == []  # both moved to the DLQ
+    broker.start_message_move_task(dlq.arn, max_messages_per_second=1)
+    wait_for(
+        lambda: broker.list_message_move_tasks(dlq.arn)[0]["ApproximateNumberOfMessagesMoved"] == 1
+    )
+    clock.advance(61)  # during the task's 1 s pause: the message left in the DLQ expires
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+    assert [m.text for m in src.receive(10)] == ["first"]

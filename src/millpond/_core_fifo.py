@@ -465,9 +465,16 @@ def drop(core: ModuleType, txn: Any, t: Any, queue_id: int) -> None:
 
 
 def peek(
-    txn: Any, t: Any, queue_id: int, now_ms: int, limit: int, dead_lettered_only: bool
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    now_ms: int,
+    limit: int,
+    dead_lettered_only: bool,
+    retention_cutoff_ms: int = 0,
 ) -> list[tuple[int, bytes, int]]:
-    """Up to ``limit`` receivable members as (seq, g, source_queue_id), group by group."""
+    """Up to ``limit`` receivable members as (seq, g, source_queue_id), group by group; those
+    sent (or moved here) before ``retention_cutoff_ms`` are passed over."""
     out: list[tuple[int, bytes, int]] = []
     with txn.cursor(db=t.vis) as heads:
         if not heads.set_range(_VIS_KEY.pack(queue_id, 0, 0)):
@@ -485,7 +492,7 @@ def peek(
                     state = _STATE.unpack(value)
                     if state[0] > now_ms:
                         break
-                    if state[5] or not dead_lettered_only:
+                    if state[1] >= retention_cutoff_ms and (state[5] or not dead_lettered_only):
                         out.append((_U64.unpack_from(mkey, len(mkey) - 8)[0], g, state[5]))
     return out
 

@@ -693,12 +693,21 @@ def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_s
     return removed
 
 
-def peek(txn, dbs, queue_id: int, now_ms: int, limit: int, dead_lettered_only: bool):
+def peek(
+    txn,
+    dbs,
+    queue_id: int,
+    now_ms: int,
+    limit: int,
+    dead_lettered_only: bool,
+    retention_cutoff_ms: int = 0,
+):
     """Up to ``limit`` visible messages as (seq, visible_at_ms, source_queue_id), untouched.
 
     With ``dead_lettered_only``, only messages a dead-letter move brought here. Redrive uses it
     to pick what to move without receiving it. Fresh messages come last, with visible_at_ms
-    FRESH.
+    FRESH. Messages sent before ``retention_cutoff_ms`` are passed over: they are never
+    delivered, so never moved either.
     """
     out = []
     with txn.cursor(db=dbs.vis) as cur:
@@ -707,8 +716,8 @@ def peek(txn, dbs, queue_id: int, now_ms: int, limit: int, dead_lettered_only: b
                 qid, visible_at, seq = _VIS_KEY.unpack(key)
                 if qid != queue_id or visible_at > now_ms or len(out) >= limit:
                     break
-                source = _VIS_VALUE.unpack(value)[4]
-                if source or not dead_lettered_only:
+                sent_ms, _, _, _, source = _VIS_VALUE.unpack(value)
+                if sent_ms >= retention_cutoff_ms and (source or not dead_lettered_only):
                     out.append((seq, visible_at, source))
     if dead_lettered_only or len(out) >= limit:
         return out
@@ -718,6 +727,10 @@ def peek(txn, dbs, queue_id: int, now_ms: int, limit: int, dead_lettered_only: b
                 qid, seq = _LOG_KEY.unpack(key)
                 if qid != queue_id or len(out) >= limit:
                     break
-                if len(value) >= HEADER_SIZE and not record_flags(value) & INDEXED:
+                if (
+                    len(value) >= HEADER_SIZE
+                    and not record_flags(value) & INDEXED
+                    and _HEADER.unpack_from(value)[2] >= retention_cutoff_ms
+                ):
                     out.append((seq, FRESH, 0))
     return out

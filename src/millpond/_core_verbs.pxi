@@ -535,8 +535,10 @@ def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to
     return removed
 
 
-def peek(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t limit, bint dead_lettered_only):
+def peek(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t limit, bint dead_lettered_only,
+         uint64_t retention_cutoff_ms=0):
     cdef const unsigned char *k
+    cdef const unsigned char *v
     cdef uint32_t source
     out = []
     cur = txn.cursor(dbs.vis)
@@ -547,8 +549,11 @@ def peek(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t limit, bint de
             k = _buf(key)
             if millpond_get_u32(k) != queue_id or millpond_get_u64(k + 4) > now_ms:
                 break
-            source = millpond_get_u32(_buf(cur.value()) + 28)
-            if source or not dead_lettered_only:
+            value = cur.value()
+            v = _buf(value)
+            source = millpond_get_u32(v + 28)
+            if millpond_get_u64(v) >= retention_cutoff_ms \
+                    and (source or not dead_lettered_only):  # sent_ms: past retention, never
                 out.append((millpond_get_u64(k + 12), millpond_get_u64(k + 4), source))
             found = cur.next()
     finally:
@@ -563,7 +568,8 @@ def peek(txn, dbs, uint32_t queue_id, uint64_t now_ms, Py_ssize_t limit, bint de
             if millpond_get_u32(_buf(key)) != queue_id:
                 break
             if PyBytes_GET_SIZE(record) >= MILLPOND_RECORD_HEADER_SIZE \
-                    and not _record_flags(record):
+                    and not _record_flags(record) \
+                    and millpond_get_u64(_buf(record) + 8) >= retention_cutoff_ms:
                 out.append((_key_u64(key, 4), FRESH, 0))
             found = cur.next()
     finally:

@@ -321,8 +321,13 @@ class MoveTasks:
         # FIFO dead-letter queues keep their own layout; same verbs, same shapes.
         fifo = source["attributes"].get("FifoQueue") == "true"
         layout = _core_fifo if fifo else core
+        # what is past the source's retention is never delivered, so never moved either
+        from millpond.queue_attributes import effective  # (it imports this module)
+
+        retention_s = int(effective(source["attributes"])["MessageRetentionPeriod"])
+        cutoff_ms = now_ms - retention_s * 1000
         picked = (
-            layout.peek(txn, tables, source["id"], now_ms, limit, destination is None)
+            layout.peek(txn, tables, source["id"], now_ms, limit, destination is None, cutoff_ms)
             if limit > 0
             else []
         )
