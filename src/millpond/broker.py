@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from millpond import _core_fifo, dead_letters, queue_attributes
+from millpond import _core_fifo, arguments, dead_letters, queue_attributes
 from millpond import core as core_module
 from millpond.clock import Clock, SystemClock
 from millpond.errors import (
@@ -180,6 +180,7 @@ class Broker:
 
     def queue(self, name: str) -> Queue:
         """The existing queue ``name``; raises QueueDoesNotExist."""
+        arguments.text(name, "The queue name")
         self._refresh_definitions()  # deleted and re-created by another process, say
         cached = self._queues.get(name)  # one dict read is atomic: no lock on the hot path
         if cached is not None:
@@ -265,6 +266,7 @@ class Broker:
 
     def delete_queue(self, name: str) -> None:
         """Delete a queue and every message in it."""
+        arguments.text(name, "The queue name")
         core = self._core
 
         def delete(txn: Any, now_ms: int) -> None:
@@ -287,7 +289,7 @@ class Broker:
 
     def list_queues(self, prefix: str = "") -> list[str]:
         """Names of the queues whose name starts with ``prefix``, sorted."""
-        start = _queue_key(prefix)
+        start = _queue_key(arguments.text(prefix, "QueueNamePrefix"))
 
         def scan(txn: Any) -> list[str]:
             names = []

@@ -167,7 +167,9 @@ class MoveTasks:
                 "must be configured as a Dead Letter Queue."
             )
         destination = self._queue_of(destination_arn, "DestinationArn") if destination_arn else None
-        if max_per_second is not None and not 1 <= max_per_second <= MAX_RATE:
+        if max_per_second is not None and (
+            type(max_per_second) is not int or not 1 <= max_per_second <= MAX_RATE
+        ):
             raise InvalidParameterValue(
                 f"Value {max_per_second} for parameter MaxNumberOfMessagesPerSecond is invalid. "
                 f"Reason: must be between 1 and {MAX_RATE}."
@@ -232,7 +234,7 @@ class MoveTasks:
     def list(self, source_arn: str, max_results: int = 1) -> list[dict[str, Any]]:
         """Tasks of a source queue, newest first, in the SQS ListMessageMoveTasks shape."""
         self._queue_of(source_arn, "SourceArn")
-        if not 1 <= max_results <= 10:
+        if type(max_results) is not int or not 1 <= max_results <= 10:
             raise InvalidParameterValue(
                 f"Value {max_results} for parameter MaxResults is invalid. Reason: must be "
                 "between 1 and 10."

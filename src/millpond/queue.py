@@ -13,7 +13,7 @@ import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from millpond import dead_letters, queue_attributes
+from millpond import arguments, dead_letters, queue_attributes
 from millpond.errors import (
     BatchRequestTooLong,
     EmptyBatchRequest,
@@ -585,7 +585,8 @@ class Queue:
 
         Entries with valid handles are deleted in one write; a bad entry fails alone.
         """
-        return self._drive(self._delete_steps(receipt_handles))  # type: ignore[no-any-return]
+        handles = arguments.entries(receipt_handles, "The receipt handles")
+        return self._drive(self._delete_steps(handles))  # type: ignore[no-any-return]
 
     def _delete_steps(
         self, receipt_handles: Sequence[str]
@@ -612,10 +613,16 @@ class Queue:
         self, entries: Sequence[tuple[str, int]]
     ) -> list[MillpondError | None]:
         """change_visibility for (handle, visibility_timeout) pairs; an error per entry."""
+        entries = arguments.entries(entries, "The visibility changes")
         results: list[MillpondError | None] = [None] * len(entries)
         valid = []
-        for i, (handle, timeout) in enumerate(entries):
+        for i, entry in enumerate(entries):
             try:
+                if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                    raise InvalidParameterValue(
+                        "Each visibility change must be a (receipt handle, timeout) pair."
+                    )
+                handle, timeout = entry
                 check_int("VisibilityTimeout", timeout, 0, 43_200)
                 valid.append((i, handle, timeout, self._visibility_entry(handle, timeout)))
             except MillpondError as exc:
@@ -682,7 +689,7 @@ class Queue:
         )
         if names is None:
             return values
-        wanted = list(names)
+        wanted = arguments.texts(names, "AttributeNames", queue_attributes.InvalidAttributeName)
         if "All" in wanted:
             return values
         for name in wanted:
@@ -709,7 +716,7 @@ class Queue:
 
     def tag(self, tags: Mapping[str, str]) -> None:
         """Add or replace tags (SQS TagQueue); at most 50 per queue."""
-        new = check_tags(tags)
+        new = check_tags(arguments.mapping(tags, "Tags", required=True))
 
         def change(definition: dict[str, Any], now_ms: int) -> None:
             merged = {**definition.get("tags", {}), **new}
@@ -724,7 +731,7 @@ class Queue:
 
     def untag(self, keys: Iterable[str]) -> None:
         """Remove tags by key (SQS UntagQueue); missing keys are ignored."""
-        gone = set(keys)
+        gone = set(arguments.texts(keys, "TagKeys"))
 
         def change(definition: dict[str, Any], now_ms: int) -> None:
             definition["tags"] = {
@@ -749,6 +756,7 @@ def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """Tag keys 1-128 and values 0-256 characters, strings, at most 50, in SQS's character set
     (what the query protocol's XML can carry: a control character would break every reply
     that lists the tags)."""
+    tags = arguments.mapping(tags, "Tags")
     if len(tags) > MAX_TAGS:
         raise InvalidParameterValue(f"Too many tags: at most {MAX_TAGS} are allowed.")
     for key, value in tags.items():
@@ -774,7 +782,8 @@ def check_message_id_field(name: str, value: Any) -> None:
 
 
 def check_batch(entries: Sequence[Any], entry_name: str) -> None:
-    """SQS's limits on a batch: 1 to MAX_BATCH entries of ``entry_name``."""
+    """SQS's limits on a batch: 1 to MAX_BATCH entries of ``entry_name`` (a list or tuple)."""
+    arguments.entries(entries, f"The {entry_name} entries")
     if not entries:
         raise EmptyBatchRequest(f"There should be at least one {entry_name}.")
     if len(entries) > MAX_BATCH:

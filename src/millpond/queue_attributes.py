@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from millpond import arguments
 from millpond.dead_letters import check_redrive_allow_policy
 from millpond.errors import InvalidAttributeName, InvalidAttributeValue, InvalidParameterValue
 from millpond.message_attributes import first_bad_char
@@ -79,7 +80,7 @@ def normalize(
         InvalidAttributeValue: a value outside the attribute's range or format.
     """
     out: dict[str, str] = {}
-    for name, value in (attributes or {}).items():
+    for name, value in arguments.mapping(attributes, "Attributes").items():
         if name not in SETTABLE:
             raise InvalidAttributeName(f"Unknown Attribute {name}.")
         if name == "FifoQueue" and not creating:

@@ -214,7 +214,19 @@ def check_message(message: Any, structure: str | None = None) -> tuple[str, byte
             "Invalid parameter: Message Structure - No default entry in JSON message body"
         )
     content = doc.get("sqs")
-    return message, data, content if isinstance(content, str) else default
+    content = content if isinstance(content, str) else default
+    if not _encodable(content):
+        raise InvalidParameter("Invalid parameter: Message Reason: not UTF-8 text")
+    return message, data, content
+
+
+def _encodable(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (a lone surrogate cannot be)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_subject(subject: Any) -> str | None:
@@ -225,6 +237,7 @@ def check_subject(subject: Any) -> str | None:
         not isinstance(subject, str)
         or not 0 < len(subject) <= MAX_SUBJECT_CHARS
         or _SUBJECT_BAD.search(subject)
+        or not _encodable(subject)
     ):
         raise InvalidParameter("Invalid parameter: Subject")
     return subject

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from millpond import fan_out
+from millpond import arguments, fan_out
 from millpond.dead_letters import parse_arn
 from millpond.errors import TopicNotFound
 from millpond.fan_out import (
@@ -163,7 +163,7 @@ class Topics:
                 value for a given attribute ("Topic already exists with different attributes")
                 or tag ("Topic already exists with different tags").
         """
-        given = dict(attributes or {})
+        given = dict(arguments.mapping(attributes, "Attributes", InvalidParameter))
         fifo_text = bool_text(text_value(given["FifoTopic"])) if "FifoTopic" in given else "false"
         if fifo_text is None:
             raise InvalidParameter(
@@ -289,9 +289,7 @@ class Topics:
             if parsed[:2] != (self._broker.region, self._broker.account_id):
                 raise TopicNotFound("Topic does not exist")
             return parsed[2]
-        if not isinstance(name_or_arn, str):
-            raise InvalidParameter("Invalid parameter: TopicArn")
-        return name_or_arn
+        return arguments.text(name_or_arn, "Invalid parameter: TopicArn:", InvalidParameter)
 
     def _topic(self, name: str) -> Topic:
         with self._lock:
@@ -475,7 +473,11 @@ class Topic(TopicSettings):
                     f"Invalid parameter: Endpoint Reason: FIFO topics deliver to SQS queues only, "
                     f"not {protocol} endpoints"
                 )
-        given: dict[str, Any] = dict(attributes or {})
+        given: dict[str, Any] = dict(arguments.mapping(attributes, "Attributes", InvalidParameter))
+        if service_url is not None:  # the base of the URLs in its messages
+            arguments.text(service_url, "service_url", InvalidParameter)
+            if not service_url.startswith(("http://", "https://")) or service_url.isspace():
+                raise InvalidParameter("Invalid parameter: service_url must be an http(s) URL")
         if filter_policy is not None:
             given["FilterPolicy"] = filter_policy
         if filter_policy_scope is not None:

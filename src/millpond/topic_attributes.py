@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from millpond import arguments
 from millpond.errors import TopicNotFound
 from millpond.fan_out import sub_prefix, tags_key, topic_key
 from millpond.sns_envelope import InvalidParameter, TagLimitExceeded
@@ -101,9 +102,17 @@ def text_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (Mapping, list)):
-        return json.dumps(value, separators=(",", ":"))
-    if isinstance(value, (int, str)):
+        try:  # strict: NaN, bytes, sets or objects have no JSON text
+            return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            raise InvalidParameter(
+                "Invalid parameter: attribute value is not JSON (only maps, lists, strings, "
+                "numbers, true, false and null)"
+            ) from None
+    if isinstance(value, int):
         return str(value)
+    if isinstance(value, str):
+        return arguments.text(value, "an attribute value", InvalidParameter)
     raise InvalidParameter(f"Invalid parameter: attribute value {value!r} is not a string")
 
 
@@ -135,7 +144,7 @@ def check_topic_attributes(
     """
     prefix = SUBSCRIBE_PREFIX if creating else SET_PREFIX
     out: dict[str, str] = {}
-    for name, value in given.items():
+    for name, value in arguments.mapping(given, "Attributes", InvalidParameter).items():
         if name not in _SETTABLE_TOPIC_ATTRIBUTES:
             raise InvalidParameter(
                 f"{prefix}Unknown attribute name {name}" if creating else f"{prefix}AttributeName"
@@ -243,9 +252,17 @@ def add_statement(
     """
     if not isinstance(label, str) or not label:
         raise InvalidParameter("Invalid parameter: Label")
-    if not account_ids or not all(isinstance(a, str) and a for a in account_ids):
+    if (
+        not isinstance(account_ids, (list, tuple))
+        or not account_ids
+        or not all(isinstance(a, str) and a for a in account_ids)
+    ):
         raise InvalidParameter("Invalid parameter: AWSAccountId")
-    if not actions or any(a not in POLICY_ACTIONS for a in actions):
+    if (
+        not isinstance(actions, (list, tuple))
+        or not actions
+        or any(not isinstance(a, str) or a not in POLICY_ACTIONS for a in actions)
+    ):
         raise InvalidParameter("Invalid parameter: Policy statement action out of service scope!")
     policy = _policy_document(policy_text)
     if any(s.get("Sid") == label for s in policy["Statement"]):
@@ -303,11 +320,15 @@ def check_tags(tags: Any) -> dict[str, str]:
             pairs.append((tag.get("Key"), tag.get("Value", "")))
     else:
         raise InvalidParameter("Invalid parameter: Tags")
+    if not all(isinstance(key, str) for key, _ in pairs):
+        raise InvalidParameter("Invalid parameter: Tags")
     if len({key for key, _ in pairs}) != len(pairs):
         raise InvalidParameter("Invalid parameter: Duplicated keys are not allowed.")
     out: dict[str, str] = {}
     for key, value in pairs:
-        if not isinstance(key, str) or not 0 < len(key) <= MAX_TAG_KEY_CHARS:
+        for part in (key, value):
+            arguments.text(part, "Invalid parameter: Tags:", InvalidParameter)
+        if not 0 < len(key) <= MAX_TAG_KEY_CHARS:
             raise InvalidParameter(
                 f"Invalid parameter: Tags Reason: tag keys are 1 to {MAX_TAG_KEY_CHARS} characters"
             )
@@ -520,6 +541,7 @@ class TopicSettings:
         FifoTopic cannot be changed; ContentBasedDeduplication, FifoThroughputScope and
         ArchivePolicy exist on FIFO topics only.
         """
+        attributes = arguments.mapping(attributes, "Attributes", InvalidParameter, required=True)
         if "FifoTopic" in attributes:
             raise InvalidParameter("Invalid parameter: AttributeName")
         changes = check_topic_attributes(attributes, fifo=self.fifo, creating=False)
