@@ -430,8 +430,7 @@ def test_date_header_instead_of_x_amz_date_is_accepted(daemon: Daemon, signer: t
 def test_presigned_url_is_accepted(daemon: Daemon) -> None:
     """Query-string SigV4 (X-Amz-Algorithm, X-Amz-Credential, X-Amz-Date, X-Amz-Expires,
     X-Amz-SignedHeaders, X-Amz-Signature) is the other half of SigV4, accepted by SQS/SNS on
-    AWS; botocore's SigV4QueryAuth makes it. millpond only looks at the Authorization header and
-    answers MissingAuthenticationToken."""
+    AWS; botocore's SigV4QueryAuth makes it."""
     url = f"{daemon.url}/?Action=ListQueues&Version={SQS_VERSION}"
     request = AWSRequest(method="GET", url=url)
     SigV4QueryAuth(ALICE, "sqs", "us-east-1", expires=300).add_auth(request)

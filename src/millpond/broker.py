@@ -180,11 +180,12 @@ class Broker:
 
     def queue(self, name: str) -> Queue:
         """The existing queue ``name``; raises QueueDoesNotExist."""
-        arguments.text(name, "The queue name")
         self._refresh_definitions()  # deleted and re-created by another process, say
-        cached = self._queues.get(name)  # one dict read is atomic: no lock on the hot path
+        # one dict read is atomic: no lock on the hot path (a cached name was checked already)
+        cached = self._queues.get(name) if type(name) is str else None
         if cached is not None:
             return cached
+        arguments.text(name, "The queue name")
         definition = self._definition(name)
         if definition is None:
             raise QueueDoesNotExist(f"The specified queue does not exist: {name}")

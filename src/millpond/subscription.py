@@ -308,9 +308,8 @@ class Subscription:
         """SNS GetSubscriptionAttributes: the read-only ones and whatever was set.
 
         SubscriptionArn, TopicArn, Owner, SubscriptionPrincipal, Protocol, Endpoint (the queue
-        ARN or the URL),
-        PendingConfirmation, ConfirmationWasAuthenticated, RawMessageDelivery; FilterPolicy and
-        FilterPolicyScope when there is a policy; RedrivePolicy, DeliveryPolicy,
+        ARN or the URL), PendingConfirmation, ConfirmationWasAuthenticated, RawMessageDelivery;
+        FilterPolicy and FilterPolicyScope when there is a policy; RedrivePolicy, DeliveryPolicy,
         SubscriptionRoleArn when set; HTTP/S ones add EffectiveDeliveryPolicy. Raises
         TopicNotFound after unsubscribe.
         """
@@ -491,7 +490,11 @@ def _queue_confirmation(
     record: dict[str, Any],
     service_url: str | None,
     version: str,
+    *,
+    unsubscribed: bool = False,
 ) -> None:
+    """Queue the endpoint's SubscriptionConfirmation (or, ``unsubscribed``, its
+    UnsubscribeConfirmation) with the record's token (caller holds the write txn)."""
     entry = confirmation_entry(
         topic,
         f"{topic.arn}:{sub_id}",
@@ -500,6 +503,7 @@ def _queue_confirmation(
         service_url,
         now_ms,
         version,
+        unsubscribed=unsubscribed,
     )
     enqueue_http(txn, topic._meta, now_ms, [entry])
 
@@ -531,17 +535,9 @@ def _keep_restorable(
     record.update(token=new_token(), token_ms=now_ms)
     txn.put(prefix + sub_id.encode(), msgpack.packb(record), db=meta)
     version = topic._record(txn)["attributes"].get("SignatureVersion", "1")
-    entry = confirmation_entry(
-        topic,
-        f"{topic.arn}:{sub_id}",
-        record["endpoint"],
-        record["token"],
-        record.get("service"),
-        now_ms,
-        version,
-        unsubscribed=True,
+    _queue_confirmation(
+        txn, now_ms, topic, sub_id, record, record.get("service"), version, unsubscribed=True
     )
-    enqueue_http(txn, meta, now_ms, [entry])
 
 
 def _restore(txn: Any, now_ms: int, topic: Topic, token: str) -> tuple[str, dict[str, Any]] | None:

@@ -133,8 +133,9 @@ def _first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return next((v for k, v in headers if k.lower() == name), None)
 
 
-def _request_time(headers: list[tuple[bytes, bytes]], query_date: str | None) -> str:
-    """The request time as YYYYMMDDTHHMMSSZ: X-Amz-Date (query or header), else Date."""
+def _request_time(headers: list[tuple[bytes, bytes]], query_date: str | None) -> tuple[str, int]:
+    """The request time as YYYYMMDDTHHMMSSZ and as epoch seconds: X-Amz-Date (query or
+    header), else Date."""
     amz_date = query_date
     if amz_date is None:
         raw = _first(headers, b"x-amz-date")
@@ -152,13 +153,13 @@ def _request_time(headers: list[tuple[bytes, bytes]], query_date: str | None) ->
         except (TypeError, ValueError):
             parsed = None
         if parsed is not None:
-            return parsed.strftime("%Y%m%dT%H%M%SZ")
+            return parsed.strftime("%Y%m%dT%H%M%SZ"), int(parsed.timestamp())
         amz_date = text
     try:
-        time.strptime(amz_date, "%Y%m%dT%H%M%SZ")
+        signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
     except ValueError:
         raise _incomplete(f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'.") from None
-    return amz_date
+    return amz_date, signed_at
 
 
 class _Claim(NamedTuple):
@@ -225,8 +226,7 @@ def check(
         raise _error(
             "InvalidClientTokenId", "The security token included in the request is invalid.", 403
         )
-    amz_date = _request_time(headers, claim.amz_date)
-    signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+    amz_date, signed_at = _request_time(headers, claim.amz_date)
     if scope_service != service:
         raise _error(
             "SignatureDoesNotMatch",

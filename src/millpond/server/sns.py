@@ -29,7 +29,7 @@ from xml.sax.saxutils import escape
 from millpond import errors
 from millpond.broker import Broker
 from millpond.dead_letters import parse_arn
-from millpond.server.context import Context
+from millpond.server.context import Context, valid_region
 from millpond.server.protocol import AwsError, Request
 from millpond.topic import Subscription, Topic
 from millpond.topic_http import HttpDelivery, HttpOutbox
@@ -267,6 +267,13 @@ async def _topic(ctx: Context, request: Request, parameter: str = "TopicArn") ->
     return await ctx.call(broker.topic, name)  # type: ignore[no-any-return]
 
 
+def _broker_of_region(ctx: Context, region: str, parameter: str) -> Any:
+    """The broker of the region an ARN names (for unsigned requests, which name none)."""
+    if not valid_region(region):
+        raise _invalid(parameter)
+    return ctx.broker(region)
+
+
 async def _subscription(ctx: Context, request: Request) -> Subscription:
     arn = _required(request.params, "SubscriptionArn")
     parts = arn.split(":") if isinstance(arn, str) else []
@@ -275,9 +282,7 @@ async def _subscription(ctx: Context, request: Request) -> Subscription:
     if not request.access_key and parts[4] == request.account_id:
         # Unsigned (an UnsubscribeURL fetched as is): no credential scope names a region, the
         # subscription's ARN does.
-        broker = ctx.broker(parts[3])
-        if broker.region != parts[3]:
-            raise _invalid("SubscriptionArn")
+        broker = _broker_of_region(ctx, parts[3], "SubscriptionArn")
     else:
         broker, _ = _arn_name(ctx, request, ":".join(parts[:6]), "SubscriptionArn")
     return await ctx.call(broker.subscription, arn)  # type: ignore[no-any-return]
@@ -451,9 +456,7 @@ async def confirm_subscription(ctx: Context, request: Request) -> dict[str, Any]
     parsed = parse_arn(arn, "sns") if isinstance(arn, str) else None
     if parsed is None or parsed[1] != request.account_id:
         raise _invalid("Topic")
-    broker = ctx.broker(parsed[0])
-    if broker.region != parsed[0]:
-        raise _invalid("Topic")
+    broker = _broker_of_region(ctx, parsed[0], "Topic")
     try:
         topic = await ctx.call(broker.topic, parsed[2])
     except errors.TopicNotFound:

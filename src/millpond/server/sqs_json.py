@@ -71,12 +71,7 @@ def parse(body: bytes) -> dict[str, Any]:
     try:
         params = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise AwsError(
-            "SerializationException",
-            "Start of structure or map found where not expected.",
-            400,
-            "SerializationException",
-        ) from None
+        raise _serialization("Start of structure or map found where not expected.") from None
     if not isinstance(params, dict):
         raise _serialization("The request body must be a JSON object.")
     _check_member_types(params)
