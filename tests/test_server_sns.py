@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import queue
 import threading
 import time
@@ -1089,6 +1090,30 @@ def test_unsigned_unsubscribe_of_a_subscription_in_another_region(daemon, endpoi
     status, body = unsigned_get(f"{daemon.url}/?{query}")
     assert status == 200, body
     assert error_of(sns_eu.get_subscription_attributes, SubscriptionArn=sub)[0] == "NotFound"
+
+
+def test_unsigned_requests_do_not_create_regions(daemon):
+    # An unsigned ConfirmSubscription or Unsubscribe takes its region from the ARN; one naming
+    # a region without data answers as for a missing topic and creates no data directory
+    # (unsigned requests are anyone's, also on a daemon that checks signatures).
+    region = "ap-southeast-7"
+    topic = f"arn:aws:sns:{region}:{ACCOUNT}:{unique('nowhere')}"
+    confirm = urllib.parse.urlencode(
+        {
+            "Action": "ConfirmSubscription",
+            "TopicArn": topic,
+            "Token": TOKEN,
+            "Version": "2010-03-31",
+        }
+    )
+    status, body = unsigned_get(f"{daemon.url}/?{confirm}")
+    assert status == 400 and "<Code>InvalidParameter</Code>" in body, body
+    unsubscribe = urllib.parse.urlencode(
+        {"Action": "Unsubscribe", "SubscriptionArn": f"{topic}:{uuid.uuid4()}"}
+    )
+    status, body = unsigned_get(f"{daemon.url}/?{unsubscribe}")
+    assert status == 200 and "<UnsubscribeResponse" in body, body
+    assert region not in os.listdir(daemon.data_dir)
 
 
 # delivery policies: the Content-Type of POSTs and EffectiveDeliveryPolicy

@@ -197,6 +197,15 @@ class Context:
                 self._brokers[region] = broker
         return broker
 
+    def existing_broker(self, region: str) -> Broker | None:
+        """The broker of ``region`` if that region has data here; None otherwise (nothing is
+        created: for requests that may not create a region, as unsigned ones)."""
+        broker = self._brokers.get(region)
+        if broker is None and valid_region(region):
+            if os.path.isdir(os.path.join(self.data_dir, region)):
+                broker = self.broker(region)
+        return broker
+
     def open_regions(self) -> None:
         """Open the broker of every region that has a data directory here."""
         for name in sorted(os.listdir(self.data_dir)):

@@ -268,10 +268,17 @@ async def _topic(ctx: Context, request: Request, parameter: str = "TopicArn") ->
 
 
 def _broker_of_region(ctx: Context, region: str, parameter: str) -> Any:
-    """The broker of the region an ARN names (for unsigned requests, which name none)."""
+    """The broker of the region an ARN names, for unsigned requests (which name none).
+
+    Only a region that has data already: an unsigned request must not create one (its topic
+    cannot exist there anyway), so TopicNotFound then.
+    """
     if not valid_region(region):
         raise _invalid(parameter)
-    return ctx.broker(region)
+    broker = ctx.existing_broker(region)
+    if broker is None:
+        raise errors.TopicNotFound("Topic does not exist")
+    return broker
 
 
 async def _subscription(ctx: Context, request: Request) -> Subscription:
@@ -456,8 +463,8 @@ async def confirm_subscription(ctx: Context, request: Request) -> dict[str, Any]
     parsed = parse_arn(arn, "sns") if isinstance(arn, str) else None
     if parsed is None or parsed[1] != request.account_id:
         raise _invalid("Topic")
-    broker = _broker_of_region(ctx, parsed[0], "Topic")
     try:
+        broker = _broker_of_region(ctx, parsed[0], "Topic")
         topic = await ctx.call(broker.topic, parsed[2])
     except errors.TopicNotFound:
         raise _invalid("Token") from None  # SNS: not NotFound (the token names nothing here)
