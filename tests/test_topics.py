@@ -1609,7 +1609,7 @@ def test_http_subscription_rules(broker, clock):
 
 
 def test_http_retry_policy():
-    from millpond.topic_attributes import http_retry_policy
+    from millpond.topic_attributes import http_retry_policy, subscription_effective_delivery_policy
 
     assert http_retry_policy(None, None) == (3, 20_000)
     topic_policy = json.dumps({"http": {"defaultHealthyRetryPolicy": {"numRetries": 5}}})
@@ -1617,6 +1617,16 @@ def test_http_retry_policy():
     sub_policy = json.dumps({"healthyRetryPolicy": {"minDelayTarget": 2, "numRetries": 0}})
     assert http_retry_policy(sub_policy, topic_policy) == (0, 2_000)
     assert http_retry_policy('{"healthyRetryPolicy": {"minDelayTarget": 0}}', None) == (3, 1_000)
+    # member by member, as EffectiveDeliveryPolicy shows it: the topic's delay stays when the
+    # subscription sets only its number of retries
+    topic_delay = json.dumps({"http": {"defaultHealthyRetryPolicy": {"minDelayTarget": 5}}})
+    assert http_retry_policy('{"healthyRetryPolicy": {"numRetries": 1}}', topic_delay) == (1, 5_000)
+    effective = json.loads(
+        subscription_effective_delivery_policy(
+            '{"healthyRetryPolicy": {"numRetries": 1}}', topic_delay
+        )
+    )["healthyRetryPolicy"]
+    assert (effective["numRetries"], effective["minDelayTarget"]) == (1, 5)
 
 
 # -- tags, permissions, Publish's answer ----------------------------------------------------------

@@ -445,19 +445,16 @@ def http_content_type(subscription_policy: str | None, topic_policy: str | None)
 def http_retry_policy(subscription_policy: str | None, topic_policy: str | None) -> tuple[int, int]:
     """(retries, milliseconds between tries) for an HTTP/S subscription.
 
-    The subscription's DeliveryPolicy ``{"healthyRetryPolicy": {...}}`` wins over the topic's
-    ``{"http": {"defaultHealthyRetryPolicy": {...}}}``; SNS's default is 3 retries 20 s apart.
-    Of SNS's backoff settings only ``numRetries`` and ``minDelayTarget`` (seconds, at least 1)
-    are used: every retry waits minDelayTarget.
+    As its EffectiveDeliveryPolicy shows it: the subscription's ``healthyRetryPolicy`` over
+    the topic's ``{"http": {"defaultHealthyRetryPolicy": ...}}`` over SNS's default (3 retries
+    20 s apart), member by member. Of SNS's backoff settings only ``numRetries`` and
+    ``minDelayTarget`` (seconds, at least 1) are used: every retry waits minDelayTarget.
     """
-    retry: Any = None
-    if subscription_policy:
-        retry = (json_object(subscription_policy) or {}).get("healthyRetryPolicy")
-    if not isinstance(retry, dict) and topic_policy:
-        http = (json_object(topic_policy) or {}).get("http")
-        retry = http.get("defaultHealthyRetryPolicy") if isinstance(http, dict) else None
-    if not isinstance(retry, dict):
-        return DEFAULT_HTTP_RETRIES, DEFAULT_HTTP_DELAY_MS
+    own = json_object(subscription_policy) if subscription_policy else None
+    retry = {
+        **_member(_topic_http_policy(topic_policy), "defaultHealthyRetryPolicy"),
+        **_member(own, "healthyRetryPolicy"),
+    }
     retries = retry.get("numRetries", DEFAULT_HTTP_RETRIES)
     delay_s = retry.get("minDelayTarget", DEFAULT_HTTP_DELAY_MS // 1000)
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
