@@ -1445,6 +1445,53 @@ def test_a_bad_trace_header_is_refused_before_anything_is_stored(sqs: Any, trace
     assert counts(sqs, url) == (0, 0, 0)  # an error means nothing was stored
 
 
+def test_a_null_trace_header_is_refused_before_anything_is_stored(
+    daemon: Daemon, clients: Callable[..., Any]
+) -> None:
+    # {"AWSTraceHeader": null} skipped the check, was stored, then failed computing its MD5:
+    # a 400 that had still sent the message (every entry, for a batch).
+    sqs = clients()
+    url = sqs.create_queue(QueueName=unique("trace"))["QueueUrl"]
+    system = {"AWSTraceHeader": None}
+    status, _, payload = raw_json(
+        daemon,
+        "SendMessage",
+        {"QueueUrl": url, "MessageBody": "x", "MessageSystemAttributes": system},
+    )
+    assert status == 400, payload
+    assert json.loads(payload)["__type"] == "com.amazonaws.sqs#InvalidParameterValueException"
+    entries = [
+        {"Id": "a", "MessageBody": "x"},
+        {"Id": "b", "MessageBody": "y", "MessageSystemAttributes": system},
+    ]
+    status, _, payload = raw_json(daemon, "SendMessageBatch", {"QueueUrl": url, "Entries": entries})
+    assert status == 200, payload
+    result = json.loads(payload)
+    assert [s["Id"] for s in result["Successful"]] == ["a"]
+    assert [f["Id"] for f in result["Failed"]] == ["b"]
+    assert counts(sqs, url) == (1, 0, 0)  # only the good entry was stored
+
+
+def test_trace_header_md5_cannot_fail_after_the_send(
+    daemon: Daemon, clients: Callable[..., Any]
+) -> None:
+    # The MD5 of the system attributes was computed from the raw map after the send: a stray
+    # invalid BinaryValue next to the StringValue made a 400 of a message already stored.
+    sqs = clients()
+    url = sqs.create_queue(QueueName=unique("trace"))["QueueUrl"]
+    trace = {"DataType": "String", "StringValue": TRACE, "BinaryValue": "!!not base64!!"}
+    status, _, payload = raw_json(
+        daemon,
+        "SendMessage",
+        {"QueueUrl": url, "MessageBody": "x", "MessageSystemAttributes": {"AWSTraceHeader": trace}},
+    )
+    assert status == 200, payload
+    assert json.loads(payload)["MD5OfMessageSystemAttributes"] == md5_attributes(
+        {"AWSTraceHeader": {"DataType": "String", "StringValue": TRACE}}
+    )
+    assert counts(sqs, url) == (1, 0, 0)
+
+
 def test_text_that_xml_cannot_carry_is_refused_where_it_is_set(sqs: Any) -> None:
     # Tags and KmsMasterKeyId come back in query-protocol XML: a control character there would
     # break every ListQueueTags / GetQueueAttributes of the queue, whatever the protocol used.
@@ -1942,6 +1989,124 @@ def test_bad_query_requests(daemon: Daemon, clients: Callable[..., Any]) -> None
         assert b"<ErrorResponse" in body
     assert counts(sqs, url) == (0, 0, 0)
     still_serving(sqs)
+
+
+def test_query_errors_echoing_control_characters_stay_xml(
+    daemon: Daemon, clients: Callable[..., Any]
+) -> None:
+    # Error messages echo the value sent ("Value a\x00b for parameter ..."): a character XML
+    # cannot carry must not make the error document (or a batch result) unparseable.
+    import xml.etree.ElementTree as ElementTree
+
+    sqs = clients("query")
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    query = {"Version": "2012-11-05", "QueueUrl": url}
+    status, _, body = raw_query(
+        daemon, {**query, "Action": "ReceiveMessage", "MaxNumberOfMessages": "1\x002"}
+    )
+    assert status == 400, body
+    root = ElementTree.fromstring(body)  # raised ParseError before the fix
+    ns = "{http://queue.amazonaws.com/doc/2012-11-05/}"
+    assert root.findtext(f"{ns}Error/{ns}Code") == "InvalidParameterValue"
+    assert "MaxNumberOfMessages" in (root.findtext(f"{ns}Error/{ns}Message") or "")
+    entry = "DeleteMessageBatchRequestEntry.1."
+    status, _, body = raw_query(
+        daemon,
+        {
+            **query,
+            "Action": "DeleteMessageBatch",
+            entry + "Id": "a",
+            entry + "ReceiptHandle": "\x01",
+        },
+    )
+    assert status == 200, body
+    failed = ElementTree.fromstring(body).find(f".//{ns}BatchResultErrorEntry")
+    assert failed is not None and failed.findtext(f"{ns}Code") == "ReceiptHandleIsInvalid"
+    still_serving(sqs)
+
+
+@pytest.mark.parametrize("member", [None, 1, [], {}])
+@pytest.mark.parametrize(
+    "action, name",
+    [
+        ("ReceiveMessage", "AttributeNames"),
+        ("ReceiveMessage", "MessageAttributeNames"),
+        ("ReceiveMessage", "MessageSystemAttributeNames"),
+        ("AddPermission", "Actions"),
+    ],
+)
+def test_json_list_members_of_the_wrong_type(
+    daemon: Daemon, clients: Callable[..., Any], action: str, name: str, member: Any
+) -> None:
+    # A list of strings holding a null, number, list or object is a serialization error, not a
+    # Python error leaking out as "unhashable type: 'list'" or "... has no attribute 'endswith'".
+    sqs = clients()
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    params: dict[str, Any] = {"QueueUrl": url, name: ["All", member]}
+    if action == "AddPermission":
+        params.update(Label="L", AWSAccountIds=["111122223333"], Actions=["SendMessage", member])
+    status, headers, payload = raw_json(daemon, action, params)
+    assert status == 400, payload
+    assert json.loads(payload)["__type"] == "com.amazonaws.sqs#SerializationException", payload
+    assert (
+        "Policy" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    )
+
+
+@pytest.mark.parametrize("value", [["x"], {"x": "y"}])
+@pytest.mark.parametrize(
+    "action, name",
+    [
+        ("DeleteMessage", "ReceiptHandle"),
+        ("SendMessage", "MessageBody"),
+        ("RemovePermission", "Label"),
+    ],
+)
+def test_json_string_members_given_a_list_or_object(
+    daemon: Daemon, clients: Callable[..., Any], action: str, name: str, value: Any
+) -> None:
+    # Was taken by its Python repr: ReceiptHandleIsInvalid 'The input receipt handle "['x']"'.
+    sqs = clients()
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    status, _, payload = raw_json(daemon, action, {"QueueUrl": url, name: value})
+    assert status == 400, payload
+    assert json.loads(payload)["__type"] == "com.amazonaws.sqs#SerializationException", payload
+    assert counts(sqs, url) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("value", [" 1 ", "1_0", "\u0661", "0x1", "1e1"])
+def test_query_integers_are_ascii_digits(
+    daemon: Daemon, clients: Callable[..., Any], value: str
+) -> None:
+    # int() alone takes " 1 ", "1_0" (as 10) and Arabic-Indic digits: SQS refuses them.
+    sqs = clients("query")
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    status, _, body = raw_query(
+        daemon,
+        {
+            "Action": "ReceiveMessage",
+            "Version": "2012-11-05",
+            "QueueUrl": url,
+            "MaxNumberOfMessages": value,
+        },
+    )
+    assert status == 400, body
+    assert xml_text(body, "Code") == ["InvalidParameterValue"], body
+    assert "must be an integer" in xml_text(body, "Message")[0]
+    assert counts(sqs, url) == (1, 0, 0)  # nothing was received
+
+
+def test_list_message_move_tasks_max_results_zero_is_refused(sqs: Any) -> None:
+    # MaxResults is 1 to 10: 0 was read as "absent" (`or 1`) and listed one task.
+    url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
+    expect_error(
+        sqs,
+        sqs.list_message_move_tasks,
+        "InvalidParameterValue",
+        SourceArn=arn_of(sqs, url),
+        MaxResults=0,
+    )
 
 
 def _read_status(sock: socket.socket) -> bytes:

@@ -18,6 +18,15 @@ from millpond import errors
 
 DEFAULT_ACCOUNT_ID = "123456789012"
 _CREDENTIAL_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([a-z0-9-]+)/([a-z0-9]+)/aws4_request")
+# Characters XML 1.0 cannot carry, even escaped (C0 controls but tab/LF/CR, lone surrogates,
+# U+FFFE/U+FFFF).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with every character XML 1.0 cannot carry replaced by U+FFFD: values that echo
+    a client's input (error messages, stored names and tags) must not break an XML reply."""
+    return _NOT_XML.sub("\ufffd", text)
 
 
 @dataclass(slots=True)
@@ -57,6 +66,9 @@ class AwsError(Exception):
         json_type: str | None = None,
         sender_fault: bool = True,
     ) -> None:
+        # Messages echo the client's values ("Value a\x00b for parameter ..."): a character XML
+        # cannot carry would make the query protocol's error (or batch result) unparseable.
+        message = xml_safe(message)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -40,6 +40,7 @@ from millpond.server.protocol import (
 Handler = Callable[[Context, Request], Awaitable[dict[str, Any]]]
 HANDLERS: dict[str, Handler] = {}
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only, as queue_attributes._DECIMAL
 SYSTEM_ATTRIBUTES = (
     "ApproximateFirstReceiveTimestamp",
     "ApproximateReceiveCount",
@@ -71,7 +72,8 @@ def _int_param(params: dict[str, Any], name: str) -> int | None:
     value = params.get(name)
     if value is None:
         return None
-    if isinstance(value, bool):
+    # int() alone would take " 1 ", "1_0" (10) and non-ASCII digits ("١"), which SQS refuses.
+    if isinstance(value, bool) or (isinstance(value, str) and not _INTEGER.fullmatch(value)):
         raise invalid(f"Value {value} for parameter {name} is invalid. Reason: must be an integer.")
     try:
         return int(value)
@@ -116,10 +118,14 @@ def _wire_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _md5_of_system_attributes(system: Any) -> str | None:
-    if not system:
+def _md5_of_trace_header(trace: str | None) -> str | None:
+    """MD5OfMessageSystemAttributes, from the checked value alone: computed from the raw map, it
+    could fail (a stray invalid BinaryValue) after the message was stored."""
+    if trace is None:
         return None
-    return md5_of_message_attributes(_message_attributes(system))
+    return md5_of_message_attributes(
+        {"AWSTraceHeader": {"DataType": "String", "StringValue": trace}}
+    )
 
 
 def _check_batch(entries: Any, entry_name: str) -> list[dict[str, Any]]:
@@ -313,7 +319,7 @@ def _send_fields(entry: dict[str, Any], sender_id: str | None) -> dict[str, Any]
         if unknown:
             raise invalid(f"Message system attribute name '{sorted(unknown)[0]}' is invalid.")
         trace = system.get("AWSTraceHeader")
-        if trace is not None:
+        if "AWSTraceHeader" in system:  # even as null: its MD5, computed after the send, fails
             _check_trace_header(trace)
     return {
         "body": body,
@@ -332,7 +338,7 @@ def _send_result(
     result = {"MD5OfMessageBody": md5_of_body(fields["body"]), "MessageId": message_id}
     if fields["attributes"]:
         result["MD5OfMessageAttributes"] = md5_of_message_attributes(fields["attributes"])
-    system_md5 = _md5_of_system_attributes(entry.get("MessageSystemAttributes"))
+    system_md5 = _md5_of_trace_header(fields["trace_header"])
     if system_md5:
         result["MD5OfMessageSystemAttributes"] = system_md5
     if sequence is not None:
@@ -831,7 +837,9 @@ async def list_message_move_tasks(ctx: Context, request: Request) -> dict[str, A
     if not source:
         raise missing("SourceArn")
     broker = _broker_of_arn(ctx, request, source, "SourceArn")
-    max_results = _int_param(params, "MaxResults") or 1
+    max_results = _int_param(params, "MaxResults")
+    if max_results is None:  # not `or 1`: a MaxResults of 0 is out of range, not absent
+        max_results = 1
     tasks = await ctx.call(broker.list_message_move_tasks, source, max_results)
     return {"Results": tasks}
 

@@ -41,6 +41,26 @@ _LISTS = frozenset(
     }
 )
 _MAPS = frozenset({"Attributes", "Tags", "tags", "MessageAttributes", "MessageSystemAttributes"})
+# String members: a list or object there is refused too (the handlers would take its repr).
+_STRINGS = frozenset(
+    {
+        "QueueUrl",
+        "QueueName",
+        "QueueNamePrefix",
+        "QueueOwnerAWSAccountId",
+        "NextToken",
+        "MessageBody",
+        "MessageGroupId",
+        "MessageDeduplicationId",
+        "ReceiveRequestAttemptId",
+        "ReceiptHandle",
+        "Id",
+        "Label",
+        "SourceArn",
+        "DestinationArn",
+        "TaskHandle",
+    }
+)
 
 
 def _serialization(message: str) -> AwsError:
@@ -55,10 +75,16 @@ def _check_member_types(params: dict[str, Any]) -> None:
             raise _serialization(
                 f"{type(value).__name__.upper()}_VALUE can not be converted to an Integer"
             )
-        if (name in _LISTS and type(value) is not list) or (
-            name in _MAPS and type(value) is not dict
+        if (
+            (name in _LISTS and type(value) is not list)
+            or (name in _MAPS and type(value) is not dict)
+            or (name in _STRINGS and type(value) in (list, dict))
         ):
             raise _serialization(f"Unexpected value type for {name}")
+        # The lists but Entries hold strings: a list or object inside would reach the handlers
+        # (and fail there with a Python error, not AWS's).
+        if name in _LISTS and name != "Entries" and any(type(v) is not str for v in value):
+            raise _serialization(f"Unexpected value type for a member of {name}")
     for entry in params.get("Entries") or ():
         if type(entry) is dict:
             _check_member_types(entry)
