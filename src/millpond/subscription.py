@@ -103,7 +103,8 @@ def check_http_endpoint(protocol: str, endpoint: Any) -> str:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         parts = None
-    if parts is None or not parts.hostname or any(c in endpoint for c in " \r\n\t"):
+    # no spaces or control characters (RFC 3986): the URL goes into the POST's request line
+    if parts is None or not parts.hostname or any(c <= " " or c == "\x7f" for c in endpoint):
         raise InvalidParameter("Invalid parameter: Endpoint")
     return endpoint
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -298,7 +299,9 @@ def _policy_document(text: str) -> dict[str, Any]:
     statements = policy.get("Statement")
     if isinstance(statements, dict):
         statements = [statements]
-    policy["Statement"] = [s for s in statements or [] if isinstance(s, dict)]
+    elif not isinstance(statements, list):
+        statements = []  # a Policy set with "Statement": 5 (or "x"): no statement to keep
+    policy["Statement"] = [s for s in statements if isinstance(s, dict)]
     return policy
 
 
@@ -372,6 +375,7 @@ _DEFAULT_RETRY_POLICY: dict[str, Any] = {  # SNS's healthy retry policy (the ord
     "backoffFunction": "linear",
 }
 DEFAULT_CONTENT_TYPE = "text/plain; charset=UTF-8"  # of HTTP/S POSTs
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
 
 
 def _member(document: Any, name: str) -> dict[str, Any]:
@@ -439,7 +443,11 @@ def http_content_type(subscription_policy: str | None, topic_policy: str | None)
     content_type = _member(own, "requestPolicy").get("headerContentType") or _member(
         _topic_http_policy(topic_policy), "defaultRequestPolicy"
     ).get("headerContentType")
-    return content_type if isinstance(content_type, str) and content_type else DEFAULT_CONTENT_TYPE
+    # Printable ASCII only: the value is written into the POST's header as is, and a CR LF in it
+    # would add headers of its own (a DeliveryPolicy is any JSON object).
+    if isinstance(content_type, str) and _HEADER_VALUE.fullmatch(content_type):
+        return content_type
+    return DEFAULT_CONTENT_TYPE
 
 
 def http_retry_policy(subscription_policy: str | None, topic_policy: str | None) -> tuple[int, int]:

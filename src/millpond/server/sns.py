@@ -30,7 +30,7 @@ from millpond import errors
 from millpond.broker import Broker
 from millpond.dead_letters import parse_arn
 from millpond.server.context import Context, valid_region
-from millpond.server.protocol import AwsError, Request
+from millpond.server.protocol import AwsError, Request, xml_safe
 from millpond.topic import Subscription, Topic
 from millpond.topic_http import HttpDelivery, HttpOutbox
 
@@ -58,6 +58,9 @@ def action(fn: Handler) -> Handler:
 # -- requests ------------------------------------------------------------------------------------
 
 
+_MAX_DOTS = 32  # the deepest SNS member has 7 (PublishBatchRequestEntries...Value.DataType)
+
+
 def parse(action: str, form: dict[str, str]) -> dict[str, Any]:
     """The request's parameters in the JSON member shape (``Action`` and ``Version`` left out).
 
@@ -66,8 +69,8 @@ def parse(action: str, form: dict[str, str]) -> dict[str, Any]:
     """
     root: dict[str, Any] = {}
     for key, value in form.items():
-        if key in ("Action", "Version"):
-            continue
+        if key in ("Action", "Version") or key.count(".") > _MAX_DOTS:
+            continue  # too deep for any SNS member: unknown, ignored (and _shape stays shallow)
         *path, last = key.split(".")
         node = root
         for part in path:
@@ -123,6 +126,13 @@ def _required(params: dict[str, Any], name: str) -> Any:
     return value
 
 
+def _attribute_name(params: dict[str, Any]) -> str:
+    name = _required(params, "AttributeName")
+    if not isinstance(name, str):  # AttributeName.x=...: a structure, no attribute's name
+        raise _invalid("AttributeName")
+    return name
+
+
 # -- responses -----------------------------------------------------------------------------------
 
 _NO_RESULT = frozenset(
@@ -141,7 +151,8 @@ _ENTITIES = {"\r": "&#xD;"}  # an XML parser would turn a raw CR into LF
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return escape(str(value), _ENTITIES)
+    # a stored DisplayName or tag, or an error quoting the input, may hold what XML cannot carry
+    return escape(xml_safe(str(value)), _ENTITIES)
 
 
 def _members(result: dict[str, Any]) -> str:
@@ -379,7 +390,7 @@ async def get_topic_attributes(ctx: Context, request: Request) -> dict[str, Any]
 @action
 async def set_topic_attributes(ctx: Context, request: Request) -> dict[str, Any]:
     topic = await _topic(ctx, request)
-    name = _required(request.params, "AttributeName")
+    name = _attribute_name(request.params)
     await ctx.call(topic.set_attributes, {name: request.params.get("AttributeValue") or ""})
     return {}
 
@@ -526,7 +537,7 @@ async def get_subscription_attributes(ctx: Context, request: Request) -> dict[st
 @action
 async def set_subscription_attributes(ctx: Context, request: Request) -> dict[str, Any]:
     sub = await _subscription(ctx, request)
-    name = _required(request.params, "AttributeName")
+    name = _attribute_name(request.params)
     await ctx.call(sub.set_attributes, {name: request.params.get("AttributeValue")})
     return {}
 
@@ -565,12 +576,28 @@ async def publish(ctx: Context, request: Request) -> dict[str, Any]:
     return result  # type: ignore[no-any-return]
 
 
+_BATCH_ENTRY_MEMBERS = frozenset(
+    (
+        "Id",
+        "Message",
+        "Subject",
+        "MessageStructure",
+        "MessageAttributes",
+        "MessageDeduplicationId",
+        "MessageGroupId",
+    )
+)
+
+
 @action
 async def publish_batch(ctx: Context, request: Request) -> dict[str, Any]:
     topic = await _topic(ctx, request)
     entries = request.params.get("PublishBatchRequestEntries") or []
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise _invalid("PublishBatchRequestEntries")
+    # Only SNS's member names: the embedded API also reads its keyword names ("id", "message",
+    # ...), which on the wire are unknown parameters, not an entry's Id or Message.
+    entries = [{k: v for k, v in e.items() if k in _BATCH_ENTRY_MEMBERS} for e in entries]
     for entry in entries:
         entry["MessageAttributes"] = _message_attributes(entry.get("MessageAttributes"))
     results = await ctx.call(topic.publish_batch, entries)
