@@ -256,7 +256,7 @@ def test_bad_topic_attributes(sns):
     )[1] == ("Invalid parameter: Policy: failed to parse JSON.")
     assert error_of(sns.get_topic_attributes, TopicArn="not-an-arn")[:2] == (
         "InvalidParameter",
-        "Invalid parameter: TopicArn",
+        "Invalid parameter: TopicArn Reason: An ARN must have at least 6 elements, not 1",
     )
     other_account = arn.replace(ACCOUNT, "999999999999")
     code, message, status = error_of(sns.get_topic_attributes, TopicArn=other_account)
@@ -429,7 +429,7 @@ def test_subscription_errors(sns, sqs):
     assert set_error("Colour", "red")[1] == "Invalid parameter: AttributeName"
     assert error_of(sns.get_subscription_attributes, SubscriptionArn="nope")[:2] == (
         "InvalidParameter",
-        "Invalid parameter: SubscriptionArn",
+        "Invalid parameter: SubscriptionArn Reason: An ARN must have at least 6 elements, not 1",
     )
 
 
@@ -1368,3 +1368,103 @@ def test_a_deeply_dotted_parameter_is_ignored_not_an_internal_error(daemon):
     status, body = raw_sns(daemon, [("Action", "ListTopics"), ("a." * 1000 + "b", "x")])
     assert status == 200, body
     assert "<ListTopicsResult>" in body
+
+
+def test_malformed_arns_name_their_element_count(sns):
+    # AWS-validated: test_publish_wrong_arn_format, test_create_topic_with_attributes,
+    # test_subscribe_with_invalid_topic: an ARN of fewer than 6 elements says how many it has;
+    # an empty TopicArn is such an ARN (1 element), not a missing parameter.
+    def reason(count: int) -> str:
+        return f"Reason: An ARN must have at least 6 elements, not {count}"
+
+    for arn, count in (("randomstring", 1), ("randomstring:1", 2), ("", 1)):
+        assert error_of(sns.publish, TopicArn=arn, Message="m") == (
+            "InvalidParameter",
+            f"Invalid parameter: TopicArn {reason(count)}",
+            400,
+        )
+    assert error_of(sns.get_topic_attributes, TopicArn="test-topic")[1] == (
+        f"Invalid parameter: TopicArn {reason(1)}"
+    )
+    endpoint = f"arn:aws:sqs:us-east-1:{ACCOUNT}:q"
+    for arn, count in (("randomstring", 1), ("arn:aws:sns:us-east-1:random", 5)):
+        assert error_of(sns.subscribe, TopicArn=arn, Protocol="sqs", Endpoint=endpoint)[1] == (
+            f"Invalid parameter: TopicArn {reason(count)}"
+        )
+
+
+def test_malformed_subscription_arns(sns):
+    # AWS-validated: test_unsubscribe_wrong_arn_format: fewer than 6 elements name their count;
+    # a topic's ARN (6 elements, no subscription id) is "Invalid parameter: SubscriptionId".
+    for arn, message in (
+        ("randomstring", "SubscriptionArn Reason: An ARN must have at least 6 elements, not 1"),
+        (
+            "arn:aws:sns:us-east-1:random",
+            "SubscriptionArn Reason: An ARN must have at least 6 elements, not 5",
+        ),
+        (f"arn:aws:sns:us-east-1:{ACCOUNT}:random", "SubscriptionId"),
+        ("", "SubscriptionArn Reason: no value for required parameter"),
+    ):
+        assert error_of(sns.unsubscribe, SubscriptionArn=arn) == (
+            "InvalidParameter",
+            f"Invalid parameter: {message}",
+            400,
+        )
+
+
+def test_publish_to_a_platform_endpoint_target_arn(sns):
+    # AWS-validated: test_publish_non_existent_target: a TargetArn naming a (mobile push)
+    # endpoint that does not exist is InvalidParameter 400, not a missing topic.
+    make_topic(sns)
+    target = f"arn:aws:sns:us-east-1:{ACCOUNT}:endpoint/APNS/abcdef/0f7d5971-aa8b-4bd5-b585"
+    assert error_of(sns.publish, TargetArn=target, Message="push") == (
+        "InvalidParameter",
+        "Invalid parameter: TargetArn Reason: No endpoint found for the target arn specified",
+        400,
+    )
+
+
+def test_batch_entry_without_attribute_data_type_names_the_entry(daemon):
+    # AWS-validated: test_empty_or_wrong_message_attributes ("batch-fully_missing_data_type"):
+    # the ValidationError's path starts at the entry, 'publishBatchRequestEntries.N.member.'.
+    loose = daemon.client(
+        "sns", config=Config(retries={"total_max_attempts": 1}, parameter_validation=False)
+    )
+    topic = make_topic(loose)
+    attributes = {"attr1": {"StringValue": "x"}}
+    entries = [
+        {"Id": "1", "Message": "ok"},
+        {"Id": "2", "Message": "m", "MessageAttributes": attributes},
+    ]
+    assert error_of(loose.publish_batch, TopicArn=topic, PublishBatchRequestEntries=entries) == (
+        "ValidationError",
+        "1 validation error detected: Value null at 'publishBatchRequestEntries.2.member."
+        "messageAttributes.attr1.member.dataType' failed to satisfy constraint: Member must not "
+        "be null",
+        400,
+    )
+    assert error_of(loose.publish, TopicArn=topic, Message="m", MessageAttributes=attributes)[
+        1
+    ] == (
+        "1 validation error detected: Value null at 'messageAttributes.attr1.member.dataType' "
+        "failed to satisfy constraint: Member must not be null"
+    )
+
+
+def test_topic_attributes_list_signature_version_only_once_set(sns):
+    # AWS-validated: test_create_topic_test_arn, test_topic_get_attributes_with_fifo_false:
+    # a new standard topic's attributes are these, without SignatureVersion;
+    # test_create_topic_with_attributes: one set ("2") is listed.
+    arn = make_topic(sns)
+    assert sorted(sns.get_topic_attributes(TopicArn=arn)["Attributes"]) == [
+        "DisplayName",
+        "EffectiveDeliveryPolicy",
+        "Owner",
+        "Policy",
+        "SubscriptionsConfirmed",
+        "SubscriptionsDeleted",
+        "SubscriptionsPending",
+        "TopicArn",
+    ]
+    signed = make_topic(sns, Attributes={"SignatureVersion": "2"})
+    assert sns.get_topic_attributes(TopicArn=signed)["Attributes"]["SignatureVersion"] == "2"

@@ -69,6 +69,7 @@ from millpond.queue import Queue
 from millpond.sns_envelope import (
     InvalidParameter,
     ParameterValueInvalid,
+    ValidationError,
     check_batch_ids,
     check_batch_size,
 )
@@ -680,7 +681,17 @@ class Topic(TopicSettings):
             raise InvalidParameter("Invalid parameter: PublishBatchRequestEntries")
         check_batch_ids([entry.get("Id", entry.get("id")) for entry in entries])
         state = self._snapshot()
-        outs = [fan_out.outgoing(state, *fan_out.entry_arguments(entry)) for entry in entries]
+        outs = []
+        for index, entry in enumerate(entries, 1):
+            try:
+                outs.append(fan_out.outgoing(state, *fan_out.entry_arguments(entry)))
+            except ValidationError as exc:  # SNS's path names the entry (1-based)
+                raise ValidationError(
+                    str(exc).replace(
+                        "'messageAttributes.",
+                        f"'publishBatchRequestEntries.{index}.member.messageAttributes.",
+                    )
+                ) from None
         check_batch_size(sum(out.size for out in outs))
         results: list[dict[str, Any]] = [
             {"Id": entry.get("Id", entry.get("id"))} for entry in entries

@@ -229,7 +229,7 @@ def topic_attribute_values(
         "DisplayName": "",
         "Policy": default_policy(arn, account_id),
         "EffectiveDeliveryPolicy": topic_effective_delivery_policy(stored.get("DeliveryPolicy")),
-        "SignatureVersion": "1",
+        # no SignatureVersion unless set: SNS lists it only then (messages are signed v1 anyway)
         "SubscriptionsConfirmed": str(confirmed),
         "SubscriptionsPending": str(pending),
         "SubscriptionsDeleted": "0",
@@ -513,11 +513,11 @@ class TopicSettings:
     def get_attributes(self) -> dict[str, str]:
         """Topic attributes by their SNS names, values strings as SNS returns them.
 
-        Always: TopicArn, Owner, Policy, DisplayName, EffectiveDeliveryPolicy, SignatureVersion,
+        Always: TopicArn, Owner, Policy, DisplayName, EffectiveDeliveryPolicy,
         SubscriptionsConfirmed (SQS subscriptions are confirmed at once), SubscriptionsPending
         (HTTP/S ones awaiting confirmation) and SubscriptionsDeleted ("0"); FIFO topics add
         FifoTopic, ContentBasedDeduplication and FifoThroughputScope (SNS leaves them out for
-        standard topics); plus whatever was set.
+        standard topics); plus whatever was set (SignatureVersion only then, as SNS).
         """
 
         def read(txn: Any) -> tuple[dict[str, Any], int, int]:

@@ -258,7 +258,7 @@ def _arn_name(ctx: Context, request: Request, arn: Any, parameter: str) -> tuple
     """(broker, topic name) of a topic ARN of this account and the request's region."""
     parsed = parse_arn(arn, "sns") if isinstance(arn, str) else None
     if parsed is None:
-        raise _invalid(parameter)
+        raise _invalid(_short_arn_reason(arn, parameter))
     broker = ctx.broker(request.region)
     if parsed[1] != request.account_id:
         raise AwsError(
@@ -270,6 +270,15 @@ def _arn_name(ctx: Context, request: Request, arn: Any, parameter: str) -> tuple
     if parsed[0] != broker.region:
         raise _invalid(parameter)
     return broker, parsed[2]
+
+
+def _short_arn_reason(arn: Any, parameter: str) -> str:
+    """SNS's text for a malformed topic or subscription ARN: one of fewer than 6 ':'-separated
+    elements names their count ("TopicArn Reason: An ARN must have at least 6 elements, not 1")."""
+    count = len(arn.split(":")) if isinstance(arn, str) else 0
+    if parameter in ("TopicArn", "SubscriptionArn") and 0 < count < 6:
+        return f"{parameter} Reason: An ARN must have at least 6 elements, not {count}"
+    return parameter
 
 
 async def _topic(ctx: Context, request: Request, parameter: str = "TopicArn") -> Topic:
@@ -295,8 +304,10 @@ def _broker_of_region(ctx: Context, region: str, parameter: str) -> Any:
 async def _subscription(ctx: Context, request: Request) -> Subscription:
     arn = _required(request.params, "SubscriptionArn")
     parts = arn.split(":") if isinstance(arn, str) else []
+    if len(parts) == 6 and parts[:3] == ["arn", "aws", "sns"]:
+        raise _invalid("SubscriptionId")  # SNS: a topic's ARN, no subscription id after it
     if len(parts) != 7 or parts[:3] != ["arn", "aws", "sns"]:
-        raise _invalid("SubscriptionArn")
+        raise _invalid(_short_arn_reason(arn, "SubscriptionArn"))
     if not request.access_key and parts[4] == request.account_id:
         # Unsigned (an UnsubscribeURL fetched as is): no credential scope names a region, the
         # subscription's ARN does.
@@ -550,10 +561,14 @@ async def publish(ctx: Context, request: Request) -> dict[str, Any]:
     params = request.params
     if params.get("PhoneNumber"):
         raise _invalid("PhoneNumber Reason: millpond does not send SMS")
-    arn = params.get("TopicArn") or params.get("TargetArn")
-    if not arn:
+    # An empty TopicArn is given (SNS: a malformed ARN of 1 element), not missing.
+    parameter = "TopicArn" if "TopicArn" in params or not params.get("TargetArn") else "TargetArn"
+    arn = params.get(parameter)
+    if arn is None:
         raise _invalid("TopicArn or TargetArn Reason: no value for required parameter")
-    parameter = "TopicArn" if params.get("TopicArn") else "TargetArn"
+    if parameter == "TargetArn" and isinstance(arn, str) and ":endpoint/" in arn:
+        # SNS: a (mobile push) platform endpoint ARN; none exist here
+        raise _invalid("TargetArn Reason: No endpoint found for the target arn specified")
     broker, name = _arn_name(ctx, request, arn, parameter)
     if "Message" not in params:
         raise AwsError(
