@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+import uuid
 
 import pytest
 
@@ -176,6 +178,31 @@ def test_move_task_to_a_destination_and_validation(broker, clock):
         broker.cancel_message_move_task("A" * 32)  # shaped like a handle, of no task
     with pytest.raises(errors.InvalidParameterValue, match="TaskHandle is invalid"):
         broker.cancel_message_move_task("no-such-task")  # not even shaped like one
+
+
+def test_move_task_handle_and_errors_as_aws(broker, clock):
+    """AWS-validated: test_basic_move_task_workflow (a handle is base64 JSON of taskId and
+    sourceArn), test_source_needs_redrive_policy, test_cancel_with_invalid_source_arn_in_task_handle
+    and test_cancel_with_invalid_task_id_in_task_handle (test_sqs_move_task.py)."""
+    dlq = broker.create_queue("dlq")
+    broker.create_queue("src", redrive(dlq, 1))
+    plain = broker.create_queue("plain")
+    with pytest.raises(errors.InvalidParameterValue) as info:
+        broker.start_message_move_task(plain.arn)
+    assert str(info.value) == "Source queue must be configured as a Dead Letter Queue."
+    handle = broker.start_message_move_task(dlq.arn)
+    doc = json.loads(base64.b64decode(handle))
+    assert doc["sourceArn"] == dlq.arn and uuid.UUID(doc["taskId"])
+
+    def aws_handle(task_id: str, source_arn: str) -> str:
+        text = json.dumps({"taskId": task_id, "sourceArn": source_arn}, separators=(",", ":"))
+        return base64.b64encode(text.encode()).decode()
+
+    missing = "arn:aws:sqs:us-east-1:878966065785:test-queue-doesnt-exist-123456"
+    with pytest.raises(errors.ResourceNotFound, match="for the SourceArn parameter doesn't exist"):
+        broker.cancel_message_move_task(aws_handle(str(uuid.uuid4()), missing))
+    with pytest.raises(errors.ResourceNotFound, match=r"^Task does not exist\.$"):
+        broker.cancel_message_move_task(aws_handle(str(uuid.uuid4()), dlq.arn))
 
 
 def test_move_task_can_be_cancelled_and_is_rate_limited(broker, clock):

@@ -55,6 +55,9 @@ def test_fifo_queue_attributes_and_naming_rules(broker):
     assert high.get_attributes()["FifoThroughputLimit"] == "perMessageGroupId"
     with pytest.raises(errors.InvalidAttributeValue, match="Modifying queue type"):
         q.set_attributes({"FifoQueue": "false"})
+    # AWS-validated: test_set_unsupported_attribute_fifo (FifoQueue=true on a FIFO queue is a no-op)
+    q.set_attributes({"FifoQueue": "true"})
+    assert q.get_attributes()["FifoQueue"] == "true"
     with pytest.raises(errors.InvalidAttributeValue, match="DeduplicationScope"):
         q.set_attributes({"DeduplicationScope": "topic"})
 

@@ -523,8 +523,9 @@ class QueueModel(RuleBasedStateMachine):
             event(f"change_visibility: {h.queue} stale or gone")
             return errors.InvalidParameterValue
         if m.visible_at <= self.now:
+            # AWS answers 200 and nothing changes: the message stays visible
             event(f"change_visibility: {h.queue} not in flight")
-            return errors.MessageNotInflight
+            return "ok"
         if self.now + timeout * 1000 - m.last_receive > MAX_HIDDEN_MS:
             return errors.InvalidParameterValue
         event(f"change_visibility: {h.queue} ok")

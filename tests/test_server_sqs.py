@@ -1294,7 +1294,7 @@ def test_tags(sqs: Any) -> None:
     sqs.untag_queue(QueueUrl=url, TagKeys=["team", "env"])
     assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"cost": "1"}
     sqs.untag_queue(QueueUrl=url, TagKeys=["cost"])
-    assert "Tags" not in sqs.list_queue_tags(QueueUrl=url)
+    assert not sqs.list_queue_tags(QueueUrl=url).get("Tags")  # {} over JSON, as AWS
     expect_error(
         sqs,
         sqs.list_queue_tags,
@@ -2560,3 +2560,126 @@ def test_a_slow_408_reply_is_not_cancelled_again(tmp_path: Any, monkeypatch: Any
         app.ctx.close()
     assert sent == ["http.response.start", "http.response.body"]
     assert app._reading == {} and app._expired == set()
+
+
+# -- AWS-validated recordings (LocalStack snapshot tests, recorded against real SQS) ---------------
+
+
+def test_change_visibility_after_the_visibility_ran_out(sqs: Any) -> None:
+    """AWS-validated: test_change_message_visibility_after_visibility_timeout_expiration: the
+    latest handle of a message visible again answers 200 (MessageNotInflight before)."""
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="test")
+    handle = sqs.receive_message(QueueUrl=url, VisibilityTimeout=1)["Messages"][0]["ReceiptHandle"]
+    time.sleep(1.3)
+    response = sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=1
+    )
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+    batch = sqs.change_message_visibility_batch(
+        QueueUrl=url, Entries=[{"Id": "a", "ReceiptHandle": handle, "VisibilityTimeout": 1}]
+    )
+    assert [e["Id"] for e in batch["Successful"]] == ["a"] and not batch.get("Failed")
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=url)["Messages"]] == ["test"]
+
+
+def test_set_fifo_queue_attribute(sqs: Any) -> None:
+    """AWS-validated: test_set_unsupported_attribute_fifo."""
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    error = expect_error(
+        sqs,
+        sqs.set_queue_attributes,
+        "InvalidAttributeName",
+        QueueUrl=url,
+        Attributes={"FifoQueue": "true"},
+    )
+    assert error.response["Error"]["Message"] == "Unknown Attribute FifoQueue."
+    fifo = sqs.create_queue(QueueName=unique() + ".fifo", Attributes={"FifoQueue": "true"})
+    sqs.set_queue_attributes(QueueUrl=fifo["QueueUrl"], Attributes={"FifoQueue": "true"})
+    error = expect_error(
+        sqs,
+        sqs.set_queue_attributes,
+        "InvalidAttributeValue",
+        QueueUrl=fifo["QueueUrl"],
+        Attributes={"FifoQueue": "false"},
+    )
+    assert error.response["Error"]["Message"] == (
+        "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not supported."
+    )
+
+
+def test_move_task_source_must_be_a_dead_letter_queue(sqs: Any) -> None:
+    """AWS-validated: test_source_needs_redrive_policy (test_sqs_move_task.py)."""
+    source = arn_of(sqs, sqs.create_queue(QueueName=unique())["QueueUrl"])
+    destination = arn_of(sqs, sqs.create_queue(QueueName=unique())["QueueUrl"])
+    error = expect_error(
+        sqs,
+        sqs.start_message_move_task,
+        "InvalidParameterValue",
+        SourceArn=source,
+        DestinationArn=destination,
+    )
+    assert error.response["Error"]["Message"] == (
+        "Source queue must be configured as a Dead Letter Queue."
+    )
+
+
+def _aws_task_handle(task_id: str, source_arn: str) -> str:
+    doc = json.dumps({"taskId": task_id, "sourceArn": source_arn}, separators=(",", ":"))
+    return base64.b64encode(doc.encode()).decode()
+
+
+def test_move_task_handles_are_shaped_as_aws(sqs: Any) -> None:
+    """AWS-validated: test_basic_move_task_workflow (the handle is base64 JSON of taskId and
+    sourceArn), test_cancel_with_invalid_source_arn_in_task_handle and
+    test_cancel_with_invalid_task_id_in_task_handle (test_sqs_move_task.py)."""
+    dlq = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
+    dlq_arn = arn_of(sqs, dlq)
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
+    sqs.create_queue(QueueName=unique(), Attributes={"RedrivePolicy": policy})
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+    doc = json.loads(base64.b64decode(handle))
+    assert doc["sourceArn"] == dlq_arn and uuid.UUID(doc["taskId"])
+
+    error = expect_error(
+        sqs,
+        sqs.cancel_message_move_task,
+        "ResourceNotFoundException",
+        404,
+        TaskHandle=_aws_task_handle(
+            "10f57157-fc38-4da9-a113-4de7e12d05dd",
+            "arn:aws:sqs:us-east-1:878966065785:test-queue-doesnt-exist-123456",
+        ),
+    )
+    assert error.response["Error"]["Message"] == (
+        "The resource that you specified for the SourceArn parameter doesn't exist."
+    )
+    error = expect_error(
+        sqs,
+        sqs.cancel_message_move_task,
+        "ResourceNotFoundException",
+        404,
+        TaskHandle=_aws_task_handle("10f57157-fc38-4da9-a113-4de7e12d05aa", dlq_arn),
+    )
+    assert error.response["Error"]["Message"] == "Task does not exist."
+
+
+def test_empty_tag_and_attribute_maps(sqs: Any, protocol: str) -> None:
+    """AWS-validated: test_tag_untag_queue ("get-tag-after-untag": {"Tags": {}}) and
+    test_sqs_permission_lifecycle ("get-queue-policy-attribute-after-removal": {"Attributes":
+    {}}, and "can't find label." once the queue has no policy)."""
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    sqs.tag_queue(QueueUrl=url, Tags={"tag1": "value1", "tag2": "value2", "tag3": ""})
+    sqs.untag_queue(QueueUrl=url, TagKeys=["tag1", "tag2", "tag3"])
+    tags = sqs.list_queue_tags(QueueUrl=url)
+    policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
+    if protocol == "json":  # the query protocol's XML has no empty map to parse
+        assert tags["Tags"] == {} and policy["Attributes"] == {}
+    else:
+        assert not tags.get("Tags") and not policy.get("Attributes")
+    error = expect_error(
+        sqs, sqs.remove_permission, "InvalidParameterValue", QueueUrl=url, Label="label2"
+    )
+    assert error.response["Error"]["Message"] == (
+        "Value label2 for parameter Label is invalid. Reason: can't find label."
+    )

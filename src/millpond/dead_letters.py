@@ -9,10 +9,12 @@ transaction as the messages it moved, so a restart resumes it without loss or du
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
-import secrets
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +33,7 @@ if TYPE_CHECKING:
     from millpond.broker import Broker
 
 _TASK_PREFIX = b"task:"
-_HANDLE_BYTES = 24  # a task handle: this many random bytes, URL-safe base64
-_HANDLE = re.compile(r"[A-Za-z0-9_-]{32}")  # what such a handle looks like (4/3 of 24)
+_OLD_HANDLE = re.compile(r"[A-Za-z0-9_-]{32}")  # handles of earlier versions: 24 random bytes
 MOVE_BATCH = 10  # messages per transaction of a move task
 MAX_RATE = 500  # SQS's limit for MaxNumberOfMessagesPerSecond
 
@@ -162,10 +163,8 @@ class MoveTasks:
         broker = self._broker
         source = self._queue_of(source_arn, "SourceArn")
         if not broker.list_dead_letter_source_queues(source.name):
-            raise InvalidParameterValue(
-                f"Value {source_arn} for parameter SourceArn is invalid. Reason: Source queue "
-                "must be configured as a Dead Letter Queue."
-            )
+            # AWS's text, without the usual "Value ... for parameter ..." preamble
+            raise InvalidParameterValue("Source queue must be configured as a Dead Letter Queue.")
         destination = self._queue_of(destination_arn, "DestinationArn") if destination_arn else None
         if max_per_second is not None and (
             type(max_per_second) is not int or not 1 <= max_per_second <= MAX_RATE
@@ -177,7 +176,7 @@ class MoveTasks:
         to_move = int(
             source.get_attributes(["ApproximateNumberOfMessages"])["ApproximateNumberOfMessages"]
         )
-        handle = secrets.token_urlsafe(_HANDLE_BYTES)
+        handle = _new_handle(source.arn)
 
         def start(txn: Any, now_ms: int) -> None:
             for task in self._tasks(txn):
@@ -246,8 +245,11 @@ class MoveTasks:
     def cancel(self, handle: str) -> int:
         """Cancel a RUNNING task; returns how many messages it had moved."""
 
-        if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
-            raise InvalidParameterValue("Value for parameter TaskHandle is invalid.")
+        if not (isinstance(handle, str) and _OLD_HANDLE.fullmatch(handle)):
+            source_arn = handle_source(handle)
+            if source_arn is None:
+                raise InvalidParameterValue("Value for parameter TaskHandle is invalid.")
+            self._queue_of(source_arn, "SourceArn")  # as AWS: a missing source before the task
 
         def cancel(txn: Any, now_ms: int) -> int:
             task = self._load(txn, handle)
@@ -369,6 +371,24 @@ def _by_target(
     for seq, at, source_id in picked:
         groups.setdefault(source_id, []).append((seq, at))
     return groups
+
+
+def _new_handle(source_arn: str) -> str:
+    """A task handle shaped as AWS's: base64 of {"taskId": a UUID, "sourceArn": the source}."""
+    doc = {"taskId": str(uuid.uuid4()), "sourceArn": source_arn}
+    return base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
+
+
+def handle_source(handle: Any) -> str | None:
+    """The source queue ARN named in a task handle of AWS's shape; None if it is not one."""
+    try:
+        doc = json.loads(base64.b64decode(handle, validate=True))
+    except (TypeError, ValueError, binascii.Error):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("taskId"), str):
+        return None
+    source = doc.get("sourceArn")
+    return source if isinstance(source, str) else None
 
 
 def _public(task: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from millpond.errors import (
     BatchRequestTooLong,
     EmptyBatchRequest,
     InvalidParameterValue,
-    MessageNotInflight,
     MessageTooLong,
     MillpondError,
     MissingParameter,
@@ -566,7 +565,10 @@ class Queue:
         if status == core.OK:
             return None
         if status == core.NOT_IN_FLIGHT:
-            return MessageNotInflight("The message referred to isn't in flight.")
+            # AWS answers 200 to a change through the latest handle of a message whose
+            # visibility already ran out (it is visible again, not yet received anew); the
+            # change has nothing left to re-time, so it is a no-op
+            return None
         if status == core.TOO_LONG:
             return InvalidParameterValue(
                 f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "

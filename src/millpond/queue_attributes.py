@@ -84,6 +84,12 @@ def normalize(
         if name not in SETTABLE:
             raise InvalidAttributeName(f"Unknown Attribute {name}.")
         if name == "FifoQueue" and not creating:
+            # as AWS: a standard queue has no FifoQueue attribute to set; a FIFO queue takes
+            # FifoQueue=true as a no-op and refuses only a change of type
+            if not fifo:
+                raise InvalidAttributeName(f"Unknown Attribute {name}.")
+            if _normalize_value(name, value) == "true":
+                continue
             raise InvalidAttributeValue(
                 "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not "
                 "supported."

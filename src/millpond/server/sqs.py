@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from millpond import errors
-from millpond.dead_letters import parse_arn
+from millpond.dead_letters import handle_source, parse_arn
 from millpond.fifo_queue import FifoQueue
 from millpond.message import Message
 from millpond.message_attributes import (
@@ -259,7 +259,7 @@ async def get_queue_attributes(ctx: Context, request: Request) -> dict[str, Any]
     if not names:
         return {}
     attributes = await ctx.call(queue.get_attributes, names)
-    return {"Attributes": attributes} if attributes else {}
+    return {"Attributes": attributes}  # as AWS: an empty map when none of the names has a value
 
 
 @action
@@ -668,8 +668,7 @@ async def untag_queue(ctx: Context, request: Request) -> dict[str, Any]:
 
 @action
 async def list_queue_tags(ctx: Context, request: Request) -> dict[str, Any]:
-    tags = _queue(ctx, request).tags()
-    return {"Tags": tags} if tags else {}
+    return {"Tags": _queue(ctx, request).tags()}  # as AWS: an empty map when untagged
 
 
 def _policy(queue: Queue) -> dict[str, Any]:
@@ -776,9 +775,10 @@ async def remove_permission(ctx: Context, request: Request) -> dict[str, Any]:
     policy = _policy(queue)
     kept = [s for s in policy["Statement"] if s.get("Sid") != label]
     if len(kept) == len(policy["Statement"]):
+        # AWS words it without "on existing policy" when the queue has no policy at all
+        where = " on existing policy" if queue._attributes.get("Policy") else ""
         raise invalid(
-            f"Value {label} for parameter Label is invalid. Reason: can't find label on existing "
-            "policy."
+            f"Value {label} for parameter Label is invalid. Reason: can't find label{where}."
         )
     policy["Statement"] = kept
     await ctx.call(queue.set_attributes, {"Policy": json.dumps(policy) if kept else ""})
@@ -850,11 +850,14 @@ async def cancel_message_move_task(ctx: Context, request: Request) -> dict[str, 
     if not handle:
         raise missing("TaskHandle")
     last_error: errors.MillpondError | None = None
+    source = parse_arn(handle_source(handle) or "")
     for broker in ctx.brokers() or [ctx.broker(request.region)]:
         try:
             moved = await ctx.call(broker.cancel_message_move_task, handle)
             return {"ApproximateNumberOfMessagesMoved": moved}
         except errors.ResourceNotFound as exc:
-            last_error = exc
+            # the broker of the region the handle names says why (no such queue, or task)
+            if last_error is None or (source and broker.region == source[0]):
+                last_error = exc
     assert last_error is not None
     raise last_error
