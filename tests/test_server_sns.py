@@ -505,6 +505,38 @@ def test_fan_out_with_filter_policies(sns, sqs):
     assert empty(sqs, attr_url) and empty(sqs, body_url)
 
 
+XRAY = "Root=1-3152b799-8954dae64eda91bc9a23a7e8;Parent=7fa8c0f79203be72;Sampled=1"
+
+
+def test_publish_hands_the_x_ray_header_on_to_queues(sns, sqs):
+    # AWS-validated: test_publish_sqs_from_sns_with_xray_propagation. A Publish (and here
+    # PublishBatch) with X-Amzn-Trace-Id: the SQS messages' AWSTraceHeader is that header, for
+    # envelope and raw subscriptions alike.
+    def add(request: Any, **_: Any) -> None:
+        request.headers["X-Amzn-Trace-Id"] = XRAY
+
+    topic = make_topic(sns)
+    url, arn = make_queue(sqs)
+    raw_url, raw_arn = make_queue(sqs)
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=raw_arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    for operation in ("Publish", "PublishBatch"):
+        sns.meta.events.register(f"before-send.sns.{operation}", add)
+    try:
+        sns.publish(TargetArn=topic, Message="X-Ray propagation test msg")
+        sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=[{"Id": "1", "Message": "b"}])
+    finally:
+        for operation in ("Publish", "PublishBatch"):
+            sns.meta.events.unregister(f"before-send.sns.{operation}", add)
+    sns.publish(TopicArn=topic, Message="untraced")
+    for queue_url in (url, raw_url):
+        messages = receive(sqs, queue_url, 3, AttributeNames=["SentTimestamp", "AWSTraceHeader"])
+        traces = sorted(str(m["Attributes"].get("AWSTraceHeader")) for m in messages)
+        assert traces == sorted([XRAY, XRAY, "None"])
+
+
 def test_raw_delivery_carries_message_attributes(sns, sqs):
     topic = make_topic(sns)
     url, arn = make_queue(sqs)

@@ -8,6 +8,7 @@ back): botocore's own serializer and XML parser are the oracle for the wire shap
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import http.client
@@ -21,7 +22,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -1014,6 +1015,44 @@ def test_aws_trace_header(sqs: Any) -> None:
     assert message["Attributes"] == {"AWSTraceHeader": "Root=1-5759e988-bd862e3f"}
     (message,) = sqs.receive_message(QueueUrl=url)["Messages"]
     assert "Attributes" not in message  # a system attribute only when asked for
+
+
+XRAY = "Root=1-3152b799-8954dae64eda91bc9a23a7e8;Parent=7fa8c0f79203be72;Sampled=1"
+
+
+@contextlib.contextmanager
+def xray_header(client: Any, operation: str) -> Iterator[None]:
+    """``client``'s calls of ``operation`` carry X-Amzn-Trace-Id, as the X-Ray SDK adds it."""
+
+    def add(request: Any, **_: Any) -> None:
+        request.headers["X-Amzn-Trace-Id"] = XRAY
+
+    event = f"before-send.{client.meta.service_model.endpoint_prefix}.{operation}"
+    client.meta.events.register(event, add)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister(event, add)
+
+
+def test_the_x_ray_http_header_is_the_aws_trace_header(sqs: Any) -> None:
+    # AWS X-Ray docs (Amazon SQS and AWS X-Ray): the X-Amzn-Trace-Id header of a SendMessage or
+    # SendMessageBatch is every message's AWSTraceHeader; the system attribute overrides it.
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    own = {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1-own"}}
+    with xray_header(sqs, "SendMessage"):
+        sent = sqs.send_message(QueueUrl=url, MessageBody="one")
+        sqs.send_message(QueueUrl=url, MessageBody="own", MessageSystemAttributes=own)
+    assert "MD5OfMessageSystemAttributes" not in sent  # the request gave no system attribute
+    with xray_header(sqs, "SendMessageBatch"):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": "a", "MessageBody": "two"}, {"Id": "b", "MessageBody": "3"}],
+        )
+    sqs.send_message(QueueUrl=url, MessageBody="untraced")
+    messages = receive_all(sqs, url, 5, MessageSystemAttributeNames=["AWSTraceHeader"])
+    traces = {m["Body"]: m.get("Attributes", {}).get("AWSTraceHeader") for m in messages}
+    assert traces == {"one": XRAY, "own": "Root=1-own", "two": XRAY, "3": XRAY, "untraced": None}
 
 
 def test_batch_shape_errors_write_nothing(sqs: Any) -> None:

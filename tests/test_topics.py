@@ -1700,3 +1700,23 @@ def test_group_id_on_a_standard_topic_reaches_fair_queues(broker):
     topic.publish("for tenant 7", group_id="tenant-7")
     (message,) = queue.receive()
     assert message.text == "for tenant 7" and message.group_id == "tenant-7"
+
+
+def test_publish_trace_header_becomes_the_aws_trace_header(broker):
+    # SNS hands a publish's X-Ray trace header on to SQS subscribers as AWSTraceHeader
+    # (AWS-validated: test_publish_sqs_from_sns_with_xray_propagation); FIFO queues included.
+    t = broker.create_topic(
+        "traced.fifo", {"FifoTopic": "true", "ContentBasedDeduplication": "true"}
+    )
+    q = broker.create_queue("traced.fifo", {"FifoQueue": "true"})
+    t.subscribe(q)
+    plain_topic, plain = broker.create_topic("traced"), broker.create_queue("plain")
+    plain_topic.subscribe(plain, raw_message_delivery=True)
+    t.publish("m", group_id="g", trace_header="Root=1-abc")
+    plain_topic.publish_batch([{"Id": "1", "Message": "x"}], trace_header="Root=1-def")
+    assert [m.trace_header for m in q.receive(10)] == ["Root=1-abc"]
+    assert [m.trace_header for m in plain.receive(10)] == ["Root=1-def"]
+    for bad in ("", "a\x00b", 5):
+        with pytest.raises(InvalidParameter, match="AWSTraceHeader"):
+            plain_topic.publish("y", trace_header=bad)
+    assert plain.receive(10, visibility_timeout=0) == []  # refused ones delivered nothing

@@ -31,6 +31,7 @@ from millpond.fifo_queue import FifoQueue
 from millpond.filters import FilterPolicy
 from millpond.message import pack_metadata
 from millpond.message_attributes import (
+    first_bad_char,
     validate_body_text,
     validate_message_attributes,
 )
@@ -61,7 +62,8 @@ _MESSAGE_ID_CHARS = re.compile(r"[!-~]{1,128}")  # MessageGroupId / MessageDedup
 
 # One delivery: (SQS body, SQS attributes or None, size toward MaximumMessageSize, group id,
 # deduplication id).
-Item = tuple[bytes, "dict[str, Any] | None", int, "str | None", "str | None"]
+# (body, attributes, size, group id, dedup id, AWSTraceHeader) of one delivery to a queue
+Item = tuple[bytes, "dict[str, Any] | None", int, "str | None", "str | None", "str | None"]
 
 
 # -- keys -----------------------------------------------------------------------------------------
@@ -284,6 +286,7 @@ class Outgoing:
         "size",
         "structured",
         "subject",
+        "trace_header",
     )
 
     def __init__(
@@ -313,6 +316,7 @@ class Outgoing:
         self.raw_size = len(data) if structured else size
         self.group_id = group_id
         self.dedup_id = dedup_id
+        self.trace_header: str | None = None  # X-Ray: the queues' AWSTraceHeader
         self._doc: Any = _UNSET
         self._note: Notification | None = None
         self._raw_ok: bool | None = None
@@ -411,6 +415,18 @@ def outgoing(
     return Outgoing(text, content, data, subject, checked, structured, group_id, dedup_id, size)
 
 
+def check_trace_header(value: Any) -> str | None:
+    """A publish's X-Ray trace header: None, or text SQS can keep as AWSTraceHeader."""
+    if value is not None and (
+        not isinstance(value, str) or not value or first_bad_char(value) is not None
+    ):
+        raise InvalidParameter(
+            "Invalid parameter: AWSTraceHeader Reason: must be a non-empty string of characters "
+            "SQS accepts"
+        )
+    return value  # type: ignore[no-any-return]
+
+
 def _check_message_id_field(name: str, value: Any) -> None:
     if value is not None and (not isinstance(value, str) or not _MESSAGE_ID_CHARS.fullmatch(value)):
         raise InvalidParameter(
@@ -461,20 +477,24 @@ def deliver_to_queue(
     attributes: list[dict[str, Any] | None],
     group_ids: list[str | None],
     dedup_ids: list[str | None],
+    trace_headers: list[str | None] | None = None,
 ) -> None:
     """Store fan-out messages in ``queue`` inside the caller's write transaction.
 
     The one place where a topic's MessageGroupId and MessageDeduplicationId are handed on to a
     queue: a FIFO queue gets both (it keeps group order and drops its own duplicates). SNS also
-    forwards the group id to standard "fair" queues, which keep it as a tenant label. Raises
-    QueueDoesNotExist before writing anything if the queue was deleted.
+    forwards the group id to standard "fair" queues, which keep it as a tenant label, and the
+    publish's X-Ray trace header as AWSTraceHeader. Raises QueueDoesNotExist before writing
+    anything if the queue was deleted.
     """
+    if trace_headers is not None and all(t is None for t in trace_headers):
+        trace_headers = None
     if isinstance(queue, FifoQueue):
-        queue._deliver_in_txn(txn, now_ms, bodies, attributes, group_ids, dedup_ids)
+        queue._deliver_in_txn(txn, now_ms, bodies, attributes, group_ids, dedup_ids, trace_headers)
     else:
         # Standard queues keep a forwarded group id as a tenant label (SQS fair queues).
         forwarded = group_ids if group_ids and any(g is not None for g in group_ids) else None
-        queue._deliver_in_txn(txn, now_ms, bodies, attributes, forwarded)
+        queue._deliver_in_txn(txn, now_ms, bodies, attributes, forwarded, None, trace_headers)
 
 
 def _queue(topics: Topics, txn: Any, name: str, stale: Queue | None = None) -> Queue | None:
@@ -522,6 +542,7 @@ def put(
                 [item[1] for item in fit],
                 [item[3] for item in fit],
                 [item[4] for item in fit],
+                [item[5] for item in fit],
             )
         except QueueDoesNotExist:
             # A stale cached object (the queue was deleted, maybe re-created): look again.
@@ -584,7 +605,8 @@ def _fan_out_one(
     common = tail = b""
     raw_blob: bytes | None = None
     group = out.group_id  # standard queues keep it as a tenant label (fair queues)
-    blob = pack_metadata(None, group) if group else b""  # of an envelope
+    trace = out.trace_header
+    blob = pack_metadata(None, group, None, trace) if group or trace else b""  # of an envelope
     deliveries: list[tuple[int, bytes, bytes, int]] = []
     targets: list[Queue] = []
     others: list[tuple[Sub, list[Outgoing]]] = []
@@ -599,7 +621,9 @@ def _fan_out_one(
                 continue
             if raw_blob is None:
                 attrs = out.delivered_attributes
-                raw_blob = pack_metadata(attrs, group) if attrs or group else b""
+                raw_blob = (
+                    pack_metadata(attrs, group, None, trace) if attrs or group or trace else b""
+                )
             deliveries.append((queue.queue_id, out.data, raw_blob, queue._delay_ms))
         else:
             if not common:
@@ -656,10 +680,13 @@ def _deliver(
                 out.raw_size,
                 out.group_id,
                 out.dedup_id,
+                out.trace_header,
             )
             if not out.raw_ok():
                 # SQS cannot carry these attributes: the dead-letter copy goes without them
-                refused.append((out.data, None, len(out.data), out.group_id, out.dedup_id))
+                refused.append(
+                    (out.data, None, len(out.data), out.group_id, out.dedup_id, out.trace_header)
+                )
                 continue
         else:
             note = out.note(topic, state)
@@ -667,7 +694,7 @@ def _deliver(
             if common is None:
                 common = commons[id(out)] = note.common(now_ms, sequences.get(id(out)))
             body = b"".join((common, sub.unsubscribe_url, note.tail))
-            item = (body, None, len(body), out.group_id, out.dedup_id)
+            item = (body, None, len(body), out.group_id, out.dedup_id, out.trace_header)
         items.append(item)
     if items:
         queue_id, rest, why = put(topic._topics, txn, now_ms, sub.queue_name, items)
@@ -734,7 +761,7 @@ def _dead_letter(
         items = [
             item
             if item[1] is None or len(item[1]) <= MAX_RAW_ATTRIBUTES
-            else (item[0], None, len(item[0]), item[3], item[4])
+            else (item[0], None, len(item[0]), item[3], item[4], item[5])
             for item in items
         ]
         queue_id, items, _ = put(topic._topics, txn, now_ms, sub.dead_letter_queue, items)

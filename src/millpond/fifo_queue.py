@@ -172,13 +172,19 @@ class FifoQueue(Queue):
         attributes: list[dict[str, Any] | None],
         group_ids: list[str | None] | None = None,
         deduplication_ids: list[str | None] | None = None,
+        trace_headers: list[str | None] | None = None,
     ) -> None:
         """Fan-out from a FIFO topic: each message needs its group id (dedup ids optional)."""
-        group_ids = group_ids or [None] * len(bodies)
-        deduplication_ids = deduplication_ids or [None] * len(bodies)
+        none = [None] * len(bodies)
         prepared = [
-            self._prepare_fifo(body, None, attrs, group, dedup)
-            for body, attrs, group, dedup in zip(bodies, attributes, group_ids, deduplication_ids)
+            self._prepare_fifo(body, None, attrs, group, dedup, trace)
+            for body, attrs, group, dedup, trace in zip(
+                bodies,
+                attributes,
+                group_ids or none,
+                deduplication_ids or none,
+                trace_headers or none,
+            )
         ]
         try:
             results = fifo.send(

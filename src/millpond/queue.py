@@ -295,19 +295,24 @@ class Queue:
         attributes: list[dict[str, Any] | None],
         group_ids: list[str | None] | None = None,
         deduplication_ids: list[str | None] | None = None,
+        trace_headers: list[str | None] | None = None,
     ) -> None:
         """Store already-validated messages inside the caller's write transaction (fan-out).
 
         For topics: ``attributes`` are message attributes in the boto3 shape (or None), checked
         by the caller; ``group_ids`` are kept as tenant labels (SQS fair queues); a standard
-        queue has no use for de-duplication ids. The queue's DelaySeconds applies. Raises
-        QueueDoesNotExist if the queue was deleted. The caller notifies long polls after the
-        commit (``_broker._wakeups``).
+        queue has no use for de-duplication ids; ``trace_headers`` become AWSTraceHeader. The
+        queue's DelaySeconds applies. Raises QueueDoesNotExist if the queue was deleted. The
+        caller notifies long polls after the commit (``_broker._wakeups``).
         """
-        if group_ids is None:
+        if group_ids is None and trace_headers is None:
             blobs = [pack_metadata(a) if a else b"" for a in attributes]
         else:
-            blobs = [pack_metadata(a, g) if a or g else b"" for a, g in zip(attributes, group_ids)]
+            none = [None] * len(bodies)
+            blobs = [
+                pack_metadata(a, g, None, t) if a or g or t else b""
+                for a, g, t in zip(attributes, group_ids or none, trace_headers or none)
+            ]
         delays = [self._delay_ms] * len(bodies)
         try:
             self._core.send(

@@ -604,6 +604,7 @@ class Topic(TopicSettings):
         group_id: str | None = None,
         deduplication_id: str | None = None,
         message_structure: str | None = None,
+        trace_header: str | None = None,
     ) -> str:
         """Publish one message to every matching subscription; returns its SNS message id.
 
@@ -618,6 +619,8 @@ class Topic(TopicSettings):
                 topic needs ContentBasedDeduplication (SHA-256 of the message).
             message_structure: "json" to give a message per protocol ("default", "sqs",
                 "http", "https").
+            trace_header: an AWS X-Ray trace header (what a daemon gets as X-Amzn-Trace-Id):
+                the messages of subscribed queues carry it as their AWSTraceHeader.
 
         Every matching queue gets the message in one write transaction, or none does ("fsync":
         on disk when this returns); HTTP/S deliveries are queued in that transaction. Each
@@ -633,6 +636,7 @@ class Topic(TopicSettings):
         out = fan_out.outgoing(
             state, message, subject, attributes, group_id, deduplication_id, message_structure
         )
+        out.trace_header = fan_out.check_trace_header(trace_header)
         return self._publish(state, [out])[0][0]
 
     def publish_message(
@@ -644,6 +648,7 @@ class Topic(TopicSettings):
         group_id: str | None = None,
         deduplication_id: str | None = None,
         message_structure: str | None = None,
+        trace_header: str | None = None,
     ) -> dict[str, str]:
         """:meth:`publish`, answering as SNS Publish: ``{"MessageId"}``, plus "SequenceNumber"
         on FIFO topics (a repeated deduplication id: the first message's)."""
@@ -651,13 +656,16 @@ class Topic(TopicSettings):
         out = fan_out.outgoing(
             state, message, subject, attributes, group_id, deduplication_id, message_structure
         )
+        out.trace_header = fan_out.check_trace_header(trace_header)
         message_id, sequence = self._publish(state, [out])[0]
         result = {"MessageId": message_id}
         if sequence is not None:
             result["SequenceNumber"] = sequence
         return result
 
-    def publish_batch(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def publish_batch(
+        self, entries: Sequence[Mapping[str, Any]], *, trace_header: str | None = None
+    ) -> list[dict[str, Any]]:
         """Publish up to 10 messages in one write transaction (SNS PublishBatch).
 
         Args:
@@ -666,6 +674,7 @@ class Topic(TopicSettings):
                 MessageGroupId, MessageDeduplicationId, MessageStructure) or by the keyword
                 names of :meth:`publish` (message, subject, attributes, group_id,
                 deduplication_id, message_structure).
+            trace_header: as for :meth:`publish`, for every entry.
 
         Returns:
             One result per entry, in order: ``{"Id", "MessageId"}``, plus "SequenceNumber" on
@@ -693,6 +702,9 @@ class Topic(TopicSettings):
                     )
                 ) from None
         check_batch_size(sum(out.size for out in outs))
+        trace_header = fan_out.check_trace_header(trace_header)
+        for out in outs:
+            out.trace_header = trace_header
         results: list[dict[str, Any]] = [
             {"Id": entry.get("Id", entry.get("id"))} for entry in entries
         ]

@@ -262,7 +262,7 @@ class HttpOutbox:
                 return None, True
             body = entry["body"]
             queue_id, rest, _ = fan_out.put(
-                topics, txn, now_ms, dlq, [(body, None, len(body), None, None)]
+                topics, txn, now_ms, dlq, [(body, None, len(body), None, None, None)]
             )
             return queue_id, bool(rest)
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from millpond import errors
+from millpond.message_attributes import first_bad_char
 from millpond.server import metrics, sigv4, sqs, sqs_json
 from millpond.server.context import Context
 from millpond.server.protocol import AwsError, Request, new_request_id, region_of
@@ -195,6 +196,7 @@ class App:
             path=scope["path"],
             query_protocol=query,
             request_id=request_id,
+            trace_header=_trace_header(headers),
         )
 
     async def _sqs_json(
@@ -362,6 +364,13 @@ def _label(action: str, handlers: dict[str, Any]) -> str:
     """The metrics label of a request: its action if there is one by that name, else one label
     for all the rest (a label per name a client makes up would grow without bound)."""
     return action if action in handlers else UNKNOWN_ACTION
+
+
+def _trace_header(headers: dict[bytes, bytes]) -> str | None:
+    """X-Amzn-Trace-Id, as SQS and SNS take it for AWSTraceHeader: ignored (it is tracing
+    middleware's, not the caller's own input) unless it is text SQS can store."""
+    value = _text(headers, b"x-amzn-trace-id")
+    return value if value and first_bad_char(value) is None else None
 
 
 def _text(headers: dict[bytes, bytes], name: bytes) -> str:

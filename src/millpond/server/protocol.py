@@ -46,6 +46,9 @@ class Request:
     # False only for the unsigned SNS requests a daemon with credentials lets through
     # (ConfirmSubscription and Unsubscribe by the URLs in SNS messages)
     authenticated: bool = True
+    # the X-Ray trace header (X-Amzn-Trace-Id) the request came with, if it is one SQS can
+    # keep as AWSTraceHeader; sends and publishes hand it on to their messages
+    trace_header: str | None = None
 
 
 class AwsError(Exception):

@@ -586,6 +586,7 @@ async def publish(ctx: Context, request: Request) -> dict[str, Any]:
             group_id=params.get("MessageGroupId"),
             deduplication_id=params.get("MessageDeduplicationId"),
             message_structure=params.get("MessageStructure"),
+            trace_header=request.trace_header,  # X-Amzn-Trace-Id: the queues' AWSTraceHeader
         )
     )
     return result  # type: ignore[no-any-return]
@@ -615,7 +616,9 @@ async def publish_batch(ctx: Context, request: Request) -> dict[str, Any]:
     entries = [{k: v for k, v in e.items() if k in _BATCH_ENTRY_MEMBERS} for e in entries]
     for entry in entries:
         entry["MessageAttributes"] = _message_attributes(entry.get("MessageAttributes"))
-    results = await ctx.call(topic.publish_batch, entries)
+    results = await ctx.call(
+        lambda: topic.publish_batch(entries, trace_header=request.trace_header)
+    )
     return {
         "Successful": [r for r in results if "MessageId" in r],
         "Failed": [r for r in results if "MessageId" not in r],

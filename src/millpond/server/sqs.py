@@ -306,7 +306,12 @@ def _sender_id(ctx: Context, request: Request) -> str | None:
     return request.access_key if ctx.credentials and request.access_key else None
 
 
-def _send_fields(entry: dict[str, Any], sender_id: str | None) -> dict[str, Any]:
+def _send_fields(
+    entry: dict[str, Any], sender_id: str | None, http_trace: str | None = None
+) -> dict[str, Any]:
+    """An entry's send arguments, checked; ``http_trace`` (the request's X-Amzn-Trace-Id) is
+    the AWSTraceHeader of an entry whose MessageSystemAttributes give none (SQS: the system
+    attribute overrides the HTTP header)."""
     body = entry.get("MessageBody")
     if body is None or body == "":
         raise missing("MessageBody")
@@ -327,7 +332,8 @@ def _send_fields(entry: dict[str, Any], sender_id: str | None) -> dict[str, Any]
         "attributes": _message_attributes(entry.get("MessageAttributes")),
         "group_id": entry.get("MessageGroupId"),
         "deduplication_id": entry.get("MessageDeduplicationId"),
-        "trace_header": trace["StringValue"] if trace else None,
+        "trace_header": trace["StringValue"] if trace else http_trace,
+        "system_trace": trace["StringValue"] if trace else None,  # for its MD5
         "sender_id": sender_id,
     }
 
@@ -338,7 +344,7 @@ def _send_result(
     result = {"MD5OfMessageBody": md5_of_body(fields["body"]), "MessageId": message_id}
     if fields["attributes"]:
         result["MD5OfMessageAttributes"] = md5_of_message_attributes(fields["attributes"])
-    system_md5 = _md5_of_trace_header(fields["trace_header"])
+    system_md5 = _md5_of_trace_header(fields["system_trace"])  # of what the request gave
     if system_md5:
         result["MD5OfMessageSystemAttributes"] = system_md5
     if sequence is not None:
@@ -405,7 +411,7 @@ def _check_entry(queue: Queue, fields: dict[str, Any]) -> None:
 @action
 async def send_message(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
-    fields = _send_fields(request.params, _sender_id(ctx, request))
+    fields = _send_fields(request.params, _sender_id(ctx, request), request.trace_header)
     ((message_id, sequence),) = await _send_prepared(ctx, queue, [fields])
     return _send_result(fields, request.params, message_id, sequence)
 
@@ -445,7 +451,7 @@ async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
     good, failed = [], []
     for entry in entries:
         try:
-            fields = _send_fields(entry, sender_id)
+            fields = _send_fields(entry, sender_id, request.trace_header)
             _check_entry(queue, fields)
             good.append((entry, fields))
         except (AwsError, errors.MillpondError) as exc:
