@@ -193,13 +193,22 @@ class Storage:
         # Slots of readers that died without closing (killed processes) pin old pages.
         self.env.reader_check()
         self._reader_checked = time.monotonic()
-        with self.env.begin(write=True) as txn:
-            self.tables = Tables(self.env, txn)
+        try:
+            with self.env.begin(write=True) as txn:
+                self.tables = Tables(self.env, txn)
+        except lmdb.MapResizedError:
+            # another process grew the map since lmdb.open: take its size (nothing is open yet)
+            self.env.set_mapsize(0)
+            with self.env.begin(write=True) as txn:
+                self.tables = Tables(self.env, txn)
         self._page_size = self.env.stat()["psize"]
         self._pid = os.getpid()
         self._closed = False
         self._mutex = threading.Lock()
         self._reads = _ReadGate()
+        # Held while a write transaction is open: py-lmdb refuses set_mapsize() meanwhile, and
+        # a reader that met a map grown by another process must adopt it between writes.
+        self._txn_lock = threading.Lock()
         self._idle = threading.Condition(self._mutex)  # close() waits on it for the last leader
         self._pending: list[_Op] = []
         self._leader_active = False
@@ -397,9 +406,11 @@ class Storage:
                     self.commits += 1
                 return
             except lmdb.MapFullError:
-                if not self._grow_map():
-                    # At max_map_size: sends are refused first; if what is left still does
-                    # not fit, it fails too rather than retrying forever.
+                if not self._grow_map() and not self.env.reader_check():
+                    # At max_map_size (and no reader of a dead process pinning old pages,
+                    # which reader_check() has just cleared otherwise: then try again):
+                    # sends are refused first; if what is left still does not fit, it fails
+                    # too rather than retrying forever.
                     sends = [op for op in todo if op.sends]
                     for op in sends or todo:
                         _fail(op, StorageFull("the data directory reached max_map_size"))
@@ -428,6 +439,16 @@ class Storage:
         # An atomic op alone in its commit needs no nested transaction (which copies every
         # page it touches): if it fails, the whole transaction is simply not committed.
         alone = len(batch) == 1 and batch[0].atomic
+        with self._txn_lock:
+            return self._run_in_txn(batch, alone, now_ms, outcomes)
+
+    def _run_in_txn(
+        self,
+        batch: list[_Op],
+        alone: bool,
+        now_ms: int,
+        outcomes: list[tuple[Any, BaseException | None]],
+    ) -> bool:
         txn = self.env.begin(write=True)
         rolled_back = False
         try:
@@ -492,14 +513,15 @@ class Storage:
         current = self.env.info()["map_size"]
         if current >= self.max_map_size:
             return False
-        with self._reads.quiet():  # remapping fails the reads open in other threads
+        # remapping fails the reads open in other threads
+        with self._txn_lock, self._reads.quiet():
             self.env.set_mapsize(min(current * 2, self.max_map_size))
         self._map_size = self.env.info()["map_size"]
         return True
 
     def _adopt_map_size(self) -> None:
-        """Take the map size another process grew the data to."""
-        with self._reads.quiet():
+        """Take the map size another process grew the data to (between write transactions)."""
+        with self._txn_lock, self._reads.quiet():
             self.env.set_mapsize(0)
         self._map_size = self.env.info()["map_size"]
 
