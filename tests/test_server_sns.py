@@ -1031,6 +1031,59 @@ def test_http_client_error_goes_to_the_dead_letter_queue(sns, sqs, endpoint):
     assert endpoint.posts.empty()
 
 
+def test_http_redirect_is_not_retried(sns, sqs, endpoint):
+    # "Amazon SNS considers all 5XX errors and 429 (too many requests sent) errors as
+    # retryable. [...] All other errors are considered as permanent failures and retries will
+    # not be attempted." (Amazon SNS message delivery retries): a 3xx is not followed or retried.
+    topic = make_topic(sns)
+    dlq_url, dlq_arn = make_queue(sqs, "dlq")
+    url = endpoint.url + "/moved"
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="http",
+        Endpoint=url,
+        Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn}),
+            "DeliveryPolicy": json.dumps(
+                {"healthyRetryPolicy": {"minDelayTarget": 1, "numRetries": 2}}
+            ),
+        },
+    )
+    sns.confirm_subscription(TopicArn=topic, Token=confirmation(endpoint, "/moved")["Token"])
+    endpoint.statuses = [301]
+    sns.publish(TopicArn=topic, Message="moved away")
+    endpoint.next()
+    [message] = receive(sqs, dlq_url, 1)
+    assert json.loads(message["Body"])["Message"] == "moved away"
+    time.sleep(1.5)  # a retry would have come after minDelayTarget (1 s)
+    assert endpoint.posts.empty()
+
+
+def test_http_no_delay_retries_come_at_once(sns, endpoint):
+    # The HTTP/S delivery policy's phases: numNoDelayRetries retries "immediately, with no
+    # delay between them", then the others after minDelayTarget (Amazon SNS message delivery
+    # retries, "Creating an HTTP/S delivery policy").
+    topic = make_topic(sns)
+    url = endpoint.url + "/busy"
+    policy = {"minDelayTarget": 2, "maxDelayTarget": 2, "numRetries": 3, "numNoDelayRetries": 2}
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="http",
+        Endpoint=url,
+        Attributes={"DeliveryPolicy": json.dumps({"healthyRetryPolicy": policy})},
+    )
+    sns.confirm_subscription(TopicArn=topic, Token=confirmation(endpoint, "/busy")["Token"])
+    endpoint.statuses = [503, 503, 503]
+    sns.publish(TopicArn=topic, Message="try hard")
+    endpoint.next()
+    started = time.monotonic()
+    endpoint.next()
+    endpoint.next()
+    assert time.monotonic() - started < 1.5  # two retries without delay
+    endpoint.next()
+    assert time.monotonic() - started >= 1.8  # the third after minDelayTarget (2 s)
+
+
 def test_unsubscribed_http_endpoints_get_nothing(sns, endpoint):
     topic = make_topic(sns)
     url = endpoint.url + "/bye"

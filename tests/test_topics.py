@@ -1608,25 +1608,28 @@ def test_http_subscription_rules(broker, clock):
     assert [s.pending for s in t.list_subscriptions()] == [True]
 
 
-def test_http_retry_policy():
-    from millpond.topic_attributes import http_retry_policy, subscription_effective_delivery_policy
+def test_http_retry_delays_merge_the_policies():
+    from millpond.topic_attributes import (
+        http_retry_delays_ms,
+        subscription_effective_delivery_policy,
+    )
 
-    assert http_retry_policy(None, None) == (3, 20_000)
+    assert http_retry_delays_ms(None, None) == [20_000] * 3
     topic_policy = json.dumps({"http": {"defaultHealthyRetryPolicy": {"numRetries": 5}}})
-    assert http_retry_policy(None, topic_policy) == (5, 20_000)
+    assert http_retry_delays_ms(None, topic_policy) == [20_000] * 5
     sub_policy = json.dumps({"healthyRetryPolicy": {"minDelayTarget": 2, "numRetries": 0}})
-    assert http_retry_policy(sub_policy, topic_policy) == (0, 2_000)
-    assert http_retry_policy('{"healthyRetryPolicy": {"minDelayTarget": 0}}', None) == (3, 1_000)
+    assert http_retry_delays_ms(sub_policy, topic_policy) == []
+    # minDelayTarget at least 1 s; the backoff rises to the default maxDelayTarget of 20 s
+    zero = '{"healthyRetryPolicy": {"minDelayTarget": 0}}'
+    assert http_retry_delays_ms(zero, None) == [1_000, 10_500, 20_000]
     # member by member, as EffectiveDeliveryPolicy shows it: the topic's delay stays when the
     # subscription sets only its number of retries
     topic_delay = json.dumps({"http": {"defaultHealthyRetryPolicy": {"minDelayTarget": 5}}})
-    assert http_retry_policy('{"healthyRetryPolicy": {"numRetries": 1}}', topic_delay) == (1, 5_000)
-    effective = json.loads(
-        subscription_effective_delivery_policy(
-            '{"healthyRetryPolicy": {"numRetries": 1}}', topic_delay
-        )
-    )["healthyRetryPolicy"]
-    assert (effective["numRetries"], effective["minDelayTarget"]) == (1, 5)
+    own = '{"healthyRetryPolicy": {"numRetries": 1}}'
+    assert http_retry_delays_ms(own, topic_delay) == [5_000]
+    effective = json.loads(subscription_effective_delivery_policy(own, topic_delay))
+    retry = effective["healthyRetryPolicy"]
+    assert (retry["numRetries"], retry["minDelayTarget"]) == (1, 5)
 
 
 # -- tags, permissions, Publish's answer ----------------------------------------------------------
@@ -1720,3 +1723,25 @@ def test_publish_trace_header_becomes_the_aws_trace_header(broker):
         with pytest.raises(InvalidParameter, match="AWSTraceHeader"):
             plain_topic.publish("y", trace_header=bad)
     assert plain.receive(10, visibility_timeout=0) == []  # refused ones delivered nothing
+
+
+def test_http_retry_delays_follow_the_delivery_policy_phases():
+    # SNS's four phases (Amazon SNS message delivery retries, "Creating an HTTP/S delivery
+    # policy"): numNoDelayRetries at once, numMinDelayRetries after minDelayTarget, the backoff
+    # phase from minDelayTarget up to maxDelayTarget, numMaxDelayRetries after maxDelayTarget.
+    from millpond.topic_attributes import http_retry_delays_ms
+
+    assert http_retry_delays_ms(None, None) == [20_000, 20_000, 20_000]
+    policy = {
+        "minDelayTarget": 1,
+        "maxDelayTarget": 9,
+        "numRetries": 8,
+        "numNoDelayRetries": 2,
+        "numMinDelayRetries": 1,
+        "numMaxDelayRetries": 2,
+        "backoffFunction": "linear",
+    }
+    delays = http_retry_delays_ms(json.dumps({"healthyRetryPolicy": policy}), None)
+    assert delays == [0, 0, 1_000, 1_000, 5_000, 9_000, 9_000, 9_000]
+    topic = json.dumps({"http": {"defaultHealthyRetryPolicy": {**policy, "numRetries": 2}}})
+    assert http_retry_delays_ms(None, topic) == [0, 0]  # the phases fill numRetries in order

@@ -38,7 +38,7 @@ __all__ = [
     "check_topic_attributes",
     "default_policy",
     "http_content_type",
-    "http_retry_policy",
+    "http_retry_delays_ms",
     "json_object",
     "remove_statement",
     "same_topic_value",
@@ -64,8 +64,6 @@ DEFAULT_EFFECTIVE_DELIVERY_POLICY = (
 )
 # The HTTP/S retry policy SNS applies when neither the subscription nor the topic sets one:
 # 3 retries, 20 s apart (the EffectiveDeliveryPolicy above).
-DEFAULT_HTTP_RETRIES = 3
-DEFAULT_HTTP_DELAY_MS = 20_000
 _DEFAULT_POLICY_ACTIONS = (
     "SNS:GetTopicAttributes",
     "SNS:SetTopicAttributes",
@@ -450,26 +448,43 @@ def http_content_type(subscription_policy: str | None, topic_policy: str | None)
     return DEFAULT_CONTENT_TYPE
 
 
-def http_retry_policy(subscription_policy: str | None, topic_policy: str | None) -> tuple[int, int]:
-    """(retries, milliseconds between tries) for an HTTP/S subscription.
+def http_retry_delays_ms(subscription_policy: str | None, topic_policy: str | None) -> list[int]:
+    """The wait (ms) before each retry of an HTTP/S delivery: one per retry, numRetries in all.
 
-    As its EffectiveDeliveryPolicy shows it: the subscription's ``healthyRetryPolicy`` over
-    the topic's ``{"http": {"defaultHealthyRetryPolicy": ...}}`` over SNS's default (3 retries
-    20 s apart), member by member. Of SNS's backoff settings only ``numRetries`` and
-    ``minDelayTarget`` (seconds, at least 1) are used: every retry waits minDelayTarget.
+    SNS's four phases, from the healthy retry policy as its EffectiveDeliveryPolicy shows it
+    (member by member): numNoDelayRetries at once, then
+    numMinDelayRetries after minDelayTarget, the backoff phase rising from minDelayTarget to
+    maxDelayTarget (by its backoffFunction), and numMaxDelayRetries after maxDelayTarget.
+    SNS's jitter is left out.
     """
     own = json_object(subscription_policy) if subscription_policy else None
     retry = {
+        **_DEFAULT_RETRY_POLICY,
         **_member(_topic_http_policy(topic_policy), "defaultHealthyRetryPolicy"),
         **_member(own, "healthyRetryPolicy"),
     }
-    retries = retry.get("numRetries", DEFAULT_HTTP_RETRIES)
-    delay_s = retry.get("minDelayTarget", DEFAULT_HTTP_DELAY_MS // 1000)
-    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
-        retries = DEFAULT_HTTP_RETRIES
-    if not isinstance(delay_s, int) or isinstance(delay_s, bool):
-        delay_s = DEFAULT_HTTP_DELAY_MS // 1000
-    return retries, min(max(delay_s, 1), 3600) * 1000
+
+    def number(name: str, low: int, high: int) -> int:
+        value = retry.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            value = _DEFAULT_RETRY_POLICY[name]
+        return min(max(value, low), high)  # type: ignore[no-any-return]
+
+    retries = number("numRetries", 0, 100)
+    low = number("minDelayTarget", 1, 3600)
+    high = number("maxDelayTarget", low, 3600)
+    no_delay = min(number("numNoDelayRetries", 0, 100), retries)
+    at_low = min(number("numMinDelayRetries", 0, 100), retries - no_delay)
+    at_high = min(number("numMaxDelayRetries", 0, 100), retries - no_delay - at_low)
+    backoff = retries - no_delay - at_low - at_high
+    geometric = retry.get("backoffFunction") in ("exponential", "geometric")
+    rising = []
+    for k in range(backoff):
+        fraction = k / (backoff - 1) if backoff > 1 else 0.0
+        step = low * (high / low) ** fraction if geometric else low + (high - low) * fraction
+        rising.append(step)
+    delays_s = [0.0] * no_delay + [low] * at_low + rising + [high] * at_high
+    return [round(s * 1000) for s in delays_s]
 
 
 # -- the stored settings of a topic ---------------------------------------------------------------

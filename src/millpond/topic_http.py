@@ -9,11 +9,11 @@ Whoever does the HTTP (the daemon, :mod:`millpond.server.sns`) drains it::
 
     for delivery in outbox.take():      # leased: taken again only if not settled in time
         status = POST delivery.url, delivery.headers, delivery.body
-        outbox.delivered(delivery)  or  outbox.failed(delivery, permanent=4xx)
+        outbox.delivered(delivery)  or  outbox.failed(delivery, permanent=3xx or 4xx but 429)
 
-A failed POST is retried after the subscription's (or topic's) DeliveryPolicy delay, 3 times by
-default (the policies in force when it failed); then a Notification goes to the subscription's
-RedrivePolicy dead-letter queue, if it has one, else it is counted in
+A failed POST is retried as the subscription's (or topic's) DeliveryPolicy says, phase by phase,
+3 times 20 s apart by default (the policies in force when it failed); then a Notification goes
+to the subscription's RedrivePolicy dead-letter queue, if it has one, else it is counted in
 ``Subscription.undelivered``. Only the endpoint of a stored subscription is ever POSTed to: an
 entry whose subscription is gone (or is another endpoint now) is dropped when taken. Without a
 drainer (embedded use, no daemon) entries wait in the store.
@@ -36,10 +36,8 @@ from millpond.sns_envelope import message_id as new_message_id
 from millpond.sns_envelope import subscription_confirmation
 from millpond.topic_attributes import (
     DEFAULT_CONTENT_TYPE,
-    DEFAULT_HTTP_DELAY_MS,
-    DEFAULT_HTTP_RETRIES,
     http_content_type,
-    http_retry_policy,
+    http_retry_delays_ms,
 )
 
 if TYPE_CHECKING:
@@ -245,13 +243,14 @@ class HttpOutbox:
             if record is None:
                 return None, False  # unsubscribed meanwhile
             attributes = record["attributes"]
-            retries, delay_ms = DEFAULT_HTTP_RETRIES, DEFAULT_HTTP_DELAY_MS
-            if entry["type"] == "Notification":  # the policies in force now
-                retries, delay_ms = http_retry_policy(
+            delays_ms = http_retry_delays_ms(None, None)  # SNS's default: 3 retries, 20 s apart
+            if entry["type"] == "Notification":  # the policies in force now, phase by phase
+                delays_ms = http_retry_delays_ms(
                     attributes.get("DeliveryPolicy"),
                     _topic_attributes(txn, meta, entry["sub"]).get("DeliveryPolicy"),
                 )
-            if not permanent and entry["try"] < retries:
+            if not permanent and entry["try"] < len(delays_ms):
+                delay_ms = delays_ms[entry["try"]]
                 entry["try"] += 1
                 txn.put(outbox_key(now_ms + delay_ms), msgpack.packb(entry), db=meta)
                 return None, False

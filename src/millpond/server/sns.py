@@ -712,8 +712,9 @@ class _Deliverer:
                 await self._ctx.call(outbox.delivered, delivery)
                 return
             log.info("HTTP/S delivery %r failed: %s", delivery, reason)
-            # A 4xx other than 429 will not get better: SNS does not retry client errors.
-            permanent = 400 <= status < 500 and status != 429
+            # SNS retries only 5xx, 429 and an endpoint it cannot reach (status 0 here); any
+            # other answer (3xx redirects too, which it does not follow) is a permanent failure.
+            permanent = not (status == 0 or status == 429 or 500 <= status < 600)
             await self._ctx.call(
                 lambda: outbox.failed(delivery, permanent=permanent, reason=reason)
             )
