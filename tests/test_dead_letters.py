@@ -302,3 +302,28 @@ def test_rate_limited_move_task_does_not_move_a_message_that_expired_meanwhile(b
     clock.advance(61)  # during the task's 1 s pause: the message left in the DLQ expires
     wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
     assert [m.text for m in src.receive(10)] == ["first"]
+
+
+def test_move_task_restarts_the_retention_period_of_redriven_messages(broker, clock):
+    # AWS (SQS Developer Guide, configuring a dead-letter queue redrive): "The redrive task resets
+    # the retention period. All redriven messages are considered new messages". A message older
+    # than its source queue's retention must not expire the moment it is moved back.
+    dlq = broker.create_queue("dlq", {"MessageRetentionPeriod": "86400"})
+    src = broker.create_queue("src", {**redrive(dlq, 1), "MessageRetentionPeriod": "120"})
+    src.send("m")
+    assert src.receive(visibility_timeout=0)
+    assert src.receive() == []  # moved to the DLQ
+    clock.advance(1000)  # far past the source's 120 s retention, counted from the send
+    redriven_at = clock.now_ms()
+    broker.start_message_move_task(dlq.arn)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+    assert src.get_attributes()["ApproximateNumberOfMessages"] == "1"
+    clock.advance(119)
+    (m,) = src.receive(visibility_timeout=0)
+    assert m.text == "m" and m.sent_timestamp == redriven_at
+    clock.advance(2)  # 121 s after the redrive: past the retention it restarted
+    counts = src.get_attributes()
+    assert counts["ApproximateNumberOfMessages"] == "0"
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert src.receive(10) == []
+    assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "0"  # expired, not moved
