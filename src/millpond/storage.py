@@ -439,42 +439,33 @@ class Storage:
         # An atomic op alone in its commit needs no nested transaction (which copies every
         # page it touches): if it fails, the whole transaction is simply not committed.
         alone = len(batch) == 1 and batch[0].atomic
-        with self._txn_lock:
-            return self._run_in_txn(batch, alone, now_ms, outcomes)
-
-    def _run_in_txn(
-        self,
-        batch: list[_Op],
-        alone: bool,
-        now_ms: int,
-        outcomes: list[tuple[Any, BaseException | None]],
-    ) -> bool:
-        txn = self.env.begin(write=True)
-        rolled_back = False
-        try:
-            near_full = self._map_size > self._send_limit
-            for op in batch:
-                # Near the limit every send is checked against the pages in use so far,
-                # this transaction's included: one big group commit must not eat the reserve
-                # that receives and deletes need to drain the store.
-                if op.sends and near_full and self._sends_refused(txn):
-                    outcomes.append((None, StorageFull("the data directory is full")))
-                    continue
-                try:
-                    if op.atomic and not alone:
-                        outcomes.append((self._nested(txn, op, now_ms), None))
-                    else:
-                        outcomes.append((op.fn(txn, now_ms), None))
-                except MillpondError as exc:
-                    if alone:
-                        self._abort(txn)
-                        rolled_back = True
-                    outcomes.append((None, exc))
-        except BaseException:
-            self._abort(txn)
-            raise
-        if not rolled_back:
-            txn.commit()
+        with self._txn_lock:  # no set_mapsize() while the transaction is open
+            txn = self.env.begin(write=True)
+            rolled_back = False
+            try:
+                near_full = self._map_size > self._send_limit
+                for op in batch:
+                    # Near the limit every send is checked against the pages in use so far,
+                    # this transaction's included: one big group commit must not eat the
+                    # reserve that receives and deletes need to drain the store.
+                    if op.sends and near_full and self._sends_refused(txn):
+                        outcomes.append((None, StorageFull("the data directory is full")))
+                        continue
+                    try:
+                        if op.atomic and not alone:
+                            outcomes.append((self._nested(txn, op, now_ms), None))
+                        else:
+                            outcomes.append((op.fn(txn, now_ms), None))
+                    except MillpondError as exc:
+                        if alone:
+                            self._abort(txn)
+                            rolled_back = True
+                        outcomes.append((None, exc))
+            except BaseException:
+                self._abort(txn)
+                raise
+            if not rolled_back:
+                txn.commit()
         # Committed (or, for a lone atomic op that failed, rolled back): only now may callers
         # learn their results.
         for op, (op.result, op.error) in zip(batch, outcomes):
