@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from typing import Any
 
 import pytest
 
@@ -415,3 +418,24 @@ def test_fifo_batch_of_exactly_1_mib_of_bodies_is_accepted(broker):
     body = "x" * 131_072  # 8 of them: exactly 1,048,576 bytes
     entries = [{"body": body, "group_id": "g", "deduplication_id": str(i)} for i in range(8)]
     assert len(q.send_batch(entries)) == 8
+
+
+def test_a_delete_wakes_a_long_poll_waiting_for_the_group(broker):
+    # Deleting a group's in-flight message makes its next one receivable at once: a long poll
+    # waiting meanwhile returns it (it slept until the deleted message's visibility ended).
+    q = broker.create_queue("wake.fifo", {"FifoQueue": "true"})
+    q.send_batch(
+        [
+            {"body": "a1", "group_id": "g", "deduplication_id": "1"},
+            {"body": "a2", "group_id": "g", "deduplication_id": "2"},
+        ]
+    )
+    (first,) = q.receive(1, visibility_timeout=60)
+    results: list[list[Any]] = []
+    t = threading.Thread(target=lambda: results.append(q.receive(1, wait_seconds=20)))
+    t.start()
+    time.sleep(0.2)  # let it block first
+    q.delete(first.receipt_handle)
+    t.join(timeout=10)
+    assert not t.is_alive(), "the long poll slept through the delete"
+    assert [m.text for m in results[0]] == ["a2"]

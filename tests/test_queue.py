@@ -504,6 +504,24 @@ def test_long_poll_wakes_when_the_clock_makes_a_message_visible(queue, clock):
     assert not t.is_alive() and [m.text for m in results[0]] == ["later"]
 
 
+def test_long_poll_wakes_when_a_visibility_change_brings_a_message_forward(tmp_path, impl):
+    # A poll sleeps until the next visibility time it saw; shortening a message's visibility
+    # must wake it (SQS answers a long poll as soon as a message is available). Real clock.
+    with millpond.open(tmp_path / "real", durability="os", core=impl) as broker:
+        queue = broker.create_queue("q")
+        queue.send("hidden")
+        (received,) = queue.receive(visibility_timeout=30)
+        results: list[list[millpond.Message]] = []
+        t = threading.Thread(target=lambda: results.append(queue.receive(wait_seconds=15)))
+        t0 = time.monotonic()
+        t.start()
+        time.sleep(0.2)  # let it block first
+        queue.change_visibility(received.receipt_handle, 1)
+        t.join(timeout=10)
+        assert not t.is_alive() and [m.text for m in results[0]] == ["hidden"]
+        assert time.monotonic() - t0 < 5  # about 1 s, not the poll's 15
+
+
 def test_long_poll_ends_empty_after_the_wait(queue):
     t0 = time.monotonic()
     assert queue.receive(wait_seconds=1) == []

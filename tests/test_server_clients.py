@@ -356,6 +356,114 @@ def test_celery_worker_consumes_a_task(daemon: Any, tmp_path: Path) -> None:
         log.close()
 
 
+# -- long polls that a delete or a visibility change must wake -----------------------------------
+# SQS answers a long poll as soon as a message is available. A message can become available
+# without a send: a DeleteMessage unblocks the rest of a FIFO message group, and a
+# ChangeMessageVisibility can bring a message's visibility forward (kombu requeues a message
+# that way, and applies its backoff policies so). A poll already waiting must see it then, not
+# at the end of its WaitTimeSeconds: a Celery worker on a FIFO queue otherwise waits out a whole
+# wait_time_seconds after every batch (200 tasks took 34 s instead of 2 s).
+
+
+@pytest.mark.parametrize(
+    ("fifo", "change", "expected_s"),
+    [(True, "delete", 1.0), (True, "visibility", 3.0), (False, "visibility", 3.0)],
+)
+def test_long_poll_woken_by_delete_or_visibility_change(
+    daemon: Any, fifo: bool, change: str, expected_s: float
+) -> None:
+    sqs = daemon.client()
+    name = f"lp-{uuid.uuid4().hex[:8]}" + (".fifo" if fifo else "")
+    attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "true"} if fifo else {}
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    group = {"MessageGroupId": "g"} if fifo else {}
+    for body in ("first", "second"):
+        sqs.send_message(QueueUrl=url, MessageBody=body, **group)
+    held = sqs.receive_message(QueueUrl=url, VisibilityTimeout=30)["Messages"][0]
+    if not fifo:  # only the held message may be left to receive
+        other = sqs.receive_message(QueueUrl=url, VisibilityTimeout=30)["Messages"][0]
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=other["ReceiptHandle"])
+    polled: dict[str, Any] = {}
+
+    def poll() -> None:
+        start = time.monotonic()
+        polled["messages"] = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10).get(
+            "Messages", []
+        )
+        polled["elapsed"] = time.monotonic() - start
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(1)  # the poll is waiting: the group is blocked, or the message hidden for 30 s
+    if change == "delete":
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=held["ReceiptHandle"])
+    else:
+        sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=held["ReceiptHandle"], VisibilityTimeout=2
+        )
+    poller.join(15)
+    assert len(polled["messages"]) == 1
+    # the message is available about expected_s after the poll began, not after its 10 s
+    assert polled["elapsed"] < expected_s + 2, polled["elapsed"]
+
+
+def test_kombu_fifo_consumer_does_not_wait_out_long_polls(daemon: Any) -> None:
+    """kombu's asynchronous consumer on a FIFO queue: each ack (DeleteMessage) unblocks the
+    message group, and the poll already waiting must return the next message at once."""
+    kombu = pytest.importorskip(
+        "kombu",
+        reason="kombu is not installed (pip install 'celery[sqs]>=5.5,<6' or 'kombu[sqs]>=5.5,<6')",
+    )
+    pytest.importorskip("pycurl", reason="pycurl is not installed (pip install 'kombu[sqs]')")
+    from kombu.asynchronous import Hub, set_event_loop
+
+    prefix = f"kf-{uuid.uuid4().hex[:8]}-"
+    options = {**_kombu_options(prefix), "wait_time_seconds": 8}
+    hub = Hub()
+    set_event_loop(hub)
+    received: list[int] = []
+    try:
+        with kombu.Connection(
+            f"sqs://AKIDEXAMPLE:secret@{_host(daemon)}", transport_options=options
+        ) as conn:
+            conn.transport.register_with_event_loop(conn.connection, hub)
+            channel = conn.channel()
+            channel.basic_qos(prefetch_count=2)  # a worker with a second task prefetched
+            queue = kombu.Queue(
+                "jobs.fifo", kombu.Exchange("jobs", type="direct"), routing_key="jobs.fifo"
+            )
+            working: list[Any] = []
+
+            def on_message(body: Any, message: Any) -> None:
+                received.append(body["n"])
+                working.append(message)  # acked once "done", as a worker acks
+
+            with kombu.Consumer(channel, [queue], callbacks=[on_message], accept=["json"]):
+                producer = kombu.Producer(channel)
+                for i in range(6):
+                    producer.publish(
+                        {"n": i},
+                        exchange=queue.exchange,
+                        routing_key="jobs.fifo",
+                        declare=[queue],
+                        serializer="json",
+                    )
+                loop = hub.create_loop()
+                start = time.monotonic()
+                while len(received) < 6 and time.monotonic() - start < 60:
+                    next(loop)
+                    if working:  # one task done per turn: a poll goes out while one is held
+                        time.sleep(0.05)
+                        working.pop(0).ack()
+                elapsed = time.monotonic() - start
+    finally:
+        set_event_loop(None)
+        hub.close()
+    assert received == list(range(6))
+    # a poll that waited out its 8 s after the unblocking deletes would take 16 s or more
+    assert elapsed < 10, elapsed
+
+
 # -- AWS SDK for JavaScript v3 ------------------------------------------------------------------
 
 

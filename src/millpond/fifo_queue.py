@@ -338,6 +338,7 @@ class FifoQueue(Queue):
                     )
 
         self._write(delete, atomic=True)
+        self._wake_long_polls()  # the group's next message may be received now
 
     def _delete_steps(
         self, receipt_handles: Sequence[str]
@@ -356,7 +357,10 @@ class FifoQueue(Queue):
                     txn, tables, queue_id, now_ms, [v[1] for v in valid]
                 )
             )
-            self.counters["deleted"] += sum(1 for s in statuses if s == fifo.OK)
+            deleted = sum(1 for s in statuses if s == fifo.OK)
+            self.counters["deleted"] += deleted
+            if deleted:
+                self._wake_long_polls()  # their groups' next messages may be received now
             for (i, _), status in zip(valid, statuses):
                 if status == fifo.STALE:
                     results[i] = InvalidParameterValue(

@@ -552,8 +552,14 @@ class Queue:
             return status
 
         self._write(change)
-        if visibility_timeout == 0:
-            self._broker._wakeups.notify(self.queue_id)
+        self._wake_long_polls()
+
+    def _wake_long_polls(self) -> None:
+        """After a change that can make a message receivable without a send (a visibility
+        change; on FIFO queues a delete, which unblocks its group): a long poll sleeps until
+        the next visibility time it saw, which the change may bring forward, and SQS answers a
+        poll as soon as a message is available."""
+        self._broker._wakeups.notify(self.queue_id)
 
     def _raise_for_visibility_status(
         self, status: int, receipt_handle: str, visibility_timeout: int
@@ -643,8 +649,8 @@ class Queue:
             )
             for (i, handle, timeout, _), status in zip(valid, statuses):
                 results[i] = self._visibility_error(status, handle, timeout)
-            if any(timeout == 0 for _, _, timeout, _ in valid):
-                self._broker._wakeups.notify(self.queue_id)
+            if any(results[i] is None for i, _, _, _ in valid):
+                self._wake_long_polls()
         return results
 
     def _visibility_entry(self, handle: str, timeout: int) -> tuple[Any, ...]:
