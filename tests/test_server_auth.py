@@ -346,6 +346,49 @@ def test_https_with_a_certificate(tmp_path: Path) -> None:
         assert d.stop() == 0
 
 
+def test_sigterm_does_not_wait_for_an_idle_tls_client(tmp_path: Path) -> None:
+    # An SDK keeps its connection pooled and never answers the TLS close_notify: the exit
+    # waited asyncio's 30 s SSL shutdown timeout for each such client.
+    import signal
+    import time
+
+    cert, key = _self_signed(tmp_path)
+    d = Daemon(str(tmp_path / "data"), tls=(cert, key))
+    try:
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=d.url,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            verify=cert,
+        )
+        url = sqs.create_queue(QueueName="pooled")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="kept")  # the connection stays in the pool
+        started = time.monotonic()
+        code = d.stop(signal.SIGTERM)
+        seconds = time.monotonic() - started
+    finally:
+        d.stop(signal.SIGKILL)
+    assert code == 0, d.log()
+    assert seconds < 10, f"SIGTERM took {seconds:.1f} s"
+    again = Daemon(str(tmp_path / "data"), tls=(cert, key))  # the acknowledged send is kept
+    try:
+        client = boto3.client(
+            "sqs",
+            endpoint_url=again.url,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            verify=cert,
+        )
+        url = client.get_queue_url(QueueName="pooled")["QueueUrl"]
+        assert client.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "kept"
+        client.close()
+    finally:
+        again.stop()
+
+
 ALICE = Credentials("AKIDALICE", KEYS["AKIDALICE"])
 SQS_VERSION = "2012-11-05"
 SNS_VERSION = "2010-03-31"
@@ -427,6 +470,45 @@ def test_date_header_instead_of_x_amz_date_is_accepted(daemon: Daemon, signer: t
     assert "ListQueuesResponse" in text
 
 
+class _Rfc2822DateSigner(SigV4Auth):
+    """Signs with a Date header as email.utils.formatdate() writes it: UTC, as "-0000"."""
+
+    def _set_necessary_date_headers(self, request: AWSRequest) -> None:
+        import calendar
+        import email.utils
+        import time
+
+        for name in ("Date", "X-Amz-Date"):
+            if name in request.headers:
+                del request.headers[name]
+        stamp = time.strptime(request.context["timestamp"], "%Y%m%dT%H%M%SZ")
+        request.headers["Date"] = email.utils.formatdate(calendar.timegm(stamp))
+
+
+def test_a_utc_date_header_is_utc_whatever_the_daemons_time_zone(tmp_path: Path) -> None:
+    # "-0000" parses to a naive datetime, which was then read as the daemon's local time: in
+    # Tokyo every such request was 9 hours old (RequestExpired).
+    config = tmp_path / "millpond.toml"
+    config.write_text('[auth]\ncredentials = { AKIDALICE = "alice-secret" }\n')
+    d = Daemon(str(tmp_path / "data"), config=str(config), env={"TZ": "Asia/Tokyo"})
+    try:
+        body = urllib.parse.urlencode({"Action": "ListQueues", "Version": SQS_VERSION}).encode()
+        request = AWSRequest(
+            method="POST",
+            url=d.url + "/",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        _Rfc2822DateSigner(ALICE, "sqs", "us-east-1").add_auth(request)
+        headers = signed_headers_of(request)
+        assert dict(headers)["Date"].endswith("-0000")
+        headers.append(("Host", f"127.0.0.1:{d.port}"))
+        status, text = send(d, "POST", "/", headers, body)
+        assert status == 200, (status, code_of(text))
+    finally:
+        d.stop()
+
+
 def test_presigned_url_is_accepted(daemon: Daemon) -> None:
     """Query-string SigV4 (X-Amz-Algorithm, X-Amz-Credential, X-Amz-Date, X-Amz-Expires,
     X-Amz-SignedHeaders, X-Amz-Signature) is the other half of SigV4, accepted by SQS/SNS on
@@ -441,6 +523,24 @@ def test_presigned_url_is_accepted(daemon: Daemon) -> None:
     )
     assert status == 200, (status, code_of(text))
     assert "ListQueuesResponse" in text
+
+
+def test_a_presigned_url_dated_in_the_future_is_refused(daemon: Daemon) -> None:
+    """A URL signed with a date a year ahead would otherwise stay valid for that year plus its
+    X-Amz-Expires: the 7-day limit on presigned URLs would mean nothing."""
+    import datetime
+    from unittest import mock
+
+    url = f"{daemon.url}/?Action=ListQueues&Version={SQS_VERSION}"
+    request = AWSRequest(method="GET", url=url)
+    ahead = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=365)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=ahead):
+        SigV4QueryAuth(ALICE, "sqs", "us-east-1", expires=60).add_auth(request)
+    split = urllib.parse.urlsplit(request.url)
+    status, text = send(
+        daemon, "GET", f"{split.path}?{split.query}", [("Host", f"127.0.0.1:{daemon.port}")]
+    )
+    assert (status, code_of(text)) == (400, "RequestExpired")
 
 
 @pytest.mark.parametrize("signed_for", ["sqs", "s3", "execute-api"])

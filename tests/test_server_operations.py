@@ -3,6 +3,7 @@ metrics across restarts. Each test starts its own `millpond serve` process."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -46,6 +47,12 @@ BAD_CONFIGS = {
     "subscription_without_queue": (
         '[[topics]]\nname = "t"\n[[queues]]\nname = "q"\n[[subscriptions]]\ntopic = "t"\n'
     ),
+    # a misspelt section would leave its queue uncreated (or its settings unused) silently
+    "unknown_section": '[[queue]]\nname = "jobs"\n',
+    # an [auth] that names no key pair would run a daemon that checks no signatures
+    "auth_without_credentials": "[auth]\ncredentials = {}\n",
+    # the account id is a queue URL's first path segment and an ARN field
+    "account_id_with_a_slash": '[server]\naccount_id = "team/a"\n',
 }
 
 
@@ -81,6 +88,57 @@ def test_a_region_that_is_no_region_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "Bad Region").exists()
 
 
+@pytest.mark.parametrize("account", ["", "team/a", "12:34", "abc"])
+def test_an_account_id_that_is_no_account_id_is_refused(tmp_path: Path, account: str) -> None:
+    # ("team/a" or "" made every queue URL unusable: QueueDoesNotExist for each request)
+    code, out = serve(tmp_path, "--account-id", account, timeout=5)
+    assert code == 2 and "is not an account id" in out, out
+
+
+@pytest.mark.parametrize("case", ["missing", "not_pem"])
+def test_tls_files_that_cannot_be_loaded_are_named(tmp_path: Path, case: str) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    if case == "not_pem":
+        cert.write_text("not a certificate")
+        key.write_text("not a key")
+    code, out = serve(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key), timeout=10)
+    assert code == 1, out
+    assert out.startswith("millpond serve: ") and str(cert) in out, out  # not "...: None"
+
+
+def test_a_host_that_does_not_resolve_is_named(tmp_path: Path) -> None:
+    code, out = serve(tmp_path, "--host", "no-such-host.invalid", timeout=10)
+    assert code == 1, out  # a wrong option value, not exit 3 as a port in use
+    assert out.startswith("millpond serve: ") and "no-such-host.invalid" in out, out
+
+
+def test_the_banner_of_an_ipv6_address_is_a_usable_url(tmp_path: Path) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    code, out = serve(tmp_path, "--host", "::1", "--port", "0", timeout=3)
+    assert code is None, out
+    assert "http://[::1]:" in out, out
+
+
+def test_an_empty_millpond_data_means_the_default_directory(tmp_path: Path) -> None:
+    # (MILLPOND_DATA= is how a shell or compose file unsets it; it was taken as the path "")
+    command = SERVE + ["--port", str(free_port())]
+    env = {**os.environ, "MILLPOND_DATA": ""}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        out, _ = process.communicate(timeout=3)
+    except subprocess.TimeoutExpired:  # still serving: as it should
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    assert "millpond serving" in out.decode(), out
+    assert (tmp_path / "millpond-data").is_dir()
+
+
 def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
     # (the OS would take 99999 modulo 65536 and listen on 34463)
     code, out = serve(tmp_path, "--port", "99999", timeout=5)
@@ -104,6 +162,24 @@ def test_a_failing_predefinition_names_its_queue(tmp_path: Path) -> None:
     code, out = serve(tmp_path, "--config", str(config))
     assert code == 1, out
     assert "payments" in out, out
+
+
+def test_a_predefined_queue_changed_in_the_config_is_reported_not_silently_kept(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "millpond.toml"
+    config.write_text('[[queues]]\nname = "jobs"\nattributes = { VisibilityTimeout = 60 }\n')
+    Daemon(str(tmp_path / "data"), config=str(config)).stop()
+    config.write_text('[[queues]]\nname = "jobs"\nattributes = { VisibilityTimeout = 90 }\n')
+    daemon = Daemon(str(tmp_path / "data"), config=str(config))
+    try:
+        sqs = daemon.client()
+        url = sqs.get_queue_url(QueueName="jobs")["QueueUrl"]
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+        assert attributes["Attributes"]["VisibilityTimeout"] == "60"  # left as it is (README)
+    finally:
+        assert daemon.stop() == 0
+    assert "jobs" in daemon.log() and "VisibilityTimeout" in daemon.log(), daemon.log()
 
 
 def _series(url: str, region: str) -> list[str]:

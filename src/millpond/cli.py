@@ -24,6 +24,11 @@ from millpond.errors import MillpondError
 DEFAULT_DATA_DIR = "./millpond-data"
 
 
+def _default_data_dir() -> str:
+    # MILLPOND_DATA= (set but empty, as shells and compose files unset it) means the default too
+    return os.environ.get("MILLPOND_DATA") or DEFAULT_DATA_DIR
+
+
 def _timed(label: str, count: int, fn: Callable[[], object]) -> None:
     start = time.perf_counter()
     fn()
@@ -103,19 +108,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="millpond", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     d = commands.add_parser("demo", help="send, receive and delete messages; print the rates")
-    d.add_argument("--data", default=os.environ.get("MILLPOND_DATA", DEFAULT_DATA_DIR))
+    d.add_argument("--data", default=_default_data_dir())
     d.add_argument("--messages", type=int, default=5000)
     d.add_argument("--durability", choices=("fsync", "os"), default="fsync")
     d.add_argument("--threads", type=int, default=8)
     d.add_argument("--body-size", type=int, default=100)
     sv = commands.add_parser("serve", help="run the daemon speaking the SQS and SNS APIs")
     sv.add_argument("--config", help="TOML file: [server] settings, predefined queues/topics")
-    sv.add_argument("--data", default=None, help=f"data directory (default {DEFAULT_DATA_DIR})")
+    sv.add_argument(
+        "--data",
+        default=None,
+        help=f"data directory (default $MILLPOND_DATA or {DEFAULT_DATA_DIR})",
+    )
     sv.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=_port, default=None, help="port (default 9324)")
     sv.add_argument("--durability", choices=("fsync", "os"), default=None)
     sv.add_argument("--region", type=_region, default=None, help="default region (us-east-1)")
-    sv.add_argument("--account-id", default=None, help="account id in URLs and ARNs")
+    sv.add_argument(
+        "--account-id", type=_account_id, default=None, help="account id in URLs and ARNs"
+    )
     sv.add_argument("--tls-cert", default=None, help="PEM certificate: HTTPS (with --tls-key)")
     sv.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
@@ -148,6 +159,14 @@ def _region(text: str) -> str:
     return text
 
 
+def _account_id(text: str) -> str:
+    from millpond.server.config import valid_account_id
+
+    if not valid_account_id(text):  # a "/" in it made every queue URL unusable
+        raise argparse.ArgumentTypeError(f"{text!r} is not an account id (12 digits)")
+    return text
+
+
 def _serve(args: argparse.Namespace) -> int:
     from millpond import server
     from millpond.server import config as config_module
@@ -168,7 +187,7 @@ def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> in
         return given if given is not None else settings.get(name, default)
 
     server.serve(
-        str(pick("data", os.environ.get("MILLPOND_DATA", DEFAULT_DATA_DIR))),
+        str(pick("data", _default_data_dir())),
         host=str(pick("host", "127.0.0.1")),
         port=int(pick("port", server.DEFAULT_PORT)),  # type: ignore[call-overload]
         config=config,

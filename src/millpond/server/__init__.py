@@ -22,6 +22,29 @@ def build_app(data_dir: str, **options: Any) -> Any:
     return App(Context(data_dir, **options))
 
 
+def _check_listen_options(host: str, port: int, tls_cert: str | None, tls_key: str | None) -> None:
+    """A host name that does not resolve, or TLS files that cannot be loaded, are a wrong
+    option (ConfigError naming it), not a bind failure (exit 3) or an OSError naming None."""
+    import socket
+    import ssl
+
+    from millpond.server.config import ConfigError
+
+    try:
+        if host:  # "" listens on every interface, as asyncio takes it
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"host {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    if tls_cert is not None and tls_key is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise ConfigError(
+                f"TLS certificate {tls_cert} with key {tls_key} cannot be loaded: {why}"
+            ) from None
+
+
 def serve(
     data_dir: str,
     host: str = "127.0.0.1",
@@ -41,6 +64,7 @@ def serve(
         raise config_module.ConfigError(
             "TLS needs both a certificate (tls_cert) and its key (tls_key)"
         )
+    _check_listen_options(host, port, tls_cert, tls_key)
     import uvicorn
 
     from millpond.server.app import App
@@ -85,9 +109,10 @@ def serve(
             await super().startup(sockets=sockets)
             if self.started:  # listening now (not if the port was taken): say where
                 bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else port
+                shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
                 print(
                     f"millpond serving SQS and SNS on {'https' if tls_cert else 'http'}://"
-                    f"{host}:{bound} (data {os.path.abspath(data_dir)})",
+                    f"{shown}:{bound} (data {os.path.abspath(data_dir)})",
                     flush=True,
                 )
 

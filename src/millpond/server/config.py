@@ -32,6 +32,9 @@ Definitions are created at start-up in file order and left alone when they alrea
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -45,6 +48,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SERVER_KEYS = {"host", "port", "data", "durability", "region", "account_id", "tls_cert", "tls_key"}
+# Every top-level table: a misspelt one ([[queue]], [sever]) would be ignored without a word.
+TOP_KEYS = {"server", "auth", "queues", "topics", "subscriptions"}
+_ACCOUNT_ID = re.compile(r"\d{12}")
+
+
+def valid_account_id(text: Any) -> bool:
+    """Twelve digits, as AWS's: it is a queue URL's first path segment and an ARN field (a
+    "/" or "" there made every queue URL unusable, a ":" broke ARNs)."""
+    return isinstance(text, str) and _ACCOUNT_ID.fullmatch(text) is not None
+
+
 _SERVER_TEXT = SERVER_KEYS - {"port"}
 # Each predefinition section: its required text keys, and its optional keys with their types.
 _SECTIONS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, ...]]]] = {
@@ -75,6 +89,12 @@ def load(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(config) - TOP_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown sections: {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(TOP_KEYS))})"
+        )
     _check_server(path, config.get("server", {}))
     auth = config.get("auth", {})
     if not isinstance(auth, dict) or set(auth) - {"credentials"}:
@@ -84,6 +104,9 @@ def load(path: str) -> dict[str, Any]:
         isinstance(k, str) and k and isinstance(v, str) and v for k, v in pairs.items()
     ):
         raise ConfigError(f"{path}: [auth] credentials must map access key ids to secrets")
+    # An [auth] with no key pair would serve with no signature checks at all: refuse it.
+    if "auth" in config and not pairs:
+        raise ConfigError(f"{path}: [auth] credentials must name at least one key pair")
     for section, (required, optional) in _SECTIONS.items():
         _check_section(path, section, config.get(section, []), required, optional)
     return config
@@ -103,6 +126,8 @@ def _check_server(path: str, server: Any) -> None:
         raise ConfigError(f"{path}: [server] port must be a number from 0 to 65535")
     if server.get("durability", "fsync") not in ("fsync", "os"):
         raise ConfigError(f'{path}: [server] durability must be "fsync" or "os"')
+    if not valid_account_id(server.get("account_id", "123456789012")):
+        raise ConfigError(f"{path}: [server] account_id must be 12 digits")
     if not valid_region(server.get("region", "us-east-1")):
         raise ConfigError(f"{path}: [server] region {server['region']!r} is not a region name")
 
@@ -150,6 +175,7 @@ def apply(config: dict[str, Any], ctx: Any) -> list[str]:
         with _naming(f"queue {spec['name']!r}"):
             broker = ctx.broker(spec.get("region"))
             if spec["name"] in broker.list_queues(spec["name"]):
+                _report_drift(spec, broker.queue(spec["name"]).get_attributes())
                 continue
             broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
             created.append(f"queue {spec['name']}")
@@ -178,6 +204,33 @@ def apply(config: dict[str, Any], ctx: Any) -> list[str]:
                 continue
             created.append(f"subscription {spec['topic']} -> {spec['queue']}")
     return created
+
+
+def _report_drift(spec: dict[str, Any], current: dict[str, str]) -> None:
+    """Warn that a queue's attributes differ from its (changed) definition: they are left as
+    they are, and an operator editing the file would otherwise never learn it."""
+    differ = sorted(
+        name
+        for name, value in (spec.get("attributes") or {}).items()
+        if _normal(value) != _normal(current.get(name))
+    )
+    if differ:
+        logging.getLogger("millpond.server").warning(
+            "predefined queue %r exists with other %s than the config's: left as they are "
+            "(SetQueueAttributes changes them)",
+            spec["name"],
+            ", ".join(differ),
+        )
+
+
+def _normal(value: Any) -> Any:
+    """An attribute value as compared: TOML true/60 as "true"/"60", JSON by its content."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return None if value is None else str(value)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 # The most a client may take to send a request's method, path and headers (env: tests shorten
 # it).
 HEAD_TIMEOUT_S = float(os.environ.get("MILLPOND_HEAD_TIMEOUT_S", "30"))
+# On shutdown, how long a TLS connection being closed may wait for the client's close_notify.
+TLS_CLOSE_GRACE_S = 1.0
 
 
 class DeadlineHttpProtocol(HttpToolsProtocol):  # type: ignore[misc]
@@ -26,6 +28,7 @@ class DeadlineHttpProtocol(HttpToolsProtocol):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._lost = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -41,8 +44,31 @@ class DeadlineHttpProtocol(HttpToolsProtocol):  # type: ignore[misc]
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._disarm_head_deadline()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self.transport.get_extra_info("sslcontext") is not None:
+            self._abort_once_closing()
+
+    def _abort_once_closing(self) -> None:
+        # asyncio waits up to 30 s for the client's TLS close_notify, which a client keeping a
+        # pooled connection idle (every SDK does) never sends, and the exit waits for it: once
+        # the connection is closing (its last response sent), drop it after a short grace.
+        if self.transport.is_closing():
+            self.loop.call_later(TLS_CLOSE_GRACE_S, self._abort_once_sent)
+        else:  # a request still being answered: its connection closes after the response
+            self.loop.call_later(0.1, self._abort_once_closing)
+
+    def _abort_once_sent(self) -> None:
+        if self._lost:
+            return
+        if self.transport.get_write_buffer_size():  # a slow reader still getting its response
+            self.loop.call_later(TLS_CLOSE_GRACE_S, self._abort_once_sent)
+        else:
+            self.transport.abort()
 
     def _arm_head_deadline(self) -> None:
         self._head_deadline = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_late)

@@ -18,6 +18,7 @@ whitespace collapsed; the SHA-256 of the body, which an x-amz-content-sha256 hea
 from __future__ import annotations
 
 import calendar
+import datetime
 import email.utils
 import hashlib
 import hmac
@@ -153,6 +154,10 @@ def _request_time(headers: list[tuple[bytes, bytes]], query_date: str | None) ->
         except (TypeError, ValueError):
             parsed = None
         if parsed is not None:
+            # "-0000" (or no zone) parses naive: UTC, not the daemon's local time
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+            parsed = parsed.astimezone(datetime.timezone.utc)
             return parsed.strftime("%Y%m%dT%H%M%SZ"), int(parsed.timestamp())
         amz_date = text
     try:
@@ -244,6 +249,14 @@ def check(
     if claim.expires_s is not None:
         if now > signed_at + claim.expires_s:
             raise _error("RequestExpired", "Request has expired.", 400)
+        # A URL dated ahead would be good until then plus X-Amz-Expires, past MAX_EXPIRES_S:
+        # refuse it beyond the skew allowed to signed headers.
+        if signed_at > now + MAX_SKEW_S:
+            raise _error(
+                "RequestExpired",
+                f"Request is not yet valid: it is dated {amz_date}, over 15 minutes ahead.",
+                400,
+            )
     elif abs(now - signed_at) > MAX_SKEW_S:
         raise _error(
             "RequestExpired",
