@@ -327,3 +327,23 @@ def test_move_task_restarts_the_retention_period_of_redriven_messages(broker, cl
     assert counts["ApproximateNumberOfMessagesNotVisible"] == "0"
     assert src.receive(10) == []
     assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "0"  # expired, not moved
+
+
+def test_move_task_restamps_only_the_messages_it_moved(broker, clock):
+    # The re-stamping walks the destination's log after its last record before the move: a
+    # message already there, and the next queue's messages, keep their sent time.
+    dlq = broker.create_queue("dlq")
+    src = broker.create_queue("src", redrive(dlq, 1))
+    after = broker.create_queue("after")  # the next queue id: its log keys follow src's
+    src.send("moved")
+    assert [m.text for m in src.receive(visibility_timeout=0)] == ["moved"]
+    assert src.receive() == []  # moved to the DLQ
+    sent_at = clock.now_ms()
+    src.send("stayed")
+    after.send("elsewhere")
+    clock.advance(60)
+    broker.start_message_move_task(dlq.arn)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+    stamps = {m.text: m.sent_timestamp for m in src.receive(10)}
+    assert stamps == {"stayed": sent_at, "moved": clock.now_ms()}
+    assert [m.sent_timestamp for m in after.receive()] == [sent_at]

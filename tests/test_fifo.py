@@ -439,3 +439,22 @@ def test_a_delete_wakes_a_long_poll_waiting_for_the_group(broker):
     t.join(timeout=10)
     assert not t.is_alive(), "the long poll slept through the delete"
     assert [m.text for m in results[0]] == ["a2"]
+
+
+def test_a_visibility_change_wakes_a_long_poll_waiting_for_the_group(tmp_path, impl):
+    # A poll sleeps until the next visibility time it saw; shortening the held message's
+    # visibility must wake it, as on standard queues (not only a change to 0). Real clock.
+    with millpond.open(tmp_path / "real", durability="os", core=impl) as broker:
+        q = broker.create_queue("wake.fifo", {"FifoQueue": "true"})
+        q.send("a1", group_id="g", deduplication_id="1")
+        (held,) = q.receive(1, visibility_timeout=30)
+        results: list[list[Any]] = []
+        t = threading.Thread(target=lambda: results.append(q.receive(1, wait_seconds=15)))
+        t0 = time.monotonic()
+        t.start()
+        time.sleep(0.2)  # let it block first
+        q.change_visibility(held.receipt_handle, 1)
+        t.join(timeout=10)
+        assert not t.is_alive(), "the long poll slept through the visibility change"
+        assert texts(results[0]) == ["a1"]
+        assert time.monotonic() - t0 < 5  # about 1 s, not the poll's 15

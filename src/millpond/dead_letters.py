@@ -343,7 +343,7 @@ class MoveTasks:
                     txn, tables, source["id"], now_ms, entries, target_id, False, core
                 )
             else:
-                tail = _tail_seq(txn, tables, core, target_id)
+                tail = _log_tail(txn, tables, core, target_id)
                 moved += core.move(txn, tables, source["id"], now_ms, entries, target_id, False)
                 _restamp(txn, tables, core, target_id, tail, now_ms)
         task["moved"] += moved
@@ -375,20 +375,19 @@ def _by_target(
     return groups
 
 
-def _tail_seq(txn: Any, tables: Any, core: Any, queue_id: int) -> int:
-    """The highest seq queue ``queue_id`` has in the log (0: none); a move appends after it."""
-    prefix = core.log_key(queue_id, 0)[:4]
+def _log_tail(txn: Any, tables: Any, core: Any, queue_id: int) -> bytes:
+    """The log key after which a move appends to queue ``queue_id``: its last record's, or the
+    queue's lowest key (seq 0, never used) when it has none."""
+    first, past = core.log_key(queue_id, 0), core.log_key(queue_id + 1, 0)
     with txn.cursor(db=tables.log) as cur:
-        if cur.set_range(core.log_key(queue_id + 1, 0)):
-            found = cur.prev()  # the last key before the next queue's
-        else:
-            found = cur.last()
+        found = cur.prev() if cur.set_range(past) else cur.last()  # the last key before ``past``
         key = bytes(cur.key()) if found else b""
-    return int.from_bytes(key[4:], "big") if key[:4] == prefix else 0
+    return key if first <= key < past else first
 
 
-def _restamp(txn: Any, tables: Any, core: Any, queue_id: int, tail: int, now_ms: int) -> None:
-    """Give the records a move appended after seq ``tail`` the move's time as their enqueue time.
+def _restamp(txn: Any, tables: Any, core: Any, queue_id: int, tail: bytes, now_ms: int) -> None:
+    """Give the records a move appended after log key ``tail`` the move's time as their enqueue
+    time.
 
     AWS: "The redrive task resets the retention period. All redriven messages are considered new
     messages" (SQS Developer Guide, "Learn how to configure a dead-letter queue redrive"). The
@@ -396,12 +395,16 @@ def _restamp(txn: Any, tables: Any, core: Any, queue_id: int, tail: int, now_ms:
     destination's MessageRetentionPeriod would expire the moment it arrived. The message id
     stays, as on FIFO moves (_core_fifo._moved_record, which does the re-stamping).
     """
-    prefix = core.log_key(queue_id, 0)[:4]
+    past = core.log_key(queue_id + 1, 0)
+    records = []
     with txn.cursor(db=tables.log) as cur:
-        found = cur.set_range(core.log_key(queue_id, tail + 1))
-        records = []
-        while found and cur.key()[:4] == prefix:
-            records.append((bytes(cur.key()), bytes(cur.value())))
+        found = cur.set_range(tail)
+        while found:
+            key = bytes(cur.key())
+            if key >= past:
+                break
+            if key != tail:
+                records.append((key, bytes(cur.value())))
             found = cur.next()
     for key, record in records:
         txn.put(key, _core_fifo._moved_record(core, record, now_ms), db=tables.log)

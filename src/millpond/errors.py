@@ -76,7 +76,8 @@ class ReceiptHandleIsInvalid(InvalidInputError):
 
 
 class MessageNotInflight(InvalidInputError):
-    """change_visibility on a message that is not in flight."""
+    """Not raised any more: SQS answers a visibility change to a message that is visible again
+    with success, and so does millpond. Kept so that code catching it still imports."""
 
     code = "AWS.SimpleQueueService.MessageNotInflight"
     json_type = "MessageNotInflight"

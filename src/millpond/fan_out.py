@@ -31,7 +31,7 @@ from millpond.fifo_queue import FifoQueue
 from millpond.filters import FilterPolicy
 from millpond.message import pack_metadata
 from millpond.message_attributes import (
-    first_bad_char,
+    valid_trace_header,
     validate_body_text,
     validate_message_attributes,
 )
@@ -60,9 +60,8 @@ _SWEEP_STEP = 8  # expired dedup entries looked at per FIFO publish
 HTTP_OUTBOX = -1  # in a publish's "woken" set: HTTP deliveries were written (not a queue id)
 _MESSAGE_ID_CHARS = re.compile(r"[!-~]{1,128}")  # MessageGroupId / MessageDeduplicationId
 
-# One delivery: (SQS body, SQS attributes or None, size toward MaximumMessageSize, group id,
-# deduplication id).
-# (body, attributes, size, group id, dedup id, AWSTraceHeader) of one delivery to a queue
+# One delivery to a queue: (SQS body, SQS attributes or None, size toward MaximumMessageSize,
+# group id, deduplication id, AWSTraceHeader).
 Item = tuple[bytes, "dict[str, Any] | None", int, "str | None", "str | None", "str | None"]
 
 
@@ -417,9 +416,7 @@ def outgoing(
 
 def check_trace_header(value: Any) -> str | None:
     """A publish's X-Ray trace header: None, or text SQS can keep as AWSTraceHeader."""
-    if value is not None and (
-        not isinstance(value, str) or not value or first_bad_char(value) is not None
-    ):
+    if value is not None and not valid_trace_header(value):
         raise InvalidParameter(
             "Invalid parameter: AWSTraceHeader Reason: must be a non-empty string of characters "
             "SQS accepts"
@@ -443,6 +440,9 @@ _ENTRY_NAMES = (
     ("MessageDeduplicationId", "deduplication_id"),
     ("MessageStructure", "message_structure"),
 )
+# A PublishBatch entry's members by their SNS names: all the wire may give (the embedded API
+# also takes the keyword names above).
+ENTRY_MEMBERS = frozenset(("Id", *(sns for sns, _ in _ENTRY_NAMES)))
 
 
 def entry_arguments(entry: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -488,13 +488,15 @@ def deliver_to_queue(
     anything if the queue was deleted.
     """
     if trace_headers is not None and all(t is None for t in trace_headers):
-        trace_headers = None
+        trace_headers = None  # none traced: as if not given (Queue._deliver_in_txn's fast path)
     if isinstance(queue, FifoQueue):
         queue._deliver_in_txn(txn, now_ms, bodies, attributes, group_ids, dedup_ids, trace_headers)
     else:
         # Standard queues keep a forwarded group id as a tenant label (SQS fair queues).
         forwarded = group_ids if group_ids and any(g is not None for g in group_ids) else None
-        queue._deliver_in_txn(txn, now_ms, bodies, attributes, forwarded, None, trace_headers)
+        queue._deliver_in_txn(
+            txn, now_ms, bodies, attributes, forwarded, trace_headers=trace_headers
+        )
 
 
 def _queue(topics: Topics, txn: Any, name: str, stale: Queue | None = None) -> Queue | None:

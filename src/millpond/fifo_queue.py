@@ -389,8 +389,7 @@ class FifoQueue(Queue):
             self._raise_for_visibility_status(status, receipt_handle, visibility_timeout)
 
         self._write(change)
-        if visibility_timeout == 0:
-            self._broker._wakeups.notify(self.queue_id)
+        self._wake_long_polls()
 
     # -- whole queue -------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ __all__ = [
     "md5_of_message_attributes",
     "message_attributes_size",
     "select_message_attributes",
+    "valid_trace_header",
     "validate_body_text",
     "validate_message_attributes",
 ]
@@ -63,6 +64,12 @@ def first_bad_char(text: str) -> str | None:
     run = _ALLOWED_RUN.match(text)  # always matches, the run may be empty
     end = run.end() if run else 0
     return None if end == len(text) else f"#x{ord(text[end]):X}"
+
+
+def valid_trace_header(value: Any) -> bool:
+    """Whether ``value`` can be kept as an AWSTraceHeader: non-empty text in SQS's character
+    set (an X-Amzn-Trace-Id header, or the trace header of an embedded publish)."""
+    return isinstance(value, str) and value != "" and first_bad_char(value) is None
 
 
 def validate_body_text(body: str) -> None:

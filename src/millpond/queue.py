@@ -537,6 +537,7 @@ class Queue:
         """Hide an in-flight message for ``visibility_timeout`` s (0-43200) from now.
 
         0 makes it visible at once. The total time hidden since its receive may not pass 12 h.
+        A message whose visibility already ran out is left as it is (no error, as SQS).
         """
         check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
         seq, visible_at, count = self._decode(receipt_handle)
@@ -573,12 +574,10 @@ class Queue:
     ) -> MillpondError | None:
         """The SQS error for a change_visibility status (core and FIFO share the numbers)."""
         core = self._core
-        if status == core.OK:
-            return None
-        if status == core.NOT_IN_FLIGHT:
-            # AWS answers 200 to a change through the latest handle of a message whose
-            # visibility already ran out (it is visible again, not yet received anew); the
-            # change has nothing left to re-time, so it is a no-op
+        # NOT_IN_FLIGHT: AWS answers 200 to a change through the latest handle of a message
+        # whose visibility already ran out (it is visible again, not yet received anew); the
+        # change has nothing left to re-time, so it is a no-op
+        if status in (core.OK, core.NOT_IN_FLIGHT):
             return None
         if status == core.TOO_LONG:
             return InvalidParameterValue(

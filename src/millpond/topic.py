@@ -632,12 +632,15 @@ class Topic(TopicSettings):
             InvalidParameter, ParameterValueInvalid: SNS would refuse the message.
             TopicNotFound: the topic was deleted.
         """
-        state = self._snapshot()
-        out = fan_out.outgoing(
-            state, message, subject, attributes, group_id, deduplication_id, message_structure
-        )
-        out.trace_header = fan_out.check_trace_header(trace_header)
-        return self._publish(state, [out])[0][0]
+        return self.publish_message(
+            message,
+            subject=subject,
+            attributes=attributes,
+            group_id=group_id,
+            deduplication_id=deduplication_id,
+            message_structure=message_structure,
+            trace_header=trace_header,
+        )["MessageId"]
 
     def publish_message(
         self,

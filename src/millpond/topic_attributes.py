@@ -62,8 +62,6 @@ DEFAULT_EFFECTIVE_DELIVERY_POLICY = (
     '"backoffFunction":"linear"},"disableSubscriptionOverrides":false,'
     '"defaultRequestPolicy":{"headerContentType":"text/plain; charset=UTF-8"}}}'
 )
-# The HTTP/S retry policy SNS applies when neither the subscription nor the topic sets one:
-# 3 retries, 20 s apart (the EffectiveDeliveryPolicy above).
 _DEFAULT_POLICY_ACTIONS = (
     "SNS:GetTopicAttributes",
     "SNS:SetTopicAttributes",
@@ -385,6 +383,16 @@ def _topic_http_policy(topic_policy: str | None) -> dict[str, Any]:
     return _member(json_object(topic_policy) if topic_policy else None, "http")
 
 
+def _healthy_retry_policy(own: Any, topic_http: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP/S retry policy in force: the subscription's DeliveryPolicy ``own`` over the
+    topic's "http" defaults over SNS's (3 retries, 20 s apart), member by member."""
+    return {
+        **_DEFAULT_RETRY_POLICY,
+        **_member(topic_http, "defaultHealthyRetryPolicy"),
+        **_member(own, "healthyRetryPolicy"),
+    }
+
+
 def topic_effective_delivery_policy(topic_policy: str | None) -> str:
     """A topic's EffectiveDeliveryPolicy: its DeliveryPolicy's "http" part over SNS's
     defaults, member by member, as SNS shows it."""
@@ -417,11 +425,7 @@ def subscription_effective_delivery_policy(
     own = json_object(subscription_policy) if subscription_policy else None
     own = own if isinstance(own, dict) else {}
     effective = {
-        "healthyRetryPolicy": {
-            **_DEFAULT_RETRY_POLICY,
-            **_member(http, "defaultHealthyRetryPolicy"),
-            **_member(own, "healthyRetryPolicy"),
-        },
+        "healthyRetryPolicy": _healthy_retry_policy(own, http),
         "sicklyRetryPolicy": own.get("sicklyRetryPolicy", http.get("defaultSicklyRetryPolicy")),
         "throttlePolicy": own.get("throttlePolicy", http.get("defaultThrottlePolicy")),
         "requestPolicy": {
@@ -452,17 +456,13 @@ def http_retry_delays_ms(subscription_policy: str | None, topic_policy: str | No
     """The wait (ms) before each retry of an HTTP/S delivery: one per retry, numRetries in all.
 
     SNS's four phases, from the healthy retry policy as its EffectiveDeliveryPolicy shows it
-    (member by member): numNoDelayRetries at once, then
-    numMinDelayRetries after minDelayTarget, the backoff phase rising from minDelayTarget to
-    maxDelayTarget (by its backoffFunction), and numMaxDelayRetries after maxDelayTarget.
-    SNS's jitter is left out.
+    (member by member): numNoDelayRetries at once, then numMinDelayRetries after
+    minDelayTarget, the backoff phase rising from minDelayTarget to maxDelayTarget (geometric
+    for an "exponential" or "geometric" backoffFunction, else linear), and numMaxDelayRetries
+    after maxDelayTarget. SNS's jitter is left out.
     """
     own = json_object(subscription_policy) if subscription_policy else None
-    retry = {
-        **_DEFAULT_RETRY_POLICY,
-        **_member(_topic_http_policy(topic_policy), "defaultHealthyRetryPolicy"),
-        **_member(own, "healthyRetryPolicy"),
-    }
+    retry = _healthy_retry_policy(own, _topic_http_policy(topic_policy))
 
     def number(name: str, low: int, high: int) -> int:
         value = retry.get(name)

@@ -9,7 +9,7 @@ Whoever does the HTTP (the daemon, :mod:`millpond.server.sns`) drains it::
 
     for delivery in outbox.take():      # leased: taken again only if not settled in time
         status = POST delivery.url, delivery.headers, delivery.body
-        outbox.delivered(delivery)  or  outbox.failed(delivery, permanent=3xx or 4xx but 429)
+        outbox.delivered(delivery)  or  outbox.failed(delivery, permanent=an answer but 5xx or 429)
 
 A failed POST is retried as the subscription's (or topic's) DeliveryPolicy says, phase by phase,
 3 times 20 s apart by default (the policies in force when it failed); then a Notification goes
@@ -243,12 +243,13 @@ class HttpOutbox:
             if record is None:
                 return None, False  # unsubscribed meanwhile
             attributes = record["attributes"]
-            delays_ms = http_retry_delays_ms(None, None)  # SNS's default: 3 retries, 20 s apart
             if entry["type"] == "Notification":  # the policies in force now, phase by phase
                 delays_ms = http_retry_delays_ms(
                     attributes.get("DeliveryPolicy"),
                     _topic_attributes(txn, meta, entry["sub"]).get("DeliveryPolicy"),
                 )
+            else:  # a (Un)SubscriptionConfirmation: SNS's default, 3 retries 20 s apart
+                delays_ms = http_retry_delays_ms(None, None)
             if not permanent and entry["try"] < len(delays_ms):
                 delay_ms = delays_ms[entry["try"]]
                 entry["try"] += 1

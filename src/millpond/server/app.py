@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from millpond import errors
-from millpond.message_attributes import first_bad_char
+from millpond.message_attributes import valid_trace_header
 from millpond.server import metrics, sigv4, sqs, sqs_json
 from millpond.server.context import Context
 from millpond.server.protocol import AwsError, Request, new_request_id, region_of
@@ -370,7 +370,7 @@ def _trace_header(headers: dict[bytes, bytes]) -> str | None:
     """X-Amzn-Trace-Id, as SQS and SNS take it for AWSTraceHeader: ignored (it is tracing
     middleware's, not the caller's own input) unless it is text SQS can store."""
     value = _text(headers, b"x-amzn-trace-id")
-    return value if value and first_bad_char(value) is None else None
+    return value if valid_trace_header(value) else None
 
 
 def _text(headers: dict[bytes, bytes], name: bytes) -> str:

@@ -212,7 +212,7 @@ def _report_drift(spec: dict[str, Any], current: dict[str, str]) -> None:
     differ = sorted(
         name
         for name, value in (spec.get("attributes") or {}).items()
-        if _normal(value) != _normal(current.get(name))
+        if _comparable(value) != _comparable(current.get(name))
     )
     if differ:
         logging.getLogger("millpond.server").warning(
@@ -223,7 +223,7 @@ def _report_drift(spec: dict[str, Any], current: dict[str, str]) -> None:
         )
 
 
-def _normal(value: Any) -> Any:
+def _comparable(value: Any) -> Any:
     """An attribute value as compared: TOML true/60 as "true"/"60", JSON by its content."""
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -29,6 +29,7 @@ from xml.sax.saxutils import escape
 from millpond import errors
 from millpond.broker import Broker
 from millpond.dead_letters import parse_arn
+from millpond.fan_out import ENTRY_MEMBERS
 from millpond.server.context import Context, valid_region
 from millpond.server.protocol import AwsError, Request, xml_safe
 from millpond.topic import Subscription, Topic
@@ -592,19 +593,6 @@ async def publish(ctx: Context, request: Request) -> dict[str, Any]:
     return result  # type: ignore[no-any-return]
 
 
-_BATCH_ENTRY_MEMBERS = frozenset(
-    (
-        "Id",
-        "Message",
-        "Subject",
-        "MessageStructure",
-        "MessageAttributes",
-        "MessageDeduplicationId",
-        "MessageGroupId",
-    )
-)
-
-
 @action
 async def publish_batch(ctx: Context, request: Request) -> dict[str, Any]:
     topic = await _topic(ctx, request)
@@ -613,7 +601,7 @@ async def publish_batch(ctx: Context, request: Request) -> dict[str, Any]:
         raise _invalid("PublishBatchRequestEntries")
     # Only SNS's member names: the embedded API also reads its keyword names ("id", "message",
     # ...), which on the wire are unknown parameters, not an entry's Id or Message.
-    entries = [{k: v for k, v in e.items() if k in _BATCH_ENTRY_MEMBERS} for e in entries]
+    entries = [{k: v for k, v in e.items() if k in ENTRY_MEMBERS} for e in entries]
     for entry in entries:
         entry["MessageAttributes"] = _message_attributes(entry.get("MessageAttributes"))
     results = await ctx.call(

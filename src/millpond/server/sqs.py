@@ -318,33 +318,31 @@ def _send_fields(
     if not isinstance(body, str):
         raise invalid("MessageBody must be a string.")
     system = entry.get("MessageSystemAttributes")
-    trace = None
+    system_trace = None
     if system:
         unknown = set(system) - {"AWSTraceHeader"}
         if unknown:
             raise invalid(f"Message system attribute name '{sorted(unknown)[0]}' is invalid.")
-        trace = system.get("AWSTraceHeader")
-        if "AWSTraceHeader" in system:  # even as null: its MD5, computed after the send, fails
-            _check_trace_header(trace)
+        if "AWSTraceHeader" in system:  # even as null, which is no String value either
+            _check_trace_header(system["AWSTraceHeader"])
+            system_trace = system["AWSTraceHeader"]["StringValue"]
     return {
         "body": body,
         "delay_seconds": _int_param(entry, "DelaySeconds"),
         "attributes": _message_attributes(entry.get("MessageAttributes")),
         "group_id": entry.get("MessageGroupId"),
         "deduplication_id": entry.get("MessageDeduplicationId"),
-        "trace_header": trace["StringValue"] if trace else http_trace,
-        "system_trace": trace["StringValue"] if trace else None,  # for its MD5
+        "trace_header": system_trace or http_trace,
+        "system_trace": system_trace,  # for its MD5: of what the request gave
         "sender_id": sender_id,
     }
 
 
-def _send_result(
-    fields: dict[str, Any], entry: dict[str, Any], message_id: str, sequence: str | None
-) -> dict[str, Any]:
+def _send_result(fields: dict[str, Any], message_id: str, sequence: str | None) -> dict[str, Any]:
     result = {"MD5OfMessageBody": md5_of_body(fields["body"]), "MessageId": message_id}
     if fields["attributes"]:
         result["MD5OfMessageAttributes"] = md5_of_message_attributes(fields["attributes"])
-    system_md5 = _md5_of_trace_header(fields["system_trace"])  # of what the request gave
+    system_md5 = _md5_of_trace_header(fields["system_trace"])
     if system_md5:
         result["MD5OfMessageSystemAttributes"] = system_md5
     if sequence is not None:
@@ -413,7 +411,7 @@ async def send_message(ctx: Context, request: Request) -> dict[str, Any]:
     queue = _queue(ctx, request)
     fields = _send_fields(request.params, _sender_id(ctx, request), request.trace_header)
     ((message_id, sequence),) = await _send_prepared(ctx, queue, [fields])
-    return _send_result(fields, request.params, message_id, sequence)
+    return _send_result(fields, message_id, sequence)
 
 
 def _entry_size(entry: dict[str, Any]) -> int:
@@ -460,9 +458,7 @@ async def send_message_batch(ctx: Context, request: Request) -> dict[str, Any]:
     if good:
         sent = await _send_prepared(ctx, queue, [fields for _, fields in good])
         for (entry, fields), (message_id, sequence) in zip(good, sent):
-            successful.append(
-                {"Id": entry["Id"], **_send_result(fields, entry, message_id, sequence)}
-            )
+            successful.append({"Id": entry["Id"], **_send_result(fields, message_id, sequence)})
     return {"Successful": successful, "Failed": failed}
 
 
