@@ -322,23 +322,28 @@ def _self_signed(directory: Path) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
+def _tls_sqs(url: str, cert: str) -> Any:
+    """An SQS client of the HTTPS daemon at ``url`` that checks its certificate ``cert``."""
+    return boto3.client(
+        "sqs",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        verify=cert,
+    )
+
+
 def test_https_with_a_certificate(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     d = Daemon(str(tmp_path / "data"), tls=(cert, key))
     try:
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=d.url,
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-            verify=cert,  # the client checks the daemon's certificate
-        )
+        sqs = _tls_sqs(d.url, cert)
         url = sqs.create_queue(QueueName="secure")["QueueUrl"]
         assert url.startswith("https://127.0.0.1:")  # queue URLs follow the scheme used
         sqs.send_message(QueueUrl=url, MessageBody="over TLS")
         assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "over TLS"
-        sqs.close()  # a TLS connection left open holds the daemon's shutdown for its close
+        sqs.close()  # else the stop waits its TLS close grace (1 s) for this connection
         plain = d.url.replace("https://", "http://") + "/health"
         with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
             urllib.request.urlopen(plain, timeout=5)  # plain HTTP is not served on that port
@@ -355,14 +360,7 @@ def test_sigterm_does_not_wait_for_an_idle_tls_client(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     d = Daemon(str(tmp_path / "data"), tls=(cert, key))
     try:
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=d.url,
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-            verify=cert,
-        )
+        sqs = _tls_sqs(d.url, cert)
         url = sqs.create_queue(QueueName="pooled")["QueueUrl"]
         sqs.send_message(QueueUrl=url, MessageBody="kept")  # the connection stays in the pool
         started = time.monotonic()
@@ -374,14 +372,7 @@ def test_sigterm_does_not_wait_for_an_idle_tls_client(tmp_path: Path) -> None:
     assert seconds < 10, f"SIGTERM took {seconds:.1f} s"
     again = Daemon(str(tmp_path / "data"), tls=(cert, key))  # the acknowledged send is kept
     try:
-        client = boto3.client(
-            "sqs",
-            endpoint_url=again.url,
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-            verify=cert,
-        )
+        client = _tls_sqs(again.url, cert)
         url = client.get_queue_url(QueueName="pooled")["QueueUrl"]
         assert client.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "kept"
         client.close()
