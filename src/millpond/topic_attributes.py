@@ -56,12 +56,6 @@ MAX_TAGS = 50  # per topic, as SNS
 MAX_TAG_KEY_CHARS = 128
 MAX_TAG_VALUE_CHARS = 256
 
-DEFAULT_EFFECTIVE_DELIVERY_POLICY = (
-    '{"http":{"defaultHealthyRetryPolicy":{"minDelayTarget":20,"maxDelayTarget":20,'
-    '"numRetries":3,"numMaxDelayRetries":0,"numNoDelayRetries":0,"numMinDelayRetries":0,'
-    '"backoffFunction":"linear"},"disableSubscriptionOverrides":false,'
-    '"defaultRequestPolicy":{"headerContentType":"text/plain; charset=UTF-8"}}}'
-)
 _DEFAULT_POLICY_ACTIONS = (
     "SNS:GetTopicAttributes",
     "SNS:SetTopicAttributes",
@@ -396,8 +390,6 @@ def _healthy_retry_policy(own: Any, topic_http: dict[str, Any]) -> dict[str, Any
 def topic_effective_delivery_policy(topic_policy: str | None) -> str:
     """A topic's EffectiveDeliveryPolicy: its DeliveryPolicy's "http" part over SNS's
     defaults, member by member, as SNS shows it."""
-    if not topic_policy:
-        return DEFAULT_EFFECTIVE_DELIVERY_POLICY
     http = _topic_http_policy(topic_policy)
     effective: dict[str, Any] = {
         "defaultHealthyRetryPolicy": {
@@ -414,6 +406,10 @@ def topic_effective_delivery_policy(topic_policy: str | None) -> str:
         if name in http:
             effective[name] = http[name]
     return json.dumps({"http": effective}, separators=(",", ":"))
+
+
+# A topic without a DeliveryPolicy shows SNS's defaults
+DEFAULT_EFFECTIVE_DELIVERY_POLICY = topic_effective_delivery_policy(None)
 
 
 def subscription_effective_delivery_policy(
