@@ -10,6 +10,7 @@ with millpond.open("./data") as broker:
 
 from millpond.broker import Broker, open
 from millpond.clock import Clock, ManualClock, SystemClock
+from millpond.connection import connect
 from millpond.message import Message
 from millpond.queue import Queue
 from millpond.topic import Subscription, Topic
@@ -23,6 +24,7 @@ __all__ = [
     "Subscription",
     "SystemClock",
     "Topic",
+    "connect",
     "open",
 ]
 __version__ = "0.1.0.dev0"
