@@ -458,3 +458,55 @@ def test_a_visibility_change_wakes_a_long_poll_waiting_for_the_group(tmp_path, i
         assert not t.is_alive(), "the long poll slept through the visibility change"
         assert texts(results[0]) == ["a1"]
         assert time.monotonic() - t0 < 5  # about 1 s, not the poll's 15
+
+
+# -- retention of messages in flight ---------------------------------------------------------
+
+
+def test_a_message_past_retention_in_flight_no_longer_holds_its_group(broker, clock):
+    """SQS deletes a message once its retention period is over, in flight or not: the next
+    message of its group becomes receivable then, not when the visibility timeout ends."""
+    q = broker.create_queue("r.fifo", {"FifoQueue": "true", "MessageRetentionPeriod": "60"})
+    send(q, "m0")
+    clock.advance(30)
+    send(q, "m1")
+    (m0,) = q.receive(1, visibility_timeout=600)
+    assert m0.text == "m0"
+    assert q.receive(10) == []  # m0 in flight holds the group
+    clock.advance(31)  # m0 is past its retention; its visibility timeout runs 540 s more
+    assert texts(q.receive(10, visibility_timeout=600)) == ["m1"]
+    counts = q.get_attributes()
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "1"  # m1; m0 is gone
+    assert counts["ApproximateNumberOfMessages"] == "0"
+    q.delete(m0.receipt_handle)  # gone already: deleting it again is not an error
+    clock.advance(30)  # m1 is past its retention too
+    assert q.receive(10) == []
+    assert q.get_attributes()["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_an_expired_message_is_not_delivered_again_by_a_receive_retry(broker, clock):
+    # ReceiveRequestAttemptId: a retry returns the same messages, but never one past retention
+    q = broker.create_queue("r.fifo", {"FifoQueue": "true", "MessageRetentionPeriod": "60"})
+    send(q, "m0")
+    clock.advance(30)
+    send(q, "m1")
+    assert texts(q.receive(1, visibility_timeout=600, attempt_id="a")) == ["m0"]
+    clock.advance(31)
+    assert texts(q.receive(1, visibility_timeout=600, attempt_id="a")) == ["m1"]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_visibility_change_past_retention_frees_the_group_when_the_message_expires(
+    broker, clock, batch
+):
+    q = broker.create_queue("r.fifo", {"FifoQueue": "true", "MessageRetentionPeriod": "60"})
+    send(q, "m0")
+    clock.advance(30)
+    send(q, "m1")
+    (m0,) = q.receive(1, visibility_timeout=10)
+    if batch:
+        assert q.change_visibility_entries([(m0.receipt_handle, 600)]) == [None]
+    else:
+        q.change_visibility(m0.receipt_handle, 600)
+    clock.advance(31)
+    assert texts(q.receive(10)) == ["m1"]

@@ -18,8 +18,15 @@ Layouts (integers big-endian; ``g`` = u8 length | group id bytes):
 Order and locking follow from the head: a group is receivable when its head is visible, and a
 receive takes members from the head onwards while they are visible, so no message is delivered
 while an earlier one of its group is in flight, and messages before an in-flight one may be
-(SQS's partial-batch rule). Invariant: for every non-empty group, ``vis`` holds exactly the key
+(SQS's partial-batch rule). Invariant: for every non-empty group, ``vis`` holds the key
 (queue_id, head.visible_at, head.seq).
+
+A member that passes its retention period while in flight is gone (SQS deletes it), so it must
+not hold its group until its visibility timeout ends: a receive that hides a member past its
+expiry also puts an *alarm*, a second ``vis`` entry (queue_id, expires_ms, seq) -> g, which
+brings the group up for a receive then. Whatever reads a group's head from ``vis`` treats an
+alarm as the head key: draining the group removes the alarm and puts the real head key back.
+An alarm left behind by a member deleted meanwhile costs one look at its group, once.
 """
 
 from __future__ import annotations
@@ -84,6 +91,23 @@ def _reset_head(txn: Any, t: Any, queue_id: int, g: bytes, old_key: bytes | None
         txn.delete(old_key, db=t.vis)
     if new_key is not None:
         txn.put(new_key, g, db=t.vis)
+
+
+def _alarm(
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    g: bytes,
+    seq: int,
+    sent_ms: int,
+    visible_at: int,
+    retention_ms: int,
+) -> None:
+    """Bring group ``g`` up when member ``seq``, hidden until ``visible_at``, expires before
+    then (see the module docstring); ``retention_ms`` 0: the queue's retention is not known."""
+    expires_ms = sent_ms + retention_ms
+    if retention_ms and expires_ms < visible_at:
+        txn.put(_VIS_KEY.pack(queue_id, expires_ms, seq), g, db=t.vis)
 
 
 def _head_key(txn: Any, t: Any, queue_id: int, g: bytes) -> bytes | None:
@@ -264,9 +288,9 @@ def _drain_group(
                 if key[: len(prefix)] != prefix or len(key) != len(prefix) + 8:
                     break
                 state = _STATE.unpack(value)
-                if state[0] > now_ms:
+                if state[0] > now_ms and state[1] >= retention_cutoff_ms:
                     break  # in flight or delayed: nothing after it may go out
-                members.append((key, state))
+                members.append((key, state))  # visible, or past retention: gone either way
                 deliverable = state[1] >= retention_cutoff_ms and not (
                     dead_letter_queue_id and state[4] >= max_receive_count
                 )
@@ -314,6 +338,7 @@ def _drain_group(
         txn.put(
             key, _STATE.pack(new_visible_at, sent_ms, first_ms, now_ms, count, source), db=t.fifo
         )
+        _alarm(txn, t, queue_id, g, seq, sent_ms, new_visible_at, now_ms - retention_cutoff_ms)
         _, message_id, attrs, body = decoded
         received.append(
             (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, message_id, source, g)
@@ -394,9 +419,16 @@ def delete(txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any]) -> 
 
 
 def change_visibility(
-    txn: Any, t: Any, queue_id: int, now_ms: int, entries: list[Any], max_hidden_ms: int
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    now_ms: int,
+    entries: list[Any],
+    max_hidden_ms: int,
+    retention_ms: int = 0,
 ) -> list[int]:
-    """Re-time deliveries named by (seq, receive_count, g, visibility_ms)."""
+    """Re-time deliveries named by (seq, receive_count, g, visibility_ms); ``retention_ms``
+    (the queue's MessageRetentionPeriod) frees the group when one of them expires first."""
     statuses = []
     for seq, count, g, visibility_ms in entries:
         key = _member_key(queue_id, g, seq)
@@ -420,6 +452,7 @@ def change_visibility(
             )
             if head is not None and _VIS_KEY.unpack(head)[2] == seq:
                 _reset_head(txn, t, queue_id, g, head)
+            _alarm(txn, t, queue_id, g, seq, sent_ms, now_ms + visibility_ms, retention_ms)
             statuses.append(OK)
     return statuses
 
@@ -476,6 +509,7 @@ def peek(
     """Up to ``limit`` receivable members as (seq, g, source_queue_id), group by group; those
     sent (or moved here) before ``retention_cutoff_ms`` are passed over."""
     out: list[tuple[int, bytes, int]] = []
+    seen: set[bytes] = set()  # a group with an alarm may come up twice
     with txn.cursor(db=t.vis) as heads:
         if not heads.set_range(_VIS_KEY.pack(queue_id, 0, 0)):
             return out
@@ -483,6 +517,9 @@ def peek(
             qid, ready_at, _ = _VIS_KEY.unpack(key)
             if qid != queue_id or ready_at > now_ms or len(out) >= limit:
                 break
+            if g in seen:
+                continue
+            seen.add(g)
             prefix = _U32.pack(queue_id) + g
             with txn.cursor(db=t.fifo) as cur:
                 cur.set_range(prefix)
@@ -490,8 +527,8 @@ def peek(
                     if mkey[: len(prefix)] != prefix or len(out) >= limit:
                         break
                     state = _STATE.unpack(value)
-                    if state[0] > now_ms:
-                        break
+                    if state[0] > now_ms and state[1] >= retention_cutoff_ms:
+                        break  # in flight or delayed (and not gone: see _drain_group)
                     if state[1] >= retention_cutoff_ms and (state[5] or not dead_lettered_only):
                         out.append((_U64.unpack_from(mkey, len(mkey) - 8)[0], g, state[5]))
     return out
@@ -545,13 +582,15 @@ def redeliver(
     now_ms: int,
     entries: list[Any],
     visibility_ms: int,
+    retention_cutoff_ms: int = 0,
 ) -> list[Any] | None:
     """Deliver members (seq, receive_count, g, visible_at_ms) again, unchanged but for their
     visibility, for a receive retried with the same ReceiveRequestAttemptId.
 
     SQS repeats a receive only while none of its messages was modified: if any member was
-    deleted, received again, re-timed or is visible again, nothing is written and None is
-    returned (the caller receives afresh). Otherwise returns entries shaped as receive()'s.
+    deleted, received again, re-timed, is visible again or was sent before
+    ``retention_cutoff_ms`` (gone), nothing is written and None is returned (the caller
+    receives afresh). Otherwise returns entries shaped as receive()'s.
     """
     found = []
     for seq, count, g, visible_at in entries:
@@ -561,6 +600,8 @@ def redeliver(
             return None
         state = _STATE.unpack(raw)
         if state[4] != count or state[0] != visible_at or visible_at <= now_ms:
+            return None
+        if state[1] < retention_cutoff_ms:
             return None
         record = txn.get(_LOG_KEY.pack(queue_id, seq), db=t.log)
         decoded = None if record is None else core.decode_record(record)
@@ -576,6 +617,7 @@ def redeliver(
         )
         if head is not None and _VIS_KEY.unpack(head)[2] == seq:
             _reset_head(txn, t, queue_id, g, head)
+        _alarm(txn, t, queue_id, g, seq, sent_ms, new_visible_at, now_ms - retention_cutoff_ms)
         _, message_id, attrs, body = decoded
         out.append(
             (seq, new_visible_at, count, sent_ms, first_ms, attrs, body, message_id, source, g)

@@ -10,6 +10,7 @@ remembered after the message is deleted, scoped per queue or per group (Deduplic
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
@@ -239,6 +240,7 @@ class FifoQueue(Queue):
                             now_ms,
                             [tuple(e) for e in entries],
                             visibility_ms,
+                            now_ms - retention_ms,
                         )
                         if again is not None:  # unchanged since: the same deliveries again
                             remember(txn, tables, expires, again)
@@ -374,7 +376,7 @@ class FifoQueue(Queue):
         return (seq, count, g, timeout * 1000)
 
     def _change_visibility_verb(self) -> Any:
-        return fifo.change_visibility
+        return functools.partial(fifo.change_visibility, retention_ms=self._retention_ms)
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> None:
         """As Queue.change_visibility; an expired FIFO handle is refused."""
@@ -383,9 +385,8 @@ class FifoQueue(Queue):
 
         def change(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
             entry = (seq, count, g, visibility_timeout * 1000)
-            status = fifo.change_visibility(txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS)[
-                0
-            ]
+            change = self._change_visibility_verb()
+            status = change(txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS)[0]
             self._raise_for_visibility_status(status, receipt_handle, visibility_timeout)
 
         self._write(change)
