@@ -21,6 +21,10 @@ from typing import Any
 import pytest
 
 import millpond
+from tests.conformance._limits import (  # noqa: F401 - hooks: skip what a backend cannot do
+    pytest_collection_modifyitems,
+    pytest_configure,
+)
 from tests.daemon import Daemon, free_port
 
 BACKENDS = ("embedded", "native", "daemon-boto3", "moto")

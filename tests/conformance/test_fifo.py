@@ -1,0 +1,184 @@
+"""FIFO queues: order per message group, one group in flight at a time, de-duplication.
+
+Sources: reference = /work/shared/reference/sqs-sns.md §1.6 FIFO; AWS
+FIFO-queues-understanding-logic.html ("you can't receive additional messages with the same
+message group ID ... until the messages currently received are deleted or become visible
+again"), knowledge-center sqs-fifo-messages-not-returned ("Inflight messages block delivery of
+available messages within the same message group"), FIFO-queues-exactly-once-processing.html.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from millpond.errors import InvalidParameterValue, MissingParameter
+from tests.conformance._helpers import bodies, drain
+
+
+def _fifo(broker: Any, name: str, **attributes: str) -> Any:
+    return broker.create_queue(name + ".fifo", {"FifoQueue": "true", **attributes})
+
+
+def _receive_in_order(q: Any, count: int) -> list[Any]:
+    """Receive and delete one by one until ``count`` came (or 5 s passed): the FIFO way of
+    consuming, where the next message of a group waits for the previous one's delete."""
+    got: list[Any] = []
+    for _ in range(count):
+        batch = drain(q, 1)
+        if not batch:
+            break
+        got.extend(batch)
+        q.delete_batch([m.receipt_handle for m in batch])
+    return got
+
+
+def test_fifo_queue_attributes(broker: Any, name: str) -> None:
+    """A FIFO queue: name ending .fifo, FifoQueue "true", ContentBasedDeduplication "false"
+    unless set (AWS-recorded GetQueueAttributes All of a new FIFO queue, reference §1.3)."""
+    q = _fifo(broker, name)
+    attributes = q.get_attributes(["FifoQueue", "ContentBasedDeduplication"])
+    assert attributes == {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+    assert name + ".fifo" in broker.list_queues(name)
+
+
+def test_order_within_a_group(broker: Any, name: str) -> None:
+    """Messages of one group are received in the order they were sent."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    sent = [f"m{i}" for i in range(12)]
+    for body in sent:
+        q.send(body, group_id="g")
+    got = _receive_in_order(q, 12)
+    assert bodies(got) == sent
+    assert {m.group_id for m in got} == {"g"}
+
+
+def test_receive_takes_a_group_in_order(broker: Any, name: str) -> None:
+    """One receive returns as many messages of a group as it can, in order (reference §1.6)."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send_batch([{"body": f"m{i}", "group_id": "g"} for i in range(5)])
+    got = q.receive(10, wait_seconds=2)
+    assert bodies(got) == [f"m{i}" for i in range(len(got))]  # a prefix, in order
+    assert len(got) >= 1
+
+
+def test_group_blocked_while_in_flight(broker: Any, name: str) -> None:
+    """While a message of a group is in flight, no later message of that group is returned;
+    other groups keep flowing; once the in-flight one is deleted the next one comes."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send("a1", group_id="A")
+    q.send("a2", group_id="A")
+    (a1,) = q.receive(1, wait_seconds=2)
+    assert a1.body == b"a1"
+    assert q.receive(10) == []  # a2 waits behind a1
+    q.send("b1", group_id="B")
+    assert bodies(drain(q, 1)) == ["b1"]
+    assert q.receive(10) == []
+    q.delete(a1.receipt_handle)
+    assert bodies(drain(q, 1)) == ["a2"]
+
+
+def test_group_unblocked_by_visibility_zero(broker: Any, name: str) -> None:
+    """A group's in-flight message made visible again is received again first, before the
+    group's later messages (order holds across retries)."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send("first", group_id="g")
+    q.send("second", group_id="g")
+    (first,) = q.receive(1, wait_seconds=2)
+    q.change_visibility(first.receipt_handle, 0)
+    (again,) = q.receive(1, wait_seconds=2)
+    assert (again.body, again.message_id, again.receive_count) == (
+        b"first",
+        first.message_id,
+        2,
+    )
+
+
+def test_deduplication_by_id(broker: Any, name: str) -> None:
+    """A message with a MessageDeduplicationId seen within 5 minutes is accepted but not
+    delivered, also after the first one was received and deleted (AWS
+    FIFO-queues-exactly-once-processing.html; reference §1.6)."""
+    q = _fifo(broker, name)
+    q.send("original", group_id="g", deduplication_id="d1")
+    q.send("duplicate", group_id="g", deduplication_id="d1")
+    q.send("other", group_id="g", deduplication_id="d2")
+    got = _receive_in_order(q, 2)
+    assert bodies(got) == ["original", "other"]
+    assert got[0].deduplication_id == "d1"
+    q.send("after delete", group_id="g", deduplication_id="d1")
+    assert q.receive(10) == []
+
+
+def test_content_based_deduplication(broker: Any, name: str) -> None:
+    """With ContentBasedDeduplication the body's SHA-256 is the deduplication id: the same body
+    twice is delivered once; another body is not a duplicate (AWS
+    API_CreateQueue ContentBasedDeduplication)."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send("same", group_id="g")
+    q.send("same", group_id="g")
+    q.send("different", group_id="g")
+    assert bodies(_receive_in_order(q, 2)) == ["same", "different"]
+    assert q.receive(10) == []
+
+
+def test_explicit_id_overrides_content_deduplication(broker: Any, name: str) -> None:
+    """An explicit MessageDeduplicationId takes precedence over the content hash: the same body
+    with two ids is two messages (AWS API_SendMessage MessageDeduplicationId)."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send("same", group_id="g", deduplication_id="one")
+    q.send("same", group_id="g", deduplication_id="two")
+    assert bodies(_receive_in_order(q, 2)) == ["same", "same"]
+
+
+def test_send_batch_with_groups(broker: Any, name: str) -> None:
+    """A FIFO batch is enqueued in order (reference §1.2 SendMessageBatch); each group keeps
+    its own order and group id."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    entries = [{"body": f"{group}{i}", "group_id": group} for i in range(3) for group in "xy"]
+    ids = q.send_batch(entries)
+    assert len(set(ids)) == 6
+    got = _receive_in_order(q, 6)
+    assert sorted(bodies(got)) == sorted(e["body"] for e in entries)
+    for group in "xy":
+        mine = [m for m in got if m.group_id == group]
+        assert bodies(mine) == [f"{group}{i}" for i in range(3)]
+
+
+def test_sequence_numbers_rise(broker: Any, name: str) -> None:
+    """Every FIFO message gets a SequenceNumber that grows with each send (reference §1.4:
+    "128-bit, non-consecutive, increasing per group")."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    for i in range(4):
+        q.send(f"m{i}", group_id="g")
+    got = _receive_in_order(q, 4)
+    numbers = [int(m.sequence_number) for m in got]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 4
+
+
+def test_fifo_send_needs_group_id(broker: Any, name: str) -> None:
+    """ "The request must contain the parameter MessageGroupId." (MissingParameter, reference
+    §1.6 FIFO)."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    with pytest.raises(MissingParameter):
+        q.send("no group")
+    assert q.receive(10) == []
+
+
+def test_fifo_send_needs_deduplication(broker: Any, name: str) -> None:
+    """Without ContentBasedDeduplication a MessageDeduplicationId is required
+    (InvalidParameterValue "The queue should either have ContentBasedDeduplication enabled or
+    MessageDeduplicationId provided explicitly", reference §1.6 FIFO)."""
+    q = _fifo(broker, name)
+    with pytest.raises(InvalidParameterValue):
+        q.send("no dedup id", group_id="g")
+    assert q.receive(10) == []
+
+
+def test_fifo_refuses_per_message_delay(broker: Any, name: str) -> None:
+    """FIFO queues take only the queue's DelaySeconds: a per-message delay is refused
+    (InvalidParameterValue, reference §1.6 Delay; AWS API_SendMessage DelaySeconds)."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    with pytest.raises(InvalidParameterValue):
+        q.send("late", group_id="g", delay_seconds=5)
+    assert q.receive(10) == []

@@ -1,0 +1,438 @@
+"""Topics: Amazon SNS fan-out to SQS queues, envelopes, raw delivery and filter policies.
+
+Sources: reference = /work/shared/reference/sqs-sns.md (§2 SNS, §3 filter policies, the test
+vectors of §3.5 by number); AWS docs by URL: sns-message-and-json-formats.html,
+sns-large-payload-raw-message-delivery.html, sns-message-filtering.html,
+string-value-matching.html, numeric-value-matching.html, attribute-key-matching.html,
+sns-message-filtering-scope.html.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+
+from millpond.errors import TopicNotFound
+from tests.conformance._helpers import binary, bodies, drain, number, string
+
+# -- topics and subscriptions ---------------------------------------------------------------------
+
+
+def test_topic_lifecycle(broker: Any, name: str) -> None:
+    """CreateTopic is idempotent and returns the topic's ARN; ListTopics lists it; DeleteTopic
+    removes it and its subscriptions, and deleting it again succeeds (reference §2.2)."""
+    topic = broker.create_topic(name)
+    assert topic.arn.startswith("arn:aws:sns:") and topic.arn.endswith(":" + name)
+    assert broker.create_topic(name).arn == topic.arn
+    assert name in broker.list_topics()
+    assert broker.topic(name).arn == topic.arn
+    sub = topic.subscribe(broker.create_queue(name))
+    broker.delete_topic(name)
+    assert name not in broker.list_topics()
+    with pytest.raises(TopicNotFound):
+        broker.topic(name)
+    with pytest.raises(TopicNotFound):
+        broker.subscription(sub.arn)
+    broker.delete_topic(name)  # idempotent
+
+
+def test_subscription_attributes_and_lists(broker: Any, name: str) -> None:
+    """A queue subscription: protocol sqs, the queue's ARN as endpoint, confirmed at once; it
+    is listed by topic and overall (reference §2.2 Subscribe, §2.3 Subscription)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    sub = topic.subscribe(q, raw_message_delivery=True)
+    attributes = sub.get_attributes()
+    assert attributes["SubscriptionArn"] == sub.arn
+    assert attributes["TopicArn"] == topic.arn
+    assert attributes["Protocol"] == "sqs"
+    assert attributes["Endpoint"] == q.arn
+    assert attributes["RawMessageDelivery"] == "true"
+    assert attributes["PendingConfirmation"] == "false"
+    assert sub.arn.startswith(topic.arn + ":")
+    assert [s.arn for s in topic.list_subscriptions()] == [sub.arn]
+    assert sub.arn in {s.arn for s in broker.list_subscriptions()}
+    assert topic.subscribe(q, raw_message_delivery=True).arn == sub.arn  # idempotent
+
+
+def test_publish_envelope(broker: Any, name: str) -> None:
+    """Without raw delivery the queue gets SNS's JSON envelope: Type, MessageId (Publish's),
+    TopicArn, Subject, Message, Timestamp (ISO 8601 UTC, ms), SignatureVersion "1", Signature,
+    SigningCertURL, UnsubscribeURL and MessageAttributes as Type/Value with Binary in base64
+    (AWS sns-message-and-json-formats.html; AWS-recorded layout, reference §2.5)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    sub = topic.subscribe(q)
+    before = time.time()
+    message_id = topic.publish(
+        "hello subscribers",
+        subject="greeting",
+        attributes={
+            "kind": string("order"),
+            "price": number("12.5"),
+            "blob": binary(b"\x00\xff"),
+        },
+    )
+    (m,) = drain(q, 1)
+    envelope = json.loads(m.body)
+    assert envelope["Type"] == "Notification"
+    assert envelope["MessageId"] == message_id
+    assert envelope["TopicArn"] == topic.arn
+    assert envelope["Subject"] == "greeting"
+    assert envelope["Message"] == "hello subscribers"
+    timestamp = envelope["Timestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", timestamp)
+    seconds = time.mktime(time.strptime(timestamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    assert before - 5 <= seconds <= time.time() + 5
+    assert envelope["SignatureVersion"] == "1"
+    assert base64.b64decode(envelope["Signature"], validate=True)
+    assert envelope["SigningCertURL"].startswith("https://")
+    assert envelope["SigningCertURL"].endswith(".pem")
+    assert "Action=Unsubscribe" in envelope["UnsubscribeURL"]
+    assert envelope["UnsubscribeURL"].endswith("SubscriptionArn=" + sub.arn)
+    assert envelope["MessageAttributes"] == {
+        "kind": {"Type": "String", "Value": "order"},
+        "price": {"Type": "Number", "Value": "12.5"},
+        "blob": {"Type": "Binary", "Value": base64.b64encode(b"\x00\xff").decode()},
+    }
+    assert m.attributes == {}  # not raw: the attributes travel inside the envelope
+
+
+def test_envelope_without_subject_or_attributes(broker: Any, name: str) -> None:
+    """Subject and MessageAttributes appear only when published (reference §2.5)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q)
+    topic.publish("bare")
+    envelope = json.loads(drain(q, 1)[0].body)
+    assert "Subject" not in envelope
+    assert "MessageAttributes" not in envelope
+    assert envelope["Message"] == "bare"
+
+
+def test_raw_delivery(broker: Any, name: str) -> None:
+    """Raw delivery: "any Amazon SNS metadata is stripped from the published message and the
+    message is sent as is", and the SNS attributes become the SQS message's attributes (AWS
+    sns-large-payload-raw-message-delivery.html; AWS-recorded, reference §2.5)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q, raw_message_delivery=True)
+    attributes = {"kind": string("order"), "n": number("111"), "bin": binary(b"\x01\x02")}
+    topic.publish('{"not": "wrapped"}', attributes=attributes)
+    (m,) = drain(q, 1)
+    assert m.body == b'{"not": "wrapped"}'
+    assert m.attributes == attributes
+
+
+def test_fan_out_to_every_subscription(broker: Any, name: str) -> None:
+    """Each subscribed queue gets its own copy (reference §2.5)."""
+    topic = broker.create_topic(name)
+    queues = [broker.create_queue(f"{name}-{i}") for i in range(3)]
+    for q in queues:
+        topic.subscribe(q, raw_message_delivery=True)
+    topic.publish("everyone")
+    for q in queues:
+        assert bodies(drain(q, 1)) == ["everyone"]
+
+
+def test_publish_batch(broker: Any, name: str) -> None:
+    """PublishBatch answers per entry with its Id and MessageId, and every entry is delivered
+    (AWS API_PublishBatch; reference §2.2)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q)
+    results = topic.publish_batch(
+        [
+            {"Id": "first", "Message": "one"},
+            {"Id": "second", "Message": "two", "MessageAttributes": {"k": string("v")}},
+        ]
+    )
+    assert [r["Id"] for r in results] == ["first", "second"]
+    envelopes = [json.loads(m.body) for m in drain(q, 2)]
+    assert sorted((e["MessageId"], e["Message"]) for e in envelopes) == sorted(
+        [(results[0]["MessageId"], "one"), (results[1]["MessageId"], "two")]
+    )
+    by_message = {e["Message"]: e for e in envelopes}
+    assert by_message["two"]["MessageAttributes"] == {"k": {"Type": "String", "Value": "v"}}
+
+
+def test_unsubscribe_stops_delivery(broker: Any, name: str) -> None:
+    """After Unsubscribe the queue gets nothing more; unsubscribing twice succeeds (AWS
+    API_Unsubscribe)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    sub = topic.subscribe(q, raw_message_delivery=True)
+    topic.publish("before")
+    sub.unsubscribe()
+    topic.publish("after")
+    assert bodies(drain(q, 1)) == ["before"]
+    assert q.receive(10, wait_seconds=1) == []
+    assert topic.list_subscriptions() == []
+    sub.unsubscribe()
+
+
+def test_fifo_topic_to_fifo_queue(broker: Any, name: str) -> None:
+    """A FIFO topic delivers to FIFO queues in order with the MessageGroupId; a repeated
+    deduplication id within 5 minutes is not delivered again; its envelope has a
+    SequenceNumber and no signature fields (AWS-recorded, reference §2.5 FIFO topic
+    envelope; AWS sns-fifo-topics.html)."""
+    topic = broker.create_topic(name + ".fifo", {"FifoTopic": "true"})
+    q = broker.create_queue(name + ".fifo", {"FifoQueue": "true"})
+    topic.subscribe(q)
+    ids = [topic.publish(f"m{i}", group_id="g", deduplication_id=f"d{i}") for i in range(3)]
+    topic.publish("m0 again", group_id="g", deduplication_id="d0")
+    got = []
+    for _ in range(3):
+        (m,) = drain(q, 1)
+        got.append(m)
+        q.delete(m.receipt_handle)
+    envelopes = [json.loads(m.body) for m in got]
+    assert [e["Message"] for e in envelopes] == ["m0", "m1", "m2"]
+    assert [e["MessageId"] for e in envelopes] == ids
+    assert {m.group_id for m in got} == {"g"}
+    assert q.receive(10, wait_seconds=1) == []
+    numbers = [int(e["SequenceNumber"]) for e in envelopes]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 3
+    for e in envelopes:
+        assert not {"Signature", "SignatureVersion", "SigningCertURL"} & e.keys()
+
+
+def test_fifo_topic_raw_delivery_keeps_group_order(broker: Any, name: str) -> None:
+    """Raw delivery from a FIFO topic passes the group id to the FIFO queue (reference §2.5)
+    and content-based deduplication drops a repeated message."""
+    topic = broker.create_topic(
+        name + ".fifo", {"FifoTopic": "true", "ContentBasedDeduplication": "true"}
+    )
+    q = broker.create_queue(name + ".fifo", {"FifoQueue": "true"})
+    topic.subscribe(q, raw_message_delivery=True)
+    for body in ("a", "b", "a", "c"):
+        topic.publish(body, group_id="g1")
+    got = []
+    for _ in range(3):
+        (m,) = drain(q, 1)
+        got.append(m)
+        q.delete(m.receipt_handle)
+    assert bodies(got) == ["a", "b", "c"]
+    assert {m.group_id for m in got} == {"g1"}
+
+
+# -- filter policies ------------------------------------------------------------------------------
+
+# Each case: policy, then (message, attributes, whether the subscription gets it). Messages are
+# delivered raw, so the queue's bodies tell which ones matched.
+
+ATTRIBUTE_CASES: dict[str, tuple[dict[str, Any], list[tuple[str, Any, bool]]]] = {
+    # reference §3.5 #1-2, AWS string-value-matching.html
+    "exact": (
+        {"sport": ["rugby", "tennis"]},
+        [
+            ("rugby", {"sport": string("rugby")}, True),
+            ("baseball", {"sport": string("baseball")}, False),
+            ("no attribute", {"other": string("rugby")}, False),
+            ("case", {"sport": string("Rugby")}, False),
+        ],
+    ),
+    # §3.5 #3, #5-6: a String.Array matches if any element does
+    "string-array": (
+        {"sport": ["rugby"]},
+        [
+            ("array hit", {"sport": string('["tennis", "rugby"]', "String.Array")}, True),
+            ("array miss", {"sport": string('["golf", "polo"]', "String.Array")}, False),
+        ],
+    ),
+    # §3.5 #7
+    "prefix": (
+        {"sport": [{"prefix": "bas"}]},
+        [
+            ("baseball", {"sport": string("baseball")}, True),
+            ("basketball", {"sport": string("basketball")}, True),
+            ("rugby", {"sport": string("rugby")}, False),
+        ],
+    ),
+    # §3.5 #19-20, AWS numeric-value-matching.html
+    "numeric-range": (
+        {"price": [{"numeric": [">", 0, "<=", 150]}]},
+        [
+            ("150", {"price": number("150")}, True),
+            ("99.5", {"price": number("99.5")}, True),
+            ("0", {"price": number("0")}, False),
+            ("151", {"price": number("151")}, False),
+            ("no price", {"other": number("5")}, False),
+        ],
+    ),
+    # §3.5 #18
+    "numeric-equals": (
+        {"price_usd": [{"numeric": ["=", 301.5]}]},
+        [
+            ("301.5", {"price_usd": number("301.5")}, True),
+            ("3.015e2", {"price_usd": number("3.015e2")}, True),
+            ("301", {"price_usd": number("301")}, False),
+        ],
+    ),
+    # §3.5 #10-11, #17
+    "anything-but": (
+        {"sport": [{"anything-but": ["rugby", "tennis"]}]},
+        [
+            ("baseball", {"sport": string("baseball")}, True),
+            ("rugby", {"sport": string("rugby")}, False),
+            ("no attribute", {"other": string("x")}, False),
+        ],
+    ),
+    # §3.5 #14
+    "anything-but-number": (
+        {"price": [{"anything-but": [100, 500]}]},
+        [
+            ("101", {"price": number("101")}, True),
+            ("100.1", {"price": number("100.1")}, True),
+            ("100", {"price": number("100")}, False),
+        ],
+    ),
+    # §3.5 #16
+    "anything-but-prefix": (
+        {"event": [{"anything-but": {"prefix": "order-"}}]},
+        [
+            ("data-entry", {"event": string("data-entry")}, True),
+            ("order_number", {"event": string("order_number")}, True),
+            ("order-cancelled", {"event": string("order-cancelled")}, False),
+        ],
+    ),
+    # §3.5 #23, AWS attribute-key-matching.html
+    "exists-true": (
+        {"store": [{"exists": True}]},
+        [
+            ("has store", {"store": string("example_corp")}, True),
+            ("lacks store", {"other": string("x")}, False),
+        ],
+    ),
+    # §3.5 #24
+    "exists-false": (
+        {"store": [{"exists": False}]},
+        [
+            ("lacks store", {"def": string("x")}, True),
+            ("has store", {"store": string("example_corp")}, False),
+        ],
+    ),
+    # AND across keys, OR within a key (reference §3.1)
+    "and-across-keys": (
+        {"sport": ["rugby", "polo"], "price": [{"numeric": ["<", 10]}]},
+        [
+            ("both", {"sport": string("polo"), "price": number("5")}, True),
+            ("sport only", {"sport": string("rugby")}, False),
+            ("price only", {"sport": string("golf"), "price": number("5")}, False),
+        ],
+    ),
+}
+
+BODY_CASES: dict[str, tuple[dict[str, Any], list[tuple[str, Any, bool]]]] = {
+    # §3.5 #4, #34: nested keys; a body that is not a JSON object matches nothing
+    "exact-nested": (
+        {"order": {"kind": ["paid"]}},
+        [
+            ('{"order": {"kind": "paid"}, "n": 1}', None, True),
+            ('{"order": {"kind": "new"}}', None, False),
+            ('{"kind": "paid"}', None, False),
+            ("not json at all", None, False),
+        ],
+    ),
+    # §3.5 #7 in body scope
+    "prefix": (
+        {"sport": [{"prefix": "bas"}]},
+        [
+            ('{"sport": "basketball"}', None, True),
+            ('{"sport": "rugby"}', None, False),
+        ],
+    ),
+    # §3.5 #18, #20
+    "numeric": (
+        {"p": [{"numeric": [">", 0, "<=", 150]}]},
+        [
+            ('{"p": 150}', None, True),
+            ('{"p": 1.5e2, "x": 1}', None, True),
+            ('{"p": 0}', None, False),
+            ('{"p": 151}', None, False),
+        ],
+    ),
+    # §3.5 #13, #15
+    "anything-but": (
+        {"sport": [{"anything-but": ["rugby", "tennis"]}]},
+        [
+            ('{"sport": "baseball"}', None, True),
+            ('{"sport": ["rugby"]}', None, False),
+            ('{"sport": "tennis"}', None, False),
+        ],
+    ),
+    "exists": (
+        {"detail": {"store": [{"exists": True}]}},
+        [
+            ('{"detail": {"store": "x"}}', None, True),
+            ('{"detail": {"other": "x"}}', None, False),
+        ],
+    ),
+    # §3.5 #29: a policy value matches any element of a body array
+    "array-in-body": (
+        {"headers": {"route-to": ["queue1"]}},
+        [
+            ('{"headers": {"route-to": ["queue1", "queue2"]}}', None, True),
+            ('{"headers": {"route-to": ["queue3"]}}', None, False),
+        ],
+    ),
+}
+
+
+def _check_filter(
+    broker: Any,
+    name: str,
+    policy: dict[str, Any],
+    scope: str | None,
+    messages: list[tuple[str, Any, bool]],
+) -> None:
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q, filter_policy=policy, filter_policy_scope=scope, raw_message_delivery=True)
+    for message, attributes, _ in messages:
+        topic.publish(message, attributes=attributes)
+    expected = sorted(message for message, _, match in messages if match)
+    got = drain(q, len(expected))
+    got += q.receive(10)  # nothing more
+    assert sorted(bodies(got)) == expected
+
+
+@pytest.mark.parametrize("case", list(ATTRIBUTE_CASES))
+def test_filter_policy_attributes(broker: Any, name: str, case: str) -> None:
+    """Filter policies on message attributes (the default scope, AWS
+    sns-message-filtering-scope.html)."""
+    policy, messages = ATTRIBUTE_CASES[case]
+    _check_filter(broker, name, policy, None, messages)
+
+
+@pytest.mark.parametrize("case", list(BODY_CASES))
+def test_filter_policy_body(broker: Any, name: str, case: str) -> None:
+    """Filter policies with FilterPolicyScope MessageBody: the body is JSON, keys may nest."""
+    policy, messages = BODY_CASES[case]
+    _check_filter(broker, name, policy, "MessageBody", messages)
+
+
+def test_filter_policy_attributes_read_back_and_change(broker: Any, name: str) -> None:
+    """FilterPolicy and FilterPolicyScope read back from the subscription; a new policy set
+    with SetSubscriptionAttributes governs the next publish (AWS
+    API_SetSubscriptionAttributes); removing it ("{}", AWS
+    example_sns_SetSubscriptionAttributes_section.html) lets everything through."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    sub = topic.subscribe(q, filter_policy='{"kind": ["a"]}', raw_message_delivery=True)
+    attributes = sub.get_attributes()
+    assert json.loads(attributes["FilterPolicy"]) == {"kind": ["a"]}
+    assert attributes.get("FilterPolicyScope", "MessageAttributes") == "MessageAttributes"
+    sub.set_attributes({"FilterPolicy": json.dumps({"kind": ["b"]})})
+    topic.publish("a", attributes={"kind": string("a")})
+    topic.publish("b", attributes={"kind": string("b")})
+    assert bodies(drain(q, 1)) == ["b"]
+    assert q.receive(10) == []
+    sub.set_attributes({"FilterPolicy": "{}"})  # AWS CLI example: "{}" removes it
+    topic.publish("anything", attributes={"kind": string("z")})
+    assert bodies(drain(q, 1)) == ["anything"]
