@@ -2,6 +2,7 @@
 
     millpond demo [--data DIR] [--messages N] [--durability fsync|os]
     millpond serve [--config millpond.toml] [--data DIR] [--host 127.0.0.1] [--port 9324]
+                   [--native-port 9325]
 
 ``demo`` is the main job on an embedded broker: it sends, receives and deletes messages in a
 data directory (default ``./millpond-data``, or $MILLPOND_DATA) and prints what it did and how
@@ -122,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sv.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=_port, default=None, help="port (default 9324)")
+    sv.add_argument(
+        "--native-port",
+        type=_port,
+        default=None,
+        help="also serve millpond's native protocol on this port (off unless given; 9325 usual)",
+    )
     sv.add_argument("--durability", choices=("fsync", "os"), default=None)
     sv.add_argument("--region", type=_region, default=None, help="default region (us-east-1)")
     sv.add_argument(
@@ -195,8 +202,9 @@ def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> in
         region=str(pick("region", "us-east-1")),
         account_id=str(pick("account_id", "123456789012")),
         credentials=config_module.credentials(config),
-        tls_cert=pick("tls_cert", None),  # type: ignore[arg-type]
-        tls_key=pick("tls_key", None),  # type: ignore[arg-type]
+        tls_cert=pick("tls_cert", None),
+        tls_key=pick("tls_key", None),
+        native_port=pick("native_port", None),
     )
     return 0
 

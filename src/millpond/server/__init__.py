@@ -1,4 +1,5 @@
-"""The millpond daemon: ``millpond serve`` speaks the Amazon SQS and SNS APIs over HTTP.
+"""The millpond daemon: ``millpond serve`` speaks the Amazon SQS and SNS APIs over HTTP, and
+with a native port millpond's own msgpack protocol (:mod:`millpond.native.server`).
 
 A thin network edge over the same Broker as the embedded API: no storage logic of its own.
 """
@@ -12,6 +13,9 @@ import sys
 from typing import Any
 
 DEFAULT_PORT = 9324
+# The native protocol is off unless a port is given: a daemon opens no port it was not asked
+# for (and two daemons on one machine would fight over a fixed default). 9325 is the usual one.
+SUGGESTED_NATIVE_PORT = 9325
 
 
 def build_app(data_dir: str, **options: Any) -> Any:
@@ -52,11 +56,14 @@ def serve(
     config: dict[str, Any] | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    native_port: int | None = None,
     **options: Any,
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT; in-flight requests and commits finish first.
 
-    With ``tls_cert`` and ``tls_key`` (PEM files) it serves HTTPS instead of HTTP.
+    With ``tls_cert`` and ``tls_key`` (PEM files) it serves HTTPS instead of HTTP. With
+    ``native_port`` it also serves millpond's native protocol there, on the same host, in the
+    same event loop and over the same brokers (plain TCP: no TLS on that port).
     """
     from millpond.server import config as config_module
 
@@ -82,6 +89,11 @@ def serve(
     for item in created:
         log.info("created %s", item)
     app = App(ctx)
+    native = None
+    if native_port is not None:
+        from millpond.native.server import NativeServer
+
+        native = NativeServer(ctx)
     uv_config = uvicorn.Config(
         app,
         host=host,
@@ -106,6 +118,15 @@ def serve(
                 ctx.loop.call_soon_threadsafe(app.cut_off_body_reads)
 
         async def startup(self, sockets: Any = None) -> None:
+            native_bound = None
+            if native is not None:
+                # Bound before the HTTP port, so that a daemon that answers /health takes
+                # native connections too; their hello waits until start-up is complete.
+                try:
+                    native_bound = await native.listen(host, native_port)  # type: ignore[arg-type]
+                except OSError as exc:
+                    log.error("native port %s: %s", native_port, exc.strerror or exc)
+                    sys.exit(3)  # as uvicorn exits when the HTTP port is taken
             await super().startup(sockets=sockets)
             if self.started:  # listening now (not if the port was taken): say where
                 bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else port
@@ -115,6 +136,17 @@ def serve(
                     f"{shown}:{bound} (data {os.path.abspath(data_dir)})",
                     flush=True,
                 )
+                if native is not None:
+                    native.ready()
+                    print(
+                        f"millpond serving the native protocol on millpond://{shown}:{native_bound}",
+                        flush=True,
+                    )
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            if native is not None:  # its requests are answered before the brokers close
+                await native.stop(timeout=uv_config.timeout_graceful_shutdown or 30)
+            await super().shutdown(sockets=sockets)
 
     # uvicorn re-raises the signal it stopped on once it has shut down cleanly (requests
     # answered, commits flushed, brokers closed); exit 0 then, as a graceful stop should.

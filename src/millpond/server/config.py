@@ -3,6 +3,7 @@
     [server]
     host = "127.0.0.1"          # port, data, durability, region, account_id as the CLI options
     port = 9324
+    # native_port = 9325        # millpond's native protocol (off unless set)
     # tls_cert = "cert.pem"     # with tls_key: HTTPS (PEM files)
 
     [auth]                      # optional: requests must be signed (SigV4) with one of these
@@ -47,7 +48,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SERVER_KEYS = {"host", "port", "data", "durability", "region", "account_id", "tls_cert", "tls_key"}
+SERVER_KEYS = {
+    "host",
+    "port",
+    "native_port",
+    "data",
+    "durability",
+    "region",
+    "account_id",
+    "tls_cert",
+    "tls_key",
+}
 # Every top-level table: a misspelt one ([[queue]], [sever]) would be ignored without a word.
 TOP_KEYS = {"server", "auth", "queues", "topics", "subscriptions"}
 _ACCOUNT_ID = re.compile(r"\d{12}")
@@ -59,7 +70,7 @@ def valid_account_id(text: Any) -> bool:
     return isinstance(text, str) and _ACCOUNT_ID.fullmatch(text) is not None
 
 
-_SERVER_TEXT = SERVER_KEYS - {"port"}
+_SERVER_TEXT = SERVER_KEYS - {"port", "native_port"}
 # Each predefinition section: its required text keys, and its optional keys with their types.
 _SECTIONS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, ...]]]] = {
     "queues": (("name",), {"region": (str,), "attributes": (dict,), "tags": (dict,)}),
@@ -121,9 +132,10 @@ def _check_server(path: str, server: Any) -> None:
     for name in _SERVER_TEXT & server.keys():
         if not isinstance(server[name], str):
             raise ConfigError(f"{path}: [server] {name} must be a string")
-    port = server.get("port", 0)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"{path}: [server] port must be a number from 0 to 65535")
+    for key in ("port", "native_port"):
+        port = server.get(key, 0)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"{path}: [server] {key} must be a number from 0 to 65535")
     if server.get("durability", "fsync") not in ("fsync", "os"):
         raise ConfigError(f'{path}: [server] durability must be "fsync" or "os"')
     if not valid_account_id(server.get("account_id", "123456789012")):

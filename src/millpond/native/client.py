@@ -1,0 +1,409 @@
+"""The native protocol's synchronous client: ``millpond.connect("millpond://host:port")``.
+
+:class:`Client` has the embedded :class:`millpond.Broker`'s methods, arguments, return shapes
+and exceptions; its queues, topics and subscriptions are proxies
+(:mod:`millpond.native.proxies`) with the embedded objects' methods, and a receive returns
+:class:`millpond.Message` objects.
+
+One TCP connection carries every call. Any number of threads may share a Client: each call is
+one request frame, and while calls are in flight the thread whose answer is still due reads
+the socket for everyone (no reader thread: a lone caller reads its own answer, with no hand-off
+between threads). A connection that breaks fails the calls in flight on it with
+:class:`~millpond.native.errors.ConnectionLost` (a send among them may or may not have been
+stored); the next call connects again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import msgpack
+
+from millpond.errors import BrokerClosed, InvalidParameterValue, MillpondError
+from millpond.message import Message
+from millpond.native import errors, frames
+from millpond.native.errors import ConnectionLost, ProtocolError
+from millpond.native.proxies import (
+    RemoteFifoQueue,
+    RemoteQueue,
+    RemoteSubscription,
+    RemoteTopic,
+)
+
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+
+class _Slot:
+    """One call awaiting its answer. ``lock`` is held from creation and released to wake the
+    caller: with its answer, or with the reader's role handed on to it."""
+
+    __slots__ = ("lock", "done", "ok", "value")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.done = False
+        self.ok = False
+        self.value: Any = None
+
+    def result(self) -> Any:
+        if self.ok:
+            return self.value
+        raise self.value
+
+
+class _Connection:
+    """One socket, its calls in flight, and the reader role among the waiting threads."""
+
+    def __init__(self, sock: socket.socket, max_frame: int, ext_hook: Any) -> None:
+        self.sock = sock
+        self.max_frame = max_frame
+        self.ext_hook = ext_hook
+        self.error: MillpondError | None = None
+        self._buffer = bytearray()
+        self._pending: dict[int, _Slot] = {}
+        self._reader: _Slot | None = None  # the call whose thread reads the socket now
+        self._state = threading.Lock()  # guards _pending, _reader, error and the slots
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._packer_lock = threading.Lock()
+
+    # -- one call ---------------------------------------------------------------------------------
+
+    def call(self, op: str, target: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        rid = next(self._ids)  # itertools.count: atomic under the GIL
+        try:
+            data = frames.frame(msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
+        if len(data) - 4 > self.max_frame:
+            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_frame))
+        slot = _Slot()
+        with self._state:
+            if self.error is not None:
+                raise ConnectionLost(str(self.error))
+            self._pending[rid] = slot
+        try:
+            with self._send_lock:
+                self.sock.sendall(data)
+        except OSError as exc:
+            self.fail(ConnectionLost(f"the connection to the daemon broke: {exc}"))
+        return self._wait(slot)
+
+    def _wait(self, slot: _Slot) -> Any:
+        with self._state:
+            if slot.done:
+                return slot.result()
+            if self._reader is None:
+                self._reader = slot
+            reading = self._reader is slot
+        if not reading:
+            slot.lock.acquire()  # until answered, or handed the reader's role
+            with self._state:
+                if slot.done:
+                    return slot.result()
+        try:
+            while not slot.done:
+                self._dispatch(self._read_frame())
+        except BaseException as exc:  # a broken socket, or an interrupt mid-frame
+            lost = (
+                exc
+                if isinstance(exc, MillpondError)
+                else ConnectionLost(f"the connection to the daemon broke: {exc!r}")
+            )
+            self.fail(lost)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            with self._state:
+                self._reader = None
+                if self._pending:  # someone else still waits: hand the socket on
+                    self._reader = next(iter(self._pending.values()))
+                    self._reader.lock.release()
+        return slot.result()
+
+    # -- the socket -------------------------------------------------------------------------------
+
+    def read_frame(self, timeout: float | None = None) -> Any:
+        """One frame's value, outside any call (the greeting and the hello)."""
+        self.sock.settimeout(timeout)
+        try:
+            return frames.unpack(self._read_frame(), self.ext_hook)
+        finally:
+            self.sock.settimeout(None)
+
+    def _read_frame(self) -> bytes:
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= 4:
+                (length,) = frames.HEADER.unpack_from(buffer, 0)
+                if length > self.max_frame:
+                    raise ProtocolError(frames.too_long(length, self.max_frame))
+                end = 4 + length
+                if len(buffer) >= end:
+                    payload = bytes(buffer[4:end])
+                    del buffer[:end]
+                    return payload
+            chunk = self.sock.recv(262144)
+            if not chunk:
+                raise ConnectionLost("the daemon closed the connection")
+            buffer += chunk
+
+    def _dispatch(self, payload: bytes) -> None:
+        answer = frames.unpack(payload, self.ext_hook)
+        if type(answer) is not list or len(answer) != 3:
+            raise ProtocolError(f"malformed answer from the daemon: {answer!r:.200}")
+        rid, status, value = answer
+        if rid == frames.CONNECTION:  # about the connection: it is closed after this
+            raise errors.decode(value)
+        ok = status == frames.OK
+        result = value if ok else errors.decode(value)
+        with self._state:
+            slot = self._pending.pop(rid, None)
+            if slot is None:
+                return  # an id this connection never sent: nobody waits for it
+            slot.done, slot.ok, slot.value = True, ok, result
+            if slot is not self._reader:
+                slot.lock.release()
+
+    def fail(self, exc: MillpondError) -> None:
+        """Fail every call in flight (each with its own exception), and close."""
+        with self._state:
+            if self.error is None:
+                self.error = exc
+            for slot in self._pending.values():
+                slot.done, slot.ok = True, False
+                slot.value = type(exc)(str(exc)) if isinstance(exc, ConnectionLost) else exc
+                if slot is not self._reader:
+                    slot.lock.release()
+            self._pending.clear()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class Client:
+    """A millpond daemon over the native protocol, with the methods of :class:`millpond.Broker`.
+
+    Args:
+        host, port: the daemon's ``--native-port``.
+        region: the region whose queues and topics to use (default: the daemon's region).
+        access_key_id, secret_access_key: a key pair of the daemon's ``[auth]`` credentials,
+            required when it has any (the secret is not sent: it signs the daemon's nonce).
+        connect_timeout: seconds to connect and greet (calls themselves wait for their
+            answer as long as it takes: a long poll takes up to 20 s).
+        max_frame: the largest answer accepted, in bytes.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+        max_frame: int = frames.MAX_FRAME,
+    ) -> None:
+        self.host, self.port = host, port
+        self._options = (region, access_key_id, secret_access_key, connect_timeout, max_frame)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._connection: _Connection | None = None
+        info = self._connect()
+        self.region: str = info["region"]
+        self.account_id: str = info["account_id"]
+        self._durability: str = info["durability"]
+        self._implementation: str = info["implementation"]
+
+    def _connect(self) -> dict[str, Any]:
+        region, key, secret, timeout, max_frame = self._options
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        except OSError as exc:
+            raise ConnectionLost(
+                f"cannot connect to millpond://{self.host}:{self.port}: {exc.strerror or exc}"
+            ) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = _Connection(sock, max_frame, self._ext_hook)
+        try:
+            greeting = connection.read_frame(timeout)
+            if not isinstance(greeting, dict) or greeting.get("millpond") != frames.VERSION:
+                raise ProtocolError(f"not a millpond native port (greeting {greeting!r:.100})")
+            hello: dict[str, Any] = {"version": frames.VERSION, "region": region}
+            if key is not None and secret is not None:
+                from millpond.native.server import signature
+
+                hello["access_key_id"] = key
+                hello["signature"] = signature(secret, greeting["nonce"])
+            sock.sendall(frames.frame(msgpack.packb([1, "hello", None, [], hello])))
+            answer = connection.read_frame(timeout)
+        except OSError as exc:
+            connection.fail(ConnectionLost(f"greeting failed: {exc}"))
+            raise ConnectionLost(
+                f"millpond://{self.host}:{self.port} did not greet: {exc}"
+            ) from None
+        except BaseException:
+            connection.fail(ConnectionLost("greeting failed"))
+            raise
+        if not isinstance(answer, list) or len(answer) != 3:
+            connection.fail(ConnectionLost("greeting failed"))
+            raise ProtocolError(f"malformed hello answer {answer!r:.100}")
+        if answer[1] != frames.OK:
+            connection.fail(ConnectionLost("refused"))
+            raise errors.decode(answer[2])
+        connection._ids = itertools.count(2)
+        self._connection = connection
+        return answer[2]  # type: ignore[no-any-return]
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if code == frames.MESSAGE:
+            return Message(*fields)
+        if code == frames.QUEUE:
+            name, arn, fifo = fields
+            return (RemoteFifoQueue if fifo else RemoteQueue)(self, name, arn)
+        if code == frames.TOPIC:
+            name, arn, fifo = fields
+            return RemoteTopic(self, name, arn, fifo)
+        if code == frames.SUBSCRIPTION:
+            return RemoteSubscription(self, *fields)
+        if code == frames.ERROR_VALUE:
+            return errors.decode(fields)
+        return msgpack.ExtType(code, data)
+
+    def _call(
+        self,
+        op: str,
+        target: Any = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        connection = self._connection
+        if connection is None or connection.error is not None:
+            connection = self._reconnect(connection)
+        return connection.call(op, target, list(args), dict(kwargs) if kwargs else {})
+
+    def _reconnect(self, broken: _Connection | None) -> _Connection:
+        with self._lock:
+            if self._closed:
+                raise BrokerClosed("the client was closed")
+            if self._connection is broken:  # not yet replaced by another thread
+                self._connection = None
+                self._connect()
+            assert self._connection is not None
+            return self._connection
+
+    # -- what Broker has besides its methods ------------------------------------------------------
+
+    @property
+    def implementation(self) -> str:
+        """The daemon's core: "c" (Cython) or "py"."""
+        return self._implementation
+
+    @property
+    def durability(self) -> str:
+        """The daemon's durability mode ("fsync" or "os")."""
+        return self._durability
+
+    def arn(self, service: str, name: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{self.account_id}:{name}"
+
+    # -- queues -----------------------------------------------------------------------------------
+
+    def create_queue(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> RemoteQueue:
+        """As :meth:`millpond.Broker.create_queue`."""
+        return self._call("create_queue", None, (name, attributes, tags))  # type: ignore[no-any-return]
+
+    def queue(self, name: str) -> RemoteQueue:
+        """The existing queue ``name``; raises QueueDoesNotExist."""
+        return self._call("queue", None, (name,))  # type: ignore[no-any-return]
+
+    def delete_queue(self, name: str) -> None:
+        self._call("delete_queue", None, (name,))
+
+    def list_queues(self, prefix: str = "") -> list[str]:
+        return self._call("list_queues", None, (prefix,))  # type: ignore[no-any-return]
+
+    def list_dead_letter_source_queues(self, name: str) -> list[str]:
+        return self._call("list_dead_letter_source_queues", None, (name,))  # type: ignore[no-any-return]
+
+    def start_message_move_task(
+        self,
+        source_arn: str,
+        destination_arn: str | None = None,
+        max_messages_per_second: int | None = None,
+    ) -> str:
+        return self._call(  # type: ignore[no-any-return]
+            "start_message_move_task", None, (source_arn, destination_arn, max_messages_per_second)
+        )
+
+    def list_message_move_tasks(
+        self, source_arn: str, max_results: int = 1
+    ) -> list[dict[str, Any]]:
+        return self._call("list_message_move_tasks", None, (source_arn, max_results))  # type: ignore[no-any-return]
+
+    def cancel_message_move_task(self, task_handle: str) -> int:
+        return self._call("cancel_message_move_task", None, (task_handle,))  # type: ignore[no-any-return]
+
+    # -- topics -----------------------------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> RemoteTopic:
+        return self._call("create_topic", None, (name, attributes, tags))  # type: ignore[no-any-return]
+
+    def topic(self, name: str) -> RemoteTopic:
+        return self._call("topic", None, (name,))  # type: ignore[no-any-return]
+
+    def delete_topic(self, name: str) -> None:
+        self._call("delete_topic", None, (name,))
+
+    def list_topics(self) -> list[str]:
+        return self._call("list_topics")  # type: ignore[no-any-return]
+
+    def subscription(self, arn: str) -> RemoteSubscription:
+        return self._call("subscription", None, (arn,))  # type: ignore[no-any-return]
+
+    def list_subscriptions(self) -> list[RemoteSubscription]:
+        return self._call("list_subscriptions")  # type: ignore[no-any-return]
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; calls still in flight fail with ConnectionLost."""
+        with self._lock:
+            self._closed = True
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.fail(ConnectionLost("the client was closed"))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client('millpond://{self.host}:{self.port}', region={self.region!r})"

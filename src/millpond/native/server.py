@@ -1,0 +1,385 @@
+"""The daemon's native-protocol listener: started by ``millpond serve --native-port``.
+
+It runs in the daemon's process and event loop, over the same :class:`Context` (brokers,
+thread pool, group commit, long-poll wake-ups) as the HTTP API: no storage logic of its own.
+
+Per connection: requests are read as they come and each runs as its own task, so many are in
+flight at once and each is answered (by its request id, in whatever order they finish) once its
+write has committed. Buffers are bounded: reading stops while MAX_IN_FLIGHT requests are
+running, or while the answers not yet taken by the client pass the transport's high-water mark
+(a client that never reads is paused, not buffered for); a frame over ``max_frame`` is refused
+with a connection error and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import socket
+from typing import Any, cast
+
+import msgpack
+
+from millpond.errors import InvalidParameterValue, MillpondError
+from millpond.message import Message
+from millpond.native import errors, frames
+from millpond.native.errors import AccessDenied, ProtocolError
+from millpond.native.ops import OPERATIONS, Session
+from millpond.queue import Queue
+from millpond.server.context import Context, valid_region
+from millpond.subscription import Subscription
+from millpond.topic import Topic
+
+log = logging.getLogger("millpond.server")
+
+MAX_IN_FLIGHT = 1024  # requests running per connection before reading pauses
+WRITE_HIGH_WATER = 4 * 1024 * 1024  # answers buffered for a slow reader before reading pauses
+SIGNATURE_CONTEXT = b"millpond-native-1:"  # what an access key's secret signs: this + nonce
+
+
+def signature(secret: str, nonce: bytes) -> str:
+    """The hello's proof of a secret: HMAC-SHA256 of the greeting's nonce (hex)."""
+    return hmac.new(secret.encode(), SIGNATURE_CONTEXT + nonce, "sha256").hexdigest()
+
+
+def _encode(value: Any) -> msgpack.ExtType:
+    """msgpack's ``default``: millpond's objects as extension types (see frames)."""
+    if isinstance(value, Message):
+        return frames.pack_ext(
+            frames.MESSAGE,
+            [
+                value.body,
+                value.message_id,
+                value.receipt_handle,
+                value.receive_count,
+                value.sent_timestamp,
+                value.first_receive_timestamp,
+                value._metadata_blob,
+                value.dead_letter_source_arn,
+                value.sequence_number,
+            ],
+        )
+    if isinstance(value, Queue):
+        fifo = value._attributes.get("FifoQueue") == "true"
+        return frames.pack_ext(frames.QUEUE, [value.name, value.arn, fifo])
+    if isinstance(value, Topic):
+        return frames.pack_ext(frames.TOPIC, [value.name, value.arn, value.fifo])
+    if isinstance(value, Subscription):
+        return frames.pack_ext(
+            frames.SUBSCRIPTION,
+            [
+                value.arn,
+                value.topic_name,
+                value.queue_name,
+                value.endpoint,
+                value.protocol,
+                value.pending,
+                value.owner,
+            ],
+        )
+    if isinstance(value, MillpondError):
+        return frames.pack_ext(frames.ERROR_VALUE, errors.encode(value))
+    raise TypeError(f"cannot send a {type(value).__name__}")
+
+
+def _error_of(exc: BaseException, op: str) -> MillpondError:
+    """What the client is told for ``exc`` (as the HTTP API: never a bare traceback)."""
+    if isinstance(exc, MillpondError):
+        return exc
+    if isinstance(exc, (TypeError, AttributeError, ValueError, KeyError)):
+        # arguments of the wrong shape or number reached the method
+        return InvalidParameterValue(f"Invalid arguments for {op}: {exc}")
+    log.error("internal error in native %s", op, exc_info=exc)
+    return MillpondError("We encountered an internal error. Please try again.")
+
+
+class Connection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: NativeServer) -> None:
+        self.server = server
+        self.ctx = server.ctx
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.session: Session | None = None  # set by hello
+        self.nonce = os.urandom(16)
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.closing = False
+        self._write_paused = False
+        self._reading_paused = False
+        self._packer = msgpack.Packer(default=_encode, use_bin_type=True)
+
+    # -- transport events -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.server.connections.add(self)
+        greeting = {
+            "millpond": frames.VERSION,
+            "nonce": self.nonce,
+            "auth": bool(self.ctx.credentials),
+            "max_frame": self.server.max_frame,
+        }
+        transport.write(frames.frame(self._packer.pack(greeting)))
+        if self.server.stopping:
+            self.drain_and_close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+        # A long poll of a client that left ends now (sqs._long_poll gives its messages back);
+        # other requests finish: their writes stand whether or not anyone hears the answer.
+        for task in list(self.tasks.values()):
+            if getattr(task, "long_poll", False):
+                task.cancel()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        pause = self._write_paused or len(self.tasks) >= MAX_IN_FLIGHT or self.server.stopping
+        if pause and not self._reading_paused:
+            self.transport.pause_reading()
+        elif not pause and self._reading_paused:
+            self.transport.resume_reading()
+        self._reading_paused = pause
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        buffer = self.buffer
+        buffer += data
+        at, size, limit = 0, len(buffer), self.server.max_frame
+        header = frames.HEADER
+        while size - at >= 4:
+            (length,) = header.unpack_from(buffer, at)
+            if length > limit:
+                self.fail(frames.too_long(length, limit))
+                return
+            end = at + 4 + length
+            if end > size:
+                break
+            self._request(bytes(buffer[at + 4 : end]))
+            at = end
+            if self.closing:
+                return
+        if at:
+            del buffer[:at]
+        self._update_reading()
+
+    def _request(self, payload: bytes) -> None:
+        try:
+            request = msgpack.unpackb(payload, raw=False)
+        except Exception:
+            self.fail("a frame that is not msgpack")
+            return
+        if (
+            type(request) is not list
+            or len(request) != 5
+            or type(request[0]) is not int
+            or request[0] <= 0
+            or type(request[1]) is not str
+            or type(request[3]) is not list
+            or type(request[4]) is not dict
+        ):
+            self.fail("a request that is not [id, operation, target, args, kwargs]")
+            return
+        rid, op, target, args, kwargs = request
+        if rid in self.tasks:
+            self.fail(f"request id {rid} is already in flight")
+            return
+        if self.session is None:
+            if op != "hello":
+                self.fail("the first request must be hello")
+                return
+            self._hello(rid, kwargs)
+            return
+        handler = OPERATIONS.get(op)
+        if handler is None:
+            self._answer_error(rid, ProtocolError(f"unknown operation {op[:100]!r}"))
+            return
+        task = asyncio.ensure_future(self._run(rid, op, handler, target, args, kwargs))
+        if op == "queue.receive":
+            task.long_poll = True  # type: ignore[attr-defined]
+        self.tasks[rid] = task
+        self.server.running += 1
+
+    def _hello(self, rid: int, options: dict[str, Any]) -> None:
+        """The first request: protocol version, region, credentials (when the daemon has any)."""
+        ctx = self.ctx
+        version = options.get("version")
+        if version != frames.VERSION:
+            self._answer_error(
+                rid,
+                ProtocolError(f"protocol version {version!r}: this daemon speaks {frames.VERSION}"),
+            )
+            self.drain_and_close()
+            return
+        if ctx.credentials:
+            key, proof = options.get("access_key_id"), options.get("signature")
+            secret = ctx.credentials.get(key) if isinstance(key, str) else None
+            if (
+                secret is None
+                or not isinstance(proof, str)
+                or not hmac.compare_digest(proof, signature(secret, self.nonce))
+            ):
+                self._answer_error(rid, AccessDenied("unknown access key id or wrong secret"))
+                self.drain_and_close()
+                return
+        region = options.get("region") or ctx.region
+        if not valid_region(region):
+            self._answer_error(rid, InvalidParameterValue(f"{region!r} is not a region name"))
+            self.drain_and_close()
+            return
+        self.tasks[rid] = asyncio.ensure_future(self._open(rid, region))
+        self.server.running += 1
+
+    async def _open(self, rid: int, region: str) -> None:
+        try:
+            await self.server.wait_ready()
+            broker = await self.ctx.call(self.ctx.broker, region)  # opening a region blocks
+            self.session = Session(self.ctx, broker)
+            self._answer(
+                rid,
+                {
+                    "region": broker.region,
+                    "account_id": broker.account_id,
+                    "durability": broker.durability,
+                    "implementation": broker.implementation,
+                    "max_frame": self.server.max_frame,
+                },
+            )
+        except Exception as exc:
+            self._answer_error(rid, _error_of(exc, "hello"))
+            self.drain_and_close()
+        finally:
+            self._done(rid)
+
+    async def _run(
+        self, rid: int, op: str, handler: Any, target: Any, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            assert self.session is not None
+            result = await handler(self.session, target, args, kwargs)
+        except asyncio.CancelledError:
+            return  # the client left during its long poll: no one to answer
+        except Exception as exc:
+            self._answer_error(rid, _error_of(exc, op))
+        else:
+            self._answer(rid, result, op)
+        finally:
+            self._done(rid)
+
+    def _done(self, rid: int) -> None:
+        self.tasks.pop(rid, None)
+        if self.closing:
+            if not self.tasks and self.transport is not None:
+                self.transport.close()  # sends what is buffered first
+        else:
+            self._update_reading()
+        self.server.running -= 1
+        if not self.server.running:
+            self.server.idle()
+
+    # -- answers ----------------------------------------------------------------------------------
+
+    def _send(self, answer: list[Any]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frames.frame(self._packer.pack(answer)))
+
+    def _answer(self, rid: int, result: Any, op: str = "hello") -> None:
+        try:
+            self._send([rid, frames.OK, result])
+        except Exception as exc:  # a result msgpack cannot carry: a bug, said as one
+            self._answer_error(rid, _error_of(exc, op))
+
+    def _answer_error(self, rid: int, exc: MillpondError) -> None:
+        self._send([rid, frames.ERROR, errors.encode(exc)])
+
+    def fail(self, why: str) -> None:
+        """A connection error: say why (request id 0), then close once running requests end."""
+        self._answer_error(frames.CONNECTION, ProtocolError(why))
+        self.drain_and_close()
+
+    def drain_and_close(self) -> None:
+        """Read no more requests; close once the running ones are answered."""
+        self.closing = True
+        if self.transport is None:
+            return
+        if not self.tasks:
+            self.transport.close()
+        elif not self._reading_paused:
+            self.transport.pause_reading()
+            self._reading_paused = True
+
+
+class NativeServer:
+    """The listener and its connections."""
+
+    def __init__(self, ctx: Context, max_frame: int = frames.MAX_FRAME) -> None:
+        self.ctx = ctx
+        self.max_frame = max_frame
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self.running = 0  # requests running, on every connection (closed ones included)
+        self._server: asyncio.AbstractServer | None = None
+        self._idle: asyncio.Event | None = None
+        self._ready: asyncio.Event | None = None
+
+    async def listen(self, host: str, port: int) -> int:
+        """Bind and accept connections; returns the port bound. Hellos are answered once
+        :meth:`ready` is called (the context has its loop then)."""
+        loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        self._server = await loop.create_server(
+            lambda: Connection(self), host=host or None, port=port
+        )
+        sockets = self._server.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def ready(self) -> None:
+        """The daemon has started (Context.bind_loop done): serve."""
+        assert self._ready is not None
+        self._ready.set()
+
+    async def wait_ready(self) -> None:
+        if self._ready is not None and not self._ready.is_set():
+            await self._ready.wait()
+
+    def idle(self) -> None:
+        if self._idle is not None:
+            self._idle.set()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting; answer every request already read (long polls end at once, see
+        Context.begin_shutdown), then close the connections."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        self._idle = asyncio.Event()
+        for connection in list(self.connections):
+            connection.drain_and_close()
+        if not self.running:
+            self._idle.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.error("native protocol: requests still running after %s s at shutdown", timeout)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
