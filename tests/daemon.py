@@ -22,7 +22,10 @@ def free_port() -> int:
 
 
 class Daemon:
-    """A running daemon: ``url``, ``port``, ``data_dir``; ``stop()`` sends SIGTERM and waits."""
+    """A running daemon: ``url``, ``port``, ``data_dir``; ``stop()`` sends SIGTERM and waits.
+
+    ``native=True`` also serves the native protocol, on ``native_port`` (``native_url``).
+    """
 
     def __init__(
         self,
@@ -33,14 +36,21 @@ class Daemon:
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
         tls: tuple[str, str] | None = None,
+        native: bool = False,
+        port: int | None = None,
+        native_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
+        self.native_port = (native_port or free_port()) if native else None
+        self.native_url = f"millpond://127.0.0.1:{self.native_port}"
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         # a test certificate is self-signed: the health check trusts it as its own CA
         self._ssl = ssl.create_default_context(cafile=tls[0]) if tls else None
         command = SERVE + ["--data", data_dir, "--port", str(self.port)]
         command += ["--durability", durability, *(extra or [])]
+        if self.native_port is not None:
+            command += ["--native-port", str(self.native_port)]
         if config:
             command += ["--config", config]
         if tls:

@@ -34,7 +34,9 @@ from millpond.topic import Topic
 
 log = logging.getLogger("millpond.server")
 
-MAX_IN_FLIGHT = 1024  # requests running per connection before reading pauses
+# Requests running per connection before the next ones wait (and reading pauses). With the
+# write high-water mark this bounds what a connection holds: MAX_IN_FLIGHT answers at most.
+MAX_IN_FLIGHT = 256
 WRITE_HIGH_WATER = 4 * 1024 * 1024  # answers buffered for a slow reader before reading pauses
 SIGNATURE_CONTEXT = b"millpond-native-1:"  # what an access key's secret signs: this + nonce
 
@@ -145,12 +147,12 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._update_reading()
+        self._parse()
 
     def _update_reading(self) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or self.closing:
             return
-        pause = self._write_paused or len(self.tasks) >= MAX_IN_FLIGHT or self.server.stopping
+        pause = self._busy() or self.server.stopping
         if pause and not self._reading_paused:
             self.transport.pause_reading()
         elif not pause and self._reading_paused:
@@ -162,11 +164,16 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        buffer = self.buffer
-        buffer += data
-        at, size, limit = 0, len(buffer), self.server.max_frame
-        header = frames.HEADER
-        while size - at >= 4:
+        self.buffer += data
+        self._parse()
+
+    def _parse(self) -> None:
+        """Start the requests buffered, while fewer than MAX_IN_FLIGHT run and the client takes
+        its answers; the rest wait in the buffer (and reading pauses, so the buffer stays
+        small) until requests finish."""
+        buffer, limit, header = self.buffer, self.server.max_frame, frames.HEADER
+        at, size = 0, len(buffer)
+        while size - at >= 4 and not self._busy():
             (length,) = header.unpack_from(buffer, at)
             if length > limit:
                 self.fail(frames.too_long(length, limit))
@@ -181,6 +188,9 @@ class Connection(asyncio.Protocol):
         if at:
             del buffer[:at]
         self._update_reading()
+
+    def _busy(self) -> bool:
+        return self._write_paused or len(self.tasks) >= MAX_IN_FLIGHT
 
     def _request(self, payload: bytes) -> None:
         try:
@@ -290,6 +300,8 @@ class Connection(asyncio.Protocol):
         if self.closing:
             if not self.tasks and self.transport is not None:
                 self.transport.close()  # sends what is buffered first
+        elif self.buffer:
+            self._parse()  # requests held back while MAX_IN_FLIGHT ran
         else:
             self._update_reading()
         self.server.running -= 1
