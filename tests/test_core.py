@@ -474,3 +474,32 @@ def test_a_receive_reads_no_record_past_the_last_one_it_takes(c, env):
     assert [r[6] for r in received] == [b"first"] and corrupt == []
     received, _, corrupt, _, _ = _receive(c, env, 1, 0, n=1)
     assert received == [] and corrupt == [2]
+
+
+def test_expire_removes_dead_lettered_records_past_retention_behind_younger_ones(c, env):
+    # A dead-letter move keeps the sent time, so the log is not in sent order: the old record
+    # sits behind a young one, where trimming the head does not reach it.
+    e, t = env
+    _create(env, c, 1, 2)
+    _send(c, env, 1, 50, [b"young"])
+    _send(c, env, 1, 60, [b"younger"])
+    with e.begin(write=True) as txn:
+        c.move(txn, t, 1, 70, [(1, c.FRESH)], 2, True)
+    _send(c, env, 1, 0, [b"old"])  # sent at 0: its record is the newest of queue 1
+    with e.begin(write=True) as txn:
+        c.move(txn, t, 1, 80, [(3, c.FRESH)], 2, True)
+        assert c.counts(txn, t, 2, 100, 40) == (2, 0, 0)
+        assert c.expire(txn, t, 2, 40) == 1  # "old", behind "young" in queue 2's log
+        assert c.counts(txn, t, 2, 100, 40) == (1, 0, 0)
+        assert c.expire(txn, t, 2, 40) == 0
+        assert c.expire(txn, t, 1, 40) == 0  # queue 1 keeps "younger"
+    assert [r[6] for r in _receive(c, env, 2, 100, cutoff=40)[0]] == [b"young"]
+    with e.begin(write=True) as txn:  # a record deleted before it expires: nothing to count
+        c.move(txn, t, 1, 80, [(2, c.FRESH)], 2, True)
+    received = _receive(c, env, 2, 110, cutoff=40)[0]
+    assert [r[6] for r in received] == [b"younger"]
+    with e.begin(write=True) as txn:
+        c.delete(txn, t, 2, [(r[0], r[1], r[2]) for r in received])
+        assert c.expire(txn, t, 2, 65) == 1  # "young", at the head; "younger" is not counted
+        assert c.counts(txn, t, 2, 110, 65)[0] == 0
+        assert txn.stat(t.moved)["entries"] == 0  # the index entries went as they were met

@@ -267,8 +267,9 @@ def test_move_task_resumes_after_a_restart_without_loss_or_duplicates(data_dir, 
 # -- move tasks and the dead-letter queue's retention -------------------------------------------
 
 
-def test_move_task_does_not_bring_back_a_message_past_the_dlq_retention(broker, clock):
-    # DLQ retention 60 s, counted from the original send (standard queues).
+def _old_behind_young(broker, clock):  # type: ignore[no-untyped-def]
+    """(dlq, src) at t=105: the DLQ holds "young" (sent t=50), then "old" (sent t=0), which is
+    past the DLQ's 60 s retention, counted from the original send (standard queues)."""
     dlq = broker.create_queue("dlq", {"MessageRetentionPeriod": "60"})
     src = broker.create_queue("src", {**redrive(dlq, 1), "VisibilityTimeout": "100"})
     src.send("old")  # sent at t=0
@@ -280,11 +281,26 @@ def test_move_task_does_not_bring_back_a_message_past_the_dlq_retention(broker, 
     assert src.receive(10) == []  # "young" moved to the DLQ
     clock.advance(45)  # t=105
     assert src.receive(10) == []  # "old" moved to the DLQ, behind "young"
-    # t=105: "old" (sent t=0) is past the DLQ's 60 s retention, "young" (sent t=50) is not.
+    return dlq, src
+
+
+def test_move_task_does_not_bring_back_a_message_past_the_dlq_retention(broker, clock):
+    dlq, src = _old_behind_young(broker, clock)
     broker.start_message_move_task(dlq.arn)
     wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
     got = [m.text for m in src.receive(10)]
     assert got == ["young"]  # "old" expired in the DLQ: it must never be delivered again
+
+
+def test_dlq_counts_leave_out_a_message_past_retention_behind_a_younger_one(broker, clock):
+    # Standard DLQs keep the original sent time, so "old" sits behind "young" in the DLQ's log;
+    # as on AWS, an expired message is gone: it is not counted.
+    dlq, _ = _old_behind_young(broker, clock)
+    counts = dlq.get_attributes()
+    assert counts["ApproximateNumberOfMessages"] == "1"
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert [m.text for m in dlq.receive(10)] == ["young"]
+    assert dlq.get_attributes()["ApproximateNumberOfMessagesNotVisible"] == "1"
 
 
 def test_rate_limited_move_task_does_not_move_a_message_that_expired_meanwhile(broker, clock):

@@ -7,6 +7,7 @@ layouts are those of ``csrc/millpond.h`` (all integers big-endian, so LMDB key o
 - ``vis``      key queue_id u32 | visible_at_ms u64 | seq u64  value: delivery state
 - ``counters`` key queue_id u32                  value: floor u64 | gone u64 | fresh u64
 - ``moved``    key queue_id u32 | seq u64                     value: visible_at_ms u64
+               key queue_id u32 | 0xFF | sent_ms u64 | seq u64 value: b"" (the expiry index)
 
 record = crc32c u32 | format u32 (1, | INDEXED) | sent_ms u64 | attrs_len u32 | body_len u32
          | message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
@@ -24,6 +25,12 @@ Counters never change on a send either: the next seq is max(floor, the queue's l
 and the number of records is next seq - 1 - gone. Whatever removes records adds them to
 ``gone`` and lifts ``floor`` past the highest seq it removed, so no seq is ever handed out
 twice. ``fresh`` is the lowest seq the walk has not passed.
+
+A dead-lettered message keeps its sent time (SQS: "the enqueue timestamp is unchanged"), so a
+dead-letter queue's log is not in sent-time order: expire() trims the log head, and finds the
+moved records past retention behind younger ones through the expiry index, which move() fills.
+Its entries go when expire() meets them (a record deleted meanwhile leaves its entry until
+then), so no other verb pays for it.
 
 The top bit of receive_count (RELOCATED) marks a delivery that change_visibility re-timed: its
 receipt handle still names the old visible_at, so ``moved`` points from the seq to the current
@@ -51,6 +58,8 @@ _HEADER = struct.Struct(">IIQIIIIQ")
 _VIS_VALUE = struct.Struct(">QQQII")
 _COUNTERS = struct.Struct(">QQQ")  # floor, gone, fresh
 _HANDLE = struct.Struct(">IQQI")
+_EXPIRY_KEY = struct.Struct(">IBQQ")  # queue_id, EXPIRY_MARK, sent_ms, seq: in ``moved``
+EXPIRY_MARK = 0xFF  # after every queue_id | seq key of the queue (seqs stay below 2**56)
 _RECORD_FORMAT = 1
 INDEXED = 0x100  # record flag: the message got its vis entry when stored; the fresh walk skips it
 FRESH = (1 << 64) - 1  # peek()'s visible_at for a fresh message (it has no vis entry)
@@ -604,10 +613,11 @@ def change_visibility(
 
 
 def expire(txn, dbs, queue_id: int, retention_cutoff_ms: int) -> int:
-    """Trim records sent before ``retention_cutoff_ms`` from the log head; returns how many.
+    """Remove the records sent before ``retention_cutoff_ms``; returns how many.
 
-    Their delivery entries stay behind: every reader of ``vis`` recognises them as expired by
-    their own ``sent_ms`` and removes them when met.
+    They are trimmed from the log head, and dead-lettered ones anywhere in the log are found
+    through the expiry index. Their delivery entries stay behind: every reader of ``vis``
+    recognises them as expired by their own ``sent_ms`` and removes them when met.
     """
     prefix = _U32.pack(queue_id)
     removed = top = 0
@@ -620,6 +630,26 @@ def expire(txn, dbs, queue_id: int, retention_cutoff_ms: int) -> int:
                 top = _LOG_KEY.unpack(cur.key())[1]
                 if not cur.delete():
                     break
+    with txn.cursor(db=dbs.moved) as cur:
+        found = cur.set_range(_EXPIRY_KEY.pack(queue_id, EXPIRY_MARK, 0, 0))
+        while found:
+            key = cur.key()
+            if len(key) != _EXPIRY_KEY.size or key[:5] != prefix + b"\xff":
+                break
+            _, _, sent_ms, seq = _EXPIRY_KEY.unpack(key)
+            if sent_ms >= retention_cutoff_ms:
+                break
+            lkey = _LOG_KEY.pack(queue_id, seq)
+            record = txn.get(lkey, db=dbs.log)  # None: deleted or expired already
+            if (
+                record is not None
+                and len(record) >= HEADER_SIZE
+                and _HEADER.unpack_from(record)[2] < retention_cutoff_ms
+            ):
+                txn.delete(lkey, db=dbs.log)
+                removed += 1
+                top = max(top, seq)
+            found = cur.delete()
     if removed:
         _forget(txn, dbs, queue_id, removed, top)
     return removed
@@ -685,6 +715,8 @@ def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_s
             txn.put(to_key, reflag_record(record, INDEXED), db=dbs.log)
             value = _VIS_VALUE.pack(sent_ms, first_ms, last_ms, count & _COUNT, queue_id)
             txn.put(_VIS_KEY.pack(to_queue_id, now_ms, seq_to), value, db=dbs.vis)
+            # it keeps its sent time, likely older than its new neighbours': for expire()
+            txn.put(_EXPIRY_KEY.pack(to_queue_id, EXPIRY_MARK, sent_ms, seq_to), b"", db=dbs.moved)
         else:
             txn.put(to_key, reflag_record(record, 0), db=dbs.log)  # fresh: no vis entry
         seq_to += 1

@@ -9,6 +9,19 @@ cdef inline uint64_t _key_u64(bytes key, int at):
     return millpond_get_u64(_buf(key) + at)
 
 
+cdef enum:
+    EXPIRY_KEY_SIZE = 21  # in ``moved``: queue_id u32 | EXPIRY_MARK | sent_ms u64 | seq u64
+    EXPIRY_MARK = 0xFF
+
+cdef inline bytes _expiry_key(uint32_t queue_id, uint64_t sent_ms, uint64_t seq):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, EXPIRY_KEY_SIZE)
+    millpond_put_u32(_buf(out), queue_id)
+    _buf(out)[4] = EXPIRY_MARK
+    millpond_put_u64(_buf(out) + 5, sent_ms)
+    millpond_put_u64(_buf(out) + 13, seq)
+    return out
+
+
 cdef tuple _counters(txn, dbs, uint32_t queue_id):
     """(floor, gone, fresh); LookupError if the queue does not exist."""
     raw = txn.get(_u32(queue_id), None, dbs.counters)
@@ -439,7 +452,8 @@ def change_visibility(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries
 
 def expire(txn, dbs, uint32_t queue_id, uint64_t retention_cutoff_ms):
     cdef Py_ssize_t removed = 0
-    cdef uint64_t top = 0
+    cdef uint64_t top = 0, seq
+    cdef const unsigned char *k
     prefix = _u32(queue_id)
     cur = txn.cursor(dbs.log)
     try:
@@ -451,6 +465,28 @@ def expire(txn, dbs, uint32_t queue_id, uint64_t retention_cutoff_ms):
                 top = _key_u64(cur.key(), 4)
                 if not cur.delete():
                     break
+    finally:
+        cur.close()
+    # Dead-lettered records past retention behind younger ones: through the expiry index.
+    cur = txn.cursor(dbs.moved)
+    try:
+        found = cur.set_range(_expiry_key(queue_id, 0, 0))
+        while found:
+            key = cur.key()
+            k = _buf(key)
+            if PyBytes_GET_SIZE(key) != EXPIRY_KEY_SIZE or millpond_get_u32(k) != queue_id \
+                    or k[4] != EXPIRY_MARK or millpond_get_u64(k + 5) >= retention_cutoff_ms:
+                break
+            seq = millpond_get_u64(k + 13)
+            lkey = _log_key(queue_id, seq)
+            record = txn.get(lkey, None, dbs.log)  # None: deleted or expired already
+            if record is not None and PyBytes_GET_SIZE(record) >= MILLPOND_RECORD_HEADER_SIZE \
+                    and millpond_get_u64(_buf(record) + 8) < retention_cutoff_ms:
+                txn.delete(lkey, b"", dbs.log)
+                removed += 1
+                if seq > top:
+                    top = seq
+            found = cur.delete()
     finally:
         cur.close()
     if removed:
@@ -525,6 +561,9 @@ def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to
                     _vis_value(millpond_get_u64(v), millpond_get_u64(v + 8),
                                millpond_get_u64(v + 16), count & COUNT_MASK, queue_id),
                     True, True, False, vis)
+            # it keeps its sent time, likely older than its new neighbours': for expire()
+            txn.put(_expiry_key(to_queue_id, millpond_get_u64(v), seq_to), b"", True, True,
+                    False, dbs.moved)
         else:
             if value is not None and millpond_get_u32(_buf(value) + 24) & RELOCATED:
                 txn.delete(lkey, b"", dbs.moved)
