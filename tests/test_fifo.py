@@ -305,9 +305,9 @@ def test_move_task_returns_fifo_dead_letters_in_group_order(broker, clock):
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}),
         },
     )
+    ids = set()
     for i in range(4):
-        send(q, f"a{i}", "A")
-        send(q, f"b{i}", "B")
+        ids |= {send(q, f"a{i}", "A"), send(q, f"b{i}", "B")}
     while q.receive(10, visibility_timeout=0):
         pass
     assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "8"
@@ -320,6 +320,8 @@ def test_move_task_returns_fifo_dead_letters_in_group_order(broker, clock):
     assert [m.text for m in got if m.group_id == "A"] == ["a0", "a1", "a2", "a3"]
     assert [m.text for m in got if m.group_id == "B"] == ["b0", "b1", "b2", "b3"]
     assert all(m.receive_count == 1 for m in got)
+    # "A new messageID and enqueueTime are assigned to redriven messages" (SQS Developer Guide)
+    assert len({m.message_id for m in got}) == 8 and not {m.message_id for m in got} & ids
 
 
 def test_receive_request_attempt_id_returns_the_same_messages(fq, clock):

@@ -317,15 +317,8 @@ def _drain_group(
             txn.delete(key, db=t.fifo)
             txn.delete(lkey, db=t.log)
             stored_delta -= 1
-            _append(
-                txn,
-                t,
-                dead_letter_queue_id,
-                now_ms,
-                _moved_record(core, record, now_ms, dead_letter=True),
-                g,
-                (now_ms, now_ms, first_ms, last_ms, count, queue_id),
-            )
+            state = (now_ms, now_ms, first_ms, last_ms, count, queue_id)
+            _append(core, txn, t, dead_letter_queue_id, now_ms, record, g, state, True)
             counters["dead"] += 1
             continue
         decoded = core.decode_record(record)
@@ -353,11 +346,18 @@ _RECORD_ID = struct.Struct(">IIQ")  # env_id | queue_id | seq: a record's messag
 _RECORD_ID_AT = 24
 
 
-def _moved_record(core: ModuleType, record: bytes, now_ms: int, dead_letter: bool = False) -> bytes:
+def _moved_record(
+    core: ModuleType,
+    record: bytes,
+    now_ms: int,
+    dead_letter: bool = False,
+    new_id: tuple[int, int] | None = None,
+) -> bytes:
     """A FIFO message's record as it moves to another queue: SQS restarts its enqueue time
     (the retention period counts from the move), and on a move to a dead-letter queue its
-    MessageDeduplicationId becomes its message id. The message id stays; a record that fails
-    its check moves as it is (it is reported when a receive meets it)."""
+    MessageDeduplicationId becomes its message id. The message id stays, unless ``new_id``
+    (queue_id, seq) names its new one (a redrive). A record that fails its check moves as it
+    is (it is reported when a receive meets it)."""
     decoded = core.decode_record(record)
     if decoded is None:
         return record
@@ -366,15 +366,33 @@ def _moved_record(core: ModuleType, record: bytes, now_ms: int, dead_letter: boo
         metadata = unpack_metadata(attrs)
         attrs = pack_metadata(metadata.get("a"), metadata.get("g"), message_id, metadata.get("t"))
     env_id, first_queue_id, seq = _RECORD_ID.unpack_from(record, _RECORD_ID_AT)
+    if new_id is not None:
+        first_queue_id, seq = new_id
     flags = core.record_flags(record)
     return core.encode_record(now_ms, env_id, first_queue_id, seq, attrs, body, flags)  # type: ignore[no-any-return]
 
 
 def _append(
-    txn: Any, t: Any, queue_id: int, now_ms: int, record: bytes, g: bytes, state: tuple[int, ...]
+    core: ModuleType,
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    now_ms: int,
+    record: bytes,
+    g: bytes,
+    state: tuple[int, ...],
+    dead_letter: bool,
 ) -> int:
-    """Add an existing record at the end of group ``g`` of queue ``queue_id``; returns its seq."""
+    """Move a message's record to the end of group ``g`` of queue ``queue_id`` (to a
+    dead-letter queue, or a redrive); returns its seq there.
+
+    A dead-lettered message keeps its message id (AWS-validated: LocalStack's
+    test_dead_letter_queue_with_fifo_and_content_based_deduplication); a redriven one gets a
+    new one: "A new messageID and enqueueTime are assigned to redriven messages" (SQS
+    Developer Guide, sqs-configure-dead-letter-queue-redrive)."""
     next_seq, count = _load_qstate(txn, t, queue_id)
+    new_id = None if dead_letter else (queue_id, next_seq)
+    record = _moved_record(core, record, now_ms, dead_letter, new_id)
     txn.put(_LOG_KEY.pack(queue_id, next_seq), record, db=t.log)
     txn.put(_member_key(queue_id, g, next_seq), _STATE.pack(*state), db=t.fifo)
     _store_qstate(txn, t, queue_id, next_seq + 1, count + 1)
@@ -544,8 +562,9 @@ def move(
     keep_state: bool,
     core: ModuleType,
 ) -> int:
-    """Move members (seq, g) to the end of the same group of another FIFO queue (a redrive:
-    their enqueue time restarts, see _moved_record)."""
+    """Move members (seq, g) to the end of the same group of another FIFO queue: a redrive
+    (new message ids, see _append), or with ``keep_state`` a move to a dead-letter queue.
+    Their enqueue time restarts (see _moved_record)."""
     moved = 0
     touched: dict[bytes, bytes | None] = {}
     for seq, g in entries:
@@ -564,7 +583,7 @@ def move(
             if keep_state
             else (now_ms, now_ms, 0, 0, 0, 0)
         )
-        _append(txn, t, to_queue_id, now_ms, _moved_record(core, record, now_ms), g, state)
+        _append(core, txn, t, to_queue_id, now_ms, record, g, state, keep_state)
         moved += 1
     for g, head in touched.items():
         _reset_head(txn, t, queue_id, g, head)

@@ -392,8 +392,10 @@ def _restamp(txn: Any, tables: Any, core: Any, queue_id: int, tail: bytes, now_m
     AWS: "The redrive task resets the retention period. All redriven messages are considered new
     messages" (SQS Developer Guide, "Learn how to configure a dead-letter queue redrive"). The
     standard core moves a record unchanged, so without this a message older than the
-    destination's MessageRetentionPeriod would expire the moment it arrived. The message id
-    stays, as on FIFO moves (_core_fifo._moved_record, which does the re-stamping).
+    destination's MessageRetentionPeriod would expire the moment it arrived. The message gets
+    a new message id too, its seq's in the destination, as on FIFO moves (_core_fifo.move):
+    "A new messageID and enqueueTime are assigned to redriven messages" (SQS Developer Guide,
+    awsdocs/amazon-sqs-developer-guide sqs-configure-dead-letter-queue-redrive.md).
     """
     past = core.log_key(queue_id + 1, 0)
     records = []
@@ -407,7 +409,8 @@ def _restamp(txn: Any, tables: Any, core: Any, queue_id: int, tail: bytes, now_m
                 records.append((key, bytes(cur.value())))
             found = cur.next()
     for key, record in records:
-        txn.put(key, _core_fifo._moved_record(core, record, now_ms), db=tables.log)
+        new_id = _core_fifo._LOG_KEY.unpack(key)
+        txn.put(key, _core_fifo._moved_record(core, record, now_ms, new_id=new_id), db=tables.log)
 
 
 def _new_handle(source_arn: str) -> str:
