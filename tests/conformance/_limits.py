@@ -7,16 +7,104 @@ it runs. Only documented limits belong here, each with its source: a backend tha
 wrong gets a failing test (or a strict xfail naming the bug), not an entry.
 
 ``conftest.py`` imports the two hooks below; nothing else in the suite needs to know.
+
+To see whether a limit still holds (after a moto upgrade, say), run with
+``MILLPOND_CONFORMANCE_CHECK_LIMITS=1``: the marked tests then run as strict xfails, so one that
+passes (XPASS) names a limit to delete.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
+_MOTO = "moto 5.2.1"  # the version these were read from (site-packages/moto)
+
 # feature -> {backend: why it cannot do it (with a source)}
-LIMITS: dict[str, dict[str, str]] = {}
+LIMITS: dict[str, dict[str, str]] = {
+    # -- SQS --
+    "sqs-created-timestamp-seconds": {
+        "moto": f"{_MOTO} returns CreatedTimestamp as float seconds ('1795785629.83'), not "
+        "whole epoch seconds (moto/sqs/models.py Queue.__init__: created_timestamp = now)",
+    },
+    "sqs-dlq-source-arn": {
+        "moto": f"{_MOTO} never returns the DeadLetterQueueSourceArn system attribute (absent "
+        "from SUPPORTED_SYSTEM_MESSAGE_ATTRIBUTE_NAMES in moto/sqs/responses.py "
+        "receive_message)",
+    },
+    "sqs-fifo-dedup-after-delete": {
+        "moto": f"{_MOTO} de-duplicates only against messages still in the queue, so a deleted "
+        "message's deduplication id is forgotten (moto/sqs/models.py Queue.add_message)",
+    },
+    "sqs-fifo-sequence-numbers": {
+        "moto": f"{_MOTO} draws SequenceNumber as 20 random digits, and only for messages sent "
+        "with an explicit MessageDeduplicationId (moto/sqs/models.py SQSBackend.send_message)",
+    },
+    "sqs-attributes-count-toward-size": {
+        "moto": f"{_MOTO} checks only len(MessageBody) against MaximumMessageSize, not the "
+        "message attributes (moto/sqs/models.py SQSBackend._validate_message)",
+    },
+    "sqs-message-validation": {
+        "moto": f"{_MOTO} does not refuse empty bodies, characters outside SQS's set, more "
+        "than 10 attributes, empty values, AWS.-prefixed names or non-numeric Numbers "
+        "(moto/sqs/utils.py validate_message_attributes checks only the type prefix and "
+        "None values; _validate_message only the size)",
+    },
+    "sqs-attribute-validation": {
+        "moto": f"{_MOTO} range-checks no queue attribute but MaximumMessageSize on create and "
+        "takes unknown names (moto/sqs/models.py Queue.__init__ / _set_attributes)",
+    },
+    "sqs-purge-interval": {
+        "moto": f"{_MOTO} purges any number of times (moto/sqs/models.py "
+        "SQSBackend.purge_queue has no PurgeQueueInProgress)",
+    },
+    "sqs-change-visibility-deleted-error": {
+        "moto": f"{_MOTO} answers a visibility change to a deleted message with "
+        "ReceiptHandleIsInvalid, AWS with InvalidParameterValue (moto/sqs/models.py "
+        "SQSBackend.change_message_visibility)",
+    },
+    # -- SNS --
+    "sns-envelope-signature-v1-unsubscribe-url": {
+        "moto": f"{_MOTO} always signs with SignatureVersion 2 and puts a fixed made-up "
+        "subscription ARN in UnsubscribeURL (moto/sns/models.py Subscription."
+        "get_post_data: 'we always use SignatureVersion=\"2\"')",
+    },
+    "sns-raw-binary-attribute": {
+        "moto": f"{_MOTO} raises TypeError ('Strings must be encoded before hashing', "
+        "moto/sqs/models.py Message.attribute_md5) delivering a Binary attribute raw to SQS",
+    },
+    "sns-fifo-envelope": {
+        "moto": f"{_MOTO}'s envelope has no SequenceNumber and keeps the signature fields on "
+        "FIFO topics (moto/sns/models.py Subscription.get_post_data)",
+    },
+    "sns-fifo-content-dedup": {
+        "moto": f"{_MOTO} hands no deduplication id to a FIFO queue when the FIFO topic "
+        "de-duplicates by content, and the queue refuses the message (moto/sns/models.py "
+        "Subscription.publish -> sqs send_message)",
+    },
+    "sns-fifo-group-id-error": {
+        "moto": f"{_MOTO} answers a FIFO publish without MessageGroupId with SQS's "
+        "MissingParameter, AWS with InvalidParameter (moto/sns/models.py SNSBackend.publish)",
+    },
+    "sns-publish-validation": {
+        "moto": f"{_MOTO} publishes an empty message and answers 'Message too long' with code "
+        "InvalidParameterValue instead of InvalidParameter (moto/sns/models.py "
+        "SNSBackend.publish)",
+    },
+    "sns-filter-policy-validation": {
+        "moto": f"{_MOTO} validates part of the filter policy grammar only, raises a Python "
+        "JSONDecodeError for a policy that is not JSON, and words its errors without AWS's "
+        "'FilterPolicy:' reason, so they cannot be told from other InvalidParameter errors "
+        "(moto/sns/models.py SNSBackend._validate_filter_policy)",
+    },
+    "sns-publish-batch-validation": {
+        "moto": f"{_MOTO} does not check the form of PublishBatch entry Ids nor refuse an "
+        "empty batch (moto/sns/models.py SNSBackend.publish_batch checks only more than 10 "
+        "entries and duplicate Ids)",
+    },
+}
 
 BACKENDS = ("embedded", "native", "daemon-boto3", "moto")
 
@@ -47,6 +135,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    check = bool(os.environ.get("MILLPOND_CONFORMANCE_CHECK_LIMITS"))
     for item in items:
         callspec: Any = getattr(item, "callspec", None)
         backend = callspec.params.get("backend") if callspec is not None else None
@@ -55,5 +144,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for mark in item.iter_markers("requires"):
             for feature in mark.args:
                 reason = LIMITS[feature].get(backend)
-                if reason is not None:
-                    item.add_marker(pytest.mark.skip(reason=f"{backend}: {feature}: {reason}"))
+                if reason is None:
+                    continue
+                reason = f"{backend}: {feature}: {reason}"
+                if check:
+                    item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+                else:
+                    item.add_marker(pytest.mark.skip(reason=reason))

@@ -15,6 +15,7 @@ import pytest
 
 from millpond.errors import InvalidParameterValue, MissingParameter
 from tests.conformance._helpers import bodies, drain
+from tests.conformance._limits import requires
 
 
 def _fifo(broker: Any, name: str, **attributes: str) -> Any:
@@ -97,8 +98,7 @@ def test_group_unblocked_by_visibility_zero(broker: Any, name: str) -> None:
 
 def test_deduplication_by_id(broker: Any, name: str) -> None:
     """A message with a MessageDeduplicationId seen within 5 minutes is accepted but not
-    delivered, also after the first one was received and deleted (AWS
-    FIFO-queues-exactly-once-processing.html; reference §1.6)."""
+    delivered (AWS FIFO-queues-exactly-once-processing.html; reference §1.6)."""
     q = _fifo(broker, name)
     q.send("original", group_id="g", deduplication_id="d1")
     q.send("duplicate", group_id="g", deduplication_id="d1")
@@ -106,6 +106,18 @@ def test_deduplication_by_id(broker: Any, name: str) -> None:
     got = _receive_in_order(q, 2)
     assert bodies(got) == ["original", "other"]
     assert got[0].deduplication_id == "d1"
+
+
+@requires("sqs-fifo-dedup-after-delete")
+def test_deduplication_remembered_after_delete(broker: Any, name: str) -> None:
+    """SQS keeps tracking a deduplication id for its 5 minutes even after the message was
+    received and deleted (AWS FIFO-queues-exactly-once-processing.html: "any messages sent
+    with the same message deduplication ID are accepted successfully but aren't delivered
+    during the 5-minute deduplication interval"; reference §1.6: elasticmq#354 and goaws
+    forget it)."""
+    q = _fifo(broker, name)
+    q.send("original", group_id="g", deduplication_id="d1")
+    assert bodies(_receive_in_order(q, 1)) == ["original"]  # received and deleted
     q.send("after delete", group_id="g", deduplication_id="d1")
     assert q.receive(10) == []
 
@@ -145,6 +157,7 @@ def test_send_batch_with_groups(broker: Any, name: str) -> None:
         assert bodies(mine) == [f"{group}{i}" for i in range(3)]
 
 
+@requires("sqs-fifo-sequence-numbers")
 def test_sequence_numbers_rise(broker: Any, name: str) -> None:
     """Every FIFO message gets a SequenceNumber that grows with each send (reference §1.4:
     "128-bit, non-consecutive, increasing per group")."""

@@ -29,6 +29,7 @@ from tests.conformance._helpers import (
     number,
     string,
 )
+from tests.conformance._limits import requires
 
 # -- queue lifecycle and attributes ---------------------------------------------------------------
 
@@ -37,7 +38,6 @@ def test_new_queue_has_sqs_defaults(broker: Any, name: str) -> None:
     """Defaults and string values as SQS returns them (reference §1.3: VisibilityTimeout 30,
     DelaySeconds 0, MessageRetentionPeriod 345600, MaximumMessageSize 1048576 since 2025-08,
     ReceiveMessageWaitTimeSeconds 0; "All values are strings")."""
-    before = int(time.time())
     q = broker.create_queue(name)
     attributes = q.get_attributes()
     assert {
@@ -63,8 +63,15 @@ def test_new_queue_has_sqs_defaults(broker: Any, name: str) -> None:
     arn = attributes["QueueArn"]
     assert arn.startswith("arn:aws:sqs:") and arn.endswith(":" + name)
     assert arn == q.arn
-    # CreatedTimestamp is epoch seconds (reference §1.3)
-    assert before - 5 <= int(attributes["CreatedTimestamp"]) <= time.time() + 5
+
+
+@requires("sqs-created-timestamp-seconds")
+def test_created_timestamp_is_epoch_seconds(broker: Any, name: str) -> None:
+    """CreatedTimestamp and LastModifiedTimestamp are whole epoch seconds (reference §1.3)."""
+    before = int(time.time())
+    attributes = broker.create_queue(name).get_attributes()
+    for key in ("CreatedTimestamp", "LastModifiedTimestamp"):
+        assert before - 5 <= int(attributes[key]) <= time.time() + 5
 
 
 def test_create_queue_with_attributes(broker: Any, name: str) -> None:
@@ -427,12 +434,8 @@ def _redrive(dlq: Any, max_receive_count: int) -> dict[str, str]:
     }
 
 
-def test_dead_letter_queue_after_max_receive_count(broker: Any, name: str) -> None:
-    """When a message's receive count would pass maxReceiveCount, SQS moves it to the
-    deadLetterTargetArn queue instead of returning it (AWS sqs-dead-letter-queues.html; CDK
-    DeadLetterQueue "moves messages after the value of maxReceiveCount is exceeded"); the
-    moved message keeps its id and body and carries DeadLetterQueueSourceArn (reference
-    §1.4)."""
+def _dead_letter(broker: Any, name: str) -> tuple[Any, Any, str]:
+    """A message received past maxReceiveCount 2: (source queue, the dead letter, its id)."""
     dlq = broker.create_queue(name + "-dlq")
     q = broker.create_queue(name, _redrive(dlq, 2))
     message_id = q.send("poison")
@@ -441,9 +444,25 @@ def test_dead_letter_queue_after_max_receive_count(broker: Any, name: str) -> No
     assert counts == [1, 2]
     assert q.receive(10, visibility_timeout=0) == []  # the third receive moves it
     (dead,) = drain(dlq, 1)
+    return q, dead, message_id
+
+
+def test_dead_letter_queue_after_max_receive_count(broker: Any, name: str) -> None:
+    """When a message's receive count would pass maxReceiveCount, SQS moves it to the
+    deadLetterTargetArn queue instead of returning it (AWS sqs-dead-letter-queues.html; CDK
+    DeadLetterQueue "moves messages after the value of maxReceiveCount is exceeded"); the
+    moved message keeps its id and body."""
+    q, dead, message_id = _dead_letter(broker, name)
     assert (dead.message_id, dead.body) == (message_id, b"poison")
-    assert dead.dead_letter_source_arn == q.arn
     assert q.receive(10) == []
+
+
+@requires("sqs-dlq-source-arn")
+def test_dead_letter_source_arn(broker: Any, name: str) -> None:
+    """A dead letter carries the DeadLetterQueueSourceArn system attribute: the ARN of the
+    queue it was moved from (reference §1.4, enum since 2023-06)."""
+    q, dead, _ = _dead_letter(broker, name)
+    assert dead.dead_letter_source_arn == q.arn
 
 
 def test_redrive_policy_attribute(broker: Any, name: str) -> None:
