@@ -1,0 +1,382 @@
+"""AwsBroker: the Broker API over Amazon SQS and SNS through boto3.
+
+Every AWS call goes through :meth:`AwsBroker._call`, the one place that turns AWS errors into
+millpond's exception classes (:mod:`millpond.aws.errors`) and refuses calls after ``close``.
+Nothing is cached that AWS could change behind our back except names that cannot change: the
+account id and partition, learnt from the first queue URL or ARN seen.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+from millpond.aws.errors import from_client_error, from_param_error
+from millpond.aws.queue import AwsFifoQueue, AwsQueue, wire_queue_attributes
+from millpond.aws.subscription import AwsSubscription
+from millpond.aws.topic import AwsTopic, wire_tags
+from millpond.errors import BrokerClosed, InvalidParameterValue, TopicNotFound
+from millpond.topic_attributes import text_value
+
+_OPTIONS = (
+    "endpoint_url",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "profile_name",
+    "session",
+    "config",
+    "verify",
+    "account_id",
+)
+
+
+def _verify(value: bool | str | None) -> bool | str | None:
+    """TLS verification from a keyword or a URL's query: "false" turns it off, "true" on,
+    anything else is a CA bundle path."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+class AwsBroker:
+    """The queues and topics of one AWS account and region (``millpond.connect("sqs://...")``).
+
+    Offers the methods of :class:`millpond.Broker` that SQS and SNS can do, with the same
+    arguments, return shapes and exceptions. What only a data directory has (a clock,
+    durability modes, the core implementation) is absent.
+    """
+
+    def __init__(
+        self,
+        region: str = "us-east-1",
+        *,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        profile_name: str | None = None,
+        session: boto3.session.Session | None = None,
+        config: Any = None,
+        verify: bool | str | None = None,
+        account_id: str | None = None,
+        **unknown: Any,
+    ) -> None:
+        """Connect to SQS and SNS in ``region``.
+
+        Args:
+            region: the AWS region, e.g. "eu-west-1".
+            endpoint_url: anything that speaks the SQS and SNS APIs on one URL (a millpond
+                daemon, moto, LocalStack); None: AWS's own endpoints.
+            aws_access_key_id, aws_secret_access_key, aws_session_token: credentials; None:
+                boto3's usual chain (environment, profile, instance role...).
+            profile_name: a profile of ~/.aws/config (ignored when ``session`` is given).
+            session: a ready boto3 Session to make the clients from.
+            config: a botocore.config.Config (timeouts, retries, proxies).
+            verify: False skips TLS verification, a path names a CA bundle.
+            account_id: the 12-digit account, used to make topic ARNs from names; learnt from
+                the first queue URL or topic ARN seen when not given.
+
+        Raises:
+            InvalidParameterValue: an option this backend does not know.
+        """
+        if unknown:
+            raise InvalidParameterValue(
+                f"unknown sqs:// option(s) {', '.join(sorted(unknown))}: the options are "
+                f"{', '.join(_OPTIONS)}"
+            )
+        self.region = region
+        self._account_id = account_id
+        session = session or boto3.session.Session(profile_name=profile_name)
+        try:
+            self._partition = session.get_partition_for_region(region)
+        except Exception:  # a region botocore does not know (a local endpoint's, say)
+            self._partition = "aws"
+        client_options: dict[str, Any] = {
+            "region_name": region,
+            "endpoint_url": endpoint_url,
+            "aws_access_key_id": aws_access_key_id,
+            "aws_secret_access_key": aws_secret_access_key,
+            "aws_session_token": aws_session_token,
+            "config": config,
+            "verify": _verify(verify),
+        }
+        self._session, self._client_options = session, client_options  # for STS, if needed
+        self._sqs_client = session.client("sqs", **client_options)
+        self._sns_client = session.client("sns", **client_options)
+        # X-Ray: a publish's trace_header travels as the X-Amzn-Trace-Id header, as SNS reads it
+        self._trace = threading.local()
+        for operation in ("Publish", "PublishBatch"):
+            self._sns_client.meta.events.register(
+                f"before-sign.sns.{operation}", self._add_trace_header
+            )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AwsBroker({self.region!r})"
+
+    # -- the one way to AWS ---------------------------------------------------------------------
+
+    def _call(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
+        """``client.<operation>(**params)`` of "sqs" or "sns"; None params are left out.
+
+        Raises the millpond exception for the AWS error (see millpond.aws.errors).
+        """
+        if self._closed:
+            raise BrokerClosed("the broker was closed")
+        client = self._sqs_client if service == "sqs" else self._sns_client
+        given = {key: value for key, value in params.items() if value is not None}
+        try:
+            return getattr(client, operation)(**given)  # type: ignore[no-any-return]
+        except ClientError as exc:
+            raise from_client_error(service, exc) from exc
+        except ParamValidationError as exc:
+            raise from_param_error(service, exc) from exc
+
+    def _pages(self, service: str, operation: str, key: str, **params: Any) -> Iterator[Any]:
+        """The ``key`` items of every page of a listing (NextToken pagination)."""
+        while True:
+            page = self._call(service, operation, **params)
+            yield from page.get(key, [])
+            token = page.get("NextToken")
+            if not token:
+                return
+            params["NextToken"] = token
+
+    def _trace_header(self, header: str | None) -> _TraceHeader:
+        """``with broker._trace_header(h):`` the publishes of this thread carry ``h``."""
+        return _TraceHeader(self._trace, header)
+
+    def _add_trace_header(self, request: Any, **_: Any) -> None:
+        header = getattr(self._trace, "header", None)
+        if header:
+            request.headers["X-Amzn-Trace-Id"] = header
+
+    # -- names and ARNs -------------------------------------------------------------------------
+
+    @property
+    def account_id(self) -> str:
+        """The account the queues and topics belong to (learnt, or asked of STS)."""
+        if self._account_id is None:
+            sts = self._session.client("sts", **self._client_options)
+            try:
+                self._account_id = sts.get_caller_identity()["Account"]
+            except (BotoCoreError, ClientError) as exc:
+                raise InvalidParameterValue(
+                    f"the AWS account id is not known yet and STS did not tell it ({exc}): pass "
+                    "account_id= to connect()"
+                ) from exc
+            finally:
+                sts.close()
+        return self._account_id
+
+    def arn(self, service: str, name: str) -> str:
+        return f"arn:{self._partition}:{service}:{self.region}:{self.account_id}:{name}"
+
+    def _learn_arn(self, arn: str) -> None:
+        """Take the partition and account from an ARN AWS returned."""
+        parts = arn.split(":")
+        if self._account_id is None and len(parts) >= 6 and parts[4].isdigit():
+            self._partition, self._account_id = parts[1], parts[4]
+
+    def _queue_arn(self, url: str) -> str | None:
+        """A queue's ARN from its URL (``.../<account>/<name>``), or None if not shaped so."""
+        path = urlsplit(url).path.strip("/").split("/")
+        if len(path) != 2 or not path[0].isdigit():
+            return None
+        if self._account_id is None:
+            self._account_id = path[0]
+        return f"arn:{self._partition}:sqs:{self.region}:{path[0]}:{path[1]}"
+
+    # -- queues ---------------------------------------------------------------------------------
+
+    def _queue_object(self, name: str, url: str) -> AwsQueue:
+        kind = AwsFifoQueue if name.endswith(".fifo") else AwsQueue
+        return kind(self, name, url)
+
+    def create_queue(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> AwsQueue:
+        """Create a queue, or return the existing one if every given attribute matches.
+
+        As :meth:`millpond.Broker.create_queue`. Unlike the embedded broker, SQS refuses a
+        name deleted less than 60 seconds ago (AwsServiceError QueueDeletedRecently).
+        """
+        answer = self._call(
+            "sqs",
+            "create_queue",
+            QueueName=name,
+            Attributes=wire_queue_attributes(attributes),
+            tags=dict(tags) if isinstance(tags, Mapping) else tags,
+        )
+        return self._queue_object(name, answer["QueueUrl"])
+
+    def queue(self, name: str) -> AwsQueue:
+        """The existing queue ``name``; raises QueueDoesNotExist."""
+        return self._queue_object(name, self._queue_url(name))
+
+    def _queue_url(self, name: str) -> str:
+        return self._call("sqs", "get_queue_url", QueueName=name)["QueueUrl"]  # type: ignore[no-any-return]
+
+    def delete_queue(self, name: str) -> None:
+        """Delete a queue and every message in it; raises QueueDoesNotExist."""
+        self._call("sqs", "delete_queue", QueueUrl=self._queue_url(name))
+
+    def list_queues(self, prefix: str = "") -> list[str]:
+        """Names of the queues whose name starts with ``prefix``, sorted."""
+        urls = self._pages(
+            "sqs", "list_queues", "QueueUrls", QueueNamePrefix=prefix or None, MaxResults=1000
+        )
+        return sorted(url.rsplit("/", 1)[-1] for url in urls)
+
+    def list_dead_letter_source_queues(self, name: str) -> list[str]:
+        """Names of the queues whose RedrivePolicy targets queue ``name``, sorted."""
+        urls = self._pages(
+            "sqs",
+            "list_dead_letter_source_queues",
+            "queueUrls",
+            QueueUrl=self._queue_url(name),
+            MaxResults=1000,
+        )
+        return sorted(url.rsplit("/", 1)[-1] for url in urls)
+
+    def start_message_move_task(
+        self,
+        source_arn: str,
+        destination_arn: str | None = None,
+        max_messages_per_second: int | None = None,
+    ) -> str:
+        """Move the messages of a dead-letter queue back (SQS StartMessageMoveTask); returns
+        the task handle."""
+        answer = self._call(
+            "sqs",
+            "start_message_move_task",
+            SourceArn=source_arn,
+            DestinationArn=destination_arn,
+            MaxNumberOfMessagesPerSecond=max_messages_per_second,
+        )
+        return answer["TaskHandle"]  # type: ignore[no-any-return]
+
+    def list_message_move_tasks(
+        self, source_arn: str, max_results: int = 1
+    ) -> list[dict[str, Any]]:
+        """The move tasks of a source queue, newest first (SQS ListMessageMoveTasks)."""
+        answer = self._call(
+            "sqs", "list_message_move_tasks", SourceArn=source_arn, MaxResults=max_results
+        )
+        return list(answer.get("Results", []))
+
+    def cancel_message_move_task(self, task_handle: str) -> int:
+        """Stop a running move task; returns how many messages it had moved."""
+        answer = self._call("sqs", "cancel_message_move_task", TaskHandle=task_handle)
+        return int(answer.get("ApproximateNumberOfMessagesMoved", 0))
+
+    # -- topics ---------------------------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> AwsTopic:
+        """Create a topic, or return the existing one (as :meth:`millpond.Broker.create_topic`)."""
+        given = (
+            {key: text_value(value) for key, value in attributes.items()}
+            if isinstance(attributes, Mapping)
+            else attributes
+        )
+        answer = self._call(
+            "sns", "create_topic", Name=name, Attributes=given, Tags=wire_tags(tags)
+        )
+        arn: str = answer["TopicArn"]
+        self._learn_arn(arn)
+        return AwsTopic(self, name, arn)
+
+    def topic(self, name: str) -> AwsTopic:
+        """The existing topic ``name`` (or its ARN); raises TopicNotFound."""
+        arn = self._topic_arn(name)
+        if arn is None:
+            raise TopicNotFound("Topic does not exist")
+        self._call("sns", "get_topic_attributes", TopicArn=arn)  # TopicNotFound
+        return AwsTopic(self, arn.rsplit(":", 1)[-1], arn)
+
+    def _topic_arn(self, name: str) -> str | None:
+        """The ARN of topic ``name`` (an ARN is taken as it is); None: no such topic."""
+        if not isinstance(name, str) or name.startswith("arn:"):
+            return name  # AWS judges it
+        if self._account_id is not None:
+            return self.arn("sns", name)
+        for topic in self._pages("sns", "list_topics", "Topics"):  # learns the account
+            arn: str = topic["TopicArn"]
+            self._learn_arn(arn)
+            if arn.rsplit(":", 1)[-1] == name:
+                return arn
+        return None
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and its subscriptions (idempotent, as SNS)."""
+        arn = self._topic_arn(name)
+        if arn is not None:
+            self._call("sns", "delete_topic", TopicArn=arn)
+
+    def list_topics(self) -> list[str]:
+        """Names of all topics, sorted."""
+        names = []
+        for topic in self._pages("sns", "list_topics", "Topics"):
+            self._learn_arn(topic["TopicArn"])
+            names.append(topic["TopicArn"].rsplit(":", 1)[-1])
+        return sorted(names)
+
+    def subscription(self, arn: str) -> AwsSubscription:
+        """The subscription with this ARN (of any topic); raises TopicNotFound."""
+        answer = self._call("sns", "get_subscription_attributes", SubscriptionArn=arn)
+        return AwsSubscription.from_attributes(self, answer.get("Attributes", {}))
+
+    def list_subscriptions(self) -> list[AwsSubscription]:
+        """Every subscription of every topic (SNS ListSubscriptions)."""
+        return [
+            AwsSubscription.from_listing(self, entry)
+            for entry in self._pages("sns", "list_subscriptions", "Subscriptions")
+        ]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the HTTP connections; later calls raise BrokerClosed."""
+        self._closed = True
+        self._sqs_client.close()
+        self._sns_client.close()
+
+    def __enter__(self) -> AwsBroker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _TraceHeader:
+    """Sets the calling thread's trace header for the publishes inside a ``with`` block."""
+
+    def __init__(self, local: threading.local, header: str | None) -> None:
+        self._local = local
+        self._header = header
+
+    def __enter__(self) -> None:
+        self._local.header = self._header
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.header = None

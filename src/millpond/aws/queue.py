@@ -1,0 +1,330 @@
+"""AwsQueue and AwsFifoQueue: the Queue API over one Amazon SQS queue.
+
+Arguments are passed to SQS as they are (bodies and attribute values turned into the text SQS
+carries); SQS validates them and its errors come back as millpond's exception classes. Batch
+verbs whose embedded form is all-or-nothing raise the first failed entry's error; SQS has
+then already done the other entries (see the README's "what differs").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from millpond.aws.errors import from_batch_failure
+from millpond.aws.messages import (
+    MESSAGE_ATTRIBUTES,
+    SYSTEM_ATTRIBUTES,
+    body_text,
+    to_message,
+    wire_attributes,
+)
+from millpond.errors import InvalidAttributeValue, InvalidParameterValue, MillpondError
+from millpond.message import Message
+from millpond.message_attributes import validate_body_text, validate_message_attributes
+from millpond.queue import MAX_BATCH, check_batch, check_int, check_message_id_field
+
+if TYPE_CHECKING:
+    from millpond.aws.broker import AwsBroker
+
+
+def wire_queue_attributes(attributes: Any) -> Any:
+    """Queue attribute values as the strings SQS takes: ints as decimals, bools as true/false
+    (the embedded broker accepts both); a mapping's other values are refused as there."""
+    if not isinstance(attributes, Mapping):
+        return attributes  # None, or something botocore refuses
+    out = {}
+    for name, value in attributes.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, int):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise InvalidAttributeValue(
+                f"Invalid value for the parameter {name}: must be a string."
+            )
+        out[name] = value
+    return out
+
+
+class AwsQueue:
+    """One SQS standard queue; get it from ``broker.create_queue`` or ``broker.queue``.
+
+    Attributes:
+        name: the queue's name.
+        url: its QueueUrl.
+        arn: its ARN.
+    """
+
+    fifo = False
+
+    def __init__(self, broker: AwsBroker, name: str, url: str) -> None:
+        self._broker = broker
+        self.name = name
+        self.url = url
+        self._arn = broker._queue_arn(url)
+
+    def __repr__(self) -> str:
+        return f"AwsQueue({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AwsQueue) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    @property
+    def arn(self) -> str:
+        if self._arn is None:  # a URL not shaped .../<account>/<name>: ask SQS
+            self._arn = self.get_attributes(["QueueArn"])["QueueArn"]
+        return self._arn
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        return self._broker._call("sqs", operation, QueueUrl=self.url, **params)
+
+    # -- send -----------------------------------------------------------------------------------
+
+    def _entry(
+        self,
+        body: Any,
+        delay_seconds: int | None,
+        attributes: Any,
+        group_id: str | None,
+        deduplication_id: str | None,
+    ) -> dict[str, Any]:
+        """One message's SendMessage parameters (None ones are left out by the broker)."""
+        return {
+            "MessageBody": body_text(body),
+            "DelaySeconds": delay_seconds,
+            "MessageAttributes": wire_attributes(attributes),
+            "MessageGroupId": group_id,
+            "MessageDeduplicationId": deduplication_id,
+        }
+
+    def send(
+        self,
+        body: bytes | str,
+        *,
+        delay_seconds: int | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> str:
+        """Send one message; returns its message id (as :meth:`millpond.Queue.send`).
+
+        A bytes body must be UTF-8: SQS bodies are text.
+        """
+        entry = self._entry(body, delay_seconds, attributes, group_id, deduplication_id)
+        return self._call("send_message", **entry)["MessageId"]  # type: ignore[no-any-return]
+
+    def _send_batch(self, entries: Sequence[Any]) -> list[dict[str, Any]]:
+        """SendMessageBatch; the Successful entries in the order given."""
+        check_batch(entries, "SendMessageBatchRequestEntry")
+        wire = []
+        for index, entry in enumerate(entries):
+            if isinstance(entry, Mapping):
+                fields = self._entry(
+                    entry.get("body"),
+                    entry.get("delay_seconds"),
+                    entry.get("attributes"),
+                    entry.get("group_id"),
+                    entry.get("deduplication_id"),
+                )
+            else:
+                fields = self._entry(entry, None, None, None, None)
+            self._check_entry(fields)
+            wire.append({"Id": str(index), **{k: v for k, v in fields.items() if v is not None}})
+        answer = self._call("send_message_batch", Entries=wire)
+        _raise_first_failure(answer)
+        by_id = {ok["Id"]: ok for ok in answer.get("Successful", [])}
+        return [by_id[str(index)] for index in range(len(entries))]
+
+    def _check_entry(self, fields: Mapping[str, Any]) -> None:
+        """Refuse a batch entry SQS would fail on its own, before the batch is sent.
+
+        SQS answers such an entry with a per-entry failure and stores the rest, while the
+        embedded send_batch stores nothing when one entry is bad; checking the rules that do
+        not depend on the queue's state here (body text, message attributes, delay, id
+        formats) keeps that contract. Only the size against the queue's MaximumMessageSize
+        is left to SQS.
+        """
+        body = fields["MessageBody"]
+        if isinstance(body, str):
+            validate_body_text(body)
+        if fields["MessageAttributes"]:
+            validate_message_attributes(fields["MessageAttributes"])
+        if fields["DelaySeconds"] is not None:
+            check_int("DelaySeconds", fields["DelaySeconds"], 0, 900)
+        for name in ("MessageGroupId", "MessageDeduplicationId"):
+            if fields[name] is not None:
+                check_message_id_field(name, fields[name])
+
+    def send_batch(self, entries: Sequence[Any]) -> list[str]:
+        """Send up to 10 messages; returns their ids in order (entries as embedded: bodies, or
+        dicts with ``body``, ``delay_seconds``, ``attributes``, ``group_id``,
+        ``deduplication_id``).
+
+        Entries are checked before the batch is sent (see _check_entry); an entry SQS still
+        refuses (too large for the queue) raises its error, and unlike the embedded broker
+        SQS has then stored the others.
+        """
+        return [ok["MessageId"] for ok in self._send_batch(entries)]
+
+    # -- receive --------------------------------------------------------------------------------
+
+    def receive(
+        self,
+        max_messages: int = 1,
+        *,
+        visibility_timeout: int | None = None,
+        wait_seconds: int | None = None,
+        attempt_id: str | None = None,
+    ) -> list[Message]:
+        """Receive up to ``max_messages`` (1-10) messages (as :meth:`millpond.Queue.receive`).
+
+        Each comes back as a :class:`millpond.Message` with its system attributes (receive
+        count, timestamps, group and deduplication ids, sequence number, dead-letter source)
+        and all its message attributes.
+        """
+        answer = self._call(
+            "receive_message",
+            MaxNumberOfMessages=max_messages,
+            VisibilityTimeout=visibility_timeout,
+            WaitTimeSeconds=wait_seconds,
+            ReceiveRequestAttemptId=attempt_id,
+            # both spellings: AttributeNames is the older one some endpoints still expect
+            AttributeNames=SYSTEM_ATTRIBUTES,
+            MessageSystemAttributeNames=SYSTEM_ATTRIBUTES,
+            MessageAttributeNames=MESSAGE_ATTRIBUTES,
+        )
+        return [to_message(raw) for raw in answer.get("Messages", [])]
+
+    # -- delete / change visibility ---------------------------------------------------------------
+
+    def delete(self, receipt_handle: str) -> None:
+        """Delete the message the handle was given for (as :meth:`millpond.Queue.delete`)."""
+        self._call("delete_message", ReceiptHandle=receipt_handle)
+
+    def delete_batch(self, receipt_handles: Sequence[str]) -> None:
+        """Delete up to 10 messages; raises the first refused handle's error (SQS has then
+        deleted the others)."""
+        check_batch(receipt_handles, "DeleteMessageBatchRequestEntry")
+        entries = [
+            {"Id": str(index), "ReceiptHandle": handle}
+            for index, handle in enumerate(receipt_handles)
+        ]
+        _raise_first_failure(self._call("delete_message_batch", Entries=entries))
+
+    def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> None:
+        """Hide an in-flight message for ``visibility_timeout`` s (0-43200) from now."""
+        self._call(
+            "change_message_visibility",
+            ReceiptHandle=receipt_handle,
+            VisibilityTimeout=visibility_timeout,
+        )
+
+    def delete_entries(self, receipt_handles: Sequence[str]) -> list[MillpondError | None]:
+        """Delete each handle on its own terms: an error per entry (None: deleted)."""
+        entries = [{"ReceiptHandle": handle} for handle in receipt_handles]
+        return self._per_entry("delete_message_batch", entries)
+
+    def change_visibility_entries(
+        self, entries: Sequence[tuple[str, int]]
+    ) -> list[MillpondError | None]:
+        """change_visibility for (handle, visibility_timeout) pairs; an error per entry."""
+        results: list[MillpondError | None] = [None] * len(entries)
+        wire, slots = [], []
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                results[index] = InvalidParameterValue(
+                    "Each visibility change must be a (receipt handle, timeout) pair."
+                )
+                continue
+            wire.append({"ReceiptHandle": entry[0], "VisibilityTimeout": entry[1]})
+            slots.append(index)
+        for slot, error in zip(slots, self._per_entry("change_message_visibility_batch", wire)):
+            results[slot] = error
+        return results
+
+    def _per_entry(
+        self, operation: str, entries: list[dict[str, Any]]
+    ) -> list[MillpondError | None]:
+        """A batch verb over any number of entries, 10 per request; an error per entry."""
+        results: list[MillpondError | None] = [None] * len(entries)
+        for start in range(0, len(entries), MAX_BATCH):
+            chunk = [
+                {"Id": str(start + offset), **entry}
+                for offset, entry in enumerate(entries[start : start + MAX_BATCH])
+            ]
+            answer = self._call(operation, Entries=chunk)
+            for failed in answer.get("Failed", []):
+                results[int(failed["Id"])] = from_batch_failure("sqs", failed)
+        return results
+
+    # -- whole queue ------------------------------------------------------------------------------
+
+    def purge(self) -> None:
+        """Delete every message (SQS PurgeQueue: once per 60 s)."""
+        self._call("purge_queue")
+
+    def get_attributes(self, names: Iterable[str] | None = None) -> dict[str, str]:
+        """Queue attributes by their SQS names, values strings; None or ["All"]: every one."""
+        wanted = ["All"] if names is None else list(names)
+        return self._call("get_queue_attributes", AttributeNames=wanted).get("Attributes", {})  # type: ignore[no-any-return]
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Change queue attributes (SQS names and ranges); ints and bools are accepted."""
+        self._call("set_queue_attributes", Attributes=wire_queue_attributes(attributes))
+
+    def tags(self) -> dict[str, str]:
+        """The queue's tags (SQS ListQueueTags)."""
+        return dict(self._call("list_queue_tags").get("Tags", {}))
+
+    def tag(self, tags: Mapping[str, str]) -> None:
+        """Add or replace tags (SQS TagQueue)."""
+        self._call("tag_queue", Tags=dict(tags) if isinstance(tags, Mapping) else tags)
+
+    def untag(self, keys: Iterable[str]) -> None:
+        """Remove tags by key (SQS UntagQueue); missing keys are ignored."""
+        self._call("untag_queue", TagKeys=[keys] if isinstance(keys, str) else list(keys))
+
+
+class AwsFifoQueue(AwsQueue):
+    """An SQS FIFO queue (name ending in .fifo)."""
+
+    fifo = True
+
+    def __repr__(self) -> str:
+        return f"AwsFifoQueue({self.name!r})"
+
+    def _entry(
+        self,
+        body: Any,
+        delay_seconds: int | None,
+        attributes: Any,
+        group_id: str | None,
+        deduplication_id: str | None,
+    ) -> dict[str, Any]:
+        # FIFO queues take only the queue's delay: 0 is "none given", as embedded (SQS
+        # refuses the parameter on a FIFO queue whatever its value)
+        return super()._entry(body, delay_seconds or None, attributes, group_id, deduplication_id)
+
+    def _check_entry(self, fields: Mapping[str, Any]) -> None:
+        if fields["DelaySeconds"] is not None:
+            raise InvalidParameterValue(  # the embedded (and SQS's) text
+                f"Value {fields['DelaySeconds']} for parameter DelaySeconds is invalid. Reason: "
+                "The request include parameter that is not valid for this queue type."
+            )
+        super()._check_entry(fields)
+
+    def send_batch_detailed(self, entries: Sequence[Any]) -> list[tuple[str, str]]:
+        """As send_batch, returning (message id, sequence number) per entry."""
+        return [(ok["MessageId"], ok["SequenceNumber"]) for ok in self._send_batch(entries)]
+
+
+def _raise_first_failure(answer: Mapping[str, Any]) -> None:
+    """Raise the error of the lowest-numbered Failed entry of a batch answer, if any."""
+    failed = answer.get("Failed") or []
+    if failed:
+        first = min(failed, key=lambda entry: int(entry["Id"]))
+        raise from_batch_failure("sqs", first)

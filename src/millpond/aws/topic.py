@@ -1,0 +1,323 @@
+"""AwsTopic: the Topic API over one Amazon SNS topic.
+
+Subscribing an SQS queue also grants the topic ``sqs:SendMessage`` in the queue's Policy
+(:mod:`millpond.aws.policy`) when the queue exists and its policy does not allow it yet: without
+that statement AWS drops every delivery to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from millpond.aws.errors import from_batch_failure
+from millpond.aws.messages import body_text, wire_attributes
+from millpond.aws.policy import allow_topic
+from millpond.aws.queue import AwsQueue
+from millpond.aws.subscription import AwsSubscription
+from millpond.errors import InvalidAttributeValue, QueueDoesNotExist, TopicNotFound
+from millpond.fan_out import check_trace_header, entry_arguments
+from millpond.sns_envelope import InvalidParameter
+from millpond.topic_attributes import text_value
+
+if TYPE_CHECKING:
+    from millpond.aws.broker import AwsBroker
+
+log = logging.getLogger("millpond")
+
+
+def wire_tags(tags: Any) -> Any:
+    """Tags as SNS takes them, ``[{"Key", "Value"}]``, from that or ``{key: value}``."""
+    if isinstance(tags, Mapping):
+        return [{"Key": key, "Value": value} for key, value in tags.items()]
+    return tags
+
+
+class AwsTopic:
+    """One SNS topic; get it from ``broker.create_topic`` or ``broker.topic``.
+
+    Attributes:
+        name, arn: the topic's.
+        fifo: whether it is a FIFO topic (name ending in .fifo).
+    """
+
+    def __init__(self, broker: AwsBroker, name: str, arn: str) -> None:
+        self._broker = broker
+        self.name = name
+        self.arn = arn
+        self.fifo = name.endswith(".fifo")
+
+    def __repr__(self) -> str:
+        return f"AwsTopic({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AwsTopic) and other.arn == self.arn
+
+    def __hash__(self) -> int:
+        return hash(self.arn)
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        return self._broker._call("sns", operation, TopicArn=self.arn, **params)
+
+    def delete(self) -> None:
+        """Delete the topic and its subscriptions (same as ``broker.delete_topic``)."""
+        self._call("delete_topic")
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        queue: AwsQueue | str,
+        filter_policy: str | Mapping[str, Any] | None = None,
+        filter_policy_scope: str | None = None,
+        raw_message_delivery: bool | str | None = None,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        protocol: str = "sqs",
+    ) -> AwsSubscription:
+        """Subscribe a queue (protocol "sqs") or another SNS endpoint (as
+        :meth:`millpond.Topic.subscribe`).
+
+        Args:
+            queue: an AwsQueue, a queue name or a queue ARN; with another protocol, the
+                endpoint (an http(s) URL, ...). An existing queue's Policy is extended to let
+                this topic send to it. A queue that does not exist yet is subscribed by the
+                ARN its name would have, without that permission (a warning is logged): create
+                the queue first, or subscribe again once it exists.
+            filter_policy, filter_policy_scope, raw_message_delivery, attributes: as embedded.
+
+        Subscribing the same endpoint again returns the existing subscription if every given
+        attribute matches (SNS's rule).
+        """
+        if attributes is not None and not isinstance(attributes, Mapping):
+            raise InvalidParameter("Invalid parameter: Attributes")
+        given = {name: text_value(value) for name, value in (attributes or {}).items()}
+        for name, value in (
+            ("FilterPolicy", filter_policy),
+            ("FilterPolicyScope", filter_policy_scope),
+            ("RawMessageDelivery", raw_message_delivery),
+        ):
+            if value is not None:
+                given[name] = text_value(value)
+        endpoint: Any = self._queue_endpoint(queue) if protocol == "sqs" else queue
+        answer = self._call(
+            "subscribe",
+            Protocol=protocol,
+            Endpoint=endpoint,
+            Attributes=given or None,
+            ReturnSubscriptionArn=True,
+        )
+        arn: str = answer["SubscriptionArn"]
+        if protocol == "sqs":
+            return AwsSubscription(self._broker, arn, self.arn, protocol, endpoint)
+        return self._broker.subscription(arn)  # whether SNS awaits its confirmation
+
+    def _queue_endpoint(self, queue: AwsQueue | str) -> Any:
+        """The queue's ARN for Subscribe, after granting this topic sqs:SendMessage on it."""
+        broker = self._broker
+        if isinstance(queue, AwsQueue):
+            target = queue
+        elif isinstance(queue, str) and queue.startswith("arn:"):
+            parts = queue.split(":")
+            if len(parts) != 6:
+                return queue  # SNS refuses it
+            try:
+                url = broker._call(
+                    "sqs", "get_queue_url", QueueName=parts[5], QueueOwnerAWSAccountId=parts[4]
+                )["QueueUrl"]
+            except QueueDoesNotExist:
+                return self._not_yet(queue)
+            target = AwsQueue(broker, parts[5], url)
+        elif isinstance(queue, str):
+            try:
+                target = broker.queue(queue)
+            except QueueDoesNotExist:
+                # the ARN it will have: in this topic's partition and account
+                _, partition, _, _, account, _ = self.arn.split(":")
+                return self._not_yet(f"arn:{partition}:sqs:{broker.region}:{account}:{queue}")
+        else:
+            return queue  # SNS refuses it
+        self._grant(target)
+        return target.arn
+
+    def _not_yet(self, queue_arn: str) -> str:
+        log.warning(
+            "subscribing %s to %s, which does not exist yet: its Policy could not be set to "
+            "let the topic send (subscribe again once the queue exists)",
+            queue_arn,
+            self.arn,
+        )
+        return queue_arn
+
+    def _grant(self, queue: AwsQueue) -> None:
+        """Let this topic send to ``queue`` (its Policy), unless the policy allows it already."""
+        current = queue.get_attributes(["Policy"]).get("Policy")
+        try:
+            policy = allow_topic(current, queue.arn, self.arn)
+        except ValueError as exc:
+            raise InvalidAttributeValue(
+                f"cannot let topic {self.arn} send to queue {queue.name}: {exc}"
+            ) from None
+        if policy is not None:
+            queue.set_attributes({"Policy": policy})
+
+    def confirm_subscription(
+        self, token: str, authenticate_on_unsubscribe: bool | str = False
+    ) -> AwsSubscription:
+        """Confirm a pending HTTP/S subscription with the Token its endpoint was sent."""
+        answer = self._call(
+            "confirm_subscription",
+            Token=token,
+            AuthenticateOnUnsubscribe=text_value(authenticate_on_unsubscribe),
+        )
+        return self._broker.subscription(answer["SubscriptionArn"])
+
+    def subscription(self, arn: str) -> AwsSubscription:
+        """One subscription of this topic by its ARN; raises TopicNotFound."""
+        sub = self._broker.subscription(arn)
+        if sub.topic_arn != self.arn:
+            raise TopicNotFound("Subscription does not exist")
+        return sub
+
+    def list_subscriptions(self) -> list[AwsSubscription]:
+        """This topic's subscriptions (SNS ListSubscriptionsByTopic); raises TopicNotFound."""
+        entries = self._broker._pages(
+            "sns", "list_subscriptions_by_topic", "Subscriptions", TopicArn=self.arn
+        )
+        return [AwsSubscription.from_listing(self._broker, entry) for entry in entries]
+
+    # -- publish --------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        message: str | bytes,
+        *,
+        subject: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        message_structure: str | None = None,
+        trace_header: str | None = None,
+    ) -> str:
+        """Publish one message; returns its SNS message id (as :meth:`millpond.Topic.publish`)."""
+        return self.publish_message(
+            message,
+            subject=subject,
+            attributes=attributes,
+            group_id=group_id,
+            deduplication_id=deduplication_id,
+            message_structure=message_structure,
+            trace_header=trace_header,
+        )["MessageId"]
+
+    def publish_message(
+        self,
+        message: str | bytes,
+        *,
+        subject: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        message_structure: str | None = None,
+        trace_header: str | None = None,
+    ) -> dict[str, str]:
+        """:meth:`publish`, answering as SNS Publish: ``{"MessageId"}``, plus
+        "SequenceNumber" on FIFO topics."""
+        with self._broker._trace_header(check_trace_header(trace_header)):
+            answer = self._call(
+                "publish",
+                Message=body_text(message, "Message"),
+                Subject=subject,
+                MessageAttributes=wire_attributes(attributes),
+                MessageGroupId=group_id,
+                MessageDeduplicationId=deduplication_id,
+                MessageStructure=message_structure,
+            )
+        result = {"MessageId": answer["MessageId"]}
+        if answer.get("SequenceNumber") is not None:
+            result["SequenceNumber"] = answer["SequenceNumber"]
+        return result
+
+    def publish_batch(
+        self, entries: Sequence[Mapping[str, Any]], *, trace_header: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Publish up to 10 messages (SNS PublishBatch; entries as
+        :meth:`millpond.Topic.publish_batch`).
+
+        Returns ``{"Id", "MessageId"}`` (plus "SequenceNumber" on FIFO topics) per entry, in
+        order. Raises the error of the first entry SNS refused; unlike the embedded broker,
+        SNS has published the others.
+        """
+        if not isinstance(entries, Sequence) or any(not isinstance(e, Mapping) for e in entries):
+            raise InvalidParameter("Invalid parameter: PublishBatchRequestEntries")
+        wire = []
+        for entry in entries:
+            message, subject, attributes, group, dedup, structure = entry_arguments(entry)
+            fields = {
+                "Id": entry.get("Id", entry.get("id")),
+                "Message": body_text(message, "Message"),
+                "Subject": subject,
+                "MessageAttributes": wire_attributes(attributes),
+                "MessageGroupId": group,
+                "MessageDeduplicationId": dedup,
+                "MessageStructure": structure,
+            }
+            wire.append({key: value for key, value in fields.items() if value is not None})
+        with self._broker._trace_header(check_trace_header(trace_header)):
+            answer = self._call("publish_batch", PublishBatchRequestEntries=wire)
+        order = {entry["Id"]: slot for slot, entry in enumerate(wire) if "Id" in entry}
+        failed = answer.get("Failed") or []
+        if failed:
+            first = min(failed, key=lambda entry: order.get(entry.get("Id"), len(order)))
+            raise from_batch_failure("sns", first)
+        results: list[dict[str, Any]] = [{"Id": entry.get("Id")} for entry in wire]
+        for ok in answer.get("Successful", []):
+            result = results[order[ok["Id"]]]
+            result["MessageId"] = ok["MessageId"]
+            if ok.get("SequenceNumber") is not None:
+                result["SequenceNumber"] = ok["SequenceNumber"]
+        return results
+
+    # -- attributes, permissions, tags ------------------------------------------------------------
+
+    def get_attributes(self) -> dict[str, str]:
+        """Topic attributes by their SNS names (SNS GetTopicAttributes)."""
+        return dict(self._call("get_topic_attributes").get("Attributes", {}))
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Change topic attributes (SNS SetTopicAttributes, one request per attribute: a later
+        one's error leaves the earlier ones set)."""
+        if not isinstance(attributes, Mapping) or not attributes:
+            raise InvalidParameter("Invalid parameter: Attributes")
+        for name, value in attributes.items():
+            self._call("set_topic_attributes", AttributeName=name, AttributeValue=text_value(value))
+
+    def add_permission(
+        self, label: str, account_ids: Sequence[str], actions: Sequence[str]
+    ) -> None:
+        """SNS AddPermission: statement ``label`` allowing ``actions`` to the accounts."""
+        self._call(
+            "add_permission", Label=label, AWSAccountId=list(account_ids), ActionName=list(actions)
+        )
+
+    def remove_permission(self, label: str) -> None:
+        """SNS RemovePermission: drop statement ``label``."""
+        self._call("remove_permission", Label=label)
+
+    def _resource_call(self, operation: str, **params: Any) -> dict[str, Any]:
+        # the tagging operations name the topic ResourceArn, not TopicArn
+        return self._broker._call("sns", operation, ResourceArn=self.arn, **params)
+
+    def tags(self) -> dict[str, str]:
+        """The topic's tags (SNS ListTagsForResource); raises TopicNotFound."""
+        answer = self._resource_call("list_tags_for_resource")
+        return {tag["Key"]: tag["Value"] for tag in answer.get("Tags", [])}
+
+    def tag(self, tags: Mapping[str, str] | Sequence[Mapping[str, str]]) -> None:
+        """Add or change tags (SNS TagResource)."""
+        self._resource_call("tag_resource", Tags=wire_tags(tags))
+
+    def untag(self, keys: Sequence[str]) -> None:
+        """Remove tags by key (SNS UntagResource)."""
+        self._resource_call("untag_resource", TagKeys=[keys] if isinstance(keys, str) else keys)
