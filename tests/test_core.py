@@ -289,7 +289,7 @@ def test_queues_are_isolated_and_purge_drop(c, env):
     assert _send(c, env, 1, 0, [b"x"]) == 4
 
 
-def test_move_keeps_the_record_and_id_and_optionally_the_delivery_state(c, env):
+def test_a_dead_letter_move_keeps_the_record_and_state_a_redrive_renews_them(c, env):
     e, t = env
     _create(env, c, 1, 2)
     _send(c, env, 1, 100, [b"a", b"b", b"c"])
@@ -310,8 +310,13 @@ def test_move_keeps_the_record_and_id_and_optionally_the_delivery_state(c, env):
     with e.begin(write=True) as txn:
         c.move(txn, t, 2, 300, [(r[0], r[1]) for r in moved], 1, False)
     back = _receive(c, env, 1, 300_000)[0]
-    fresh = {r[7]: (r[2], r[4], r[8]) for r in back}
-    assert fresh[got[0][7]] == (1, 300_000, 0)  # a redrive starts the delivery afresh
+    # A redrive makes new messages (SQS: a new message id and enqueue time): the ids of their
+    # seqs in queue 1 (4 and 5, after "c"), sent at the move, delivered afresh.
+    assert [(r[0], r[6], r[7], r[3], r[2], r[4], r[8]) for r in back] == [
+        (3, b"c", got[2][7], 100, 2, 100, 0),
+        (4, b"a", c.message_id(ENV_ID, 1, 4), 300, 1, 300_000, 0),
+        (5, b"b", c.message_id(ENV_ID, 1, 5), 300, 1, 300_000, 0),
+    ]
 
 
 # -- the fresh-message layout: a send writes the log alone ----------------------------------------
@@ -450,7 +455,10 @@ def test_peek_and_move_take_fresh_messages_too(c, env):
         assert c.move(txn, t, 1, 200, [p[:2] for p in picked], 2, False) == 2
         assert c.counts(txn, t, 1, 200, 0)[0] == 0 and c.counts(txn, t, 2, 200, 0)[0] == 2
     received = _receive(c, env, 2, 200)[0]
-    assert [(r[6], r[2], r[3]) for r in received] == [(b"a", 1, 100), (b"b", 1, 100)]
+    assert [(r[6], r[2], r[3], r[7]) for r in received] == [
+        (b"a", 1, 200, c.message_id(ENV_ID, 2, 1)),
+        (b"b", 1, 200, c.message_id(ENV_ID, 2, 2)),
+    ]
 
 
 def test_reflag_keeps_the_record_valid_and_the_twin_agrees(c):
@@ -461,6 +469,16 @@ def test_reflag_keeps_the_record_valid_and_the_twin_agrees(c):
     )
     assert c.reflag_record(flagged, 0) == record
     assert flagged == _core_py.encode_record(1, 2, 3, 4, b"attrs", b"body", _core_py.INDEXED)
+
+
+def test_renew_record_gives_a_new_id_and_sent_time_and_the_twin_agrees(c):
+    record = c.encode_record(1, 2, 3, 4, b"attrs", b"body", c.INDEXED)
+    renewed = c.renew_record(record, 99, 7, 8)
+    assert c.decode_record(renewed) == (99, c.message_id(2, 7, 8), b"attrs", b"body")
+    assert c.record_flags(renewed) == 0
+    assert renewed == _core_py.encode_record(99, 2, 7, 8, b"attrs", b"body")
+    spoiled = record[:-1] + b"x"
+    assert c.renew_record(spoiled, 99, 7, 8) == spoiled  # never sealed again
 
 
 def test_a_receive_reads_no_record_past_the_last_one_it_takes(c, env):

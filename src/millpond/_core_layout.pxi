@@ -63,6 +63,18 @@ cdef bytes _reflag(bytes record, uint32_t flags):
     return out
 
 
+cdef bytes _renew(bytes record, uint64_t sent_ms, uint32_t queue_id, uint64_t seq):
+    # A redriven message's record (see renew_record); a corrupt one stays as it is.
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
+    if millpond_record_check(_buf(record), n) != 0:
+        return record
+    cdef bytes out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(record), n)
+    cdef unsigned char *p = _buf(out)
+    millpond_record_seal(p, sent_ms, millpond_get_u32(p + MILLPOND_RECORD_ID_AT), queue_id, seq,
+                         millpond_get_u32(p + 16), millpond_get_u32(p + 20), 0)
+    return out
+
+
 cdef str _message_id(uint32_t env_id, uint32_t queue_id, uint64_t seq):
     # 8-4-4-4-12 hex digits of env_id | queue_id | seq, formatted without Python's % machinery.
     cdef char out[36]
@@ -127,6 +139,12 @@ def record_flags(bytes record):
 def reflag_record(bytes record, uint32_t flags):
     """The same record with ``flags`` instead of its own, sealed again (a move between queues)."""
     return _reflag(record, flags)
+
+
+def renew_record(bytes record, uint64_t sent_ms, uint32_t queue_id, uint64_t seq):
+    """The record of a redriven message: sent at ``sent_ms``, the id of ``seq`` in queue
+    ``queue_id``, unflagged; a record that fails its check is returned unchanged."""
+    return _renew(record, sent_ms, queue_id, seq)
 
 
 def decode_record(bytes record):

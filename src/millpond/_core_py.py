@@ -55,6 +55,7 @@ _U64 = struct.Struct(">Q")
 _LOG_KEY = struct.Struct(">IQ")
 _VIS_KEY = struct.Struct(">IQQ")
 _HEADER = struct.Struct(">IIQIIIIQ")
+_RECORD_ID_AT = 24  # env_id u32 | queue_id u32 | seq u64: the message id in the header
 _VIS_VALUE = struct.Struct(">QQQII")
 _COUNTERS = struct.Struct(">QQQ")  # floor, gone, fresh
 _HANDLE = struct.Struct(">IQQI")
@@ -153,6 +154,19 @@ def reflag_record(record: bytes, flags: int) -> bytes:
         return record
     rest = _U32.pack(_RECORD_FORMAT | flags) + record[8:]
     return _U32.pack(crc32c(rest)) + rest
+
+
+def renew_record(record: bytes, sent_ms: int, queue_id: int, seq: int) -> bytes:
+    """The record of a redriven message, which SQS counts as a new one: sent at ``sent_ms``,
+    with the message id of ``seq`` in queue ``queue_id``, unflagged (a fresh message).
+
+    A record that fails its check is returned unchanged: sealing it again would hide the
+    corruption (it is reported when a receive meets it)."""
+    decoded = decode_record(record)
+    if decoded is None:
+        return record
+    env_id = _U32.unpack_from(record, _RECORD_ID_AT)[0]
+    return encode_record(sent_ms, env_id, queue_id, seq, decoded[2], decoded[3])
 
 
 def encode_handle(secret: bytes, queue_id: int, seq: int, visible_at_ms: int, count: int) -> str:
@@ -678,9 +692,12 @@ def counts(txn, dbs, queue_id: int, now_ms: int, retention_cutoff_ms: int) -> tu
 def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_state: bool) -> int:
     """Move messages ``(seq, visible_at_ms)`` of queue_id to to_queue_id, visible at ``now_ms``.
 
-    The record moves unchanged (same message id, sent time and body). ``keep_state`` keeps the
-    receive count and first receive and records queue_id as the dead-letter source (a move to a
-    dead-letter queue); without it the message starts afresh (a redrive back) as a fresh message.
+    ``keep_state``: a move to a dead-letter queue. The record moves unchanged (same message id,
+    sent time and body: SQS keeps a standard message's enqueue time), the receive count and
+    first receive stay, and queue_id is recorded as the dead-letter source. Without it, a
+    redrive: SQS counts the message as new ("A new messageID and enqueueTime are assigned to
+    redriven messages", SQS Developer Guide), so its record gets the id of its new seq and
+    ``now_ms`` as its sent time (its retention restarts), and it arrives as a fresh message.
     visible_at_ms FRESH names a fresh message (as peek() gives them). Messages that no longer
     exist are skipped. Returns how many moved. Raises LookupError for a missing queue.
     """
@@ -717,8 +734,8 @@ def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_s
             txn.put(_VIS_KEY.pack(to_queue_id, now_ms, seq_to), value, db=dbs.vis)
             # it keeps its sent time, likely older than its new neighbours': for expire()
             txn.put(_EXPIRY_KEY.pack(to_queue_id, EXPIRY_MARK, sent_ms, seq_to), b"", db=dbs.moved)
-        else:
-            txn.put(to_key, reflag_record(record, 0), db=dbs.log)  # fresh: no vis entry
+        else:  # fresh: no vis entry
+            txn.put(to_key, renew_record(record, now_ms, to_queue_id, seq_to), db=dbs.log)
         seq_to += 1
     if removed:
         _forget(txn, dbs, queue_id, removed, top)

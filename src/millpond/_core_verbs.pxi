@@ -567,7 +567,8 @@ def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to
         else:
             if value is not None and millpond_get_u32(_buf(value) + 24) & RELOCATED:
                 txn.delete(lkey, b"", dbs.moved)
-            txn.put(to_key, _reflag(record, 0), True, True, False, log)  # fresh: no vis entry
+            # a redrive: a new message id and sent time, a fresh message (no vis entry)
+            txn.put(to_key, _renew(record, now_ms, to_queue_id, seq_to), True, True, False, log)
         seq_to += 1
     if removed:
         _forget(txn, dbs, queue_id, removed, top)

@@ -337,15 +337,14 @@ class MoveTasks:
         )
         moved = 0
         targets = _by_target(picked, broker, txn, destination)
+        # A redrive: the messages get new ids and their retention restarts (both moves).
         for target_id, entries in targets.items():
             if fifo:  # a FIFO move stamps the records anew: it needs the core's record codec
                 moved += _core_fifo.move(
                     txn, tables, source["id"], now_ms, entries, target_id, False, core
                 )
             else:
-                tail = _log_tail(txn, tables, core, target_id)
                 moved += core.move(txn, tables, source["id"], now_ms, entries, target_id, False)
-                _restamp(txn, tables, core, target_id, tail, now_ms)
         task["moved"] += moved
         if moved == 0:
             task["status"] = "COMPLETED"
@@ -373,44 +372,6 @@ def _by_target(
     for seq, at, source_id in picked:
         groups.setdefault(source_id, []).append((seq, at))
     return groups
-
-
-def _log_tail(txn: Any, tables: Any, core: Any, queue_id: int) -> bytes:
-    """The log key after which a move appends to queue ``queue_id``: its last record's, or the
-    queue's lowest key (seq 0, never used) when it has none."""
-    first, past = core.log_key(queue_id, 0), core.log_key(queue_id + 1, 0)
-    with txn.cursor(db=tables.log) as cur:
-        found = cur.prev() if cur.set_range(past) else cur.last()  # the last key before ``past``
-        key = bytes(cur.key()) if found else b""
-    return key if first <= key < past else first
-
-
-def _restamp(txn: Any, tables: Any, core: Any, queue_id: int, tail: bytes, now_ms: int) -> None:
-    """Give the records a move appended after log key ``tail`` the move's time as their enqueue
-    time.
-
-    AWS: "The redrive task resets the retention period. All redriven messages are considered new
-    messages" (SQS Developer Guide, "Learn how to configure a dead-letter queue redrive"). The
-    standard core moves a record unchanged, so without this a message older than the
-    destination's MessageRetentionPeriod would expire the moment it arrived. The message gets
-    a new message id too, its seq's in the destination, as on FIFO moves (_core_fifo.move):
-    "A new messageID and enqueueTime are assigned to redriven messages" (SQS Developer Guide,
-    awsdocs/amazon-sqs-developer-guide sqs-configure-dead-letter-queue-redrive.md).
-    """
-    past = core.log_key(queue_id + 1, 0)
-    records = []
-    with txn.cursor(db=tables.log) as cur:
-        found = cur.set_range(tail)
-        while found:
-            key = bytes(cur.key())
-            if key >= past:
-                break
-            if key != tail:
-                records.append((key, bytes(cur.value())))
-            found = cur.next()
-    for key, record in records:
-        new_id = _core_fifo._LOG_KEY.unpack(key)
-        txn.put(key, _core_fifo._moved_record(core, record, now_ms, new_id=new_id), db=tables.log)
 
 
 def _new_handle(source_arn: str) -> str:
