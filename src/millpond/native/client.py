@@ -25,7 +25,6 @@ from typing import Any
 import msgpack
 
 from millpond.errors import BrokerClosed, InvalidParameterValue, MillpondError
-from millpond.message import Message
 from millpond.native import errors, frames
 from millpond.native.errors import ConnectionLost, ProtocolError
 from millpond.native.proxies import (
@@ -33,6 +32,7 @@ from millpond.native.proxies import (
     RemoteQueue,
     RemoteSubscription,
     RemoteTopic,
+    ext_hook,
 )
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -218,6 +218,8 @@ class Client:
         self._lock = threading.Lock()
         self._closed = False
         self._connection: _Connection | None = None
+        kinds = (RemoteQueue, RemoteFifoQueue, RemoteTopic, RemoteSubscription)
+        self._ext_hook = ext_hook(self, kinds)
         info = self._connect()
         self.region: str = info["region"]
         self.account_id: str = info["account_id"]
@@ -236,16 +238,11 @@ class Client:
         connection = _Connection(sock, max_frame, self._ext_hook)
         try:
             greeting = connection.read_frame(timeout)
-            if not isinstance(greeting, dict) or greeting.get("millpond") != frames.VERSION:
-                raise ProtocolError(f"not a millpond native port (greeting {greeting!r:.100})")
-            hello: dict[str, Any] = {"version": frames.VERSION, "region": region}
-            if key is not None and secret is not None:
-                from millpond.native.server import signature
-
-                hello["access_key_id"] = key
-                hello["signature"] = signature(secret, greeting["nonce"])
-            sock.sendall(frames.frame(msgpack.packb([1, "hello", None, [], hello])))
-            answer = connection.read_frame(timeout)
+            try:
+                sock.sendall(frames.hello(greeting, region, key, secret))
+            except ValueError as exc:
+                raise ProtocolError(str(exc)) from None
+            info = frames.welcome(connection.read_frame(timeout))
         except OSError as exc:
             connection.fail(ConnectionLost(f"greeting failed: {exc}"))
             raise ConnectionLost(
@@ -254,31 +251,9 @@ class Client:
         except BaseException:
             connection.fail(ConnectionLost("greeting failed"))
             raise
-        if not isinstance(answer, list) or len(answer) != 3:
-            connection.fail(ConnectionLost("greeting failed"))
-            raise ProtocolError(f"malformed hello answer {answer!r:.100}")
-        if answer[1] != frames.OK:
-            connection.fail(ConnectionLost("refused"))
-            raise errors.decode(answer[2])
         connection._ids = itertools.count(2)
         self._connection = connection
-        return answer[2]  # type: ignore[no-any-return]
-
-    def _ext_hook(self, code: int, data: bytes) -> Any:
-        fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        if code == frames.MESSAGE:
-            return Message(*fields)
-        if code == frames.QUEUE:
-            name, arn, fifo = fields
-            return (RemoteFifoQueue if fifo else RemoteQueue)(self, name, arn)
-        if code == frames.TOPIC:
-            name, arn, fifo = fields
-            return RemoteTopic(self, name, arn, fifo)
-        if code == frames.SUBSCRIPTION:
-            return RemoteSubscription(self, *fields)
-        if code == frames.ERROR_VALUE:
-            return errors.decode(fields)
-        return msgpack.ExtType(code, data)
+        return info
 
     def _call(
         self,

@@ -26,6 +26,7 @@ code, message]`` (the per-entry errors of ``delete_entries``).
 
 from __future__ import annotations
 
+import hmac
 import struct
 from typing import Any
 
@@ -59,3 +60,39 @@ def unpack(payload: bytes, ext_hook: Any = None) -> Any:
 
 def too_long(size: int, limit: int) -> str:
     return f"frame of {size} bytes is over the limit of {limit} bytes"
+
+
+def welcome(answer: Any) -> dict[str, Any]:
+    """The daemon's answer to the hello: its facts (region, account_id, durability,
+    implementation, max_frame); raises the daemon's error when it refused."""
+    from millpond.native import errors  # errors imports nothing of this module's
+
+    if not isinstance(answer, list) or len(answer) != 3 or answer[0] != 1:
+        raise errors.ProtocolError(f"malformed hello answer {answer!r:.100}")
+    if answer[1] != OK:
+        raise errors.decode(answer[2])
+    return answer[2]  # type: ignore[no-any-return]
+
+
+SIGNATURE_CONTEXT = b"millpond-native-1:"  # what an access key's secret signs: this + nonce
+
+
+def signature(secret: str, nonce: bytes) -> str:
+    """The hello's proof of a secret: HMAC-SHA256 of the greeting's nonce (hex)."""
+    return hmac.new(secret.encode(), SIGNATURE_CONTEXT + nonce, "sha256").hexdigest()
+
+
+def hello(
+    greeting: Any, region: str | None, access_key_id: str | None, secret_access_key: str | None
+) -> bytes:
+    """The client's hello frame (request id 1) answering the daemon's ``greeting``.
+
+    Raises ValueError when the greeting is not a millpond daemon's of this version.
+    """
+    if not isinstance(greeting, dict) or greeting.get("millpond") != VERSION:
+        raise ValueError(f"not a millpond native port of version {VERSION}: {greeting!r:.100}")
+    options: dict[str, Any] = {"version": VERSION, "region": region}
+    if access_key_id is not None and secret_access_key is not None:
+        options["access_key_id"] = access_key_id
+        options["signature"] = signature(secret_access_key, greeting["nonce"])
+    return frame(msgpack.packb([1, "hello", None, [], options], use_bin_type=True))

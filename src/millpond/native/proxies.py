@@ -7,14 +7,40 @@ Objects compare equal when they name the same queue, topic or subscription.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import msgpack
 
 from millpond.errors import MillpondError
 from millpond.message import Message
+from millpond.native import errors, frames
 
 if TYPE_CHECKING:
     from millpond.native.client import Client
+
+
+def ext_hook(client: Any, kinds: tuple[type, type, type, type]) -> Callable[[int, bytes], Any]:
+    """msgpack's ``ext_hook`` for ``client``'s answers: millpond's objects (see frames) as
+    Messages, errors, and ``kinds`` (queue, FIFO queue, topic and subscription classes)."""
+    queue, fifo_queue, topic, subscription = kinds
+
+    def decode(code: int, data: bytes) -> Any:
+        fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if code == frames.MESSAGE:
+            return Message(*fields)
+        if code == frames.QUEUE:
+            name, arn, fifo = fields
+            return (fifo_queue if fifo else queue)(client, name, arn)
+        if code == frames.TOPIC:
+            return topic(client, *fields)
+        if code == frames.SUBSCRIPTION:
+            return subscription(client, *fields)
+        if code == frames.ERROR_VALUE:
+            return errors.decode(fields)
+        return msgpack.ExtType(code, data)
+
+    return decode
 
 
 def _given(**kwargs: Any) -> dict[str, Any]:

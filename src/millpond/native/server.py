@@ -38,12 +38,6 @@ log = logging.getLogger("millpond.server")
 # write high-water mark this bounds what a connection holds: MAX_IN_FLIGHT answers at most.
 MAX_IN_FLIGHT = 256
 WRITE_HIGH_WATER = 4 * 1024 * 1024  # answers buffered for a slow reader before reading pauses
-SIGNATURE_CONTEXT = b"millpond-native-1:"  # what an access key's secret signs: this + nonce
-
-
-def signature(secret: str, nonce: bytes) -> str:
-    """The hello's proof of a secret: HMAC-SHA256 of the greeting's nonce (hex)."""
-    return hmac.new(secret.encode(), SIGNATURE_CONTEXT + nonce, "sha256").hexdigest()
 
 
 def _encode(value: Any) -> msgpack.ExtType:
@@ -246,7 +240,7 @@ class Connection(asyncio.Protocol):
             if (
                 secret is None
                 or not isinstance(proof, str)
-                or not hmac.compare_digest(proof, signature(secret, self.nonce))
+                or not hmac.compare_digest(proof, frames.signature(secret, self.nonce))
             ):
                 self._answer_error(rid, AccessDenied("unknown access key id or wrong secret"))
                 self.drain_and_close()
