@@ -28,8 +28,8 @@ def connect(url: str | os.PathLike[str], **options: Any) -> Any:
         url = os.fspath(url)
     if not isinstance(url, str) or not url:
         raise InvalidParameterValue(f"connect() needs a path or a URL, not {url!r}")
-    scheme, _, rest = url.partition("://")
-    if not rest or os.sep in scheme or "/" in scheme:
+    scheme, separator, _ = url.partition("://")
+    if not separator or os.sep in scheme or "/" in scheme:
         from millpond.broker import open as open_embedded
 
         return open_embedded(url, **options)  # a plain path

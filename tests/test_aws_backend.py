@@ -1,0 +1,513 @@
+"""The sqs:// backend (millpond.aws) against moto and a real millpond daemon.
+
+What the conformance suite does not cover: the error mapping itself, the queue Policy a
+subscription grants, FIFO batch details, received system attributes, dead-letter queues by
+RedrivePolicy, connect() URL options, close, and the ImportError without boto3.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("boto3")
+
+from botocore.exceptions import ClientError, ParamValidationError  # noqa: E402
+
+import millpond  # noqa: E402
+from millpond import errors  # noqa: E402
+from millpond.aws import AwsBroker, AwsFifoQueue, AwsServiceError  # noqa: E402
+from millpond.aws.errors import (  # noqa: E402
+    from_batch_failure,
+    from_client_error,
+    from_code,
+    from_param_error,
+)
+from millpond.aws.policy import allow_topic  # noqa: E402
+from millpond.sns_envelope import InvalidParameter, PublishBatchEmpty  # noqa: E402
+from millpond.subscription import FilterPolicyLimitExceeded  # noqa: E402
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"aws{os.getpid()}-{next(_names)}"
+
+
+@pytest.fixture
+def moto_broker() -> Iterator[AwsBroker]:
+    moto = pytest.importorskip("moto")
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    mock = moto.mock_aws()
+    mock.start()
+    try:
+        with millpond.connect("sqs://us-east-1") as broker:
+            yield broker
+    finally:
+        mock.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _daemon_broker(daemon: Any) -> AwsBroker:
+    broker: AwsBroker = millpond.connect(
+        "sqs://us-east-1",
+        endpoint_url=daemon.url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    return broker
+
+
+@pytest.fixture
+def daemon_broker(daemon: Any) -> Iterator[AwsBroker]:
+    with _daemon_broker(daemon) as broker:
+        yield broker
+
+
+@pytest.fixture(params=["moto", "daemon"])
+def aws(request: pytest.FixtureRequest) -> AwsBroker:
+    """The backend against moto and against the daemon."""
+    return request.getfixturevalue(f"{request.param}_broker")  # type: ignore[no-any-return]
+
+
+def _drain(queue: Any, count: int, wait: float = 5.0, **kwargs: Any) -> list[Any]:
+    deadline = time.monotonic() + wait
+    got: list[Any] = []
+    while len(got) < count and time.monotonic() < deadline:
+        got += queue.receive(min(10, count - len(got)), wait_seconds=1, **kwargs)
+    return got
+
+
+# -- the error mapping on its own ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("service", "code", "message", "expected"),
+    [
+        ("sqs", "AWS.SimpleQueueService.NonExistentQueue", "", errors.QueueDoesNotExist),
+        ("sqs", "QueueDoesNotExist", "", errors.QueueDoesNotExist),  # JSON shape name
+        ("sqs", "com.amazonaws.sqs#QueueDoesNotExist", "", errors.QueueDoesNotExist),
+        ("sqs", "QueueAlreadyExists", "", errors.QueueAlreadyExists),
+        ("sqs", "QueueNameExists", "", errors.QueueAlreadyExists),
+        ("sqs", "AWS.SimpleQueueService.PurgeQueueInProgress", "", errors.PurgeQueueInProgress),
+        ("sqs", "ReceiptHandleIsInvalid", "", errors.ReceiptHandleIsInvalid),
+        ("sqs", "InvalidAttributeName", "", errors.InvalidAttributeName),
+        ("sqs", "InvalidAttributeValue", "", errors.InvalidAttributeValue),
+        ("sqs", "InvalidMessageContents", "", errors.InvalidMessageContents),
+        ("sqs", "MissingParameter", "", errors.MissingParameter),
+        ("sqs", "InvalidParameterValue", "bad", errors.InvalidParameterValue),
+        (
+            "sqs",
+            "InvalidParameterValue",
+            "One or more parameters are invalid. Reason: Message must be shorter than 1024 bytes.",
+            errors.MessageTooLong,
+        ),
+        (
+            "sqs",
+            "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+            "",
+            errors.TooManyEntriesInBatchRequest,
+        ),
+        ("sqs", "AWS.SimpleQueueService.EmptyBatchRequest", "", errors.EmptyBatchRequest),
+        ("sqs", "ResourceNotFoundException", "", errors.ResourceNotFound),
+        ("sns", "NotFound", "Topic does not exist", errors.TopicNotFound),
+        ("sns", "InvalidParameter", "Invalid parameter: TopicArn", InvalidParameter),
+        (
+            "sns",
+            "InvalidParameter",
+            "Invalid parameter: FilterPolicy: Value of < must be numeric",
+            errors.InvalidFilterPolicy,
+        ),
+        ("sns", "FilterPolicyLimitExceeded", "", FilterPolicyLimitExceeded),
+        ("sns", "EmptyBatchRequest", "", PublishBatchEmpty),
+    ],
+)
+def test_error_codes_map_to_millpond_classes(
+    service: str, code: str, message: str, expected: type[Exception]
+) -> None:
+    exc = from_code(service, code, message)
+    assert type(exc) is expected
+    assert str(exc) == message
+
+
+def test_unknown_code_keeps_what_aws_sent() -> None:
+    exc = from_client_error(
+        "sqs",
+        ClientError(
+            {
+                "Error": {"Code": "ThrottlingException", "Message": "slow down", "Type": "Sender"},
+                "ResponseMetadata": {"HTTPStatusCode": 429},
+            },
+            "SendMessage",
+        ),
+    )
+    assert isinstance(exc, AwsServiceError) and isinstance(exc, errors.MillpondError)
+    assert (exc.code, exc.http_status, exc.sender_fault) == ("ThrottlingException", 429, True)
+    assert "slow down" in str(exc)
+
+
+def test_client_side_validation_maps_to_invalid_input() -> None:
+    bad_type = ParamValidationError(report="Invalid type for parameter MaxNumberOfMessages")
+    missing = ParamValidationError(report="Missing required parameter in input: QueueUrl")
+    assert type(from_param_error("sqs", bad_type)) is errors.InvalidParameterValue
+    assert type(from_param_error("sqs", missing)) is errors.MissingParameter
+    assert type(from_param_error("sns", bad_type)) is InvalidParameter
+    failed = {"Id": "0", "Code": "ReceiptHandleIsInvalid", "Message": "no", "SenderFault": True}
+    assert type(from_batch_failure("sqs", failed)) is errors.ReceiptHandleIsInvalid
+
+
+# -- errors from a live endpoint ----------------------------------------------------------------
+
+
+def test_lookup_errors(aws: AwsBroker, name: str) -> None:
+    with pytest.raises(errors.QueueDoesNotExist):
+        aws.queue(name)
+    with pytest.raises(errors.QueueDoesNotExist):
+        aws.delete_queue(name)
+    with pytest.raises(errors.TopicNotFound):
+        aws.topic(name)
+    aws.delete_topic(name)  # idempotent, as SNS
+    q = aws.create_queue(name, {"VisibilityTimeout": 60})  # ints are sent as SQS strings
+    assert aws.create_queue(name, {"VisibilityTimeout": "60"}).url == q.url
+    with pytest.raises(errors.QueueAlreadyExists):
+        aws.create_queue(name, {"VisibilityTimeout": "61"})
+    with pytest.raises(errors.ReceiptHandleIsInvalid):
+        q.delete("not-a-handle")
+    with pytest.raises(errors.InvalidParameterValue):
+        q.receive(max_messages="ten")  # type: ignore[arg-type]  # refused by botocore
+    aws.delete_queue(name)
+    with pytest.raises(errors.QueueDoesNotExist):
+        q.send("to a deleted queue")
+
+
+def test_closed_broker_refuses_calls(aws: AwsBroker, name: str) -> None:
+    q = aws.create_queue(name)
+    aws.close()
+    with pytest.raises(errors.BrokerClosed):
+        q.send("late")
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def test_received_message_is_a_millpond_message(aws: AwsBroker, name: str) -> None:
+    q = aws.create_queue(name)
+    attributes = {
+        "kind": {"DataType": "String", "StringValue": "order"},
+        "n": {"DataType": "Number", "StringValue": "12.5"},
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\xff"},
+    }
+    before = int(time.time() * 1000)
+    message_id = q.send("héllo".encode(), attributes=attributes)
+    (m,) = _drain(q, 1, visibility_timeout=0)
+    assert isinstance(m, millpond.Message)
+    assert (m.body, m.text, m.message_id, m.receive_count) == (
+        "héllo".encode(),
+        "héllo",
+        message_id,
+        1,
+    )
+    assert m.attributes == attributes
+    assert before - 2000 <= m.sent_timestamp <= m.first_receive_timestamp <= time.time() * 1000
+    assert (m.group_id, m.deduplication_id, m.dead_letter_source_arn) == (None, None, None)
+    (again,) = _drain(q, 1)
+    assert again.receive_count == 2 and again.receipt_handle != m.receipt_handle
+    assert again.md5_of_message_attributes == m.md5_of_message_attributes
+    q.delete(again.receipt_handle)
+
+
+def test_bytes_body_must_be_utf8(aws: AwsBroker, name: str) -> None:
+    q = aws.create_queue(name)
+    with pytest.raises(errors.InvalidMessageContents):
+        q.send(b"\xff\xfe")
+
+
+def test_send_batch_checks_every_entry_before_sending(aws: AwsBroker, name: str) -> None:
+    """SQS stores the good entries of a batch and fails the bad one; the embedded contract
+    (nothing stored) holds because entries are checked before the request."""
+    q = aws.create_queue(name)
+    bad_attribute = {"AWS.reserved": {"DataType": "String", "StringValue": "x"}}
+    with pytest.raises(errors.InvalidParameterValue):
+        q.send_batch(["fine", {"body": "bad", "attributes": bad_attribute}])
+    with pytest.raises(errors.InvalidMessageContents):
+        q.send_batch(["fine", "bad \x00"])
+    assert q.receive(10, wait_seconds=1) == []
+    ids = q.send_batch([b"a", "b", {"body": "c", "delay_seconds": 0}])
+    assert sorted(m.text for m in _drain(q, 3)) == ["a", "b", "c"]
+    assert len(set(ids)) == 3
+
+
+def test_per_entry_verbs(aws: AwsBroker, name: str) -> None:
+    q = aws.create_queue(name)
+    q.send_batch(["a", "b"])
+    got = _drain(q, 2)
+    handles = [m.receipt_handle for m in got]
+    results = q.change_visibility_entries([(handles[0], 0), ("garbage", 5), "not a pair"])  # type: ignore[list-item]
+    assert results[0] is None
+    assert isinstance(results[1], errors.ReceiptHandleIsInvalid)
+    assert isinstance(results[2], errors.InvalidParameterValue)
+    results = q.delete_entries([*handles, "garbage"])
+    assert results[:2] == [None, None]
+    assert isinstance(results[2], errors.ReceiptHandleIsInvalid)
+
+
+def test_queue_tags_attributes_and_listing(aws: AwsBroker, name: str) -> None:
+    q = aws.create_queue(name, tags={"team": "a"})
+    q.tag({"env": "test"})
+    q.untag(["team"])
+    assert q.tags() == {"env": "test"}
+    q.set_attributes({"DelaySeconds": 5, "ReceiveMessageWaitTimeSeconds": "1"})
+    values = q.get_attributes(["DelaySeconds", "QueueArn"])
+    assert values == {"DelaySeconds": "5", "QueueArn": q.arn}
+    assert q.arn.endswith(f":sqs:us-east-1:{q.url.rsplit('/', 2)[1]}:{name}")
+    assert name in aws.list_queues(name[:-1])
+    assert aws.queue(name) == q
+
+
+# -- FIFO ---------------------------------------------------------------------------------------
+
+
+def test_fifo_batch_detail_and_received_ids(aws: AwsBroker, name: str) -> None:
+    q = aws.create_queue(name + ".fifo", {"FifoQueue": True})
+    assert isinstance(q, AwsFifoQueue) and isinstance(aws.queue(name + ".fifo"), AwsFifoQueue)
+    sent = q.send_batch_detailed(
+        [
+            {"body": "one", "group_id": "g", "deduplication_id": "d1", "delay_seconds": 0},
+            {"body": "two", "group_id": "g", "deduplication_id": "d2"},
+        ]
+    )
+    assert [len(sequence) for _, sequence in sent] == [20, 20]
+    with pytest.raises(errors.InvalidParameterValue):  # FIFO: no per-message delay
+        q.send_batch([{"body": "x", "group_id": "g", "deduplication_id": "d3", "delay_seconds": 5}])
+    got = _drain(q, 2)
+    assert [(m.text, m.group_id, m.deduplication_id) for m in got] == [
+        ("one", "g", "d1"),
+        ("two", "g", "d2"),
+    ]
+    assert [m.message_id for m in got] == [message_id for message_id, _ in sent]
+
+
+def test_fifo_sequence_numbers_and_attempt_id(daemon_broker: AwsBroker, name: str) -> None:
+    """moto draws SequenceNumbers at random and returns none on receive: daemon only."""
+    q = daemon_broker.create_queue(
+        name + ".fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    )
+    sent = q.send_batch_detailed([{"body": f"m{i}", "group_id": "g"} for i in range(3)])
+    numbers = [int(sequence) for _, sequence in sent]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 3
+    first = q.receive(10, attempt_id="try-1")
+    again = q.receive(10, attempt_id="try-1")  # a retried receive gets the same deliveries
+    assert [m.receipt_handle for m in again] == [m.receipt_handle for m in first]
+    assert [m.sequence_number for m in first] == [sequence for _, sequence in sent]
+
+
+# -- dead-letter queues -------------------------------------------------------------------------
+
+
+def test_dead_letter_queue_by_redrive_policy(aws: AwsBroker, name: str) -> None:
+    dlq = aws.create_queue(name + "-dlq")
+    policy = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}
+    q = aws.create_queue(name, {"RedrivePolicy": json.dumps(policy)})
+    assert aws.list_dead_letter_source_queues(dlq.name) == [name]
+    q.send("poison")
+    assert len(_drain(q, 1, visibility_timeout=0)) == 1
+    assert _drain(q, 1, wait=2) == []  # the second receive moved it
+    (dead,) = _drain(dlq, 1)
+    assert dead.text == "poison"
+
+
+def test_dead_letter_source_arn(daemon_broker: AwsBroker, name: str) -> None:
+    """moto never returns DeadLetterQueueSourceArn: daemon only."""
+    dlq = daemon_broker.create_queue(name + "-dlq")
+    policy = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}
+    q = daemon_broker.create_queue(name, {"RedrivePolicy": json.dumps(policy)})
+    q.send("poison")
+    _drain(q, 1, visibility_timeout=0)
+    _drain(q, 1, wait=1)
+    (dead,) = _drain(dlq, 1)
+    assert dead.dead_letter_source_arn == q.arn
+
+
+# -- topics and the queue policy ----------------------------------------------------------------
+
+
+def _statements(queue: Any) -> list[dict[str, Any]]:
+    policy = queue.get_attributes(["Policy"]).get("Policy")
+    return json.loads(policy)["Statement"] if policy else []
+
+
+def test_subscribe_grants_the_topic_send(aws: AwsBroker, name: str) -> None:
+    topic = aws.create_topic(name)
+    q = aws.create_queue(name)
+    sub = topic.subscribe(q, filter_policy={"kind": ["order"]}, raw_message_delivery=True)
+    (statement,) = _statements(q)
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == q.arn
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": topic.arn}}
+    assert topic.subscribe(q, filter_policy={"kind": ["order"]}).arn == sub.arn
+    other = aws.create_topic(name + "-other")
+    other.subscribe(q.name)  # by name: found, and granted too
+    assert len(_statements(q)) == 2  # subscribing again added nothing for the first topic
+    assert sub.queue_name == name and sub.topic_arn == topic.arn and sub.protocol == "sqs"
+    attributes = sub.get_attributes()
+    assert json.loads(attributes["FilterPolicy"]) == {"kind": ["order"]}
+    assert attributes["RawMessageDelivery"] == "true"
+    topic.publish("skipped", attributes={"kind": {"DataType": "String", "StringValue": "x"}})
+    topic.publish("paid", attributes={"kind": {"DataType": "String", "StringValue": "order"}})
+    (m,) = _drain(q, 1)
+    assert m.text == "paid"
+    assert m.attributes == {"kind": {"DataType": "String", "StringValue": "order"}}
+    sub.set_attributes({"FilterPolicy": None, "RawMessageDelivery": False})
+    assert not sub.get_attributes().get("FilterPolicy")  # moto keeps it as ""
+    sub.unsubscribe()
+    sub.unsubscribe()  # twice succeeds, as embedded
+    assert [s.arn for s in topic.list_subscriptions()] == []
+
+
+def test_allow_topic_policy_document() -> None:
+    queue_arn = "arn:aws:sqs:us-east-1:123456789012:q"
+    topic_arn = "arn:aws:sns:us-east-1:123456789012:t"
+    text = allow_topic(None, queue_arn, topic_arn)
+    assert text is not None
+    assert allow_topic(text, queue_arn, topic_arn) is None  # already there
+    other = allow_topic(text, queue_arn, topic_arn + "2")
+    assert other is not None and len(json.loads(other)["Statement"]) == 2
+    open_to_sns = json.dumps(
+        {
+            "Statement": {
+                "Effect": "Allow",
+                "Principal": {"Service": ["sns.amazonaws.com"]},
+                "Action": ["sqs:*"],
+                "Resource": "*",
+            }
+        }
+    )
+    assert allow_topic(open_to_sns, queue_arn, topic_arn) is None
+    denied = json.dumps({"Statement": [{**json.loads(open_to_sns)["Statement"], "Effect": "Deny"}]})
+    assert len(json.loads(allow_topic(denied, queue_arn, topic_arn) or "{}")["Statement"]) == 2
+
+
+def test_topic_lookup_listing_and_tags(aws: AwsBroker, name: str) -> None:
+    topic = aws.create_topic(name, {"DisplayName": "shown"}, tags={"a": "1"})
+    fresh = AwsBroker(
+        "us-east-1",
+        endpoint_url=aws._sqs_client.meta.endpoint_url
+        if "amazonaws.com" not in aws._sqs_client.meta.endpoint_url
+        else None,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    try:
+        assert fresh.topic(name).arn == topic.arn  # account not known yet: found by listing
+        assert fresh.arn("sns", name) == topic.arn  # ... and learnt
+    finally:
+        fresh.close()
+    assert aws.topic(topic.arn).name == name
+    assert name in aws.list_topics()
+    assert topic.get_attributes()["DisplayName"] == "shown"
+    topic.set_attributes({"DisplayName": "renamed"})
+    assert topic.get_attributes()["DisplayName"] == "renamed"
+    topic.tag({"b": "2"})
+    topic.untag(["a"])
+    assert topic.tags() == {"b": "2"}
+    sub = topic.subscribe(aws.create_queue(name))
+    assert aws.subscription(sub.arn) == sub
+    assert sub in aws.list_subscriptions()
+    assert topic.subscription(sub.arn).endpoint == sub.endpoint
+    topic.delete()
+    with pytest.raises(errors.TopicNotFound):
+        topic.publish("gone")
+
+
+def test_publish_batch_results_in_order(aws: AwsBroker, name: str) -> None:
+    topic = aws.create_topic(name)
+    q = aws.create_queue(name)
+    topic.subscribe(q, raw_message_delivery=True)
+    results = topic.publish_batch(
+        [{"Id": "b", "Message": "first"}, {"Id": "a", "message": "second", "subject": "s"}]
+    )
+    assert [r["Id"] for r in results] == ["b", "a"]
+    assert all(r["MessageId"] for r in results)
+    assert sorted(m.text for m in _drain(q, 2)) == ["first", "second"]
+
+
+def test_fifo_topic_publish_answers_sequence_number(daemon_broker: AwsBroker, name: str) -> None:
+    """moto returns no SequenceNumber for a FIFO publish: daemon only."""
+    topic = daemon_broker.create_topic(name + ".fifo", {"FifoTopic": True})
+    q = daemon_broker.create_queue(name + ".fifo", {"FifoQueue": "true"})
+    topic.subscribe(q)
+    answer = topic.publish_message("m", group_id="g", deduplication_id="d")
+    assert set(answer) == {"MessageId", "SequenceNumber"}
+    (m,) = _drain(q, 1)
+    assert json.loads(m.body)["MessageId"] == answer["MessageId"]
+    with pytest.raises(InvalidParameter):  # a standard queue on a FIFO topic
+        topic.subscribe(daemon_broker.create_queue(name))
+
+
+def test_publish_trace_header_reaches_the_queue(daemon_broker: AwsBroker, name: str) -> None:
+    """The trace header travels as X-Amzn-Trace-Id, which the daemon (as SNS) hands on."""
+    topic = daemon_broker.create_topic(name)
+    q = daemon_broker.create_queue(name)
+    topic.subscribe(q, raw_message_delivery=True)
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+    topic.publish("traced", trace_header=trace)
+    topic.publish("untraced")  # the header is this thread's for one publish only
+    got = {m.text: m.trace_header for m in _drain(q, 2)}
+    assert got == {"traced": trace, "untraced": None}
+
+
+# -- connect() ----------------------------------------------------------------------------------
+
+
+def test_connect_url_options(daemon: Any, name: str) -> None:
+    url = (
+        f"sqs://us-east-1?endpoint_url={daemon.url}&aws_access_key_id=k"
+        "&aws_secret_access_key=s&account_id=123456789012&verify=false"
+    )
+    with millpond.connect(url) as broker:
+        assert isinstance(broker, AwsBroker) and broker.region == "us-east-1"
+        assert broker.arn("sqs", name) == f"arn:aws:sqs:us-east-1:123456789012:{name}"
+        assert broker._client_options["verify"] is False  # "false" from the URL: off
+        q = broker.create_queue(name)
+        assert q.arn == broker.arn("sqs", name)
+    with pytest.raises(errors.InvalidParameterValue, match="unknown sqs:// option"):
+        millpond.connect(f"sqs://us-east-1?endpoint={daemon.url}")
+    with pytest.raises(errors.InvalidParameterValue):
+        millpond.connect("sqs://")
+
+
+def test_connect_with_a_session(daemon: Any, name: str) -> None:
+    import boto3
+
+    session = boto3.session.Session(aws_access_key_id="k", aws_secret_access_key="s")
+    with millpond.connect("sqs://us-east-1", endpoint_url=daemon.url, session=session) as broker:
+        assert broker.create_queue(name).name == name
+
+
+def test_import_error_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['boto3'] = None\n"
+        "try:\n    import millpond.aws\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "pip install 'millpond[aws]'" in out
