@@ -7,6 +7,7 @@ kill or configure a daemon start their own.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import os
@@ -28,6 +29,13 @@ from millpond.broker import Broker
 from millpond.fifo_queue import FifoQueue
 from millpond.native import errors as native_errors
 from millpond.native import frames
+from millpond.native.aio import AsyncClient
+from millpond.native.aio_proxies import (
+    AsyncRemoteFifoQueue,
+    AsyncRemoteQueue,
+    AsyncRemoteSubscription,
+    AsyncRemoteTopic,
+)
 from millpond.native.client import Client
 from millpond.native.frames import signature
 from millpond.native.proxies import RemoteFifoQueue, RemoteQueue, RemoteSubscription, RemoteTopic
@@ -476,6 +484,82 @@ def test_region_in_the_hello(daemon: Daemon, name: str) -> None:
         assert name not in c.list_queues(name)
     with pytest.raises(errors.InvalidParameterValue):
         millpond.connect(daemon.native_url, region="../etc")
+
+
+# -- the asyncio client ---------------------------------------------------------------------------
+
+ASYNC_PAIRS = [
+    (Client, AsyncClient),
+    (RemoteQueue, AsyncRemoteQueue),
+    (RemoteFifoQueue, AsyncRemoteFifoQueue),
+    (RemoteTopic, AsyncRemoteTopic),
+    (RemoteSubscription, AsyncRemoteSubscription),
+]
+
+
+@pytest.mark.parametrize(("sync", "aio"), ASYNC_PAIRS, ids=[p[1].__name__ for p in ASYNC_PAIRS])
+def test_the_async_client_has_the_same_methods_as_coroutines(sync: type, aio: type) -> None:
+    for attr, member in inspect.getmembers(sync):
+        if attr.startswith("_") or isinstance(member, property) or not callable(member):
+            continue
+        assert hasattr(aio, attr), f"{aio.__name__} lacks {attr}"
+        if attr == "arn":
+            continue  # computed locally: not a call
+        assert inspect.iscoroutinefunction(getattr(aio, attr)), f"{aio.__name__}.{attr}"
+        want = [(p.name, p.kind, p.default) for p in inspect.signature(member).parameters.values()]
+        got = inspect.signature(getattr(aio, attr)).parameters.values()
+        assert [(p.name, p.kind, p.default) for p in got] == want, f"{aio.__name__}.{attr}"
+
+
+def test_async_client(daemon: Daemon, name: str) -> None:
+    async def scenario() -> None:
+        port = daemon.native_port
+        assert port is not None
+        async with await AsyncClient.open("127.0.0.1", port) as broker:
+            queue = await broker.create_queue(name)
+            assert isinstance(queue, AsyncRemoteQueue) and queue.arn == broker.arn("sqs", name)
+            # a long poll and the send that wakes it, pipelined on the one connection
+            poll = asyncio.ensure_future(queue.receive(1, wait_seconds=10))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            ids = await asyncio.gather(*(queue.send(f"m{i}") for i in range(50)))
+            (first,) = await poll
+            assert time.monotonic() - started < 5 and first.message_id in ids
+            assert isinstance(first, millpond.Message) and first.body.startswith(b"m")
+            await queue.delete(first.receipt_handle)
+            with pytest.raises(errors.QueueDoesNotExist):
+                await broker.queue(name + "-none")
+            with pytest.raises(errors.ReceiptHandleIsInvalid):
+                await queue.delete("bad")
+            topic = await broker.create_topic(name)
+            sub = await topic.subscribe(queue, raw_message_delivery=True)
+            assert await sub.undelivered == 0 and (await broker.subscription(sub.arn)) == sub
+            assert await topic.publish("published")
+            attributes = await queue.get_attributes(["ApproximateNumberOfMessages"])
+            assert attributes == {"ApproximateNumberOfMessages": "50"}
+            # a cancelled call leaves the connection usable
+            waiting = asyncio.ensure_future(
+                (await broker.create_queue(name + "-idle")).receive(1, wait_seconds=10)
+            )
+            await asyncio.sleep(0.1)
+            waiting.cancel()
+            assert await broker.list_queues(name + "-idle") == [name + "-idle"]
+        with pytest.raises(errors.BrokerClosed):
+            await broker.list_queues()
+
+    asyncio.run(scenario())
+
+
+def test_async_client_connect_errors(daemon: Daemon) -> None:
+    async def scenario() -> None:
+        with pytest.raises(native_errors.ConnectionLost):
+            await AsyncClient.open("127.0.0.1", free_port(), connect_timeout=2)
+        port = daemon.native_port
+        assert port is not None
+        with pytest.raises(errors.InvalidParameterValue):
+            await AsyncClient.open("127.0.0.1", port, region="nowhere")
+
+    asyncio.run(scenario())
 
 
 # -- long polls across connections and protocols ---------------------------------------------------

@@ -3,5 +3,6 @@
 :mod:`frames` is the wire format, :mod:`errors` the error classes that may cross it,
 :mod:`ops` the daemon's whitelist of operations, :mod:`server` the daemon's listener,
 :mod:`client` the synchronous client (``millpond.connect("millpond://host:port")``) and
-:mod:`proxies` its Queue, FifoQueue, Topic and Subscription objects.
+:mod:`proxies` its Queue, FifoQueue, Topic and Subscription objects; :mod:`aio` and
+:mod:`aio_proxies` the same for asyncio, as coroutines.
 """
