@@ -180,6 +180,12 @@ def test_first_request_must_be_hello_of_this_version(daemon: Daemon) -> None:
     raw = Raw(daemon.native_port, hello=False)  # type: ignore[arg-type]
     assert _error_name(raw.call(1, "list_queues", None, [], {})) == "ProtocolError"
     assert raw.closed()
+    # requests right behind the hello, in the same write, wait for it
+    raw = Raw(daemon.native_port, hello=False)  # type: ignore[arg-type]
+    hello = frames.frame(msgpack.packb([1, "hello", None, [], {"version": frames.VERSION}]))
+    raw.sock.sendall(hello + frames.frame(msgpack.packb([2, "list_topics", None, [], {}])))
+    assert [raw.read()[:2], raw.read()[:2]] == [[1, frames.OK], [2, frames.OK]]
+    raw.close()
     raw = Raw(daemon.native_port, hello=False)  # type: ignore[arg-type]
     answer = raw.call(1, "hello", None, [], {"version": 99})
     assert _error_name(answer) == "ProtocolError" and "version 99" in answer[2][2]
@@ -640,6 +646,35 @@ def test_an_acknowledged_send_survives_sigkill(tmp_path: Path) -> None:
             (m,) = client.queue("durable").receive(1, wait_seconds=1)
             assert (m.body, m.message_id) == (b"acknowledged", message_id)
     finally:
+        again.stop()
+
+
+def test_the_client_reconnects_after_the_daemon_restarts(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    daemon = Daemon(data, native=True)
+    client = millpond.connect(daemon.native_url)
+    queue = client.create_queue("q")
+    poll: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            queue.receive(1, wait_seconds=20)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            poll.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.3)
+    daemon.process.send_signal(signal.SIGKILL)
+    waiter.join(10)
+    assert not waiter.is_alive() and isinstance(poll[0], native_errors.ConnectionLost)
+    daemon.stop()
+    again = Daemon(data, native=True, port=daemon.port, native_port=daemon.native_port)
+    try:
+        queue.send(b"after")  # a new connection: the broken one failed its call in flight
+        assert [m.body for m in queue.receive(1, wait_seconds=2)] == [b"after"]
+    finally:
+        client.close()
         again.stop()
 
 

@@ -12,9 +12,10 @@ order::
                kwargs (map)]
     answer    [request id, OK, result]   or   [request id, ERROR, [class, AWS code, message]]
 
-The first request must be ``hello`` (see :mod:`millpond.native.ops`). Request id 0 is the
-connection's own: an error with id 0 is about the connection (a frame over the limit, bytes
-that are not msgpack) and the daemon closes it after sending that error.
+The first request must be ``hello`` (answered by the daemon's region, account id, durability,
+core and max frame; see :mod:`millpond.native.server`); requests may follow it at once.
+Request id 0 is the connection's own: an error with id 0 is about the connection (a frame
+over the limit, bytes that are not msgpack) and the daemon closes it after sending that error.
 
 Results carry millpond's objects as msgpack extension types, so that every method answers
 with the same shapes as the embedded broker: QUEUE ``[name, arn, fifo]``, TOPIC ``[name, arn,

@@ -165,6 +165,8 @@ class Connection(asyncio.Protocol):
         """Start the requests buffered, while fewer than MAX_IN_FLIGHT run and the client takes
         its answers; the rest wait in the buffer (and reading pauses, so the buffer stays
         small) until requests finish."""
+        if self.closing:
+            return
         buffer, limit, header = self.buffer, self.server.max_frame, frames.HEADER
         at, size = 0, len(buffer)
         while size - at >= 4 and not self._busy():
@@ -184,7 +186,12 @@ class Connection(asyncio.Protocol):
         self._update_reading()
 
     def _busy(self) -> bool:
-        return self._write_paused or len(self.tasks) >= MAX_IN_FLIGHT
+        # Requests sent right behind the hello wait for it: they need its session.
+        return (
+            self._write_paused
+            or len(self.tasks) >= MAX_IN_FLIGHT
+            or (self.session is None and bool(self.tasks))
+        )
 
     def _request(self, payload: bytes) -> None:
         try:
