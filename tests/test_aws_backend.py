@@ -381,6 +381,23 @@ def test_subscribe_grants_the_topic_send(aws: AwsBroker, name: str) -> None:
     assert [s.arn for s in topic.list_subscriptions()] == []
 
 
+def test_subscribe_a_queue_that_does_not_exist_yet(
+    aws: AwsBroker, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = aws.create_topic(name)
+    sub = topic.subscribe(name)  # as embedded: allowed, by the ARN the queue will have
+    assert sub.endpoint == topic.arn.replace(":sns:", ":sqs:")
+    assert "does not exist yet" in caplog.text
+    q = aws.create_queue(name)
+    assert _statements(q) == []  # nothing could grant it then ...
+    assert topic.subscribe(q).arn == sub.arn  # ... subscribing again does
+    assert len(_statements(q)) == 1
+    with pytest.raises(InvalidParameter):
+        topic.subscribe("not a queue name!")
+    with pytest.raises(InvalidParameter):
+        aws.delete_topic(None)  # type: ignore[arg-type]
+
+
 def test_allow_topic_policy_document() -> None:
     queue_arn = "arn:aws:sqs:us-east-1:123456789012:q"
     topic_arn = "arn:aws:sns:us-east-1:123456789012:t"

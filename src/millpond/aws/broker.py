@@ -22,6 +22,7 @@ from millpond.aws.queue import AwsFifoQueue, AwsQueue, wire_queue_attributes
 from millpond.aws.subscription import AwsSubscription
 from millpond.aws.topic import AwsTopic, wire_tags
 from millpond.errors import BrokerClosed, InvalidParameterValue, TopicNotFound
+from millpond.sns_envelope import InvalidParameter
 from millpond.topic_attributes import text_value
 
 _OPTIONS = (
@@ -311,8 +312,10 @@ class AwsBroker:
 
     def _topic_arn(self, name: str) -> str | None:
         """The ARN of topic ``name`` (an ARN is taken as it is); None: no such topic."""
-        if not isinstance(name, str) or name.startswith("arn:"):
-            return name  # AWS judges it
+        if not isinstance(name, str) or not name:
+            raise InvalidParameter("Invalid parameter: TopicArn")
+        if name.startswith("arn:"):
+            return name  # SNS judges it
         if self._account_id is not None:
             return self.arn("sns", name)
         for topic in self._pages("sns", "list_topics", "Topics"):  # learns the account

@@ -16,9 +16,15 @@ from millpond.aws.messages import body_text, wire_attributes
 from millpond.aws.policy import allow_topic
 from millpond.aws.queue import AwsQueue
 from millpond.aws.subscription import AwsSubscription
-from millpond.errors import InvalidAttributeValue, QueueDoesNotExist, TopicNotFound
+from millpond.errors import (
+    InvalidAttributeValue,
+    InvalidInputError,
+    QueueDoesNotExist,
+    TopicNotFound,
+)
 from millpond.fan_out import check_trace_header, entry_arguments
 from millpond.sns_envelope import InvalidParameter
+from millpond.topic import _QUEUE_NAME
 from millpond.topic_attributes import text_value
 
 if TYPE_CHECKING:
@@ -132,7 +138,11 @@ class AwsTopic:
         elif isinstance(queue, str):
             try:
                 target = broker.queue(queue)
+            except InvalidInputError:
+                return queue  # not a queue name: SNS refuses it as an endpoint
             except QueueDoesNotExist:
+                if not _QUEUE_NAME.fullmatch(queue):  # no ARN to make of it (embedded's text)
+                    raise InvalidParameter("Invalid parameter: SQS endpoint ARN") from None
                 # the ARN it will have: in this topic's partition and account
                 _, partition, _, _, account, _ = self.arn.split(":")
                 return self._not_yet(f"arn:{partition}:sqs:{broker.region}:{account}:{queue}")
