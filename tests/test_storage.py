@@ -268,12 +268,9 @@ def test_an_atomic_op_that_fails_in_a_shared_batch_rolls_back_only_itself(
     assert sorted(m.text for m in _receive_all(queue)) == ["a", "b"]
 
 
-def test_purge_sharing_a_batch_that_grows_the_map_is_not_refused(
-    data_dir: str, clock: millpond.ManualClock, impl: str
-) -> None:
-    """The batch's first attempt hits MapFullError and is run again after the map grew: the
-    purge in it must not count its own rolled-back attempt as the purge of the last 60 s."""
-    broker = millpond.open(
+def _one_mib_broker(data_dir: str, clock: millpond.ManualClock, impl: str) -> millpond.Broker:
+    """A broker whose map starts at 1 MiB: a batch of 1 MiB of sends makes it grow."""
+    return millpond.open(
         data_dir,
         durability="os",
         clock=clock,
@@ -282,6 +279,24 @@ def test_purge_sharing_a_batch_that_grows_the_map_is_not_refused(
         max_map_size=64 * MIB,
         reserve=MIB,
     )
+
+
+def _fill_the_map_in_the_same_batch(storage: Any, big: millpond.Queue, first: Call) -> None:
+    """Run ``first`` and a 1 MiB send_batch to ``big`` in one write transaction, which hits
+    MapFullError and is run again after the map grew."""
+    with HeldWriter(storage) as held:
+        send = Call(lambda: big.send_batch([bytes([i]) * (100 * KIB) for i in range(10)]))
+        _start_all([first, send], held)
+    assert len(send.outcome()) == 10
+    assert storage.env.info()["map_size"] > MIB  # the batch did need a bigger map
+
+
+def test_purge_sharing_a_batch_that_grows_the_map_is_not_refused(
+    data_dir: str, clock: millpond.ManualClock, impl: str
+) -> None:
+    """The batch's first attempt hits MapFullError and is run again after the map grew: the
+    purge in it must not count its own rolled-back attempt as the purge of the last 60 s."""
+    broker = _one_mib_broker(data_dir, clock, impl)
     try:
         purged = broker.create_queue("purged")
         purged.send_batch([b"x", b"y"])
@@ -289,19 +304,77 @@ def test_purge_sharing_a_batch_that_grows_the_map_is_not_refused(
         storage = broker._storage
         assert storage.env.info()["map_size"] == MIB
 
-        with HeldWriter(storage) as held:
-            calls = [
-                Call(purged.purge),
-                Call(lambda: big.send_batch([bytes([i]) * (100 * KIB) for i in range(10)])),
-            ]
-            _start_all(calls, held)
-        assert len(calls[1].outcome()) == 10
-        assert storage.env.info()["map_size"] > MIB  # the batch did need a bigger map
-        calls[0].outcome()  # PurgeQueueInProgress here: the purge was refused by its own retry
+        purge = Call(purged.purge)
+        _fill_the_map_in_the_same_batch(storage, big, purge)
+        purge.outcome()  # PurgeQueueInProgress here: the purge was refused by its own retry
         assert _receive_all(purged) == []
         clock.advance(30)
         with pytest.raises(PurgeQueueInProgress):
             purged.purge()  # the purge did count, once
+    finally:
+        broker.close()
+
+
+def test_after_commit_runs_once_and_only_for_ops_that_committed(
+    broker: millpond.Broker,
+) -> None:
+    storage = broker._storage
+    ran: list[str] = []
+
+    def op(name: str, fail: bool) -> Callable[[Any, int], None]:
+        def fn(txn: Any, now_ms: int) -> None:
+            storage.after_commit(lambda: ran.append(name))
+            if fail:
+                raise PurgeQueueInProgress(name)
+
+        return fn
+
+    storage.write(op("ok", False))
+    with pytest.raises(PurgeQueueInProgress):
+        storage.write(op("failed", True))
+    with pytest.raises(PurgeQueueInProgress):
+        storage.write(op("rolled back", True), atomic=True)
+    assert ran == ["ok"]
+    with pytest.raises(RuntimeError, match="outside a write op"):
+        storage.after_commit(lambda: None)
+
+
+@pytest.mark.parametrize("path", ["one message", "batch", "fifo"])
+def test_fan_out_sends_are_counted_once_when_the_commit_is_run_again(
+    data_dir: str, clock: millpond.ManualClock, impl: str, path: str
+) -> None:
+    """A publish sharing a batch that hits MapFullError is run again after the map grew: the
+    "sent" metrics of its queues count its deliveries once (every fan-out path)."""
+    broker = _one_mib_broker(data_dir, clock, impl)
+    try:
+        fifo = path == "fifo"
+        suffix = ".fifo" if fifo else ""
+        topic = broker.create_topic("t" + suffix, {"FifoTopic": "true"} if fifo else None)
+        queues = [
+            broker.create_queue(f"q{i}{suffix}", {"FifoQueue": "true"} if fifo else None)
+            for i in range(3)
+        ]
+        for queue in queues:
+            topic.subscribe(queue, raw_message_delivery=True)
+        big = broker.create_queue("big")
+        storage = broker._storage
+        assert storage.env.info()["map_size"] == MIB
+
+        def publish() -> Any:
+            if path == "batch":
+                return topic.publish_batch(
+                    [{"Id": "a", "Message": "a"}, {"Id": "b", "Message": "b"}]
+                )
+            return topic.publish(
+                "m", group_id="g" if fifo else None, deduplication_id="d" if fifo else None
+            )
+
+        published = Call(publish)
+        _fill_the_map_in_the_same_batch(storage, big, published)
+        published.outcome()
+        sent = 2 if path == "batch" else 1
+        assert [q.counters["sent"] for q in queues] == [sent] * 3
+        assert big.counters["sent"] == 10
     finally:
         broker.close()
 

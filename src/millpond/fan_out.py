@@ -648,7 +648,7 @@ def _fan_out_one(
             others = planned
         else:
             for queue in targets:
-                queue.counters["sent"] += 1
+                queue._count_after_commit("sent", 1)  # once, even if the op runs again
                 woken.add(queue.queue_id)
     sequences: dict[int, str] = {}
     for sub, chosen in others:

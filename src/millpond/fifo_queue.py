@@ -200,7 +200,7 @@ class FifoQueue(Queue):
             )
         except LookupError:
             raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}") from None
-        self.counters["sent"] += sum(1 for _, duplicate in results if not duplicate)
+        self._count_after_commit("sent", sum(1 for _, duplicate in results if not duplicate))
 
     # -- receive -----------------------------------------------------------------------------------
 

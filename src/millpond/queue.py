@@ -327,7 +327,17 @@ class Queue:
             )
         except LookupError:
             raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}") from None
-        self.counters["sent"] += len(bodies)
+        self._count_after_commit("sent", len(bodies))
+
+    def _count_after_commit(self, name: str, n: int) -> None:
+        """Add ``n`` to metrics counter ``name`` once the write op now running commits (caller
+        runs inside one): counted in the op, a rerun would count twice (Storage.after_commit)."""
+        counters = self.counters
+
+        def count() -> None:
+            counters[name] += n
+
+        self._storage.after_commit(count)
 
     def _send_many(self, bodies: list[bytes], blobs: list[bytes], delays: list[int]) -> list[str]:
         return self._drive(self._send_steps(bodies, blobs, delays))  # type: ignore[no-any-return]

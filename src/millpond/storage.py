@@ -114,7 +114,18 @@ class _ReadGate:
 
 
 class _Op:
-    __slots__ = ("fn", "sends", "atomic", "done", "result", "error", "wake", "settle", "token")
+    __slots__ = (
+        "fn",
+        "sends",
+        "atomic",
+        "done",
+        "result",
+        "error",
+        "wake",
+        "settle",
+        "token",
+        "after",
+    )
 
     def __init__(
         self, fn: Callable[[lmdb.Transaction, int], Any], sends: int, atomic: bool
@@ -128,6 +139,7 @@ class _Op:
         self.wake: threading.Lock | None = None  # a follower's: released by a leader
         self.settle: Callable[[_Op], None] | None = None  # submit(): called once committed
         self.token: Any = None  # submit(): the caller's, for settle (an asyncio future, say)
+        self.after: list[Callable[[], None]] | None = None  # after_commit(): of its latest run
 
 
 class Storage:
@@ -224,6 +236,7 @@ class Storage:
         self._committer: Callable[[], None] | None = None  # see set_committer()
         self._map_size = self.env.info()["map_size"]
         self.commits = 0  # write transactions committed by this process (for tests and metrics)
+        self._running: _Op | None = None  # the op whose fn runs now (leader's thread)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -261,6 +274,24 @@ class Storage:
                 return _outcome(op)
         self._lead(op)
         return _outcome(op)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` once the writes of the op now running on this thread are committed.
+
+        For effects outside the store, such as metrics: an op may run more than once (its batch
+        runs again after the map grew, or alone after another op broke the transaction) and
+        its writes may be rolled back, so counting inside it would count its reruns too.
+        ``fn`` runs once, before the op's caller learns its result, and only if the op's
+        writes were committed; it must be quick and must not raise. Call it from inside a
+        write op (fn of write() or submit()) only.
+        """
+        op = self._running
+        if op is None:
+            raise RuntimeError("after_commit() outside a write op")
+        if op.after is None:
+            op.after = [fn]
+        else:
+            op.after.append(fn)
 
     def submit(
         self,
@@ -448,9 +479,11 @@ class Storage:
                     # Near the limit every send is checked against the pages in use so far,
                     # this transaction's included: one big group commit must not eat the
                     # reserve that receives and deletes need to drain the store.
+                    op.after = None  # what an earlier run of it asked for is void
                     if op.sends and near_full and self._sends_refused(txn):
                         outcomes.append((None, StorageFull("the data directory is full")))
                         continue
+                    self._running = op
                     try:
                         if op.atomic and not alone:
                             outcomes.append((self._nested(txn, op, now_ms), None))
@@ -464,11 +497,18 @@ class Storage:
             except BaseException:
                 self._abort(txn)
                 raise
+            finally:
+                self._running = None
             if not rolled_back:
                 txn.commit()
         # Committed (or, for a lone atomic op that failed, rolled back): only now may callers
-        # learn their results.
+        # learn their results, and the effects of the ops that succeeded take place.
         for op, (op.result, op.error) in zip(batch, outcomes):
+            if op.after is not None:
+                if op.error is None:
+                    for fn in op.after:
+                        fn()
+                op.after = None
             op.done = True
         return not rolled_back
 
