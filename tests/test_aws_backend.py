@@ -510,6 +510,17 @@ def test_connect_url_options(daemon: Any, name: str) -> None:
         millpond.connect("sqs://")
 
 
+def test_account_id_from_sts(moto_broker: AwsBroker) -> None:
+    """Nothing seen yet: STS tells the account."""
+    assert moto_broker.arn("sqs", "q") == "arn:aws:sqs:us-east-1:123456789012:q"
+
+
+def test_account_id_unknown_is_refused(daemon_broker: AwsBroker) -> None:
+    """The daemon serves no STS: arn() says to pass account_id= rather than guess."""
+    with pytest.raises(errors.InvalidParameterValue, match="account_id="):
+        daemon_broker.arn("sqs", "q")
+
+
 def test_connect_with_a_session(daemon: Any, name: str) -> None:
     import boto3
 
