@@ -55,9 +55,10 @@ static inline void millpond_vis_key(unsigned char *k, uint32_t queue_id, uint64_
 /* ---- record (the immutable log value) -------------------------------------------------------
  * crc32c u32 | format u32 (MILLPOND_RECORD_FORMAT, | MILLPOND_RECORD_INDEXED) | sent_ms u64 |
  * attrs_len u32 | body_len u32 |
- * message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
+ * message id (env_id u32 | queue_id u32 | seq u64 of its send, or of its redrive) | attrs | body
  * The CRC covers every byte after itself. The id travels with the record when a message moves
- * to another queue (dead-letter queues, redrive), so its MessageId never changes.
+ * to a dead-letter queue, so its MessageId stays; a redrive makes a new message (SQS gives it a
+ * new MessageId and enqueue time): its record is sealed again with its new seq and the time.
  */
 #define MILLPOND_RECORD_HEADER_SIZE 40
 #define MILLPOND_RECORD_ID_AT 24

@@ -10,7 +10,7 @@ layouts are those of ``csrc/millpond.h`` (all integers big-endian, so LMDB key o
                key queue_id u32 | 0xFF | sent_ms u64 | seq u64 value: b"" (the expiry index)
 
 record = crc32c u32 | format u32 (1, | INDEXED) | sent_ms u64 | attrs_len u32 | body_len u32
-         | message id (env_id u32 | queue_id u32 | seq u64 of the first send) | attrs | body
+         | message id (env_id u32 | queue_id u32 | seq u64 of its send or redrive) | attrs | body
 delivery state = sent_ms u64 | first_receive_ms u64 | last_receive_ms u64 | receive_count u32
                  | dead-letter source queue_id u32 (0: sent to this queue)
 
@@ -117,7 +117,8 @@ def encode_record(
 ) -> bytes:
     """The immutable log value for one message, sealed with its CRC.
 
-    (env_id, queue_id, seq) name the message for good: its message id (see message_id()).
+    (env_id, queue_id, seq) name the message: its message id (see message_id()), kept on a
+    move to a dead-letter queue, renewed by a redrive (renew_record()).
     ``flags``: INDEXED when the message gets a vis entry as it is stored.
     """
     header = _HEADER.pack(
