@@ -202,6 +202,99 @@ def test_closed_broker_refuses_calls(aws: AwsBroker, name: str) -> None:
         q.send("late")
 
 
+# The same wrong call, embedded and over the daemon through boto3: the same exception class.
+_WRONG_CALLS: dict[str, Any] = {
+    "receive 11": lambda x: x["q"].receive(11),
+    "receive visibility -1": lambda x: x["q"].receive(1, visibility_timeout=-1),
+    "receive wait 21": lambda x: x["q"].receive(1, wait_seconds=21),
+    "change visibility 43201": lambda x: x["q"].change_visibility("x", 43201),
+    "send delay 901": lambda x: x["q"].send("a", delay_seconds=901),
+    "deduplication id, standard queue": lambda x: x["q"].send("a", deduplication_id="d"),
+    "fifo without group": lambda x: x["f"].send("a"),
+    "fifo without deduplication id": lambda x: x["f"].send("a", group_id="g"),
+    "fifo with delay": lambda x: x["f"].send(
+        "a", group_id="g", deduplication_id="d", delay_seconds=5
+    ),
+    "queue name": lambda x: x["b"].create_queue("bad name"),
+    "fifo name without FifoQueue": lambda x: x["b"].create_queue("x.fifo"),
+    "topic name": lambda x: x["b"].create_topic("bad name"),
+    "unknown queue attribute": lambda x: x["q"].set_attributes({"Nope": "1"}),
+    "queue attribute value": lambda x: x["q"].set_attributes({"VisibilityTimeout": "x"}),
+    "get unknown attribute": lambda x: x["q"].get_attributes(["Nope"]),
+    "redrive policy not JSON": lambda x: x["q"].set_attributes({"RedrivePolicy": "{"}),
+    "51 tags": lambda x: x["q"].tag({f"k{i}": "v" for i in range(51)}),
+    "unknown subscription attribute": lambda x: x["s"].set_attributes({"Nope": "1"}),
+    "filter policy": lambda x: x["s"].set_attributes({"FilterPolicy": '{"a": "b"}'}),
+    "raw delivery value": lambda x: x["s"].set_attributes({"RawMessageDelivery": "maybe"}),
+    "unknown topic attribute": lambda x: x["t"].set_attributes({"Nope": "1"}),
+    "FifoTopic set later": lambda x: x["t"].set_attributes({"FifoTopic": "true"}),
+    "empty publish": lambda x: x["t"].publish(""),
+    "publish attribute": lambda x: x["t"].publish(
+        "m", attributes={"a": {"DataType": "Number", "StringValue": "x"}}
+    ),
+    "subject with a line break": lambda x: x["t"].publish("m", subject="a\nb"),
+    "message structure": lambda x: x["t"].publish("m", message_structure="json"),
+    "fifo topic without group": lambda x: x["ft"].publish("m"),
+    "missing subscription": lambda x: x["b"].subscription(x["t"].arn + ":nope"),
+    "subscription ARN": lambda x: x["b"].subscription("garbage"),
+    "topic ARN": lambda x: x["b"].topic("arn:aws:sns:nope"),
+    "batch ids": lambda x: x["t"].publish_batch(
+        [{"Id": "a", "Message": "m"}, {"Id": "a", "Message": "m"}]
+    ),
+    "move task from a queue no one dead-letters to": lambda x: x["b"].start_message_move_task(
+        x["q"].arn
+    ),
+    "move tasks of a missing queue": lambda x: x["b"].list_message_move_tasks(x["q"].arn + "-nope"),
+    "cancel task handle": lambda x: x["b"].cancel_message_move_task("nope"),
+    "dead-letter sources of a missing queue": lambda x: x["b"].list_dead_letter_source_queues(
+        "nope"
+    ),
+    "confirmation token": lambda x: x["t"].confirm_subscription("token"),
+    "permission action": lambda x: x["t"].add_permission("l", ["123456789012"], ["Nope"]),
+    "http endpoint": lambda x: x["t"].subscribe("ftp://x", protocol="http"),
+}
+
+
+def _resources(broker: Any) -> dict[str, Any]:
+    q = broker.create_queue("q")
+    t = broker.create_topic("t")
+    return {
+        "b": broker,
+        "q": q,
+        "f": broker.create_queue("f.fifo", {"FifoQueue": "true"}),
+        "t": t,
+        "s": t.subscribe(q),
+        "ft": broker.create_topic("ft.fifo", {"FifoTopic": "true"}),
+    }
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory: pytest.TempPathFactory, daemon: Any) -> Iterator[tuple[Any, Any]]:
+    embedded = millpond.open(tmp_path_factory.mktemp("embedded"))
+    remote = _daemon_broker(daemon)
+    try:
+        yield _resources(embedded), _resources(remote)
+    finally:
+        remote.close()
+        embedded.close()
+
+
+def _error_of(call: Any, resources: dict[str, Any]) -> type[Exception] | None:
+    try:
+        call(resources)
+    except Exception as exc:
+        return type(exc)
+    return None
+
+
+@pytest.mark.parametrize("case", sorted(_WRONG_CALLS))
+def test_same_error_class_as_embedded(both: tuple[Any, Any], case: str) -> None:
+    embedded, remote = both
+    expected = _error_of(_WRONG_CALLS[case], embedded)
+    assert expected is not None and issubclass(expected, errors.MillpondError)
+    assert _error_of(_WRONG_CALLS[case], remote) is expected
+
+
 # -- messages ---------------------------------------------------------------------------------
 
 
