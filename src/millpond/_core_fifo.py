@@ -358,6 +358,8 @@ def _moved_record(
     MessageDeduplicationId becomes its message id. The message id stays, unless ``new_id``
     (queue_id, seq) names its new one (a redrive). A record that fails its check moves as it
     is (it is reported when a receive meets it)."""
+    if new_id is not None:
+        return core.renew_record(record, now_ms, *new_id)  # type: ignore[no-any-return]
     decoded = core.decode_record(record)
     if decoded is None:
         return record
@@ -366,8 +368,6 @@ def _moved_record(
         metadata = unpack_metadata(attrs)
         attrs = pack_metadata(metadata.get("a"), metadata.get("g"), message_id, metadata.get("t"))
     env_id, first_queue_id, seq = _RECORD_ID.unpack_from(record, _RECORD_ID_AT)
-    if new_id is not None:
-        first_queue_id, seq = new_id
     flags = core.record_flags(record)
     return core.encode_record(now_ms, env_id, first_queue_id, seq, attrs, body, flags)  # type: ignore[no-any-return]
 
