@@ -71,7 +71,6 @@ class _Connection:
         self._state = threading.Lock()  # guards _pending, _reader, error and the slots
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._packer_lock = threading.Lock()
 
     # -- one call ---------------------------------------------------------------------------------
 

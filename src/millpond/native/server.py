@@ -23,6 +23,7 @@ from typing import Any, cast
 import msgpack
 
 from millpond.errors import InvalidParameterValue, MillpondError
+from millpond.fifo_queue import FifoQueue
 from millpond.message import Message
 from millpond.native import errors, frames
 from millpond.native.errors import AccessDenied, ProtocolError
@@ -58,8 +59,7 @@ def _encode(value: Any) -> msgpack.ExtType:
             ],
         )
     if isinstance(value, Queue):
-        fifo = value._attributes.get("FifoQueue") == "true"
-        return frames.pack_ext(frames.QUEUE, [value.name, value.arn, fifo])
+        return frames.pack_ext(frames.QUEUE, [value.name, value.arn, isinstance(value, FifoQueue)])
     if isinstance(value, Topic):
         return frames.pack_ext(frames.TOPIC, [value.name, value.arn, value.fifo])
     if isinstance(value, Subscription):
