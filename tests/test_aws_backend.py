@@ -599,6 +599,8 @@ def test_connect_url_options(daemon: Any, name: str) -> None:
         assert q.arn == broker.arn("sqs", name)
     with pytest.raises(errors.InvalidParameterValue, match="unknown sqs:// option"):
         millpond.connect(f"sqs://us-east-1?endpoint={daemon.url}")
+    with pytest.raises(errors.InvalidParameterValue, match="clock: only a data directory"):
+        millpond.connect(f"sqs://us-east-1?endpoint_url={daemon.url}", clock=millpond.ManualClock())
     with pytest.raises(errors.InvalidParameterValue):
         millpond.connect("sqs://")
 

@@ -37,6 +37,9 @@ _OPTIONS = (
     "account_id",
 )
 
+# millpond.open's options, which have no meaning over AWS
+_EMBEDDED_ONLY = frozenset({"clock", "durability", "core", "map_size", "max_map_size", "reserve"})
+
 
 def _verify(value: bool | str | None) -> bool | str | None:
     """TLS verification from a keyword or a URL's query: "false" turns it off, "true" on,
@@ -88,9 +91,16 @@ class AwsBroker:
             InvalidParameterValue: an option this backend does not know.
         """
         if unknown:
+            local = sorted(_EMBEDDED_ONLY & unknown.keys())
             raise InvalidParameterValue(
                 f"unknown sqs:// option(s) {', '.join(sorted(unknown))}: the options are "
                 f"{', '.join(_OPTIONS)}"
+                + (
+                    f" ({', '.join(local)}: only a data directory has that; AWS keeps time and "
+                    "durability itself)"
+                    if local
+                    else ""
+                )
             )
         self.region = region
         self._account_id = account_id
