@@ -8,6 +8,7 @@ account id and partition, learnt from the first queue URL or ARN seen.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping
 from types import TracebackType
@@ -160,9 +161,14 @@ class AwsBroker:
                 return
             params["NextToken"] = token
 
-    def _trace_header(self, header: str | None) -> _TraceHeader:
+    @contextlib.contextmanager
+    def _trace_header(self, header: str | None) -> Iterator[None]:
         """``with broker._trace_header(h):`` the publishes of this thread carry ``h``."""
-        return _TraceHeader(self._trace, header)
+        self._trace.header = header
+        try:
+            yield
+        finally:
+            self._trace.header = None
 
     def _add_trace_header(self, request: Any, **_: Any) -> None:
         header = getattr(self._trace, "header", None)
@@ -379,17 +385,3 @@ class AwsBroker:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class _TraceHeader:
-    """Sets the calling thread's trace header for the publishes inside a ``with`` block."""
-
-    def __init__(self, local: threading.local, header: str | None) -> None:
-        self._local = local
-        self._header = header
-
-    def __enter__(self) -> None:
-        self._local.header = self._header
-
-    def __exit__(self, *exc: object) -> None:
-        self._local.header = None
