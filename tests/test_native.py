@@ -475,6 +475,40 @@ def test_threads_share_one_client(client: Client, name: str) -> None:
     )
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def test_a_caller_interrupted_while_waiting_does_not_stall_the_client(
+    client: Client, name: str
+) -> None:
+    # Thread A reads the socket (its long poll); the main thread waits for its own answer and
+    # is interrupted (as by Ctrl-C). The reader's role must not be handed to the call that
+    # nobody waits for any more.
+    a, b = client.create_queue(name + "-a"), client.create_queue(name + "-b")
+    reader = threading.Thread(target=lambda: a.receive(1, wait_seconds=2))
+    reader.start()
+    time.sleep(0.3)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise _Interrupt()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(_Interrupt):
+            b.receive(1, wait_seconds=4)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    reader.join(10)
+    later: list[Any] = []
+    after = threading.Thread(target=lambda: later.append(client.list_queues(name)))
+    after.start()
+    after.join(10)
+    assert later == [[name + "-a", name + "-b"]], "the client stalled"
+
+
 def test_closed_client_raises_and_context_manager(daemon: Daemon) -> None:
     with millpond.connect(daemon.native_url) as c:
         assert isinstance(c.list_queues(), list)

@@ -42,9 +42,10 @@ class _Slot:
     """One call awaiting its answer. ``lock`` is held from creation and released to wake the
     caller: with its answer, or with the reader's role handed on to it."""
 
-    __slots__ = ("lock", "done", "ok", "value")
+    __slots__ = ("rid", "lock", "done", "ok", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, rid: int) -> None:
+        self.rid = rid
         self.lock = threading.Lock()
         self.lock.acquire()
         self.done = False
@@ -82,7 +83,7 @@ class _Connection:
             raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
         if len(data) - 4 > self.max_frame:
             raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_frame))
-        slot = _Slot()
+        slot = _Slot(rid)
         with self._state:
             if self.error is not None:
                 raise ConnectionLost(str(self.error))
@@ -102,7 +103,11 @@ class _Connection:
                 self._reader = slot
             reading = self._reader is slot
         if not reading:
-            slot.lock.acquire()  # until answered, or handed the reader's role
+            try:
+                slot.lock.acquire()  # until answered, or handed the reader's role
+            except BaseException:  # interrupted (Ctrl-C): stop waiting, and read for no one
+                self._abandon(slot)
+                raise
             with self._state:
                 if slot.done:
                     return slot.result()
@@ -120,11 +125,23 @@ class _Connection:
                 raise
         finally:
             with self._state:
-                self._reader = None
-                if self._pending:  # someone else still waits: hand the socket on
-                    self._reader = next(iter(self._pending.values()))
-                    self._reader.lock.release()
+                self._hand_on()
         return slot.result()
+
+    def _hand_on(self) -> None:
+        """The reader is done: hand the socket to a call still waiting (caller holds _state)."""
+        self._reader = None
+        if self._pending:
+            self._reader = next(iter(self._pending.values()))
+            self._reader.lock.release()
+
+    def _abandon(self, slot: _Slot) -> None:
+        """A caller stopped waiting: its answer goes nowhere, and if it had just been handed
+        the reader's role, the role goes on to another call."""
+        with self._state:
+            self._pending.pop(slot.rid, None)
+            if self._reader is slot:
+                self._hand_on()
 
     # -- the socket -------------------------------------------------------------------------------
 
