@@ -436,6 +436,23 @@ def test_dead_letter_source_arn(daemon_broker: AwsBroker, name: str) -> None:
     assert dead.dead_letter_source_arn == q.arn
 
 
+def test_message_move_task(daemon_broker: AwsBroker, name: str) -> None:
+    """moto has no message move tasks: daemon only."""
+    dlq = daemon_broker.create_queue(name + "-dlq")
+    policy = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}
+    q = daemon_broker.create_queue(name, {"RedrivePolicy": json.dumps(policy)})
+    q.send("poison")
+    _drain(q, 1, visibility_timeout=0)
+    _drain(q, 1, wait=1)  # moved to the dead-letter queue
+    handle = daemon_broker.start_message_move_task(dlq.arn, max_messages_per_second=10)
+    assert isinstance(handle, str) and handle
+    (back,) = _drain(q, 1)
+    assert back.text == "poison"
+    (task,) = daemon_broker.list_message_move_tasks(dlq.arn)
+    assert task["SourceArn"] == dlq.arn and task["MaxNumberOfMessagesPerSecond"] == 10
+    assert task["Status"] in ("RUNNING", "COMPLETED")
+
+
 # -- topics and the queue policy ----------------------------------------------------------------
 
 
@@ -569,6 +586,23 @@ def test_fifo_topic_publish_answers_sequence_number(daemon_broker: AwsBroker, na
     assert json.loads(m.body)["MessageId"] == answer["MessageId"]
     with pytest.raises(InvalidParameter):  # a standard queue on a FIFO topic
         topic.subscribe(daemon_broker.create_queue(name))
+
+
+def test_http_subscription_is_pending(daemon_broker: AwsBroker, name: str) -> None:
+    """An HTTP/S subscription awaits its confirmation; SNS lists it as PendingConfirmation."""
+    topic = daemon_broker.create_topic(name)
+    sub = topic.subscribe("http://127.0.0.1:9/hook", protocol="http")
+    assert (sub.pending, sub.protocol, sub.endpoint, sub.queue_name) == (
+        True,
+        "http",
+        "http://127.0.0.1:9/hook",
+        "",
+    )
+    assert sub.get_attributes()["PendingConfirmation"] == "true"
+    (listed,) = topic.list_subscriptions()
+    assert (listed.arn, listed.pending) == ("PendingConfirmation", True)
+    with pytest.raises(InvalidParameter):
+        topic.confirm_subscription("not-the-token")
 
 
 def test_publish_trace_header_reaches_the_queue(daemon_broker: AwsBroker, name: str) -> None:
