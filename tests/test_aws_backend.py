@@ -44,23 +44,12 @@ def name() -> str:
 
 
 @pytest.fixture
-def moto_broker() -> Iterator[AwsBroker]:
+def moto_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsBroker]:
     moto = pytest.importorskip("moto")
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    mock = moto.mock_aws()
-    mock.start()
-    try:
-        with millpond.connect("sqs://us-east-1") as broker:
-            yield broker
-    finally:
-        mock.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    with moto.mock_aws(), millpond.connect("sqs://us-east-1") as broker:
+        yield broker
 
 
 def _daemon_broker(daemon: Any) -> AwsBroker:
@@ -412,38 +401,34 @@ def test_fifo_sequence_numbers_and_attempt_id(daemon_broker: AwsBroker, name: st
 # -- dead-letter queues -------------------------------------------------------------------------
 
 
-def test_dead_letter_queue_by_redrive_policy(aws: AwsBroker, name: str) -> None:
-    dlq = aws.create_queue(name + "-dlq")
+def _dead_lettered(broker: AwsBroker, name: str) -> tuple[Any, Any]:
+    """(queue, its dead-letter queue), one message moved there by its second receive."""
+    dlq = broker.create_queue(name + "-dlq")
     policy = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}
-    q = aws.create_queue(name, {"RedrivePolicy": json.dumps(policy)})
-    assert aws.list_dead_letter_source_queues(dlq.name) == [name]
+    q = broker.create_queue(name, {"RedrivePolicy": json.dumps(policy)})
     q.send("poison")
     assert len(_drain(q, 1, visibility_timeout=0)) == 1
     assert _drain(q, 1, wait=2) == []  # the second receive moved it
+    return q, dlq
+
+
+def test_dead_letter_queue_by_redrive_policy(aws: AwsBroker, name: str) -> None:
+    q, dlq = _dead_lettered(aws, name)
+    assert aws.list_dead_letter_source_queues(dlq.name) == [name]
     (dead,) = _drain(dlq, 1)
     assert dead.text == "poison"
 
 
 def test_dead_letter_source_arn(daemon_broker: AwsBroker, name: str) -> None:
     """moto never returns DeadLetterQueueSourceArn: daemon only."""
-    dlq = daemon_broker.create_queue(name + "-dlq")
-    policy = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}
-    q = daemon_broker.create_queue(name, {"RedrivePolicy": json.dumps(policy)})
-    q.send("poison")
-    _drain(q, 1, visibility_timeout=0)
-    _drain(q, 1, wait=1)
+    q, dlq = _dead_lettered(daemon_broker, name)
     (dead,) = _drain(dlq, 1)
     assert dead.dead_letter_source_arn == q.arn
 
 
 def test_message_move_task(daemon_broker: AwsBroker, name: str) -> None:
     """moto has no message move tasks: daemon only."""
-    dlq = daemon_broker.create_queue(name + "-dlq")
-    policy = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}
-    q = daemon_broker.create_queue(name, {"RedrivePolicy": json.dumps(policy)})
-    q.send("poison")
-    _drain(q, 1, visibility_timeout=0)
-    _drain(q, 1, wait=1)  # moved to the dead-letter queue
+    q, dlq = _dead_lettered(daemon_broker, name)
     handle = daemon_broker.start_message_move_task(dlq.arn, max_messages_per_second=10)
     assert isinstance(handle, str) and handle
     (back,) = _drain(q, 1)
