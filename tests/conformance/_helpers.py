@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -71,3 +72,27 @@ def md5_of_attributes(attributes: Mapping[str, Mapping[str, Any]]) -> str:
             out += b"\x01"
         out += struct.pack(">I", len(value)) + value
     return hashlib.md5(out).hexdigest()
+
+
+def receive_woken_by(queue: Any, action: Any, *, wait_seconds: int | None = 15) -> list[Any]:
+    """Long-poll ``queue`` while another thread runs ``action()`` after 0.5 s; returns what the
+    poll got, checking it returned soon after the action instead of at the end of the wait.
+
+    ``wait_seconds=None`` leaves the wait to the queue's ReceiveMessageWaitTimeSeconds.
+    """
+
+    def later() -> None:
+        time.sleep(0.5)
+        action()
+
+    thread = threading.Thread(target=later)
+    started = time.monotonic()
+    thread.start()
+    try:
+        messages: list[Any] = queue.receive(10, wait_seconds=wait_seconds)
+    finally:
+        thread.join()
+    elapsed = time.monotonic() - started
+    assert messages, f"the long poll returned empty after {elapsed:.1f} s"
+    assert 0.4 <= elapsed < 5, f"the long poll returned after {elapsed:.1f} s"
+    return messages

@@ -42,6 +42,24 @@ LIMITS: dict[str, dict[str, str]] = {
         "moto": f"{_MOTO} draws SequenceNumber as 20 random digits, and only for messages sent "
         "with an explicit MessageDeduplicationId (moto/sqs/models.py SQSBackend.send_message)",
     },
+    "sqs-fifo-long-poll-unblock": {
+        "moto": f"{_MOTO} works out the blocked FIFO groups once when a long poll starts, so a "
+        "delete that unblocks a group is not seen until the next poll (moto/sqs/models.py "
+        "SQSBackend.receive_message: currently_pending_groups)",
+    },
+    "sqs-fifo-deduplication-scope": {
+        "moto": f"{_MOTO} stores DeduplicationScope but de-duplicates across the whole queue "
+        "(moto/sqs/models.py Queue.add_message)",
+    },
+    "sqs-fifo-receive-attempt-id": {
+        "moto": f"{_MOTO} ignores ReceiveRequestAttemptId (moto/sqs/responses.py "
+        "receive_message never reads it)",
+    },
+    "sqs-fifo-expired-handle": {
+        "moto": f"{_MOTO} deletes through any receipt handle a message ever had, also on FIFO "
+        "queues after the visibility ran out (moto/sqs/models.py Queue.delete_message: "
+        "had_receipt_handle)",
+    },
     "sqs-attributes-count-toward-size": {
         "moto": f"{_MOTO} checks only len(MessageBody) against MaximumMessageSize, not the "
         "message attributes (moto/sqs/models.py SQSBackend._validate_message)",
@@ -55,6 +73,10 @@ LIMITS: dict[str, dict[str, str]] = {
     "sqs-attribute-validation": {
         "moto": f"{_MOTO} range-checks no queue attribute but MaximumMessageSize on create and "
         "takes unknown names (moto/sqs/models.py Queue.__init__ / _set_attributes)",
+    },
+    "sqs-fifo-name-validation": {
+        "moto": f"{_MOTO} creates a standard queue with a .fifo name (moto/sqs/models.py "
+        "Queue.name setter: r'^[a-zA-Z0-9\\_-]{1,75}(\\.fifo)?$')",
     },
     "sqs-purge-interval": {
         "moto": f"{_MOTO} purges any number of times (moto/sqs/models.py "
@@ -75,6 +97,18 @@ LIMITS: dict[str, dict[str, str]] = {
         "moto": f"{_MOTO} raises TypeError ('Strings must be encoded before hashing', "
         "moto/sqs/models.py Message.attribute_md5) delivering a Binary attribute raw to SQS",
     },
+    "sns-raw-attribute-limit": {
+        "moto": f"{_MOTO} delivers raw messages with any number of attributes "
+        "(moto/sns/models.py Subscription.publish has no 10-attribute check)",
+    },
+    "sns-create-topic-conflict": {
+        "moto": f"{_MOTO} returns the existing topic whatever attributes CreateTopic gives "
+        "(moto/sns/models.py SNSBackend.create_topic)",
+    },
+    "sns-subscribe-conflict": {
+        "moto": f"{_MOTO} returns the existing subscription of an endpoint without comparing "
+        "attributes (moto/sns/models.py SNSBackend.subscribe: _find_subscription)",
+    },
     "sns-fifo-envelope": {
         "moto": f"{_MOTO}'s envelope has no SequenceNumber and keeps the signature fields on "
         "FIFO topics (moto/sns/models.py Subscription.get_post_data)",
@@ -89,9 +123,10 @@ LIMITS: dict[str, dict[str, str]] = {
         "MissingParameter, AWS with InvalidParameter (moto/sns/models.py SNSBackend.publish)",
     },
     "sns-publish-validation": {
-        "moto": f"{_MOTO} publishes an empty message and answers 'Message too long' with code "
-        "InvalidParameterValue instead of InvalidParameter (moto/sns/models.py "
-        "SNSBackend.publish)",
+        "moto": f"{_MOTO} publishes an empty message, a Number attribute beyond 10^9 and a "
+        "Subject with line breaks or of 100 characters, and answers 'Message too long' with "
+        "code InvalidParameterValue instead of InvalidParameter (moto/sns/models.py "
+        "SNSBackend.publish checks only len(subject) > 100 and the message length)",
     },
     "sns-filter-policy-validation": {
         "moto": f"{_MOTO} validates part of the filter policy grammar only, raises a Python "

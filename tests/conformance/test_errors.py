@@ -30,7 +30,7 @@ from millpond.errors import (
     TooManyEntriesInBatchRequest,
     TopicNotFound,
 )
-from millpond.sns_envelope import InvalidParameter
+from millpond.sns_envelope import InvalidParameter, ParameterValueInvalid
 from tests.conformance._helpers import drain, number, string
 from tests.conformance._limits import requires
 
@@ -212,6 +212,41 @@ def test_unknown_queue_attribute(broker: Any, name: str) -> None:
     assert broker.list_queues(name) == []
 
 
+def test_get_unknown_queue_attribute(broker: Any, name: str) -> None:
+    """GetQueueAttributes of a name SQS does not know: InvalidAttributeName (AWS
+    API_GetQueueAttributes errors)."""
+    q = broker.create_queue(name)
+    with pytest.raises(InvalidAttributeName):
+        q.get_attributes(["NoSuchAttribute"])
+
+
+@requires("sqs-attribute-validation")
+def test_queue_type_cannot_change(broker: Any, name: str) -> None:
+    """A standard queue refuses FIFO attributes: "Unknown Attribute
+    ContentBasedDeduplication." (InvalidAttributeName); a FIFO queue cannot become standard:
+    "...Reason: Modifying queue type is not supported." (InvalidAttributeValue) (AWS-recorded,
+    reference §1.2 SetQueueAttributes)."""
+    q = broker.create_queue(name)
+    with pytest.raises(InvalidAttributeName):
+        q.set_attributes({"ContentBasedDeduplication": "true"})
+    fifo = broker.create_queue(name + ".fifo", {"FifoQueue": "true"})
+    with pytest.raises(InvalidAttributeValue):
+        fifo.set_attributes({"FifoQueue": "false"})
+    assert fifo.get_attributes(["FifoQueue"]) == {"FifoQueue": "true"}
+
+
+@requires("sqs-fifo-name-validation")
+def test_fifo_queue_name_and_attribute_go_together(broker: Any, name: str) -> None:
+    """A FIFO queue's name ends in .fifo and it needs FifoQueue=true; either without the other
+    is refused with InvalidParameterValue (AWS API_CreateQueue: "A FIFO queue name must end
+    with the .fifo suffix"; reference §1.2 CreateQueue)."""
+    with pytest.raises(InvalidParameterValue):
+        broker.create_queue(name, {"FifoQueue": "true"})
+    with pytest.raises(InvalidParameterValue):
+        broker.create_queue(name + ".fifo")
+    assert broker.list_queues(name) == []
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -232,6 +267,20 @@ def test_request_parameter_out_of_range(broker: Any, name: str, call: Any) -> No
     with pytest.raises(InvalidParameterValue):
         call(q)
     assert q.receive(10) == []
+
+
+@requires("sqs-fifo-expired-handle")
+def test_fifo_handle_expires_with_its_visibility(broker: Any, name: str) -> None:
+    """On a FIFO queue a receipt handle whose visibility timeout ran out no longer deletes:
+    InvalidParameterValue "...Reason: The receipt handle has expired." (AWS-recorded
+    2025-03, reference §1.6 Receipt handles)."""
+    q = broker.create_queue(name + ".fifo", {"FifoQueue": "true"})
+    q.send("m", group_id="g", deduplication_id="d")
+    (m,) = drain(q, 1, visibility_timeout=0)
+    with pytest.raises(InvalidParameterValue):
+        q.delete(m.receipt_handle)
+    (again,) = drain(q, 1)
+    assert (again.message_id, again.receive_count) == (m.message_id, 2)
 
 
 def test_change_visibility_out_of_range(broker: Any, name: str) -> None:
@@ -409,6 +458,33 @@ def test_publish_message_rules(broker: Any, name: str) -> None:
         topic.publish("")
     with pytest.raises(InvalidParameter):
         topic.publish("m" * (262_144 + 1))
+    assert q.receive(10) == []
+
+
+@requires("sns-publish-validation")
+def test_sns_number_attribute_out_of_range(broker: Any, name: str) -> None:
+    """SNS Number attributes lie within -10^9..10^9 (reference §2.4; AWS
+    sns-message-attributes.html "Number ... -10^9 to 10^9"): a bigger one is refused with
+    SNS's InvalidParameterValue (ParameterValueInvalid); nothing is delivered."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q, raw_message_delivery=True)
+    with pytest.raises(ParameterValueInvalid):
+        topic.publish("too big", attributes={"n": number("1000000001")})
+    assert q.receive(10) == []
+
+
+@requires("sns-publish-validation")
+def test_sns_subject_rules(broker: Any, name: str) -> None:
+    """A Subject "must not include line breaks or control characters; and must be less than
+    100 characters long" (AWS API_Publish Subject): InvalidParameter."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q)
+    with pytest.raises(InvalidParameter):
+        topic.publish("m", subject="two\nlines")
+    with pytest.raises(InvalidParameter):
+        topic.publish("m", subject="s" * 100)
     assert q.receive(10) == []
 
 

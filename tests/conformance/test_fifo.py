@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from millpond.errors import InvalidParameterValue, MissingParameter
-from tests.conformance._helpers import bodies, drain
+from tests.conformance._helpers import bodies, drain, receive_woken_by
 from tests.conformance._limits import requires
 
 
@@ -195,3 +195,58 @@ def test_fifo_refuses_per_message_delay(broker: Any, name: str) -> None:
     with pytest.raises(InvalidParameterValue):
         q.send("late", group_id="g", delay_seconds=5)
     assert q.receive(10) == []
+
+
+def test_sending_to_a_blocked_group_does_not_unblock_it(broker: Any, name: str) -> None:
+    """A new message for a group whose message is in flight waits too (reference §1.6:
+    "sending new messages to a group does not unlock it", LocalStack#8724)."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send("a1", group_id="A")
+    (a1,) = drain(q, 1)
+    q.send("a2", group_id="A")
+    assert q.receive(10) == []
+    q.delete(a1.receipt_handle)
+    assert bodies(drain(q, 1)) == ["a2"]
+
+
+@requires("sqs-fifo-long-poll-unblock")
+def test_long_poll_woken_when_the_group_is_unblocked(broker: Any, name: str) -> None:
+    """A long poll waiting behind an in-flight message returns as soon as that message is
+    deleted and the group's next one is available (AWS sqs-short-and-long-polling.html)."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send_batch([{"body": "a1", "group_id": "A"}, {"body": "a2", "group_id": "A"}])
+    (a1,) = q.receive(1, wait_seconds=2)
+    got = receive_woken_by(q, lambda: q.delete(a1.receipt_handle))
+    assert bodies(got) == ["a2"]
+
+
+@requires("sqs-fifo-deduplication-scope")
+def test_deduplication_scope_message_group(broker: Any, name: str) -> None:
+    """With DeduplicationScope messageGroup a deduplication id is unique per group: the same
+    id in two groups is two messages, in one group one (AWS high-throughput-fifo.html; AWS
+    API_SetQueueAttributes DeduplicationScope; reference §1.3)."""
+    q = _fifo(
+        broker, name, DeduplicationScope="messageGroup", FifoThroughputLimit="perMessageGroupId"
+    )
+    q.send("x1", group_id="x", deduplication_id="same")
+    q.send("y1", group_id="y", deduplication_id="same")
+    q.send("x2", group_id="x", deduplication_id="same")
+    got = _receive_in_order(q, 2)
+    assert sorted(bodies(got)) == ["x1", "y1"]
+    assert q.receive(10) == []
+
+
+@requires("sqs-fifo-receive-attempt-id")
+def test_receive_request_attempt_id(broker: Any, name: str) -> None:
+    """A receive retried with the same ReceiveRequestAttemptId returns the same messages and
+    receipt handles (AWS API_ReceiveMessage ReceiveRequestAttemptId: "...returns the same
+    messages and receipt handles"; reference §1.6)."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send_batch([{"body": f"m{i}", "group_id": "g"} for i in range(3)])
+    first = q.receive(10, wait_seconds=2, attempt_id="attempt-1")
+    assert first
+    again = q.receive(10, attempt_id="attempt-1")
+    assert [(m.message_id, m.receipt_handle) for m in again] == [
+        (m.message_id, m.receipt_handle) for m in first
+    ]
+    q.delete_batch([m.receipt_handle for m in again])

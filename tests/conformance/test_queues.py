@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.conformance._helpers import (
     drain,
     md5_of_attributes,
     number,
+    receive_woken_by,
     string,
 )
 from tests.conformance._limits import requires
@@ -298,10 +298,25 @@ def test_delete_twice_succeeds(broker: Any, name: str) -> None:
     assert q.receive(10) == []
 
 
-def test_purge(broker: Any, name: str) -> None:
-    """PurgeQueue deletes available and in-flight messages (reference §1.2 PurgeQueue)."""
+def test_older_receipt_handle_still_deletes(broker: Any, name: str) -> None:
+    """On a standard queue the handle of an earlier receive still deletes the message
+    (AWS-validated: receive, receive again, DeleteMessage with the old handle -> 200 and the
+    message is gone; reference §1.6 Receipt handles)."""
     q = broker.create_queue(name)
-    q.send_batch(["a", "b", "c"])
+    q.send("twice received")
+    (first,) = drain(q, 1, visibility_timeout=0)
+    (second,) = drain(q, 1, visibility_timeout=0)
+    assert (second.message_id, second.receive_count) == (first.message_id, 2)
+    q.delete(first.receipt_handle)
+    assert q.receive(10) == []
+
+
+def test_purge(broker: Any, name: str) -> None:
+    """PurgeQueue deletes available, in-flight and delayed messages (reference §1.2
+    PurgeQueue: "deletes available + in-flight"; AWS API_PurgeQueue: "Deletes available
+    messages in a queue (including in-flight messages)")."""
+    q = broker.create_queue(name)
+    q.send_batch(["a", "b", "c", {"body": "later", "delay_seconds": 900}])
     assert len(drain(q, 1)) == 1  # one in flight
     q.purge()
     assert q.receive(10) == []
@@ -384,21 +399,27 @@ def test_long_poll_returns_when_a_message_is_sent(broker: Any, name: str) -> Non
     """A long poll returns as soon as a message arrives, not at the end of WaitTimeSeconds
     (AWS sqs-short-and-long-polling.html; reference §1.6 Long polling)."""
     q = broker.create_queue(name)
+    assert bodies(receive_woken_by(q, lambda: q.send("woken"))) == ["woken"]
 
-    def send_later() -> None:
-        time.sleep(0.5)
-        q.send("woken")
 
-    sender = threading.Thread(target=send_later)
-    started = time.monotonic()
-    sender.start()
-    try:
-        messages = q.receive(10, wait_seconds=15)
-    finally:
-        sender.join()
-    elapsed = time.monotonic() - started
-    assert bodies(messages) == ["woken"]
-    assert 0.4 <= elapsed < 5
+def test_long_poll_wait_from_queue_attribute(broker: Any, name: str) -> None:
+    """A receive that gives no WaitTimeSeconds long-polls for the queue's
+    ReceiveMessageWaitTimeSeconds (reference §1.3: "queue default for long polling when
+    request omits WaitTimeSeconds")."""
+    q = broker.create_queue(name, {"ReceiveMessageWaitTimeSeconds": "10"})
+    got = receive_woken_by(q, lambda: q.send("by default"), wait_seconds=None)
+    assert bodies(got) == ["by default"]
+
+
+def test_long_poll_returns_when_a_message_becomes_visible(broker: Any, name: str) -> None:
+    """A message made visible by ChangeMessageVisibility(0) is "available": a waiting long
+    poll returns it at once (AWS sqs-short-and-long-polling.html: long polling returns "as
+    soon as a message is available")."""
+    q = broker.create_queue(name)
+    q.send("back")
+    (m,) = drain(q, 1)
+    got = receive_woken_by(q, lambda: q.change_visibility(m.receipt_handle, 0))
+    assert [(g.message_id, g.receive_count) for g in got] == [(m.message_id, 2)]
 
 
 def test_long_poll_times_out_empty(broker: Any, name: str) -> None:

@@ -18,7 +18,16 @@ from typing import Any
 import pytest
 
 from millpond.errors import TopicNotFound
-from tests.conformance._helpers import binary, bodies, drain, number, string
+from millpond.sns_envelope import InvalidParameter
+from tests.conformance._helpers import (
+    binary,
+    bodies,
+    drain,
+    md5_of_attributes,
+    number,
+    receive_woken_by,
+    string,
+)
 from tests.conformance._limits import requires
 
 # -- topics and subscriptions ---------------------------------------------------------------------
@@ -141,6 +150,7 @@ def test_raw_delivery(broker: Any, name: str) -> None:
     (m,) = drain(q, 1)
     assert m.body == b'{"not": "wrapped"}'
     assert m.attributes == attributes
+    assert m.md5_of_message_attributes == md5_of_attributes(attributes)
 
 
 @requires("sns-raw-binary-attribute")
@@ -153,6 +163,90 @@ def test_raw_delivery_binary_attribute(broker: Any, name: str) -> None:
     topic.publish("binary", attributes={"bin": binary(b"\x00\x01\xff")})
     (m,) = drain(q, 1)
     assert m.attributes == {"bin": binary(b"\x00\x01\xff")}
+
+
+@requires("sns-raw-attribute-limit")
+def test_raw_delivery_drops_more_than_ten_attributes(broker: Any, name: str) -> None:
+    """ "Messages with more than 10 message attributes directed towards Raw Message Delivery
+    enabled Amazon SQS subscriptions will be discarded as client side errors"; without raw
+    delivery the envelope carries them all (AWS SNSMessageAttributes.html)."""
+    topic = broker.create_topic(name)
+    raw = broker.create_queue(name + "-raw")
+    wrapped = broker.create_queue(name + "-wrapped")
+    topic.subscribe(raw, raw_message_delivery=True)
+    topic.subscribe(wrapped)
+    attributes = {f"a{i}": string(str(i)) for i in range(11)}
+    topic.publish("eleven", attributes=attributes)
+    envelope = json.loads(drain(wrapped, 1)[0].body)
+    assert len(envelope["MessageAttributes"]) == 11
+    assert raw.receive(10) == []
+
+
+def test_message_structure_json(broker: Any, name: str) -> None:
+    """MessageStructure "json": the message is a JSON object of per-protocol messages, an SQS
+    subscriber gets the "sqs" one (else "default") (AWS API_Publish MessageStructure)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q, raw_message_delivery=True)
+    topic.publish(json.dumps({"default": "for all", "sqs": "for queues"}), message_structure="json")
+    topic.publish(json.dumps({"default": "only default"}), message_structure="json")
+    assert sorted(bodies(drain(q, 2))) == ["for queues", "only default"]
+
+
+def test_publish_wakes_a_long_poll(broker: Any, name: str) -> None:
+    """A message published to a topic is "available" in the subscribed queue: a long poll
+    waiting there returns it at once (AWS sqs-short-and-long-polling.html)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q, raw_message_delivery=True)
+    assert bodies(receive_woken_by(q, lambda: topic.publish("fanned out"))) == ["fanned out"]
+
+
+def test_topic_attributes(broker: Any, name: str) -> None:
+    """GetTopicAttributes has TopicArn and what was set (DisplayName); SetTopicAttributes
+    changes it (AWS API_GetTopicAttributes, API_SetTopicAttributes)."""
+    topic = broker.create_topic(name, {"DisplayName": "Pond news"})
+    attributes = topic.get_attributes()
+    assert attributes["TopicArn"] == topic.arn
+    assert attributes["DisplayName"] == "Pond news"
+    topic.set_attributes({"DisplayName": "Renamed"})
+    assert broker.topic(name).get_attributes()["DisplayName"] == "Renamed"
+    assert broker.create_topic(name, {"DisplayName": "Renamed"}).arn == topic.arn
+
+
+@requires("sns-create-topic-conflict")
+def test_create_topic_again_with_other_attributes(broker: Any, name: str) -> None:
+    """CreateTopic with an existing name and other attributes fails: "Invalid parameter:
+    Attributes Reason: Topic already exists with different attributes" (AWS-recorded,
+    reference §2.2): InvalidParameter."""
+    broker.create_topic(name, {"DisplayName": "Pond news"})
+    with pytest.raises(InvalidParameter):
+        broker.create_topic(name, {"DisplayName": "Other"})
+    assert broker.topic(name).get_attributes()["DisplayName"] == "Pond news"
+
+
+def test_set_raw_message_delivery(broker: Any, name: str) -> None:
+    """RawMessageDelivery changes through SetSubscriptionAttributes and governs the next
+    publish (AWS example_sns_SetSubscriptionAttributes_section.html)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    sub = topic.subscribe(q, raw_message_delivery=True)
+    sub.set_attributes({"RawMessageDelivery": "false"})
+    topic.publish("wrapped now")
+    assert json.loads(drain(q, 1)[0].body)["Message"] == "wrapped now"
+
+
+@requires("sns-subscribe-conflict")
+def test_subscribe_again_with_other_attributes(broker: Any, name: str) -> None:
+    """Subscribing an endpoint again with other attributes fails: "Invalid parameter:
+    Attributes Reason: Subscription already exists with different attributes"
+    (AWS-recorded, reference §2.2): InvalidParameter; the subscription stays as it was."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    sub = topic.subscribe(q, raw_message_delivery=True)
+    with pytest.raises(InvalidParameter):
+        topic.subscribe(q, raw_message_delivery=False)
+    assert sub.get_attributes()["RawMessageDelivery"] == "true"
 
 
 def test_fan_out_to_every_subscription(broker: Any, name: str) -> None:
