@@ -129,10 +129,19 @@ LIMITS: dict[str, dict[str, str]] = {
         "SNSBackend.publish checks only len(subject) > 100 and the message length)",
     },
     "sns-filter-policy-validation": {
-        "moto": f"{_MOTO} validates part of the filter policy grammar only, raises a Python "
-        "JSONDecodeError for a policy that is not JSON, and words its errors without AWS's "
-        "'FilterPolicy:' reason, so they cannot be told from other InvalidParameter errors "
-        "(moto/sns/models.py SNSBackend._validate_filter_policy)",
+        "moto": f"{_MOTO} makes the subscription before it checks the policy, so a refused "
+        "Subscribe leaves it behind (moto/sns/responses.py SNSResponse.subscribe), takes "
+        "a non-string prefix, an empty array and anything-but suffix "
+        "(moto/sns/models.py SNSBackend._validate_filter_policy), and raises a Python "
+        "JSONDecodeError for a policy that is not JSON (set_subscription_attributes: "
+        "json.loads)",
+    },
+    "sns-filter-policy-operators": {
+        "moto": f"{_MOTO} knows no cidr operator ('Unrecognized match type cidr'), matches "
+        "equals-ignore-case only in body scope, does not match a dotted policy key against a "
+        "nested body, and counts $or combinations so that AWS's accepted policy #27 is 'too "
+        "complex' (moto/sns/utils.py FilterPolicyMatcher, moto/sns/models.py "
+        "_validate_filter_policy)",
     },
     "sns-publish-batch-validation": {
         "moto": f"{_MOTO} does not check the form of PublishBatch entry Ids nor refuse an "

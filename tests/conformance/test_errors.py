@@ -399,6 +399,8 @@ def test_publish_batch_errors(broker: Any, name: str, entries: Any, error: Any) 
         pytest.param({f"k{i}": ["v"] for i in range(6)}, None, id="six-keys"),
         pytest.param({"k": [f"v{i}" for i in range(151)]}, "MessageBody", id="too-complex"),
         pytest.param("{not json", None, id="not-json"),
+        # §3.5 #36 (AWS-recorded 2024-05): "Unsupported anything-but pattern: suffix"
+        pytest.param({"k": [{"anything-but": {"suffix": "test"}}]}, None, id="anything-but-suffix"),
     ],
 )
 @requires("sns-filter-policy-validation")
