@@ -109,6 +109,10 @@ LIMITS: dict[str, dict[str, str]] = {
         "moto": f"{_MOTO} returns the existing subscription of an endpoint without comparing "
         "attributes (moto/sns/models.py SNSBackend.subscribe: _find_subscription)",
     },
+    "sns-fifo-sequence-numbers": {
+        "moto": f"{_MOTO} answers Publish and PublishBatch to a FIFO topic without "
+        "SequenceNumber (moto/sns/responses.py publish / publish_batch never set it)",
+    },
     "sns-fifo-envelope": {
         "moto": f"{_MOTO}'s envelope has no SequenceNumber and keeps the signature fields on "
         "FIFO topics (moto/sns/models.py Subscription.get_post_data)",

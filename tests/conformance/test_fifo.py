@@ -169,6 +169,19 @@ def test_sequence_numbers_rise(broker: Any, name: str) -> None:
     assert numbers == sorted(numbers) and len(set(numbers)) == 4
 
 
+@requires("sqs-fifo-sequence-numbers")
+def test_send_batch_returns_sequence_numbers(broker: Any, name: str) -> None:
+    """SendMessageBatch answers each FIFO entry with its SequenceNumber (AWS
+    API_SendMessageBatch SendMessageBatchResultEntry.SequenceNumber), the one the message is
+    received with."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    sent = q.send_batch_detailed([{"body": f"m{i}", "group_id": "g"} for i in range(3)])
+    numbers = [int(number) for _, number in sent]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 3
+    got = _receive_in_order(q, 3)
+    assert [(m.message_id, m.sequence_number) for m in got] == sent
+
+
 def test_fifo_send_needs_group_id(broker: Any, name: str) -> None:
     """ "The request must contain the parameter MessageGroupId." (MissingParameter, reference
     §1.6 FIFO)."""

@@ -286,6 +286,29 @@ def test_change_visibility_zero_makes_message_visible(broker: Any, name: str) ->
     assert second.first_receive_timestamp == first.first_receive_timestamp
 
 
+def test_changed_visibility_is_not_remembered(broker: Any, name: str) -> None:
+    """A visibility set by ChangeMessageVisibility holds for that receive only: the next receive
+    hides the message for the queue's VisibilityTimeout again (AWS
+    API_ChangeMessageVisibility: "the new value isn't saved for subsequent receives";
+    reference §1.6); SentTimestamp does not change across receives."""
+    q = broker.create_queue(name)
+    q.send("again")
+    (first,) = drain(q, 1)
+    q.change_visibility(first.receipt_handle, 0)
+    (second,) = drain(q, 1)  # hidden for the queue's 30 s, not 0
+    assert q.receive(10) == []
+    assert second.sent_timestamp == first.sent_timestamp
+
+
+def test_group_id_on_a_standard_queue(broker: Any, name: str) -> None:
+    """A standard queue takes MessageGroupId since 2025-07 (fair queues) and returns it with
+    the message (AWS API_SendMessage MessageGroupId; reference §1.6 Fair queues)."""
+    q = broker.create_queue(name)
+    q.send("tenant work", group_id="tenant-1")
+    (m,) = drain(q, 1)
+    assert m.group_id == "tenant-1"
+
+
 def test_delete_twice_succeeds(broker: Any, name: str) -> None:
     """Deleting with the same receipt handle again succeeds (AWS-recorded: three deletes, all
     200; reference §1.6 Receipt handles) and the message does not come back."""
@@ -355,6 +378,7 @@ def test_approximate_counts(broker: Any, name: str) -> None:
 
 ALL_TYPES = {
     "text": string("héllo wörld"),
+    "my.attr-1_x": string("dots, hyphens and underscores in a name"),
     "label": string("tagged", "String.custom"),
     "int": number("42"),
     "float": number("-3.25", "Number.float"),
@@ -374,12 +398,40 @@ def test_message_attributes_round_trip(broker: Any, name: str) -> None:
     assert m.md5_of_message_attributes == md5_of_attributes(ALL_TYPES)
 
 
-def test_md5_of_message_attributes_aws_vector(broker: Any, name: str) -> None:
-    """AWS-recorded digest: MyAttribute=String "foobar" -> adb59cd4... (reference §1.5)."""
+@pytest.mark.parametrize(
+    ("attributes", "digest"),
+    [
+        pytest.param(
+            {"MyAttribute": string("foobar")}, "adb59cd4678ea5a855436b949cd07ab6", id="one"
+        ),
+        pytest.param(
+            {
+                "General": string("Kenobi"),
+                "Hello": string("There"),
+                "Help.Me": string("Me"),
+            },
+            "4c360f3fdafd970e05fae2f149d997f5",
+            id="three",
+        ),
+        pytest.param(
+            {
+                "attr1": binary(
+                    b"traceparent\x1e00-774062d6c37081a5a0b9b5b88e30627c-2d2482211f6489da-01"
+                )
+            },
+            "8cbe4db156db8a94db8b801b7addb984",
+            id="binary",
+        ),
+    ],
+)
+def test_md5_of_message_attributes_aws_vectors(
+    broker: Any, name: str, attributes: Any, digest: str
+) -> None:
+    """AWS-recorded MD5OfMessageAttributes digests (reference §1.5 "Verified test vectors")."""
     q = broker.create_queue(name)
-    q.send("foobar", attributes={"MyAttribute": string("foobar")})
+    q.send("foobar", attributes=attributes)
     (m,) = drain(q, 1)
-    assert m.md5_of_message_attributes == "adb59cd4678ea5a855436b949cd07ab6"
+    assert m.md5_of_message_attributes == digest
     assert m.md5_of_body == "3858f62230ac3c915f300c664312c63f"
 
 

@@ -249,6 +249,28 @@ def test_subscribe_again_with_other_attributes(broker: Any, name: str) -> None:
     assert sub.get_attributes()["RawMessageDelivery"] == "true"
 
 
+def test_topic_tags(broker: Any, name: str) -> None:
+    """CreateTopic tags, TagResource adds or replaces, UntagResource removes,
+    ListTagsForResource reads (AWS sns-tags.html)."""
+    topic = broker.create_topic(name, tags={"team": "pond"})
+    assert topic.tags() == {"team": "pond"}
+    topic.tag({"env": "test", "team": "lake"})
+    assert topic.tags() == {"team": "lake", "env": "test"}
+    topic.untag(["team"])
+    assert broker.topic(name).tags() == {"env": "test"}
+
+
+def test_standard_topic_forwards_group_id(broker: Any, name: str) -> None:
+    """A standard topic forwards a MessageGroupId to standard queue subscribers (SQS fair
+    queues, 2025-07; AWS API_Publish MessageGroupId; reference §2.5 "Standard topics")."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q, raw_message_delivery=True)
+    topic.publish("tenant work", group_id="tenant-1")
+    (m,) = drain(q, 1)
+    assert m.group_id == "tenant-1"
+
+
 def test_fan_out_to_every_subscription(broker: Any, name: str) -> None:
     """Each subscribed queue gets its own copy (reference §2.5)."""
     topic = broker.create_topic(name)
@@ -315,6 +337,22 @@ def test_fifo_topic_to_fifo_queue(broker: Any, name: str) -> None:
     assert [e["MessageId"] for e in envelopes] == ids
     assert {m.group_id for m in got} == {"g"}
     assert q.receive(10, wait_seconds=1) == []
+
+
+@requires("sns-fifo-sequence-numbers")
+def test_fifo_topic_publish_returns_sequence_numbers(broker: Any, name: str) -> None:
+    """Publish and PublishBatch to a FIFO topic answer with a SequenceNumber (AWS API_Publish,
+    API_PublishBatch: "applies only to FIFO topics"), rising from one message to the next."""
+    topic = broker.create_topic(
+        name + ".fifo", {"FifoTopic": "true", "ContentBasedDeduplication": "true"}
+    )
+    first = topic.publish_message("one", group_id="g")
+    batch = topic.publish_batch(
+        [{"Id": "a", "Message": "two", "MessageGroupId": "g"}]
+        + [{"Id": "b", "Message": "three", "MessageGroupId": "g"}]
+    )
+    numbers = [int(first["SequenceNumber"])] + [int(r["SequenceNumber"]) for r in batch]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 3
 
 
 @requires("sns-fifo-envelope")
