@@ -113,6 +113,11 @@ LIMITS: dict[str, dict[str, str]] = {
         "moto": f"{_MOTO} answers Publish and PublishBatch to a FIFO topic without "
         "SequenceNumber (moto/sns/responses.py publish / publish_batch never set it)",
     },
+    "sns-deleted-endpoint": {
+        "moto": f"{_MOTO} fails the whole Publish with NonExistentQueue when one subscribed "
+        "queue was deleted (moto/sns/models.py Subscription.publish calls sqs send_message "
+        "inside the Publish)",
+    },
     "sns-fifo-envelope": {
         "moto": f"{_MOTO}'s envelope has no SequenceNumber and keeps the signature fields on "
         "FIFO topics (moto/sns/models.py Subscription.get_post_data)",

@@ -9,6 +9,7 @@ available messages within the same message group"), FIFO-queues-exactly-once-pro
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -263,3 +264,45 @@ def test_receive_request_attempt_id(broker: Any, name: str) -> None:
         (m.message_id, m.receipt_handle) for m in first
     ]
     q.delete_batch([m.receipt_handle for m in again])
+
+
+def test_purge_unblocks_a_group(broker: Any, name: str) -> None:
+    """PurgeQueue deletes in-flight messages too (AWS API_PurgeQueue), so their group no
+    longer waits: a message sent afterwards is received."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send("before", group_id="g")
+    assert len(drain(q, 1)) == 1  # in flight, blocking g
+    q.purge()
+    q.send("after", group_id="g")
+    assert bodies(drain(q, 1)) == ["after"]
+
+
+def test_queue_delay_applies_to_fifo(broker: Any, name: str) -> None:
+    """A FIFO queue's DelaySeconds delays its messages (AWS sqs-delay-queues.html: "For FIFO
+    queues, the per-queue delay")."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true", DelaySeconds="900")
+    q.send("later", group_id="g")
+    assert q.receive(10) == []
+    assert q.get_attributes(["ApproximateNumberOfMessagesDelayed"]) == {
+        "ApproximateNumberOfMessagesDelayed": "1"
+    }
+
+
+def test_fifo_dead_letter_queue_unblocks_the_group(broker: Any, name: str) -> None:
+    """A FIFO queue's dead-letter queue is a FIFO queue; a message past maxReceiveCount moves
+    there (keeping its group) and the group's next message is delivered (AWS
+    sqs-dead-letter-queues.html)."""
+    dlq = _fifo(broker, name + "-dlq")
+    q = _fifo(
+        broker,
+        name,
+        ContentBasedDeduplication="true",
+        RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}),
+    )
+    q.send("poison", group_id="g")
+    q.send("next", group_id="g")
+    (first,) = q.receive(1, visibility_timeout=0, wait_seconds=2)
+    assert first.body == b"poison"
+    assert bodies(drain(q, 1)) == ["next"]
+    (dead,) = drain(dlq, 1)
+    assert (dead.message_id, dead.body, dead.group_id) == (first.message_id, b"poison", "g")

@@ -271,6 +271,37 @@ def test_standard_topic_forwards_group_id(broker: Any, name: str) -> None:
     assert m.group_id == "tenant-1"
 
 
+def test_envelope_escapes_any_text(broker: Any, name: str) -> None:
+    """The envelope is JSON: a message, subject and attribute value with quotes, backslashes,
+    line breaks, tabs and non-ASCII come back exactly (AWS sns-message-and-json-formats.html:
+    the body is a JSON document)."""
+    topic = broker.create_topic(name)
+    q = broker.create_queue(name)
+    topic.subscribe(q)
+    text = 'say "hi"\\ back\nslash\ttab\r </script> \u2028 é 😀 {"json": [1]}'
+    topic.publish(text, subject='quote " and é', attributes={"k": string(text)})
+    envelope = json.loads(drain(q, 1)[0].body)
+    assert envelope["Message"] == text
+    assert envelope["Subject"] == 'quote " and é'
+    assert envelope["MessageAttributes"]["k"] == {"Type": "String", "Value": text}
+
+
+@requires("sns-deleted-endpoint")
+def test_a_deleted_queue_does_not_stop_the_others(broker: Any, name: str) -> None:
+    """A subscription whose queue was deleted cannot take the message; the other subscribers
+    still get it and Publish succeeds (delivery is per endpoint and after the Publish: AWS
+    sns-message-delivery-retries.html; reference §2.5 "undeliverable (e.g. endpoint queue
+    deleted) -> DLQ")."""
+    topic = broker.create_topic(name)
+    gone = broker.create_queue(name + "-gone")
+    kept = broker.create_queue(name + "-kept")
+    topic.subscribe(gone, raw_message_delivery=True)
+    topic.subscribe(kept, raw_message_delivery=True)
+    broker.delete_queue(name + "-gone")
+    topic.publish("still delivered")
+    assert bodies(drain(kept, 1)) == ["still delivered"]
+
+
 def test_fan_out_to_every_subscription(broker: Any, name: str) -> None:
     """Each subscribed queue gets its own copy (reference §2.5)."""
     topic = broker.create_topic(name)
