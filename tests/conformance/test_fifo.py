@@ -65,6 +65,20 @@ def test_receive_takes_a_group_in_order(broker: Any, name: str) -> None:
     assert len(got) >= 1
 
 
+def test_one_receive_keeps_each_group_in_order(broker: Any, name: str) -> None:
+    """A receive may return messages of several groups; each group's come in order (AWS
+    knowledge-center sqs-fifo-messages-not-returned: "SQS returns as many messages with the
+    same message group ID as possible. The ReceiveMessage API call can also return messages
+    from other available message groups")."""
+    q = _fifo(broker, name, ContentBasedDeduplication="true")
+    q.send_batch([{"body": f"{g}{i}", "group_id": g} for i in range(3) for g in "AB"])
+    got = q.receive(10, wait_seconds=2)
+    assert got
+    for group in "AB":
+        mine = bodies([m for m in got if m.group_id == group])
+        assert mine == [f"{group}{i}" for i in range(len(mine))]
+
+
 def test_group_blocked_while_in_flight(broker: Any, name: str) -> None:
     """While a message of a group is in flight, no later message of that group is returned;
     other groups keep flowing; once the in-flight one is deleted the next one comes."""

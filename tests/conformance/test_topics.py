@@ -492,6 +492,14 @@ ATTRIBUTE_CASES: dict[str, tuple[dict[str, Any], list[tuple[str, Any, bool]]]] =
             ("no attribute", {"other": string("x")}, False),
         ],
     ),
+    # AWS string-value-matching.html: anything-but with a single value
+    "anything-but-single": (
+        {"sport": [{"anything-but": "rugby"}]},
+        [
+            ("golf", {"sport": string("golf")}, True),
+            ("rugby", {"sport": string("rugby")}, False),
+        ],
+    ),
     # §3.5 #14
     "anything-but-number": (
         {"price": [{"anything-but": [100, 500]}]},
@@ -744,6 +752,13 @@ BODY_CASES: dict[str, tuple[dict[str, Any], list[tuple[str, Any, bool]]]] = {
         [
             ('{"detail": {"eventVersion": "", "resources": []}}', None, True),
             ('{"detail": {"eventVersion": "1", "resources": []}}', None, False),
+        ],
+    ),
+    "exists-false-nested": (
+        {"detail": {"store": [{"exists": False}]}},
+        [
+            ('{"detail": {"other": "x"}}', None, True),
+            ('{"detail": {"store": "x"}}', None, False),
         ],
     ),
     # §3.5 #29: a policy value matches any element of a body array
