@@ -25,7 +25,7 @@ from tests.conformance._limits import (  # noqa: F401 - hooks: skip what a backe
     pytest_collection_modifyitems,
     pytest_configure,
 )
-from tests.daemon import Daemon, free_port
+from tests.daemon import Daemon
 
 BACKENDS = ("embedded", "native", "daemon-boto3", "moto")
 _counter = itertools.count()
@@ -40,17 +40,11 @@ def _require(module: str) -> None:
 def conformance_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """One daemon for the session, serving HTTP and the native protocol."""
     data = str(tmp_path_factory.mktemp("conformance-daemon") / "data")
-    native_port = free_port()
-    daemon = Daemon(data, extra=["--native-port", str(native_port)])
-    daemon.native_port = native_port  # type: ignore[attr-defined]
+    daemon = Daemon(data, native=True)
     try:
         yield daemon
     finally:
         daemon.stop()
-
-
-def _native_url(daemon: Daemon) -> str:
-    return f"millpond://127.0.0.1:{daemon.native_port}"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -65,7 +59,7 @@ def broker(backend: str, tmp_path: Any, request: pytest.FixtureRequest) -> Itera
     elif backend == "native":
         _require("millpond.native")
         daemon = request.getfixturevalue("conformance_daemon")
-        b = millpond.connect(_native_url(daemon))
+        b = millpond.connect(daemon.native_url)
     elif backend == "daemon-boto3":
         _require("boto3")
         _require("millpond.aws")
