@@ -9,6 +9,7 @@ that the refused call stored nothing. Sources: reference = /work/shared/referenc
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -292,6 +293,20 @@ def test_change_visibility_out_of_range(broker: Any, name: str) -> None:
         q.change_visibility(m.receipt_handle, 43201)
 
 
+def test_visibility_beyond_twelve_hours_from_the_receive(broker: Any, name: str) -> None:
+    """A message stays in flight at most 12 h from its receive: "If you attempt to set the
+    VisibilityTimeout to a value greater than the maximum time left, Amazon SQS returns an
+    error" (AWS API_ChangeMessageVisibility; reference §1.2: "Total VisibilityTimeout for the
+    message is beyond the limit [43200 seconds]"): InvalidParameterValue."""
+    q = broker.create_queue(name)
+    q.send("m")
+    (m,) = drain(q, 1)
+    time.sleep(1.1)
+    with pytest.raises(InvalidParameterValue):
+        q.change_visibility(m.receipt_handle, 43200)
+    q.change_visibility(m.receipt_handle, 43000)  # within the 12 h
+
+
 def test_invalid_queue_name(broker: Any, name: str) -> None:
     """Queue names are 1-80 of A-Z a-z 0-9 _ - (reference §1.2 CreateQueue):
     InvalidParameterValue otherwise."""
@@ -488,6 +503,15 @@ def test_sns_subject_rules(broker: Any, name: str) -> None:
     with pytest.raises(InvalidParameter):
         topic.publish("m", subject="s" * 100)
     assert q.receive(10) == []
+
+
+def test_subscribe_needs_a_queue_arn(broker: Any, name: str) -> None:
+    """The endpoint of an sqs subscription is the queue's ARN; a queue URL is refused: "Invalid
+    parameter: SQS endpoint ARN" (AWS-recorded, reference §2.2 Subscribe): InvalidParameter."""
+    topic = broker.create_topic(name)
+    with pytest.raises(InvalidParameter):
+        topic.subscribe(f"https://sqs.us-east-1.amazonaws.com/123456789012/{name}")
+    assert topic.list_subscriptions() == []
 
 
 def test_fifo_queue_on_standard_topic(broker: Any, name: str) -> None:

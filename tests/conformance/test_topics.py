@@ -187,10 +187,14 @@ def test_message_structure_json(broker: Any, name: str) -> None:
     subscriber gets the "sqs" one (else "default") (AWS API_Publish MessageStructure)."""
     topic = broker.create_topic(name)
     q = broker.create_queue(name)
+    wrapped = broker.create_queue(name + "-wrapped")
     topic.subscribe(q, raw_message_delivery=True)
+    topic.subscribe(wrapped)
     topic.publish(json.dumps({"default": "for all", "sqs": "for queues"}), message_structure="json")
     topic.publish(json.dumps({"default": "only default"}), message_structure="json")
     assert sorted(bodies(drain(q, 2))) == ["for queues", "only default"]
+    envelopes = [json.loads(m.body) for m in drain(wrapped, 2)]
+    assert sorted(e["Message"] for e in envelopes) == ["for queues", "only default"]
 
 
 def test_publish_wakes_a_long_poll(broker: Any, name: str) -> None:
