@@ -65,6 +65,45 @@ def test_new_queue_has_sqs_defaults(broker: Any, name: str) -> None:
     assert arn == q.arn
 
 
+STANDARD_ALL = {
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesDelayed",
+    "ApproximateNumberOfMessagesNotVisible",
+    "CreatedTimestamp",
+    "DelaySeconds",
+    "LastModifiedTimestamp",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "QueueArn",
+    "ReceiveMessageWaitTimeSeconds",
+    "SqsManagedSseEnabled",
+    "VisibilityTimeout",
+}
+FIFO_ALL = STANDARD_ALL | {
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+}
+
+
+def test_all_attributes_of_a_new_queue(broker: Any, name: str) -> None:
+    """GetQueueAttributes All of a new queue names exactly what AWS recorded (reference §1.3,
+    LS-SQS test_fifo_set_content_based_deduplication_strategy: the FIFO set; standard: "same
+    minus FIFO keys"), with SqsManagedSseEnabled "true" and the FIFO defaults."""
+    standard = broker.create_queue(name).get_attributes(["All"])
+    assert set(standard) == STANDARD_ALL
+    assert standard["SqsManagedSseEnabled"] == "true"
+    fifo = broker.create_queue(name + ".fifo", {"FifoQueue": "true"}).get_attributes(["All"])
+    assert set(fifo) == FIFO_ALL
+    assert {key: fifo[key] for key in FIFO_ALL - STANDARD_ALL} == {
+        "FifoQueue": "true",
+        "ContentBasedDeduplication": "false",
+        "DeduplicationScope": "queue",
+        "FifoThroughputLimit": "perQueue",
+    }
+
+
 @requires("sqs-created-timestamp-seconds")
 def test_created_timestamp_is_epoch_seconds(broker: Any, name: str) -> None:
     """CreatedTimestamp and LastModifiedTimestamp are whole epoch seconds (reference §1.3)."""
