@@ -328,6 +328,8 @@ def test_send_batch_checks_every_entry_before_sending(aws: AwsBroker, name: str)
         q.send_batch(["fine", {"body": "bad", "attributes": bad_attribute}])
     with pytest.raises(errors.InvalidMessageContents):
         q.send_batch(["fine", "bad \x00"])
+    with pytest.raises(errors.InvalidParameterValue):  # FIFO queues only
+        q.send_batch(["fine", {"body": "bad", "deduplication_id": "d"}])
     assert q.receive(10, wait_seconds=1) == []
     ids = q.send_batch([b"a", "b", {"body": "c", "delay_seconds": 0}])
     assert sorted(m.text for m in _drain(q, 3)) == ["a", "b", "c"]

@@ -57,6 +57,7 @@ class AwsQueue:
     """
 
     fifo = False
+    _other_type_only = ("MessageDeduplicationId",)  # send parameters this queue type refuses
 
     def __init__(self, broker: AwsBroker, name: str, url: str) -> None:
         self._broker = broker
@@ -148,6 +149,12 @@ class AwsQueue:
         formats) keeps that contract. Only the size against the queue's MaximumMessageSize
         is left to SQS.
         """
+        for name in self._other_type_only:
+            if fields[name] is not None:
+                raise InvalidParameterValue(  # the embedded (and SQS's) text
+                    f"Value {fields[name]} for parameter {name} is invalid. Reason: The request "
+                    "include parameter that is not valid for this queue type."
+                )
         body = fields["MessageBody"]
         if isinstance(body, str):
             validate_body_text(body)
@@ -293,6 +300,7 @@ class AwsFifoQueue(AwsQueue):
     """An SQS FIFO queue (name ending in .fifo)."""
 
     fifo = True
+    _other_type_only = ("DelaySeconds",)  # a FIFO queue takes only its own DelaySeconds
 
     def __repr__(self) -> str:
         return f"AwsFifoQueue({self.name!r})"
@@ -308,14 +316,6 @@ class AwsFifoQueue(AwsQueue):
         # FIFO queues take only the queue's delay: 0 is "none given", as embedded (SQS
         # refuses the parameter on a FIFO queue whatever its value)
         return super()._entry(body, delay_seconds or None, attributes, group_id, deduplication_id)
-
-    def _check_entry(self, fields: Mapping[str, Any]) -> None:
-        if fields["DelaySeconds"] is not None:
-            raise InvalidParameterValue(  # the embedded (and SQS's) text
-                f"Value {fields['DelaySeconds']} for parameter DelaySeconds is invalid. Reason: "
-                "The request include parameter that is not valid for this queue type."
-            )
-        super()._check_entry(fields)
 
     def send_batch_detailed(self, entries: Sequence[Any]) -> list[tuple[str, str]]:
         """As send_batch, returning (message id, sequence number) per entry."""
