@@ -348,7 +348,7 @@ def test_unsubscribe_stops_delivery(broker: Any, name: str) -> None:
     sub.unsubscribe()
     topic.publish("after")
     assert bodies(drain(q, 1)) == ["before"]
-    assert q.receive(10, wait_seconds=1) == []
+    assert q.receive(10) == []
     assert topic.list_subscriptions() == []
     sub.unsubscribe()
 
@@ -371,7 +371,7 @@ def test_fifo_topic_to_fifo_queue(broker: Any, name: str) -> None:
     assert [e["Message"] for e in envelopes] == ["m0", "m1", "m2"]
     assert [e["MessageId"] for e in envelopes] == ids
     assert {m.group_id for m in got} == {"g"}
-    assert q.receive(10, wait_seconds=1) == []
+    assert q.receive(10) == []
 
 
 @requires("sns-fifo-sequence-numbers")
