@@ -6,6 +6,7 @@ A thin network edge over the same Broker as the embedded API: no storage logic o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -16,6 +17,10 @@ DEFAULT_PORT = 9324
 # The native protocol is off unless a port is given: a daemon opens no port it was not asked
 # for (and two daemons on one machine would fight over a fixed default). 9325 is the usual one.
 SUGGESTED_NATIVE_PORT = 9325
+# Exit status after a second Ctrl-C (SIGINT) during shutdown: 128 + SIGINT, as a shell reports a
+# process that an interrupt ended. The data is flushed and closed all the same; only requests
+# still running were cut off (their clients got no reply). A graceful stop exits 0.
+FORCED_EXIT_STATUS = 130
 
 
 def build_app(data_dir: str, **options: Any) -> Any:
@@ -111,7 +116,20 @@ def serve(
     )
 
     class Server(uvicorn.Server):
+        forced = False  # a second Ctrl-C came during shutdown: stop now, data closed all the same
+
         def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit and sig == signal.SIGINT and not self.forced:
+                # uvicorn's forced quit would skip the lifespan shutdown (brokers left open)
+                # and leave tasks to be cancelled with tracebacks: here it only stops waiting.
+                self.forced = True
+                log.warning(
+                    "millpond: second interrupt: stopping now; requests still running are cut "
+                    "off, the data is flushed and closed (exit status %d)",
+                    FORCED_EXIT_STATUS,
+                )
+                if ctx.loop is not None:
+                    ctx.loop.call_soon_threadsafe(forced.set)
             super().handle_exit(sig, frame)
             ctx.request_shutdown()  # open long polls return now instead of after their wait
             if ctx.loop is not None:  # requests still sending their body get 408 now
@@ -145,11 +163,44 @@ def serve(
 
         async def shutdown(self, sockets: Any = None) -> None:
             if native is not None:  # its requests are answered before the brokers close
-                await native.stop(timeout=uv_config.timeout_graceful_shutdown or 30)
+                await _unless_forced(
+                    native.stop(timeout=uv_config.timeout_graceful_shutdown or 30), forced
+                )
             await super().shutdown(sockets=sockets)
+            if self.forced:
+                await self._cut_off()
+                if not self.lifespan.shutdown_event.is_set():  # uvicorn skipped it: forced
+                    await self.lifespan.shutdown()  # flush and close the brokers
 
-    # uvicorn re-raises the signal it stopped on once it has shut down cleanly (requests
-    # answered, commits flushed, brokers closed); exit 0 then, as a graceful stop should.
+        async def _cut_off(self) -> None:
+            """Drop every connection and end the requests still running (forced stop)."""
+            app.cut_off = True
+            for connection in list(self.server_state.connections):
+                connection.transport.abort()
+            if native is not None:
+                for native_connection in list(native.connections):
+                    if native_connection.transport is not None:
+                        native_connection.transport.abort()
+            tasks = list(self.server_state.tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    forced = asyncio.Event()
+    server = Server(uv_config)
+    # uvicorn re-raises the signal(s) it stopped on once it has shut down (requests answered,
+    # commits flushed, brokers closed); exit 0 then, as a graceful stop should, or
+    # FORCED_EXIT_STATUS after a second Ctrl-C.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sys.exit(0))
-    Server(uv_config).run()
+        signal.signal(sig, lambda *_: sys.exit(FORCED_EXIT_STATUS if server.forced else 0))
+    server.run()
+
+
+async def _unless_forced(work: Any, forced: asyncio.Event) -> None:
+    """Await ``work``, unless ``forced`` is set first (then ``work`` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(forced.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, waiter):
+        pending.cancel()
+    await asyncio.gather(task, waiter, return_exceptions=True)

@@ -54,12 +54,19 @@ class App:
         self._reading: dict[Any, float] = {}  # request task -> when it began reading its body
         self._expired: set[Any] = set()  # tasks the watchdog cancelled for a slow body
         self._watchdog: asyncio.Future[None] | None = None
+        # Set by a forced stop (a second Ctrl-C), which drops the connections and cancels the
+        # requests still running: their cancellation is then expected, not an error to log.
+        self.cut_off = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            await self._http(scope, receive, send)
+            try:
+                await self._http(scope, receive, send)
+            except asyncio.CancelledError:
+                if not self.cut_off:
+                    raise
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
