@@ -35,20 +35,22 @@ import struct
 from types import ModuleType
 from typing import Any
 
-from millpond._core_py import (  # noqa: F401  (statuses re-exported for fifo callers)
+from millpond._core_py import (
     _LOG_KEY,
     _U32,
     _U64,
     _VIS_KEY,
-    GONE,
-    NOT_IN_FLIGHT,
-    OK,
-    STALE,
-    TOO_LONG,
     _delete_prefix,
     _load_qstate,
     _store_qstate,
 )
+
+# The statuses, re-exported for fifo callers:
+from millpond._core_py import GONE as GONE
+from millpond._core_py import NOT_IN_FLIGHT as NOT_IN_FLIGHT
+from millpond._core_py import OK as OK
+from millpond._core_py import STALE as STALE
+from millpond._core_py import TOO_LONG as TOO_LONG
 from millpond.message import pack_metadata, unpack_metadata
 
 # The shared layouts and statuses are the executable spec's (_core_py); only FIFO's own here.

@@ -46,7 +46,31 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import lmdb
+
+    # The write transaction the caller holds (storage opens them without buffers=True).
+    Txn: TypeAlias = lmdb.Transaction[bytes]
+
+# decode_record(): (sent_ms, message_id, attrs, body)
+DecodedRecord = tuple[int, str, bytes, bytes]
+# receive(): (seq, visible_at_ms, receive_count, sent_ms, first_receive_ms, attrs, body,
+# message_id, source_queue_id, receipt_handle)
+Received = tuple[int, int, int, int, int, bytes, bytes, str, int, str | None]
+
+
+class CoreTables(Protocol):
+    """The tables the core verbs work in (``storage.Tables`` has them, among others)."""
+
+    log: lmdb._Database
+    vis: lmdb._Database
+    counters: lmdb._Database
+    moved: lmdb._Database
+
 
 IMPLEMENTATION = "py"
 
@@ -128,7 +152,7 @@ def encode_record(
     return _U32.pack(crc32c(rest)) + rest
 
 
-def decode_record(record: bytes) -> tuple[int, str, bytes, bytes] | None:
+def decode_record(record: bytes) -> DecodedRecord | None:
     """(sent_ms, message_id, attrs, body) of a record, or None when its lengths or CRC fail."""
     if len(record) < HEADER_SIZE:
         return None
@@ -143,7 +167,8 @@ def decode_record(record: bytes) -> tuple[int, str, bytes, bytes] | None:
 
 def record_flags(record: bytes) -> int:
     """The flags of a record (INDEXED or 0); meaningful once decode_record() accepted it."""
-    return _U32.unpack_from(record, 4)[0] & INDEXED
+    fmt: int = _U32.unpack_from(record, 4)[0]
+    return fmt & INDEXED
 
 
 def reflag_record(record: bytes, flags: int) -> bytes:
@@ -197,10 +222,12 @@ def decode_handle(secret: bytes, handle: str) -> tuple[int, int, int, int] | Non
     return _HANDLE.unpack(body)
 
 
-def decode_handles(secret: bytes, queue_id: int, handles: list) -> list:
+def decode_handles(
+    secret: bytes, queue_id: int, handles: list[str]
+) -> list[tuple[int, int, int] | None]:
     """(seq, visible_at_ms, receive_count) of each handle of queue ``queue_id``; None for a
     handle that is not ours or names another queue. One call for a batch."""
-    out = []
+    out: list[tuple[int, int, int] | None] = []
     for handle in handles:
         decoded = decode_handle(secret, handle)
         out.append(None if decoded is None or decoded[0] != queue_id else decoded[1:])
@@ -216,7 +243,7 @@ def message_id(env_id: int, queue_id: int, seq: int) -> str:
 # -- counters ------------------------------------------------------------------------------------
 
 
-def _counters(txn, dbs, queue_id: int) -> tuple[int, int, int]:
+def _counters(txn: Txn, dbs: CoreTables, queue_id: int) -> tuple[int, int, int]:
     """(floor, gone, fresh) of a queue; LookupError if it does not exist."""
     raw = txn.get(_U32.pack(queue_id), db=dbs.counters)
     if raw is None:
@@ -224,11 +251,13 @@ def _counters(txn, dbs, queue_id: int) -> tuple[int, int, int]:
     return _COUNTERS.unpack(raw)
 
 
-def _store_counters(txn, dbs, queue_id: int, floor: int, gone: int, fresh: int) -> None:
+def _store_counters(
+    txn: Txn, dbs: CoreTables, queue_id: int, floor: int, gone: int, fresh: int
+) -> None:
     txn.put(_U32.pack(queue_id), _COUNTERS.pack(floor, gone, fresh), db=dbs.counters)
 
 
-def _tail_seq(txn, dbs, queue_id: int) -> int:
+def _tail_seq(txn: Txn, dbs: CoreTables, queue_id: int) -> int:
     """The highest seq the queue has in the log, 0 when it has none."""
     with txn.cursor(db=dbs.log) as cur:
         if queue_id < 0xFFFFFFFF and cur.set_range(_U32.pack(queue_id + 1)):
@@ -244,25 +273,25 @@ def _tail_seq(txn, dbs, queue_id: int) -> int:
         return seq if qid == queue_id else 0
 
 
-def _next_seq(txn, dbs, queue_id: int, floor: int) -> int:
+def _next_seq(txn: Txn, dbs: CoreTables, queue_id: int, floor: int) -> int:
     return max(floor, _tail_seq(txn, dbs, queue_id) + 1)
 
 
-def _forget(txn, dbs, queue_id: int, removed: int, top_seq: int) -> None:
+def _forget(txn: Txn, dbs: CoreTables, queue_id: int, removed: int, top_seq: int) -> None:
     """Count ``removed`` records as gone, the highest of them ``top_seq``: the floor moves past
     it, so that its seq is never handed out again."""
     floor, gone, fresh = _counters(txn, dbs, queue_id)
     _store_counters(txn, dbs, queue_id, max(floor, top_seq + 1), gone + removed, fresh)
 
 
-def _load_qstate(txn, dbs, queue_id: int) -> tuple[int, int]:
+def _load_qstate(txn: Txn, dbs: CoreTables, queue_id: int) -> tuple[int, int]:
     """(next_seq, stored records): the counters as FIFO queues keep them."""
     floor, gone, _ = _counters(txn, dbs, queue_id)
     next_seq = _next_seq(txn, dbs, queue_id, floor)
     return next_seq, next_seq - 1 - gone
 
 
-def _store_qstate(txn, dbs, queue_id: int, next_seq: int, count: int) -> None:
+def _store_qstate(txn: Txn, dbs: CoreTables, queue_id: int, next_seq: int, count: int) -> None:
     """Record (next_seq, stored records) after FIFO bookkeeping changed them.
 
     FIFO queues never walk fresh messages (their records are reached through their groups),
@@ -273,16 +302,16 @@ def _store_qstate(txn, dbs, queue_id: int, next_seq: int, count: int) -> None:
 # -- queue lifecycle -----------------------------------------------------------------------------
 
 
-def create(txn, dbs, queue_id: int) -> None:
+def create(txn: Txn, dbs: CoreTables, queue_id: int) -> None:
     """Start the counters of a new queue (seq numbers start at 1)."""
     _store_counters(txn, dbs, queue_id, 1, 0, 1)
 
 
-def exists(txn, dbs, queue_id: int) -> bool:
+def exists(txn: Txn, dbs: CoreTables, queue_id: int) -> bool:
     return txn.get(_U32.pack(queue_id), db=dbs.counters) is not None
 
 
-def _delete_prefix(txn, db, prefix: bytes) -> int:
+def _delete_prefix(txn: Txn, db: lmdb._Database, prefix: bytes) -> int:
     n = 0
     with txn.cursor(db=db) as cur:
         if not cur.set_range(prefix):
@@ -294,7 +323,7 @@ def _delete_prefix(txn, db, prefix: bytes) -> int:
     return n
 
 
-def purge(txn, dbs, queue_id: int) -> int:
+def purge(txn: Txn, dbs: CoreTables, queue_id: int) -> int:
     """Remove every message of the queue; returns how many records were removed."""
     floor, _, _ = _counters(txn, dbs, queue_id)
     next_seq = _next_seq(txn, dbs, queue_id, floor)
@@ -306,7 +335,7 @@ def purge(txn, dbs, queue_id: int) -> int:
     return n
 
 
-def drop(txn, dbs, queue_id: int) -> None:
+def drop(txn: Txn, dbs: CoreTables, queue_id: int) -> None:
     """Remove the queue's messages and counters."""
     purge(txn, dbs, queue_id)
     txn.delete(_U32.pack(queue_id), db=dbs.counters)
@@ -316,8 +345,16 @@ def drop(txn, dbs, queue_id: int) -> None:
 
 
 def _store_message(
-    txn, dbs, queue_id: int, seq: int, now_ms: int, env_id: int, body, attr, delay_ms
-):
+    txn: Txn,
+    dbs: CoreTables,
+    queue_id: int,
+    seq: int,
+    now_ms: int,
+    env_id: int,
+    body: bytes,
+    attr: bytes,
+    delay_ms: int,
+) -> None:
     """A fresh message is its log record alone; a delayed one also gets its vis entry."""
     lkey = _LOG_KEY.pack(queue_id, seq)
     if delay_ms:
@@ -329,7 +366,16 @@ def _store_message(
         txn.put(lkey, encode_record(now_ms, env_id, queue_id, seq, attr, body), db=dbs.log)
 
 
-def send(txn, dbs, queue_id: int, now_ms: int, bodies, attrs, delays_ms, env_id: int) -> int:
+def send(
+    txn: Txn,
+    dbs: CoreTables,
+    queue_id: int,
+    now_ms: int,
+    bodies: list[bytes],
+    attrs: list[bytes],
+    delays_ms: list[int],
+    env_id: int,
+) -> int:
     """Append messages; returns the seq of the first (the rest follow consecutively).
 
     ``bodies`` and ``attrs`` are lists of bytes (attrs ``b""`` when none), ``delays_ms`` a list of
@@ -345,7 +391,11 @@ def send(txn, dbs, queue_id: int, now_ms: int, bodies, attrs, delays_ms, env_id:
 
 
 def send_each(
-    txn: Any, dbs: Any, now_ms: int, env_id: int, deliveries: list[tuple[int, bytes, bytes, int]]
+    txn: Txn,
+    dbs: CoreTables,
+    now_ms: int,
+    env_id: int,
+    deliveries: list[tuple[int, bytes, bytes, int]],
 ) -> list[int]:
     """One message into each of several queues (a topic's fan-out) in one call.
 
@@ -361,7 +411,7 @@ def send_each(
             if raw is None:
                 raise LookupError(index)
             next_seqs[queue_id] = _next_seq(txn, dbs, queue_id, _COUNTERS.unpack(raw)[0])
-    seqs = []
+    seqs: list[int] = []
     for queue_id, body, attr, delay_ms in deliveries:
         seq = next_seqs[queue_id]
         next_seqs[queue_id] = seq + 1
@@ -371,8 +421,8 @@ def send_each(
 
 
 def receive(
-    txn,
-    dbs,
+    txn: Txn,
+    dbs: CoreTables,
     queue_id: int,
     now_ms: int,
     max_messages: int,
@@ -380,7 +430,7 @@ def receive(
     retention_cutoff_ms: int,
     max_receive_count: int,
     secret: bytes | None = None,
-):
+) -> tuple[list[Received], list[tuple[int, int]], list[int], int, int]:
     """Deliver up to ``max_messages`` visible messages and hide them for ``visibility_ms``.
 
     Messages come in (visible_at, seq) order, a fresh one being visible from its sent time:
@@ -401,16 +451,20 @@ def receive(
       as when the scan stopped early); long polls sleep until then.
     """
     start = _VIS_KEY.pack(queue_id, 0, 0)
-    received = []
-    over_limit = []
-    corrupt = []
-    rekeyed = []  # new vis entries, written after the scan so it cannot meet them again
+    received: list[Received] = []
+    over_limit: list[tuple[int, int]] = []
+    corrupt: list[int] = []
+    rekeyed: list[
+        tuple[bytes, bytes]
+    ] = []  # new vis entries, written after the scan so it cannot meet them again
     expired = 0
     top_removed = 0
     next_visible_at = 0
     new_visible_at = now_ms + visibility_ms
 
-    def deliver(seq, decoded, sent_ms, first_ms, count, source):
+    def deliver(
+        seq: int, decoded: DecodedRecord, sent_ms: int, first_ms: int, count: int, source: int
+    ) -> None:
         rekeyed.append(
             (
                 _VIS_KEY.pack(queue_id, new_visible_at, seq),
@@ -429,7 +483,7 @@ def receive(
     walked_from = fresh
     with txn.cursor(db=dbs.vis) as vis, txn.cursor(db=dbs.log) as log:
 
-        def fresh_head(found: bool) -> tuple[int, Any] | None:
+        def fresh_head(found: bool) -> tuple[int, DecodedRecord] | None:
             """The next fresh message from the log cursor on: (seq, decoded record), or None.
             Passes over (and moves the fresh cursor past) INDEXED, corrupt and expired ones."""
             nonlocal fresh, expired, top_removed
@@ -458,11 +512,13 @@ def receive(
 
         # The walk reads records only as they are asked for: after the last message taken, the
         # next one is not read (a large body would be copied and checked for nothing).
-        head: tuple[int, Any] | None = None
+        head: tuple[int, DecodedRecord] | None = None
         walk_at = "start"  # "start": nothing read yet; "taken": the head was delivered
         found = vis.set_range(start)
         while len(received) < max_messages:
-            due = None  # (visible_at, seq) of the next vis entry that is due
+            due: tuple[int, int] | None = (
+                None  # (visible_at, seq) of the next vis entry that is due
+            )
             if found:
                 key = vis.key()
                 if len(key) == _VIS_KEY.size:
@@ -481,8 +537,8 @@ def receive(
             walk_at = ""
             # One order for both: (visible_at, seq), a fresh message being visible since sent.
             if head is not None and (due is None or (head[1][0], head[0]) < due):
-                seq, decoded = head
-                deliver(seq, decoded, decoded[0], now_ms, 1, 0)
+                seq, head_record = head
+                deliver(seq, head_record, head_record[0], now_ms, 1, 0)
                 fresh = seq + 1
                 walk_at = "taken"
                 continue
@@ -523,7 +579,9 @@ def receive(
     return received, over_limit, corrupt, expired, next_visible_at
 
 
-def _find_delivery(txn, dbs, queue_id: int, seq: int, from_visible_at: int) -> bytes | None:
+def _find_delivery(
+    txn: Txn, dbs: CoreTables, queue_id: int, seq: int, from_visible_at: int
+) -> bytes | None:
     """The vis key of message ``seq`` (slow path: a scan, for handles of an older receive)."""
     prefix = _U32.pack(queue_id)
     with txn.cursor(db=dbs.vis) as cur:
@@ -539,30 +597,34 @@ def _find_delivery(txn, dbs, queue_id: int, seq: int, from_visible_at: int) -> b
     return None
 
 
-def _relocated_key(txn, dbs, queue_id: int, seq: int) -> bytes | None:
+def _relocated_key(txn: Txn, dbs: CoreTables, queue_id: int, seq: int) -> bytes | None:
     """The current vis key of a delivery that change_visibility re-timed, if there is one."""
     raw = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.moved)
     return None if raw is None else _VIS_KEY.pack(queue_id, _U64.unpack(raw)[0], seq)
 
 
-def _current(txn, dbs, queue_id: int, seq: int, visible_at: int):
+def _current(
+    txn: Txn, dbs: CoreTables, queue_id: int, seq: int, visible_at: int
+) -> tuple[bytes | None, bytes | None]:
     """(vis key, value) of the delivery a handle names, following a re-timing; (None, None)."""
     key = _VIS_KEY.pack(queue_id, visible_at, seq)
     value = txn.get(key, db=dbs.vis)
     if value is None:
-        key = _relocated_key(txn, dbs, queue_id, seq)
-        value = None if key is None else txn.get(key, db=dbs.vis)
+        relocated = _relocated_key(txn, dbs, queue_id, seq)
+        return relocated, None if relocated is None else txn.get(relocated, db=dbs.vis)
     return key, value
 
 
-def delete(txn, dbs, queue_id: int, entries) -> list[int]:
+def delete(
+    txn: Txn, dbs: CoreTables, queue_id: int, entries: list[tuple[int, int, int]]
+) -> list[int]:
     """Delete messages named by decoded receipt handles ``(seq, visible_at_ms, receive_count)``.
 
     Standard-queue rules: a handle from an older receive deletes too. Returns a status per entry:
     OK (the handle named the current delivery), STALE (an older one; deleted all the same) or
     GONE (nothing to delete).
     """
-    statuses = []
+    statuses: list[int] = []
     removed = top = 0
     for seq, visible_at, count in entries:
         lkey = _LOG_KEY.pack(queue_id, seq)
@@ -593,7 +655,12 @@ def delete(txn, dbs, queue_id: int, entries) -> list[int]:
 
 
 def change_visibility(
-    txn, dbs, queue_id: int, now_ms: int, entries, max_hidden_ms: int
+    txn: Txn,
+    dbs: CoreTables,
+    queue_id: int,
+    now_ms: int,
+    entries: list[tuple[int, int, int, int]],
+    max_hidden_ms: int,
 ) -> list[int]:
     """Re-time deliveries: entries ``(seq, visible_at_ms, receive_count, visibility_ms)``.
 
@@ -602,11 +669,11 @@ def change_visibility(
     receive holds the message), GONE, NOT_IN_FLIGHT (visible already), or TOO_LONG (it would
     stay hidden more than ``max_hidden_ms`` after its receive).
     """
-    statuses = []
+    statuses: list[int] = []
     for seq, visible_at, count, visibility_ms in entries:
         key, value = _current(txn, dbs, queue_id, seq, visible_at)
         state = None if value is None else _VIS_VALUE.unpack(value)
-        if state is None or state[3] & _COUNT != count:
+        if key is None or state is None or state[3] & _COUNT != count:  # no key: no value
             gone = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.log) is None
             statuses.append(GONE if gone else STALE)
         elif _VIS_KEY.unpack(key)[1] <= now_ms:
@@ -627,7 +694,7 @@ def change_visibility(
     return statuses
 
 
-def expire(txn, dbs, queue_id: int, retention_cutoff_ms: int) -> int:
+def expire(txn: Txn, dbs: CoreTables, queue_id: int, retention_cutoff_ms: int) -> int:
     """Remove the records sent before ``retention_cutoff_ms``; returns how many.
 
     They are trimmed from the log head, and dead-lettered ones anywhere in the log are found
@@ -670,7 +737,9 @@ def expire(txn, dbs, queue_id: int, retention_cutoff_ms: int) -> int:
     return removed
 
 
-def counts(txn, dbs, queue_id: int, now_ms: int, retention_cutoff_ms: int) -> tuple[int, int, int]:
+def counts(
+    txn: Txn, dbs: CoreTables, queue_id: int, now_ms: int, retention_cutoff_ms: int
+) -> tuple[int, int, int]:
     """(stored, in_flight, delayed): records kept, deliveries hidden by a receive, not yet due."""
     _, stored = _load_qstate(txn, dbs, queue_id)
     in_flight = delayed = 0
@@ -690,7 +759,15 @@ def counts(txn, dbs, queue_id: int, now_ms: int, retention_cutoff_ms: int) -> tu
     return stored, in_flight, delayed
 
 
-def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_state: bool) -> int:
+def move(
+    txn: Txn,
+    dbs: CoreTables,
+    queue_id: int,
+    now_ms: int,
+    entries: list[tuple[int, int]],
+    to_queue_id: int,
+    keep_state: bool,
+) -> int:
     """Move messages ``(seq, visible_at_ms)`` of queue_id to to_queue_id, visible at ``now_ms``.
 
     ``keep_state``: a move to a dead-letter queue. The record moves unchanged (same message id,
@@ -710,7 +787,8 @@ def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_s
         record = txn.get(lkey, db=dbs.log)
         if record is None:
             continue
-        key = value = None
+        key: bytes | None = None
+        value: bytes | None = None
         if visible_at != FRESH:
             key = _VIS_KEY.pack(queue_id, visible_at, seq)
             value = txn.get(key, db=dbs.vis)
@@ -744,14 +822,14 @@ def move(txn, dbs, queue_id: int, now_ms: int, entries, to_queue_id: int, keep_s
 
 
 def peek(
-    txn,
-    dbs,
+    txn: Txn,
+    dbs: CoreTables,
     queue_id: int,
     now_ms: int,
     limit: int,
     dead_lettered_only: bool,
     retention_cutoff_ms: int = 0,
-):
+) -> list[tuple[int, int, int]]:
     """Up to ``limit`` visible messages as (seq, visible_at_ms, source_queue_id), untouched.
 
     With ``dead_lettered_only``, only messages a dead-letter move brought here. Redrive uses it
@@ -759,7 +837,7 @@ def peek(
     FRESH. Messages sent before ``retention_cutoff_ms`` are passed over: they are never
     delivered, so never moved either.
     """
-    out = []
+    out: list[tuple[int, int, int]] = []
     with txn.cursor(db=dbs.vis) as cur:
         if cur.set_range(_VIS_KEY.pack(queue_id, 0, 0)):
             for key, value in cur:

@@ -14,13 +14,17 @@ import mmap
 import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from millpond._core_c import Doorbell
 
 SLOTS = 1024
 FALLBACK_POLL_S = 0.01
 DOORBELL_FILE = "millpond.doorbell"
 
 
-def _doorbell_class() -> type | None:
+def _doorbell_class() -> type[Doorbell] | None:
     try:
         from millpond._core_c import DOORBELL_SUPPORTED, Doorbell
     except ImportError:
@@ -39,7 +43,7 @@ class Wakeups:
         self._cond = threading.Condition(threading.Lock())
         self._generations: dict[int, int] = {}
         self._mm: mmap.mmap | None = None
-        self._bell = None
+        self._bell: Doorbell | None = None
         self._sleepers = 0  # threads inside wait(): the mapping must outlive them
         self._listeners: list[Callable[[int | None], None]] = []
         self._closing = False
@@ -62,7 +66,7 @@ class Wakeups:
 
     def generation(self, queue_id: int) -> int:
         if self._bell is not None:
-            return self._bell.generation(queue_id)  # type: ignore[no-any-return]
+            return self._bell.generation(queue_id)
         return self._generations.get(queue_id, 0)
 
     def add_listener(self, callback: Callable[[int | None], None]) -> None:

@@ -1,0 +1,54 @@
+"""Types of the Cython core (``_core_c.pyx``).
+
+Its executable specification ``_core_py`` has the same names, signatures and semantics, so the
+verbs are typed by the twin's; only the doorbell (``_core_doorbell.pxi``) is the C core's own.
+"""
+
+from _typeshed import WriteableBuffer
+
+from millpond._core_py import FRESH as FRESH
+from millpond._core_py import GONE as GONE
+from millpond._core_py import HEADER_SIZE as HEADER_SIZE
+from millpond._core_py import INDEXED as INDEXED
+from millpond._core_py import NOT_IN_FLIGHT as NOT_IN_FLIGHT
+from millpond._core_py import OK as OK
+from millpond._core_py import STALE as STALE
+from millpond._core_py import TOO_LONG as TOO_LONG
+from millpond._core_py import change_visibility as change_visibility
+from millpond._core_py import counts as counts
+from millpond._core_py import crc32c as crc32c
+from millpond._core_py import create as create
+from millpond._core_py import decode_handle as decode_handle
+from millpond._core_py import decode_handles as decode_handles
+from millpond._core_py import decode_record as decode_record
+from millpond._core_py import delete as delete
+from millpond._core_py import drop as drop
+from millpond._core_py import encode_handle as encode_handle
+from millpond._core_py import encode_record as encode_record
+from millpond._core_py import exists as exists
+from millpond._core_py import expire as expire
+from millpond._core_py import log_key as log_key
+from millpond._core_py import message_id as message_id
+from millpond._core_py import move as move
+from millpond._core_py import peek as peek
+from millpond._core_py import purge as purge
+from millpond._core_py import receive as receive
+from millpond._core_py import record_flags as record_flags
+from millpond._core_py import reflag_record as reflag_record
+from millpond._core_py import renew_record as renew_record
+from millpond._core_py import send as send
+from millpond._core_py import send_each as send_each
+from millpond._core_py import vis_key as vis_key
+
+IMPLEMENTATION: str
+DOORBELL_SUPPORTED: bool
+
+class Doorbell:
+    """Futex counters in a shared writable buffer (an mmap of the doorbell file)."""
+
+    def __init__(self, buffer: WriteableBuffer, slots: int) -> None: ...
+    def generation(self, queue_id: int) -> int: ...
+    def ring(self, queue_id: int) -> None: ...
+    def ring_all(self) -> None: ...
+    def wait(self, queue_id: int, expected: int, timeout_s: float) -> int: ...
+    def close(self) -> None: ...
