@@ -10,6 +10,7 @@ Whoever does the HTTP (the daemon, :mod:`millpond.server.sns`) drains it::
     for delivery in outbox.take():      # leased: taken again only if not settled in time
         status = POST delivery.url, delivery.headers, delivery.body
         outbox.delivered(delivery)  or  outbox.failed(delivery, permanent=an answer but 5xx or 429)
+    outbox.release(unfinished)          # stopping: POSTs cut short are due again at once
 
 A failed POST is retried as the subscription's (or topic's) DeliveryPolicy says, phase by phase,
 3 times 20 s apart by default (the policies in force when it failed); then a Notification goes
@@ -220,6 +221,22 @@ class HttpOutbox:
             return None
 
         return self._storage.read(first)  # type: ignore[no-any-return]
+
+    def release(self, deliveries: list[HttpDelivery]) -> None:
+        """Give back the leases of deliveries whose POST never finished (the drainer stops):
+        due now, their attempt count unchanged, so that the next drainer makes them at once
+        instead of after LEASE_MS. One already settled is left alone."""
+        meta = self._meta
+
+        def release(txn: Any, now_ms: int) -> None:
+            for delivery in deliveries:
+                value = txn.get(delivery.key, db=meta)
+                if value is None:
+                    continue  # settled (or its lease ran out and it was taken again)
+                txn.delete(delivery.key, db=meta)
+                txn.put(outbox_key(now_ms), value, db=meta)
+
+        self._storage.write(release)
 
     def delivered(self, delivery: HttpDelivery) -> None:
         """The endpoint took it (2xx): forget it."""

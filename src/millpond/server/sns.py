@@ -630,7 +630,7 @@ def start(ctx: Context) -> None:
 
 async def stop(ctx: Context) -> None:
     """Stop the deliverer (before ``ctx.close()``): POSTs in flight are abandoned, and their
-    deliveries offered again after their lease by the next run."""
+    deliveries due again at once for the next run (their leases given back)."""
     deliverer = _deliverers.pop(id(ctx), None)
     if deliverer is not None:
         await deliverer.stop()
@@ -645,6 +645,11 @@ class _Deliverer:
         self._wake = asyncio.Event()
         self._watched: dict[int, HttpOutbox] = {}
         self._posts: set[asyncio.Task[None]] = set()
+        # Deliveries taken and not yet answered (POST unfinished): given back on stop. Once
+        # a POST has an answer it leaves here, and its settling is never cut short.
+        self._unfinished: dict[HttpDelivery, HttpOutbox] = {}
+        # A take under way (its outbox and result): a stop during it gives back what it took.
+        self._taking: tuple[HttpOutbox, asyncio.Future[list[HttpDelivery]]] | None = None
         self._task = self._loop.create_task(self._run())
 
     def poke(self) -> None:
@@ -659,6 +664,20 @@ class _Deliverer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._taking is not None:  # a take under way when stopped: its deliveries too
+            outbox, taking = self._taking
+            with contextlib.suppress(Exception):
+                for delivery in await taking:
+                    self._unfinished[delivery] = outbox
+        by_outbox: dict[int, tuple[HttpOutbox, list[HttpDelivery]]] = {}
+        for delivery, outbox in self._unfinished.items():
+            by_outbox.setdefault(id(outbox), (outbox, []))[1].append(delivery)
+        for outbox, deliveries in by_outbox.values():
+            try:
+                await self._ctx.call(outbox.release, deliveries)
+            except (errors.BrokerClosed, RuntimeError):
+                pass  # closed already: the leases run out and the next run makes them
+        self._unfinished.clear()
 
     async def _run(self) -> None:
         while True:
@@ -684,7 +703,13 @@ class _Deliverer:
         due = await self._ctx.call(outbox.next_due_ms)
         if due is None or due > broker.clock.now_ms():
             return  # a read, not a write: an idle daemon commits nothing
-        for delivery in await self._ctx.call(outbox.take, room):
+        # Shielded: a stop during the take still learns what it leased (to give it back).
+        taking = asyncio.ensure_future(self._ctx.call(outbox.take, room))
+        self._taking = (outbox, taking)
+        deliveries = await asyncio.shield(taking)
+        self._taking = None
+        for delivery in deliveries:
+            self._unfinished[delivery] = outbox
             task = self._loop.create_task(self._send(outbox, delivery))
             self._posts.add(task)
             task.add_done_callback(self._posts.discard)
@@ -695,17 +720,21 @@ class _Deliverer:
             reason = f"HTTP {status}"
         except (OSError, asyncio.TimeoutError, ValueError) as exc:
             status, reason = 0, f"{type(exc).__name__}: {exc}"
+        # Answered: settled below, and not given back by a stop (a 2xx must be settled once).
+        del self._unfinished[delivery]
         try:
             if 200 <= status < 300:
-                await self._ctx.call(outbox.delivered, delivery)
-                return
-            log.info("HTTP/S delivery %r failed: %s", delivery, reason)
-            # SNS retries only 5xx, 429 and an endpoint it cannot reach (status 0 here); any
-            # other answer (3xx redirects too, which it does not follow) is a permanent failure.
-            permanent = not (status == 0 or status == 429 or 500 <= status < 600)
-            await self._ctx.call(
-                lambda: outbox.failed(delivery, permanent=permanent, reason=reason)
-            )
+                settle = self._ctx.call(outbox.delivered, delivery)
+            else:
+                log.info("HTTP/S delivery %r failed: %s", delivery, reason)
+                # SNS retries only 5xx, 429 and an endpoint it cannot reach (status 0 here);
+                # any other answer (3xx redirects too, which it does not follow) is permanent.
+                permanent = not (status == 0 or status == 429 or 500 <= status < 600)
+                settle = self._ctx.call(
+                    lambda: outbox.failed(delivery, permanent=permanent, reason=reason)
+                )
+            # Shielded: a stop now lets the settling finish (ctx.close waits for the pool).
+            await asyncio.shield(settle)
         except (errors.BrokerClosed, RuntimeError):
             return  # closing: the lease runs out and the delivery is made after a restart
         finally:
