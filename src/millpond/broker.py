@@ -197,7 +197,7 @@ class Broker:
 
     def _definition_in(self, txn: Any, name: str) -> dict[str, Any] | None:
         raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
-        return None if raw is None else msgpack.unpackb(raw)  # type: ignore[no-any-return]
+        return None if raw is None else msgpack.unpackb(raw)
 
     def _read_definitions_version(self) -> int:
         return int(
@@ -441,30 +441,27 @@ def _load_identity(txn: Any, now_ms: int) -> tuple[int, bytes]:
     """
     raw = txn.get(_ENV_KEY)
     if raw is None:
-        identity = {
-            "env_id": secrets.randbits(32),
-            "secret": secrets.token_bytes(16),
-            "format": DATA_FORMAT,
-        }
+        env_id, secret = secrets.randbits(32), secrets.token_bytes(16)
+        identity = {"env_id": env_id, "secret": secret, "format": DATA_FORMAT}
         txn.put(_ENV_KEY, msgpack.packb(identity))
-    else:
-        try:
-            identity = msgpack.unpackb(raw)
-        except ValueError:
-            identity = None
-        if not isinstance(identity, dict) or {"env_id", "secret"} - identity.keys():
-            raise IncompatibleDataFormat(
-                "the data directory's identity record is unreadable: not a millpond directory "
-                "this version can use"
-            )
-        if identity.get("format") != DATA_FORMAT:
-            raise IncompatibleDataFormat(
-                f"the data directory has storage format {identity.get('format')}; this "
-                f"millpond reads format {DATA_FORMAT} only (where a message sent without a "
-                "delay is stored in the log alone): drain it with the millpond that wrote it, "
-                "or use a new directory"
-            )
-    return identity["env_id"], identity["secret"]
+        return env_id, secret
+    try:
+        stored = msgpack.unpackb(raw)
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict) or {"env_id", "secret"} - stored.keys():
+        raise IncompatibleDataFormat(
+            "the data directory's identity record is unreadable: not a millpond directory "
+            "this version can use"
+        )
+    if stored.get("format") != DATA_FORMAT:
+        raise IncompatibleDataFormat(
+            f"the data directory has storage format {stored.get('format')}; this "
+            f"millpond reads format {DATA_FORMAT} only (where a message sent without a "
+            "delay is stored in the log alone): drain it with the millpond that wrote it, "
+            "or use a new directory"
+        )
+    return stored["env_id"], stored["secret"]
 
 
 def open(  # noqa: A001 - millpond.open mirrors the built-in on purpose

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 import re
 import threading
@@ -304,7 +305,9 @@ class MoveTasks:
             task["status"], task["failure"] = "FAILED", reason
             self._save(txn, task)
 
-    def _step(self, txn: Any, now_ms: int, handle: str) -> tuple[int | None, int | None, list[int]]:
+    def _step(
+        self, txn: Any, now_ms: int, handle: str
+    ) -> tuple[int | None, int | None, builtins.list[int]]:
         """Move one batch and record it, in the caller's transaction.
 
         Returns (moved, rate, target queue ids); moved is None when the task is over.

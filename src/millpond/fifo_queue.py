@@ -69,7 +69,7 @@ class FifoQueue(Queue):
 
     def _prepare_fifo(
         self,
-        body: bytes | str,
+        body: object,
         delay_seconds: int | None,
         attributes: Mapping[str, Any] | None,
         group_id: str | None,
@@ -80,7 +80,7 @@ class FifoQueue(Queue):
         """(body, metadata blob, group key, dedup key, delay ms) of one FIFO message."""
         data, attrs = self._check_message(body, attributes)
         self._check_ids_given(group_id, deduplication_id)
-        check_message_id_field("MessageGroupId", group_id)
+        group_id = check_message_id_field("MessageGroupId", group_id)
         if deduplication_id is None:
             deduplication_id = hashlib.sha256(data).hexdigest()
         else:
@@ -298,7 +298,7 @@ class FifoQueue(Queue):
         # The group key rides after the checked part; its CRC sits in the handle's time field,
         # so a handle with another group is refused like any forged one.
         check = self._core.crc32c(g)
-        head = self._core.encode_handle(secret, queue_id, seq, check, count)
+        head: str = self._core.encode_handle(secret, queue_id, seq, check, count)
         return head + "." + base64.urlsafe_b64encode(g).rstrip(b"=").decode("ascii")
 
     def _decode_fifo(self, receipt_handle: str) -> tuple[int, int, bytes]:

@@ -17,6 +17,7 @@ from millpond import arguments, dead_letters, queue_attributes
 from millpond.errors import (
     BatchRequestTooLong,
     EmptyBatchRequest,
+    InvalidAttributeName,
     InvalidParameterValue,
     MessageTooLong,
     MillpondError,
@@ -144,9 +145,10 @@ class Queue:
     # -- send ---------------------------------------------------------------------------------
 
     def _check_message(
-        self, body: bytes | str, attributes: Mapping[str, Any] | None
+        self, body: object, attributes: Mapping[str, Any] | None
     ) -> tuple[bytes, dict[str, Any] | None]:
-        """The body as bytes and the validated attributes; raises if either is not allowed."""
+        """The body as bytes and the validated attributes; raises if either is not allowed
+        (the body of a batch entry is whatever the caller put there: checked here)."""
         if isinstance(body, str):
             if body:
                 validate_body_text(body)  # SQS's character set (lone surrogates included)
@@ -188,7 +190,7 @@ class Queue:
 
     def _prepare(
         self,
-        body: bytes | str,
+        body: object,
         delay_seconds: int | None,
         attributes: Mapping[str, Any] | None,
         group_id: str | None = None,
@@ -711,12 +713,12 @@ class Queue:
         )
         if names is None:
             return values
-        wanted = arguments.texts(names, "AttributeNames", queue_attributes.InvalidAttributeName)
+        wanted = arguments.texts(names, "AttributeNames", InvalidAttributeName)
         if "All" in wanted:
             return values
         for name in wanted:
             if name not in queue_attributes.ALL_NAMES:
-                raise queue_attributes.InvalidAttributeName(f"Unknown Attribute {name}.")
+                raise InvalidAttributeName(f"Unknown Attribute {name}.")
         return {name: values[name] for name in wanted if name in values}
 
     def _purge_in_txn(self, txn: Any, tables: Any, queue_id: int) -> int:
@@ -794,13 +796,16 @@ def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
 _ID_CHARS = re.compile(r"[\x21-\x7e]{1,128}")  # "alphanumeric and punctuation", 1-128
 
 
-def check_message_id_field(name: str, value: Any) -> None:
-    """MessageGroupId / MessageDeduplicationId: 1-128 printable ASCII characters, no space."""
+def check_message_id_field(name: str, value: object) -> str:
+    """MessageGroupId / MessageDeduplicationId: 1-128 printable ASCII characters, no space.
+
+    Returns ``value``, now known to be such a str."""
     if not isinstance(value, str) or not _ID_CHARS.fullmatch(value):
         raise InvalidParameterValue(
             f"Value {value} for parameter {name} is invalid. Reason: {name} can only include "
             "alphanumeric and punctuation characters. 1 to 128 in length."
         )
+    return value
 
 
 def check_batch(entries: Sequence[Any], entry_name: str) -> None:

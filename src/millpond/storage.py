@@ -67,6 +67,15 @@ class Tables:
 
     __slots__ = _TABLES
 
+    meta: lmdb._Database
+    log: lmdb._Database
+    vis: lmdb._Database
+    counters: lmdb._Database
+    moved: lmdb._Database
+    fifo: lmdb._Database
+    dedup: lmdb._Database
+    dedupexp: lmdb._Database
+
     def __init__(self, env: lmdb.Environment, txn: lmdb.Transaction) -> None:
         for name in _TABLES:
             setattr(self, name, env.open_db(name.encode(), txn=txn, create=True))
@@ -255,21 +264,21 @@ class Storage:
         """
         self._check_usable()
         op = _Op(fn, sends, atomic)
+        wake = None  # a follower's (another thread leads): held until a leader releases it
         with self._mutex:
             if self._closing:  # close() began since the check above: take nothing new
                 raise BrokerClosed("the broker is closed")
             if self._leader_active:
-                op.wake = threading.Lock()  # held until a leader releases it
-                op.wake.acquire()
+                op.wake = wake = threading.Lock()
+                wake.acquire()
                 self._pending.append(op)
                 if self._gather_wanted and len(self._pending) >= self._gather_wanted:
                     self._gathered.notify()  # the last one the gathering leader waits for
-                lead = False
             else:
-                self._leader_active = lead = True
-        if not lead:
+                self._leader_active = True
+        if wake is not None:
             self._writers[threading.get_ident()] = time.monotonic()  # seen contending
-            op.wake.acquire()  # released by a leader: our op is done, or we lead next
+            wake.acquire()  # released by a leader: our op is done, or we lead next
             if op.done:
                 return _outcome(op)
         self._lead(op)

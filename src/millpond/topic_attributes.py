@@ -464,7 +464,7 @@ def http_retry_delays_ms(subscription_policy: str | None, topic_policy: str | No
         value = retry.get(name)
         if not isinstance(value, int) or isinstance(value, bool):
             value = _DEFAULT_RETRY_POLICY[name]
-        return min(max(value, low), high)  # type: ignore[no-any-return]
+        return min(max(value, low), high)
 
     retries = number("numRetries", 0, 100)
     low = number("minDelayTarget", 1, 3600)
