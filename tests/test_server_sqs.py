@@ -2313,9 +2313,32 @@ def test_made_up_actions_share_one_metrics_label(daemon: Daemon) -> None:
     counts = [
         line
         for line in body.splitlines()
-        if line.startswith('millpond_request_duration_seconds_count{action="unknown"}')
+        if line.startswith(
+            'millpond_request_duration_seconds_count{service="sqs",action="unknown"}'
+        )
     ]
     assert len(counts) == 1 and float(counts[0].split()[-1]) >= 4
+
+
+def _request_count(daemon: Daemon, service: str, action: str) -> int:
+    prefix = f'millpond_request_duration_seconds_count{{service="{service}",action="{action}"}} '
+    body = raw(daemon, "GET", "/metrics")[2].decode()
+    counts = [line[len(prefix) :] for line in body.splitlines() if line.startswith(prefix)]
+    return int(counts[0]) if counts else 0
+
+
+def test_sqs_and_sns_actions_of_one_name_are_counted_apart(daemon: Daemon) -> None:
+    # AddPermission and RemovePermission are actions of both APIs: one label for both mixed
+    # the request counts and latencies of two services.
+    from millpond.server import sns, sqs
+
+    assert sorted(set(sqs.HANDLERS) & set(sns.HANDLERS)) == ["AddPermission", "RemovePermission"]
+    before = {s: _request_count(daemon, s, "AddPermission") for s in ("sqs", "sns")}
+    for _ in range(2):
+        raw_json(daemon, "AddPermission", {"QueueUrl": f"/123456789012/{unique()}"})
+    raw_query(daemon, {"Action": "AddPermission", "Version": "2010-03-31"})
+    assert _request_count(daemon, "sqs", "AddPermission") == before["sqs"] + 2
+    assert _request_count(daemon, "sns", "AddPermission") == before["sns"] + 1
 
 
 # -- daemons of their own: graceful stop, TOML predefinitions --------------------------------------

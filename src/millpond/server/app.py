@@ -109,10 +109,10 @@ class App:
         target = headers.get(b"x-amz-target", b"")
         if target.startswith(_SQS_TARGET_PREFIX):
             action = target[len(_SQS_TARGET_PREFIX) :].decode("latin-1")
-            label = await self._sqs_json(scope, headers, action, body, receive, send)
+            service, label = await self._sqs_json(scope, headers, action, body, receive, send)
         else:
-            label = await self._query(scope, headers, method, body, receive, send)
-        self.metrics.observe_request(label, time.perf_counter() - started)
+            service, label = await self._query(scope, headers, method, body, receive, send)
+        self.metrics.observe_request(service, label, time.perf_counter() - started)
 
     async def _read_body(
         self, headers: dict[bytes, bytes], receive: Any, send: Any
@@ -214,7 +214,7 @@ class App:
         body: bytes,
         receive: Any,
         send: Any,
-    ) -> str:
+    ) -> tuple[str, str]:
         request_id = new_request_id()
         id_header = (b"x-amzn-requestid", request_id.encode())
         request = None
@@ -236,7 +236,7 @@ class App:
         except Exception as exc:
             status, err_headers, err_body = sqs_json.error(_aws_error(exc, request))
             await _respond(send, status, err_headers + [id_header], err_body)
-        return _label(action, sqs.HANDLERS)
+        return "sqs", _label(action, sqs.HANDLERS)
 
     async def _query(
         self,
@@ -246,7 +246,7 @@ class App:
         body: bytes,
         receive: Any,
         send: Any,
-    ) -> str:
+    ) -> tuple[str, str]:
         request_id = new_request_id()
         form = urllib.parse.parse_qs(
             scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
@@ -266,7 +266,9 @@ class App:
             # The URLs in SNS messages carry neither a Version nor a signature; these actions
             # exist in SNS only, so the name alone is not ambiguous here.
             service = "sns"
-        codec, handlers = _query_codec(service or "sqs")
+        # the service that answers (and counts the request): SQS's codec when none is named
+        answering = service if service in ("sqs", "sns") else "sqs"
+        codec, handlers = _query_codec(answering)
         request = None
         try:
             if not action:
@@ -299,7 +301,7 @@ class App:
                 )
         except Exception as exc:
             await _respond(send, *codec.error(_aws_error(exc, request), request_id))
-        return _label(action, handlers)
+        return answering, _label(action, handlers)
 
     def _run(
         self, handlers: dict[str, Any], request: Request, receive: Any

@@ -1,6 +1,7 @@
 """Prometheus text for GET /metrics, named after the CloudWatch SQS and SNS metrics.
 
-Queue depths are read from storage at scrape time; request latency is a histogram per action.
+Queue depths are read from storage at scrape time; request latency is a histogram per service
+and action (``service="sqs"|"sns"``: AddPermission and RemovePermission exist in both APIs).
 No prometheus-client dependency: the exposition format is a few lines of text.
 """
 
@@ -73,14 +74,16 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latency: dict[str, list[float]] = {}  # action -> bucket counts + [sum, count]
+        # (service, action) -> bucket counts + [sum, count]
+        self._latency: dict[tuple[str, str], list[float]] = {}
 
-    def observe_request(self, action: str, seconds: float) -> None:
+    def observe_request(self, service: str, action: str, seconds: float) -> None:
         """Count one request; per bucket here, cumulative at render (one bisect per request)."""
-        row = self._latency.get(action)
+        key = (service, action)
+        row = self._latency.get(key)
         if row is None:
             with self._lock:
-                row = self._latency.setdefault(action, [0.0] * (len(BUCKETS) + 2))
+                row = self._latency.setdefault(key, [0.0] * (len(BUCKETS) + 2))
         # Runs on the event loop thread only: no lock needed for the counts.
         index = bisect.bisect_left(BUCKETS, seconds)
         if index < len(BUCKETS):
@@ -114,18 +117,18 @@ class Metrics:
                 )
         name = "millpond_request_duration_seconds"
         lines += [
-            f"# HELP {name} Time to answer an API request, by action.",
+            f"# HELP {name} Time to answer an API request, by service and action.",
             f"# TYPE {name} histogram",
         ]
         with self._lock:
-            rows = {action: list(row) for action, row in self._latency.items()}
-        for action, row in sorted(rows.items()):
-            label = _escape(action.replace("AmazonSQS.", ""))
+            rows = {key: list(row) for key, row in self._latency.items()}
+        for (service, action), row in sorted(rows.items()):
+            label = f'service="{service}",action="{_escape(action.replace("AmazonSQS.", ""))}"'
             cumulative = 0.0
             for bound, count in zip(BUCKETS, row):
                 cumulative += count
-                lines.append(f'{name}_bucket{{action="{label}",le="{bound}"}} {int(cumulative)}')
-            lines.append(f'{name}_bucket{{action="{label}",le="+Inf"}} {int(row[-1])}')
-            lines.append(f'{name}_sum{{action="{label}"}} {row[-2]}')
-            lines.append(f'{name}_count{{action="{label}"}} {int(row[-1])}')
+                lines.append(f'{name}_bucket{{{label},le="{bound}"}} {int(cumulative)}')
+            lines.append(f'{name}_bucket{{{label},le="+Inf"}} {int(row[-1])}')
+            lines.append(f"{name}_sum{{{label}}} {row[-2]}")
+            lines.append(f"{name}_count{{{label}}} {int(row[-1])}")
         return "\n".join(lines) + "\n"
