@@ -36,6 +36,12 @@ import msgpack
 VERSION = 1
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024  # a receive of 10 messages of 1 MiB each, with room
+# Before its hello a peer is nobody: its frames (the hello is ~200 bytes) are held to this.
+MAX_HELLO_FRAME = 64 * 1024
+# Array and map elements of one request, all containers together: a batch of 10 entries with
+# 10 attributes each has a few hundred. Without a budget a 16 MiB frame of empty maps unpacks
+# to 16 million dicts (~1 GiB, and seconds of the event loop).
+MAX_REQUEST_ITEMS = 100_000
 CONNECTION = 0  # the request id of connection-level errors
 OK, ERROR = 0, 1
 
@@ -57,6 +63,36 @@ def unpack(payload: bytes, ext_hook: Any = None) -> Any:
     if ext_hook is None:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
     return msgpack.unpackb(payload, raw=False, strict_map_key=False, ext_hook=ext_hook)
+
+
+def unpack_request(payload: bytes) -> Any:
+    """One request frame's msgpack value, within MAX_REQUEST_ITEMS elements (raises
+    ValueError, or a msgpack error, when it is not msgpack or passes the budget)."""
+    budget = MAX_REQUEST_ITEMS
+
+    def spend(count: int) -> None:
+        nonlocal budget
+        budget -= count
+        if budget < 0:
+            raise ValueError(f"a request of more than {MAX_REQUEST_ITEMS} array or map elements")
+
+    def array(items: list[Any]) -> list[Any]:
+        spend(len(items))
+        return items
+
+    def mapping(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        spend(len(pairs))
+        return dict(pairs)
+
+    # each container is counted once built: the limits stop one huge container before that
+    return msgpack.unpackb(
+        payload,
+        raw=False,
+        list_hook=array,
+        object_pairs_hook=mapping,
+        max_array_len=MAX_REQUEST_ITEMS,
+        max_map_len=MAX_REQUEST_ITEMS,
+    )
 
 
 def too_long(size: int, limit: int) -> str:

@@ -39,6 +39,12 @@ log = logging.getLogger("millpond.server")
 # write high-water mark this bounds what a connection holds: MAX_IN_FLIGHT answers at most.
 MAX_IN_FLIGHT = 256
 WRITE_HIGH_WATER = 4 * 1024 * 1024  # answers buffered for a slow reader before reading pauses
+# A peer that has not sent its hello by then is closed: it holds a socket and a buffer while
+# it is nobody (a client sends the hello as soon as it reads the greeting).
+HELLO_TIMEOUT_S = 10.0
+# Connections the kernel queues before the loop accepts them (asyncio's default is 100): a
+# burst past it has its SYNs dropped, and each such client waits a second to retry.
+LISTEN_BACKLOG = 1024
 
 
 def _encode(value: Any) -> msgpack.ExtType:
@@ -103,9 +109,12 @@ class Connection(asyncio.Protocol):
         self.nonce = os.urandom(16)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.closing = False
+        self.eof = False  # the peer half-closed: answer what it sent, then close
+        self._last_words: ProtocolError | None = None  # a connection error, sent at the close
         self._write_paused = False
         self._reading_paused = False
         self._packer = msgpack.Packer(default=_encode, use_bin_type=True)
+        self._hello_timer: asyncio.TimerHandle | None = None
 
     # -- transport events -------------------------------------------------------------------------
 
@@ -125,15 +134,37 @@ class Connection(asyncio.Protocol):
         transport.write(frames.frame(self._packer.pack(greeting)))
         if self.server.stopping:
             self.drain_and_close()
+        else:
+            loop = asyncio.get_running_loop()
+            self._hello_timer = loop.call_later(self.server.hello_timeout, self._hello_late)
+
+    def _hello_late(self) -> None:
+        if self.session is None and not self.tasks and not self.closing:  # no hello running
+            self.fail(f"no hello within {self.server.hello_timeout:g} s")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        self._end_long_polls()
+
+    def _end_long_polls(self) -> None:
         # A long poll of a client that left ends now (sqs._long_poll gives its messages back);
         # other requests finish: their writes stand whether or not anyone hears the answer.
         for task in list(self.tasks.values()):
             if getattr(task, "long_poll", False):
                 task.cancel()
+
+    def eof_received(self) -> bool:
+        """The peer sent its last request (a half-close, as ``shutdown(SHUT_WR)``): the
+        requests it sent are still run and answered, then the connection closes. Its long
+        polls end unanswered, as on a close: a peer that closed its socket sends the same EOF,
+        and a poll must not hide messages from everyone else for a reader that is gone."""
+        self.eof = True
+        self._end_long_polls()
+        self._parse()
+        return True  # keep the transport open for the answers
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -167,7 +198,8 @@ class Connection(asyncio.Protocol):
         small) until requests finish."""
         if self.closing:
             return
-        buffer, limit, header = self.buffer, self.server.max_frame, frames.HEADER
+        buffer, header = self.buffer, frames.HEADER
+        limit = self.server.max_frame if self.session else frames.MAX_HELLO_FRAME
         at, size = 0, len(buffer)
         while size - at >= 4 and not self._busy():
             (length,) = header.unpack_from(buffer, at)
@@ -183,6 +215,9 @@ class Connection(asyncio.Protocol):
                 return
         if at:
             del buffer[:at]
+        if self.eof and not self.tasks:  # every request the peer sent is answered
+            self.drain_and_close()
+            return
         self._update_reading()
 
     def _busy(self) -> bool:
@@ -195,9 +230,9 @@ class Connection(asyncio.Protocol):
 
     def _request(self, payload: bytes) -> None:
         try:
-            request = msgpack.unpackb(payload, raw=False)
-        except Exception:
-            self.fail("a frame that is not msgpack")
+            request = frames.unpack_request(payload)
+        except Exception as exc:  # msgpack's errors share no base class
+            self.fail(f"a frame that is not a msgpack request: {exc}")
             return
         if (
             type(request) is not list
@@ -224,6 +259,8 @@ class Connection(asyncio.Protocol):
         if handler is None:
             self._answer_error(rid, ProtocolError(f"unknown operation {op[:100]!r}"))
             return
+        if op == "queue.receive" and self.eof:
+            return  # unanswered, as the polls running at the EOF (see eof_received)
         task = asyncio.ensure_future(self._run(rid, op, handler, target, args, kwargs))
         if op == "queue.receive":
             task.long_poll = True  # type: ignore[attr-defined]
@@ -244,10 +281,14 @@ class Connection(asyncio.Protocol):
         if ctx.credentials:
             key, proof = options.get("access_key_id"), options.get("signature")
             secret = ctx.credentials.get(key) if isinstance(key, str) else None
+            # compare_digest refuses str with non-ASCII characters: compare the UTF-8 bytes
             if (
                 secret is None
                 or not isinstance(proof, str)
-                or not hmac.compare_digest(proof, frames.signature(secret, self.nonce))
+                or not hmac.compare_digest(
+                    proof.encode(),
+                    frames.signature(secret, self.nonce).encode(),
+                )
             ):
                 self._answer_error(rid, AccessDenied("unknown access key id or wrong secret"))
                 self.drain_and_close()
@@ -265,6 +306,8 @@ class Connection(asyncio.Protocol):
             await self.server.wait_ready()
             broker = await self.ctx.call(self.ctx.broker, region)  # opening a region blocks
             self.session = Session(self.ctx, broker)
+            if self._hello_timer is not None:
+                self._hello_timer.cancel()
             self._answer(
                 rid,
                 {
@@ -299,12 +342,10 @@ class Connection(asyncio.Protocol):
     def _done(self, rid: int) -> None:
         self.tasks.pop(rid, None)
         if self.closing:
-            if not self.tasks and self.transport is not None:
-                self.transport.close()  # sends what is buffered first
-        elif self.buffer:
-            self._parse()  # requests held back while MAX_IN_FLIGHT ran
+            if not self.tasks:
+                self._close()
         else:
-            self._update_reading()
+            self._parse()  # requests held back while MAX_IN_FLIGHT ran, or a close after EOF
         self.server.running -= 1
         if not self.server.running:
             self.server.idle()
@@ -325,8 +366,11 @@ class Connection(asyncio.Protocol):
         self._send([rid, frames.ERROR, errors.encode(exc)])
 
     def fail(self, why: str) -> None:
-        """A connection error: say why (request id 0), then close once running requests end."""
-        self._answer_error(frames.CONNECTION, ProtocolError(why))
+        """A connection error: the running requests are answered, then why (request id 0) is
+        the last frame before the close. A client fails its calls still waiting when it reads
+        that error, so every request the daemon ran must be answered before it."""
+        if self._last_words is None:
+            self._last_words = ProtocolError(why)
         self.drain_and_close()
 
     def drain_and_close(self) -> None:
@@ -335,18 +379,31 @@ class Connection(asyncio.Protocol):
         if self.transport is None:
             return
         if not self.tasks:
-            self.transport.close()
+            self._close()
         elif not self._reading_paused:
             self.transport.pause_reading()
             self._reading_paused = True
+
+    def _close(self) -> None:
+        if self._last_words is not None:
+            self._answer_error(frames.CONNECTION, self._last_words)
+            self._last_words = None
+        if self.transport is not None:
+            self.transport.close()  # sends what is buffered first
 
 
 class NativeServer:
     """The listener and its connections."""
 
-    def __init__(self, ctx: Context, max_frame: int = frames.MAX_FRAME) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        max_frame: int = frames.MAX_FRAME,
+        hello_timeout: float = HELLO_TIMEOUT_S,
+    ) -> None:
         self.ctx = ctx
         self.max_frame = max_frame
+        self.hello_timeout = hello_timeout
         self.connections: set[Connection] = set()
         self.stopping = False
         self.running = 0  # requests running, on every connection (closed ones included)
@@ -360,7 +417,7 @@ class NativeServer:
         loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         self._server = await loop.create_server(
-            lambda: Connection(self), host=host or None, port=port
+            lambda: Connection(self), host=host or None, port=port, backlog=LISTEN_BACKLOG
         )
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
