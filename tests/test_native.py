@@ -509,6 +509,57 @@ def test_a_caller_interrupted_while_waiting_does_not_stall_the_client(
     assert later == [[name + "-a", name + "-b"]], "the client stalled"
 
 
+class _HalfSender:
+    """A socket whose next sendall writes half the frame, then is interrupted."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.armed = True
+
+    def sendall(self, data: bytes) -> None:
+        if self.armed:
+            self.armed = False
+            self._sock.sendall(data[: len(data) // 2])
+            raise _Interrupt()
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_a_caller_interrupted_while_sending_does_not_break_the_client(
+    client: Client, name: str
+) -> None:
+    # Half a request is on the wire when the caller is interrupted: no later frame can follow
+    # it on that connection, and the interrupted call must not be left waiting for an answer
+    # (the reader's role would be handed to it, and nobody would read).
+    a, b = client.create_queue(name + "-a"), client.create_queue(name + "-b")
+    poll: list[Any] = []
+
+    def wait() -> None:
+        try:
+            poll.append(a.receive(1, wait_seconds=2))
+        except native_errors.ConnectionLost as exc:
+            poll.append(exc)
+
+    reader = threading.Thread(target=wait)
+    reader.start()
+    time.sleep(0.3)
+    connection = client._connection
+    assert connection is not None
+    connection.sock = _HalfSender(connection.sock)  # type: ignore[assignment]
+    with pytest.raises(_Interrupt):
+        b.send(b"interrupted")
+    reader.join(10)
+    assert poll and isinstance(poll[0], native_errors.ConnectionLost)  # the connection went
+    later: list[Any] = []
+    after = threading.Thread(target=lambda: later.append(b.send(b"after")))
+    after.start()
+    after.join(10)
+    assert len(later) == 1, "the client stalled"
+    assert [m.body for m in b.receive(10)] == [b"after"]
+
+
 def test_closed_client_raises_and_context_manager(daemon: Daemon) -> None:
     with millpond.connect(daemon.native_url) as c:
         assert isinstance(c.list_queues(), list)

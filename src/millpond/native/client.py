@@ -93,6 +93,10 @@ class _Connection:
                 self.sock.sendall(data)
         except OSError as exc:
             self.fail(ConnectionLost(f"the connection to the daemon broke: {exc}"))
+        except BaseException:  # interrupted (Ctrl-C) with part of the frame perhaps sent:
+            # no frame can follow it on this connection, and nobody waits for this call
+            self.fail(ConnectionLost("a call was interrupted while sending its request"))
+            raise
         return self._wait(slot)
 
     def _wait(self, slot: _Slot) -> Any:

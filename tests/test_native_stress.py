@@ -1,0 +1,167 @@
+"""The native clients under load: many threads share one sync client, many tasks (some of
+them cancelled) share one asyncio client, and a history checker holds every acknowledged send
+to be received exactly once.
+
+A send's outcome is known when it returned (stored) or raised a daemon error (not stored); a
+send cancelled or cut off by a broken connection may or may not have been stored, so it may
+be received at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import millpond
+from millpond.native.aio import AsyncClient
+
+from .daemon import Daemon
+
+THREADS, CALLS = 16, 500
+VISIBILITY_S = 3  # the asyncio test's queue: longer than a receive-to-delete takes
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = Daemon(str(tmp_path_factory.mktemp("native-stress") / "data"), native=True)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+class History:
+    """What the callers were told: sends acknowledged, sends of unknown outcome, bodies
+    received (each delete acknowledged, so none comes back: the visibility timeout is long)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.acked: set[bytes] = set()
+        self.unknown: set[bytes] = set()
+        self.received: collections.Counter[bytes] = collections.Counter()
+
+    def check(self, rest: list[bytes]) -> None:
+        """``rest``: what a final drain found. Every acknowledged send received once; nothing
+        received that was not sent; a send of unknown outcome at most once."""
+        received = self.received + collections.Counter(rest)
+        twice = {body: n for body, n in received.items() if n > 1}
+        assert not twice, f"received more than once: {list(twice.items())[:5]}"
+        missing = self.acked - set(received)
+        assert not missing, f"{len(missing)} acknowledged sends lost: {sorted(missing)[:5]}"
+        strangers = set(received) - self.acked - self.unknown
+        assert not strangers, f"received, never sent: {sorted(strangers)[:5]}"
+
+
+def _drain(queue: Any) -> list[bytes]:
+    bodies: list[bytes] = []
+    while batch := queue.receive(10):
+        bodies.extend(m.body for m in batch)
+        queue.delete_batch([m.receipt_handle for m in batch])
+    return bodies
+
+
+def test_threads_share_one_client_and_every_acked_send_arrives_once(daemon: Daemon) -> None:
+    client = millpond.connect(daemon.native_url)
+    queue = client.create_queue("stress-threads", {"VisibilityTimeout": "600"})
+    other = client.create_queue("stress-threads-other")
+    history, failures = History(), []
+
+    def work(worker: int) -> None:
+        rng = random.Random(worker)
+        try:
+            for i in range(CALLS):
+                choice = rng.random()
+                if choice < 0.4:
+                    body = b"%d-%d" % (worker, i)
+                    queue.send(body)
+                    with history.lock:
+                        history.acked.add(body)
+                elif choice < 0.5:
+                    bodies = [b"%d-%d-%d" % (worker, i, n) for n in range(3)]
+                    queue.send_batch(bodies)
+                    with history.lock:
+                        history.acked.update(bodies)
+                elif choice < 0.85:
+                    messages = queue.receive(rng.randint(1, 10), wait_seconds=rng.choice([0, 1]))
+                    with history.lock:
+                        history.received.update(m.body for m in messages)
+                    if messages and rng.random() < 0.5:
+                        queue.delete_batch([m.receipt_handle for m in messages])
+                    else:
+                        for m in messages:
+                            queue.delete(m.receipt_handle)
+                elif choice < 0.95:
+                    assert set(client.list_queues("stress-threads")) >= {queue.name, other.name}
+                else:
+                    attributes = other.get_attributes(["VisibilityTimeout"])
+                    assert attributes == {"VisibilityTimeout": "30"}
+        except BaseException as exc:  # noqa: B036 - reported below, with the worker's number
+            failures.append((worker, exc))
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(THREADS)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert not any(w.is_alive() for w in workers), "a worker is stuck"
+    assert not failures, failures[:3]
+    history.check(_drain(queue))
+    assert len(history.acked) > THREADS * CALLS // 3
+    client.close()
+
+
+def test_tasks_share_one_async_client_with_cancellations(daemon: Daemon) -> None:
+    """Tasks whose calls are cancelled at random moments (sends among them): the client goes
+    on serving the others, and every send that returned arrives once."""
+    history = History()
+
+    async def main() -> list[bytes]:
+        client = await AsyncClient.open("127.0.0.1", daemon.native_port)
+        attributes = {"VisibilityTimeout": str(VISIBILITY_S)}
+        queue = await client.create_queue("stress-tasks", attributes)
+
+        async def work(worker: int) -> None:
+            rng = random.Random(worker)
+            for i in range(60):
+                body = b"%d-%d" % (worker, i)
+                timeout = rng.choice([None, None, 0, 0.0005, 0.002])
+                send = queue.send(body)
+                try:
+                    if timeout is None:
+                        await send
+                        history.acked.add(body)
+                    else:
+                        history.unknown.add(body)
+                        await asyncio.wait_for(send, timeout)
+                        history.acked.add(body)
+                except asyncio.TimeoutError:
+                    pass  # cancelled: stored or not, the caller cannot know
+                receive = queue.receive(10, wait_seconds=rng.choice([0, 1]))
+                try:
+                    messages = await asyncio.wait_for(receive, rng.choice([5, 0.001]))
+                except asyncio.TimeoutError:
+                    continue  # a cancelled poll: its messages come back after their timeout
+                history.received.update(m.body for m in messages)
+                if messages:
+                    await queue.delete_batch([m.receipt_handle for m in messages])
+
+        await asyncio.gather(*(work(n) for n in range(64)))
+        # a poll cancelled after the daemon took its messages hid them (its answer went
+        # nowhere): they are received again once their visibility timeout ends
+        await asyncio.sleep(VISIBILITY_S + 0.5)
+        rest: list[bytes] = []
+        while batch := await queue.receive(10):
+            rest.extend(m.body for m in batch)
+            await queue.delete_batch([m.receipt_handle for m in batch])
+        await client.close()
+        return rest
+
+    rest = asyncio.run(main())
+    assert len(history.acked) > 64 * 60 // 3
+    history.check(rest)
