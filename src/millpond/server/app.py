@@ -234,7 +234,7 @@ class App:
                     sqs_json.response(result),
                 )
         except Exception as exc:
-            status, err_headers, err_body = sqs_json.error(_aws_error(exc, request))
+            status, err_headers, err_body = sqs_json.error(_aws_error(exc, action, request))
             await _respond(send, status, err_headers + [id_header], err_body)
         return "sqs", _label(action, sqs.HANDLERS)
 
@@ -300,7 +300,7 @@ class App:
                     codec.response(action, result, request_id),
                 )
         except Exception as exc:
-            await _respond(send, *codec.error(_aws_error(exc, request), request_id))
+            await _respond(send, *codec.error(_aws_error(exc, action, request), request_id))
         return answering, _label(action, handlers)
 
     def _run(
@@ -345,21 +345,18 @@ def _query_codec(service: str) -> tuple[Any, dict[str, Any]]:
     return sqs_query, sqs.HANDLERS
 
 
-def _aws_error(exc: Exception, request: Request | None) -> AwsError:
-    """What the client is told for ``exc``: AWS's own error, never a bare 500 page."""
+def _aws_error(exc: Exception, action: str, request: Request | None) -> AwsError:
+    """What the client is told for ``exc``: AWS's own error, never a bare 500 page.
+
+    Bad client input is refused by the codecs and handlers with AWS's error for it; anything
+    else (a TypeError or KeyError included) is a bug here: InternalError, logged with its
+    traceback, never passed off as the client's fault.
+    """
     if isinstance(exc, AwsError):
         return exc
     if isinstance(exc, errors.MillpondError):
         return AwsError.from_millpond(exc, request)
-    if isinstance(exc, (TypeError, AttributeError, ValueError, KeyError)):
-        # A parameter of the wrong shape (a list where a string belongs, say) reached a handler.
-        return AwsError(
-            "InvalidParameterValue",
-            f"A parameter has an invalid type or shape: {exc}",
-            400,
-            "InvalidParameterValueException",
-        )
-    log.exception("internal error in %s", request.action if request else "a request")
+    log.exception("internal error in action %r", action)  # repr: the name is the client's text
     return AwsError(
         "InternalError",
         "We encountered an internal error. Please try again.",

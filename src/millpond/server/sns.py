@@ -81,7 +81,9 @@ def parse(action: str, form: dict[str, str]) -> dict[str, Any]:
             node = child
         if not isinstance(node.get(last), dict):
             node[last] = value
-    return _shape(root, "")  # type: ignore[no-any-return]
+    # The request itself is a structure, whatever its keys: a lone "member.1" or "entry.1..."
+    # at the top is an unknown parameter, not a list or map in the place of all parameters.
+    return {key: _shape(value, key) for key, value in root.items()}
 
 
 def _indexed(node: dict[str, Any], where: str) -> list[Any]:
@@ -344,9 +346,11 @@ def _message_attributes(raw: Any) -> dict[str, Any] | None:
 def _page(items: list[Any], key: Callable[[Any], str], token: Any) -> tuple[list[Any], str | None]:
     """One page of ``items`` (sorted by ``key``) after the NextToken, and the next token."""
     if token:
+        if not isinstance(token, str):  # NextToken.x=...: a structure, no token
+            raise _invalid("NextToken")
         try:
             after = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
-        except (binascii.Error, UnicodeError, ValueError, AttributeError):
+        except (binascii.Error, UnicodeError, ValueError):
             raise _invalid("NextToken") from None
         items = [item for item in items if key(item) > after]
     page = items[:PAGE]

@@ -25,6 +25,7 @@ from millpond.message_attributes import (
     md5_of_message_attributes,
     message_attributes_size,
     select_message_attributes,
+    validate_message_attributes,
 )
 from millpond.queue import MAX_BATCH, Queue, check_message_id_field
 from millpond.server.context import Context
@@ -72,15 +73,13 @@ def _int_param(params: dict[str, Any], name: str) -> int | None:
     value = params.get(name)
     if value is None:
         return None
-    # int() alone would take " 1 ", "1_0" (10) and non-ASCII digits ("١"), which SQS refuses.
-    if isinstance(value, bool) or (isinstance(value, str) and not _INTEGER.fullmatch(value)):
-        raise invalid(f"Value {value} for parameter {name} is invalid. Reason: must be an integer.")
-    try:
+    # int() alone would take " 1 ", "1_0" (10) and non-ASCII digits ("١"), which SQS refuses;
+    # a float, list or map is no integer either (the JSON codec refuses them first).
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
         return int(value)
-    except (TypeError, ValueError):
-        raise invalid(
-            f"Value {value} for parameter {name} is invalid. Reason: must be an integer."
-        ) from None
+    raise invalid(f"Value {value} for parameter {name} is invalid. Reason: must be an integer.")
 
 
 def _message_attributes(raw: Any) -> dict[str, Any] | None:
@@ -169,9 +168,11 @@ def _after_token(names: list[str], token: Any) -> list[str]:
     """The names after a NextToken (the base64 of the last name of the previous page)."""
     if not token:
         return names
+    if not isinstance(token, str):
+        raise invalid("Invalid NextToken.")
     try:
         last = base64.b64decode(token, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError):
         raise invalid("Invalid NextToken.") from None
     return [n for n in names if n > last]
 
@@ -418,11 +419,13 @@ def _entry_size(entry: dict[str, Any]) -> int:
     """Bytes an entry counts toward the batch limit: its body and its attributes, as SQS counts
     them (an entry whose attributes are malformed counts its body; it fails on its own)."""
     size = len(str(entry.get("MessageBody", "")).encode("utf-8", "surrogatepass"))
-    try:
-        size += message_attributes_size(_message_attributes(entry.get("MessageAttributes")))
-    except (AwsError, errors.MillpondError, TypeError, AttributeError, KeyError, ValueError):
-        pass
-    return size
+    try:  # validated first: the size is only defined for well-formed attributes
+        attributes = validate_message_attributes(
+            _message_attributes(entry.get("MessageAttributes"))
+        )
+    except (AwsError, errors.MillpondError):
+        return size
+    return size + message_attributes_size(attributes)
 
 
 @action
