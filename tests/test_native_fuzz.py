@@ -244,6 +244,69 @@ def test_random_requests_to_every_operation(
             raise AssertionError(f"seed {seed}: {exc}") from None
 
 
+# Methods that would end the differential run's own objects, or start background work.
+_NOT_CALLED = {"delete_queue", "delete_topic", "delete", "purge", "close", "arn"}
+
+
+def _objects(broker: Any) -> dict[str, Any]:
+    return {
+        "broker": broker,
+        "queue": broker.queue("dq"),
+        "fifo": broker.queue("dq.fifo"),
+        "topic": broker.topic("dt"),
+    }
+
+
+@pytest.mark.parametrize("seconds", LENGTHS)
+def test_random_calls_answer_as_the_embedded_broker(
+    daemon: Daemon,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    seconds: float,
+) -> None:
+    """The same random calls on an embedded broker and through the client: both succeed with
+    the same kind of result, or both raise the same class."""
+    for seed in _seeds(request, seconds):
+        rng = random.Random(seed)
+        # a region of its own on the shared daemon (fresh as the embedded broker's directory)
+        region = "eu-" + "".join(random.choices("abcdefghijklmnopqrstuvwxyz", k=12)) + "-1"
+        embedded = millpond.open(
+            str(tmp_path_factory.mktemp("embedded")), durability="os", region=region
+        )
+        remote = millpond.connect(
+            daemon.native_url, access_key_id=KEY, secret_access_key=SECRET, region=region
+        )
+        for broker in (embedded, remote):
+            broker.create_queue("dq")
+            broker.create_queue("dq.fifo", {"FifoQueue": "true"})
+            broker.create_topic("dt")
+        values = Values(rng, ["dq", "dq.fifo", "dt", "x", embedded.arn("sns", "dt")])
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            kind = rng.choice(["broker", "queue", "fifo", "topic"])
+            mine, theirs = _objects(embedded)[kind], _objects(remote)[kind]
+            name = rng.choice([m for m in dir(mine) if callable(getattr(mine, m)) and m[0] != "_"])
+            if name in _NOT_CALLED:
+                continue
+            parameters = inspect.signature(getattr(mine, name)).parameters.values()
+            keywords = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
+            args = [values.value() for _ in range(rng.choice([0, 1, 1, 2, 3]))]
+            kwargs = {rng.choice(keywords): values.value() for _ in range(2)} if keywords else {}
+            if name == "receive":
+                kwargs["wait_seconds"] = 0
+            outcomes = []
+            for target in (mine, theirs):
+                try:
+                    result = getattr(target, name)(*args, **kwargs)
+                    outcomes.append(type(result).__name__.replace("Remote", ""))
+                except Exception as exc:
+                    outcomes.append(type(exc).__name__)
+            call = f"seed {seed}: {kind}.{name}(*{args!r:.200}, **{kwargs!r:.200})"
+            assert outcomes[0] == outcomes[1], f"{call}: {outcomes}"
+        remote.close()
+        embedded.close()
+
+
 def _mangled(rng: random.Random, frame: bytes) -> bytes:
     data = bytearray(frame)
     for _ in range(rng.randrange(1, 4)):
