@@ -70,7 +70,7 @@ def test_a_second_ctrl_c_stops_at_once_and_still_closes_the_data(tmp_path: Path)
         seconds = time.monotonic() - started
     log = daemon.log()
     assert code == FORCED_EXIT_STATUS, log
-    assert seconds < 5, f"the second Ctrl-C took {seconds:.1f} s\n{log}"
+    assert seconds < 10, f"the second Ctrl-C took {seconds:.1f} s\n{log}"
     assert "Traceback" not in log and "ERROR" not in log, log
     assert "second interrupt: stopping now" in log, log
     # the brokers were closed (a later open of the data would say otherwise) and every

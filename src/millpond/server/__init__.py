@@ -66,6 +66,10 @@ def serve(
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT; in-flight requests and commits finish first.
 
+    A second SIGINT during that stop (Ctrl-C again) stops waiting for the requests still running
+    (they are cut off), flushes and closes the data all the same, and exits with
+    FORCED_EXIT_STATUS (130); a graceful stop exits 0.
+
     With ``tls_cert`` and ``tls_key`` (PEM files) it serves HTTPS instead of HTTP. With
     ``native_port`` it also serves millpond's native protocol there, on the same host, in the
     same event loop and over the same brokers (plain TCP: no TLS on that port).
