@@ -18,6 +18,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -629,3 +630,46 @@ def test_a_peer_that_never_says_hello_is_closed() -> None:
     answer, _ = asyncio.run(main())
     assert answer[0] == frames.CONNECTION and answer[2][0] == "ProtocolError"
     assert "no hello within 0.2 s" in answer[2][2]
+
+
+def test_a_peer_that_takes_no_answers_is_closed(tmp_path: Path) -> None:
+    """A peer that stopped reading holds up to MAX_IN_FLIGHT answers in the daemon: after
+    write_stall_timeout without taking any, it is closed and they are let go."""
+    from millpond.server.context import Context
+
+    ctx = Context(str(tmp_path / "data"), durability="os", workers=4)
+    ctx.broker("us-east-1").create_queue("big").send(b"y" * 200_000)
+
+    async def main() -> tuple[int, float]:
+        ctx.bind_loop(asyncio.get_running_loop())
+        server = NativeServer(ctx, write_stall_timeout=0.5)
+        port = await server.listen("127.0.0.1", 0)
+        server.ready()
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        hello = [1, "hello", None, [], {"version": frames.VERSION}]
+        request = [0, "queue.receive", "big", [1], {"visibility_timeout": 0}]
+        data = frames.frame(msgpack.packb(hello))
+        for rid in range(2, 102):  # 100 answers of 200 KB: past the write buffer's limit
+            request[0] = rid
+            data += frames.frame(msgpack.packb(request))
+        await loop.sock_sendall(sock, data)  # and then never read
+        started = time.monotonic()
+        while not any(c._write_paused for c in server.connections):
+            assert time.monotonic() - started < 10, "the answers never filled the buffer"
+            await asyncio.sleep(0.05)
+        paused = time.monotonic()
+        while server.connections and time.monotonic() - paused < 10:
+            await asyncio.sleep(0.05)
+        left, waited = len(server.connections), time.monotonic() - paused
+        sock.close()
+        await server.stop(timeout=1)
+        return left, waited
+
+    try:
+        left, waited = asyncio.run(main())
+    finally:
+        ctx.close()
+    assert left == 0 and waited < 5, waited

@@ -42,6 +42,9 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024  # answers buffered for a slow reader before 
 # A peer that has not sent its hello by then is closed: it holds a socket and a buffer while
 # it is nobody (a client sends the hello as soon as it reads the greeting).
 HELLO_TIMEOUT_S = 10.0
+# A peer whose answers have filled the write buffer and that takes none for this long is
+# closed: it would otherwise hold MAX_IN_FLIGHT answers (up to 16 MiB each) for ever.
+WRITE_STALL_TIMEOUT_S = 60.0
 # Connections the kernel queues before the loop accepts them (asyncio's default is 100): a
 # burst past it has its SYNs dropped, and each such client waits a second to retry.
 LISTEN_BACKLOG = 1024
@@ -115,6 +118,7 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._packer = msgpack.Packer(default=_encode, use_bin_type=True)
         self._hello_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     # -- transport events -------------------------------------------------------------------------
 
@@ -145,8 +149,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
+        for timer in (self._hello_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
         self._end_long_polls()
 
     def _end_long_polls(self) -> None:
@@ -169,10 +174,27 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._write_paused = True
         self._update_reading()
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._stall_timer = loop.call_later(self.server.write_stall_timeout, self._stalled)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
         self._parse()
+
+    def _stalled(self) -> None:
+        """The peer took no answer for write_stall_timeout: what it holds (up to MAX_IN_FLIGHT
+        answers) is let go. millpond's clients read whenever a call waits, so only a peer that
+        stopped reading (or a dead network) gets here."""
+        log.warning(
+            "native protocol: closing a connection that took no answers for %g s",
+            self.server.write_stall_timeout,
+        )
+        if self.transport is not None:
+            self.transport.abort()  # close() would wait to send what the peer does not take
 
     def _update_reading(self) -> None:
         if self.transport is None or self.transport.is_closing() or self.closing:
@@ -400,10 +422,12 @@ class NativeServer:
         ctx: Context,
         max_frame: int = frames.MAX_FRAME,
         hello_timeout: float = HELLO_TIMEOUT_S,
+        write_stall_timeout: float = WRITE_STALL_TIMEOUT_S,
     ) -> None:
         self.ctx = ctx
         self.max_frame = max_frame
         self.hello_timeout = hello_timeout
+        self.write_stall_timeout = write_stall_timeout
         self.connections: set[Connection] = set()
         self.stopping = False
         self.running = 0  # requests running, on every connection (closed ones included)
