@@ -524,6 +524,28 @@ def test_keywords_cannot_reach_parameters_of_the_daemon(daemon: Daemon) -> None:
     peer.close()
 
 
+def test_the_whitelisted_methods_take_no_private_parameters() -> None:
+    """A request's keywords go to the embedded method as they are: none of those methods (nor
+    the loop's own verbs, past their context and queue) may take a parameter that is not
+    public, or a peer could set it."""
+    from millpond.broker import Broker
+    from millpond.fifo_queue import FifoQueue
+    from millpond.native import ops
+    from millpond.subscription import Subscription
+    from millpond.topic import Topic
+
+    methods = [getattr(Broker, name) for name in ops._BROKER]
+    methods += [getattr(FifoQueue, name) for name in ops._QUEUE]
+    methods += [getattr(Topic, name) for name in ops._TOPIC]
+    methods += [getattr(Subscription, name) for name in ops._SUBSCRIPTION]
+    methods += [ops._send, ops._receive, ops._delete]
+    for method in methods:
+        names = list(inspect.signature(method).parameters)
+        names = names[2:] if method in (ops._send, ops._receive, ops._delete) else names[1:]
+        private = [name for name in names if name.startswith("_")]
+        assert not private, f"{method.__qualname__} takes {private}"
+
+
 # -- peers that behave oddly -----------------------------------------------------------------------
 
 

@@ -1,11 +1,11 @@
 """The native protocol's wire format.
 
 Every frame is a 4-byte big-endian length, then that many bytes of msgpack (bin type for bytes,
-str for text). A frame longer than the receiver's ``max_frame`` is refused: the daemon answers
-with a connection error and closes.
+str for text). A frame longer than the receiver's ``max_frame`` (the daemon's: MAX_HELLO_FRAME
+until the hello is answered) is refused: the daemon answers with a connection error and closes.
 
 On connect the daemon speaks first, with a greeting ``{"millpond": VERSION, "nonce": 16
-bytes, "auth": bool}``. Then the client sends requests and the daemon answers them, in any
+bytes (this connection's), "auth": bool, "max_frame": int}``. Then the client sends requests and the daemon answers them, in any
 order::
 
     request   [request id (int >= 1), operation (str), target (str or nil), args (array),
@@ -15,7 +15,8 @@ order::
 The first request must be ``hello`` (answered by the daemon's region, account id, durability,
 core and max frame; see :mod:`millpond.native.server`); requests may follow it at once.
 Request id 0 is the connection's own: an error with id 0 is about the connection (a frame
-over the limit, bytes that are not msgpack) and the daemon closes it after sending that error.
+over the limit, bytes that are not msgpack) and is the daemon's last frame on it (the requests
+still running are answered first); then it closes.
 
 Results carry millpond's objects as msgpack extension types, so that every method answers
 with the same shapes as the embedded broker: QUEUE ``[name, arn, fifo]``, TOPIC ``[name, arn,

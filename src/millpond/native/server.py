@@ -7,8 +7,13 @@ Per connection: requests are read as they come and each runs as its own task, so
 flight at once and each is answered (by its request id, in whatever order they finish) once its
 write has committed. Buffers are bounded: reading stops while MAX_IN_FLIGHT requests are
 running, or while the answers not yet taken by the client pass the transport's high-water mark
-(a client that never reads is paused, not buffered for); a frame over ``max_frame`` is refused
-with a connection error and the connection is closed.
+(a client that never reads is paused, not buffered for, and closed after
+WRITE_STALL_TIMEOUT_S); a frame over ``max_frame`` (``frames.MAX_HELLO_FRAME`` before the
+hello) or a request over ``frames.MAX_REQUEST_ITEMS`` elements is refused with a connection
+error and the connection is closed, as is one with no hello within HELLO_TIMEOUT_S.
+
+Whatever a peer sends gets an answer or a connection error (the last frame, after the answers
+of the requests still running): never an exception out of a protocol callback.
 """
 
 from __future__ import annotations
