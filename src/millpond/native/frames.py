@@ -5,8 +5,8 @@ str for text). A frame longer than the receiver's ``max_frame`` (the daemon's: M
 until the hello is answered) is refused: the daemon answers with a connection error and closes.
 
 On connect the daemon speaks first, with a greeting ``{"millpond": VERSION, "nonce": 16
-bytes (this connection's), "auth": bool, "max_frame": int}``. Then the client sends requests and the daemon answers them, in any
-order::
+bytes (this connection's), "auth": bool, "max_frame": int}``. Then the client sends requests
+and the daemon answers them, in any order::
 
     request   [request id (int >= 1), operation (str), target (str or nil), args (array),
                kwargs (map)]
