@@ -67,16 +67,16 @@ def _client(daemon: Daemon) -> Any:
     return millpond.connect(daemon.native_url, access_key_id=KEY, secret_access_key=SECRET)
 
 
-# Each fuzz test runs short (about 1.5 s a seed), and long when selected with -m slow.
+# Each fuzz test runs short (about 1 s a seed), and long when selected with -m slow.
 LENGTHS = [
-    pytest.param(1.5, id="short"),
+    pytest.param(1.0, id="short"),
     pytest.param(SLOW_SECONDS, id="long", marks=pytest.mark.slow),
 ]
 
 
 def _seeds(request: pytest.FixtureRequest, seconds: float) -> list[int]:
     """The seeds to fuzz with: a fixed one, then a random one (named on failure)."""
-    if seconds > 1.5 and "slow" not in (request.config.option.markexpr or ""):
+    if seconds > 1.0 and "slow" not in (request.config.option.markexpr or ""):
         pytest.skip("a long fuzz run: select it with -m slow")
     return [1, random.randrange(1 << 30)]
 
@@ -358,6 +358,28 @@ def test_mangled_frames(daemon: Daemon, request: pytest.FixtureRequest, seconds:
 
 
 # -- the hello ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", LENGTHS)
+def test_random_hellos(daemon: Daemon, request: pytest.FixtureRequest, seconds: float) -> None:
+    """Random hello options, some with the right proof: answered, and closed when refused."""
+    for seed in _seeds(request, seconds):
+        rng = random.Random(seed)
+        values = Values(rng, ["us-east-1", "eu-west-1", KEY, SECRET])
+        keys = ["version", "region", "access_key_id", "signature", "x"]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            peer = Peer(daemon.native_port, hello=False)  # type: ignore[arg-type]
+            options = {rng.choice(keys): values.value() for _ in range(rng.randrange(6))}
+            if rng.random() < 0.5:
+                options.update(version=frames.VERSION, access_key_id=KEY)
+                options["signature"] = frames.signature(SECRET, peer.greeting["nonce"])
+            answer = peer.call(1, "hello", rng.choice([None, "x"]), [], options)
+            assert answer[0] == 1 and answer[1] in (frames.OK, frames.ERROR), (seed, answer)
+            if answer[1] == frames.ERROR:
+                assert answer[2][0] in CLASSES and "internal" not in answer[2][2], (seed, answer)
+                assert peer.closed()
+            peer.close()
 
 
 def test_a_signature_that_is_not_ascii_is_denied(daemon: Daemon) -> None:
