@@ -32,8 +32,7 @@ An alarm left behind by a member deleted meanwhile costs one look at its group, 
 from __future__ import annotations
 
 import struct
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from millpond._core_py import (
     _LOG_KEY,
@@ -52,6 +51,9 @@ from millpond._core_py import OK as OK
 from millpond._core_py import STALE as STALE
 from millpond._core_py import TOO_LONG as TOO_LONG
 from millpond.message import pack_metadata, unpack_metadata
+
+if TYPE_CHECKING:
+    from millpond.core import Core
 
 # The shared layouts and statuses are the executable spec's (_core_py); only FIFO's own here.
 # visible_at_ms | sent_ms | first_receive_ms | last_receive_ms | receive_count | source queue id
@@ -139,7 +141,7 @@ def _sweep_dedup(txn: Any, t: Any, queue_id: int, now_ms: int) -> None:
 
 
 def send(
-    core: ModuleType,
+    core: Core,
     txn: Any,
     t: Any,
     queue_id: int,
@@ -196,7 +198,7 @@ def send(
 
 
 def receive(
-    core: ModuleType,
+    core: Core,
     txn: Any,
     t: Any,
     queue_id: int,
@@ -265,7 +267,7 @@ def receive(
 
 
 def _drain_group(
-    core: ModuleType,
+    core: Core,
     txn: Any,
     t: Any,
     queue_id: int,
@@ -349,7 +351,7 @@ _RECORD_ID_AT = 24
 
 
 def _moved_record(
-    core: ModuleType,
+    core: Core,
     record: bytes,
     now_ms: int,
     dead_letter: bool = False,
@@ -361,7 +363,7 @@ def _moved_record(
     (queue_id, seq) names its new one (a redrive). A record that fails its check moves as it
     is (it is reported when a receive meets it)."""
     if new_id is not None:
-        return core.renew_record(record, now_ms, *new_id)  # type: ignore[no-any-return]
+        return core.renew_record(record, now_ms, *new_id)
     decoded = core.decode_record(record)
     if decoded is None:
         return record
@@ -371,11 +373,11 @@ def _moved_record(
         attrs = pack_metadata(metadata.get("a"), metadata.get("g"), message_id, metadata.get("t"))
     env_id, first_queue_id, seq = _RECORD_ID.unpack_from(record, _RECORD_ID_AT)
     flags = core.record_flags(record)
-    return core.encode_record(now_ms, env_id, first_queue_id, seq, attrs, body, flags)  # type: ignore[no-any-return]
+    return core.encode_record(now_ms, env_id, first_queue_id, seq, attrs, body, flags)
 
 
 def _append(
-    core: ModuleType,
+    core: Core,
     txn: Any,
     t: Any,
     queue_id: int,
@@ -501,13 +503,13 @@ def counts(
     return stored, in_flight, delayed
 
 
-def purge(core: ModuleType, txn: Any, t: Any, queue_id: int) -> int:
+def purge(core: Core, txn: Any, t: Any, queue_id: int) -> int:
     """Remove every message; de-duplication ids are remembered, as SQS does."""
     _delete_prefix(txn, t.fifo, _U32.pack(queue_id))
-    return core.purge(txn, t, queue_id)  # type: ignore[no-any-return]
+    return core.purge(txn, t, queue_id)
 
 
-def drop(core: ModuleType, txn: Any, t: Any, queue_id: int) -> None:
+def drop(core: Core, txn: Any, t: Any, queue_id: int) -> None:
     prefix = _U32.pack(queue_id)
     for db in (t.fifo, t.dedup, t.dedupexp):
         _delete_prefix(txn, db, prefix)
@@ -562,7 +564,7 @@ def move(
     entries: list[Any],
     to_queue_id: int,
     keep_state: bool,
-    core: ModuleType,
+    core: Core,
 ) -> int:
     """Move members (seq, g) to the end of the same group of another FIFO queue: a redrive
     (new message ids, see _append), or with ``keep_state`` a move to a dead-letter queue.
@@ -596,7 +598,7 @@ def move(
 
 
 def redeliver(
-    core: ModuleType,
+    core: Core,
     txn: Any,
     t: Any,
     queue_id: int,

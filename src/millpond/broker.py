@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any
 
 import msgpack
@@ -70,7 +70,7 @@ class Broker:
         self.clock = clock or SystemClock()
         self.region = region
         self.account_id = account_id
-        self._core: ModuleType = core_module.load(core)
+        self._core: core_module.Core = core_module.load(core)
         self._storage = Storage(
             path,
             self.clock,
@@ -99,7 +99,7 @@ class Broker:
     @property
     def implementation(self) -> str:
         """Which core runs: "c" (Cython) or "py" (the pure-Python twin)."""
-        return self._core.IMPLEMENTATION  # type: ignore[no-any-return]
+        return self._core.IMPLEMENTATION
 
     @property
     def durability(self) -> str:

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from millpond import arguments, dead_letters, queue_attributes
 from millpond.errors import (
@@ -243,7 +243,7 @@ class Queue:
         )
         self.counters["sent"] += 1
         self._broker._wakeups.notify(self.queue_id)
-        return self._core.message_id(self._broker._env_id, self.queue_id, seq)  # type: ignore[no-any-return]
+        return self._core.message_id(self._broker._env_id, self.queue_id, seq)
 
     def send_batch(self, entries: Sequence[Any]) -> list[str]:
         """Send up to 10 messages in one write transaction; returns their ids in order.
@@ -513,15 +513,13 @@ class Queue:
     def _decode_all(self, receipt_handles: Sequence[str]) -> list[tuple[int, int, int]]:
         """_decode for a batch in one core call; raises for the first handle that is not ours."""
         handles = receipt_handles if type(receipt_handles) is list else list(receipt_handles)
-        entries: list[tuple[int, int, int]] = self._core.decode_handles(
-            self._broker._secret, self.queue_id, handles
-        )
+        entries = self._core.decode_handles(self._broker._secret, self.queue_id, handles)
         if None in entries:
-            bad = handles[entries.index(None)]  # type: ignore[arg-type]
+            bad = handles[entries.index(None)]
             raise ReceiptHandleIsInvalid(
                 f'The input receipt handle "{bad}" is not a valid receipt handle.'
             )
-        return entries
+        return cast("list[tuple[int, int, int]]", entries)  # without None: checked above
 
     def delete(self, receipt_handle: str) -> None:
         """Delete the message the handle was given for.
@@ -722,14 +720,14 @@ class Queue:
         return {name: values[name] for name in wanted if name in values}
 
     def _purge_in_txn(self, txn: Any, tables: Any, queue_id: int) -> int:
-        return self._core.purge(txn, tables, queue_id)  # type: ignore[no-any-return]
+        return self._core.purge(txn, tables, queue_id)
 
     def _counts_in_txn(
         self, txn: Any, tables: Any, queue_id: int, now_ms: int, cutoff: int
     ) -> tuple[int, int, int]:
         """(stored, in flight, delayed) after trimming messages past retention."""
         self._core.expire(txn, tables, queue_id, cutoff)
-        return self._core.counts(txn, tables, queue_id, now_ms, cutoff)  # type: ignore[no-any-return]
+        return self._core.counts(txn, tables, queue_id, now_ms, cutoff)
 
     # -- tags --------------------------------------------------------------------------------------
 
