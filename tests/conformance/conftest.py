@@ -47,6 +47,15 @@ def conformance_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dae
         daemon.stop()
 
 
+@pytest.fixture(scope="session")
+def boto3_session() -> Any:
+    """One boto3 Session for the daemon-boto3 brokers (a new one per test costs ~0.1-0.2 s)."""
+    _require("boto3")
+    import boto3
+
+    return boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test")
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param  # type: ignore[no-any-return]
@@ -64,12 +73,8 @@ def broker(backend: str, tmp_path: Any, request: pytest.FixtureRequest) -> Itera
         _require("boto3")
         _require("millpond.aws")
         daemon = request.getfixturevalue("conformance_daemon")
-        b = millpond.connect(
-            "sqs://us-east-1",
-            endpoint_url=daemon.url,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        )
+        session = request.getfixturevalue("boto3_session")
+        b = millpond.connect("sqs://us-east-1", endpoint_url=daemon.url, session=session)
     else:
         _require("moto")
         _require("millpond.aws")
@@ -81,7 +86,7 @@ def broker(backend: str, tmp_path: Any, request: pytest.FixtureRequest) -> Itera
         mock = mock_aws()
         mock.start()
         try:
-            b = millpond.connect("sqs://us-east-1")
+            b = millpond.connect("sqs://us-east-1")  # moto patches sessions made after start()
             yield b
             b.close()
         finally:
