@@ -11,35 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 from millpond.errors import MillpondError
 from millpond.message import Message
-from millpond.native.proxies import _given, _listed
+from millpond.native.proxies import Named, SubscriptionFields, _given, _listed
 
 if TYPE_CHECKING:
     from millpond.native.aio import AsyncClient
 
 
-class _AsyncRemote:
+class _AsyncRemote(Named):
     _kind = ""
-
-    def __init__(self, client: AsyncClient, name: str, arn: str) -> None:
-        self._client = client
-        self.name = name
-        self.arn = arn
+    _client: AsyncClient
 
     async def _call(
         self, method: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
         return await self._client._call(f"{self._kind}.{method}", self.name, args, kwargs)
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, _AsyncRemote) and type(other) is type(self) and other.arn == self.arn
-        )
-
-    def __hash__(self) -> int:
-        return hash(self.arn)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
 
 
 class AsyncRemoteQueue(_AsyncRemote):
@@ -239,30 +224,11 @@ class AsyncRemoteTopic(_AsyncRemote):
         await self._call("untag", (_listed(keys),))
 
 
-class AsyncRemoteSubscription:
+class AsyncRemoteSubscription(SubscriptionFields):
     """A subscription of the daemon, with the attributes and methods of
     :class:`millpond.Subscription` (``pending`` as of when this object was made)."""
 
-    def __init__(
-        self,
-        client: AsyncClient,
-        arn: str,
-        topic_name: str,
-        queue_name: str,
-        endpoint: str,
-        protocol: str,
-        pending: bool,
-        owner: str,
-    ) -> None:
-        self._client = client
-        self.arn = arn
-        self.topic_name = topic_name
-        self.topic_arn = arn.rsplit(":", 1)[0]
-        self.queue_name = queue_name
-        self.endpoint = endpoint
-        self.protocol = protocol
-        self.pending = pending
-        self.owner = owner
+    _client: AsyncClient
 
     async def _call(self, method: str, args: Sequence[Any] = ()) -> Any:
         return await self._client._call(f"subscription.{method}", self.arn, args)
@@ -280,13 +246,3 @@ class AsyncRemoteSubscription:
 
     async def unsubscribe(self) -> None:
         await self._call("unsubscribe")
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, AsyncRemoteSubscription) and other.arn == self.arn
-
-    def __hash__(self) -> int:
-        return hash(self.arn)
-
-    def __repr__(self) -> str:
-        target = self.queue_name if self.protocol == "sqs" else self.endpoint
-        return f"AsyncRemoteSubscription({self.arn!r} -> {target!r})"

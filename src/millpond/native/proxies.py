@@ -56,27 +56,69 @@ def _listed(values: Any) -> Any:
     return list(values)
 
 
-class _Remote:
-    _kind = ""
+class Named:
+    """What a queue or topic proxy is, sync or async: its client, name and ARN. Equal to a
+    proxy of the same class naming the same queue or topic."""
 
-    def __init__(self, client: Client, name: str, arn: str) -> None:
+    def __init__(self, client: Any, name: str, arn: str) -> None:
         self._client = client
         self.name = name
         self.arn = arn
 
-    def _call(
-        self, method: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
-    ) -> Any:
-        return self._client._call(f"{self._kind}.{method}", self.name, args, kwargs)
-
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Remote) and type(other) is type(self) and other.arn == self.arn
+        return type(other) is type(self) and other.arn == self.arn
 
     def __hash__(self) -> int:
         return hash(self.arn)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+class SubscriptionFields:
+    """What a subscription proxy is, sync or async: the embedded Subscription's attributes
+    (``pending`` as of when this object was made). Equal to one of the same ARN."""
+
+    def __init__(
+        self,
+        client: Any,
+        arn: str,
+        topic_name: str,
+        queue_name: str,
+        endpoint: str,
+        protocol: str,
+        pending: bool,
+        owner: str,
+    ) -> None:
+        self._client = client
+        self.arn = arn
+        self.topic_name = topic_name
+        self.topic_arn = arn.rsplit(":", 1)[0]
+        self.queue_name = queue_name
+        self.endpoint = endpoint
+        self.protocol = protocol
+        self.pending = pending
+        self.owner = owner
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.arn == self.arn
+
+    def __hash__(self) -> int:
+        return hash(self.arn)
+
+    def __repr__(self) -> str:
+        target = self.queue_name if self.protocol == "sqs" else self.endpoint
+        return f"{type(self).__name__}({self.arn!r} -> {target!r})"
+
+
+class _Remote(Named):
+    _kind = ""
+    _client: Client
+
+    def _call(
+        self, method: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
+        return self._client._call(f"{self._kind}.{method}", self.name, args, kwargs)
 
 
 class RemoteQueue(_Remote):
@@ -275,30 +317,11 @@ class RemoteTopic(_Remote):
         self._call("untag", (_listed(keys),))
 
 
-class RemoteSubscription:
+class RemoteSubscription(SubscriptionFields):
     """A subscription of the daemon, with the attributes and methods of
     :class:`millpond.Subscription` (``pending`` as of when this object was made)."""
 
-    def __init__(
-        self,
-        client: Client,
-        arn: str,
-        topic_name: str,
-        queue_name: str,
-        endpoint: str,
-        protocol: str,
-        pending: bool,
-        owner: str,
-    ) -> None:
-        self._client = client
-        self.arn = arn
-        self.topic_name = topic_name
-        self.topic_arn = arn.rsplit(":", 1)[0]
-        self.queue_name = queue_name
-        self.endpoint = endpoint
-        self.protocol = protocol
-        self.pending = pending
-        self.owner = owner
+    _client: Client
 
     def _call(self, method: str, args: Sequence[Any] = ()) -> Any:
         return self._client._call(f"subscription.{method}", self.arn, args)
@@ -316,13 +339,3 @@ class RemoteSubscription:
 
     def unsubscribe(self) -> None:
         self._call("unsubscribe")
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoteSubscription) and other.arn == self.arn
-
-    def __hash__(self) -> int:
-        return hash(self.arn)
-
-    def __repr__(self) -> str:
-        target = self.queue_name if self.protocol == "sqs" else self.endpoint
-        return f"RemoteSubscription({self.arn!r} -> {target!r})"
