@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import random
+import signal
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import millpond
 from millpond.native.aio import AsyncClient
+from millpond.native.errors import ConnectionLost
 
 from .daemon import Daemon
 
@@ -165,3 +170,46 @@ def test_tasks_share_one_async_client_with_cancellations(daemon: Daemon) -> None
     rest = asyncio.run(main())
     assert len(history.acked) > 64 * 60 // 3
     history.check(rest)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_sends_in_flight_when_the_daemon_stops(tmp_path: Path, sig: int) -> None:
+    """Threads sending through one client while the daemon is stopped (or killed): each send
+    returned (then it is stored: fsync) or raised ConnectionLost (either way); none was told
+    it succeeded when it was not stored."""
+    daemon = Daemon(str(tmp_path / "data"), native=True, durability="fsync")
+    client = millpond.connect(daemon.native_url)
+    queue = client.create_queue("stopping")
+    acked: set[bytes] = set()
+    unexpected: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(worker: int) -> None:
+        for i in range(100_000):
+            body = b"%d-%d" % (worker, i)
+            try:
+                queue.send(body)
+            except ConnectionLost:
+                return  # stored or not: the caller cannot know
+            except BaseException as exc:  # noqa: B036 - reported below
+                unexpected.append(exc)
+                return
+            with lock:
+                acked.add(body)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for w in workers:
+        w.start()
+    time.sleep(0.5)
+    daemon.process.send_signal(sig)
+    for w in workers:
+        w.join(30)
+    daemon.stop()
+    client.close()
+    assert not any(w.is_alive() for w in workers) and not unexpected, unexpected[:3]
+    assert acked, "no send was answered before the signal: the test proved nothing"
+    with millpond.open(os.path.join(daemon.data_dir, "us-east-1")) as broker:
+        stored: set[bytes] = set()
+        while batch := broker.queue("stopping").receive(10):
+            stored |= {m.body for m in batch}
+    assert acked <= stored, f"{len(acked - stored)} answered sends were not stored"
