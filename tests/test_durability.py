@@ -365,6 +365,17 @@ class History:
     delete_acked: set[str] = field(default_factory=set)
 
 
+def _drop_cut_line(path: Path) -> None:
+    """Cut off a last line the kill interrupted (a write of several pages can stop part way
+    on SIGKILL): it was never a whole record, and the next worker appends to this file."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def read_history(path: Path) -> History:
     history = History()
     if not path.exists():
@@ -484,6 +495,7 @@ def _crash_cycles(
             status = worker.returncode
             assert status == -9, f"worker ended by itself ({status}):\n{err.read_text()}"
 
+            _drop_cut_line(log_path)
             history = read_history(log_path)
             # Far in the future: every delay and visibility timeout has expired, and each
             # check is later than the visibility (1 s) the previous check left behind.
