@@ -241,6 +241,14 @@ _WRONG_CALLS: dict[str, Any] = {
     "confirmation token": lambda x: x["t"].confirm_subscription("token"),
     "permission action": lambda x: x["t"].add_permission("l", ["123456789012"], ["Nope"]),
     "http endpoint": lambda x: x["t"].subscribe("ftp://x", protocol="http"),
+    "batch body None": lambda x: x["q"].send_batch(["a", {"body": None}]),
+    "batch body empty": lambda x: x["q"].send_batch(["a", ""]),
+    "fifo batch without group": lambda x: x["f"].send_batch(
+        [{"body": "a", "group_id": "g", "deduplication_id": "d"}, {"body": "b"}]
+    ),
+    "delete batch handle None": lambda x: x["q"].delete_batch([None]),
+    "delete entries of a str": lambda x: x["q"].delete_entries("handle"),
+    "visibility entries of a str": lambda x: x["q"].change_visibility_entries("handle"),
 }
 
 
@@ -334,6 +342,70 @@ def test_send_batch_checks_every_entry_before_sending(aws: AwsBroker, name: str)
     ids = q.send_batch([b"a", "b", {"body": "c", "delay_seconds": 0}])
     assert sorted(m.text for m in _drain(q, 3)) == ["a", "b", "c"]
     assert len(set(ids)) == 3
+
+
+def test_send_batch_refuses_bodies_and_fifo_groups_before_sending(
+    aws: AwsBroker, name: str
+) -> None:
+    """An empty or missing body, or a FIFO entry without a group id, stores nothing (SQS would
+    have stored the other entries)."""
+    q = aws.create_queue(name)
+    with pytest.raises(errors.MissingParameter):
+        q.send_batch(["fine", ""])
+    with pytest.raises(errors.InvalidParameterValue):
+        q.send_batch(["fine", {"body": None}])
+    f = aws.create_queue(name + ".fifo", {"FifoQueue": "true"})
+    with pytest.raises(errors.MissingParameter):
+        f.send_batch([{"body": "a", "group_id": "g", "deduplication_id": "d"}, {"body": "b"}])
+    assert q.receive(10, wait_seconds=1) == [] and f.receive(10, wait_seconds=1) == []
+
+
+def test_send_batch_failure_tells_what_was_stored(daemon_broker: AwsBroker, name: str) -> None:
+    """SQS stores the entries it takes; the raised error says which (moto refuses the whole
+    batch instead: daemon only)."""
+    q = daemon_broker.create_queue(name, {"MaximumMessageSize": 1024})
+    with pytest.raises(errors.MessageTooLong) as caught:
+        q.send_batch(["small", "x" * 2000, "also"])
+    stored, refused, also = caught.value.batch_results  # type: ignore[attr-defined]
+    assert isinstance(refused, errors.MessageTooLong) and refused is caught.value
+    got = {m.message_id: m.text for m in _drain(q, 2)}
+    assert got == {stored: "small", also: "also"}
+
+
+def test_delete_batch_failure_tells_what_was_deleted(aws: AwsBroker, name: str) -> None:
+    q = aws.create_queue(name)
+    q.send("m")
+    (m,) = _drain(q, 1)
+    with pytest.raises(errors.ReceiptHandleIsInvalid) as caught:
+        q.delete_batch(["garbage", m.receipt_handle])
+    assert caught.value.batch_results == [caught.value, None]  # type: ignore[attr-defined]
+
+
+def test_publish_batch_failure_tells_what_was_published(moto_broker: AwsBroker, name: str) -> None:
+    """SNS publishes the entries it takes (the daemon, as embedded, refuses the whole batch)."""
+    topic = moto_broker.create_topic(name + ".fifo", {"FifoTopic": "true"})
+    entries = [
+        {"Id": "a", "Message": "m", "MessageGroupId": "g", "MessageDeduplicationId": "d"},
+        {"Id": "b", "Message": "n", "MessageGroupId": "g"},  # no dedup id, no content dedup
+    ]
+    with pytest.raises(InvalidParameter) as caught:
+        topic.publish_batch(entries)
+    published, refused = caught.value.batch_results  # type: ignore[attr-defined]
+    assert published["Id"] == "a" and published["MessageId"]
+    assert refused is caught.value
+
+
+def test_per_entry_verbs_refuse_a_bad_entry_alone(aws: AwsBroker, name: str) -> None:
+    """An entry botocore would refuse fails alone, as embedded, not the whole call."""
+    q = aws.create_queue(name)
+    q.send_batch(["a", "b"])
+    first, second = (m.receipt_handle for m in _drain(q, 2))
+    results = q.change_visibility_entries([(first, "x"), (None, 5), (second, 0)])  # type: ignore[list-item]
+    assert type(results[0]) is errors.InvalidParameterValue
+    assert type(results[1]) is errors.ReceiptHandleIsInvalid
+    assert results[2] is None
+    results = q.delete_entries([None, first])  # type: ignore[list-item]
+    assert type(results[0]) is errors.ReceiptHandleIsInvalid and results[1] is None
 
 
 def test_per_entry_verbs(aws: AwsBroker, name: str) -> None:

@@ -12,7 +12,7 @@ and HTTP status AWS sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError, ParamValidationError
@@ -144,3 +144,23 @@ def from_batch_failure(service: str, failed: Mapping[str, Any]) -> MillpondError
         400,
         bool(failed.get("SenderFault", True)),
     )
+
+
+def raise_first_failure(
+    service: str, failed: Sequence[Mapping[str, Any]], results: list[Any], slots: Mapping[str, int]
+) -> None:
+    """Raise the error of the first Failed entry of a batch answer (in entry order), if any.
+
+    SQS and SNS have done the other entries by then, which the embedded broker never does; so
+    that the caller can tell what was stored (and resend only the rest), the error carries
+    ``batch_results``: ``results`` (each entry's result, by its slot) with each failed
+    entry's slot replaced by its error. ``slots`` maps the wire Ids to slots.
+    """
+    if not failed:
+        return
+    errors_by_slot = {slots[entry["Id"]]: from_batch_failure(service, entry) for entry in failed}
+    for slot, error in errors_by_slot.items():
+        results[slot] = error
+    first = errors_by_slot[min(errors_by_slot)]
+    vars(first)["batch_results"] = results  # an extra attribute, beside the class's own
+    raise first

@@ -3,7 +3,8 @@
 Arguments are passed to SQS as they are (bodies and attribute values turned into the text SQS
 carries); SQS validates them and its errors come back as millpond's exception classes. Batch
 verbs whose embedded form is all-or-nothing raise the first failed entry's error; SQS has
-then already done the other entries (see the README's "what differs").
+then already done the other entries, and the error's ``batch_results`` says entry by entry
+what was done (see the README's "what differs").
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from millpond.aws.errors import from_batch_failure
+from millpond import arguments
+from millpond.aws.errors import from_batch_failure, raise_first_failure
 from millpond.aws.messages import (
     MESSAGE_ATTRIBUTES,
     SYSTEM_ATTRIBUTES,
@@ -19,7 +21,13 @@ from millpond.aws.messages import (
     to_message,
     wire_attributes,
 )
-from millpond.errors import InvalidAttributeValue, InvalidParameterValue, MillpondError
+from millpond.errors import (
+    InvalidAttributeValue,
+    InvalidParameterValue,
+    MillpondError,
+    MissingParameter,
+    ReceiptHandleIsInvalid,
+)
 from millpond.message import Message
 from millpond.message_attributes import validate_body_text, validate_message_attributes
 from millpond.queue import MAX_BATCH, check_batch, check_int, check_message_id_field
@@ -136,18 +144,20 @@ class AwsQueue:
             self._check_entry(fields)
             wire.append({"Id": str(index), **{k: v for k, v in fields.items() if v is not None}})
         answer = self._call("send_message_batch", Entries=wire)
-        _raise_first_failure(answer)
         by_id = {ok["Id"]: ok for ok in answer.get("Successful", [])}
-        return [by_id[str(index)] for index in range(len(entries))]
+        slots = {str(index): index for index in range(len(entries))}
+        stored = [by_id.get(wire_id, {}).get("MessageId") for wire_id in slots]
+        raise_first_failure("sqs", answer.get("Failed") or [], stored, slots)
+        return [by_id[wire_id] for wire_id in slots]
 
     def _check_entry(self, fields: Mapping[str, Any]) -> None:
         """Refuse a batch entry SQS would fail on its own, before the batch is sent.
 
         SQS answers such an entry with a per-entry failure and stores the rest, while the
         embedded send_batch stores nothing when one entry is bad; checking the rules that do
-        not depend on the queue's state here (body text, message attributes, delay, id
-        formats) keeps that contract. Only the size against the queue's MaximumMessageSize
-        is left to SQS.
+        not depend on the queue's state here (body, message attributes, delay, a FIFO
+        entry's group id, id formats) keeps that contract. Left to SQS: the size against the
+        queue's MaximumMessageSize, and a FIFO entry's missing deduplication id.
         """
         for name in self._other_type_only:
             if fields[name] is not None:
@@ -156,12 +166,19 @@ class AwsQueue:
                     "include parameter that is not valid for this queue type."
                 )
         body = fields["MessageBody"]
-        if isinstance(body, str):
-            validate_body_text(body)
+        if not isinstance(body, str):  # botocore would refuse the batch, with another class
+            raise InvalidParameterValue(
+                f"The message body must be bytes or str, not {type(body).__name__}."
+            )
+        if not body:
+            raise MissingParameter("The request must contain the parameter MessageBody.")
+        validate_body_text(body)
         if fields["MessageAttributes"]:
             validate_message_attributes(fields["MessageAttributes"])
         if fields["DelaySeconds"] is not None:
             check_int("DelaySeconds", fields["DelaySeconds"], 0, 900)
+        if self.fifo and fields["MessageGroupId"] is None:
+            raise MissingParameter("The request must contain the parameter MessageGroupId.")
         for name in ("MessageGroupId", "MessageDeduplicationId"):
             if fields[name] is not None:
                 check_message_id_field(name, fields[name])
@@ -172,8 +189,10 @@ class AwsQueue:
         ``deduplication_id``).
 
         Entries are checked before the batch is sent (see _check_entry); an entry SQS still
-        refuses (too large for the queue) raises its error, and unlike the embedded broker
-        SQS has then stored the others.
+        refuses (too large for the queue; on a FIFO queue without ContentBasedDeduplication,
+        no deduplication id) raises its error, and unlike the embedded broker SQS has then
+        stored the others: the error's ``batch_results`` holds the message id of each stored
+        entry and the error of each refused one, so that only those need sending again.
         """
         return [ok["MessageId"] for ok in self._send_batch(entries)]
 
@@ -213,14 +232,22 @@ class AwsQueue:
         self._call("delete_message", ReceiptHandle=receipt_handle)
 
     def delete_batch(self, receipt_handles: Sequence[str]) -> None:
-        """Delete up to 10 messages; raises the first refused handle's error (SQS has then
-        deleted the others)."""
+        """Delete up to 10 messages; raises the first refused handle's error.
+
+        Unlike the embedded broker SQS has then deleted the others: the error's
+        ``batch_results`` holds None for each deleted handle and the error of each refused
+        one (as :meth:`delete_entries` returns).
+        """
         check_batch(receipt_handles, "DeleteMessageBatchRequestEntry")
+        for handle in receipt_handles:  # as embedded: refused before anything is deleted
+            _checked_handle(handle)
         entries = [
             {"Id": str(index), "ReceiptHandle": handle}
             for index, handle in enumerate(receipt_handles)
         ]
-        _raise_first_failure(self._call("delete_message_batch", Entries=entries))
+        answer = self._call("delete_message_batch", Entries=entries)
+        slots = {entry["Id"]: index for index, entry in enumerate(entries)}
+        raise_first_failure("sqs", answer.get("Failed") or [], [None] * len(entries), slots)
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> None:
         """Hide an in-flight message for ``visibility_timeout`` s (0-43200) from now."""
@@ -232,36 +259,46 @@ class AwsQueue:
 
     def delete_entries(self, receipt_handles: Sequence[str]) -> list[MillpondError | None]:
         """Delete each handle on its own terms: an error per entry (None: deleted)."""
-        entries = [{"ReceiptHandle": handle} for handle in receipt_handles]
-        return self._per_entry("delete_message_batch", entries)
+        handles = arguments.entries(receipt_handles, "The receipt handles")
+        results: list[MillpondError | None] = [None] * len(handles)
+        wire: dict[int, dict[str, Any]] = {}
+        for index, handle in enumerate(handles):
+            try:
+                wire[index] = {"ReceiptHandle": _checked_handle(handle)}
+            except ReceiptHandleIsInvalid as exc:
+                results[index] = exc
+        return self._per_entry("delete_message_batch", wire, results)
 
     def change_visibility_entries(
         self, entries: Sequence[tuple[str, int]]
     ) -> list[MillpondError | None]:
-        """change_visibility for (handle, visibility_timeout) pairs; an error per entry."""
+        """change_visibility for (handle, visibility_timeout) pairs; an error per entry.
+
+        An entry botocore would refuse (not a pair, a timeout that is no int 0-43200, a handle
+        that is no string) fails alone, as embedded, instead of failing the whole request.
+        """
+        entries = arguments.entries(entries, "The visibility changes")
         results: list[MillpondError | None] = [None] * len(entries)
-        wire, slots = [], []
+        wire: dict[int, dict[str, Any]] = {}
         for index, entry in enumerate(entries):
-            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
-                results[index] = InvalidParameterValue(
-                    "Each visibility change must be a (receipt handle, timeout) pair."
-                )
-                continue
-            wire.append({"ReceiptHandle": entry[0], "VisibilityTimeout": entry[1]})
-            slots.append(index)
-        for slot, error in zip(slots, self._per_entry("change_message_visibility_batch", wire)):
-            results[slot] = error
-        return results
+            try:
+                wire[index] = _visibility_change(entry)
+            except MillpondError as exc:
+                results[index] = exc
+        return self._per_entry("change_message_visibility_batch", wire, results)
 
     def _per_entry(
-        self, operation: str, entries: list[dict[str, Any]]
+        self,
+        operation: str,
+        entries: Mapping[int, dict[str, Any]],
+        results: list[MillpondError | None],
     ) -> list[MillpondError | None]:
-        """A batch verb over any number of entries, 10 per request; an error per entry."""
-        results: list[MillpondError | None] = [None] * len(entries)
-        for start in range(0, len(entries), MAX_BATCH):
+        """A batch verb over ``entries`` (by their index in ``results``), 10 per request;
+        fills ``results`` with each entry's error."""
+        slots = sorted(entries)
+        for start in range(0, len(slots), MAX_BATCH):
             chunk = [
-                {"Id": str(start + offset), **entry}
-                for offset, entry in enumerate(entries[start : start + MAX_BATCH])
+                {"Id": str(slot), **entries[slot]} for slot in slots[start : start + MAX_BATCH]
             ]
             answer = self._call(operation, Entries=chunk)
             for failed in answer.get("Failed", []):
@@ -322,9 +359,22 @@ class AwsFifoQueue(AwsQueue):
         return [(ok["MessageId"], ok["SequenceNumber"]) for ok in self._send_batch(entries)]
 
 
-def _raise_first_failure(answer: Mapping[str, Any]) -> None:
-    """Raise the error of the lowest-numbered Failed entry of a batch answer, if any."""
-    failed = answer.get("Failed") or []
-    if failed:
-        first = min(failed, key=lambda entry: int(entry["Id"]))
-        raise from_batch_failure("sqs", first)
+def _checked_handle(handle: object) -> str:
+    """``handle`` if it is a string, which SQS judges; else the embedded error (botocore
+    would refuse the whole batch for it, with another class)."""
+    if not isinstance(handle, str):
+        raise ReceiptHandleIsInvalid(
+            f'The input receipt handle "{handle}" is not a valid receipt handle.'
+        )
+    return handle
+
+
+def _visibility_change(entry: object) -> dict[str, Any]:
+    """A (handle, timeout) pair of change_visibility_entries as its wire entry; raises the
+    embedded error for one botocore would refuse."""
+    if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+        raise InvalidParameterValue(
+            "Each visibility change must be a (receipt handle, timeout) pair."
+        )
+    check_int("VisibilityTimeout", entry[1], 0, 43_200)
+    return {"ReceiptHandle": _checked_handle(entry[0]), "VisibilityTimeout": entry[1]}

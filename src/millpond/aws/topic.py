@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from millpond.aws.errors import from_batch_failure
+from millpond.aws.errors import raise_first_failure
 from millpond.aws.messages import body_text, wire_attributes
 from millpond.aws.policy import allow_topic
 from millpond.aws.queue import AwsQueue
@@ -257,7 +257,8 @@ class AwsTopic:
 
         Returns ``{"Id", "MessageId"}`` (plus "SequenceNumber" on FIFO topics) per entry, in
         order. Raises the error of the first entry SNS refused; unlike the embedded broker,
-        SNS has published the others.
+        SNS has published the others: the error's ``batch_results`` holds the result of each
+        published entry and the error of each refused one.
         """
         if not isinstance(entries, Sequence) or any(not isinstance(e, Mapping) for e in entries):
             raise InvalidParameter("Invalid parameter: PublishBatchRequestEntries")
@@ -277,16 +278,13 @@ class AwsTopic:
         with self._broker._trace_header(check_trace_header(trace_header)):
             answer = self._call("publish_batch", PublishBatchRequestEntries=wire)
         order = {entry["Id"]: slot for slot, entry in enumerate(wire) if "Id" in entry}
-        failed = answer.get("Failed") or []
-        if failed:
-            first = min(failed, key=lambda entry: order.get(entry.get("Id"), len(order)))
-            raise from_batch_failure("sns", first)
-        results: list[dict[str, Any]] = [{"Id": entry.get("Id")} for entry in wire]
+        results: list[Any] = [{"Id": entry.get("Id")} for entry in wire]
         for ok in answer.get("Successful", []):
             result = results[order[ok["Id"]]]
             result["MessageId"] = ok["MessageId"]
             if ok.get("SequenceNumber") is not None:
                 result["SequenceNumber"] = ok["SequenceNumber"]
+        raise_first_failure("sns", answer.get("Failed") or [], results, order)
         return results
 
     # -- attributes, permissions, tags ------------------------------------------------------------
