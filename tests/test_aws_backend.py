@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 
 pytest.importorskip("boto3")
 
+from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError, ParamValidationError  # noqa: E402
 
 import millpond  # noqa: E402
@@ -52,12 +54,13 @@ def moto_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsBroker]:
         yield broker
 
 
-def _daemon_broker(daemon: Any) -> AwsBroker:
+def _daemon_broker(daemon: Any, **options: Any) -> AwsBroker:
     broker: AwsBroker = millpond.connect(
         "sqs://us-east-1",
         endpoint_url=daemon.url,
         aws_access_key_id="test",
         aws_secret_access_key="test",
+        **options,
     )
     return broker
 
@@ -470,6 +473,44 @@ def test_fifo_sequence_numbers_and_attempt_id(daemon_broker: AwsBroker, name: st
     again = q.receive(10, attempt_id="try-1")  # a retried receive gets the same deliveries
     assert [m.receipt_handle for m in again] == [m.receipt_handle for m in first]
     assert [m.sequence_number for m in first] == [sequence for _, sequence in sent]
+
+
+def test_fifo_receive_retried_after_a_lost_answer_gets_the_messages(daemon: Any, name: str) -> None:
+    """The first ReceiveMessage reaches the daemon but its answer is lost: botocore retries,
+    and the retry must not find the group in flight (moto ignores attempt ids: daemon only)."""
+    import boto3
+    from botocore.exceptions import ConnectionClosedError
+
+    lost: list[str] = []
+
+    def lose_first_answer(request: Any, **_: Any) -> None:
+        if not lost:
+            lost.append(request.url)
+            forwarded = urllib.request.Request(
+                request.url, data=request.body, headers=dict(request.headers)
+            )
+            urllib.request.urlopen(forwarded, timeout=10).read()  # delivered, answer dropped
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    session = boto3.session.Session()
+    session.events.register("before-send.sqs.ReceiveMessage", lose_first_answer)
+    with _daemon_broker(daemon, session=session) as broker:
+        q = broker.create_queue(
+            name + ".fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+        )
+        q.send("only", group_id="g")
+        got = q.receive(10)
+    assert lost and [m.text for m in got] == ["only"]
+
+
+def test_long_poll_outlasts_a_short_read_timeout(daemon: Any, name: str) -> None:
+    """A read timeout shorter than the wait must not cut the poll off."""
+    config = Config(read_timeout=1, retries={"total_max_attempts": 1})
+    with _daemon_broker(daemon, config=config) as broker:
+        q = broker.create_queue(name)
+        assert q.receive(1, wait_seconds=2) == []
+        q.send("m")  # the other calls keep the caller's timeout
+        assert broker._sqs_client.meta.config.read_timeout == 1
 
 
 # -- dead-letter queues -------------------------------------------------------------------------

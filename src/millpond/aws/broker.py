@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from millpond.aws.errors import from_client_error, from_param_error
@@ -37,6 +38,13 @@ _OPTIONS = (
     "verify",
     "account_id",
 )
+
+# A long poll holds its request open up to 20 s (WaitTimeSeconds, or the queue's
+# ReceiveMessageWaitTimeSeconds when none is given). A shorter read timeout would cut every
+# poll of an empty queue off and have botocore retry it, and the messages a cut-off poll was
+# given would stay hidden until their visibility timeout ran out: receives get a client whose
+# read timeout is at least this (s: the longest wait and room for a slow answer).
+POLL_READ_TIMEOUT = 30
 
 # millpond.open's options, which have no meaning over AWS
 _EMBEDDED_ONLY = frozenset({"clock", "durability", "core", "map_size", "max_map_size", "reserve"})
@@ -83,7 +91,8 @@ class AwsBroker:
                 boto3's usual chain (environment, profile, instance role...).
             profile_name: a profile of ~/.aws/config (ignored when ``session`` is given).
             session: a ready boto3 Session to make the clients from.
-            config: a botocore.config.Config (timeouts, retries, proxies).
+            config: a botocore.config.Config (timeouts, retries, proxies). Receives use a
+                read timeout of at least POLL_READ_TIMEOUT (30 s), longer than a long poll.
             verify: False skips TLS verification, a path names a CA bundle.
             account_id: the 12-digit account, used to make topic ARNs from names; learnt from
                 the first queue URL or topic ARN seen when not given.
@@ -121,6 +130,10 @@ class AwsBroker:
         }
         self._session, self._client_options = session, client_options  # for STS, if needed
         self._sqs_client = session.client("sqs", **client_options)
+        self._poll_client = self._sqs_client  # for ReceiveMessage (see POLL_READ_TIMEOUT)
+        if self._sqs_client.meta.config.read_timeout < POLL_READ_TIMEOUT:
+            poll_config = (config or Config()).merge(Config(read_timeout=POLL_READ_TIMEOUT))
+            self._poll_client = session.client("sqs", **{**client_options, "config": poll_config})
         self._sns_client = session.client("sns", **client_options)
         # X-Ray: a publish's trace_header travels as the X-Amzn-Trace-Id header, as SNS reads it
         self._trace = threading.local()
@@ -142,7 +155,10 @@ class AwsBroker:
         """
         if self._closed:
             raise BrokerClosed("the broker was closed")
-        client = self._sqs_client if service == "sqs" else self._sns_client
+        if service == "sns":
+            client = self._sns_client
+        else:
+            client = self._poll_client if operation == "receive_message" else self._sqs_client
         given = {key: value for key, value in params.items() if value is not None}
         try:
             return getattr(client, operation)(**given)  # type: ignore[no-any-return]
@@ -373,6 +389,7 @@ class AwsBroker:
         """Close the HTTP connections; later calls raise BrokerClosed."""
         self._closed = True
         self._sqs_client.close()
+        self._poll_client.close()  # the same client, unless read_timeout was short
         self._sns_client.close()
 
     def __enter__(self) -> AwsBroker:

@@ -9,6 +9,7 @@ what was done (see the README's "what differs").
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -211,7 +212,15 @@ class AwsQueue:
         Each comes back as a :class:`millpond.Message` with its system attributes (receive
         count, timestamps, group and deduplication ids, sequence number, dead-letter source)
         and all its message attributes.
+
+        On a FIFO queue a receive without ``attempt_id`` gets a fresh one: botocore sends a
+        retried request unchanged, so a retry after a lost answer (a timeout, a dropped
+        connection) gets the same messages back instead of finding their group in flight.
+        A retried receive on a standard queue cannot be told apart: the messages the lost
+        answer held stay hidden until their visibility timeout ends.
         """
+        if attempt_id is None and self.fifo:
+            attempt_id = uuid.uuid4().hex
         answer = self._call(
             "receive_message",
             MaxNumberOfMessages=max_messages,
