@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -742,6 +743,76 @@ def test_connect_url_options(daemon: Any, name: str) -> None:
 def test_account_id_from_sts(moto_broker: AwsBroker) -> None:
     """Nothing seen yet: STS tells the account."""
     assert moto_broker.arn("sqs", "q") == "arn:aws:sqs:us-east-1:123456789012:q"
+
+
+def test_account_id_asked_of_sts_once_by_many_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    asked: list[str] = []
+    with moto.mock_aws():
+        session = boto3.session.Session()
+        session.events.register(
+            "before-call.sts.GetCallerIdentity", lambda **_: asked.append("sts")
+        )
+        with millpond.connect("sqs://us-east-1", session=session) as broker:
+            start = threading.Barrier(8)
+            arns: list[str] = []
+
+            def ask() -> None:
+                start.wait()
+                arns.append(broker.arn("sns", "t"))
+
+            threads = [threading.Thread(target=ask) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    assert arns == ["arn:aws:sns:us-east-1:123456789012:t"] * 8
+    assert asked == ["sts"]
+
+
+def test_threads_share_one_broker(daemon_broker: AwsBroker, name: str) -> None:
+    """Sends, publishes (each thread's own trace header) and deletes from several threads
+    through one broker: nothing lost, doubled or crossed between threads."""
+    topic = daemon_broker.create_topic(name)
+    q = daemon_broker.create_queue(name)
+    topic.subscribe(q, raw_message_delivery=True)
+    failures: list[BaseException] = []
+
+    def run(work: Any, items: list[Any]) -> None:
+        def guarded(item: Any) -> None:
+            try:
+                work(item)
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=(item,)) for item in items]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+
+    def send(worker: int) -> None:
+        for i in range(10):
+            topic.publish(f"{worker} p{i}", trace_header=f"Root=1-5759e988-{worker:024x}")
+            q.send_batch([f"{worker} s{i}", f"{worker} t{i}"])
+
+    run(send, list(range(6)))
+    got = _drain(q, 180, wait=30)
+    assert sorted(m.text for m in got) == sorted(
+        f"{w} {kind}{i}" for w in range(6) for kind in "pst" for i in range(10)
+    )
+    for m in got:
+        worker = int(m.text.split()[0])
+        expected = f"Root=1-5759e988-{worker:024x}" if " p" in m.text else None
+        assert m.trace_header == expected
+    handles = [m.receipt_handle for m in got]
+    run(q.delete_batch, [handles[i : i + 10] for i in range(0, len(handles), 10)])
+    assert q.receive(10, wait_seconds=1) == []
 
 
 def test_account_id_unknown_is_refused(daemon_broker: AwsBroker) -> None:

@@ -114,6 +114,7 @@ class AwsBroker:
             )
         self.region = region
         self._account_id = account_id
+        self._account_lock = threading.Lock()
         session = session or boto3.session.Session(profile_name=profile_name)
         try:
             self._partition = session.get_partition_for_region(region)
@@ -196,18 +197,21 @@ class AwsBroker:
     @property
     def account_id(self) -> str:
         """The account the queues and topics belong to (learnt, or asked of STS)."""
-        if self._account_id is None:
-            sts = self._session.client("sts", **self._client_options)
-            try:
-                self._account_id = sts.get_caller_identity()["Account"]
-            except (BotoCoreError, ClientError) as exc:
-                raise InvalidParameterValue(
-                    f"the AWS account id is not known yet and STS did not tell it ({exc}): pass "
-                    "account_id= to connect()"
-                ) from exc
-            finally:
-                sts.close()
-        return self._account_id
+        # the lock: one STS call however many threads ask at once, and a boto3 Session (which
+        # makes the client) is not safe to use from several threads
+        with self._account_lock:
+            if self._account_id is None:
+                sts = self._session.client("sts", **self._client_options)
+                try:
+                    self._account_id = sts.get_caller_identity()["Account"]
+                except (BotoCoreError, ClientError) as exc:
+                    raise InvalidParameterValue(
+                        f"the AWS account id is not known yet and STS did not tell it ({exc}): "
+                        "pass account_id= to connect()"
+                    ) from exc
+                finally:
+                    sts.close()
+            return self._account_id
 
     def arn(self, service: str, name: str) -> str:
         return f"arn:{self._partition}:{service}:{self.region}:{self.account_id}:{name}"
