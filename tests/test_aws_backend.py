@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError, ParamValidationError  # noqa: E402
 
 import millpond  # noqa: E402
 from millpond import errors  # noqa: E402
-from millpond.aws import AwsBroker, AwsFifoQueue, AwsServiceError  # noqa: E402
+from millpond.aws import AwsBroker, AwsFifoQueue, AwsServiceError, AwsTopic  # noqa: E402
 from millpond.aws.errors import (  # noqa: E402
     from_batch_failure,
     from_client_error,
@@ -437,6 +437,65 @@ def test_queue_tags_attributes_and_listing(aws: AwsBroker, name: str) -> None:
     assert q.arn.endswith(f":sqs:us-east-1:{q.url.rsplit('/', 2)[1]}:{name}")
     assert name in aws.list_queues(name[:-1])
     assert aws.queue(name) == q
+
+
+def test_listings_follow_every_page() -> None:
+    """ListQueues (1000 a page), ListDeadLetterSourceQueues, ListTopics and
+    ListSubscriptions(ByTopic) (100 a page): every NextToken is followed."""
+    from botocore.stub import Stubber
+
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/"
+    arn = "arn:aws:sns:us-east-1:123456789012:"
+    broker = AwsBroker("us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(broker._sqs_client) as sqs, Stubber(broker._sns_client) as sns:
+        sqs.add_response(
+            "list_queues",
+            {"QueueUrls": [url + "b", url + "a"], "NextToken": "p2"},
+            {"QueueNamePrefix": "x", "MaxResults": 1000},
+        )
+        sqs.add_response(
+            "list_queues",
+            {"QueueUrls": [url + "c"]},
+            {"QueueNamePrefix": "x", "MaxResults": 1000, "NextToken": "p2"},
+        )
+        assert broker.list_queues("x") == ["a", "b", "c"]
+        sqs.add_response("get_queue_url", {"QueueUrl": url + "dlq"}, {"QueueName": "dlq"})
+        page = {"QueueUrl": url + "dlq", "MaxResults": 1000}
+        sqs.add_response(
+            "list_dead_letter_source_queues", {"queueUrls": [url + "s1"], "NextToken": "n"}, page
+        )
+        sqs.add_response(
+            "list_dead_letter_source_queues",
+            {"queueUrls": [url + "s2"]},
+            {**page, "NextToken": "n"},
+        )
+        assert broker.list_dead_letter_source_queues("dlq") == ["s1", "s2"]
+        sns.add_response(
+            "list_topics", {"Topics": [{"TopicArn": arn + "t1"}], "NextToken": "n"}, {}
+        )
+        sns.add_response("list_topics", {"Topics": [{"TopicArn": arn + "t2"}]}, {"NextToken": "n"})
+        assert broker.list_topics() == ["t1", "t2"]
+
+        def sub(n: int) -> dict[str, str]:
+            return {
+                "SubscriptionArn": f"{arn}t1:{n}",
+                "TopicArn": arn + "t1",
+                "Protocol": "sqs",
+                "Endpoint": f"arn:aws:sqs:us-east-1:123456789012:q{n}",
+                "Owner": "123456789012",
+            }
+
+        for operation, params in [
+            ("list_subscriptions", {}),
+            ("list_subscriptions_by_topic", {"TopicArn": arn + "t1"}),
+        ]:
+            sns.add_response(operation, {"Subscriptions": [sub(1)], "NextToken": "n"}, params)
+            sns.add_response(operation, {"Subscriptions": [sub(2)]}, {**params, "NextToken": "n"})
+        assert [s.queue_name for s in broker.list_subscriptions()] == ["q1", "q2"]
+        topic = AwsTopic(broker, "t1", arn + "t1")
+        assert [s.queue_name for s in topic.list_subscriptions()] == ["q1", "q2"]
+        sqs.assert_no_pending_responses()
+        sns.assert_no_pending_responses()
 
 
 # -- FIFO ---------------------------------------------------------------------------------------
