@@ -35,7 +35,17 @@ from millpond.aws.errors import (  # noqa: E402
     from_param_error,
 )
 from millpond.aws.policy import allow_topic  # noqa: E402
-from millpond.sns_envelope import InvalidParameter, PublishBatchEmpty  # noqa: E402
+from millpond.sns_envelope import (  # noqa: E402
+    InvalidParameter,
+    ParameterValueInvalid,
+    PublishBatchEmpty,
+    PublishBatchEntryIdInvalid,
+    PublishBatchIdsNotDistinct,
+    PublishBatchTooLong,
+    PublishBatchTooManyEntries,
+    TagLimitExceeded,
+    ValidationError,
+)
 from millpond.subscription import FilterPolicyLimitExceeded  # noqa: E402
 
 _names = itertools.count()
@@ -118,6 +128,26 @@ def _drain(queue: Any, count: int, wait: float = 5.0, **kwargs: Any) -> list[Any
         ),
         ("sqs", "AWS.SimpleQueueService.EmptyBatchRequest", "", errors.EmptyBatchRequest),
         ("sqs", "ResourceNotFoundException", "", errors.ResourceNotFound),
+        ("sqs", "AWS.SimpleQueueService.MessageNotInflight", "", errors.MessageNotInflight),
+        ("sqs", "InvalidIdFormat", "", errors.ReceiptHandleIsInvalid),
+        ("sqs", "InvalidParameterValueException", "x", errors.InvalidParameterValue),
+        ("sqs", "MissingRequiredParameterException", "", errors.MissingParameter),
+        (
+            "sqs",
+            "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
+            "",
+            errors.BatchEntryIdsNotDistinct,
+        ),
+        ("sqs", "AWS.SimpleQueueService.BatchRequestTooLong", "", errors.BatchRequestTooLong),
+        ("sqs", "AWS.SimpleQueueService.InvalidBatchEntryId", "", errors.InvalidBatchEntryId),
+        ("sns", "ParameterValueInvalid", "", ParameterValueInvalid),
+        ("sns", "ValidationError", "", ValidationError),
+        ("sns", "TagLimitExceeded", "", TagLimitExceeded),
+        ("sns", "ResourceNotFound", "", errors.TopicNotFound),
+        ("sns", "TooManyEntriesInBatchRequest", "", PublishBatchTooManyEntries),
+        ("sns", "BatchEntryIdsNotDistinct", "", PublishBatchIdsNotDistinct),
+        ("sns", "InvalidBatchEntryId", "", PublishBatchEntryIdInvalid),
+        ("sns", "BatchRequestTooLong", "", PublishBatchTooLong),
         ("sns", "NotFound", "Topic does not exist", errors.TopicNotFound),
         ("sns", "InvalidParameter", "Invalid parameter: TopicArn", InvalidParameter),
         (
@@ -136,6 +166,44 @@ def test_error_codes_map_to_millpond_classes(
     exc = from_code(service, code, message)
     assert type(exc) is expected
     assert str(exc) == message
+
+
+# Every other code /work/shared/reference/sqs-sns.md lists (SQS 1.7, SNS 2.1): no millpond
+# class stands for it, so the error keeps AWS's code.
+_UNMAPPED = [
+    ("sqs", "AWS.SimpleQueueService.QueueDeletedRecently"),
+    ("sqs", "QueueDeletedRecently"),
+    ("sqs", "OverLimit"),  # in-flight or tag limits: not StorageFull, a data directory's limit
+    ("sqs", "RequestThrottled"),
+    ("sqs", "InvalidSecurity"),
+    ("sqs", "InvalidAddress"),
+    ("sqs", "AWS.SimpleQueueService.UnsupportedOperation"),
+    ("sqs", "KmsAccessDenied"),
+    *(
+        ("sns", code)
+        for code in (
+            "AuthorizationError",
+            "InternalError",
+            "Throttled",
+            "TopicLimitExceeded",
+            "SubscriptionLimitExceeded",
+            "StaleTag",
+            "TagPolicy",
+            "ConcurrentAccess",
+            "InvalidSecurity",
+            "InvalidState",
+            "ReplayLimitExceeded",
+            "EndpointDisabled",
+            "KMSDisabled",
+        )
+    ),
+]
+
+
+@pytest.mark.parametrize(("service", "code"), _UNMAPPED)
+def test_codes_without_a_class_keep_their_code(service: str, code: str) -> None:
+    exc = from_code(service, code, "m", 403)
+    assert type(exc) is AwsServiceError and (exc.code, exc.http_status) == (code, 403)
 
 
 def test_unknown_code_keeps_what_aws_sent() -> None:
