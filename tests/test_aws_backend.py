@@ -319,6 +319,21 @@ _WRONG_CALLS: dict[str, Any] = {
         [{"body": "a", "group_id": "g", "deduplication_id": "d"}, {"body": "b"}]
     ),
     "delete batch handle None": lambda x: x["q"].delete_batch([None]),
+    "send a lone surrogate": lambda x: x["q"].send("\ud800"),
+    "send an attribute with a lone surrogate": lambda x: x["q"].send(
+        "m", attributes={"a": {"DataType": "String", "StringValue": "\ud800"}}
+    ),
+    "publish bytes not UTF-8": lambda x: x["t"].publish(b"\xff"),
+    "publish a lone surrogate": lambda x: x["t"].publish("\ud800"),
+    "publish a subject with a lone surrogate": lambda x: x["t"].publish("m", subject="\ud800"),
+    "publish batch bytes not UTF-8": lambda x: x["t"].publish_batch(
+        [{"Id": "a", "Message": "m"}, {"Id": "b", "Message": b"\xff"}]
+    ),
+    "topic attribute with a lone surrogate": lambda x: x["t"].set_attributes(
+        {"DisplayName": "\ud800"}
+    ),
+    "topic tag with a lone surrogate": lambda x: x["t"].tag({"k": "\ud800"}),
+    "topic name with a lone surrogate": lambda x: x["b"].create_topic("\ud800"),
     "delete entries of a str": lambda x: x["q"].delete_entries("handle"),
     "visibility entries of a str": lambda x: x["q"].change_visibility_entries("handle"),
 }

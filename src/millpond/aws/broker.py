@@ -165,7 +165,9 @@ class AwsBroker:
             return getattr(client, operation)(**given)  # type: ignore[no-any-return]
         except ClientError as exc:
             raise from_client_error(service, exc) from exc
-        except ParamValidationError as exc:
+        except (ParamValidationError, UnicodeEncodeError) as exc:
+            # UnicodeEncodeError: text with a lone surrogate, which the query serialiser (SNS)
+            # cannot encode; refused as the embedded broker refuses text that is not Unicode
             raise from_param_error(service, exc) from exc
 
     def _pages(self, service: str, operation: str, key: str, **params: Any) -> Iterator[Any]:

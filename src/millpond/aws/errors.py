@@ -124,9 +124,9 @@ def from_client_error(service: str, exc: ClientError) -> MillpondError:
     )
 
 
-def from_param_error(service: str, exc: ParamValidationError) -> MillpondError:
-    """botocore refused a request before sending it (a wrong type, a missing member): the error
-    the embedded broker gives for a bad argument."""
+def from_param_error(service: str, exc: ParamValidationError | UnicodeEncodeError) -> MillpondError:
+    """botocore refused a request before sending it (a wrong type, a missing member, text it
+    cannot encode): the error the embedded broker gives for a bad argument."""
     text = str(exc)
     if service == "sns":
         return ValidationError(text) if "Missing required" in text else InvalidParameter(text)

@@ -18,18 +18,18 @@ SYSTEM_ATTRIBUTES = ["All"]
 MESSAGE_ATTRIBUTES = ["All"]
 
 
-def body_text(body: Any, parameter: str = "MessageBody") -> Any:
-    """The body as SQS/SNS carry it, text; bytes must be UTF-8.
+def body_text(body: Any) -> Any:
+    """The body as SQS carries it, text; bytes must be UTF-8.
 
-    Anything else is passed on as given, for botocore (or AWS) to refuse like the embedded
-    broker refuses it.
+    Anything else is passed on as given, for the caller's checks to refuse like the embedded
+    broker refuses it. (SNS messages are text on every backend: sns_envelope.check_message.)
     """
     if isinstance(body, (bytes, bytearray, memoryview)):
         try:
             return bytes(body).decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidMessageContents(
-                f"Amazon SQS/SNS carry the {parameter} as text: bytes must be UTF-8 (the embedded "
+                "Amazon SQS carries the MessageBody as text: bytes must be UTF-8 (the embedded "
                 "broker alone keeps arbitrary bytes)"
             ) from None
     return body

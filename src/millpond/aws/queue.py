@@ -125,6 +125,7 @@ class AwsQueue:
         A bytes body must be UTF-8: SQS bodies are text.
         """
         entry = self._entry(body, delay_seconds, attributes, group_id, deduplication_id)
+        self._check_entry(entry)  # the embedded classes, and text botocore can encode
         return self._call("send_message", **entry)["MessageId"]  # type: ignore[no-any-return]
 
     def _send_batch(self, entries: Sequence[Any]) -> list[dict[str, Any]]:
@@ -152,13 +153,15 @@ class AwsQueue:
         return [by_id[wire_id] for wire_id in slots]
 
     def _check_entry(self, fields: Mapping[str, Any]) -> None:
-        """Refuse a batch entry SQS would fail on its own, before the batch is sent.
+        """Refuse a message (a send, or a batch entry) SQS would refuse, before it is sent.
 
-        SQS answers such an entry with a per-entry failure and stores the rest, while the
+        SQS answers a bad batch entry with a per-entry failure and stores the rest, while the
         embedded send_batch stores nothing when one entry is bad; checking the rules that do
         not depend on the queue's state here (body, message attributes, delay, a FIFO
-        entry's group id, id formats) keeps that contract. Left to SQS: the size against the
-        queue's MaximumMessageSize, and a FIFO entry's missing deduplication id.
+        entry's group id, id formats) keeps that contract, raises the embedded classes, and
+        keeps text botocore cannot encode (a lone surrogate) from failing the request with
+        an error of the serialiser. Left to SQS: the size against the queue's
+        MaximumMessageSize, and a FIFO message's missing deduplication id.
         """
         for name in self._other_type_only:
             if fields[name] is not None:

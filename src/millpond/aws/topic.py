@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from millpond.aws.errors import raise_first_failure
-from millpond.aws.messages import body_text, wire_attributes
+from millpond.aws.messages import wire_attributes
 from millpond.aws.policy import allow_topic
 from millpond.aws.queue import AwsQueue
 from millpond.aws.subscription import AwsSubscription
@@ -23,7 +23,12 @@ from millpond.errors import (
     TopicNotFound,
 )
 from millpond.fan_out import check_trace_header, entry_arguments
-from millpond.sns_envelope import InvalidParameter
+from millpond.sns_envelope import (
+    InvalidParameter,
+    check_attributes,
+    check_message,
+    check_subject,
+)
 from millpond.topic import _QUEUE_NAME
 from millpond.topic_attributes import text_value
 
@@ -31,6 +36,17 @@ if TYPE_CHECKING:
     from millpond.aws.broker import AwsBroker
 
 log = logging.getLogger("millpond")
+
+
+def _checked_text(message: Any, subject: Any, attributes: Any, structure: Any) -> Any:
+    """The message as text, after the embedded checks of what SNS judges without the topic's
+    state (message, structure, subject, attributes): the embedded classes, and no text
+    botocore cannot encode (a lone surrogate fails its query serialiser with a
+    UnicodeEncodeError)."""
+    text = check_message(message, structure)[0]
+    check_subject(subject)
+    check_attributes(attributes)
+    return text
 
 
 def wire_tags(tags: Any) -> Any:
@@ -237,7 +253,7 @@ class AwsTopic:
         with self._broker._trace_header(check_trace_header(trace_header)):
             answer = self._call(
                 "publish",
-                Message=body_text(message, "Message"),
+                Message=_checked_text(message, subject, attributes, message_structure),
                 Subject=subject,
                 MessageAttributes=wire_attributes(attributes),
                 MessageGroupId=group_id,
@@ -267,7 +283,7 @@ class AwsTopic:
             message, subject, attributes, group, dedup, structure = entry_arguments(entry)
             fields = {
                 "Id": entry.get("Id", entry.get("id")),
-                "Message": body_text(message, "Message"),
+                "Message": _checked_text(message, subject, attributes, structure),
                 "Subject": subject,
                 "MessageAttributes": wire_attributes(attributes),
                 "MessageGroupId": group,
