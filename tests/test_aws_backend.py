@@ -581,6 +581,43 @@ def test_listings_follow_every_page() -> None:
         sns.assert_no_pending_responses()
 
 
+def test_a_queue_of_another_account_does_not_become_ours() -> None:
+    """Subscribing another account's queue by ARN before anything told the broker its own
+    account: topic names must still resolve in our account, not in the queue's."""
+    from botocore.stub import ANY, Stubber
+
+    ours, theirs = "arn:aws:sns:us-east-1:111111111111:", "222222222222"
+    queue_url = f"https://sqs.us-east-1.amazonaws.com/{theirs}/q"
+    queue_arn = f"arn:aws:sqs:us-east-1:{theirs}:q"
+    broker = AwsBroker("us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(broker._sqs_client) as sqs, Stubber(broker._sns_client) as sns:
+        sqs.add_response(
+            "get_queue_url",
+            {"QueueUrl": queue_url},
+            {"QueueName": "q", "QueueOwnerAWSAccountId": theirs},
+        )
+        sqs.add_response(
+            "get_queue_attributes", {}, {"QueueUrl": queue_url, "AttributeNames": ["Policy"]}
+        )
+        sqs.add_response("set_queue_attributes", {}, {"QueueUrl": queue_url, "Attributes": ANY})
+        sns.add_response(
+            "subscribe",
+            {"SubscriptionArn": ours + "t:1"},
+            {
+                "TopicArn": ours + "t",
+                "Protocol": "sqs",
+                "Endpoint": queue_arn,
+                "ReturnSubscriptionArn": True,
+            },
+        )
+        AwsTopic(broker, "t", ours + "t").subscribe(queue_arn)
+        sns.add_response("list_topics", {"Topics": [{"TopicArn": ours + "other"}]}, {})
+        sns.add_response("get_topic_attributes", {"Attributes": {}}, {"TopicArn": ours + "other"})
+        assert broker.topic("other").arn == ours + "other"
+        sqs.assert_no_pending_responses()
+        sns.assert_no_pending_responses()
+
+
 # -- FIFO ---------------------------------------------------------------------------------------
 
 

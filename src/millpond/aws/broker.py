@@ -229,15 +229,18 @@ class AwsBroker:
         path = urlsplit(url).path.strip("/").split("/")
         if len(path) != 2 or not path[0].isdigit():
             return None
-        if self._account_id is None:
-            self._account_id = path[0]
         return f"arn:{self._partition}:sqs:{self.region}:{path[0]}:{path[1]}"
 
     # -- queues ---------------------------------------------------------------------------------
 
     def _queue_object(self, name: str, url: str) -> AwsQueue:
+        """One of our own queues (created, or looked up by name): its URL tells our account.
+        (A queue of another account, subscribed by ARN, must not: see AwsTopic.subscribe.)"""
         kind = AwsFifoQueue if name.endswith(".fifo") else AwsQueue
-        return kind(self, name, url)
+        queue = kind(self, name, url)
+        if queue._arn is not None:
+            self._learn_arn(queue._arn)
+        return queue
 
     def create_queue(
         self,
