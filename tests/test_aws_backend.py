@@ -683,6 +683,41 @@ def test_fifo_receive_retried_after_a_lost_answer_gets_the_messages(daemon: Any,
     assert lost and [m.text for m in got] == ["only"]
 
 
+def test_fifo_receive_whose_attempt_id_sqs_refuses_gets_a_new_one(daemon: Any, name: str) -> None:
+    """SQS refuses a ReceiveRequestAttemptId whose first use was throttled ("not retryable"):
+    the id the broker made up is replaced, not raised to the caller."""
+    import boto3
+    from botocore.awsrequest import AWSResponse
+
+    ids: list[str] = []
+
+    def refuse_first_id(params: dict[str, Any], **_: Any) -> Any:
+        ids.append(json.loads(params["body"])["ReceiveRequestAttemptId"])  # the JSON request
+        if len(ids) > 1:
+            return None
+        error = {
+            "Code": "InvalidParameterValue",
+            "Message": f"Value {ids[0]} for parameter ReceiveRequestAttemptId is invalid. Reason: "
+            "The receiveRequestAttemptId is not valid anymore since the receive call is not "
+            "retryable.",
+        }
+        answer = {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return AWSResponse(daemon.url, 400, {}, None), answer
+
+    session = boto3.session.Session()
+    session.events.register("before-call.sqs.ReceiveMessage", refuse_first_id)
+    with _daemon_broker(daemon, session=session) as broker:
+        q = broker.create_queue(
+            name + ".fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+        )
+        q.send("only", group_id="g")
+        assert [m.text for m in q.receive(1, wait_seconds=1)] == ["only"]
+        with pytest.raises(errors.InvalidParameterValue):  # the caller's own id: its error
+            del ids[:]
+            q.receive(1, attempt_id="mine")
+    assert ids == ["mine"]
+
+
 def test_long_poll_outlasts_a_short_read_timeout(daemon: Any, name: str) -> None:
     """A read timeout shorter than the wait must not cut the poll off."""
     config = Config(read_timeout=1, retries={"total_max_attempts": 1})

@@ -219,22 +219,30 @@ class AwsQueue:
         On a FIFO queue a receive without ``attempt_id`` gets a fresh one: botocore sends a
         retried request unchanged, so a retry after a lost answer (a timeout, a dropped
         connection) gets the same messages back instead of finding their group in flight.
-        A retried receive on a standard queue cannot be told apart: the messages the lost
-        answer held stay hidden until their visibility timeout ends.
+        (SQS refuses that id once its first use was throttled: the receive is then made
+        again with another.) A retried receive on a standard queue cannot be told apart: the
+        messages the lost answer held stay hidden until their visibility timeout ends.
         """
-        if attempt_id is None and self.fifo:
-            attempt_id = uuid.uuid4().hex
-        answer = self._call(
-            "receive_message",
-            MaxNumberOfMessages=max_messages,
-            VisibilityTimeout=visibility_timeout,
-            WaitTimeSeconds=wait_seconds,
-            ReceiveRequestAttemptId=attempt_id,
+        params = {
+            "MaxNumberOfMessages": max_messages,
+            "VisibilityTimeout": visibility_timeout,
+            "WaitTimeSeconds": wait_seconds,
             # both spellings: AttributeNames is the older one some endpoints still expect
-            AttributeNames=SYSTEM_ATTRIBUTES,
-            MessageSystemAttributeNames=SYSTEM_ATTRIBUTES,
-            MessageAttributeNames=MESSAGE_ATTRIBUTES,
-        )
+            "AttributeNames": SYSTEM_ATTRIBUTES,
+            "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
+            "MessageAttributeNames": MESSAGE_ATTRIBUTES,
+        }
+        if attempt_id is not None or not self.fifo:
+            answer = self._call("receive_message", ReceiveRequestAttemptId=attempt_id, **params)
+        else:
+            try:
+                answer = self._call("receive_message", ReceiveRequestAttemptId=_new_id(), **params)
+            except InvalidParameterValue as exc:
+                # SQS refuses the id again when its first use was throttled ("not retryable",
+                # awslabs/amazon-sqs-java-messaging-lib#213): then a new receive, a new id
+                if "ReceiveRequestAttemptId" not in str(exc):
+                    raise
+                answer = self._call("receive_message", ReceiveRequestAttemptId=_new_id(), **params)
         return [to_message(raw) for raw in answer.get("Messages", [])]
 
     # -- delete / change visibility ---------------------------------------------------------------
@@ -369,6 +377,10 @@ class AwsFifoQueue(AwsQueue):
     def send_batch_detailed(self, entries: Sequence[Any]) -> list[tuple[str, str]]:
         """As send_batch, returning (message id, sequence number) per entry."""
         return [(ok["MessageId"], ok["SequenceNumber"]) for ok in self._send_batch(entries)]
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
 
 
 def _checked_handle(handle: object) -> str:
