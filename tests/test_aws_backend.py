@@ -7,6 +7,7 @@ RedrivePolicy, connect() URL options, close, and the ImportError without boto3.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -658,7 +659,6 @@ def test_fifo_sequence_numbers_and_attempt_id(daemon_broker: AwsBroker, name: st
 def test_fifo_receive_retried_after_a_lost_answer_gets_the_messages(daemon: Any, name: str) -> None:
     """The first ReceiveMessage reaches the daemon but its answer is lost: botocore retries,
     and the retry must not find the group in flight (moto ignores attempt ids: daemon only)."""
-    import boto3
     from botocore.exceptions import ConnectionClosedError
 
     lost: list[str] = []
@@ -672,21 +672,30 @@ def test_fifo_receive_retried_after_a_lost_answer_gets_the_messages(daemon: Any,
             urllib.request.urlopen(forwarded, timeout=10).read()  # delivered, answer dropped
             raise ConnectionClosedError(endpoint_url=request.url)
 
+    with _fifo_with_one_message(daemon, name, "before-send", lose_first_answer) as q:
+        got = q.receive(10)
+    assert lost and [m.text for m in got] == ["only"]
+
+
+@contextlib.contextmanager
+def _fifo_with_one_message(daemon: Any, name: str, event: str, hook: Any) -> Iterator[Any]:
+    """A FIFO queue holding "only" (group g), through a broker whose receives call ``hook``
+    on botocore's ``event``."""
+    import boto3
+
     session = boto3.session.Session()
-    session.events.register("before-send.sqs.ReceiveMessage", lose_first_answer)
+    session.events.register(f"{event}.sqs.ReceiveMessage", hook)
     with _daemon_broker(daemon, session=session) as broker:
         q = broker.create_queue(
             name + ".fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
         )
         q.send("only", group_id="g")
-        got = q.receive(10)
-    assert lost and [m.text for m in got] == ["only"]
+        yield q
 
 
 def test_fifo_receive_whose_attempt_id_sqs_refuses_gets_a_new_one(daemon: Any, name: str) -> None:
     """SQS refuses a ReceiveRequestAttemptId whose first use was throttled ("not retryable"):
     the id the broker made up is replaced, not raised to the caller."""
-    import boto3
     from botocore.awsrequest import AWSResponse
 
     ids: list[str] = []
@@ -704,13 +713,7 @@ def test_fifo_receive_whose_attempt_id_sqs_refuses_gets_a_new_one(daemon: Any, n
         answer = {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
         return AWSResponse(daemon.url, 400, {}, None), answer
 
-    session = boto3.session.Session()
-    session.events.register("before-call.sqs.ReceiveMessage", refuse_first_id)
-    with _daemon_broker(daemon, session=session) as broker:
-        q = broker.create_queue(
-            name + ".fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
-        )
-        q.send("only", group_id="g")
+    with _fifo_with_one_message(daemon, name, "before-call", refuse_first_id) as q:
         assert [m.text for m in q.receive(1, wait_seconds=1)] == ["only"]
         with pytest.raises(errors.InvalidParameterValue):  # the caller's own id: its error
             del ids[:]
