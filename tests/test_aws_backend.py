@@ -809,6 +809,34 @@ def test_subscribe_grants_the_topic_send(aws: AwsBroker, name: str) -> None:
     assert [s.arn for s in topic.list_subscriptions()] == []
 
 
+def test_topics_subscribing_one_queue_from_threads_keep_every_grant(
+    daemon_broker: AwsBroker, name: str
+) -> None:
+    """Each subscribe reads the queue's Policy and writes it back with its statement: done at
+    once from threads, a write must not drop another topic's statement (AWS would then drop
+    that topic's deliveries without a word)."""
+    q = daemon_broker.create_queue(name)
+    topics = [daemon_broker.create_topic(f"{name}-{i}") for i in range(8)]
+    start = threading.Barrier(len(topics))
+    failures: list[BaseException] = []
+
+    def subscribe(topic: Any) -> None:
+        start.wait()
+        try:
+            topic.subscribe(q)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=subscribe, args=(topic,)) for topic in topics]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    granted = {s["Condition"]["ArnEquals"]["aws:SourceArn"] for s in _statements(q)}
+    assert granted == {topic.arn for topic in topics}
+
+
 def test_subscribe_a_queue_that_does_not_exist_yet(
     aws: AwsBroker, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:

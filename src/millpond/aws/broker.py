@@ -115,6 +115,10 @@ class AwsBroker:
         self.region = region
         self._account_id = account_id
         self._account_lock = threading.Lock()
+        # held over the read-modify-write of a queue's Policy (AwsTopic subscribing a queue):
+        # SQS has no conditional write, and two topics granting themselves at once would
+        # each write the policy it read plus its own statement, dropping the other's
+        self._policy_lock = threading.Lock()
         session = session or boto3.session.Session(profile_name=profile_name)
         try:
             self._partition = session.get_partition_for_region(region)

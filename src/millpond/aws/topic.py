@@ -177,16 +177,21 @@ class AwsTopic:
         return queue_arn
 
     def _grant(self, queue: AwsQueue) -> None:
-        """Let this topic send to ``queue`` (its Policy), unless the policy allows it already."""
-        current = queue.get_attributes(["Policy"]).get("Policy")
-        try:
-            policy = allow_topic(current, queue.arn, self.arn)
-        except ValueError as exc:
-            raise InvalidAttributeValue(
-                f"cannot let topic {self.arn} send to queue {queue.name}: {exc}"
-            ) from None
-        if policy is not None:
-            queue.set_attributes({"Policy": policy})
+        """Let this topic send to ``queue`` (its Policy), unless the policy allows it already.
+
+        Serialised in this broker (see AwsBroker._policy_lock); another process changing the
+        same queue's Policy at the same moment can still drop one of the two statements.
+        """
+        with self._broker._policy_lock:
+            current = queue.get_attributes(["Policy"]).get("Policy")
+            try:
+                policy = allow_topic(current, queue.arn, self.arn)
+            except ValueError as exc:
+                raise InvalidAttributeValue(
+                    f"cannot let topic {self.arn} send to queue {queue.name}: {exc}"
+                ) from None
+            if policy is not None:
+                queue.set_attributes({"Policy": policy})
 
     def confirm_subscription(
         self, token: str, authenticate_on_unsubscribe: bool | str = False
