@@ -50,6 +50,20 @@ class History:
         self.acked: set[bytes] = set()
         self.unknown: set[bytes] = set()
         self.received: collections.Counter[bytes] = collections.Counter()
+        # a send's answer and the message received must agree: an answer handed to the wrong
+        # caller shows as a body whose message id is another's
+        self.sent_ids: dict[bytes, str] = {}
+        self.received_ids: dict[bytes, str] = {}
+
+    def sent(self, bodies: list[bytes], ids: list[str]) -> None:
+        with self.lock:
+            self.acked.update(bodies)
+            self.sent_ids.update(zip(bodies, ids))
+
+    def got(self, messages: list[Any]) -> None:
+        with self.lock:
+            self.received.update(m.body for m in messages)
+            self.received_ids.update((m.body, m.message_id) for m in messages)
 
     def check(self, rest: list[bytes]) -> None:
         """``rest``: what a final drain found. Every acknowledged send received once; nothing
@@ -61,12 +75,15 @@ class History:
         assert not missing, f"{len(missing)} acknowledged sends lost: {sorted(missing)[:5]}"
         strangers = set(received) - self.acked - self.unknown
         assert not strangers, f"received, never sent: {sorted(strangers)[:5]}"
+        mixed = [b for b, i in self.received_ids.items() if self.sent_ids.get(b, i) != i]
+        assert not mixed, f"answered with another send's message id: {mixed[:5]}"
 
 
-def _drain(queue: Any) -> list[bytes]:
+def _drain(queue: Any, history: History) -> list[bytes]:
     bodies: list[bytes] = []
     while batch := queue.receive(10):
         bodies.extend(m.body for m in batch)
+        history.received_ids.update((m.body, m.message_id) for m in batch)
         queue.delete_batch([m.receipt_handle for m in batch])
     return bodies
 
@@ -84,18 +101,15 @@ def test_threads_share_one_client_and_every_acked_send_arrives_once(daemon: Daem
                 choice = rng.random()
                 if choice < 0.4:
                     body = b"%d-%d" % (worker, i)
-                    queue.send(body)
-                    with history.lock:
-                        history.acked.add(body)
+                    history.sent([body], [queue.send(body)])
                 elif choice < 0.5:
                     bodies = [b"%d-%d-%d" % (worker, i, n) for n in range(3)]
-                    queue.send_batch(bodies)
-                    with history.lock:
-                        history.acked.update(bodies)
+                    history.sent(bodies, queue.send_batch(bodies))
                 elif choice < 0.85:
-                    messages = queue.receive(rng.randint(1, 10), wait_seconds=rng.choice([0, 1]))
-                    with history.lock:
-                        history.received.update(m.body for m in messages)
+                    messages = queue.receive(
+                        rng.randint(1, 10), wait_seconds=rng.choice([0, 0, 0, 1])
+                    )
+                    history.got(messages)
                     if messages and rng.random() < 0.5:
                         queue.delete_batch([m.receipt_handle for m in messages])
                     else:
@@ -116,7 +130,7 @@ def test_threads_share_one_client_and_every_acked_send_arrives_once(daemon: Daem
         w.join(120)
     assert not any(w.is_alive() for w in workers), "a worker is stuck"
     assert not failures, failures[:3]
-    history.check(_drain(queue))
+    history.check(_drain(queue, history))
     assert len(history.acked) > THREADS * CALLS // 3
     client.close()
 
@@ -139,20 +153,18 @@ def test_tasks_share_one_async_client_with_cancellations(daemon: Daemon) -> None
                 send = queue.send(body)
                 try:
                     if timeout is None:
-                        await send
-                        history.acked.add(body)
+                        history.sent([body], [await send])
                     else:
                         history.unknown.add(body)
-                        await asyncio.wait_for(send, timeout)
-                        history.acked.add(body)
+                        history.sent([body], [await asyncio.wait_for(send, timeout)])
                 except asyncio.TimeoutError:
                     pass  # cancelled: stored or not, the caller cannot know
-                receive = queue.receive(10, wait_seconds=rng.choice([0, 1]))
+                receive = queue.receive(10, wait_seconds=rng.choice([0, 0, 0, 1]))
                 try:
                     messages = await asyncio.wait_for(receive, rng.choice([5, 0.001]))
                 except asyncio.TimeoutError:
                     continue  # a cancelled poll: its messages come back after their timeout
-                history.received.update(m.body for m in messages)
+                history.got(messages)
                 if messages:
                     await queue.delete_batch([m.receipt_handle for m in messages])
 
@@ -163,6 +175,7 @@ def test_tasks_share_one_async_client_with_cancellations(daemon: Daemon) -> None
         rest: list[bytes] = []
         while batch := await queue.receive(10):
             rest.extend(m.body for m in batch)
+            history.received_ids.update((m.body, m.message_id) for m in batch)
             await queue.delete_batch([m.receipt_handle for m in batch])
         await client.close()
         return rest
