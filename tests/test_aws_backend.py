@@ -97,6 +97,28 @@ def _drain(queue: Any, count: int, wait: float = 5.0, **kwargs: Any) -> list[Any
     return got
 
 
+def _in_threads(work: Any, items: list[Any]) -> None:
+    """``work(item)`` for each item, each in its own thread, all started at once; re-raises
+    the first exception a thread met."""
+    start = threading.Barrier(len(items))
+    failures: list[BaseException] = []
+
+    def run(item: Any) -> None:
+        start.wait()
+        try:
+            work(item)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
 # -- the error mapping on its own ---------------------------------------------------------------
 
 
@@ -817,22 +839,7 @@ def test_topics_subscribing_one_queue_from_threads_keep_every_grant(
     that topic's deliveries without a word)."""
     q = daemon_broker.create_queue(name)
     topics = [daemon_broker.create_topic(f"{name}-{i}") for i in range(8)]
-    start = threading.Barrier(len(topics))
-    failures: list[BaseException] = []
-
-    def subscribe(topic: Any) -> None:
-        start.wait()
-        try:
-            topic.subscribe(q)
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=subscribe, args=(topic,)) for topic in topics]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    _in_threads(lambda topic: topic.subscribe(q), topics)
     granted = {s["Condition"]["ArnEquals"]["aws:SourceArn"] for s in _statements(q)}
     assert granted == {topic.arn for topic in topics}
 
@@ -1003,18 +1010,8 @@ def test_account_id_asked_of_sts_once_by_many_threads(monkeypatch: pytest.Monkey
             "before-call.sts.GetCallerIdentity", lambda **_: asked.append("sts")
         )
         with millpond.connect("sqs://us-east-1", session=session) as broker:
-            start = threading.Barrier(8)
             arns: list[str] = []
-
-            def ask() -> None:
-                start.wait()
-                arns.append(broker.arn("sns", "t"))
-
-            threads = [threading.Thread(target=ask) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            _in_threads(lambda _: arns.append(broker.arn("sns", "t")), list(range(8)))
     assert arns == ["arn:aws:sns:us-east-1:123456789012:t"] * 8
     assert asked == ["sts"]
 
@@ -1025,28 +1022,13 @@ def test_threads_share_one_broker(daemon_broker: AwsBroker, name: str) -> None:
     topic = daemon_broker.create_topic(name)
     q = daemon_broker.create_queue(name)
     topic.subscribe(q, raw_message_delivery=True)
-    failures: list[BaseException] = []
-
-    def run(work: Any, items: list[Any]) -> None:
-        def guarded(item: Any) -> None:
-            try:
-                work(item)
-            except BaseException as exc:
-                failures.append(exc)
-
-        threads = [threading.Thread(target=guarded, args=(item,)) for item in items]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert failures == []
 
     def send(worker: int) -> None:
         for i in range(10):
             topic.publish(f"{worker} p{i}", trace_header=f"Root=1-5759e988-{worker:024x}")
             q.send_batch([f"{worker} s{i}", f"{worker} t{i}"])
 
-    run(send, list(range(6)))
+    _in_threads(send, list(range(6)))
     got = _drain(q, 180, wait=30)
     assert sorted(m.text for m in got) == sorted(
         f"{w} {kind}{i}" for w in range(6) for kind in "pst" for i in range(10)
@@ -1056,7 +1038,7 @@ def test_threads_share_one_broker(daemon_broker: AwsBroker, name: str) -> None:
         expected = f"Root=1-5759e988-{worker:024x}" if " p" in m.text else None
         assert m.trace_header == expected
     handles = [m.receipt_handle for m in got]
-    run(q.delete_batch, [handles[i : i + 10] for i in range(0, len(handles), 10)])
+    _in_threads(q.delete_batch, [handles[i : i + 10] for i in range(0, len(handles), 10)])
     assert q.receive(10, wait_seconds=1) == []
 
 
