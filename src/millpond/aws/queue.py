@@ -102,14 +102,17 @@ class AwsQueue:
         group_id: str | None,
         deduplication_id: str | None,
     ) -> dict[str, Any]:
-        """One message's SendMessage parameters (None ones are left out by the broker)."""
-        return {
+        """One message's SendMessage parameters (None ones are left out by the broker), checked
+        (see _check_entry)."""
+        fields = {
             "MessageBody": body_text(body),
             "DelaySeconds": delay_seconds,
             "MessageAttributes": wire_attributes(attributes),
             "MessageGroupId": group_id,
             "MessageDeduplicationId": deduplication_id,
         }
+        self._check_entry(fields)
+        return fields
 
     def send(
         self,
@@ -125,7 +128,6 @@ class AwsQueue:
         A bytes body must be UTF-8: SQS bodies are text.
         """
         entry = self._entry(body, delay_seconds, attributes, group_id, deduplication_id)
-        self._check_entry(entry)  # the embedded classes, and text botocore can encode
         return self._call("send_message", **entry)["MessageId"]  # type: ignore[no-any-return]
 
     def _send_batch(self, entries: Sequence[Any]) -> list[dict[str, Any]]:
@@ -143,7 +145,6 @@ class AwsQueue:
                 )
             else:
                 fields = self._entry(entry, None, None, None, None)
-            self._check_entry(fields)
             wire.append({"Id": str(index), **{k: v for k, v in fields.items() if v is not None}})
         answer = self._call("send_message_batch", Entries=wire)
         by_id = {ok["Id"]: ok for ok in answer.get("Successful", [])}
