@@ -27,6 +27,7 @@ import pytest
 
 import millpond
 from millpond.native import frames
+from millpond.native.aio import AsyncClient
 from millpond.native.errors import CLASSES
 from millpond.native.ops import OPERATIONS
 from millpond.native.server import NativeServer
@@ -718,3 +719,40 @@ def test_a_peer_that_takes_no_answers_is_closed(tmp_path: Path) -> None:
     finally:
         ctx.close()
     assert left == 0 and waited < 5, waited
+
+
+def _keepalive(sock: Any) -> tuple[int, int]:
+    idle = getattr(socket, "TCP_KEEPIDLE", None)
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        sock.getsockopt(socket.IPPROTO_TCP, idle) if idle is not None else frames.KEEPALIVE_IDLE_S,
+    )
+
+
+def test_both_sides_find_a_vanished_peer_by_keepalive(daemon: Daemon) -> None:
+    """A peer gone without a FIN or RST (powered off, unplugged) left calls waiting for ever
+    and the daemon holding the connection: TCP keepalive finds it."""
+    want = (1, frames.KEEPALIVE_IDLE_S)
+    with _client(daemon) as client:
+        assert client._connection is not None
+        assert _keepalive(client._connection.sock) == want
+
+    async def main() -> tuple[Any, Any]:
+        aio = await AsyncClient.open(
+            "127.0.0.1", daemon.native_port, access_key_id=KEY, secret_access_key=SECRET
+        )
+        assert aio._connection is not None and aio._connection.transport is not None
+        mine = _keepalive(aio._connection.transport.get_extra_info("socket"))
+        await aio.close()
+        server = NativeServer(SimpleNamespace(credentials={}))  # type: ignore[arg-type]
+        port = await server.listen("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readexactly(4)
+        (connection,) = server.connections
+        assert connection.transport is not None
+        theirs = _keepalive(connection.transport.get_extra_info("socket"))
+        writer.close()
+        await server.stop(timeout=1)
+        return mine, theirs
+
+    assert asyncio.run(main()) == (want, want)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, cast
@@ -58,7 +57,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            frames.tune(sock)
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer

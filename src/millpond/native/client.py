@@ -254,7 +254,7 @@ class Client:
             raise ConnectionLost(
                 f"cannot connect to millpond://{self.host}:{self.port}: {exc.strerror or exc}"
             ) from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        frames.tune(sock)
         connection = _Connection(sock, max_frame, self._ext_hook)
         try:
             greeting = connection.read_frame(timeout)

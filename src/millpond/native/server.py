@@ -22,7 +22,6 @@ import asyncio
 import hmac
 import logging
 import os
-import socket
 from typing import Any, cast
 
 import msgpack
@@ -132,7 +131,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            frames.tune(sock)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.server.connections.add(self)
         greeting = {
