@@ -736,6 +736,9 @@ def test_both_sides_find_a_vanished_peer_by_keepalive(daemon: Daemon) -> None:
     with _client(daemon) as client:
         assert client._connection is not None
         assert _keepalive(client._connection.sock) == want
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # unacknowledged data gives up as well
+            option = client._connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+            assert option == frames.USER_TIMEOUT_MS
 
     async def main() -> tuple[Any, Any]:
         aio = await AsyncClient.open(

@@ -54,7 +54,10 @@ QUEUE, TOPIC, SUBSCRIPTION, MESSAGE, ERROR_VALUE = 1, 2, 3, 4, 5
 # A peer that vanishes without a FIN or RST (a host powered off, a cable pulled) is found by
 # TCP keepalive after about KEEPALIVE_IDLE_S + KEEPALIVE_COUNT x KEEPALIVE_INTERVAL_S, instead
 # of never: the client's calls waiting for it fail with ConnectionLost, and the daemon lets go.
+# Data sent and never acknowledged gives up after USER_TIMEOUT_MS (Linux's default retries
+# for about 15 minutes).
 KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+USER_TIMEOUT_MS = 70_000
 
 
 def tune(sock: Any) -> None:
@@ -65,6 +68,7 @@ def tune(sock: Any) -> None:
         ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),  # Linux names; elsewhere the system's defaults
         ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
         ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
     ):
         option = getattr(socket, name, None)
         if option is not None:
