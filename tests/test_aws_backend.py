@@ -279,6 +279,29 @@ def test_lookup_errors(aws: AwsBroker, name: str) -> None:
         q.send("to a deleted queue")
 
 
+def test_no_answer_is_connection_lost(name: str) -> None:
+    """Nothing listens: after botocore's retries the call raises what the native client
+    raises when no answer came (a MillpondError, and a ConnectionError)."""
+    from millpond.native.errors import ConnectionLost
+
+    from .daemon import free_port
+
+    config = Config(connect_timeout=1, retries={"total_max_attempts": 1})
+    url = f"http://127.0.0.1:{free_port()}"
+    with millpond.connect(
+        "sqs://us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=config,
+    ) as broker:
+        with pytest.raises(ConnectionLost) as caught:
+            broker.create_queue(name)
+        with pytest.raises(ConnectionLost):
+            broker.create_topic(name)
+    assert isinstance(caught.value, ConnectionError)
+
+
 def test_closed_broker_refuses_calls(aws: AwsBroker, name: str) -> None:
     q = aws.create_queue(name)
     aws.close()

@@ -17,13 +17,20 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    ParamValidationError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from millpond.aws.errors import from_client_error, from_param_error
 from millpond.aws.queue import AwsFifoQueue, AwsQueue, wire_queue_attributes
 from millpond.aws.subscription import AwsSubscription
 from millpond.aws.topic import AwsTopic, wire_tags
 from millpond.errors import BrokerClosed, InvalidParameterValue, TopicNotFound
+from millpond.native.errors import ConnectionLost
 from millpond.sns_envelope import InvalidParameter
 from millpond.topic_attributes import text_value
 
@@ -156,7 +163,9 @@ class AwsBroker:
     def _call(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
         """``client.<operation>(**params)`` of "sqs" or "sns"; None params are left out.
 
-        Raises the millpond exception for the AWS error (see millpond.aws.errors).
+        Raises the millpond exception for the AWS error (see millpond.aws.errors), and
+        ConnectionLost when no answer came (refused connection, timeout, connection closed),
+        after botocore's retries: the call may or may not have been done.
         """
         if self._closed:
             raise BrokerClosed("the broker was closed")
@@ -169,6 +178,10 @@ class AwsBroker:
             return getattr(client, operation)(**given)  # type: ignore[no-any-return]
         except ClientError as exc:
             raise from_client_error(service, exc) from exc
+        except (HTTPClientError, BotoConnectionError) as exc:
+            # no answer came, after botocore's retries: as the native client says it (the
+            # call may or may not have been done)
+            raise ConnectionLost(f"no answer from {service.upper()}: {exc}") from exc
         except (ParamValidationError, UnicodeEncodeError) as exc:
             # UnicodeEncodeError: text with a lone surrogate, which the query serialiser (SNS)
             # cannot encode; refused as the embedded broker refuses text that is not Unicode
