@@ -687,6 +687,28 @@ def test_fifo_batch_detail_and_received_ids(aws: AwsBroker, name: str) -> None:
     assert [m.message_id for m in got] == [message_id for message_id, _ in sent]
 
 
+def test_fifo_throughput_and_kms_attributes_pass_through(aws: AwsBroker, name: str) -> None:
+    q = aws.create_queue(
+        name + ".fifo",
+        {
+            "FifoQueue": True,
+            "DeduplicationScope": "messageGroup",
+            "FifoThroughputLimit": "perMessageGroupId",
+            "KmsMasterKeyId": "alias/aws/sqs",
+            "KmsDataKeyReusePeriodSeconds": 600,
+        },
+    )
+    names = ["DeduplicationScope", "FifoThroughputLimit", "KmsMasterKeyId"]
+    assert q.get_attributes([*names, "KmsDataKeyReusePeriodSeconds"]) == {
+        "DeduplicationScope": "messageGroup",
+        "FifoThroughputLimit": "perMessageGroupId",
+        "KmsMasterKeyId": "alias/aws/sqs",
+        "KmsDataKeyReusePeriodSeconds": "600",
+    }
+    topic = aws.create_topic(name, {"KmsMasterKeyId": "alias/aws/sns"})
+    assert topic.get_attributes()["KmsMasterKeyId"] == "alias/aws/sns"
+
+
 def test_fifo_sequence_numbers_and_attempt_id(daemon_broker: AwsBroker, name: str) -> None:
     """moto draws SequenceNumbers at random and returns none on receive: daemon only."""
     q = daemon_broker.create_queue(

@@ -125,7 +125,9 @@ class AwsQueue:
     ) -> str:
         """Send one message; returns its message id (as :meth:`millpond.Queue.send`).
 
-        A bytes body must be UTF-8: SQS bodies are text.
+        A bytes body must be UTF-8: SQS bodies are text. When the answer is lost botocore
+        sends the request again: on a standard queue the message may then be stored twice;
+        on a FIFO queue its deduplication id (or content) makes the retry harmless.
         """
         entry = self._entry(body, delay_seconds, attributes, group_id, deduplication_id)
         return self._call("send_message", **entry)["MessageId"]  # type: ignore[no-any-return]
