@@ -541,6 +541,23 @@ def test_per_entry_verbs_refuse_a_bad_entry_alone(aws: AwsBroker, name: str) -> 
     assert type(results[0]) is errors.ReceiptHandleIsInvalid and results[1] is None
 
 
+def test_per_entry_verbs_past_ten_entries(aws: AwsBroker, name: str) -> None:
+    """Any number of entries, as embedded: 10 a request, each error at its entry's index."""
+    q = aws.create_queue(name)
+    q.send_batch([f"m{i}" for i in range(10)])
+    q.send_batch(["m10", "m11"])
+    handles = [m.receipt_handle for m in _drain(q, 12)]
+    entries: list[Any] = [(handle, 0) for handle in handles]
+    entries.insert(11, ("garbage", 0))
+    results = q.change_visibility_entries(entries)
+    assert [i for i, error in enumerate(results) if error is not None] == [11]
+    assert isinstance(results[11], errors.ReceiptHandleIsInvalid)
+    handles = [m.receipt_handle for m in _drain(q, 12)]
+    results = q.delete_entries([*handles[:10], None, *handles[10:]])  # type: ignore[list-item]
+    assert [i for i, error in enumerate(results) if error is not None] == [10]
+    assert q.receive(10, wait_seconds=1) == []
+
+
 def test_per_entry_verbs(aws: AwsBroker, name: str) -> None:
     q = aws.create_queue(name)
     q.send_batch(["a", "b"])
