@@ -1,7 +1,9 @@
 """AwsQueue and AwsFifoQueue: the Queue API over one Amazon SQS queue.
 
 Arguments are passed to SQS as they are (bodies and attribute values turned into the text SQS
-carries); SQS validates them and its errors come back as millpond's exception classes. Batch
+carries); SQS validates them and its errors come back as millpond's exception classes. Only a
+message is checked first, by the embedded checks of what needs no queue state (see
+AwsQueue._check_entry), so that a batch stays all-or-nothing where it can. Batch
 verbs whose embedded form is all-or-nothing raise the first failed entry's error; SQS has
 then already done the other entries, and the error's ``batch_results`` says entry by entry
 what was done (see the README's "what differs").
