@@ -635,6 +635,11 @@ def test_thousands_of_connections(
     """Connections greeted and dropped, idle or mid-hello: each costs a socket, no more."""
     if count > 1000 and "slow" not in (request.config.option.markexpr or ""):
         pytest.skip("select it with -m slow")
+    import resource
+
+    # this process opens them, and the daemon takes up to half of its own (the same limit)
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2 * count + 100:
+        pytest.skip(f"{count} connections need more file descriptors than this process may open")
     socks, retried = [], 0
     try:
         for i in range(count):
@@ -759,3 +764,29 @@ def test_both_sides_find_a_vanished_peer_by_keepalive(daemon: Daemon) -> None:
         return mine, theirs
 
     assert asyncio.run(main()) == (want, want)
+
+
+def test_connections_past_the_limit_are_refused_at_once() -> None:
+    """Past max_connections (half the process's file descriptors by default) a connection is
+    told why and closed, so the daemon never runs out of descriptors for its HTTP port."""
+
+    async def main() -> tuple[list[Any], Any]:
+        server = NativeServer(SimpleNamespace(credentials={}), max_connections=3)  # type: ignore[arg-type]
+        port = await server.listen("127.0.0.1", 0)
+        server.ready()
+        greetings, streams = [], []
+        for _ in range(4):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            size = struct.unpack(">I", await reader.readexactly(4))[0]
+            greetings.append(msgpack.unpackb(await reader.readexactly(size), raw=False))
+            streams.append((reader, writer))
+        closed = await asyncio.wait_for(streams[3][0].read(), 5)  # the daemon closes it
+        for _, writer in streams:
+            writer.close()
+        await server.stop(timeout=1)
+        return greetings, closed
+
+    greetings, closed = asyncio.run(main())
+    assert [g["millpond"] for g in greetings[:3]] == [frames.VERSION] * 3
+    assert greetings[3][0] == frames.CONNECTION and "too many connections" in greetings[3][2][2]
+    assert closed == b""

@@ -133,6 +133,10 @@ class Connection(asyncio.Protocol):
         if sock is not None:
             frames.tune(sock)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        if len(self.server.connections) >= self.server.max_connections:
+            # said in place of the greeting; the socket goes back at once
+            self.fail(f"too many connections (the daemon's limit is {self.server.max_connections})")
+            return
         self.server.connections.add(self)
         greeting = {
             "millpond": frames.VERSION,
@@ -422,6 +426,18 @@ class Connection(asyncio.Protocol):
             self.transport.close()  # sends what is buffered first
 
 
+def _connection_limit() -> int:
+    """Half the file descriptors the process may open: past it, a connection is refused at
+    once, so that the HTTP port and the data files still get theirs (an accept that fails for
+    want of one only logs errors, and takes the HTTP API down with it)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 4096
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 4096 if soft == resource.RLIM_INFINITY else max(16, soft // 2)
+
+
 class NativeServer:
     """The listener and its connections."""
 
@@ -431,9 +447,11 @@ class NativeServer:
         max_frame: int = frames.MAX_FRAME,
         hello_timeout: float = HELLO_TIMEOUT_S,
         write_stall_timeout: float = WRITE_STALL_TIMEOUT_S,
+        max_connections: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.max_frame = max_frame
+        self.max_connections = max_connections or _connection_limit()
         self.hello_timeout = hello_timeout
         self.write_stall_timeout = write_stall_timeout
         self.connections: set[Connection] = set()
