@@ -1814,6 +1814,30 @@ def test_queue_urls_follow_the_host_and_resolve_by_path(
         )
 
 
+def test_a_region_name_too_long_for_a_directory_is_not_an_internal_error(
+    daemon: Daemon, clients: Callable[..., Any]
+) -> None:
+    """Regions are directories: one shaped like a region but past a file name's length made
+    an InternalError (500) of every request; it is no region (the default one answers)."""
+    long_region = "us-" + "a" * 300 + "-1"  # botocore refuses it: a raw request
+    name = unique("longregion")
+    status, _, body = raw(
+        daemon,
+        "POST",
+        "/",
+        json.dumps({"QueueName": name}).encode(),
+        {
+            "X-Amz-Target": "AmazonSQS.CreateQueue",
+            "Content-Type": "application/x-amz-json-1.0",
+            "Authorization": f"AWS4-HMAC-SHA256 Credential=AKID/20260101/{long_region}/sqs/"
+            "aws4_request, SignedHeaders=host, Signature=00",
+        },
+    )
+    assert status == 200, body
+    url = json.loads(body)["QueueUrl"]
+    assert clients("json").get_queue_url(QueueName=name)["QueueUrl"] == url
+
+
 def test_regions_are_kept_apart(clients: Callable[..., Any], protocol: str) -> None:
     east = clients(protocol, region="us-east-1")
     west = clients(protocol, region="eu-west-1")

@@ -46,7 +46,6 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024  # answers buffered for a slow reader before 
 # A peer that has not sent its hello by then is closed: it holds a socket and a buffer while
 # it is nobody (a client sends the hello as soon as it reads the greeting).
 HELLO_TIMEOUT_S = 10.0
-MAX_REGION_LENGTH = 50
 # A peer whose answers have filled the write buffer and that takes none for this long is
 # closed: it would otherwise hold MAX_IN_FLIGHT answers (up to 16 MiB each) for ever.
 WRITE_STALL_TIMEOUT_S = 60.0
@@ -325,9 +324,7 @@ class Connection(asyncio.Protocol):
                 self.drain_and_close()
                 return
         region = options.get("region") or ctx.region
-        # the region is a directory's name: one past the file system's limit made an
-        # internal error of the hello (AWS's longest region names have 14 characters)
-        if not valid_region(region) or len(region) > MAX_REGION_LENGTH:
+        if not valid_region(region):
             why = f"{region!r:.100} is not a region name"
             self._answer_error(rid, InvalidParameterValue(why))
             self.drain_and_close()

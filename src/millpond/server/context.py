@@ -23,9 +23,17 @@ from millpond.errors import MillpondError, QueueDoesNotExist
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 
 
+MAX_REGION_LENGTH = 50  # AWS's longest region names have 14 characters
+
+
 def valid_region(name: Any) -> bool:
-    """Whether ``name`` is shaped like an AWS region (a directory of its own under the data)."""
-    return isinstance(name, str) and _REGION.fullmatch(name) is not None
+    """Whether ``name`` is shaped like an AWS region (a directory of its own under the data;
+    one longer than a file name may be made an internal error of the request)."""
+    return (
+        isinstance(name, str)
+        and len(name) <= MAX_REGION_LENGTH
+        and _REGION.fullmatch(name) is not None
+    )
 
 
 class Notifier:
