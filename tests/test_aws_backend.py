@@ -282,7 +282,7 @@ def test_lookup_errors(aws: AwsBroker, name: str) -> None:
 def test_no_answer_is_connection_lost(name: str) -> None:
     """Nothing listens: after botocore's retries the call raises what the native client
     raises when no answer came (a MillpondError, and a ConnectionError)."""
-    from millpond.native.errors import ConnectionLost
+    from millpond.errors import ConnectionLost
 
     from .daemon import free_port
 

@@ -539,7 +539,7 @@ def test_a_caller_interrupted_while_sending_does_not_break_the_client(
     def wait() -> None:
         try:
             poll.append(a.receive(1, wait_seconds=2))
-        except native_errors.ConnectionLost as exc:
+        except errors.ConnectionLost as exc:
             poll.append(exc)
 
     reader = threading.Thread(target=wait)
@@ -551,7 +551,7 @@ def test_a_caller_interrupted_while_sending_does_not_break_the_client(
     with pytest.raises(_Interrupt):
         b.send(b"interrupted")
     reader.join(10)
-    assert poll and isinstance(poll[0], native_errors.ConnectionLost)  # the connection went
+    assert poll and isinstance(poll[0], errors.ConnectionLost)  # the connection went
     later: list[Any] = []
     after = threading.Thread(target=lambda: later.append(b.send(b"after")))
     after.start()
@@ -643,7 +643,7 @@ def test_async_client(daemon: Daemon, name: str) -> None:
 
 def test_async_client_connect_errors(daemon: Daemon) -> None:
     async def scenario() -> None:
-        with pytest.raises(native_errors.ConnectionLost):
+        with pytest.raises(errors.ConnectionLost):
             await AsyncClient.open("127.0.0.1", free_port(), connect_timeout=2)
         port = daemon.native_port
         assert port is not None
@@ -753,7 +753,7 @@ def test_the_client_reconnects_after_the_daemon_restarts(tmp_path: Path) -> None
     time.sleep(0.3)
     daemon.process.send_signal(signal.SIGKILL)
     waiter.join(10)
-    assert not waiter.is_alive() and isinstance(poll[0], native_errors.ConnectionLost)
+    assert not waiter.is_alive() and isinstance(poll[0], errors.ConnectionLost)
     daemon.stop()
     again = Daemon(data, native=True, port=daemon.port, native_port=daemon.native_port)
     try:
@@ -821,7 +821,7 @@ def test_native_port_is_off_unless_asked(tmp_path: Path) -> None:
     daemon = Daemon(str(tmp_path / "data"))
     try:
         assert "native protocol" not in daemon.log()
-        with pytest.raises(native_errors.ConnectionLost):
+        with pytest.raises(errors.ConnectionLost):
             Client("127.0.0.1", 9325 if _free(9325) else free_port(), connect_timeout=1)
     finally:
         daemon.stop()

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 import millpond
+from millpond.errors import ConnectionLost
 from millpond.native.aio import AsyncClient
-from millpond.native.errors import ConnectionLost
 
 from .daemon import Daemon
 

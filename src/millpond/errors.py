@@ -197,3 +197,14 @@ class AlreadyOpen(MillpondError):
 
 class BrokerClosed(MillpondError):
     """The broker was closed, or this process forked after opening it."""
+
+
+class ConnectionLost(MillpondError, ConnectionError):
+    """The connection to the daemon (native protocol) or to AWS (sqs://) closed, or never opened,
+    before the answer came.
+
+    A send that fails with this may or may not have been stored: the answer is what was lost.
+    """
+
+    code = "ConnectionLost"
+    json_type = "ConnectionLost"

@@ -29,8 +29,7 @@ from millpond.aws.errors import from_client_error, from_param_error
 from millpond.aws.queue import AwsFifoQueue, AwsQueue, wire_queue_attributes
 from millpond.aws.subscription import AwsSubscription
 from millpond.aws.topic import AwsTopic, wire_tags
-from millpond.errors import BrokerClosed, InvalidParameterValue, TopicNotFound
-from millpond.native.errors import ConnectionLost
+from millpond.errors import BrokerClosed, ConnectionLost, InvalidParameterValue, TopicNotFound
 from millpond.sns_envelope import InvalidParameter
 from millpond.topic_attributes import text_value
 

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import msgpack
 
-from millpond.errors import BrokerClosed, InvalidParameterValue, MillpondError
+from millpond.errors import BrokerClosed, ConnectionLost, InvalidParameterValue, MillpondError
 from millpond.native import errors, frames
 from millpond.native.aio_proxies import (
     AsyncRemoteFifoQueue,
@@ -32,7 +32,7 @@ from millpond.native.aio_proxies import (
     AsyncRemoteTopic,
 )
 from millpond.native.client import DEFAULT_CONNECT_TIMEOUT_S
-from millpond.native.errors import ConnectionLost, ProtocolError
+from millpond.native.errors import ProtocolError
 from millpond.native.proxies import ext_hook
 
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import msgpack
 
-from millpond.errors import BrokerClosed, InvalidParameterValue, MillpondError
+from millpond.errors import BrokerClosed, ConnectionLost, InvalidParameterValue, MillpondError
 from millpond.native import errors, frames
-from millpond.native.errors import ConnectionLost, ProtocolError
+from millpond.native.errors import ProtocolError
 from millpond.native.proxies import (
     RemoteFifoQueue,
     RemoteQueue,

@@ -25,16 +25,6 @@ class ProtocolError(MillpondError):
     sender_fault = True
 
 
-class ConnectionLost(MillpondError, ConnectionError):
-    """The connection to the daemon closed (or never opened) before the answer came.
-
-    A send that fails with this may or may not have been stored: the answer is what was lost.
-    """
-
-    code = "ConnectionLost"
-    json_type = "ConnectionLost"
-
-
 class AccessDenied(MillpondError):
     """The daemon checks credentials ([auth]) and the client gave none, or wrong ones."""
 
