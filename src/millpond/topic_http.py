@@ -306,7 +306,7 @@ def _subscription_record(txn: Any, meta: Any, arn: str) -> dict[str, Any] | None
 def _topic_attributes(txn: Any, meta: Any, subscription_arn: str) -> dict[str, Any]:
     """The stored attributes of a subscription's topic ({} if it is gone)."""
     raw = txn.get(topic_key(subscription_arn.split(":")[5]), db=meta)
-    return msgpack.unpackb(raw)["attributes"] if raw else {}  # type: ignore[no-any-return]
+    return msgpack.unpackb(raw)["attributes"] if raw else {}
 
 
 def _still_subscribed(record: dict[str, Any] | None, entry: dict[str, Any]) -> bool:

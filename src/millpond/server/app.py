@@ -25,7 +25,7 @@ from millpond.server.protocol import AwsError, Request, new_request_id, region_o
 log = logging.getLogger("millpond.server")
 
 try:  # the C accelerator: asyncio.current_task() is a Python wrapper around it
-    from _asyncio import current_task as _current_task
+    from _asyncio import current_task as _current_task  # type: ignore[attr-defined]  # no stub
 except ImportError:  # pragma: no cover - other interpreters
     _current_task = asyncio.current_task
 
@@ -131,13 +131,14 @@ class App:
         reading[task] = time.monotonic()
         if self._watchdog is None:
             self._watchdog = asyncio.ensure_future(self._watch_bodies())
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         try:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return None
-                chunk = message.get("body", b"")
+                chunk: bytes = message.get("body", b"")
                 if not chunks and not message.get("more_body") and len(chunk) <= self.max_body:
                     return chunk  # all of it at once: the usual case
                 size += len(chunk)
@@ -155,7 +156,7 @@ class App:
                 raise
             reading.pop(task, None)  # before the reply: a later sweep must not cancel it again
             self._expired.discard(task)
-            task.uncancel()  # type: ignore[union-attr]
+            task.uncancel()
             await _respond(send, 408, [(b"content-type", b"text/plain")], b"Request timeout\n")
             return None
         finally:

@@ -22,7 +22,7 @@ HEAD_TIMEOUT_S = float(os.environ.get("MILLPOND_HEAD_TIMEOUT_S", "30"))
 TLS_CLOSE_GRACE_S = 1.0
 
 
-class DeadlineHttpProtocol(HttpToolsProtocol):  # type: ignore[misc]
+class DeadlineHttpProtocol(HttpToolsProtocol):
     """HttpToolsProtocol that closes a connection whose request head is late."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

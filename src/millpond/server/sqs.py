@@ -161,7 +161,7 @@ def _check_batch(entries: Any, entry_name: str) -> list[dict[str, Any]]:
             400,
             "BatchEntryIdsNotDistinct",
         )
-    return entries  # type: ignore[no-any-return]
+    return entries
 
 
 def _after_token(names: list[str], token: Any) -> list[str]:
@@ -340,7 +340,10 @@ def _send_fields(
 
 
 def _send_result(fields: dict[str, Any], message_id: str, sequence: str | None) -> dict[str, Any]:
-    result = {"MD5OfMessageBody": md5_of_body(fields["body"]), "MessageId": message_id}
+    result: dict[str, Any] = {
+        "MD5OfMessageBody": md5_of_body(fields["body"]),
+        "MessageId": message_id,
+    }
     if fields["attributes"]:
         result["MD5OfMessageAttributes"] = md5_of_message_attributes(fields["attributes"])
     system_md5 = _md5_of_trace_header(fields["system_trace"])
