@@ -193,7 +193,7 @@ class Broker:
 
     def _definition(self, name: str) -> dict[str, Any] | None:
         """The stored definition of queue ``name`` (id, attributes, timestamps), or None."""
-        return self._storage.read(lambda txn: self._definition_in(txn, name))  # type: ignore[no-any-return]
+        return self._storage.read(lambda txn: self._definition_in(txn, name))
 
     def _definition_in(self, txn: Any, name: str) -> dict[str, Any] | None:
         raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
@@ -302,7 +302,7 @@ class Broker:
                         names.append(key[2:].decode())
             return names
 
-        return self._storage.read(scan)  # type: ignore[no-any-return]
+        return self._storage.read(scan)
 
     def list_dead_letter_source_queues(self, name: str) -> list[str]:
         """Names of the queues whose RedrivePolicy targets queue ``name``."""
@@ -320,7 +320,7 @@ class Broker:
                             sources.append(key[2:].decode())
             return sources
 
-        return self._storage.read(scan)  # type: ignore[no-any-return]
+        return self._storage.read(scan)
 
     def start_message_move_task(
         self,

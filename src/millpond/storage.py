@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import lmdb
 
@@ -59,6 +59,8 @@ _abandoned: list[lmdb.Environment] = []
 # (device, inode) of each open data directory -> (pid that opened it, its Storage)
 _open_here: dict[tuple[int, int], tuple[int, Storage]] = {}
 
+_T = TypeVar("_T")
+
 _TABLES = ("meta", "log", "vis", "counters", "moved", "fifo", "dedup", "dedupexp")
 
 
@@ -76,7 +78,7 @@ class Tables:
     dedup: lmdb._Database
     dedupexp: lmdb._Database
 
-    def __init__(self, env: lmdb.Environment, txn: lmdb.Transaction) -> None:
+    def __init__(self, env: lmdb.Environment, txn: lmdb.Transaction[bytes]) -> None:
         for name in _TABLES:
             setattr(self, name, env.open_db(name.encode(), txn=txn, create=True))
 
@@ -137,7 +139,7 @@ class _Op:
     )
 
     def __init__(
-        self, fn: Callable[[lmdb.Transaction, int], Any], sends: int, atomic: bool
+        self, fn: Callable[[lmdb.Transaction[bytes], int], Any], sends: int, atomic: bool
     ) -> None:
         self.fn = fn
         self.sends = sends
@@ -250,8 +252,12 @@ class Storage:
     # -- writes -----------------------------------------------------------------------------
 
     def write(
-        self, fn: Callable[[lmdb.Transaction, int], Any], *, sends: int = 0, atomic: bool = False
-    ) -> Any:
+        self,
+        fn: Callable[[lmdb.Transaction[bytes], int], _T],
+        *,
+        sends: int = 0,
+        atomic: bool = False,
+    ) -> _T:
         """Run ``fn(txn, now_ms)`` in a write transaction shared with concurrent callers.
 
         Returns fn's result once the transaction committed (durably in "fsync" mode), or raises
@@ -280,9 +286,9 @@ class Storage:
             self._writers[threading.get_ident()] = time.monotonic()  # seen contending
             wake.acquire()  # released by a leader: our op is done, or we lead next
             if op.done:
-                return _outcome(op)
+                return cast(_T, _outcome(op))  # what fn returned
         self._lead(op)
-        return _outcome(op)
+        return cast(_T, _outcome(op))
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` once the writes of the op now running on this thread are committed.
@@ -304,7 +310,7 @@ class Storage:
 
     def submit(
         self,
-        fn: Callable[[lmdb.Transaction, int], Any],
+        fn: Callable[[lmdb.Transaction[bytes], int], Any],
         settle: Callable[[_Op], None],
         *,
         sends: int = 0,
@@ -521,7 +527,7 @@ class Storage:
             op.done = True
         return not rolled_back
 
-    def _nested(self, txn: lmdb.Transaction, op: _Op, now_ms: int) -> Any:
+    def _nested(self, txn: lmdb.Transaction[bytes], op: _Op, now_ms: int) -> Any:
         """Run ``op`` in a transaction nested in ``txn``: rolled back alone if it raises."""
         child = self.env.begin(write=True, parent=txn)
         try:
@@ -532,11 +538,11 @@ class Storage:
         child.commit()
         return result
 
-    def _abort(self, txn: lmdb.Transaction) -> None:
+    def _abort(self, txn: lmdb.Transaction[bytes]) -> None:
         with self._reads.quiet():  # py-lmdb's abort waits for every thread's operations
             txn.abort()
 
-    def _sends_refused(self, txn: lmdb.Transaction) -> bool:
+    def _sends_refused(self, txn: lmdb.Transaction[bytes]) -> bool:
         """True when the pages in use leave less than the reserve below max_map_size.
 
         Only asked once the map itself is larger than that (a smaller map cannot hold more).
@@ -567,7 +573,7 @@ class Storage:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def read(self, fn: Callable[[lmdb.Transaction], Any]) -> Any:
+    def read(self, fn: Callable[[lmdb.Transaction[bytes]], _T]) -> _T:
         """Run ``fn(txn)`` in a read-only snapshot."""
         self._check_usable()
         for retry in (False, True):

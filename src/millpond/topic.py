@@ -278,7 +278,7 @@ class Topics:
                         subs.append(Subscription.from_record(self, topic_name, sub_id, record))
             return subs
 
-        return self._storage.read(scan)  # type: ignore[no-any-return]
+        return self._storage.read(scan)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -347,7 +347,7 @@ class Topics:
                         names.append(key[2:].decode())
             return names
 
-        return self._storage.read(scan)  # type: ignore[no-any-return]
+        return self._storage.read(scan)
 
 
 # -- a topic --------------------------------------------------------------------------------------
@@ -402,7 +402,7 @@ class Topic(TopicSettings):
                 raise TopicNotFound("Topic does not exist")
             return self._load_in(txn, raw)
 
-        return self._storage.read(load)  # type: ignore[no-any-return]
+        return self._storage.read(load)
 
     def delete(self) -> None:
         """Delete the topic and its subscriptions (same as ``broker.delete_topic``)."""
@@ -591,7 +591,7 @@ class Topic(TopicSettings):
                         )
             return subs
 
-        return self._storage.read(scan)  # type: ignore[no-any-return]
+        return self._storage.read(scan)
 
     # -- publish --------------------------------------------------------------------------------
 

@@ -612,7 +612,7 @@ class TopicSettings:
             self._record(txn)
             return tags_in(txn, self._meta, self.name)
 
-        return self._storage.read(read)  # type: ignore[no-any-return]
+        return self._storage.read(read)
 
     def tag(self, tags: Mapping[str, str] | Sequence[Mapping[str, str]]) -> None:
         """Add or change tags (SNS TagResource); at most 50 in all (TagLimitExceeded)."""

@@ -209,7 +209,7 @@ class HttpOutbox:
                 taken.append(HttpDelivery(leased, entry, content_type))
             return taken
 
-        return self._storage.write(take)  # type: ignore[no-any-return]
+        return self._storage.write(take)
 
     def next_due_ms(self) -> int | None:
         """When the earliest delivery is due (epoch ms), None if the outbox is empty."""
@@ -220,7 +220,7 @@ class HttpOutbox:
                     return _due_ms(cur.key())
             return None
 
-        return self._storage.read(first)  # type: ignore[no-any-return]
+        return self._storage.read(first)
 
     def release(self, deliveries: list[HttpDelivery]) -> None:
         """Give back the leases of deliveries whose POST never finished (the drainer stops):
