@@ -169,14 +169,22 @@ def test_tasks_share_one_async_client_with_cancellations(daemon: Daemon) -> None
                     await queue.delete_batch([m.receipt_handle for m in messages])
 
         await asyncio.gather(*(work(n) for n in range(64)))
-        # a poll cancelled after the daemon took its messages hid them (its answer went
-        # nowhere): they are received again once their visibility timeout ends
-        await asyncio.sleep(VISIBILITY_S + 0.5)
+        # A poll cancelled after the daemon took its messages hid them (its answer went
+        # nowhere): they are received again once their visibility timeout ends. The daemon may
+        # still be running cancelled polls (it started them after the client gave up on them,
+        # a long one waits up to 1 s), so the drain goes on until every acknowledged send came
+        # back, for at least one visibility timeout (a duplicate would show in that time).
         rest: list[bytes] = []
-        while batch := await queue.receive(10):
+        start = time.monotonic()
+        while time.monotonic() - start < 4 * VISIBILITY_S:
+            done = history.acked <= set(history.received) | set(rest)
+            if done and time.monotonic() - start > VISIBILITY_S + 0.5:
+                break
+            batch = await queue.receive(10, wait_seconds=1)
             rest.extend(m.body for m in batch)
             history.received_ids.update((m.body, m.message_id) for m in batch)
-            await queue.delete_batch([m.receipt_handle for m in batch])
+            if batch:
+                await queue.delete_batch([m.receipt_handle for m in batch])
         await client.close()
         return rest
 
