@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 import urllib.parse
 from collections.abc import Awaitable
@@ -24,9 +25,9 @@ from millpond.server.protocol import AwsError, Request, new_request_id, region_o
 
 log = logging.getLogger("millpond.server")
 
-try:  # the C accelerator: asyncio.current_task() is a Python wrapper around it
-    from _asyncio import current_task as _current_task  # type: ignore[attr-defined]  # no stub
-except ImportError:  # pragma: no cover - other interpreters
+if sys.version_info >= (3, 12):  # the C function asyncio.current_task() wraps since 3.12
+    from _asyncio import current_task as _current_task
+else:
     _current_task = asyncio.current_task
 
 _SQS_TARGET_PREFIX = sqs_json.TARGET_PREFIX.encode()
@@ -127,6 +128,7 @@ class App:
         # A client that trickles its body, or stops sending it, is cut off after BODY_TIMEOUT_S
         # by the watchdog (one sweep a second for all requests: no timer per request).
         task = _current_task()
+        assert task is not None  # ASGI calls the app in a task
         reading = self._reading
         reading[task] = time.monotonic()
         if self._watchdog is None:
