@@ -15,6 +15,7 @@ import os
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from millpond.broker import open as open_embedded
 from millpond.errors import InvalidParameterValue
 
 
@@ -30,14 +31,10 @@ def connect(url: str | os.PathLike[str], **options: Any) -> Any:
         raise InvalidParameterValue(f"connect() needs a path or a URL, not {url!r}")
     scheme, separator, _ = url.partition("://")
     if not separator or os.sep in scheme or "/" in scheme:
-        from millpond.broker import open as open_embedded
-
         return open_embedded(url, **options)  # a plain path
     parts = urlsplit(url)
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     if parts.scheme == "file":
-        from millpond.broker import open as open_embedded
-
         path = unquote(parts.path)
         if parts.netloc not in ("", "localhost"):
             raise InvalidParameterValue(f"file:// URLs name a local path, not host {parts.netloc}")
