@@ -21,6 +21,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -647,12 +648,17 @@ def _fan_out_one(
             # general path looks every queue up again in this transaction.
             others = planned
         else:
-            for queue in targets:
-                queue._count_after_commit("sent", 1)  # once, even if the op runs again
-                woken.add(queue.queue_id)
+            topic._storage.after_commit(partial(_count_sent, targets))  # once, even on a rerun
+            woken.update(queue.queue_id for queue in targets)
     sequences: dict[int, str] = {}
     for sub, chosen in others:
         _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
+
+
+def _count_sent(queues: list[Queue]) -> None:
+    """One message more in each queue's ``sent`` metric (a queue listed twice counts twice)."""
+    for queue in queues:
+        queue.counters["sent"] += 1
 
 
 def _deliver(
