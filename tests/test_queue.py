@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -594,3 +597,21 @@ def test_the_cli_refuses_another_storage_format_with_its_message_not_a_traceback
     assert cli.main(["serve", "--data", str(tmp_path / "served"), "--port", "0"]) == 1
     err = capsys.readouterr().err
     assert err.count("storage format 1") == 2 and "Traceback" not in err
+
+
+def test_the_demo_piped_into_a_reader_that_went_away_ends_quietly(tmp_path):
+    """`millpond demo | head -1`: output to a closed pipe ends the demo, with no error message."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write fails with EPIPE
+    try:
+        demo = subprocess.run(
+            [sys.executable, "-m", "millpond.cli", "demo", "--data", str(tmp_path / "d")]
+            + ["--messages", "200", "--durability", "os"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert demo.stderr == b"", demo.stderr.decode()
+    assert demo.returncode == 1

@@ -145,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MillpondError as exc:  # a data directory it cannot use, say: the message says why
         print(f"millpond {args.command}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader of our output went away (`millpond demo | head`): stop quietly, as a tool
+        # killed by SIGPIPE does; stdout goes to /dev/null so that the exit flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:  # the data directory cannot be made, say
         print(f"millpond {args.command}: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
         return 1

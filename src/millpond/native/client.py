@@ -9,7 +9,7 @@ One TCP connection carries every call. Any number of threads may share a Client:
 one request frame, and while calls are in flight the thread whose answer is still due reads
 the socket for everyone (no reader thread: a lone caller reads its own answer, with no hand-off
 between threads). A connection that breaks fails the calls in flight on it with
-:class:`~millpond.native.errors.ConnectionLost` (a send among them may or may not have been
+:class:`~millpond.errors.ConnectionLost` (a send among them may or may not have been
 stored); the next call connects again.
 """
 
