@@ -34,6 +34,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -274,6 +275,19 @@ def percentile(ordered: list[float], q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
+
+
+def pool(runs: list[dict[str, Any]], medians: tuple[str, ...]) -> dict[str, Any] | None:
+    """Slices of one case pooled: the median of each ``medians`` field, p50/p99 (ms) over every
+    latency of every slice, and the slice count; None without slices."""
+    if not runs:
+        return None
+    latencies = sorted(x for r in runs for x in r["latencies"])
+    pooled: dict[str, Any] = {name: statistics.median(r[name] for r in runs) for name in medians}
+    pooled["p50_ms"] = percentile(latencies, 0.50) * 1000
+    pooled["p99_ms"] = percentile(latencies, 0.99) * 1000
+    pooled["slices"] = len(runs)
+    return pooled
 
 
 async def _run(

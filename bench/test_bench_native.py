@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -255,17 +254,7 @@ def test_native(
 
 def _pooled(case: str, conns: int) -> dict[str, Any] | None:
     runs = [r for r in RESULTS if r["case"] == case and r["conns"] == conns]
-    if not runs:
-        return None
-    latencies = sorted(x for r in runs for x in r["latencies"])
-    return {
-        "msgs_per_s": statistics.median(r["msgs_per_s"] for r in runs),
-        "p50_ms": loadgen.percentile(latencies, 0.50) * 1000,
-        "p99_ms": loadgen.percentile(latencies, 0.99) * 1000,
-        "server_cpu": statistics.median(r["server_cpu"] for r in runs),
-        "client_cpu": statistics.median(r["client_cpu"] for r in runs),
-        "slices": len(runs),
-    }
+    return loadgen.pool(runs, ("msgs_per_s", "server_cpu", "client_cpu"))
 
 
 def _report(config: pytest.Config) -> None:

@@ -38,7 +38,6 @@ import importlib.util
 import itertools
 import json
 import os
-import statistics
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,19 +210,9 @@ def test_server(
 
 
 def _pooled(server: str, op: str, conns: int) -> dict[str, Any] | None:
-    runs = _find(server, op, conns)
-    if not runs:
-        return None
-    latencies = sorted(x for r in runs for x in r["latencies"])
-    return {
-        "rps": statistics.median(r["rps"] for r in runs),
-        "msgs_per_s": statistics.median(r["msgs_per_s"] for r in runs),
-        "p50_ms": loadgen.percentile(latencies, 0.50) * 1000,
-        "p99_ms": loadgen.percentile(latencies, 0.99) * 1000,
-        "server_cpu": statistics.median(r["server_cpu"] for r in runs),
-        "loadgen_cpu": statistics.median(r["loadgen_cpu"] for r in runs),
-        "slices": len(runs),
-    }
+    return loadgen.pool(
+        _find(server, op, conns), ("rps", "msgs_per_s", "server_cpu", "loadgen_cpu")
+    )
 
 
 def _report(config: pytest.Config) -> None:
