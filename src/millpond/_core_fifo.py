@@ -370,7 +370,9 @@ def _moved_record(
     _, message_id, attrs, body = decoded
     if dead_letter:
         metadata = unpack_metadata(attrs)
-        attrs = pack_metadata(metadata.get("a"), metadata.get("g"), message_id, metadata.get("t"))
+        attrs = pack_metadata(
+            metadata.get("a"), metadata.get("g"), message_id, metadata.get("t"), metadata.get("s")
+        )
     env_id, first_queue_id, seq = _RECORD_ID.unpack_from(record, _RECORD_ID_AT)
     flags = core.record_flags(record)
     return core.encode_record(now_ms, env_id, first_queue_id, seq, attrs, body, flags)
