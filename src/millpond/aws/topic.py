@@ -23,6 +23,7 @@ from millpond.errors import (
     TopicNotFound,
 )
 from millpond.fan_out import check_trace_header, entry_arguments
+from millpond.publishing import PublishFromPublishMessage
 from millpond.sns_envelope import (
     InvalidParameter,
     check_attributes,
@@ -56,7 +57,7 @@ def wire_tags(tags: Any) -> Any:
     return tags
 
 
-class AwsTopic:
+class AwsTopic(PublishFromPublishMessage):
     """One SNS topic; get it from ``broker.create_topic`` or ``broker.topic``.
 
     Attributes:
@@ -219,28 +220,6 @@ class AwsTopic:
         return [AwsSubscription.from_listing(self._broker, entry) for entry in entries]
 
     # -- publish --------------------------------------------------------------------------------
-
-    def publish(
-        self,
-        message: str | bytes,
-        *,
-        subject: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        group_id: str | None = None,
-        deduplication_id: str | None = None,
-        message_structure: str | None = None,
-        trace_header: str | None = None,
-    ) -> str:
-        """Publish one message; returns its SNS message id (as :meth:`millpond.Topic.publish`)."""
-        return self.publish_message(
-            message,
-            subject=subject,
-            attributes=attributes,
-            group_id=group_id,
-            deduplication_id=deduplication_id,
-            message_structure=message_structure,
-            trace_header=trace_header,
-        )["MessageId"]
 
     def publish_message(
         self,

@@ -15,6 +15,7 @@ import msgpack
 from millpond.errors import MillpondError
 from millpond.message import Message
 from millpond.native import errors, frames
+from millpond.publishing import PublishFromPublishMessage
 
 if TYPE_CHECKING:
     from millpond.native.client import Client
@@ -205,7 +206,7 @@ class RemoteFifoQueue(RemoteQueue):
         return [(pair[0], pair[1]) for pair in self._call("send_batch_detailed", (entries,))]
 
 
-class RemoteTopic(_Remote):
+class RemoteTopic(PublishFromPublishMessage, _Remote):
     """A topic of the daemon, with the methods of :class:`millpond.Topic`."""
 
     _kind = "topic"
@@ -245,27 +246,6 @@ class RemoteTopic(_Remote):
 
     def list_subscriptions(self) -> list[RemoteSubscription]:
         return self._call("list_subscriptions")  # type: ignore[no-any-return]
-
-    def publish(
-        self,
-        message: str | bytes,
-        *,
-        subject: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        group_id: str | None = None,
-        deduplication_id: str | None = None,
-        message_structure: str | None = None,
-        trace_header: str | None = None,
-    ) -> str:
-        return self.publish_message(
-            message,
-            subject=subject,
-            attributes=attributes,
-            group_id=group_id,
-            deduplication_id=deduplication_id,
-            message_structure=message_structure,
-            trace_header=trace_header,
-        )["MessageId"]
 
     def publish_message(
         self,
