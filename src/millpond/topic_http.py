@@ -257,9 +257,9 @@ class HttpOutbox:
             txn.delete(delivery.key, db=meta)
             entry = msgpack.unpackb(value)
             record = _subscription_record(txn, meta, entry["sub"])
-            if record is None:
-                return None, False  # unsubscribed meanwhile
-            attributes = record["attributes"]
+            if record is None and entry["type"] != "UnsubscribeConfirmation":
+                return None, False  # unsubscribed meanwhile (an UnsubscribeConfirmation's is)
+            attributes = record["attributes"] if record is not None else {}
             if entry["type"] == "Notification":  # the policies in force now, phase by phase
                 delays_ms = http_retry_delays_ms(
                     attributes.get("DeliveryPolicy"),
