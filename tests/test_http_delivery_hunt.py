@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 import millpond
+from millpond.sns_envelope import InvalidParameter
 
 HOOK = "https://example.com/hook"
 
@@ -51,3 +54,24 @@ def test_a_failed_unsubscribe_confirmation_is_retried(broker, clock):
     outbox.failed(again, reason="HTTP 503")  # 3 retries made: given up
     assert outbox.next_due_ms() is None
     assert sub.undelivered == 0  # not a message of the topic's: nothing counted lost
+
+
+def test_a_min_delay_target_below_one_second_is_refused(broker):
+    # SNS refuses it (AWS's answer, quoted in awsdocs/amazon-sns-developer-guide#5): "Invalid
+    # parameter: Attributes Reason: DeliveryPolicy: healthyRetryPolicy.minDelayTarget must be
+    # greater than or equal to 1". It was stored, and the retries made 1 s apart.
+    topic = broker.create_topic("orders")
+    zero = json.dumps({"healthyRetryPolicy": {"minDelayTarget": 0, "numRetries": 2}})
+    reason = "DeliveryPolicy: healthyRetryPolicy.minDelayTarget must be greater than or equal to 1"
+    with pytest.raises(InvalidParameter) as info:
+        topic.subscribe(HOOK, protocol="https", attributes={"DeliveryPolicy": zero})
+    assert str(info.value) == f"Invalid parameter: Attributes Reason: {reason}"
+    assert topic.list_subscriptions() == []
+    sub = confirmed(broker, topic)
+    with pytest.raises(InvalidParameter) as info:
+        sub.set_attributes({"DeliveryPolicy": zero})
+    assert str(info.value) == f"Invalid parameter: {reason}"
+    assert "DeliveryPolicy" not in sub.get_attributes()
+    one = json.dumps({"healthyRetryPolicy": {"minDelayTarget": 1, "numRetries": 2}})
+    sub.set_attributes({"DeliveryPolicy": one})  # the least SNS takes
+    assert sub.get_attributes()["DeliveryPolicy"] == one

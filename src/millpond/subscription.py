@@ -148,8 +148,8 @@ def subscription_attributes(
                 f"{prefix}FilterPolicyScope: Invalid value [{text}]. "
                 "Please use either MessageBody or MessageAttributes"
             )
-        elif name == "DeliveryPolicy" and json_object(text) is None:
-            raise InvalidParameter(f"{prefix}DeliveryPolicy: failed to parse JSON.")
+        elif name == "DeliveryPolicy":
+            _check_delivery_policy(text, prefix)
         elif name == "RedrivePolicy":
             _check_redrive_policy(text, prefix, fifo_topic=fifo_topic, fifo_queue=fifo_queue)
         changes[name] = text or None  # "" removes, as SNS treats an empty value
@@ -167,6 +167,20 @@ def subscription_attributes(
     if "FilterPolicy" in changes:
         changes["FilterPolicy"] = policy_text
     return changes, policy
+
+
+def _check_delivery_policy(text: str, prefix: str) -> None:
+    doc = json_object(text)
+    if doc is None:
+        raise InvalidParameter(f"{prefix}DeliveryPolicy: failed to parse JSON.")
+    retry = doc.get("healthyRetryPolicy")
+    low = retry.get("minDelayTarget") if isinstance(retry, dict) else None
+    if isinstance(low, (int, float)) and not isinstance(low, bool) and low < 1:
+        # SNS's answer, as quoted in awsdocs/amazon-sns-developer-guide#5
+        raise InvalidParameter(
+            f"{prefix}DeliveryPolicy: healthyRetryPolicy.minDelayTarget must be greater than or "
+            "equal to 1"
+        )
 
 
 def _check_redrive_policy(text: str, prefix: str, *, fifo_topic: bool, fifo_queue: bool) -> None:
