@@ -385,18 +385,9 @@ class Queue:
                 within 5 minutes returns the same messages and receipt handles (their visibility
                 restarts) instead of new ones. Ignored on standard queues, as by SQS.
         """
-        check_int("MaxNumberOfMessages", max_messages, 1, MAX_BATCH)
-        if attempt_id is not None:
-            check_message_id_field("ReceiveRequestAttemptId", attempt_id)
-        if visibility_timeout is None:
-            visibility_ms = self._visibility_ms
-        else:
-            check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
-            visibility_ms = visibility_timeout * 1000
-        if wait_seconds is None:
-            wait_seconds = self._wait_s
-        else:
-            check_int("WaitTimeSeconds", wait_seconds, 0, 20)
+        visibility_ms, wait_seconds = self._receive_arguments(
+            max_messages, visibility_timeout, wait_seconds, attempt_id
+        )
         wakeups = self._broker._wakeups
         deadline = time.monotonic() + wait_seconds
         while True:
@@ -410,6 +401,28 @@ class Queue:
                 due_s = (next_visible_ms - self._broker.clock.now_ms()) / 1000
                 remaining = min(remaining, max(due_s, 0.001))
             wakeups.wait(self.queue_id, generation, remaining)
+
+    def _receive_arguments(
+        self,
+        max_messages: int,
+        visibility_timeout: int | None,
+        wait_seconds: int | None,
+        attempt_id: str | None,
+    ) -> tuple[int, int]:
+        """A receive's arguments checked: (visibility in ms, seconds to wait), the queue's
+        defaults where None (for :meth:`receive` and the daemon's native receive)."""
+        check_int("MaxNumberOfMessages", max_messages, 1, MAX_BATCH)
+        if attempt_id is not None:
+            check_message_id_field("ReceiveRequestAttemptId", attempt_id)
+        if visibility_timeout is None:
+            visibility_ms = self._visibility_ms
+        else:
+            check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
+            visibility_ms = visibility_timeout * 1000
+        if wait_seconds is None:
+            return visibility_ms, self._wait_s
+        check_int("WaitTimeSeconds", wait_seconds, 0, 20)
+        return visibility_ms, wait_seconds
 
     def _receive_once(
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None

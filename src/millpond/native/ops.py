@@ -20,9 +20,9 @@ from millpond.broker import Broker
 from millpond.errors import TopicNotFound
 from millpond.fifo_queue import FifoQueue
 from millpond.message import Message
-from millpond.queue import MAX_BATCH, Queue, check_int, check_message_id_field
+from millpond.queue import Queue
 from millpond.server.context import Context
-from millpond.server.sqs import _long_poll
+from millpond.server.sqs import long_poll
 
 
 class Session:
@@ -100,19 +100,10 @@ async def _receive(
     attempt_id: str | None = None,
 ) -> list[Message]:
     """Queue.receive, its long poll waiting on the loop (the checks are Queue.receive's)."""
-    check_int("MaxNumberOfMessages", max_messages, 1, MAX_BATCH)
-    if attempt_id is not None:
-        check_message_id_field("ReceiveRequestAttemptId", attempt_id)
-    if visibility_timeout is None:
-        visibility_ms = queue._visibility_ms
-    else:
-        check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
-        visibility_ms = visibility_timeout * 1000
-    if wait_seconds is None:
-        wait_seconds = queue._wait_s
-    else:
-        check_int("WaitTimeSeconds", wait_seconds, 0, 20)
-    return await _long_poll(ctx, queue, max_messages, visibility_ms, wait_seconds, attempt_id)
+    visibility_ms, wait_s = queue._receive_arguments(
+        max_messages, visibility_timeout, wait_seconds, attempt_id
+    )
+    return await long_poll(ctx, queue, max_messages, visibility_ms, wait_s, attempt_id)
 
 
 async def _delete(ctx: Context, queue: Queue, receipt_handle: str) -> None:

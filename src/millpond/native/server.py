@@ -163,7 +163,7 @@ class Connection(asyncio.Protocol):
         self._end_long_polls()
 
     def _end_long_polls(self) -> None:
-        # A long poll of a client that left ends now (sqs._long_poll gives its messages back);
+        # A long poll of a client that left ends now (sqs.long_poll gives its messages back);
         # other requests finish: their writes stand whether or not anyone hears the answer.
         for task in list(self.tasks.values()):
             if getattr(task, "long_poll", False):

@@ -515,7 +515,7 @@ def _wire_message(
     return out
 
 
-async def _long_poll(
+async def long_poll(
     ctx: Context,
     queue: Queue,
     max_messages: int,
@@ -523,7 +523,8 @@ async def _long_poll(
     wait_s: int,
     attempt_id: str | None,
 ) -> list[Message]:
-    """Receive, waiting on the event loop (not a thread) for up to ``wait_s`` seconds."""
+    """Receive, waiting on the event loop (not a thread) for up to ``wait_s`` seconds (SQS
+    ReceiveMessage and the native protocol's queue.receive)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     broker = queue._broker
@@ -588,7 +589,7 @@ async def receive_message(ctx: Context, request: Request) -> dict[str, Any]:
     attempt_id = params.get("ReceiveRequestAttemptId")
     if attempt_id is not None:
         check_message_id_field("ReceiveRequestAttemptId", attempt_id)
-    messages = await _long_poll(ctx, queue, max_messages, visibility_ms, wait_s, attempt_id)
+    messages = await long_poll(ctx, queue, max_messages, visibility_ms, wait_s, attempt_id)
     wanted = _wanted_system_attributes(params)
     names = params.get("MessageAttributeNames") or []
     return (
