@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pytest
 
 import millpond
+from millpond import errors
+
+
+def redrive(dlq: millpond.Queue, **attributes: Any) -> dict[str, Any]:
+    """Attributes of a queue whose messages move to ``dlq`` on their second receive."""
+    policy = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}
+    return {**attributes, "RedrivePolicy": json.dumps(policy)}
 
 
 def fifo_with_dead_letters(broker: millpond.Broker) -> tuple[millpond.Queue, millpond.Queue]:
     """(work.fifo, dead.fifo): a FIFO queue whose messages move on their second receive."""
     dlq = broker.create_queue("dead.fifo", {"FifoQueue": "true"})
-    redrive = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}
-    attributes = {"FifoQueue": "true", "RedrivePolicy": json.dumps(redrive)}
-    q = broker.create_queue("work.fifo", attributes)
-    return q, dlq
+    return broker.create_queue("work.fifo", redrive(dlq, FifoQueue="true")), dlq
 
 
 def test_a_message_moved_to_a_fifo_dead_letter_queue_keeps_its_sender_id(broker):
@@ -30,3 +37,29 @@ def test_a_message_moved_to_a_fifo_dead_letter_queue_keeps_its_sender_id(broker)
     assert dead.deduplication_id == dead.message_id
     assert dead.trace_header == "Root=1-abc"
     assert dead.sender_id == "AKIDALICE"
+
+
+def test_a_move_task_refuses_a_destination_of_the_other_queue_type(broker):
+    # "you can also configure any other queue as the redrive destination if both queues are the
+    # same type. For example, if the dead-letter queue is a FIFO queue, the redrive destination
+    # queue must be a FIFO queue as well" (SQS Developer Guide,
+    # sqs-configure-dead-letter-queue-redrive). A standard message moved into a FIFO queue has no
+    # group (it was counted there and never received); a FIFO message into a standard queue
+    # left group bookkeeping behind.
+    q, dlq = fifo_with_dead_letters(broker)
+    q.send("m", group_id="g", deduplication_id="d")
+    q.receive(1, visibility_timeout=0)
+    assert q.receive(1) == []  # moved to dead.fifo
+    standard = broker.create_queue("standard")
+    with pytest.raises(errors.InvalidParameterValue, match="same type"):
+        broker.start_message_move_task(dlq.arn, standard.arn)
+    standard_dlq = broker.create_queue("standard-dead")
+    source = broker.create_queue("standard-work", redrive(standard_dlq))
+    source.send("x")
+    source.receive(1, visibility_timeout=0)
+    assert source.receive(1) == []  # moved to standard-dead
+    with pytest.raises(errors.InvalidParameterValue, match="same type"):
+        broker.start_message_move_task(standard_dlq.arn, q.arn)
+    assert broker.list_message_move_tasks(dlq.arn) == []
+    assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "1"
+    assert standard_dlq.get_attributes()["ApproximateNumberOfMessages"] == "1"

@@ -167,6 +167,14 @@ class MoveTasks:
             # AWS's text, without the usual "Value ... for parameter ..." preamble
             raise InvalidParameterValue("Source queue must be configured as a Dead Letter Queue.")
         destination = self._queue_of(destination_arn, "DestinationArn") if destination_arn else None
+        fifo = source.name.endswith(".fifo")  # only FIFO queue names may end so
+        if destination is not None and destination.name.endswith(".fifo") != fifo:
+            # "if the dead-letter queue is a FIFO queue, the redrive destination queue must be a
+            # FIFO queue as well" (SQS Developer Guide; AWS's error text is not recorded)
+            raise InvalidParameterValue(
+                "The destination queue must be of the same type as the source queue (both FIFO "
+                "or both standard)."
+            )
         if max_per_second is not None and (
             type(max_per_second) is not int or not 1 <= max_per_second <= MAX_RATE
         ):
