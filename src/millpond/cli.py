@@ -134,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sv.add_argument(
         "--account-id", type=_account_id, default=None, help="account id in URLs and ARNs"
     )
+    sv.add_argument(
+        "--max-regions",
+        type=_positive,
+        default=None,
+        help="the most regions served (default 64); a request for one more gets OverLimit",
+    )
     sv.add_argument("--tls-cert", default=None, help="PEM certificate: HTTPS (with --tls-key)")
     sv.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
@@ -161,6 +167,12 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
     return port
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of at least 1")
+    return int(text)
 
 
 def _region(text: str) -> str:
@@ -191,6 +203,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> int:
+    from millpond.server.context import DEFAULT_MAX_REGIONS
+
     config = config_module.load(args.config) if args.config else {}
     settings = config.get("server", {})
 
@@ -210,6 +224,7 @@ def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> in
         tls_cert=pick("tls_cert", None),
         tls_key=pick("tls_key", None),
         native_port=pick("native_port", None),
+        max_regions=int(pick("max_regions", DEFAULT_MAX_REGIONS)),  # type: ignore[call-overload]
     )
     return 0
 

@@ -179,6 +179,16 @@ class StorageFull(MillpondError):
     sender_fault = True
 
 
+class TooManyRegions(MillpondError):
+    """The daemon already serves as many regions as it may (``max_regions``); a request signed
+    for a new one is refused, and no directory is made for it."""
+
+    code = "OverLimit"
+    json_type = "OverLimit"
+    http_status = 403
+    sender_fault = True
+
+
 class CorruptRecord(MillpondError):
     """A stored record failed its CRC32C check; it is reported, never served."""
 

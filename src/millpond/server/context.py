@@ -18,12 +18,14 @@ from typing import Any
 
 import millpond
 from millpond.broker import Broker
-from millpond.errors import MillpondError, QueueDoesNotExist
+from millpond.errors import MillpondError, QueueDoesNotExist, TooManyRegions
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 
 
 MAX_REGION_LENGTH = 50  # AWS's longest region names have 14 characters
+# Regions a daemon serves unless its config says otherwise: every AWS region name fits.
+DEFAULT_MAX_REGIONS = 64
 
 
 def valid_region(name: Any) -> bool:
@@ -150,8 +152,13 @@ class Context:
         workers: int = 64,
         clock: millpond.Clock | None = None,
         credentials: dict[str, str] | None = None,
+        max_regions: int = DEFAULT_MAX_REGIONS,
     ) -> None:
         self.data_dir = data_dir
+        # Each region is a data directory and an open LMDB environment (file descriptors, an
+        # address-space mapping): without a limit, requests signed for ever new region names
+        # would make directories until the daemon ran out of them.
+        self.max_regions = max_regions
         # access key id -> secret: when set, requests must be signed with one (SigV4)
         self.credentials = credentials or None
         self.durability = durability
@@ -193,6 +200,7 @@ class Context:
         with self._lock:
             broker = self._brokers.get(region)
             if broker is None:
+                self._check_region_limit(region)
                 broker = millpond.open(
                     os.path.join(self.data_dir, region),
                     durability=self.durability,
@@ -204,6 +212,18 @@ class Context:
                     self._attach(broker)
                 self._brokers[region] = broker
         return broker
+
+    def _check_region_limit(self, region: str) -> None:
+        """Refuse a region with no data here once max_regions are open (caller holds _lock);
+        a region whose directory exists is always served (as open_regions does at start)."""
+        if len(self._brokers) < self.max_regions or region == self.region:
+            return
+        if os.path.isdir(os.path.join(self.data_dir, region)):
+            return
+        raise TooManyRegions(
+            f"This daemon serves at most {self.max_regions} regions (max_regions) and serves "
+            f"that many already; region {region} has no data here."
+        )
 
     def existing_broker(self, region: str) -> Broker | None:
         """The broker of ``region`` if that region has data here; None otherwise (nothing is
