@@ -452,9 +452,11 @@ class Storage:
                     self.commits += 1
                 return
             except lmdb.MapFullError:
-                if not self._grow_map() and not self.env.reader_check():
-                    # At max_map_size (and no reader of a dead process pinning old pages,
-                    # which reader_check() has just cleared otherwise: then try again):
+                # A reader slot left by a killed process pins every page freed since: clear
+                # it and try again before growing the map, or the map (and the file) would
+                # grow by everything written for as long as the dead reader is not noticed.
+                if not self.env.reader_check() and not self._grow_map():
+                    # At max_map_size (and no reader of a dead process pinning old pages):
                     # sends are refused first; if what is left still does not fit, it fails
                     # too rather than retrying forever.
                     sends = [op for op in todo if op.sends]

@@ -1,0 +1,88 @@
+"""Several processes sharing one data directory: what crosses process boundaries.
+
+The other process is a small script run with ``subprocess`` (a fresh interpreter, nothing
+inherited from this one); it opens the same data directory, does its part and exits, or waits
+for a line on stdin when it must stay open meanwhile.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import millpond
+
+_PRELUDE = (
+    "import sys, millpond\nb = millpond.open(sys.argv[1], durability='os', core=sys.argv[2])\n"
+)
+
+
+def _other(data_dir: str, impl: str, code: str) -> None:
+    """Run ``code`` (with ``b``, the other process's broker) in another process, to the end."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PRELUDE + code + "\nb.close()\n", data_dir, impl],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _other_stays_open(data_dir: str, impl: str, code: str) -> subprocess.Popen[str]:
+    """Start ``code`` in another process that stays open until a line comes on its stdin;
+    returns once ``code`` has run (the process prints "ready")."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _PRELUDE + code + "\nprint('ready', flush=True)\nsys.stdin.readline()\nb.close()\n",
+            data_dir,
+            impl,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def _let_go(child: subprocess.Popen[str]) -> None:
+    assert child.stdin is not None
+    child.stdin.write("\n")
+    child.stdin.close()
+    assert child.wait(30) == 0
+
+
+# -- a reader killed in another process -----------------------------------------------------------
+
+
+def _send_receive_delete(q: millpond.Queue, rounds: int) -> None:
+    for _ in range(rounds):
+        q.send_batch([b"x" * 3000] * 10)
+        messages = q.receive(10)
+        q.delete_batch([m.receipt_handle for m in messages])
+
+
+def test_a_reader_killed_in_another_process_does_not_make_the_map_grow(data_dir, impl):
+    # A process killed inside a read transaction leaves a reader slot that pins every page
+    # freed after it: nothing freed could be reused, and on MapFullError the map was doubled
+    # again and again (the stale slot is cleared only every 1024 commits and 60 s, or once
+    # max_map_size is reached): a steady send/receive/delete load made the data file grow by
+    # every byte written (~20 MB for 2,000 messages of 3 KB, 64 MB map from 256 KB).
+    with millpond.open(
+        data_dir, durability="os", core=impl, map_size=256 << 10, max_map_size=1 << 30
+    ) as b:
+        q = b.create_queue("q")
+        _send_receive_delete(q, 50)
+        before = b._storage.env.info()["map_size"]
+        code = (
+            "import lmdb, os, sys; env = lmdb.open(sys.argv[1], max_dbs=12, max_readers=512); "
+            "txn = env.begin(); os.kill(os.getpid(), 9)"
+        )
+        killed = subprocess.run([sys.executable, "-c", code, data_dir], timeout=60)
+        assert killed.returncode == -9
+        _send_receive_delete(q, 100)
+        assert b._storage.env.info()["map_size"] <= 2 * before
+        assert q.get_attributes()["ApproximateNumberOfMessages"] == "0"
