@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
 import millpond
+from millpond import errors
 
 _PRELUDE = (
     "import sys, millpond\nb = millpond.open(sys.argv[1], durability='os', core=sys.argv[2])\n"
@@ -53,6 +56,42 @@ def _let_go(child: subprocess.Popen[str]) -> None:
     child.stdin.write("\n")
     child.stdin.close()
     assert child.wait(30) == 0
+
+
+# -- long polls -----------------------------------------------------------------------------------
+
+
+def test_deleting_a_queue_in_another_process_ends_a_long_poll_on_it(data_dir, impl):
+    # A long poll on a queue that another process deleted (without having looked the queue up
+    # first: delete_queue by name) slept on until its wait ended, or until some process closed
+    # its broker: delete_queue rang the queue's doorbell only for a queue cached in its process.
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        q = b.create_queue("q")
+        outcome: list[object] = []
+        polling = threading.Event()
+
+        def poll() -> None:
+            polling.set()
+            started = time.monotonic()
+            try:
+                outcome.append(q.receive(1, wait_seconds=20))
+            except errors.QueueDoesNotExist as exc:
+                outcome.append(exc)
+            outcome.append(time.monotonic() - started)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        assert polling.wait(10)
+        time.sleep(0.1)  # let it sleep in its long poll
+        child = _other_stays_open(data_dir, impl, "b.delete_queue('q')")
+        try:
+            poller.join(3)
+            assert not poller.is_alive(), "the long poll did not notice the queue was deleted"
+        finally:
+            _let_go(child)
+            poller.join(30)
+        assert isinstance(outcome[0], errors.QueueDoesNotExist)
+        assert isinstance(outcome[1], float) and outcome[1] < 3
 
 
 # -- a reader killed in another process -----------------------------------------------------------

@@ -270,7 +270,7 @@ class Broker:
         arguments.text(name, "The queue name")
         core = self._core
 
-        def delete(txn: Any, now_ms: int) -> None:
+        def delete(txn: Any, now_ms: int) -> int:
             raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
             if raw is None:
                 raise QueueDoesNotExist(f"The specified queue does not exist: {name}")
@@ -281,12 +281,14 @@ class Broker:
                 core.drop(txn, self._storage.tables, definition["id"])
             txn.delete(_queue_key(name), db=self._storage.tables.meta)
             _bump_definitions_version(txn, self._storage.tables.meta)
+            return int(definition["id"])
 
-        self._storage.write(delete)
+        queue_id = self._storage.write(delete)
         with self._lock:
-            queue = self._queues.pop(name, None)
-        if queue is not None:
-            self._wakeups.notify(queue.queue_id)
+            self._queues.pop(name, None)
+        # Long polls on it end (with QueueDoesNotExist), in every process: the deleted queue's
+        # id, not a cached object's (this process may never have looked the queue up).
+        self._wakeups.notify(queue_id)
 
     def list_queues(self, prefix: str = "") -> list[str]:
         """Names of the queues whose name starts with ``prefix``, sorted."""
