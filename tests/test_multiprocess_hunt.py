@@ -58,6 +58,26 @@ def _let_go(child: subprocess.Popen[str]) -> None:
     assert child.wait(30) == 0
 
 
+# -- topics: the subscribed queues' attributes as another process left them ---------------------
+
+
+def test_a_publish_uses_queue_attributes_changed_by_another_process(data_dir, impl, monkeypatch):
+    # A publish delivered with the cached DelaySeconds (and MaximumMessageSize) of the
+    # subscribed queue for as long as nothing else in this process refreshed the queue
+    # definitions: another process's change was never seen by a process that only publishes.
+    monkeypatch.setattr(millpond.broker, "REFRESH_INTERVAL_S", 0.0)
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        q = b.create_queue("q")
+        topic = b.create_topic("t")
+        topic.subscribe(q, raw_message_delivery=True)
+        topic.publish("before")
+        _other(data_dir, impl, "b.queue('q').set_attributes({'DelaySeconds': 600})")
+        topic.publish("after")
+        counts = q.get_attributes()
+        assert counts["ApproximateNumberOfMessages"] == "1"  # "before"
+        assert counts["ApproximateNumberOfMessagesDelayed"] == "1"  # "after", by 600 s
+
+
 # -- long polls -----------------------------------------------------------------------------------
 
 

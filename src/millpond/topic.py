@@ -719,6 +719,9 @@ class Topic(TopicSettings):
 
     def _publish(self, state: State, outs: list[Outgoing]) -> list[tuple[str, str | None]]:
         """Deliver validated messages in one write transaction; (message id, sequence) each."""
+        # The queues' DelaySeconds and MaximumMessageSize as another process may have changed
+        # them (fan-out reads the cached queue objects): queue calls do this in Queue._write.
+        self._broker._refresh_definitions()
         planned = fan_out.plan(state, outs)
         key = topic_key(self.name)
         meta = self._meta
