@@ -63,3 +63,39 @@ def test_a_move_task_refuses_a_destination_of_the_other_queue_type(broker):
     assert broker.list_message_move_tasks(dlq.arn) == []
     assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "1"
     assert standard_dlq.get_attributes()["ApproximateNumberOfMessages"] == "1"
+
+
+def _attempt_keys(broker: millpond.Broker) -> int:
+    """How many meta keys the broker keeps for ReceiveRequestAttemptIds (any queue)."""
+
+    def count(txn: Any) -> int:
+        n = 0
+        with txn.cursor(db=broker._storage.tables.meta) as cur:
+            if cur.set_range(b"attempt"):
+                for key in cur.iternext(values=False):
+                    if not key.startswith(b"attempt"):
+                        break
+                    n += 1
+        return n
+
+    return broker._storage.read(count)  # type: ignore[no-any-return]
+
+
+def test_receive_request_attempt_ids_are_forgotten_after_five_minutes(broker, clock):
+    # "You can use ReceiveRequestAttemptId only for 5 minutes after a ReceiveMessage action."
+    # Clients that send a fresh id with every FIFO receive (millpond's own AWS client, the Java
+    # messaging library) must not grow the store by one key per receive forever.
+    q = broker.create_queue("jobs.fifo", {"FifoQueue": "true"})
+    for i in range(20):
+        q.send(f"m{i}", group_id=f"g{i}", deduplication_id=str(i))
+        (m,) = q.receive(1, attempt_id=f"try-{i}")
+        assert q.receive(1, attempt_id=f"try-{i}")[0].receipt_handle == m.receipt_handle
+        q.delete(m.receipt_handle)
+        assert q.receive(1, attempt_id=f"empty-{i}") == []
+    clock.advance(300)
+    q.send("last", group_id="g", deduplication_id="last")
+    (last,) = q.receive(1, attempt_id="try-last")
+    assert _attempt_keys(broker) <= 2  # try-last (and an index entry for it), no more
+    assert q.receive(1, attempt_id="try-last")[0].receipt_handle == last.receipt_handle
+    broker.delete_queue("jobs.fifo")
+    assert _attempt_keys(broker) == 0

@@ -34,6 +34,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from millpond._core_py import (
     _LOG_KEY,
     _U32,
@@ -515,7 +517,62 @@ def drop(core: Core, txn: Any, t: Any, queue_id: int) -> None:
     prefix = _U32.pack(queue_id)
     for db in (t.fifo, t.dedup, t.dedupexp):
         _delete_prefix(txn, db, prefix)
+    for attempts in (_ATTEMPT, _ATTEMPT_EXPIRY):
+        _delete_prefix(txn, t.meta, attempts + prefix)
     core.drop(txn, t, queue_id)
+
+
+# -- ReceiveRequestAttemptId -------------------------------------------------------------------
+
+# In ``meta``: _ATTEMPT | queue_id u32 | attempt id -> msgpack [expires_ms, entries], and its
+# expiry index _ATTEMPT_EXPIRY | queue_id u32 | expires_ms u64 | attempt id -> b"", by which
+# the ids past their 5 minutes are forgotten.
+_ATTEMPT = b"attempt:"
+_ATTEMPT_EXPIRY = b"attempt@"
+
+
+def recall_attempt(
+    txn: Any, t: Any, queue_id: int, now_ms: int, attempt_id: bytes
+) -> tuple[int, list[Any]] | None:
+    """(expires_ms, entries) remembered for ``attempt_id``, None when it is not (or no longer)
+    known. Forgets first every attempt id of the queue whose time is over."""
+    prefix = _ATTEMPT_EXPIRY + _U32.pack(queue_id)
+    with txn.cursor(db=t.meta) as cur:
+        found = cur.set_range(prefix)
+        while found:
+            key = cur.key()
+            at = len(prefix)
+            if key[:at] != prefix or _U64.unpack_from(key, at)[0] > now_ms:
+                break
+            txn.delete(_ATTEMPT + _U32.pack(queue_id) + key[at + 8 :], db=t.meta)
+            found = cur.delete()
+    raw = txn.get(_ATTEMPT + _U32.pack(queue_id) + attempt_id, db=t.meta)
+    if raw is None:
+        return None
+    expires, entries = msgpack.unpackb(raw)
+    return (expires, entries) if expires > now_ms else None
+
+
+def remember_attempt(
+    txn: Any,
+    t: Any,
+    queue_id: int,
+    attempt_id: bytes,
+    expires_ms: int,
+    entries: list[Any],
+    previous_expires_ms: int | None,
+) -> None:
+    """Remember (or, with no ``entries``, forget) what ``attempt_id`` received, until
+    ``expires_ms``; ``previous_expires_ms``: what recall_attempt() found, if anything."""
+    key = _ATTEMPT + _U32.pack(queue_id) + attempt_id
+    index = _ATTEMPT_EXPIRY + _U32.pack(queue_id)
+    if previous_expires_ms is not None and (previous_expires_ms != expires_ms or not entries):
+        txn.delete(index + _U64.pack(previous_expires_ms) + attempt_id, db=t.meta)
+    if not entries:  # a retry of a receive that got nothing is a new receive: nothing to keep
+        txn.delete(key, db=t.meta)
+        return
+    txn.put(key, msgpack.packb([expires_ms, entries]), db=t.meta)
+    txn.put(index + _U64.pack(expires_ms) + attempt_id, b"", db=t.meta)
 
 
 # -- redrive -----------------------------------------------------------------------------------

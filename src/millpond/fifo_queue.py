@@ -15,8 +15,6 @@ import hashlib
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
-import msgpack
-
 from millpond import _core_fifo as fifo
 from millpond.errors import (
     BatchRequestTooLong,
@@ -220,31 +218,26 @@ class FifoQueue(Queue):
             self._core,
             self._broker,
         )
-        attempt_key = (
-            None
-            if attempt_id is None
-            else (b"attempt:" + self.queue_id.to_bytes(4, "big") + attempt_id.encode())
-        )
+        attempt = None if attempt_id is None else attempt_id.encode()
 
         def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
-            if attempt_key is not None:
-                raw = txn.get(attempt_key, db=tables.meta)
-                if raw is not None:
-                    expires, entries = msgpack.unpackb(raw)
-                    if expires > now_ms and entries:  # a retry of a receive that got messages
-                        again = fifo.redeliver(
-                            core,
-                            txn,
-                            tables,
-                            queue_id,
-                            now_ms,
-                            [tuple(e) for e in entries],
-                            visibility_ms,
-                            now_ms - retention_ms,
-                        )
-                        if again is not None:  # unchanged since: the same deliveries again
-                            remember(txn, tables, expires, again)
-                            return (again, 0, [], 0, 0), 0
+            known = None
+            if attempt is not None:
+                known = fifo.recall_attempt(txn, tables, queue_id, now_ms, attempt)
+                if known is not None and known[1]:  # a retry of a receive that got messages
+                    again = fifo.redeliver(
+                        core,
+                        txn,
+                        tables,
+                        queue_id,
+                        now_ms,
+                        [tuple(e) for e in known[1]],
+                        visibility_ms,
+                        now_ms - retention_ms,
+                    )
+                    if again is not None:  # unchanged since: the same deliveries again
+                        remember(txn, tables, queue_id, known[0], again, known[0])
+                        return (again, 0, [], 0, 0), 0
             dead_letter_id, max_count = 0, 0
             if redrive is not None:
                 target = broker._definition_in(txn, redrive.target_name)
@@ -262,14 +255,23 @@ class FifoQueue(Queue):
                 max_count,
                 dead_letter_id,
             )
-            if attempt_key is not None:
-                remember(txn, tables, now_ms + ATTEMPT_WINDOW_MS, result[0])
+            if attempt is not None:
+                previous = None if known is None else known[0]
+                remember(txn, tables, queue_id, now_ms + ATTEMPT_WINDOW_MS, result[0], previous)
             return result, dead_letter_id
 
-        def remember(txn: Any, tables: Any, expires: int, received: list[Any]) -> None:
+        def remember(
+            txn: Any,
+            tables: Any,
+            queue_id: int,
+            expires: int,
+            received: list[Any],
+            previous: int | None,
+        ) -> None:
             # (seq, receive count, group, visible_at): what a retry must find unchanged.
             entries = [(r[0], r[2], r[9], r[1]) for r in received]
-            txn.put(attempt_key, msgpack.packb([expires, entries]), db=tables.meta)
+            assert attempt is not None
+            fifo.remember_attempt(txn, tables, queue_id, attempt, expires, entries, previous)
 
         (received, dead, corrupt, _expired, next_visible), dead_letter_id = yield Write(receive)
         self.counters["received"] += len(received)
