@@ -7,12 +7,16 @@ take no real time; the daemon's deliverer is driven with an HTTP server on 127.0
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import millpond
 from millpond.sns_envelope import InvalidParameter
+
+from .test_server_sns import NO_RETRY, Endpoint, confirmation, make_topic
 
 HOOK = "https://example.com/hook"
 
@@ -75,3 +79,82 @@ def test_a_min_delay_target_below_one_second_is_refused(broker):
     one = json.dumps({"healthyRetryPolicy": {"minDelayTarget": 1, "numRetries": 2}})
     sub.set_attributes({"DeliveryPolicy": one})  # the least SNS takes
     assert sub.get_attributes()["DeliveryPolicy"] == one
+
+
+def test_throttle_policy_spaces_the_deliveries_of_a_subscription(broker, clock):
+    # "throttlePolicy": {"maxReceivesPerSecond": N}: "The maximum number of deliveries per
+    # second, per subscription" (SNS's HTTP/S delivery policy); the topic's
+    # defaultThrottlePolicy when the subscription has none. All due ones were taken at once.
+    topic = broker.create_topic("orders")
+    policy = json.dumps({"throttlePolicy": {"maxReceivesPerSecond": 2}})
+    slow = confirmed(broker, topic, attributes={"DeliveryPolicy": policy})
+    confirmed(broker, topic, HOOK + "/fast")  # not throttled
+    outbox = broker._topics.http
+
+    def take() -> list[str]:
+        taken = outbox.take()
+        for delivery in taken:
+            outbox.delivered(delivery)
+        return sorted("slow" if d.subscription_arn == slow.arn else "fast" for d in taken)
+
+    for i in range(5):
+        topic.publish(f"m{i}")
+    assert take() == ["fast"] * 5 + ["slow"]
+    assert outbox.next_due_ms() == clock.now_ms() + 500
+    for _ in range(4):  # then one every 500 ms
+        clock.advance(0.499)
+        assert take() == []
+        clock.advance(0.001)
+        assert take() == ["slow"]
+    assert outbox.next_due_ms() is None
+    # the topic's default throttle, for a subscription without one of its own
+    http = {"defaultThrottlePolicy": {"maxReceivesPerSecond": 1}}
+    topic.set_attributes({"DeliveryPolicy": json.dumps({"http": http})})
+    clock.advance(1)
+    topic.publish("a")
+    topic.publish("b")
+    assert take() == ["fast", "slow"]
+    clock.advance(0.5)
+    assert take() == ["slow"]
+    clock.advance(0.5)
+    assert take() == ["fast"]
+
+
+# -- through the daemon ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sns(daemon: Any) -> Any:
+    return daemon.client("sns", config=NO_RETRY)
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    e = Endpoint()
+    yield e
+    e.close()
+
+
+def test_the_daemon_keeps_to_a_throttle_policy_without_waiting_for_its_poll(sns, endpoint):
+    # 10 deliveries a second: POSTs 100 ms apart, neither all at once nor one per poll of the
+    # outbox (every 0.5 s) as the deliverer looked at it between wake-ups.
+    topic = make_topic(sns)
+    policy = json.dumps({"throttlePolicy": {"maxReceivesPerSecond": 10}})
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="http",
+        Endpoint=endpoint.url + "/throttled",
+        Attributes={"DeliveryPolicy": policy},
+    )
+    sns.confirm_subscription(TopicArn=topic, Token=confirmation(endpoint, "/throttled")["Token"])
+    sns.publish_batch(
+        TopicArn=topic,
+        PublishBatchRequestEntries=[{"Id": str(i), "Message": f"m{i}"} for i in range(6)],
+    )
+    arrived = []
+    for _ in range(6):
+        endpoint.next()
+        arrived.append(time.monotonic())
+    gaps = [later - earlier for earlier, later in zip(arrived, arrived[1:])]
+    assert sum(gaps) >= 0.45  # 5 gaps of 100 ms
+    assert max(gaps) < 0.35  # not half a second (the poll) and then the rest at once

@@ -3,7 +3,8 @@
 A publish cannot wait for web servers, so HTTP/S deliveries are written to an outbox in the
 ``meta`` table, in the publish's own transaction (all or nothing with the queue deliveries):
 ``to:<due ms, 8 bytes><8 random bytes>`` -> msgpack ``{"type", "sub", "topic", "url", "id",
-"body", "raw", "try"}``. Keys sort by due time, so what is due is a prefix.
+"body", "raw", "try"}`` (and ``"turn"`` while a throttled Notification waits for the turn it was
+given). Keys sort by due time, so what is due is a prefix.
 
 Whoever does the HTTP (the daemon, :mod:`millpond.server.sns`) drains it::
 
@@ -23,6 +24,7 @@ drainer (embedded use, no daemon) entries wait in the store.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import threading
 import urllib.parse
@@ -39,6 +41,7 @@ from millpond.topic_attributes import (
     DEFAULT_CONTENT_TYPE,
     http_content_type,
     http_retry_delays_ms,
+    subscription_effective_delivery_policy,
 )
 
 if TYPE_CHECKING:
@@ -159,6 +162,8 @@ class HttpOutbox:
         self._storage = topics._storage
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        # A throttled subscription's next free turn (epoch ms), as this process hands them out
+        self._turns: dict[str, int] = {}
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` (from any thread) after this process adds due deliveries."""
@@ -177,10 +182,17 @@ class HttpOutbox:
             callback()
 
     def take(self, limit: int = 64, lease_ms: int = LEASE_MS) -> list[HttpDelivery]:
-        """Up to ``limit`` due deliveries, leased for ``lease_ms``: settle each before then."""
+        """Up to ``limit`` due deliveries, leased for ``lease_ms``: settle each before then.
+
+        A Notification of a subscription whose delivery policy has a throttlePolicy
+        (maxReceivesPerSecond) waits for its turn instead: due again then, its attempt count
+        unchanged, so that the subscription's POSTs are spaced 1/maxReceivesPerSecond apart
+        (turns are handed out by this process; one taken late goes with the others then due).
+        """
         meta = self._meta
 
-        def take(txn: Any, now_ms: int) -> list[HttpDelivery]:
+        def take(txn: Any, now_ms: int) -> tuple[list[HttpDelivery], dict[str, int]]:
+            turns = {sub: at for sub, at in self._turns.items() if at > now_ms}
             due = []
             with txn.cursor(db=meta) as cur:
                 if cur.set_range(OUTBOX_PREFIX):
@@ -197,19 +209,31 @@ class HttpOutbox:
                 record = _subscription_record(txn, meta, entry["sub"])
                 if not _still_subscribed(record, entry):
                     continue  # unsubscribed (or re-subscribed elsewhere): dropped
-                leased = outbox_key(now_ms + lease_ms)
-                txn.put(leased, value, db=meta)
                 content_type = DEFAULT_CONTENT_TYPE
                 if entry["type"] == "Notification":  # the delivery policies in force now
                     assert record is not None
-                    content_type = http_content_type(
-                        record["attributes"].get("DeliveryPolicy"),
-                        _topic_attributes(txn, meta, entry["sub"]).get("DeliveryPolicy"),
-                    )
+                    own = record["attributes"].get("DeliveryPolicy")
+                    topic_policy = _topic_attributes(txn, meta, entry["sub"]).get("DeliveryPolicy")
+                    content_type = http_content_type(own, topic_policy)
+                    rate = _max_receives_per_second(own, topic_policy)
+                    if "turn" in entry:  # postponed to a turn it was given: this one
+                        del entry["turn"]
+                        value = msgpack.packb(entry)
+                    elif rate is not None:
+                        turn = max(now_ms, turns.get(entry["sub"], now_ms))
+                        turns[entry["sub"]] = turn + -(-1000 // rate)  # 1/rate s later
+                        if turn > now_ms:  # not its turn yet: due then
+                            entry["turn"] = turn
+                            txn.put(outbox_key(turn), msgpack.packb(entry), db=meta)
+                            continue
+                leased = outbox_key(now_ms + lease_ms)
+                txn.put(leased, value, db=meta)
                 taken.append(HttpDelivery(leased, entry, content_type))
-            return taken
+            return taken, turns
 
-        return self._storage.write(take)
+        taken, turns = self._storage.write(take)
+        self._turns = turns
+        return taken
 
     def next_due_ms(self) -> int | None:
         """When the earliest delivery is due (epoch ms), None if the outbox is empty."""
@@ -289,6 +313,17 @@ class HttpOutbox:
         if lost:
             why = f"HTTP delivery failed ({reason or 'error'}) after {delivery.attempt} attempt(s)"
             topics._record_lost([(delivery.subscription_arn, why, 1)])
+
+
+def _max_receives_per_second(own: str | None, topic_policy: str | None) -> int | None:
+    """The throttlePolicy's maxReceivesPerSecond in force (the subscription's, else the topic's
+    defaultThrottlePolicy), None when deliveries are not throttled."""
+    effective = json.loads(subscription_effective_delivery_policy(own, topic_policy))
+    throttle = effective.get("throttlePolicy")
+    rate = throttle.get("maxReceivesPerSecond") if isinstance(throttle, dict) else None
+    if isinstance(rate, int) and not isinstance(rate, bool) and rate >= 1:
+        return rate
+    return None
 
 
 def _due_ms(key: bytes) -> int:

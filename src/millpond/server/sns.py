@@ -685,28 +685,34 @@ class _Deliverer:
 
     async def _run(self) -> None:
         while True:
+            wait_s = POLL_S
             try:
                 for broker in self._ctx.brokers():
-                    await self._drain(broker)
+                    wait_s = min(wait_s, await self._drain(broker))
             except (errors.BrokerClosed, RuntimeError):  # closing: the executor is shut down
                 return
             except Exception:  # keep delivering whatever one failure was
                 log.exception("HTTP/S delivery: outbox error")
+                wait_s = POLL_S
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_S)
+                await asyncio.wait_for(self._wake.wait(), wait_s)
             self._wake.clear()
 
-    async def _drain(self, broker: Broker) -> None:
+    async def _drain(self, broker: Broker) -> float:
+        """Make the POSTs due in ``broker``'s outbox; returns how long (s) until the next one
+        (POLL_S at most: other processes add deliveries too)."""
         outbox = broker._topics.http
         if id(outbox) not in self._watched:
             self._watched[id(outbox)] = outbox
             outbox.add_listener(self.poke)
         room = MAX_IN_FLIGHT - len(self._posts)
         if room <= 0:
-            return  # a finished POST pokes
+            return POLL_S  # a finished POST pokes
         due = await self._ctx.call(outbox.next_due_ms)
-        if due is None or due > broker.clock.now_ms():
-            return  # a read, not a write: an idle daemon commits nothing
+        now_ms = broker.clock.now_ms()
+        if due is None or due > now_ms:  # a read, not a write: an idle daemon commits nothing
+            # due soon (a retry, a throttled subscription's turn): looked at again then
+            return POLL_S if due is None else min(POLL_S, (due - now_ms) / 1000)
         # Shielded: a stop during the take still learns what it leased (to give it back).
         taking = asyncio.ensure_future(self._ctx.call(outbox.take, room))
         self._taking = (outbox, taking)
@@ -717,6 +723,7 @@ class _Deliverer:
             task = self._loop.create_task(self._send(outbox, delivery))
             self._posts.add(task)
             task.add_done_callback(self._posts.discard)
+        return 0.0  # looked at again at once: more may be due, or due soon
 
     async def _send(self, outbox: HttpOutbox, delivery: HttpDelivery) -> None:
         try:
