@@ -99,3 +99,15 @@ def test_receive_request_attempt_ids_are_forgotten_after_five_minutes(broker, cl
     assert q.receive(1, attempt_id="try-last")[0].receipt_handle == last.receipt_handle
     broker.delete_queue("jobs.fifo")
     assert _attempt_keys(broker) == 0
+
+
+def test_fifo_deletes_count_toward_number_of_messages_deleted(broker):
+    # The daemon's metrics (CloudWatch NumberOfMessagesDeleted) read Queue.counters; a FIFO
+    # queue's delete_batch (delete, and the native protocol's delete_batch) counted nothing.
+    q = broker.create_queue("jobs.fifo", {"FifoQueue": "true"})
+    for i in range(3):
+        q.send(f"m{i}", group_id="g", deduplication_id=str(i))
+    m0, m1, m2 = q.receive(3)
+    q.delete(m0.receipt_handle)
+    q.delete_batch([m1.receipt_handle, m2.receipt_handle])
+    assert q.counters == {"sent": 3, "received": 3, "deleted": 3}

@@ -342,6 +342,7 @@ class FifoQueue(Queue):
                     )
 
         self._write(delete, atomic=True)
+        self.counters["deleted"] += len(entries)  # as Queue.delete_batch: every handle succeeded
         self._wake_long_polls()  # the group's next message may be received now
 
     def _delete_steps(
