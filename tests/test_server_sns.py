@@ -1434,11 +1434,13 @@ def test_an_attribute_name_that_is_not_a_string_is_invalid(daemon, sns, sqs, act
     assert "<Code>InvalidParameter</Code><Message>Invalid parameter: AttributeName<" in body
 
 
-def test_http_endpoints_with_control_characters_are_refused(sns):
+def test_http_endpoints_with_control_or_non_ascii_characters_are_refused(sns):
     # A URL cannot hold control characters (RFC 3986); one in the path was stored and then
-    # written into the POST's request line (and listed as U+FFFD in XML replies).
+    # written into the POST's request line (and listed as U+FFFD in XML replies). Nor
+    # non-ASCII ones: such a subscription was stored, and each POST to it failed to encode its
+    # request line, was retried as if the endpoint were down, and never arrived.
     topic = make_topic(sns)
-    for url in ("http://127.0.0.1:9/a\x01b", "http://127.0.0.1:9/\x7f"):
+    for url in ("http://127.0.0.1:9/a\x01b", "http://127.0.0.1:9/\x7f", "http://127.0.0.1:9/café"):
         code, message, status = error_of(
             sns.subscribe, TopicArn=topic, Protocol="http", Endpoint=url
         )

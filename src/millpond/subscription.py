@@ -103,8 +103,9 @@ def check_http_endpoint(protocol: str, endpoint: Any) -> str:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         parts = None
-    # no spaces or control characters (RFC 3986): the URL goes into the POST's request line
-    if parts is None or not parts.hostname or any(c <= " " or c == "\x7f" for c in endpoint):
+    # ASCII only, without spaces or control characters (RFC 3986): the URL goes into the POST's
+    # request line, where anything else could never be sent (its deliveries failed for good)
+    if parts is None or not parts.hostname or any(c <= " " or c >= "\x7f" for c in endpoint):
         raise InvalidParameter("Invalid parameter: Endpoint")
     return endpoint
 
