@@ -15,17 +15,20 @@ import time
 import pytest
 
 import millpond
+import millpond.storage
 from millpond import errors
 
 _PRELUDE = (
-    "import sys, millpond\nb = millpond.open(sys.argv[1], durability='os', core=sys.argv[2])\n"
+    "import sys, millpond\n"
+    "b = millpond.open(sys.argv[1], durability='os', core=sys.argv[2], map_size=int(sys.argv[3]))\n"
 )
+_MAP_SIZE = millpond.storage.DEFAULT_MAP_SIZE
 
 
-def _other(data_dir: str, impl: str, code: str) -> None:
+def _other(data_dir: str, impl: str, code: str, map_size: int = _MAP_SIZE) -> None:
     """Run ``code`` (with ``b``, the other process's broker) in another process, to the end."""
     done = subprocess.run(
-        [sys.executable, "-c", _PRELUDE + code + "\nb.close()\n", data_dir, impl],
+        [sys.executable, "-c", _PRELUDE + code + "\nb.close()\n", data_dir, impl, str(map_size)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -43,6 +46,7 @@ def _other_stays_open(data_dir: str, impl: str, code: str) -> subprocess.Popen[s
             _PRELUDE + code + "\nprint('ready', flush=True)\nsys.stdin.readline()\nb.close()\n",
             data_dir,
             impl,
+            str(_MAP_SIZE),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -165,3 +169,29 @@ def test_a_held_queue_uses_attributes_changed_by_another_process(data_dir, impl,
         _other(data_dir, impl, "b.queue('q').set_attributes({'DelaySeconds': 600})")
         q.send("x")
         assert q.get_attributes()["ApproximateNumberOfMessagesDelayed"] == "1"
+
+
+# -- the map grown by another process -------------------------------------------------------------
+
+_GROW = "b.queue('q').send(b'x' * (600 << 10))  # MapFull: grows the map and commits"
+
+
+def test_a_read_adopts_a_map_grown_twice_by_another_process(data_dir, impl):
+    # Storage.read() adopted another process's map size once and read again; when the map had
+    # grown once more in between, the second MapResizedError reached the caller as a raw
+    # lmdb.MapResizedError (several processes filling a small map grow it in quick
+    # succession). The second growth is forced between the adoption and the retry.
+    with millpond.open(data_dir, durability="os", core=impl, map_size=64 << 10) as b:
+        b.create_queue("q")
+        _other(data_dir, impl, _GROW, map_size=64 << 10)
+        storage = b._storage
+        adopt = storage._adopt_map_size
+
+        def adopt_then_let_the_other_process_grow_again() -> None:
+            adopt()
+            storage._adopt_map_size = adopt  # type: ignore[method-assign]
+            _other(data_dir, impl, _GROW, map_size=64 << 10)
+
+        storage._adopt_map_size = adopt_then_let_the_other_process_grow_again  # type: ignore[method-assign]
+        assert b.list_queues() == ["q"]
+        assert b.queue("q").get_attributes()["ApproximateNumberOfMessages"] == "2"

@@ -578,18 +578,18 @@ class Storage:
     def read(self, fn: Callable[[lmdb.Transaction[bytes]], _T]) -> _T:
         """Run ``fn(txn)`` in a read-only snapshot."""
         self._check_usable()
-        for retry in (False, True):
+        while True:
             self._reads.enter()
             try:
                 with self.env.begin() as txn:
                     return fn(txn)
             except lmdb.MapResizedError:
-                if retry:
-                    raise
+                pass
             finally:
                 self._reads.leave()
-            self._adopt_map_size()  # another process grew the map: then read again
-        raise AssertionError("unreachable")  # pragma: no cover
+            # Another process grew the map: adopt its size, then read again (as often as it
+            # grows meanwhile: several processes filling a small map grow it in quick turns).
+            self._adopt_map_size()
 
     # -- lifecycle --------------------------------------------------------------------------
 
