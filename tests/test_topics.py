@@ -1532,6 +1532,28 @@ def test_http_failures_are_retried_then_dead_lettered(broker, clock):
     assert sub.undelivered == 1 and bodies(dlq) == []
 
 
+def test_a_raw_http_delivery_given_up_on_is_dead_lettered_with_its_attributes(broker, clock):
+    # As a raw queue subscription's dead-letter copy (the reference: AWS-recorded DLQ copies
+    # carry the original attributes); the POST itself does not send them. They were lost.
+    dlq = broker.create_queue("dlq")
+    t = broker.create_topic("orders")
+    t.subscribe(
+        HOOK,
+        protocol="https",
+        raw_message_delivery=True,
+        attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn})},
+    )
+    confirm(broker, t)
+    blob = {"DataType": "Binary", "BinaryValue": b"\x00\x01"}
+    t.publish("m", attributes={"k": S("v"), "b": blob})
+    outbox = broker._topics.http
+    (delivery,) = outbox.take()
+    outbox.failed(delivery, permanent=True, reason="HTTP 404")
+    (m,) = dlq.receive(1)
+    assert m.body == b"m"
+    assert m.attributes == {"k": S("v"), "b": blob}
+
+
 def test_http_leases_run_out_and_unsubscribed_entries_are_dropped(broker, clock):
     t = broker.create_topic("orders")
     sub = t.subscribe(HOOK, protocol="https")

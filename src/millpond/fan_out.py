@@ -727,8 +727,13 @@ def _deliver_http(
     """Queue POSTs to an HTTP/S endpoint in the outbox (FIFO topics have no HTTP/S subs)."""
     entries = []
     for out in chosen:
+        # A raw delivery's dead-letter copy carries the message attributes, as a raw queue
+        # subscription's does (the POST does not send them): kept with the entry for that.
+        attributes = None
         if sub.raw:
             body = out.content_for(sub.protocol).encode() if out.structured else out.data
+            if out.raw_ok():
+                attributes = out.delivered_attributes
         elif out.structured and out.content_for(sub.protocol) != out.content:
             note = out._notification(topic, state, out.content_for(sub.protocol))
             body = b"".join((note.common(now_ms), sub.unsubscribe_url, note.tail))
@@ -748,6 +753,7 @@ def _deliver_http(
                 "body": body,
                 "raw": sub.raw,
                 "try": 0,
+                "attributes": attributes,
             }
         )
     enqueue_http(txn, topic._meta, now_ms, entries)

@@ -35,6 +35,7 @@ import msgpack
 
 from millpond import fan_out
 from millpond.fan_out import OUTBOX_PREFIX, outbox_key, sub_prefix, topic_key
+from millpond.message_attributes import message_attributes_size
 from millpond.sns_envelope import message_id as new_message_id
 from millpond.sns_envelope import subscription_confirmation
 from millpond.topic_attributes import (
@@ -301,9 +302,10 @@ class HttpOutbox:
             dlq = fan_out.dead_letter_name(attributes.get("RedrivePolicy"), topics._broker)
             if dlq is None:
                 return None, True
-            body = entry["body"]
+            body, attributes = entry["body"], entry.get("attributes")  # None in older entries
+            size = len(body) + message_attributes_size(attributes)
             queue_id, rest, _ = fan_out.put(
-                topics, txn, now_ms, dlq, [(body, None, len(body), None, None, None)]
+                topics, txn, now_ms, dlq, [(body, attributes, size, None, None, None)]
             )
             return queue_id, bool(rest)
 
