@@ -12,8 +12,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 import millpond
 import millpond.storage
 from millpond import errors
@@ -156,19 +154,23 @@ def test_a_reader_killed_in_another_process_does_not_make_the_map_grow(data_dir,
 # -- a Queue object held while another process changes the queue ---------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="queue.py (not this change's to edit) reads DelaySeconds / VisibilityTimeout "
-    "before _write() refreshes the definitions: the first call after another process's "
-    "change uses the old value",
-)
 def test_a_held_queue_uses_attributes_changed_by_another_process(data_dir, impl, monkeypatch):
+    # send and receive read DelaySeconds and VisibilityTimeout before Queue._write refreshed
+    # the definitions: the first call after another process's change used the old value.
     monkeypatch.setattr(millpond.broker, "REFRESH_INTERVAL_S", 0.0)
-    with millpond.open(data_dir, durability="os", core=impl) as b:
+    clock = millpond.ManualClock(now_ms=int(time.time() * 1000))
+    with millpond.open(data_dir, durability="os", core=impl, clock=clock) as b:
         q = b.create_queue("q")
         _other(data_dir, impl, "b.queue('q').set_attributes({'DelaySeconds': 600})")
         q.send("x")
         assert q.get_attributes()["ApproximateNumberOfMessagesDelayed"] == "1"
+        _other(data_dir, impl, "b.queue('q').set_attributes({'DelaySeconds': 0})")
+        q.send("y")
+        _other(data_dir, impl, "b.queue('q').set_attributes({'VisibilityTimeout': 600})")
+        (m,) = q.receive(1)
+        assert m.body == b"y"
+        clock.advance(31)
+        assert q.receive(1) == []  # hidden for the new 600 s, not the old 30 s
 
 
 # -- the map grown by another process -------------------------------------------------------------

@@ -76,6 +76,7 @@ class FifoQueue(Queue):
         sender_id: str | None = None,
     ) -> tuple[bytes, bytes, bytes, bytes, int]:
         """(body, metadata blob, group key, dedup key, delay ms) of one FIFO message."""
+        self._broker._refresh_definitions()  # another process's attribute changes, read below
         data, attrs = self._check_message(body, attributes)
         self._check_ids_given(group_id, deduplication_id)
         group_id = check_message_id_field("MessageGroupId", group_id)

@@ -199,6 +199,7 @@ class Queue:
         sender_id: str | None = None,
     ) -> tuple[bytes, bytes, int]:
         """(body, metadata blob, delay in ms) of one message for a standard queue."""
+        self._broker._refresh_definitions()  # another process's attribute changes, read below
         data, attrs = self._check_message(body, attributes)
         if deduplication_id is not None:
             raise InvalidParameterValue(
@@ -411,6 +412,7 @@ class Queue:
     ) -> tuple[int, int]:
         """A receive's arguments checked: (visibility in ms, seconds to wait), the queue's
         defaults where None (for :meth:`receive` and the daemon's native receive)."""
+        self._broker._refresh_definitions()  # another process's attribute changes, read below
         check_int("MaxNumberOfMessages", max_messages, 1, MAX_BATCH)
         if attempt_id is not None:
             check_message_id_field("ReceiveRequestAttemptId", attempt_id)

@@ -584,6 +584,7 @@ async def receive_message(ctx: Context, request: Request) -> dict[str, Any]:
             f"Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and "
             "<= 20, if provided."
         )
+    queue._broker._refresh_definitions()  # another process's attribute changes, read here
     visibility_ms = queue._visibility_ms if visibility is None else visibility * 1000
     wait_s = queue._wait_s if wait is None else wait
     attempt_id = params.get("ReceiveRequestAttemptId")
