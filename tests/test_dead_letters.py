@@ -249,6 +249,42 @@ def test_a_move_task_whose_destination_is_deleted_fails_with_the_sqs_code(broker
     assert dlq.get_attributes()["ApproximateNumberOfMessages"] == str(20 - moved)
 
 
+def test_a_redrive_to_a_deleted_original_source_fails_with_the_sqs_code(broker, clock):
+    # The core's LookupError (a queue id that no longer exists) was the FailureReason
+    # ("LookupError: 2") instead of SQS's error code.
+    dlq = broker.create_queue("dlq")
+    src = broker.create_queue("src", redrive(dlq, 1))
+    broker.create_queue("other", redrive(dlq, 1))  # dlq stays a dead-letter queue
+    src.send("m")
+    while src.receive(1, visibility_timeout=0):
+        pass
+    broker.delete_queue("src")
+    broker.start_message_move_task(dlq.arn)  # back to each message's source queue
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "FAILED")
+    (task,) = broker.list_message_move_tasks(dlq.arn)
+    assert task["FailureReason"] == "AWS.SimpleQueueService.NonExistentQueue"
+    assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "1"  # nothing lost
+
+
+def test_a_redrive_that_fails_midway_reports_only_what_it_moved(broker, clock):
+    # One step moves to each message's source in turn: when a later source is gone, the
+    # moves of that step to the earlier ones are undone, so the task's count stays true.
+    dlq = broker.create_queue("dlq")
+    first = broker.create_queue("first", redrive(dlq, 1))
+    second = broker.create_queue("second", redrive(dlq, 1))
+    for queue in (first, second):
+        queue.send_batch(["a", "b"])
+        while queue.receive(10, visibility_timeout=0):
+            pass
+    broker.delete_queue("second")
+    broker.start_message_move_task(dlq.arn)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "FAILED")
+    (task,) = broker.list_message_move_tasks(dlq.arn)
+    in_first = int(first.get_attributes()["ApproximateNumberOfMessages"])
+    assert task["ApproximateNumberOfMessagesMoved"] == in_first
+    assert int(dlq.get_attributes()["ApproximateNumberOfMessages"]) == 4 - in_first
+
+
 def test_move_task_resumes_after_a_restart_without_loss_or_duplicates(data_dir, impl):
     clock = millpond.ManualClock(now_ms=1_700_000_000_000)
     with millpond.open(data_dir, durability="fsync", clock=clock, core=impl) as b:

@@ -294,7 +294,8 @@ class MoveTasks:
         try:
             while not self._stop.is_set():
                 moved, rate, targets = self._storage.write(
-                    lambda txn, now_ms: self._step(txn, now_ms, handle)
+                    lambda txn, now_ms: self._step(txn, now_ms, handle),
+                    atomic=True,  # a queue gone mid-step undoes the step's moves so far
                 )
                 for queue_id in targets:
                     self._broker._wakeups.notify(queue_id)
@@ -350,12 +351,15 @@ class MoveTasks:
         targets = _by_target(picked, broker, txn, destination)
         # A redrive: the messages get new ids and their retention restarts (both moves).
         for target_id, entries in targets.items():
-            if fifo:  # a FIFO move stamps the records anew: it needs the core's record codec
-                moved += _core_fifo.move(
-                    txn, tables, source["id"], now_ms, entries, target_id, False, core
-                )
-            else:
-                moved += core.move(txn, tables, source["id"], now_ms, entries, target_id, False)
+            try:
+                if fifo:  # a FIFO move stamps the records anew: it needs the core's codec
+                    moved += _core_fifo.move(
+                        txn, tables, source["id"], now_ms, entries, target_id, False, core
+                    )
+                else:
+                    moved += core.move(txn, tables, source["id"], now_ms, entries, target_id, False)
+            except LookupError:  # the core's word for a queue id that no longer exists
+                raise QueueDoesNotExist("the queue a message goes back to was deleted") from None
         task["moved"] += moved
         if moved == 0:
             task["status"] = "COMPLETED"
