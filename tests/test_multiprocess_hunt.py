@@ -13,6 +13,7 @@ import threading
 import time
 
 import millpond
+import millpond.dead_letters
 import millpond.storage
 from millpond import errors
 
@@ -197,3 +198,64 @@ def test_a_read_adopts_a_map_grown_twice_by_another_process(data_dir, impl):
         storage._adopt_map_size = adopt_then_let_the_other_process_grow_again  # type: ignore[method-assign]
         assert b.list_queues() == ["q"]
         assert b.queue("q").get_attributes()["ApproximateNumberOfMessages"] == "2"
+
+
+# -- message move tasks: one process moves, another takes over when it is gone -------------------
+
+
+def _dead_lettered(b: millpond.Broker, n: int) -> millpond.Queue:
+    """A dead-letter queue holding ``n`` messages from its source queue "src"."""
+    dlq = b.create_queue("dlq")
+    src = b.create_queue(
+        "src", {"RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq.arn}","maxReceiveCount":1}}'}
+    )
+    for start in range(0, n, 10):
+        src.send_batch([f"m{i}" for i in range(start, min(n, start + 10))])
+    while src.receive(10, visibility_timeout=0):
+        pass
+    return dlq
+
+
+def _moved(b: millpond.Broker, dlq: millpond.Queue) -> int:
+    return int(b.list_message_move_tasks(dlq.arn)[0]["ApproximateNumberOfMessagesMoved"])
+
+
+def test_a_rate_limited_move_task_keeps_its_rate_with_another_process_open(data_dir, impl):
+    # Every process that opened the directory ran every running task: with a second process
+    # open, a task at 10 messages/s moved about twice that.
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        dlq = _dead_lettered(b, 100)
+        b.start_message_move_task(dlq.arn, max_messages_per_second=10)
+        child = _other_stays_open(data_dir, impl, "pass")  # its broker resumes the task
+        started = time.monotonic()
+        time.sleep(2.5)
+        moved, elapsed = _moved(b, dlq), time.monotonic() - started
+        _let_go(child)
+        # one batch of 10 at once, then 10/s (an upper bound: a slow machine only moves fewer)
+        assert moved <= 10 + 10 * (elapsed + 0.5) + 10, moved
+
+
+def test_a_move_task_goes_on_in_another_process_when_its_process_dies(data_dir, impl, monkeypatch):
+    # A process that has the directory open while a task runs elsewhere waits on the task's
+    # lease and takes over once the lease runs out unrenewed (its process was killed).
+    monkeypatch.setattr(millpond.dead_letters, "LEASE_S", 1.0)
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        _dead_lettered(b, 20)
+    child = _other_stays_open(
+        data_dir,
+        impl,
+        "import millpond.dead_letters; millpond.dead_letters.LEASE_S = 1.0\n"
+        "b.start_message_move_task(b.queue('dlq').arn, max_messages_per_second=10)",
+    )
+    with millpond.open(data_dir, durability="os", core=impl) as b:  # resumes the task
+        dlq = b.queue("dlq")
+        time.sleep(0.5)
+        child.kill()  # SIGKILL: its lease is never given up, and runs out a second later
+        child.wait()
+        deadline = time.monotonic() + 30
+        while b.list_message_move_tasks(dlq.arn)[0]["Status"] == "RUNNING":
+            assert time.monotonic() < deadline, "the task was never taken over"
+            time.sleep(0.1)
+        assert b.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED"
+        assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "0"
+        assert b.queue("src").get_attributes()["ApproximateNumberOfMessages"] == "20"

@@ -15,6 +15,7 @@ import builtins
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 _TASK_PREFIX = b"task:"
 _OLD_HANDLE = re.compile(r"[A-Za-z0-9_-]{32}")  # handles of earlier versions: 24 random bytes
 MOVE_BATCH = 10  # messages per transaction of a move task
+# Every process with the data directory open has a thread per running task (the task goes on
+# if the process that started it ends); the one holding a task's lease moves its messages,
+# renewing the lease at each step, and another takes over once a lease runs out unrenewed.
+LEASE_S = 10.0
 MAX_RATE = 500  # SQS's limit for MaxNumberOfMessagesPerSecond
 
 
@@ -146,6 +151,7 @@ class MoveTasks:
         self._threads: dict[str, threading.Thread] = {}
         self._wakes: dict[str, threading.Event] = {}  # a task's pause ends early on cancel
         self._stop = threading.Event()
+        self._owner = uuid.uuid4().hex  # this broker's name in the tasks' leases
 
     def _load(self, txn: Any, handle: str) -> dict[str, Any] | None:
         raw = txn.get(_TASK_PREFIX + handle.encode(), db=self._storage.tables.meta)
@@ -283,6 +289,9 @@ class MoveTasks:
                 self._spawn(task["handle"])
 
     def _spawn(self, handle: str) -> None:
+        running = self._threads.get(handle)
+        if running is not None and running.is_alive():
+            return  # one thread per task in a process
         self._wakes[handle] = threading.Event()
         thread = threading.Thread(
             target=self._run, args=(handle,), daemon=True, name=f"millpond-move-{handle[:8]}"
@@ -293,16 +302,16 @@ class MoveTasks:
     def _run(self, handle: str) -> None:
         try:
             while not self._stop.is_set():
-                moved, rate, targets = self._storage.write(
+                pause_s, targets = self._storage.write(
                     lambda txn, now_ms: self._step(txn, now_ms, handle),
                     atomic=True,  # a queue gone mid-step undoes the step's moves so far
                 )
                 for queue_id in targets:
                     self._broker._wakeups.notify(queue_id)
-                if moved is None:
+                if pause_s is None:
                     return
-                if rate:
-                    self._wakes[handle].wait(moved / rate)
+                if pause_s:
+                    self._wakes[handle].wait(pause_s)
         except Exception as exc:  # the task fails visibly, it does not vanish
             # SQS reports its error code (AWS.SimpleQueueService.NonExistentQueue, say)
             reason = exc.code if isinstance(exc, MillpondError) else f"{type(exc).__name__}: {exc}"
@@ -314,20 +323,25 @@ class MoveTasks:
             task["status"], task["failure"] = "FAILED", reason
             self._save(txn, task)
 
-    def _step(
-        self, txn: Any, now_ms: int, handle: str
-    ) -> tuple[int | None, int | None, builtins.list[int]]:
+    def _step(self, txn: Any, now_ms: int, handle: str) -> tuple[float | None, builtins.list[int]]:
         """Move one batch and record it, in the caller's transaction.
 
-        Returns (moved, rate, target queue ids); moved is None when the task is over.
+        Returns (seconds to pause before the next step, target queue ids); None when the task
+        is over. While another process holds the task's lease, nothing moves here and the pause
+        lasts until that lease would run out.
         """
         task = self._load(txn, handle)
         if task is None or task["status"] not in ("RUNNING", "CANCELLING"):
-            return None, None, []
+            return None, []
         if task["status"] == "CANCELLING":
             task["status"] = "CANCELLED"
             self._save(txn, task)
-            return None, None, []
+            return None, []
+        wall = time.time()  # leases are shared across processes: not the broker's clock
+        held_until = task.get("lease_until", 0.0)
+        if task.get("owner", self._owner) != self._owner and held_until > wall:
+            return held_until - wall, []
+        task["owner"], task["lease_until"] = self._owner, wall + LEASE_S
         broker, core, tables = self._broker, self._broker._core, self._storage.tables
         source = broker._definition_in(txn, task["source"])
         if source is None:
@@ -364,7 +378,9 @@ class MoveTasks:
         if moved == 0:
             task["status"] = "COMPLETED"
         self._save(txn, task)
-        return (moved if moved else None), task["rate"], list(targets)
+        if not moved:
+            return None, []
+        return (moved / task["rate"] if task["rate"] else 0.0), list(targets)
 
     def close(self) -> None:
         self._stop.set()
@@ -372,6 +388,22 @@ class MoveTasks:
             wake.set()
         for thread in list(self._threads.values()):
             thread.join(timeout=5)
+        if self._threads:
+            self._release_leases()
+
+    def _release_leases(self) -> None:
+        """Give up this broker's leases, so that another process goes on at once."""
+
+        def release(txn: Any, now_ms: int) -> None:
+            for task in self._tasks(txn):
+                if task.get("owner") == self._owner and task["status"] == "RUNNING":
+                    task["lease_until"] = 0.0
+                    self._save(txn, task)
+
+        try:
+            self._storage.write(release)
+        except MillpondError:  # closed or broken already: the lease runs out by itself
+            pass
 
 
 def _by_target(
