@@ -42,6 +42,7 @@ _COLLECTIONS: dict[str, tuple[int, str]] = {
     "MessageSystemAttribute": (_ATTRIBUTE_MAP, "MessageSystemAttributes"),
 }
 _MAP_KEYS = {"Attribute": "Name", "Tag": "Key"}
+_MAP_PARTS = {head: (key, "Value") for head, key in _MAP_KEYS.items()}
 _ENTRY_HEADS = frozenset(
     (
         "SendMessageBatchRequestEntry",
@@ -85,6 +86,12 @@ def _structure(
             if _INDEX.fullmatch(index):
                 groups.setdefault(head, {}).setdefault(int(index), {})[tail] = value
                 continue
+        kind = _COLLECTIONS.get(head, (None,))[0]
+        if (kind == _LIST and not dot) or (kind == _MAP and rest in _MAP_PARTS[head]):
+            # boto 2 sends a one-item list or map unindexed (AttributeName=All,
+            # Attribute.Name=...&Attribute.Value=...), and SQS takes it: index 0, before .1
+            groups.setdefault(head, {}).setdefault(0, {})[rest] = value
+            continue
         out[key] = value
     for head, items in groups.items():
         indexes = sorted(items)
@@ -99,7 +106,7 @@ def _structure(
         key_name = _MAP_KEYS.get(head, "Name")
         for i in indexes:
             item = items[i]
-            prefix = f"{where}{head}.{i}."
+            prefix = f"{where}{head}.{i}." if i else f"{where}{head}."
             map_key = item.get(key_name)
             if map_key is None:
                 raise missing(prefix + key_name)
