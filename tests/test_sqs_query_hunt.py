@@ -69,3 +69,16 @@ def test_unindexed_list_and_map_members_as_boto2_sends_them(daemon: Any) -> None
     )
     policy = _attributes(_call(daemon, "GetQueueAttributes", QueueUrl=url, AttributeName="Policy"))
     assert "boto2" in policy["Policy"] and "SQS:SendMessage" in policy["Policy"]
+
+
+def test_query_responses_carry_the_request_id_header(daemon: Any) -> None:
+    # The JSON protocol sent x-amzn-requestid, the query protocol only the XML's RequestId: the
+    # Go SDK v1 takes a query response's request id from the header alone (empty here).
+    for version, action in (("2012-11-05", "ListQueues"), ("2010-03-31", "ListTopics")):
+        for params in ({}, {"NoSuchParameter": "x", "Action": "NoSuchAction"}):
+            status, headers, body = raw_query(
+                daemon, {"Action": action, "Version": version, **params}
+            )
+            assert status == (200 if not params else 400), body
+            (in_xml,) = xml_text(body, "RequestId")
+            assert headers.get("x-amzn-requestid") == in_xml

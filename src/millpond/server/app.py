@@ -251,6 +251,8 @@ class App:
         send: Any,
     ) -> tuple[str, str]:
         request_id = new_request_id()
+        # as in the XML; some SDKs (Go v1) take the request id from the header alone
+        id_header = (b"x-amzn-requestid", request_id.encode())
         form = urllib.parse.parse_qs(
             scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
         )
@@ -299,11 +301,14 @@ class App:
                 await _respond(
                     send,
                     200,
-                    [(b"content-type", b"text/xml")],
+                    [(b"content-type", b"text/xml"), id_header],
                     codec.response(action, result, request_id),
                 )
         except Exception as exc:
-            await _respond(send, *codec.error(_aws_error(exc, action, request), request_id))
+            status, err_headers, err_body = codec.error(
+                _aws_error(exc, action, request), request_id
+            )
+            await _respond(send, status, err_headers + [id_header], err_body)
         return answering, _label(action, handlers)
 
     def _run(
