@@ -454,10 +454,14 @@ COMBINATIONS = [
     ),
     ("nested-or-no-leaf", OR_150, {"source": s("aws.events"), "metricType": s("TestType")}, False),
     ("nested-or-no-source", OR_150, {"metricName": s("T1")}, False),
-    ("but-or-missing-absent", NOT_X_OR_MISSING, {}, True),
+    # SNS: "exists": false needs some attribute; "An empty set of attributes results in the
+    # filter not matching" (attribute-key-matching.html); any other attribute is enough
+    ("but-or-missing-absent", NOT_X_OR_MISSING, {"other": s("y")}, True),
+    ("but-or-missing-no-attributes", NOT_X_OR_MISSING, {}, False),
     ("but-or-missing-other", NOT_X_OR_MISSING, {"k": s("y")}, True),
     ("but-or-missing-x", NOT_X_OR_MISSING, {"k": s("x")}, False),
-    ("exists-both", {"k": [{"exists": True}, {"exists": False}]}, {}, True),
+    ("exists-both", {"k": [{"exists": True}, {"exists": False}]}, {"other": s("y")}, True),
+    ("exists-both-no-attributes", {"k": [{"exists": True}, {"exists": False}]}, {}, False),
     ("null-only-absent", {"k": [None]}, {}, False),
     ("two-keys-and", {"a": ["1"], "b": ["2"]}, {"a": s("1"), "b": s("3")}, False),
     ("two-keys-both", {"a": ["1"], "b": ["2"]}, {"a": s("1"), "b": s("2")}, True),

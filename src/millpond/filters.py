@@ -63,7 +63,6 @@ _MASK_BITS = re.compile(r"[+-]?[0-9]+")
 _INTEGER = re.compile(r"[+-]?[0-9]+")  # a Number attribute written as an integer: read exactly
 _ANY_LITERAL = frozenset((True, False, None))
 _MISSING: Any = object()
-_EMPTY: Mapping[str, Any] = {}
 
 Check = Callable[[Any], bool]
 
@@ -662,7 +661,11 @@ class FilterPolicy:
                 scope, where anything but a JSON object never matches.
         """
         if not self._in_body:
-            return self._check(_EMPTY if attributes is None else attributes)
+            # SNS: "An empty set of attributes results in the filter not matching", even for
+            # "exists": false (attribute-key-matching.html). The empty policy is _always.
+            if not attributes:
+                return self._check is _always
+            return self._check(attributes)
         return _match_body(self._check, body)
 
     def __repr__(self) -> str:
