@@ -108,15 +108,16 @@ def test_deleting_a_queue_in_another_process_ends_a_long_poll_on_it(data_dir, im
         poller.start()
         assert polling.wait(10)
         time.sleep(0.1)  # let it sleep in its long poll
-        child = _other_stays_open(data_dir, impl, "b.delete_queue('q')")
+        child = _other_stays_open(data_dir, impl, "b.delete_queue('q')")  # deleted when it returns
         try:
-            poller.join(3)
+            poller.join(10)
             assert not poller.is_alive(), "the long poll did not notice the queue was deleted"
         finally:
             _let_go(child)
             poller.join(30)
         assert isinstance(outcome[0], errors.QueueDoesNotExist)
-        assert isinstance(outcome[1], float) and outcome[1] < 3
+        # well before its 20 s (the child's start-up is in it: bounded loosely for a loaded CI)
+        assert isinstance(outcome[1], float) and outcome[1] < 12
 
 
 # -- a reader killed in another process -----------------------------------------------------------
