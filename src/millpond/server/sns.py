@@ -376,9 +376,9 @@ async def create_topic(ctx: Context, request: Request) -> dict[str, Any]:
     params = request.params
     name = _required(params, "Name")
     broker = ctx.broker(request.region)
-    topic = await ctx.call(
-        broker._topics.create, name, params.get("Attributes") or None, params.get("Tags")
-    )
+    # An empty list ("Tags=", as boto3 sends []) is no tags, as for SNS.
+    tags = params.get("Tags") or None
+    topic = await ctx.call(broker._topics.create, name, params.get("Attributes") or None, tags)
     return {"TopicArn": topic.arn}
 
 
