@@ -49,3 +49,25 @@ def test_create_topic_again_with_a_subset_or_no_tags_is_the_same_topic(sns):
     assert len(sns.list_tags_for_resource(ResourceArn=arn)["Tags"]) == 2
     fresh = sns.create_topic(Name=unique("no-tags"), Tags=[])["TopicArn"]
     assert sns.list_tags_for_resource(ResourceArn=fresh)["Tags"] == []
+
+
+@pytest.mark.parametrize("number", ["+1a234", "NAA+15551234567"])
+def test_publish_to_a_malformed_phone_number(sns, number):
+    # AWS-validated: test_publish_wrong_phone_format ("invalid-number", "wrong-format"): a
+    # PhoneNumber that is no E.164 number is "<number> is not valid to publish to".
+    assert error_of(sns.publish, PhoneNumber=number, Message="m") == (
+        "InvalidParameter",
+        f"Invalid parameter: PhoneNumber Reason: {number} is not valid to publish to",
+        400,
+    )
+
+
+def test_subscribe_a_malformed_sms_endpoint(sns):
+    # AWS-validated: test_publish_wrong_phone_format ("wrong-endpoint"): an sms subscription to
+    # what is no phone number is "Invalid SMS endpoint: <endpoint>", without the usual prefix.
+    topic = sns.create_topic(Name=unique("sms"))["TopicArn"]
+    assert error_of(sns.subscribe, TopicArn=topic, Protocol="sms", Endpoint="NAA+15551234567") == (
+        "InvalidParameter",
+        "Invalid SMS endpoint: NAA+15551234567",
+        400,
+    )

@@ -13,6 +13,7 @@ compiled by the caller's ``compile`` function: the topic registry owns compiled 
 from __future__ import annotations
 
 import hmac
+import re
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -55,6 +56,7 @@ PROTOCOLS = (
     "firehose",
 )
 HTTP_PROTOCOLS = ("http", "https")
+PHONE_NUMBER = re.compile(r"\+?[1-9][0-9]{1,14}")  # E.164: SMS endpoints and PhoneNumber
 _SUBSCRIPTION_ATTRIBUTES = frozenset(
     (
         "DeliveryPolicy",
@@ -80,7 +82,7 @@ class FilterPolicyLimitExceeded(MillpondError):
 # -- endpoints ------------------------------------------------------------------------------------
 
 
-def check_protocol(protocol: Any) -> str:
+def check_protocol(protocol: Any, endpoint: Any = None) -> str:
     """The protocol, if millpond delivers to it (sqs, http, https); else InvalidParameter."""
     if protocol in ("sqs", "http", "https"):
         return protocol  # type: ignore[no-any-return]
@@ -88,6 +90,8 @@ def check_protocol(protocol: Any) -> str:
         raise InvalidParameter(
             f"Invalid parameter: Amazon SNS does not support this protocol string: {protocol}"
         )
+    if protocol == "sms" and not (isinstance(endpoint, str) and PHONE_NUMBER.fullmatch(endpoint)):
+        raise InvalidParameter(f"Invalid SMS endpoint: {endpoint}")  # SNS's text, no prefix
     raise InvalidParameter(
         f"Invalid parameter: Protocol Reason: millpond delivers to sqs, http and https endpoints, "
         f"not {protocol}"

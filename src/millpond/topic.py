@@ -453,7 +453,7 @@ class Topic(TopicSettings):
             InvalidFilterPolicy: "Invalid parameter: Attributes Reason: FilterPolicy: <reason>".
             FilterPolicyLimitExceeded: the topic has 200 filter policies already.
         """
-        protocol = check_protocol(protocol)
+        protocol = check_protocol(protocol, queue)
         if protocol == "sqs":
             queue_name, endpoint = self._endpoint(queue)
             fifo_queue = queue_name.endswith(".fifo")

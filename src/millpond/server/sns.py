@@ -32,6 +32,7 @@ from millpond.dead_letters import parse_arn
 from millpond.fan_out import ENTRY_MEMBERS
 from millpond.server.context import Context, valid_region
 from millpond.server.protocol import AwsError, Request, xml_safe
+from millpond.subscription import PHONE_NUMBER
 from millpond.topic import Subscription, Topic
 from millpond.topic_http import HttpDelivery, HttpOutbox
 
@@ -564,7 +565,10 @@ async def set_subscription_attributes(ctx: Context, request: Request) -> dict[st
 @action
 async def publish(ctx: Context, request: Request) -> dict[str, Any]:
     params = request.params
-    if params.get("PhoneNumber"):
+    phone = params.get("PhoneNumber")
+    if phone:
+        if not (isinstance(phone, str) and PHONE_NUMBER.fullmatch(phone)):
+            raise _invalid(f"PhoneNumber Reason: {phone} is not valid to publish to")
         raise _invalid("PhoneNumber Reason: millpond does not send SMS")
     # An empty TopicArn is given (SNS: a malformed ARN of 1 element), not missing.
     parameter = "TopicArn" if "TopicArn" in params or not params.get("TargetArn") else "TargetArn"
