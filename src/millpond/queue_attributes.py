@@ -229,6 +229,19 @@ def _check_redrive_policy_shape(text: str, policy: dict[str, Any]) -> None:
         )
 
 
+def _canonical_redrive_policy(text: str) -> str:
+    """A valid RedrivePolicy as SQS writes it back: compact JSON, deadLetterTargetArn first and
+    maxReceiveCount a number (the AWS CLI's documented get-queue-attributes output
+    ``{"deadLetterTargetArn":"arn:...","maxReceiveCount":1000}``, whatever was sent)."""
+    try:
+        policy = json.loads(text)
+        count = _as_int(policy["maxReceiveCount"])
+        canonical = {"deadLetterTargetArn": policy["deadLetterTargetArn"], "maxReceiveCount": count}
+    except (ValueError, TypeError, KeyError):
+        return text
+    return json.dumps(canonical, separators=(",", ":"))
+
+
 # Attributes SQS leaves out of GetQueueAttributes until they are set, and the value they have
 # meanwhile (what create_queue compares a requested value with).
 UNSET_VALUES: dict[str, str] = {"KmsDataKeyReusePeriodSeconds": "300", "FifoQueue": "false"}
@@ -246,6 +259,8 @@ def effective(stored: Mapping[str, str]) -> dict[str, str]:
         values.pop("FifoQueue", None)
     for name in [name for name, value in values.items() if value == ""]:
         del values[name]
+    if "RedrivePolicy" in values:
+        values["RedrivePolicy"] = _canonical_redrive_policy(values["RedrivePolicy"])
     if values.get("KmsMasterKeyId"):
         values.setdefault(
             "KmsDataKeyReusePeriodSeconds", UNSET_VALUES["KmsDataKeyReusePeriodSeconds"]
@@ -260,6 +275,8 @@ def mismatch(existing: Mapping[str, str], requested: Mapping[str, str]) -> str |
     current = effective(existing)
     for name, value in requested.items():
         unset = UNSET_VALUES.get(name, "false" if name in BOOLEANS else "")
+        if name == "RedrivePolicy" and value:
+            value = _canonical_redrive_policy(value)
         if current.get(name, unset) != value:
             return name
     return None
