@@ -214,7 +214,7 @@ def test_sns_urls_stay_usable_unsigned_as_on_aws(daemon: Daemon) -> None:
         {"Action": "ConfirmSubscription", "TopicArn": topic, "Token": "0" * 128, **version},
         None,
     )
-    assert status == 400 and "Invalid token" in text
+    assert status == 400 and "Invalid parameter: Token" in text
     # an UnsubscribeURL works unsigned unless the subscription needs authentication to
     # unsubscribe (SQS subscriptions always do)
     status, text = raw(

@@ -927,7 +927,7 @@ def test_http_subscription_is_confirmed_then_notified(sns, endpoint):
     assert (attributes["SubscriptionsPending"], attributes["SubscriptionsConfirmed"]) == ("1", "0")
     sns.publish(TopicArn=topic, Message="before confirmation")  # not delivered
     assert error_of(sns.confirm_subscription, TopicArn=topic, Token="0" * 128)[1] == (
-        "Invalid token"
+        "Invalid parameter: Token"
     )
 
     # the SubscribeURL points at the daemon: a plain GET confirms

@@ -582,6 +582,9 @@ def _restore(txn: Any, now_ms: int, topic: Topic, token: str) -> tuple[str, dict
     return None
 
 
+_HEX_TOKEN = re.compile(r"[0-9a-fA-F]+")  # what a confirmation token of SNS looks like
+
+
 def confirm_in_txn(
     txn: Any, now_ms: int, topic: Topic, token: str, authenticated: bool
 ) -> tuple[str, dict[str, Any], bool]:
@@ -589,7 +592,8 @@ def confirm_in_txn(
     a pending one, or one deleted and restored by its UnsubscribeConfirmation's token.
 
     Returns (subscription id, its record, whether it was pending or restored). Raises
-    InvalidParameter "Invalid token" for an unknown or expired token.
+    InvalidParameter for an unknown or expired token ("Invalid parameter: Token" when it is
+    hex, as SNS's tokens are, else "Invalid token").
     """
     meta = topic._meta
     prefix = sub_prefix(topic.name)
@@ -611,4 +615,8 @@ def confirm_in_txn(
         txn.put(key, msgpack.packb(record), db=meta)
         touch(txn, meta, topic.name)
         return sub_id, record, True
-    raise InvalidParameter("Invalid token")  # SNS's text for an unknown or expired token
+    # SNS's texts (AWS-recorded): a token shaped as its tokens are (hex) that names nothing,
+    # or no longer, "Invalid parameter: Token"; anything else "Invalid token"
+    raise InvalidParameter(
+        "Invalid parameter: Token" if _HEX_TOKEN.fullmatch(token) else "Invalid token"
+    )

@@ -530,7 +530,8 @@ class Topic(TopicSettings):
         2 days after the (last) Subscribe.
 
         Raises:
-            InvalidParameter: "Invalid token" (unknown or expired).
+            InvalidParameter: the token is unknown or expired ("Invalid parameter: Token";
+                "Invalid token" for one not shaped as SNS's tokens are).
             TopicNotFound: the topic was deleted.
         """
         if not isinstance(token, str) or not token:
