@@ -387,16 +387,18 @@ def outgoing(
     structure: Any,
 ) -> Outgoing:
     """Validate one message for a topic in ``state`` (nothing is stored by a refused one)."""
-    if group_id is None and state.fifo:
-        raise InvalidParameter(
-            "Invalid parameter: The MessageGroupId parameter is required for FIFO topics"
-        )
     if dedup_id is not None and not state.fifo:
         raise InvalidParameter(
             "Invalid parameter: MessageDeduplicationId Reason: The request includes "
             "MessageDeduplicationId parameter that is not valid for this topic type"
         )
+    # A FIFO topic checks the message before the group id (AWS-recorded: a JSON structure
+    # without "default" and no MessageGroupId is the "No default entry" error).
     text, data, content = check_message(message, structure)
+    if group_id is None and state.fifo:
+        raise InvalidParameter(
+            "Invalid parameter: The MessageGroupId parameter is required for FIFO topics"
+        )
     subject = check_subject(subject)
     checked = check_attributes(attributes)
     size = check_size(data, checked)
