@@ -10,6 +10,8 @@ import pytest
 import millpond
 from millpond import errors
 
+from .storage_probe import meta_keys
+
 
 def redrive(dlq: millpond.Queue, **attributes: Any) -> dict[str, Any]:
     """Attributes of a queue whose messages move to ``dlq`` on their second receive."""
@@ -67,18 +69,7 @@ def test_a_move_task_refuses_a_destination_of_the_other_queue_type(broker):
 
 def _attempt_keys(broker: millpond.Broker) -> int:
     """How many meta keys the broker keeps for ReceiveRequestAttemptIds (any queue)."""
-
-    def count(txn: Any) -> int:
-        n = 0
-        with txn.cursor(db=broker._storage.tables.meta) as cur:
-            if cur.set_range(b"attempt"):
-                for key in cur.iternext(values=False):
-                    if not key.startswith(b"attempt"):
-                        break
-                    n += 1
-        return n
-
-    return broker._storage.read(count)  # type: ignore[no-any-return]
+    return meta_keys(broker, b"attempt")
 
 
 def test_receive_request_attempt_ids_are_forgotten_after_five_minutes(broker, clock):
