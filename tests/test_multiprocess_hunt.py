@@ -13,6 +13,7 @@ import threading
 import time
 
 import millpond
+import millpond.broker
 import millpond.dead_letters
 import millpond.storage
 from millpond import errors
@@ -259,4 +260,32 @@ def test_a_move_task_goes_on_in_another_process_when_its_process_dies(data_dir, 
             time.sleep(0.1)
         assert b.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED"
         assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "0"
+        assert b.queue("src").get_attributes()["ApproximateNumberOfMessages"] == "20"
+
+
+def test_a_move_task_started_elsewhere_is_taken_over_by_a_process_opened_before_it(
+    data_dir, impl, monkeypatch
+):
+    # A process learnt of move tasks only when it opened the directory: one that was open
+    # before another process started a task never took it over, and when the starter went
+    # away the task stayed RUNNING, moving nothing, until some process opened the directory.
+    monkeypatch.setattr(millpond.dead_letters, "LEASE_S", 1.0)
+    monkeypatch.setattr(millpond.broker, "REFRESH_INTERVAL_S", 0.0)
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        dlq = _dead_lettered(b, 20)
+        child = _other_stays_open(
+            data_dir,
+            impl,
+            "import millpond.dead_letters; millpond.dead_letters.LEASE_S = 1.0\n"
+            "b.start_message_move_task(b.queue('dlq').arn, max_messages_per_second=10)",
+        )
+        b.queue("src")  # this process goes on using the directory
+        child.kill()  # its lease runs out a second later, unrenewed
+        child.wait()
+        deadline = time.monotonic() + 30
+        while b.list_message_move_tasks(dlq.arn)[0]["Status"] == "RUNNING":
+            assert time.monotonic() < deadline, "the task was never taken over"
+            b.queue("src")
+            time.sleep(0.1)
+        assert b.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED"
         assert b.queue("src").get_attributes()["ApproximateNumberOfMessages"] == "20"

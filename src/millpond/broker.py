@@ -38,7 +38,8 @@ _ENV_KEY = b"env"
 # 2: fresh messages live in the log alone; counters are floor | gone | fresh (see _core_py).
 DATA_FORMAT = 2
 _NEXT_QUEUE_ID_KEY = b"next_queue_id"
-_DEFINITIONS_VERSION_KEY = b"definitions_version"  # bumped by every queue create/change/delete
+# bumped by every queue create/change/delete, and when a move task starts
+_DEFINITIONS_VERSION_KEY = b"definitions_version"
 REFRESH_INTERVAL_S = 1.0  # how stale another process's attribute change may look here
 
 
@@ -199,6 +200,10 @@ class Broker:
         raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
         return None if raw is None else msgpack.unpackb(raw)
 
+    def _definitions_changed(self, txn: Any) -> None:
+        """Tell the other processes (at their next refresh) to read the definitions again."""
+        _bump_definitions_version(txn, self._storage.tables.meta)
+
     def _read_definitions_version(self) -> int:
         return int(
             self._storage.read(
@@ -207,7 +212,8 @@ class Broker:
         )
 
     def _refresh_definitions(self) -> None:
-        """Pick up queue changes made by other processes (at most once per REFRESH_INTERVAL_S).
+        """Pick up queue changes and move tasks of other processes (at most once per
+        REFRESH_INTERVAL_S).
 
         SQS itself takes up to 60 s to propagate attribute changes; here it is about a second.
         """
@@ -219,6 +225,7 @@ class Broker:
         if version == self._definitions_version:
             return
         self._definitions_version = version
+        self._move_tasks.resume()  # a task another process started: waited on, taken over
         with self._lock:
             cached = list(self._queues.values())
         for queue in cached:

@@ -216,6 +216,9 @@ class MoveTasks:
                     "failure": None,
                 },
             )
+            # the other processes with the directory open wait on the task from now on, and
+            # take it over if this one goes away (see _step's lease)
+            self._broker._definitions_changed(txn)
 
         self._storage.write(start)
         self._spawn(handle)
