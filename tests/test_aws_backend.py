@@ -999,8 +999,10 @@ def test_fifo_topic_publish_answers_sequence_number(daemon_broker: AwsBroker, na
     assert set(answer) == {"MessageId", "SequenceNumber"}
     (m,) = _drain(q, 1)
     assert json.loads(m.body)["MessageId"] == answer["MessageId"]
-    with pytest.raises(InvalidParameter):  # a standard queue on a FIFO topic
-        topic.subscribe(daemon_broker.create_queue(name))
+    plain = daemon_broker.create_queue(name)  # a FIFO topic takes standard queues too
+    topic.subscribe(plain)
+    topic.publish("n", group_id="g", deduplication_id="e")
+    assert [json.loads(m.body)["Message"] for m in _drain(plain, 1)] == ["n"]
 
 
 def test_http_subscription_is_pending(daemon_broker: AwsBroker, name: str) -> None:

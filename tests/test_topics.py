@@ -322,10 +322,31 @@ def test_fifo_queues_and_standard_topics_do_not_mix(broker):
     with pytest.raises(InvalidParameter, match="FIFO SQS Queues can not be subscribed"):
         standard.subscribe(f"{QARN}:other.fifo")
     fifo_topic = broker.create_topic("orders.fifo", {"FifoTopic": "true"})
-    with pytest.raises(InvalidParameter, match="Only FIFO SQS queues"):
-        fifo_topic.subscribe(broker.create_queue("plain"))
     assert fifo_topic.subscribe(fifo_queue).endpoint == fifo_queue.arn
     assert standard.list_subscriptions() == []
+
+
+def test_a_fifo_topic_delivers_to_standard_queues_too(broker, clock):
+    # "Amazon SNS FIFO topics support delivery to both Amazon SQS standard and FIFO queues"
+    # (SNS Developer Guide, fifo-message-delivery.html): millpond refused standard queues.
+    plain = broker.create_queue("plain")
+    fifo_queue = broker.create_queue("jobs.fifo", {"FifoQueue": "true"})
+    t = broker.create_topic("orders.fifo", {"FifoTopic": "true"})
+    sub = t.subscribe(plain)
+    t.subscribe(fifo_queue)
+    assert sub.endpoint == plain.arn
+    first = t.publish_message("a", group_id="g1", deduplication_id="d1")
+    t.publish("a again", group_id="g1", deduplication_id="d1")  # the topic drops it
+    (got,) = drain(plain)
+    envelope = json.loads(got.body)
+    assert envelope["Message"] == "a"
+    assert envelope["SequenceNumber"] == first["SequenceNumber"]
+    # no MessageGroupId in a standard queue (AWS-recorded: LocalStack's
+    # test_fifo_topic_to_regular_sqs), where a standard topic's is kept (fair queues)
+    assert got.group_id is None
+    assert [json.loads(m.body)["MessageId"] for m in drain(fifo_queue)] == [first["MessageId"]]
+    dlq = broker.create_queue("plain-dlq")  # a standard dead-letter queue (AWS-recorded)
+    sub.set_attributes({"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn})})
 
 
 @pytest.mark.parametrize(

@@ -682,20 +682,24 @@ def _deliver(
         return
     items: list[Item] = []
     refused: list[Item] = []
+    # A standard queue subscribed to a FIFO topic shows no MessageGroupId (AWS-recorded,
+    # LocalStack's test_fifo_topic_to_regular_sqs), where a standard topic's is kept.
+    drop_group = state.fifo and not sub.queue_name.endswith(".fifo")
     for out in chosen:
+        group_id = None if drop_group else out.group_id
         if sub.raw:
             item = (
                 out.data,
                 out.delivered_attributes,
                 out.raw_size,
-                out.group_id,
+                group_id,
                 out.dedup_id,
                 out.trace_header,
             )
             if not out.raw_ok():
                 # SQS cannot carry these attributes: the dead-letter copy goes without them
                 refused.append(
-                    (out.data, None, len(out.data), out.group_id, out.dedup_id, out.trace_header)
+                    (out.data, None, len(out.data), group_id, out.dedup_id, out.trace_header)
                 )
                 continue
         else:
@@ -704,7 +708,7 @@ def _deliver(
             if common is None:
                 common = commons[id(out)] = note.common(now_ms, sequences.get(id(out)))
             body = b"".join((common, sub.unsubscribe_url, note.tail))
-            item = (body, None, len(body), out.group_id, out.dedup_id, out.trace_header)
+            item = (body, None, len(body), group_id, out.dedup_id, out.trace_header)
         items.append(item)
     if items:
         queue_id, rest, why = put(topic._topics, txn, now_ms, sub.queue_name, items)

@@ -112,8 +112,6 @@ __all__ = [
 log = logging.getLogger("millpond")
 
 MAX_FILTER_POLICIES = 200  # per topic, as SNS (read at each use: tests lower it)
-# SNS added standard-queue subscriptions to FIFO topics in 2023; issue 4 asks for the older rule.
-FIFO_TOPICS_TAKE_STANDARD_QUEUES = False
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _FIFO_TOPIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,251}\.fifo")  # 256 with the suffix
@@ -462,11 +460,8 @@ class Topic(TopicSettings):
                     "Invalid parameter: Invalid parameter: Endpoint Reason: FIFO SQS Queues can "
                     "not be subscribed to standard SNS topics"
                 )
-            if self.fifo and not fifo_queue and not FIFO_TOPICS_TAKE_STANDARD_QUEUES:
-                raise InvalidParameter(
-                    "Invalid parameter: Endpoint Reason: Only FIFO SQS queues can be subscribed "
-                    "to FIFO SNS topics"
-                )
+            # A FIFO topic takes standard queues too (best-effort order, at-least-once):
+            # "SNS FIFO topics support delivery to both Amazon SQS standard and FIFO queues".
         else:
             queue_name, endpoint, fifo_queue = "", check_http_endpoint(protocol, queue), False
             if self.fifo:
