@@ -60,6 +60,10 @@ SEQUENCE_START = 10**19  # SNS SequenceNumbers are large and increasing: 20 digi
 _SWEEP_STEP = 8  # expired dedup entries looked at per FIFO publish
 HTTP_OUTBOX = -1  # in a publish's "woken" set: HTTP deliveries were written (not a queue id)
 _MESSAGE_ID_CHARS = re.compile(r"[!-~]{1,128}")  # MessageGroupId / MessageDeduplicationId
+NO_DEDUPLICATION = (  # AWS's wording
+    "Invalid parameter: The topic should either have ContentBasedDeduplication enabled or "
+    "MessageDeduplicationId provided explicitly"
+)
 
 # One delivery to a queue: (SQS body, SQS attributes or None, size toward MaximumMessageSize,
 # group id, deduplication id, AWSTraceHeader).
@@ -275,6 +279,7 @@ class Outgoing:
         "_note",
         "_raw_ok",
         "attributes",
+        "by_content",
         "content",
         "data",
         "dedup_id",
@@ -300,6 +305,7 @@ class Outgoing:
         group_id: str | None,
         dedup_id: str | None,
         size: int,
+        by_content: bool = False,
     ) -> None:
         self.message_id = new_message_id()
         self.message = message
@@ -316,6 +322,7 @@ class Outgoing:
         self.raw_size = len(data) if structured else size
         self.group_id = group_id
         self.dedup_id = dedup_id
+        self.by_content = by_content  # dedup_id is the content's hash (ContentBasedDeduplication)
         self.trace_header: str | None = None  # X-Ray: the queues' AWSTraceHeader
         self._doc: Any = _UNSET
         self._note: Notification | None = None
@@ -404,17 +411,25 @@ def outgoing(
     size = check_size(data, checked)
     _check_message_id_field("MessageGroupId", group_id)
     _check_message_id_field("MessageDeduplicationId", dedup_id)
-    if state.fifo and dedup_id is None:
+    by_content = state.fifo and dedup_id is None
+    if by_content:
         if not state.content_dedup:
-            raise InvalidParameter(
-                "Invalid parameter: The topic should either have ContentBasedDeduplication "
-                "enabled or MessageDeduplicationId provided explicitly"
-            )
+            raise InvalidParameter(NO_DEDUPLICATION)
         dedup_id = hashlib.sha256(data).hexdigest()  # the body only, not the attributes
     if content is not text:
         data = content.encode("utf-8")
     structured = structure is not None
-    return Outgoing(text, content, data, subject, checked, structured, group_id, dedup_id, size)
+    return Outgoing(
+        text, content, data, subject, checked, structured, group_id, dedup_id, size, by_content
+    )
+
+
+def check_content_deduplication(state: State, outs: list[Outgoing]) -> None:
+    """Refuse messages that took their deduplication id from their content when the topic, as
+    stored now, has no ContentBasedDeduplication (another process may have turned it off since
+    the messages were validated)."""
+    if not state.content_dedup and any(out.by_content for out in outs):
+        raise InvalidParameter(NO_DEDUPLICATION)
 
 
 def check_trace_header(value: Any) -> str | None:

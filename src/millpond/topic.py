@@ -42,8 +42,8 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
 
@@ -110,6 +110,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("millpond")
+
+_Validated = TypeVar("_Validated")
 
 MAX_FILTER_POLICIES = 200  # per topic, as SNS (read at each use: tests lower it)
 
@@ -351,6 +353,22 @@ class Topics:
 # -- a topic --------------------------------------------------------------------------------------
 
 
+def _batch_outgoing(state: State, entries: Sequence[Mapping[str, Any]]) -> list[Outgoing]:
+    """The validated messages of PublishBatch ``entries`` for a topic in ``state``."""
+    outs = []
+    for index, entry in enumerate(entries, 1):
+        try:
+            outs.append(fan_out.outgoing(state, *fan_out.entry_arguments(entry)))
+        except ValidationError as exc:  # SNS's path names the entry (1-based)
+            raise ValidationError(
+                str(exc).replace(
+                    "'messageAttributes.",
+                    f"'publishBatchRequestEntries.{index}.member.messageAttributes.",
+                )
+            ) from None
+    return outs
+
+
 class Topic(TopicSettings):
     """One SNS-style topic; get it from ``broker.create_topic`` or ``broker.topic``."""
 
@@ -399,6 +417,30 @@ class Topic(TopicSettings):
             if raw is None:
                 raise TopicNotFound("Topic does not exist")
             return self._load_in(txn, raw)
+
+        return self._storage.read(load)
+
+    def _validated(self, validate: Callable[[State], _Validated]) -> tuple[State, _Validated]:
+        """``validate(state)`` on the cached snapshot; when it refuses, once more on the stored
+        topic if another process changed it since (e.g. turned ContentBasedDeduplication on):
+        the refusal may come from the stale copy. Returns the state validated against."""
+        state = self._snapshot()
+        try:
+            return state, validate(state)
+        except InvalidParameter:
+            fresh = self._changed_since(state)
+            if fresh is None:
+                raise
+        return fresh, validate(fresh)
+
+    def _changed_since(self, state: State) -> State | None:
+        """The stored topic if it is not the one ``state`` was read from, else None."""
+
+        def load(txn: Any) -> State | None:
+            raw = txn.get(topic_key(self.name), db=self._meta)
+            if raw is None:
+                raise TopicNotFound("Topic does not exist")
+            return None if raw == state.raw else self._load_in(txn, raw)
 
         return self._storage.read(load)
 
@@ -651,9 +693,10 @@ class Topic(TopicSettings):
     ) -> dict[str, str]:
         """:meth:`publish`, answering as SNS Publish: ``{"MessageId"}``, plus "SequenceNumber"
         on FIFO topics (a repeated deduplication id: the first message's)."""
-        state = self._snapshot()
-        out = fan_out.outgoing(
-            state, message, subject, attributes, group_id, deduplication_id, message_structure
+        state, out = self._validated(
+            lambda state: fan_out.outgoing(
+                state, message, subject, attributes, group_id, deduplication_id, message_structure
+            )
         )
         out.trace_header = fan_out.check_trace_header(trace_header)
         message_id, sequence = self._publish(state, [out])[0]
@@ -688,18 +731,7 @@ class Topic(TopicSettings):
         if not isinstance(entries, Sequence) or any(not isinstance(e, Mapping) for e in entries):
             raise InvalidParameter("Invalid parameter: PublishBatchRequestEntries")
         check_batch_ids([entry.get("Id", entry.get("id")) for entry in entries])
-        state = self._snapshot()
-        outs = []
-        for index, entry in enumerate(entries, 1):
-            try:
-                outs.append(fan_out.outgoing(state, *fan_out.entry_arguments(entry)))
-            except ValidationError as exc:  # SNS's path names the entry (1-based)
-                raise ValidationError(
-                    str(exc).replace(
-                        "'messageAttributes.",
-                        f"'publishBatchRequestEntries.{index}.member.messageAttributes.",
-                    )
-                ) from None
+        state, outs = self._validated(lambda state: _batch_outgoing(state, entries))
         check_batch_size(sum(out.size for out in outs))
         trace_header = fan_out.check_trace_header(trace_header)
         for out in outs:
@@ -727,8 +759,9 @@ class Topic(TopicSettings):
             if raw is None:
                 raise TopicNotFound("Topic does not exist")
             current, todo = state, planned
-            if raw != current.raw:  # changed since the snapshot: match again, in this txn
+            if raw != current.raw:  # changed since the snapshot: check and match again
                 current = self._load_in(txn, raw)
+                fan_out.check_content_deduplication(current, outs)
                 todo = fan_out.plan(current, outs)
             return fan_out.fan_out(self, txn, now_ms, current, todo, outs)
 
