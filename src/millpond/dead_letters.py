@@ -33,6 +33,7 @@ from millpond.errors import (
 
 if TYPE_CHECKING:
     from millpond.broker import Broker
+    from millpond.queue import Queue
 
 _TASK_PREFIX = b"task:"
 _OLD_HANDLE = re.compile(r"[A-Za-z0-9_-]{32}")  # handles of earlier versions: 24 random bytes
@@ -195,7 +196,8 @@ class MoveTasks:
 
         def start(txn: Any, now_ms: int) -> None:
             for task in self._tasks(txn):
-                if task["source"] == source.name and task["status"] in ("RUNNING", "CANCELLING"):
+                active = task["status"] in ("RUNNING", "CANCELLING")
+                if active and _on_queue(task, "source", source):
                     raise InvalidParameterValue(
                         "There is already a task running. Only one active task is allowed for a "
                         "source queue arn at a given time."
@@ -205,8 +207,10 @@ class MoveTasks:
                 {
                     "handle": handle,
                     "source": source.name,
+                    "source_id": source.queue_id,
                     "source_arn": source.arn,
                     "destination": destination.name if destination else None,
+                    "destination_id": destination.queue_id if destination else None,
                     "destination_arn": destination.arn if destination else None,
                     "rate": max_per_second,
                     "status": "RUNNING",
@@ -343,7 +347,7 @@ class MoveTasks:
             return held_until - wall, []
         task["owner"], task["lease_until"] = self._owner, wall + LEASE_S
         broker, core, tables = self._broker, self._broker._core, self._storage.tables
-        source = broker._definition_in(txn, task["source"])
+        source = _task_queue(broker, txn, task, "source")
         if source is None:
             raise QueueDoesNotExist(f"source queue {task['source']} was deleted")
         limit = min(MOVE_BATCH, task["rate"] or MOVE_BATCH, task["to_move"] - task["moved"])
@@ -362,7 +366,7 @@ class MoveTasks:
             else []
         )
         moved = 0
-        targets = _by_target(picked, broker, txn, destination)
+        targets = _by_target(picked, broker, txn, task)
         # A redrive: the messages get new ids and their retention restarts (both moves).
         for target_id, entries in targets.items():
             try:
@@ -406,12 +410,31 @@ class MoveTasks:
             pass
 
 
+def _on_queue(task: dict[str, Any], role: str, queue: Queue) -> bool:
+    """Whether the task's ``role`` ("source" or "destination") is ``queue``: the same name and,
+    for tasks that record it (all but those of earlier versions), the same queue id. A queue
+    deleted and created again under its name is another queue, which its tasks never touch."""
+    return bool(
+        task[role] == queue.name and task.get(f"{role}_id", queue.queue_id) == queue.queue_id
+    )
+
+
+def _task_queue(broker: Broker, txn: Any, task: dict[str, Any], role: str) -> Any:
+    """The definition of the task's ``role`` queue, or None if that queue was deleted (even if
+    another queue has its name now)."""
+    definition = broker._definition_in(txn, task[role])
+    if definition is None or task.get(f"{role}_id", definition["id"]) != definition["id"]:
+        return None
+    return definition
+
+
 def _by_target(
-    picked: list[tuple[int, int, int]], broker: Broker, txn: Any, destination: str | None
+    picked: list[tuple[int, int, int]], broker: Broker, txn: Any, task: dict[str, Any]
 ) -> dict[int, list[tuple[int, int]]]:
     """Group (seq, visible_at) by the queue each message goes to."""
+    destination = task["destination"]
     if destination is not None:
-        target = broker._definition_in(txn, destination)
+        target = _task_queue(broker, txn, task, "destination")
         if target is None:
             raise QueueDoesNotExist(f"destination queue {destination} was deleted")
         return {target["id"]: [(seq, at) for seq, at, _ in picked]} if picked else {}

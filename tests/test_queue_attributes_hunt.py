@@ -1,0 +1,86 @@
+"""Queue attributes and queue lifecycle, where millpond differed from Amazon SQS.
+
+Sources, cited per test: the AWS API reference and developer guide, and AWS-recorded answers
+(LocalStack's AWS-validated tests and their recordings, localstack/localstack
+tests/aws/services/sqs/test_sqs.py, test_sqs_move_task.py and their .snapshot.json).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import millpond
+
+
+def redrive(target: millpond.Queue, max_count: int) -> dict[str, str]:
+    return {
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": target.arn, "maxReceiveCount": max_count}
+        )
+    }
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def dead_letter(src: millpond.Queue, *bodies: str) -> None:
+    """Send ``bodies`` to ``src`` and receive them past its maxReceiveCount of 1."""
+    src.send_batch(list(bodies))
+    while src.receive(10, visibility_timeout=0):
+        pass
+
+
+# -- a dead-letter queue deleted and re-created under its name, while a move task runs -----------
+
+
+def _task_on_a_deleted_dlq(broker):  # type: ignore[no-untyped-def]
+    """(src, new dlq): a rate-limited move task started on "dlq", which is then deleted and
+    created again (millpond allows that at once; SQS makes you wait 60 s, by which time the
+    task has failed). The new "dlq" holds one message, "fresh", dead-lettered from "src"."""
+    dlq = broker.create_queue("dlq")
+    old_src = broker.create_queue("old-src", redrive(dlq, 1))
+    dead_letter(old_src, "old-1", "old-2")
+    broker.start_message_move_task(dlq.arn, max_messages_per_second=1)  # 1 message, then 1 s
+    broker.delete_queue("dlq")
+    new_dlq = broker.create_queue("dlq")
+    src = broker.create_queue("src", redrive(new_dlq, 1))
+    dead_letter(src, "fresh")
+    assert new_dlq.get_attributes()["ApproximateNumberOfMessages"] == "1"
+    return src, new_dlq
+
+
+def test_a_move_task_of_a_deleted_dlq_does_not_take_messages_from_its_successor(broker):
+    # The task found its queues by name at every step: once "dlq" was created again, the old
+    # task went on moving the new queue's messages, which nobody had asked to redrive. Like a
+    # task whose destination is deleted (AWS-recorded: test_move_task_delete_destination_queue_
+    # while_running, FAILED with AWS.SimpleQueueService.NonExistentQueue), it fails instead.
+    src, new_dlq = _task_on_a_deleted_dlq(broker)
+    wait_for(
+        lambda: all(t["Status"] != "RUNNING" for t in broker.list_message_move_tasks(new_dlq.arn))
+    )
+    (task,) = broker.list_message_move_tasks(new_dlq.arn)
+    assert task["Status"] == "FAILED"
+    assert task["FailureReason"] == "AWS.SimpleQueueService.NonExistentQueue"
+    assert new_dlq.get_attributes()["ApproximateNumberOfMessages"] == "1"  # "fresh" stayed
+    assert src.receive(10) == []
+
+
+def test_a_move_task_of_a_deleted_dlq_does_not_block_one_on_its_successor(broker):
+    # The old task, still RUNNING in its pause, counted as the new queue's active task:
+    # "There is already a task running" refused a redrive the new queue had never started.
+    src, new_dlq = _task_on_a_deleted_dlq(broker)
+    handle = broker.start_message_move_task(new_dlq.arn)
+
+    def finished() -> bool:  # only a RUNNING task shows its handle
+        return all(
+            t.get("TaskHandle") != handle for t in broker.list_message_move_tasks(new_dlq.arn, 10)
+        )
+
+    wait_for(finished)
+    assert new_dlq.get_attributes()["ApproximateNumberOfMessages"] == "0"
+    assert [m.text for m in src.receive(10)] == ["fresh"]
