@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 import millpond
+from millpond import errors
 
 
 def redrive(target: millpond.Queue, max_count: int) -> dict[str, str]:
@@ -84,3 +87,21 @@ def test_a_move_task_of_a_deleted_dlq_does_not_block_one_on_its_successor(broker
     wait_for(finished)
     assert new_dlq.get_attributes()["ApproximateNumberOfMessages"] == "0"
     assert [m.text for m in src.receive(10)] == ["fresh"]
+
+
+# -- RedrivePolicy validation --------------------------------------------------------------------
+
+
+def test_a_dlq_of_the_other_type_is_refused_in_aws_words(broker):
+    # AWS's text ends in two full stops. Recorded from AWS in a Terraform log (CreateQueue,
+    # RequestID e9fec4bf-bf10-5983-b5db-a5c2e7f721e2 and five more, us-east-1 and us-west-2):
+    # "api error InvalidParameterValue: Value {...} for parameter RedrivePolicy is invalid.
+    # Reason: Dead-letter queue must be same type of queue as the source.."
+    fifo_dlq = broker.create_queue("dlq.fifo", {"FifoQueue": "true"})
+    policy = redrive(fifo_dlq, 3)
+    with pytest.raises(errors.InvalidParameterValue) as refused:
+        broker.create_queue("standard", policy)
+    assert str(refused.value) == (
+        f"Value {policy['RedrivePolicy']} for parameter RedrivePolicy is invalid. Reason: "
+        "Dead-letter queue must be same type of queue as the source.."
+    )

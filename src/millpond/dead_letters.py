@@ -98,9 +98,9 @@ def check_redrive_policy(broker: Broker, source_name: str, attributes: dict[str,
         )
     target_attrs = definition["attributes"]
     if (target_attrs.get("FifoQueue") == "true") != (attributes.get("FifoQueue") == "true"):
-        raise InvalidParameterValue(
+        raise InvalidParameterValue(  # AWS's words, its two full stops included
             f"Value {text} for parameter RedrivePolicy is invalid. Reason: Dead-letter queue "
-            "must be same type of queue as the source."
+            "must be same type of queue as the source.."
         )
     allow = target_attrs.get("RedriveAllowPolicy")
     if allow:
