@@ -105,3 +105,20 @@ def test_a_dlq_of_the_other_type_is_refused_in_aws_words(broker):
         f"Value {policy['RedrivePolicy']} for parameter RedrivePolicy is invalid. Reason: "
         "Dead-letter queue must be same type of queue as the source.."
     )
+
+
+# -- a deleted queue's handle ----------------------------------------------------------------
+
+
+def test_the_tags_of_a_deleted_queue_are_not_listed(broker):
+    # Every other call on a deleted queue's Queue object raises QueueDoesNotExist (as SQS's
+    # ListQueueTags does for a deleted queue); tags() answered from its cache, the deleted
+    # queue's tags, even once a new queue had the name.
+    q = broker.create_queue("q", tags={"team": "a"})
+    broker.delete_queue("q")
+    with pytest.raises(errors.QueueDoesNotExist):
+        q.tags()
+    broker.create_queue("q", tags={"team": "b"})
+    with pytest.raises(errors.QueueDoesNotExist):
+        q.tags()
+    assert broker.queue("q").tags() == {"team": "b"}

@@ -747,8 +747,14 @@ class Queue:
     # -- tags --------------------------------------------------------------------------------------
 
     def tags(self) -> dict[str, str]:
-        """The queue's tags (SQS ListQueueTags)."""
-        self._broker._refresh_definitions()  # tagged by another process, say
+        """The queue's tags (SQS ListQueueTags), as stored (tagged by another process, say)."""
+        definition = self._broker._definition(self.name)
+        if definition is None or definition["id"] != self.queue_id:
+            # deleted (a queue created since under its name is another queue): as every other
+            # call on this object, not the tags it had
+            self._broker._forget(self)
+            raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}")
+        self._tags = definition.get("tags", {})
         return dict(self._tags)
 
     def tag(self, tags: Mapping[str, str]) -> None:
