@@ -15,6 +15,8 @@ import pytest
 import millpond
 from millpond import errors
 
+from .storage_probe import meta_keys
+
 
 def redrive(target: millpond.Queue, max_count: int) -> dict[str, str]:
     return {
@@ -122,3 +124,14 @@ def test_the_tags_of_a_deleted_queue_are_not_listed(broker):
     with pytest.raises(errors.QueueDoesNotExist):
         q.tags()
     assert broker.queue("q").tags() == {"team": "b"}
+
+
+def test_deleting_a_purged_queue_leaves_nothing_of_it_behind(broker):
+    # A purge records its time (one purge per 60 s, as SQS), under the queue's id; deleting the
+    # queue left that record behind for good, one per deleted queue ever purged.
+    for _ in range(3):
+        q = broker.create_queue("scratch")
+        q.send("m")
+        q.purge()
+        broker.delete_queue("scratch")
+    assert meta_keys(broker, b"purged:") == 0

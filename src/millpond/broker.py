@@ -27,7 +27,7 @@ from millpond.errors import (
     QueueDoesNotExist,
 )
 from millpond.fifo_queue import FifoQueue
-from millpond.queue import Queue, check_tags
+from millpond.queue import Queue, check_tags, purged_key
 from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
 from millpond.topic import Subscription, Topic, Topics
 from millpond.wakeups import Wakeups
@@ -280,6 +280,7 @@ class Broker:
             else:
                 core.drop(txn, self._storage.tables, definition["id"])
             txn.delete(_queue_key(name), db=self._storage.tables.meta)
+            txn.delete(purged_key(definition["id"]), db=self._storage.tables.meta)
             _bump_definitions_version(txn, self._storage.tables.meta)
             return int(definition["id"])
 

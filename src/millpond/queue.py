@@ -690,7 +690,7 @@ class Queue:
     def purge(self) -> None:
         """Delete every message, visible, delayed and in flight. Once per 60 s, as SQS."""
 
-        key = b"purged:" + self.queue_id.to_bytes(4, "big")  # shared by every process
+        key = purged_key(self.queue_id)  # shared by every process
 
         def purge(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
             last = txn.get(key, db=tables.meta)
@@ -793,6 +793,11 @@ class Queue:
 
 
 MAX_TAGS = 50
+
+
+def purged_key(queue_id: int) -> bytes:
+    """The meta key of the time of the queue's last purge (deleted with the queue)."""
+    return b"purged:" + queue_id.to_bytes(4, "big")
 
 
 def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
