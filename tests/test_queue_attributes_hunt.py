@@ -135,3 +135,19 @@ def test_deleting_a_purged_queue_leaves_nothing_of_it_behind(broker):
         q.purge()
         broker.delete_queue("scratch")
     assert meta_keys(broker, b"purged:") == 0
+
+
+def test_only_the_ten_most_recent_move_tasks_of_a_queue_are_kept(broker, clock):
+    # ListMessageMoveTasks "Gets the most recent message movement tasks (up to 10) under a
+    # specific source queue" (SQS API Reference); MaxResults is 1 to 10. Every finished task was
+    # kept for good, and each StartMessageMoveTask and ListMessageMoveTasks read them all: a
+    # redrive run on a schedule made both slower and the store bigger, one record per run.
+    dlq = broker.create_queue("dlq")
+    broker.create_queue("src", redrive(dlq, 1))
+    for _ in range(13):
+        clock.advance(1)
+        broker.start_message_move_task(dlq.arn)  # nothing to move: it completes at once
+        wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+    assert meta_keys(broker, b"task:") == 10
+    listed = broker.list_message_move_tasks(dlq.arn, 10)
+    assert [t["StartedTimestamp"] for t in listed] == [clock.now_ms() - 1000 * i for i in range(10)]

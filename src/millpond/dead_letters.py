@@ -43,6 +43,7 @@ MOVE_BATCH = 10  # messages per transaction of a move task
 # renewing the lease at each step, and another takes over once a lease runs out unrenewed.
 LEASE_S = 10.0
 MAX_RATE = 500  # SQS's limit for MaxNumberOfMessagesPerSecond
+KEPT_TASKS = 10  # "the most recent message movement tasks (up to 10)" of a source queue
 
 
 @dataclass(frozen=True)
@@ -195,13 +196,15 @@ class MoveTasks:
         handle = _new_handle(source.arn)
 
         def start(txn: Any, now_ms: int) -> None:
-            for task in self._tasks(txn):
+            earlier = [t for t in self._tasks(txn) if t["source_arn"] == source.arn]
+            for task in earlier:
                 active = task["status"] in ("RUNNING", "CANCELLING")
                 if active and _on_queue(task, "source", source):
                     raise InvalidParameterValue(
                         "There is already a task running. Only one active task is allowed for a "
                         "source queue arn at a given time."
                     )
+            self._forget_beyond(txn, earlier, KEPT_TASKS - 1)
             self._save(
                 txn,
                 {
@@ -224,6 +227,14 @@ class MoveTasks:
         self._storage.write(start)
         self._spawn(handle)
         return handle
+
+    def _forget_beyond(self, txn: Any, tasks: builtins.list[dict[str, Any]], kept: int) -> None:
+        """Delete the finished ``tasks`` older than the ``kept`` most recent: ListMessageMoveTasks
+        shows no more than KEPT_TASKS, and every start and list reads all that are stored."""
+        tasks = sorted(tasks, key=lambda t: t["started"], reverse=True)
+        for task in tasks[kept:]:
+            if task["status"] not in ("RUNNING", "CANCELLING"):
+                txn.delete(_TASK_PREFIX + task["handle"].encode(), db=self._storage.tables.meta)
 
     def _queue_of(self, arn: str, parameter: str) -> Any:
         parsed = parse_arn(arn)
