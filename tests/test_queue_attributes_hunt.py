@@ -151,3 +151,25 @@ def test_only_the_ten_most_recent_move_tasks_of_a_queue_are_kept(broker, clock):
     assert meta_keys(broker, b"task:") == 10
     listed = broker.list_message_move_tasks(dlq.arn, 10)
     assert [t["StartedTimestamp"] for t in listed] == [clock.now_ms() - 1000 * i for i in range(10)]
+
+
+# -- CreateQueue on an existing queue --------------------------------------------------------
+
+
+def test_create_queue_with_different_tags_for_an_existing_queue_is_refused(broker):
+    # SQS refuses CreateQueue of an existing queue "specifying tags and the tags are different to
+    # the existing tags (even if the existing queue has no tags)" (seen on AWS and worked around
+    # in Bogdanp/dramatiq_sqs#13, and by AWS's own awslabs/amazon-sqs-java-temporary-queues-
+    # client#70, "to avoid QueueNameExistsException"); millpond ignored the tags and answered
+    # with the queue, whose tags the caller then believed set.
+    q = broker.create_queue("tagged", tags={"team": "a"})
+    assert broker.create_queue("tagged", tags={"team": "a"}) is q  # the same tags: idempotent
+    assert broker.create_queue("tagged") is q  # no tags given: nothing to differ
+    with pytest.raises(errors.QueueAlreadyExists, match="tags"):
+        broker.create_queue("tagged", tags={"team": "b"})
+    with pytest.raises(errors.QueueAlreadyExists, match="tags"):
+        broker.create_queue("tagged", tags={"team": "a", "env": "prod"})
+    assert q.tags() == {"team": "a"}
+    broker.create_queue("untagged")
+    with pytest.raises(errors.QueueAlreadyExists, match="tags"):
+        broker.create_queue("untagged", tags={"team": "a"})

@@ -122,10 +122,11 @@ class Broker:
             name: 1-80 characters of A-Z a-z 0-9 _ -.
             attributes: SQS attribute names to values (see queue_attributes), e.g.
                 ``{"VisibilityTimeout": "60"}``.
-            tags: cost-allocation tags for a new queue (ignored if the queue exists).
+            tags: cost-allocation tags for a new queue.
 
         Raises:
-            QueueAlreadyExists: the queue exists with a different value for a given attribute.
+            QueueAlreadyExists: the queue exists with a different value for a given attribute,
+                or for a given tag (TagQueue changes the tags of an existing queue).
         """
         requested = queue_attributes.normalize(attributes, creating=True)
         new_tags = check_tags(tags or {})
@@ -159,6 +160,12 @@ class Broker:
                     raise QueueAlreadyExists(
                         "A queue already exists with the same name and a different value for "
                         f"attribute {different}"
+                    )
+                stored_tags = definition.get("tags", {})
+                if any(stored_tags.get(key) != value for key, value in new_tags.items()):
+                    # as SQS: given tags must match the queue's, they do not re-tag it
+                    raise QueueAlreadyExists(
+                        "A queue already exists with the same name and different tags"
                     )
                 return definition
             queue_id = int(txn.get(_NEXT_QUEUE_ID_KEY, b"1", db=self._storage.tables.meta))
