@@ -27,7 +27,7 @@ from millpond.errors import (
     QueueDoesNotExist,
 )
 from millpond.fifo_queue import FifoQueue
-from millpond.queue import Queue, check_tags
+from millpond.queue import Queue, check_tags, purged_key
 from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
 from millpond.topic import Subscription, Topic, Topics
 from millpond.wakeups import Wakeups
@@ -123,10 +123,11 @@ class Broker:
             name: 1-80 characters of A-Z a-z 0-9 _ -.
             attributes: SQS attribute names to values (see queue_attributes), e.g.
                 ``{"VisibilityTimeout": "60"}``.
-            tags: cost-allocation tags for a new queue (ignored if the queue exists).
+            tags: cost-allocation tags for a new queue.
 
         Raises:
-            QueueAlreadyExists: the queue exists with a different value for a given attribute.
+            QueueAlreadyExists: the queue exists with a different value for a given attribute,
+                or for a given tag (TagQueue changes the tags of an existing queue).
         """
         requested = queue_attributes.normalize(attributes, creating=True)
         new_tags = check_tags(tags or {})
@@ -160,6 +161,12 @@ class Broker:
                     raise QueueAlreadyExists(
                         "A queue already exists with the same name and a different value for "
                         f"attribute {different}"
+                    )
+                stored_tags = definition.get("tags", {})
+                if any(stored_tags.get(key) != value for key, value in new_tags.items()):
+                    # as SQS: given tags must match the queue's, they do not re-tag it
+                    raise QueueAlreadyExists(
+                        "A queue already exists with the same name and different tags"
                     )
                 return definition
             queue_id = int(txn.get(_NEXT_QUEUE_ID_KEY, b"1", db=self._storage.tables.meta))
@@ -287,6 +294,7 @@ class Broker:
             else:
                 core.drop(txn, self._storage.tables, definition["id"])
             txn.delete(_queue_key(name), db=self._storage.tables.meta)
+            txn.delete(purged_key(definition["id"]), db=self._storage.tables.meta)
             _bump_definitions_version(txn, self._storage.tables.meta)
             return int(definition["id"])
 

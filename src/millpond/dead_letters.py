@@ -33,6 +33,7 @@ from millpond.errors import (
 
 if TYPE_CHECKING:
     from millpond.broker import Broker
+    from millpond.queue import Queue
 
 _TASK_PREFIX = b"task:"
 _OLD_HANDLE = re.compile(r"[A-Za-z0-9_-]{32}")  # handles of earlier versions: 24 random bytes
@@ -42,6 +43,7 @@ MOVE_BATCH = 10  # messages per transaction of a move task
 # renewing the lease at each step, and another takes over once a lease runs out unrenewed.
 LEASE_S = 10.0
 MAX_RATE = 500  # SQS's limit for MaxNumberOfMessagesPerSecond
+KEPT_TASKS = 10  # "the most recent message movement tasks (up to 10)" of a source queue
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,9 @@ def check_redrive_policy(broker: Broker, source_name: str, attributes: dict[str,
         )
     target_attrs = definition["attributes"]
     if (target_attrs.get("FifoQueue") == "true") != (attributes.get("FifoQueue") == "true"):
-        raise InvalidParameterValue(
+        raise InvalidParameterValue(  # AWS's words, its two full stops included
             f"Value {text} for parameter RedrivePolicy is invalid. Reason: Dead-letter queue "
-            "must be same type of queue as the source."
+            "must be same type of queue as the source.."
         )
     allow = target_attrs.get("RedriveAllowPolicy")
     if allow:
@@ -194,19 +196,24 @@ class MoveTasks:
         handle = _new_handle(source.arn)
 
         def start(txn: Any, now_ms: int) -> None:
-            for task in self._tasks(txn):
-                if task["source"] == source.name and task["status"] in ("RUNNING", "CANCELLING"):
+            earlier = [t for t in self._tasks(txn) if t["source_arn"] == source.arn]
+            for task in earlier:
+                active = task["status"] in ("RUNNING", "CANCELLING")
+                if active and _on_queue(task, "source", source):
                     raise InvalidParameterValue(
                         "There is already a task running. Only one active task is allowed for a "
                         "source queue arn at a given time."
                     )
+            self._forget_beyond(txn, earlier, KEPT_TASKS - 1)
             self._save(
                 txn,
                 {
                     "handle": handle,
                     "source": source.name,
+                    "source_id": source.queue_id,
                     "source_arn": source.arn,
                     "destination": destination.name if destination else None,
+                    "destination_id": destination.queue_id if destination else None,
                     "destination_arn": destination.arn if destination else None,
                     "rate": max_per_second,
                     "status": "RUNNING",
@@ -223,6 +230,14 @@ class MoveTasks:
         self._storage.write(start)
         self._spawn(handle)
         return handle
+
+    def _forget_beyond(self, txn: Any, tasks: builtins.list[dict[str, Any]], kept: int) -> None:
+        """Delete the finished ``tasks`` older than the ``kept`` most recent: ListMessageMoveTasks
+        shows no more than KEPT_TASKS, and every start and list reads all that are stored."""
+        tasks = sorted(tasks, key=lambda t: t["started"], reverse=True)
+        for task in tasks[kept:]:
+            if task["status"] not in ("RUNNING", "CANCELLING"):
+                txn.delete(_TASK_PREFIX + task["handle"].encode(), db=self._storage.tables.meta)
 
     def _queue_of(self, arn: str, parameter: str) -> Any:
         parsed = parse_arn(arn)
@@ -346,7 +361,7 @@ class MoveTasks:
             return held_until - wall, []
         task["owner"], task["lease_until"] = self._owner, wall + LEASE_S
         broker, core, tables = self._broker, self._broker._core, self._storage.tables
-        source = broker._definition_in(txn, task["source"])
+        source = _task_queue(broker, txn, task, "source")
         if source is None:
             raise QueueDoesNotExist(f"source queue {task['source']} was deleted")
         limit = min(MOVE_BATCH, task["rate"] or MOVE_BATCH, task["to_move"] - task["moved"])
@@ -365,7 +380,7 @@ class MoveTasks:
             else []
         )
         moved = 0
-        targets = _by_target(picked, broker, txn, destination)
+        targets = _by_target(picked, broker, txn, task)
         # A redrive: the messages get new ids and their retention restarts (both moves).
         for target_id, entries in targets.items():
             try:
@@ -409,12 +424,31 @@ class MoveTasks:
             pass
 
 
+def _on_queue(task: dict[str, Any], role: str, queue: Queue) -> bool:
+    """Whether the task's ``role`` ("source" or "destination") is ``queue``: the same name and,
+    for tasks that record it (all but those of earlier versions), the same queue id. A queue
+    deleted and created again under its name is another queue, which its tasks never touch."""
+    return bool(
+        task[role] == queue.name and task.get(f"{role}_id", queue.queue_id) == queue.queue_id
+    )
+
+
+def _task_queue(broker: Broker, txn: Any, task: dict[str, Any], role: str) -> Any:
+    """The definition of the task's ``role`` queue, or None if that queue was deleted (even if
+    another queue has its name now)."""
+    definition = broker._definition_in(txn, task[role])
+    if definition is None or task.get(f"{role}_id", definition["id"]) != definition["id"]:
+        return None
+    return definition
+
+
 def _by_target(
-    picked: list[tuple[int, int, int]], broker: Broker, txn: Any, destination: str | None
+    picked: list[tuple[int, int, int]], broker: Broker, txn: Any, task: dict[str, Any]
 ) -> dict[int, list[tuple[int, int]]]:
     """Group (seq, visible_at) by the queue each message goes to."""
+    destination = task["destination"]
     if destination is not None:
-        target = broker._definition_in(txn, destination)
+        target = _task_queue(broker, txn, task, "destination")
         if target is None:
             raise QueueDoesNotExist(f"destination queue {destination} was deleted")
         return {target["id"]: [(seq, at) for seq, at, _ in picked]} if picked else {}

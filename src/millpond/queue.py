@@ -690,7 +690,7 @@ class Queue:
     def purge(self) -> None:
         """Delete every message, visible, delayed and in flight. Once per 60 s, as SQS."""
 
-        key = b"purged:" + self.queue_id.to_bytes(4, "big")  # shared by every process
+        key = purged_key(self.queue_id)  # shared by every process
 
         def purge(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
             last = txn.get(key, db=tables.meta)
@@ -747,8 +747,14 @@ class Queue:
     # -- tags --------------------------------------------------------------------------------------
 
     def tags(self) -> dict[str, str]:
-        """The queue's tags (SQS ListQueueTags)."""
-        self._broker._refresh_definitions()  # tagged by another process, say
+        """The queue's tags (SQS ListQueueTags), as stored (tagged by another process, say)."""
+        definition = self._broker._definition(self.name)
+        if definition is None or definition["id"] != self.queue_id:
+            # deleted (a queue created since under its name is another queue): as every other
+            # call on this object, not the tags it had
+            self._broker._forget(self)
+            raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}")
+        self._tags = definition.get("tags", {})
         return dict(self._tags)
 
     def tag(self, tags: Mapping[str, str]) -> None:
@@ -787,6 +793,11 @@ class Queue:
 
 
 MAX_TAGS = 50
+
+
+def purged_key(queue_id: int) -> bytes:
+    """The meta key of the time of the queue's last purge (deleted with the queue)."""
+    return b"purged:" + queue_id.to_bytes(4, "big")
 
 
 def check_tags(tags: Mapping[str, str]) -> dict[str, str]:

@@ -678,7 +678,8 @@ async def untag_queue(ctx: Context, request: Request) -> dict[str, Any]:
 
 @action
 async def list_queue_tags(ctx: Context, request: Request) -> dict[str, Any]:
-    return {"Tags": _queue(ctx, request).tags()}  # as AWS: an empty map when untagged
+    tags = await ctx.call(_queue(ctx, request).tags)
+    return {"Tags": tags}  # as AWS: an empty map when untagged
 
 
 def _policy(queue: Queue) -> dict[str, Any]:
