@@ -36,6 +36,7 @@ from millpond.server.protocol import (
     missing,
     queue_name_from_url,
     queue_url,
+    xml_safe,
 )
 
 Handler = Callable[[Context, Request], Awaitable[dict[str, Any]]]
@@ -477,14 +478,37 @@ def _wanted_system_attributes(params: dict[str, Any]) -> set[str]:
     return names & set(SYSTEM_ATTRIBUTES)
 
 
+def _wire_body(data: bytes, xml: bool) -> tuple[str, str]:
+    """(Body, MD5OfBody) as a client gets them.
+
+    SendMessage stores text in SQS's character set, but the native protocol and the embedded
+    API take any bytes: what is not UTF-8 goes out as U+FFFD, and over the query protocol so
+    does what XML 1.0 cannot carry (one such character made the whole response unparseable).
+    The MD5 is that of the Body sent: the SDKs that check it (JS, Java, Go...) refuse the whole
+    receive on a mismatch.
+    """
+    try:
+        body = data.decode("utf-8")
+        replaced = False
+    except UnicodeDecodeError:
+        body = data.decode("utf-8", errors="replace")
+        replaced = True
+    if xml:
+        safe = xml_safe(body)
+        replaced = replaced or safe != body
+        body = safe
+    # the usual case: the stored bytes are the Body's UTF-8, no need to encode it again
+    return body, md5_of_body(body if replaced else data)
+
+
 def _wire_message(
-    message: Message, wanted: set[str], attribute_names: list[str], sender_id: str
+    message: Message, wanted: set[str], attribute_names: list[str], sender_id: str, xml: bool
 ) -> dict[str, Any]:
-    body = message.body.decode("utf-8", errors="replace")
+    body, md5 = _wire_body(message.body, xml)
     out: dict[str, Any] = {
         "MessageId": message.message_id,
         "ReceiptHandle": message.receipt_handle,
-        "MD5OfBody": md5_of_body(message.body),
+        "MD5OfBody": md5,
         "Body": body,
     }
     if wanted:
@@ -596,7 +620,10 @@ async def receive_message(ctx: Context, request: Request) -> dict[str, Any]:
     return (
         {
             "Messages": [
-                _wire_message(m, wanted, names, m.sender_id or request.account_id) for m in messages
+                _wire_message(
+                    m, wanted, names, m.sender_id or request.account_id, request.query_protocol
+                )
+                for m in messages
             ]
         }
         if messages
