@@ -1,0 +1,101 @@
+"""Running the daemon, as an operator and an HTTP client meet it: bodies refused before they
+are read, the config applied whole or not at all, metrics and stops."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from millpond.server.app import MAX_BODY
+
+from .daemon import Daemon
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    running = Daemon(str(tmp_path_factory.mktemp("ops") / "data"))
+    yield running
+    running.stop()
+
+
+def _head(target: str, framing: bytes) -> bytes:
+    return (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.0\r\n"
+        b"X-Amz-Target: AmazonSQS." + target.encode() + b"\r\n" + framing + b"\r\n"
+    )
+
+
+def _read_until_closed(sock: socket.socket, seconds: float = 3) -> tuple[bytes, bool]:
+    """What the daemon sent, and whether it closed the connection within ``seconds``."""
+    sock.settimeout(seconds)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        return received, False
+    except ConnectionResetError:
+        pass
+    return received, True
+
+
+# -- a body refused before it is read: the connection ends with the answer ----------------------
+
+
+def test_a_body_announced_over_the_cap_after_expect_100_continue_closes_the_connection(
+    daemon: Daemon,
+) -> None:
+    # The client waits for 100 Continue and gets the 413 instead: it never sends the body. Had
+    # the connection stayed open, the next request on it would have been read as that body,
+    # and that client would hang until its own timeout.
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
+        sock.sendall(
+            _head(
+                "ListQueues",
+                b"Expect: 100-continue\r\nContent-Length: %d\r\n" % (MAX_BODY + 1),
+            )
+        )
+        received, closed = _read_until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 413"), received
+    assert b"connection: close" in received.lower(), received
+    assert closed, f"the connection stayed open after the 413:\n{received!r}"
+
+
+def test_a_chunked_body_streamed_past_the_cap_is_cut_off_not_read_for_ever(
+    daemon: Daemon,
+) -> None:
+    chunk = b"x" * 65536
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
+        sock.sendall(_head("ListQueues", b"Transfer-Encoding: chunked\r\n"))
+        streamed = 0
+        started = time.monotonic()
+        try:
+            # twice the cap, then some: a daemon that drops the connection stops this early
+            while streamed < 4 * MAX_BODY and time.monotonic() - started < 5:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                streamed += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received, closed = _read_until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 413"), received
+    assert closed, "the daemon kept reading (and dropping) the body past its 413"
+
+
+def test_a_body_cut_off_by_its_deadline_closes_the_connection(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # The client stopped sending its body: the 408 ends the connection, which would otherwise
+    # wait (keep-alive) for the rest of a body the daemon no longer reads.
+    data = str(tmp_path_factory.mktemp("slow") / "data")
+    slow = Daemon(data, env={"MILLPOND_BODY_TIMEOUT_S": "0.5"})
+    try:
+        with socket.create_connection(("127.0.0.1", slow.port), timeout=5) as sock:
+            sock.sendall(_head("ListQueues", b"Content-Length: 100\r\n") + b"{")
+            received, closed = _read_until_closed(sock)
+    finally:
+        slow.stop()
+    assert received.startswith(b"HTTP/1.1 408"), received
+    assert closed, f"the connection stayed open after the 408:\n{received!r}"
