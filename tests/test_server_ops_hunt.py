@@ -6,10 +6,13 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from millpond.server import config as config_module
 from millpond.server.app import MAX_BODY
+from millpond.server.context import Context
 
 from .daemon import Daemon
 
@@ -99,3 +102,84 @@ def test_a_body_cut_off_by_its_deadline_closes_the_connection(
         slow.stop()
     assert received.startswith(b"HTTP/1.1 408"), received
     assert closed, f"the connection stayed open after the 408:\n{received!r}"
+
+
+# -- the config: applied whole or not at all ------------------------------------------------------
+
+
+def _apply(tmp_path: Path, text: str) -> tuple[Context, str | None]:
+    """Apply config ``text`` to the data in tmp_path: (the context, the ConfigError if any)."""
+    path = tmp_path / "millpond.toml"
+    path.write_text(text)
+    ctx = Context(str(tmp_path / "data"), durability="os", workers=2)
+    try:
+        config_module.apply(config_module.load(str(path)), ctx)
+    except config_module.ConfigError as exc:
+        return ctx, str(exc)
+    return ctx, None
+
+
+def _stored(ctx: Context) -> tuple[list[str], list[str], list[str]]:
+    """Queue names, topic names and subscribed queue names of the default region."""
+    broker = ctx.broker()
+    subscribed = [
+        sub.queue_name
+        for name in broker.list_topics()
+        for sub in broker.topic(name).list_subscriptions()
+    ]
+    return broker.list_queues(), broker.list_topics(), subscribed
+
+
+HALF_APPLIED = {
+    # a subscription naming a queue the config does not define (a typo, say)
+    "subscription_to_an_undefined_queue": (
+        '[[queues]]\nname = "orders"\n[[topics]]\nname = "events"\n'
+        '[[subscriptions]]\ntopic = "events"\nqueue = "ordres"\n',
+        "ordres",
+    ),
+    "bad_filter_policy": (
+        '[[queues]]\nname = "orders"\n[[topics]]\nname = "events"\n'
+        '[[subscriptions]]\ntopic = "events"\nqueue = "orders"\nfilter_policy = { kind = "x" }\n',
+        "FilterPolicy",
+    ),
+    "second_queue_refused": (
+        '[[queues]]\nname = "orders"\n'
+        '[[queues]]\nname = "payments"\nattributes = { VisibilityTimeout = "99999" }\n',
+        "payments",
+    ),
+    "second_subscription_refused": (
+        '[[queues]]\nname = "orders"\n[[topics]]\nname = "events"\n'
+        '[[subscriptions]]\ntopic = "events"\nqueue = "orders"\n'
+        '[[subscriptions]]\ntopic = "events"\nqueue = "nope"\n',
+        "nope",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HALF_APPLIED))
+def test_a_config_refused_leaves_nothing_of_itself_behind(tmp_path: Path, case: str) -> None:
+    text, named = HALF_APPLIED[case]
+    ctx, error = _apply(tmp_path, text)
+    try:
+        assert error is not None and named in error, error
+        # the daemon exits: what the config had created up to its bad part must not stay, to
+        # be taken for the operator's on the next start (and "left alone" then)
+        assert _stored(ctx) == ([], [], [])
+    finally:
+        ctx.close()
+
+
+def test_a_refused_config_leaves_what_was_there_before_it(tmp_path: Path) -> None:
+    good = (
+        '[[queues]]\nname = "orders"\n[[topics]]\nname = "events"\n'
+        '[[subscriptions]]\ntopic = "events"\nqueue = "orders"\n'
+    )
+    ctx, error = _apply(tmp_path, good)
+    ctx.close()
+    assert error is None
+    ctx, error = _apply(tmp_path, good + '[[queues]]\nname = "bad"\ntags = { a = 1 }\n')
+    try:
+        assert error is not None and "bad" in error, error
+        assert _stored(ctx) == (["orders"], ["events"], ["orders"])
+    finally:
+        ctx.close()

@@ -34,11 +34,12 @@ Definitions are created at start-up in file order and left alone when they alrea
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from millpond import errors
@@ -185,42 +186,60 @@ def credentials(config: dict[str, Any]) -> dict[str, str] | None:
 def apply(config: dict[str, Any], ctx: Any) -> list[str]:
     """Create the predefined queues, topics and subscriptions; returns what it created.
 
-    Raises ConfigError naming the definition that cannot be created (and why).
+    Raises ConfigError naming the definition that cannot be created (and why). What this call
+    created before that is removed again: the daemon does not start, and a config half applied
+    would leave queues the next start takes for the operator's own (and leaves alone).
     """
-    created = []
-    for spec in config.get("queues", []):
-        with _naming(f"queue {spec['name']!r}"):
-            broker = ctx.broker(spec.get("region"))
-            if spec["name"] in broker.list_queues(spec["name"]):
-                _report_drift(spec, broker.queue(spec["name"]).get_attributes())
-                continue
-            broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
-            created.append(f"queue {spec['name']}")
-    for spec in config.get("topics", []):
-        with _naming(f"topic {spec['name']!r}"):
-            broker = ctx.broker(spec.get("region"))
-            if spec["name"] in broker.list_topics():
-                continue
-            broker.create_topic(spec["name"], spec.get("attributes"))
-            created.append(f"topic {spec['name']}")
-    for spec in config.get("subscriptions", []):
-        with _naming(f"subscription {spec['topic']!r} -> {spec['queue']!r}"):
-            broker = ctx.broker(spec.get("region"))
-            topic = broker.topic(spec["topic"])
-            queue = broker.queue(spec["queue"])
-            try:
-                topic.subscribe(
-                    queue,
-                    filter_policy=spec.get("filter_policy"),
-                    filter_policy_scope=spec.get("filter_policy_scope", "MessageAttributes"),
-                    raw_message_delivery=spec.get("raw_message_delivery", False),
-                )
-            except errors.MillpondError as exc:
-                if "already exists" not in str(exc):
-                    raise
-                continue
-            created.append(f"subscription {spec['topic']} -> {spec['queue']}")
-    return created
+    created: list[tuple[str, Callable[[], object]]] = []  # what, and how to remove it again
+    try:
+        for spec in config.get("queues", []):
+            with _naming(f"queue {spec['name']!r}"):
+                _apply_queue(spec, ctx, created)
+        for spec in config.get("topics", []):
+            with _naming(f"topic {spec['name']!r}"):
+                _apply_topic(spec, ctx, created)
+        for spec in config.get("subscriptions", []):
+            with _naming(f"subscription {spec['topic']!r} -> {spec['queue']!r}"):
+                _apply_subscription(spec, ctx, created)
+    except Exception:
+        for _, remove in reversed(created):
+            remove()
+        raise
+    return [what for what, _ in created]
+
+
+def _apply_queue(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
+    broker = ctx.broker(spec.get("region"))
+    if spec["name"] in broker.list_queues(spec["name"]):
+        _report_drift(spec, broker.queue(spec["name"]).get_attributes())
+        return
+    broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
+    created.append((f"queue {spec['name']}", functools.partial(broker.delete_queue, spec["name"])))
+
+
+def _apply_topic(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
+    broker = ctx.broker(spec.get("region"))
+    if spec["name"] in broker.list_topics():
+        return
+    broker.create_topic(spec["name"], spec.get("attributes"))
+    created.append((f"topic {spec['name']}", functools.partial(broker.delete_topic, spec["name"])))
+
+
+def _apply_subscription(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
+    broker = ctx.broker(spec.get("region"))
+    topic = broker.topic(spec["topic"])
+    queue = broker.queue(spec["queue"])
+    # looked up, not told apart by Subscribe's answer: it returns an existing subscription
+    # with the same attributes as if it had made it (and that one is not ours to remove)
+    if any(sub.endpoint == queue.arn for sub in topic.list_subscriptions()):
+        return
+    subscription = topic.subscribe(
+        queue,
+        filter_policy=spec.get("filter_policy"),
+        filter_policy_scope=spec.get("filter_policy_scope", "MessageAttributes"),
+        raw_message_delivery=spec.get("raw_message_delivery", False),
+    )
+    created.append((f"subscription {spec['topic']} -> {spec['queue']}", subscription.unsubscribe))
 
 
 def _report_drift(spec: dict[str, Any], current: dict[str, str]) -> None:
