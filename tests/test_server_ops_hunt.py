@@ -3,6 +3,7 @@ are read, the config applied whole or not at all, metrics and stops."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -181,5 +182,43 @@ def test_a_refused_config_leaves_what_was_there_before_it(tmp_path: Path) -> Non
     try:
         assert error is not None and "bad" in error, error
         assert _stored(ctx) == (["orders"], ["events"], ["orders"])
+    finally:
+        ctx.close()
+
+
+def _redrive(dlq: str) -> str:
+    """A queue definition's attributes line: a RedrivePolicy naming ``dlq``."""
+    policy = {
+        "maxReceiveCount": 3,
+        "deadLetterTargetArn": f"arn:aws:sqs:us-east-1:123456789012:{dlq}",
+    }
+    return f"attributes = {{ RedrivePolicy = '{json.dumps(policy)}' }}\n"
+
+
+def test_a_dead_letter_queue_defined_after_its_source_is_made_first(tmp_path: Path) -> None:
+    # A config declares queues: "jobs" then its DLQ "jobs-dlq" below it is as natural an order
+    # as the other. AWS refuses a RedrivePolicy naming a queue that does not exist yet, so the
+    # DLQs the config defines are created before the queues whose RedrivePolicy names them.
+    ctx, error = _apply(
+        tmp_path,
+        f'[[queues]]\nname = "jobs"\n{_redrive("jobs-retry")}'
+        f'[[queues]]\nname = "jobs-retry"\n{_redrive("jobs-dlq")}'
+        '[[queues]]\nname = "jobs-dlq"\n',
+    )
+    try:
+        assert error is None, error
+        broker = ctx.broker()
+        assert broker.list_queues() == ["jobs", "jobs-dlq", "jobs-retry"]
+        assert "jobs-retry" in broker.queue("jobs").get_attributes()["RedrivePolicy"]
+        assert "jobs-dlq" in broker.queue("jobs-retry").get_attributes()["RedrivePolicy"]
+    finally:
+        ctx.close()
+
+
+def test_a_dead_letter_queue_defined_nowhere_is_still_refused(tmp_path: Path) -> None:
+    ctx, error = _apply(tmp_path, f'[[queues]]\nname = "jobs"\n{_redrive("jobs-dlq")}')
+    try:
+        assert error is not None and "jobs" in error and "does not exist" in error, error
+        assert ctx.broker().list_queues() == []
     finally:
         ctx.close()

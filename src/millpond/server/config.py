@@ -28,7 +28,8 @@
     filter_policy = { kind = ["order"] }
     raw_message_delivery = true
 
-Definitions are created at start-up in file order and left alone when they already exist.
+Definitions are created at start-up in file order (but a dead-letter queue before the queues
+whose RedrivePolicy names it) and left alone when they already exist.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def apply(config: dict[str, Any], ctx: Any) -> list[str]:
     """
     created: list[tuple[str, Callable[[], object]]] = []  # what, and how to remove it again
     try:
-        for spec in config.get("queues", []):
+        for spec in _dead_letter_queues_first(config.get("queues", []), ctx.region):
             with _naming(f"queue {spec['name']!r}"):
                 _apply_queue(spec, ctx, created)
         for spec in config.get("topics", []):
@@ -206,6 +207,41 @@ def apply(config: dict[str, Any], ctx: Any) -> list[str]:
             remove()
         raise
     return [what for what, _ in created]
+
+
+def _dead_letter_queues_first(specs: list[dict[str, Any]], region: str) -> list[dict[str, Any]]:
+    """The queue definitions in file order, but each dead-letter queue the config defines before
+    the queues whose RedrivePolicy names it: SQS refuses a RedrivePolicy naming a queue that
+    does not exist yet, and the config says what queues to have, not in which order to make them.
+    """
+    first_of: dict[tuple[str, str] | None, int] = {}  # (region, name) -> its first definition
+    for index, spec in enumerate(specs):
+        first_of.setdefault((spec.get("region") or region, spec["name"]), index)
+    order: list[int] = []
+
+    def place(index: int, waiting: frozenset[int]) -> None:
+        if index in order or index in waiting:  # placed already, or a loop of redrives
+            return
+        target = first_of.get(_dead_letter_target(specs[index]))
+        if target is not None:
+            place(target, waiting | {index})
+        order.append(index)
+
+    for index in range(len(specs)):
+        place(index, frozenset())
+    return [specs[index] for index in order]
+
+
+def _dead_letter_target(spec: dict[str, Any]) -> tuple[str, str] | None:
+    """(region, name) of the queue a definition's RedrivePolicy names; None if none (or if the
+    policy is malformed: creating the queue says what is wrong with it)."""
+    policy = (spec.get("attributes") or {}).get("RedrivePolicy")
+    try:
+        arn = json.loads(policy)["deadLetterTargetArn"] if isinstance(policy, str) else None
+    except (ValueError, TypeError, KeyError):
+        return None
+    parts = arn.split(":") if isinstance(arn, str) else []
+    return (parts[3], parts[5]) if len(parts) == 6 else None
 
 
 def _apply_queue(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
