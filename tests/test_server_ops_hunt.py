@@ -4,6 +4,7 @@ are read, the config applied whole or not at all, metrics and stops."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -222,3 +223,37 @@ def test_a_dead_letter_queue_defined_nowhere_is_still_refused(tmp_path: Path) ->
         assert ctx.broker().list_queues() == []
     finally:
         ctx.close()
+
+
+def test_a_subscription_or_topic_changed_in_the_config_is_reported_not_silently_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As for a queue: left as it is (the README's "left alone"), but the operator who edited
+    # the filter policy is told it did not take, instead of wondering why messages still come.
+    before = (
+        '[[queues]]\nname = "orders"\n'
+        '[[topics]]\nname = "events"\nattributes = { DisplayName = "Events" }\n'
+        '[[subscriptions]]\ntopic = "events"\nqueue = "orders"\n'
+        'filter_policy = { kind = ["order"] }\n'
+    )
+    ctx, error = _apply(tmp_path, before)
+    ctx.close()
+    assert error is None, error
+    with caplog.at_level(logging.WARNING, logger="millpond.server"):
+        ctx, error = _apply(tmp_path, before)  # unchanged: not a word
+        ctx.close()
+        assert error is None and caplog.messages == [], caplog.messages
+        after = before.replace('["order"]', '["refund"]').replace('"Events"', '"All events"')
+        ctx, error = _apply(tmp_path, after + "raw_message_delivery = true\n")
+    try:
+        assert error is None, error
+        broker = ctx.broker()
+        (sub,) = broker.topic("events").list_subscriptions()
+        assert sub.get_attributes()["FilterPolicy"] == '{"kind":["order"]}'  # left as it is
+        assert broker.topic("events").get_attributes()["DisplayName"] == "Events"
+    finally:
+        ctx.close()
+    warnings = "\n".join(caplog.messages)
+    assert "events" in warnings and "DisplayName" in warnings, warnings
+    assert "orders" in warnings and "FilterPolicy" in warnings, warnings
+    assert "RawMessageDelivery" in warnings, warnings

@@ -247,7 +247,8 @@ def _dead_letter_target(spec: dict[str, Any]) -> tuple[str, str] | None:
 def _apply_queue(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
     broker = ctx.broker(spec.get("region"))
     if spec["name"] in broker.list_queues(spec["name"]):
-        _report_drift(spec, broker.queue(spec["name"]).get_attributes())
+        current = broker.queue(spec["name"]).get_attributes()
+        _report_drift(f"queue {spec['name']!r}", spec.get("attributes"), current)
         return
     broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
     created.append((f"queue {spec['name']}", functools.partial(broker.delete_queue, spec["name"])))
@@ -256,6 +257,8 @@ def _apply_queue(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
 def _apply_topic(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
     broker = ctx.broker(spec.get("region"))
     if spec["name"] in broker.list_topics():
+        current = broker.topic(spec["name"]).get_attributes()
+        _report_drift(f"topic {spec['name']!r}", spec.get("attributes"), current)
         return
     broker.create_topic(spec["name"], spec.get("attributes"))
     created.append((f"topic {spec['name']}", functools.partial(broker.delete_topic, spec["name"])))
@@ -267,42 +270,54 @@ def _apply_subscription(spec: dict[str, Any], ctx: Any, created: list[Any]) -> N
     queue = broker.queue(spec["queue"])
     # looked up, not told apart by Subscribe's answer: it returns an existing subscription
     # with the same attributes as if it had made it (and that one is not ours to remove)
-    if any(sub.endpoint == queue.arn for sub in topic.list_subscriptions()):
-        return
+    wanted = {
+        "FilterPolicy": spec.get("filter_policy"),
+        "FilterPolicyScope": spec.get("filter_policy_scope", "MessageAttributes"),
+        "RawMessageDelivery": spec.get("raw_message_delivery", False),
+    }
+    for existing in topic.list_subscriptions():
+        if existing.endpoint == queue.arn:
+            # a subscription without a filter policy has no FilterPolicyScope: SNS's default
+            current = {"FilterPolicyScope": "MessageAttributes", **existing.get_attributes()}
+            what = f"subscription {spec['topic']!r} -> {spec['queue']!r}"
+            _report_drift(what, wanted, current)
+            return
     subscription = topic.subscribe(
         queue,
-        filter_policy=spec.get("filter_policy"),
-        filter_policy_scope=spec.get("filter_policy_scope", "MessageAttributes"),
-        raw_message_delivery=spec.get("raw_message_delivery", False),
+        filter_policy=wanted["FilterPolicy"],
+        filter_policy_scope=wanted["FilterPolicyScope"],
+        raw_message_delivery=wanted["RawMessageDelivery"],
     )
     created.append((f"subscription {spec['topic']} -> {spec['queue']}", subscription.unsubscribe))
 
 
-def _report_drift(spec: dict[str, Any], current: dict[str, str]) -> None:
-    """Warn that a queue's attributes differ from its (changed) definition: they are left as
-    they are, and an operator editing the file would otherwise never learn it."""
+def _report_drift(what: str, wanted: dict[str, Any] | None, current: dict[str, str]) -> None:
+    """Warn that a predefined queue, topic or subscription differs from its (changed)
+    definition: it is left as it is, and an operator editing the file would otherwise never
+    learn it."""
     differ = sorted(
         name
-        for name, value in (spec.get("attributes") or {}).items()
+        for name, value in (wanted or {}).items()
         if _comparable(value) != _comparable(current.get(name))
     )
     if differ:
         logging.getLogger("millpond.server").warning(
-            "predefined queue %r exists with other %s than the config's: left as they are "
-            "(SetQueueAttributes changes them)",
-            spec["name"],
+            "predefined %s exists with other %s than the config's: left as they are "
+            "(the API's Set*Attributes changes them)",
+            what,
             ", ".join(differ),
         )
 
 
 def _comparable(value: Any) -> Any:
-    """An attribute value as compared: TOML true/60 as "true"/"60", JSON by its content."""
+    """An attribute value as compared: TOML true/60 as "true"/"60", JSON by its content (a
+    TOML table, as a filter policy may be written, is that content already)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str) and value.lstrip().startswith("{"):
         with contextlib.suppress(ValueError):
             return json.loads(value)
-    return None if value is None else str(value)
+    return value if value is None or isinstance(value, dict) else str(value)
 
 
 @contextlib.contextmanager
