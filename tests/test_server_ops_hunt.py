@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -257,3 +258,29 @@ def test_a_subscription_or_topic_changed_in_the_config_is_reported_not_silently_
     assert "events" in warnings and "DisplayName" in warnings, warnings
     assert "orders" in warnings and "FilterPolicy" in warnings, warnings
     assert "RawMessageDelivery" in warnings, warnings
+
+
+# -- stopping -----------------------------------------------------------------------------------
+
+
+def test_a_request_whose_body_is_on_its_way_at_sigterm_is_answered_not_refused(
+    tmp_path: Path,
+) -> None:
+    # SDKs write a request's head and its body separately (botocore does): a SIGTERM that
+    # falls between the two must not answer the request "408 Request timeout" (the client
+    # sent it whole and at once; a graceful stop answers what was sent). Only a body that does
+    # not come (test_server_operations: a stalled one) is cut off.
+    daemon = Daemon(str(tmp_path / "data"))
+    body = b'{"QueueName": "made-during-the-stop"}'
+    try:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+            sock.sendall(_head("CreateQueue", b"Content-Length: %d\r\n" % len(body)))
+            time.sleep(0.3)  # the daemon has the head and waits for the body
+            daemon.process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            sock.sendall(body)
+            received, _ = _read_until_closed(sock, seconds=10)
+    finally:
+        code = daemon.stop()
+    assert received.startswith(b"HTTP/1.1 200"), received
+    assert code == 0, daemon.log()

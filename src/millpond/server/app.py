@@ -40,6 +40,9 @@ SNS_VERSION = "2010-03-31"
 MAX_BODY = 6 * 1024 * 1024
 # The most a client may take to send a request body (env: tests shorten it).
 BODY_TIMEOUT_S = float(os.environ.get("MILLPOND_BODY_TIMEOUT_S", "30"))
+# On a stop, how long a request may still take to send the rest of its body: time for a body
+# already on its way, not for a client that stalled.
+STOP_BODY_GRACE_S = 1.0
 # SNS actions a daemon that checks signatures still takes unsigned, as SNS does: the token in a
 # SubscribeURL is the proof, and an UnsubscribeURL works unless AuthenticateOnUnsubscribe.
 _UNSIGNED_SNS = frozenset(("ConfirmSubscription", "Unsubscribe"))
@@ -161,9 +164,13 @@ class App:
             reading.pop(task, None)
 
     def cut_off_body_reads(self) -> None:
-        """On shutdown: requests still reading their body end now with a 408, instead of
-        holding the stop for as long as their client takes (or for good, when it stalled)."""
-        self._cancel_reads(self._reading)
+        """On shutdown: requests still reading their body STOP_BODY_GRACE_S from now end with
+        a 408, instead of holding the stop for as long as their client takes (or for good, when
+        it stalled). Not at once: SDKs write a request's head and body separately, and a stop
+        that falls between the two must not refuse a request its client sent whole."""
+        asyncio.get_running_loop().call_later(
+            STOP_BODY_GRACE_S, lambda: self._cancel_reads(self._reading)
+        )
 
     def _cancel_reads(self, tasks: Any) -> None:
         for task in list(tasks):
