@@ -284,3 +284,40 @@ def test_a_request_whose_body_is_on_its_way_at_sigterm_is_answered_not_refused(
         code = daemon.stop()
     assert received.startswith(b"HTTP/1.1 200"), received
     assert code == 0, daemon.log()
+
+
+DEFINED_TWICE = {
+    # a copied definition whose name was not changed: the second one was reported as a queue
+    # that "exists with other attributes" (made a moment before by the first), and started
+    "queue": '[[queues]]\nname = "a"\n[[queues]]\nname = "a"\nattributes = { DelaySeconds = 5 }\n',
+    "queue_in_the_default_region_named": (
+        '[[queues]]\nname = "a"\n[[queues]]\nname = "a"\nregion = "us-east-1"\n'
+    ),
+    "topic": '[[topics]]\nname = "t"\n[[topics]]\nname = "t"\n',
+    "subscription": (
+        '[[queues]]\nname = "a"\n[[topics]]\nname = "t"\n'
+        '[[subscriptions]]\ntopic = "t"\nqueue = "a"\n'
+        '[[subscriptions]]\ntopic = "t"\nqueue = "a"\nraw_message_delivery = true\n'
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEFINED_TWICE))
+def test_a_definition_given_twice_is_refused(tmp_path: Path, case: str) -> None:
+    ctx, error = _apply(tmp_path, DEFINED_TWICE[case])
+    try:
+        assert error is not None and "defined twice" in error, error
+        assert _stored(ctx) == ([], [], [])
+    finally:
+        ctx.close()
+
+
+def test_one_name_in_two_regions_is_two_queues(tmp_path: Path) -> None:
+    ctx, error = _apply(
+        tmp_path, '[[queues]]\nname = "a"\n[[queues]]\nname = "a"\nregion = "eu-west-1"\n'
+    )
+    try:
+        assert error is None, error
+        assert ctx.broker("eu-west-1").list_queues() == ctx.broker().list_queues() == ["a"]
+    finally:
+        ctx.close()

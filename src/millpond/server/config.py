@@ -191,6 +191,7 @@ def apply(config: dict[str, Any], ctx: Any) -> list[str]:
     created before that is removed again: the daemon does not start, and a config half applied
     would leave queues the next start takes for the operator's own (and leaves alone).
     """
+    _refuse_duplicates(config, ctx.region)
     created: list[tuple[str, Callable[[], object]]] = []  # what, and how to remove it again
     try:
         for spec in _dead_letter_queues_first(config.get("queues", []), ctx.region):
@@ -207,6 +208,25 @@ def apply(config: dict[str, Any], ctx: Any) -> list[str]:
             remove()
         raise
     return [what for what, _ in created]
+
+
+# What names a definition, besides its region.
+_IDENTITY = {"queues": ("name",), "topics": ("name",), "subscriptions": ("topic", "queue")}
+
+
+def _refuse_duplicates(config: dict[str, Any], region: str) -> None:
+    """Refuse a definition given twice (a copy whose name was not changed, say): the second
+    would be taken for one that exists already, and left unapplied."""
+    for section, keys in _IDENTITY.items():
+        seen = set()
+        for number, spec in enumerate(config.get(section, []), 1):
+            identity = (spec.get("region") or region, *(spec[key] for key in keys))
+            if identity in seen:
+                named = " -> ".join(identity[1:])
+                raise ConfigError(
+                    f"[[{section}]] #{number}: {named!r} in {identity[0]} is defined twice"
+                )
+            seen.add(identity)
 
 
 def _dead_letter_queues_first(specs: list[dict[str, Any]], region: str) -> list[dict[str, Any]]:
