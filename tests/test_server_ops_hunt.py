@@ -321,3 +321,24 @@ def test_one_name_in_two_regions_is_two_queues(tmp_path: Path) -> None:
         assert ctx.broker("eu-west-1").list_queues() == ctx.broker().list_queues() == ["a"]
     finally:
         ctx.close()
+
+
+def test_a_queues_tags_changed_in_the_config_are_reported_not_silently_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = '[[queues]]\nname = "orders"\ntags = { team = "shop" }\n'
+    ctx, error = _apply(tmp_path, before)
+    ctx.close()
+    assert error is None, error
+    with caplog.at_level(logging.WARNING, logger="millpond.server"):
+        ctx, error = _apply(tmp_path, before)  # unchanged: not a word
+        ctx.close()
+        assert error is None and caplog.messages == [], caplog.messages
+        ctx, error = _apply(tmp_path, before.replace('"shop"', '"billing"'))
+    try:
+        assert error is None, error
+        assert ctx.broker().queue("orders").tags() == {"team": "shop"}  # left as they are
+    finally:
+        ctx.close()
+    warnings = "\n".join(caplog.messages)
+    assert "orders" in warnings and "tags" in warnings, warnings

@@ -267,8 +267,11 @@ def _dead_letter_target(spec: dict[str, Any]) -> tuple[str, str] | None:
 def _apply_queue(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
     broker = ctx.broker(spec.get("region"))
     if spec["name"] in broker.list_queues(spec["name"]):
-        current = broker.queue(spec["name"]).get_attributes()
-        _report_drift(f"queue {spec['name']!r}", spec.get("attributes"), current)
+        queue = broker.queue(spec["name"])
+        wanted, current = dict(spec.get("attributes") or {}), queue.get_attributes()
+        if "tags" in spec:  # compared as a whole: a tag left out of the config counts too
+            wanted["tags"], current["tags"] = spec["tags"], queue.tags()
+        _report_drift(f"queue {spec['name']!r}", wanted, current)
         return
     broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
     created.append((f"queue {spec['name']}", functools.partial(broker.delete_queue, spec["name"])))
