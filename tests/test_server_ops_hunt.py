@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from millpond import cli
 from millpond.server import config as config_module
 from millpond.server.app import MAX_BODY
 from millpond.server.context import Context
@@ -342,3 +343,18 @@ def test_a_queues_tags_changed_in_the_config_are_reported_not_silently_kept(
         ctx.close()
     warnings = "\n".join(caplog.messages)
     assert "orders" in warnings and "tags" in warnings, warnings
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--threads", "--messages"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_demo_refuses_a_count_below_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    # --threads 0 was a ZeroDivisionError traceback; --messages -3 printed negative rates
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--data", str(tmp_path / "data"), option, value])
+    assert exit_.value.code == 2
+    assert f"{value!r} is not a number of at least 1" in capsys.readouterr().err
