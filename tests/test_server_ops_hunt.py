@@ -358,3 +358,40 @@ def test_demo_refuses_a_count_below_one(
         cli.main(["demo", "--data", str(tmp_path / "data"), option, value])
     assert exit_.value.code == 2
     assert f"{value!r} is not a number of at least 1" in capsys.readouterr().err
+
+
+def test_an_unchanged_queue_definition_is_not_reported_as_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQS writes a RedrivePolicy back in its own form (maxReceiveCount a number, whatever was
+    # sent; the AWS docs' examples send "maxReceiveCount": "5"): the stored form differs from
+    # the config's text, but the queue is as the config defines it.
+    policy = {
+        "deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:dlq",
+        "maxReceiveCount": "5",
+    }
+    text = (
+        '[[queues]]\nname = "dlq"\n'
+        f"[[queues]]\nname = \"jobs\"\nattributes = {{ RedrivePolicy = '{json.dumps(policy)}' }}\n"
+        '[[queues]]\nname = "jobs.fifo"\n'
+        'attributes = { FifoQueue = true, ContentBasedDeduplication = "true", DelaySeconds = 0 }\n'
+    )
+    ctx, error = _apply(tmp_path, text)
+    ctx.close()
+    assert error is None, error
+    with caplog.at_level(logging.WARNING, logger="millpond.server"):
+        ctx, error = _apply(tmp_path, text)
+        ctx.close()
+    assert error is None, error
+    assert caplog.messages == [], caplog.messages
+
+
+def test_a_bad_attribute_of_a_queue_that_exists_is_still_refused(tmp_path: Path) -> None:
+    ctx, error = _apply(tmp_path, '[[queues]]\nname = "jobs"\n')
+    ctx.close()
+    assert error is None, error
+    ctx, error = _apply(
+        tmp_path, '[[queues]]\nname = "jobs"\nattributes = { VisibilityTimeot = 60 }\n'
+    )
+    ctx.close()
+    assert error is not None and "jobs" in error and "VisibilityTimeot" in error, error

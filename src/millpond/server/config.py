@@ -43,7 +43,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from millpond import errors
+from millpond import errors, queue_attributes
 from millpond.server.context import valid_region
 
 if sys.version_info >= (3, 11):
@@ -268,10 +268,14 @@ def _apply_queue(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
     broker = ctx.broker(spec.get("region"))
     if spec["name"] in broker.list_queues(spec["name"]):
         queue = broker.queue(spec["name"])
-        wanted, current = dict(spec.get("attributes") or {}), queue.get_attributes()
-        if "tags" in spec:  # compared as a whole: a tag left out of the config counts too
-            wanted["tags"], current["tags"] = spec["tags"], queue.tags()
-        _report_drift(f"queue {spec['name']!r}", wanted, current)
+        current = queue.get_attributes()
+        # compared as CreateQueue compares them with an existing queue's: as SQS stores and
+        # writes them back (60 as "60", a RedrivePolicy's maxReceiveCount "5" as 5)
+        wanted = queue_attributes.normalize(spec.get("attributes"), creating=True)
+        differ = [name for name, value in wanted.items() if _mismatch(current, name, value)]
+        if "tags" in spec and spec["tags"] != queue.tags():  # a tag left out counts too
+            differ.append("tags")
+        _report_drift(f"queue {spec['name']!r}", differ)
         return
     broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
     created.append((f"queue {spec['name']}", functools.partial(broker.delete_queue, spec["name"])))
@@ -281,7 +285,7 @@ def _apply_topic(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
     broker = ctx.broker(spec.get("region"))
     if spec["name"] in broker.list_topics():
         current = broker.topic(spec["name"]).get_attributes()
-        _report_drift(f"topic {spec['name']!r}", spec.get("attributes"), current)
+        _report_drift(f"topic {spec['name']!r}", _differing(spec.get("attributes"), current))
         return
     broker.create_topic(spec["name"], spec.get("attributes"))
     created.append((f"topic {spec['name']}", functools.partial(broker.delete_topic, spec["name"])))
@@ -303,7 +307,7 @@ def _apply_subscription(spec: dict[str, Any], ctx: Any, created: list[Any]) -> N
             # a subscription without a filter policy has no FilterPolicyScope: SNS's default
             current = {"FilterPolicyScope": "MessageAttributes", **existing.get_attributes()}
             what = f"subscription {spec['topic']!r} -> {spec['queue']!r}"
-            _report_drift(what, wanted, current)
+            _report_drift(what, _differing(wanted, current))
             return
     subscription = topic.subscribe(
         queue,
@@ -314,21 +318,29 @@ def _apply_subscription(spec: dict[str, Any], ctx: Any, created: list[Any]) -> N
     created.append((f"subscription {spec['topic']} -> {spec['queue']}", subscription.unsubscribe))
 
 
-def _report_drift(what: str, wanted: dict[str, Any] | None, current: dict[str, str]) -> None:
-    """Warn that a predefined queue, topic or subscription differs from its (changed)
-    definition: it is left as it is, and an operator editing the file would otherwise never
-    learn it."""
-    differ = sorted(
+def _mismatch(current: dict[str, str], name: str, value: str) -> bool:
+    return queue_attributes.mismatch(current, {name: value}) is not None
+
+
+def _differing(wanted: dict[str, Any] | None, current: dict[str, str]) -> list[str]:
+    """The names of the ``wanted`` attributes whose value ``current`` does not have."""
+    return [
         name
         for name, value in (wanted or {}).items()
         if _comparable(value) != _comparable(current.get(name))
-    )
+    ]
+
+
+def _report_drift(what: str, differ: list[str]) -> None:
+    """Warn that a predefined queue, topic or subscription differs from its (changed)
+    definition: it is left as it is, and an operator editing the file would otherwise never
+    learn it."""
     if differ:
         logging.getLogger("millpond.server").warning(
             "predefined %s exists with other %s than the config's: left as they are "
             "(the API's Set*Attributes changes them)",
             what,
-            ", ".join(differ),
+            ", ".join(sorted(differ)),
         )
 
 
