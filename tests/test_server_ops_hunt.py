@@ -18,7 +18,8 @@ from millpond.server import config as config_module
 from millpond.server.app import MAX_BODY
 from millpond.server.context import Context
 
-from .daemon import Daemon
+from .daemon import Daemon, free_port
+from .test_server_operations import serve
 
 
 @pytest.fixture(scope="module")
@@ -395,3 +396,12 @@ def test_a_bad_attribute_of_a_queue_that_exists_is_still_refused(tmp_path: Path)
     )
     ctx.close()
     assert error is not None and "jobs" in error and "VisibilityTimeot" in error, error
+
+
+def test_one_port_for_http_and_the_native_protocol_is_refused_by_name(tmp_path: Path) -> None:
+    # It was uvicorn's "[Errno 98] ... address already in use" (exit 3), as if another
+    # program held the port: the native protocol, bound first, held it.
+    port = str(free_port())
+    code, out = serve(tmp_path, "--port", port, "--native-port", port, timeout=10)
+    assert code == 1, out
+    assert out.startswith("millpond serve: ") and "native" in out and port in out, out

@@ -212,10 +212,19 @@ def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> in
         given = getattr(args, name)
         return given if given is not None else settings.get(name, default)
 
+    port = int(pick("port", server.DEFAULT_PORT))  # type: ignore[call-overload]
+    native_port = pick("native_port", None)
+    # else uvicorn's "address already in use", as if another program held the port (the
+    # native protocol, bound first, does)
+    if native_port == port != 0:
+        raise config_module.ConfigError(
+            f"the native protocol cannot share the HTTP port {port}: give it another "
+            f"(native_port; {server.SUGGESTED_NATIVE_PORT} is usual)"
+        )
     server.serve(
         str(pick("data", _default_data_dir())),
         host=str(pick("host", "127.0.0.1")),
-        port=int(pick("port", server.DEFAULT_PORT)),  # type: ignore[call-overload]
+        port=port,
         config=config,
         durability=str(pick("durability", "fsync")),
         region=str(pick("region", "us-east-1")),
@@ -223,7 +232,7 @@ def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> in
         credentials=config_module.credentials(config),
         tls_cert=pick("tls_cert", None),
         tls_key=pick("tls_key", None),
-        native_port=pick("native_port", None),
+        native_port=native_port,
         max_regions=int(pick("max_regions", DEFAULT_MAX_REGIONS)),  # type: ignore[call-overload]
     )
     return 0
