@@ -1,5 +1,5 @@
 """Running the daemon, as an operator and an HTTP client meet it: bodies refused before they
-are read, the config applied whole or not at all, metrics and stops."""
+are read, the config applied whole or not at all, command-line checks, and stops."""
 
 from __future__ import annotations
 
@@ -262,32 +262,6 @@ def test_a_subscription_or_topic_changed_in_the_config_is_reported_not_silently_
     assert "RawMessageDelivery" in warnings, warnings
 
 
-# -- stopping -----------------------------------------------------------------------------------
-
-
-def test_a_request_whose_body_is_on_its_way_at_sigterm_is_answered_not_refused(
-    tmp_path: Path,
-) -> None:
-    # SDKs write a request's head and its body separately (botocore does): a SIGTERM that
-    # falls between the two must not answer the request "408 Request timeout" (the client
-    # sent it whole and at once; a graceful stop answers what was sent). Only a body that does
-    # not come (test_server_operations: a stalled one) is cut off.
-    daemon = Daemon(str(tmp_path / "data"))
-    body = b'{"QueueName": "made-during-the-stop"}'
-    try:
-        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
-            sock.sendall(_head("CreateQueue", b"Content-Length: %d\r\n" % len(body)))
-            time.sleep(0.3)  # the daemon has the head and waits for the body
-            daemon.process.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
-            sock.sendall(body)
-            received, _ = _read_until_closed(sock, seconds=10)
-    finally:
-        code = daemon.stop()
-    assert received.startswith(b"HTTP/1.1 200"), received
-    assert code == 0, daemon.log()
-
-
 DEFINED_TWICE = {
     # a copied definition whose name was not changed: the second one was reported as a queue
     # that "exists with other attributes" (made a moment before by the first), and started
@@ -346,21 +320,6 @@ def test_a_queues_tags_changed_in_the_config_are_reported_not_silently_kept(
     assert "orders" in warnings and "tags" in warnings, warnings
 
 
-# -- the command line ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("option", ["--threads", "--messages"])
-@pytest.mark.parametrize("value", ["0", "-3"])
-def test_demo_refuses_a_count_below_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
-) -> None:
-    # --threads 0 was a ZeroDivisionError traceback; --messages -3 printed negative rates
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["demo", "--data", str(tmp_path / "data"), option, value])
-    assert exit_.value.code == 2
-    assert f"{value!r} is not a number of at least 1" in capsys.readouterr().err
-
-
 def test_an_unchanged_queue_definition_is_not_reported_as_changed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -398,6 +357,21 @@ def test_a_bad_attribute_of_a_queue_that_exists_is_still_refused(tmp_path: Path)
     assert error is not None and "jobs" in error and "VisibilityTimeot" in error, error
 
 
+# -- the command line ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--threads", "--messages"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_demo_refuses_a_count_below_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    # --threads 0 was a ZeroDivisionError traceback; --messages -3 printed negative rates
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--data", str(tmp_path / "data"), option, value])
+    assert exit_.value.code == 2
+    assert f"{value!r} is not a number of at least 1" in capsys.readouterr().err
+
+
 def test_one_port_for_http_and_the_native_protocol_is_refused_by_name(tmp_path: Path) -> None:
     # It was uvicorn's "[Errno 98] ... address already in use" (exit 3), as if another
     # program held the port: the native protocol, bound first, held it.
@@ -405,3 +379,29 @@ def test_one_port_for_http_and_the_native_protocol_is_refused_by_name(tmp_path: 
     code, out = serve(tmp_path, "--port", port, "--native-port", port, timeout=10)
     assert code == 1, out
     assert out.startswith("millpond serve: ") and "native" in out and port in out, out
+
+
+# -- stopping -----------------------------------------------------------------------------------
+
+
+def test_a_request_whose_body_is_on_its_way_at_sigterm_is_answered_not_refused(
+    tmp_path: Path,
+) -> None:
+    # SDKs write a request's head and its body separately (botocore does): a SIGTERM that
+    # falls between the two must not answer the request "408 Request timeout" (the client
+    # sent it whole and at once; a graceful stop answers what was sent). Only a body that does
+    # not come (test_server_operations: a stalled one) is cut off.
+    daemon = Daemon(str(tmp_path / "data"))
+    body = b'{"QueueName": "made-during-the-stop"}'
+    try:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+            sock.sendall(_head("CreateQueue", b"Content-Length: %d\r\n" % len(body)))
+            time.sleep(0.3)  # the daemon has the head and waits for the body
+            daemon.process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            sock.sendall(body)
+            received, _ = _read_until_closed(sock, seconds=10)
+    finally:
+        code = daemon.stop()
+    assert received.startswith(b"HTTP/1.1 200"), received
+    assert code == 0, daemon.log()
