@@ -110,9 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     d = commands.add_parser("demo", help="send, receive and delete messages; print the rates")
     d.add_argument("--data", default=_default_data_dir())
-    d.add_argument("--messages", type=int, default=5000)
+    d.add_argument("--messages", type=_positive, default=5000)
     d.add_argument("--durability", choices=("fsync", "os"), default="fsync")
-    d.add_argument("--threads", type=int, default=8)
+    d.add_argument("--threads", type=_positive, default=8)
     d.add_argument("--body-size", type=int, default=100)
     sv = commands.add_parser("serve", help="run the daemon speaking the SQS and SNS APIs")
     sv.add_argument("--config", help="TOML file: [server] settings, predefined queues/topics")
@@ -212,10 +212,19 @@ def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> in
         given = getattr(args, name)
         return given if given is not None else settings.get(name, default)
 
+    port = int(pick("port", server.DEFAULT_PORT))  # type: ignore[call-overload]
+    native_port = pick("native_port", None)
+    # else uvicorn's "address already in use", as if another program held the port (the
+    # native protocol, bound first, does)
+    if native_port == port != 0:
+        raise config_module.ConfigError(
+            f"the native protocol cannot share the HTTP port {port}: give it another "
+            f"(native_port; {server.SUGGESTED_NATIVE_PORT} is usual)"
+        )
     server.serve(
         str(pick("data", _default_data_dir())),
         host=str(pick("host", "127.0.0.1")),
-        port=int(pick("port", server.DEFAULT_PORT)),  # type: ignore[call-overload]
+        port=port,
         config=config,
         durability=str(pick("durability", "fsync")),
         region=str(pick("region", "us-east-1")),
@@ -223,7 +232,7 @@ def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> in
         credentials=config_module.credentials(config),
         tls_cert=pick("tls_cert", None),
         tls_key=pick("tls_key", None),
-        native_port=pick("native_port", None),
+        native_port=native_port,
         max_regions=int(pick("max_regions", DEFAULT_MAX_REGIONS)),  # type: ignore[call-overload]
     )
     return 0

@@ -40,6 +40,9 @@ SNS_VERSION = "2010-03-31"
 MAX_BODY = 6 * 1024 * 1024
 # The most a client may take to send a request body (env: tests shorten it).
 BODY_TIMEOUT_S = float(os.environ.get("MILLPOND_BODY_TIMEOUT_S", "30"))
+# On a stop, how long a request may still take to send the rest of its body: time for a body
+# already on its way, not for a client that stalled.
+STOP_BODY_GRACE_S = 1.0
 # SNS actions a daemon that checks signatures still takes unsigned, as SNS does: the token in a
 # SubscribeURL is the proof, and an UnsubscribeURL works unless AuthenticateOnUnsubscribe.
 _UNSIGNED_SNS = frozenset(("ConfirmSubscription", "Unsubscribe"))
@@ -121,9 +124,7 @@ class App:
         """The whole body, refusing (413) anything over max_body before reading it all."""
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            await _respond(
-                send, 413, [(b"content-type", b"text/plain")], b"Request body too large\n"
-            )
+            await _refuse_body(send, 413, b"Request body too large\n")
             return None
         # A client that trickles its body, or stops sending it, is cut off after BODY_TIMEOUT_S
         # by the watchdog (one sweep a second for all requests: no timer per request).
@@ -146,9 +147,7 @@ class App:
                 size += len(chunk)
                 if size > self.max_body:
                     reading.pop(task, None)  # answered now: the watchdog must not cancel it
-                    await _respond(
-                        send, 413, [(b"content-type", b"text/plain")], b"Request body too large\n"
-                    )
+                    await _refuse_body(send, 413, b"Request body too large\n")
                     return None
                 chunks.append(chunk)
                 if not message.get("more_body"):
@@ -159,15 +158,19 @@ class App:
             reading.pop(task, None)  # before the reply: a later sweep must not cancel it again
             self._expired.discard(task)
             task.uncancel()
-            await _respond(send, 408, [(b"content-type", b"text/plain")], b"Request timeout\n")
+            await _refuse_body(send, 408, b"Request timeout\n")
             return None
         finally:
             reading.pop(task, None)
 
     def cut_off_body_reads(self) -> None:
-        """On shutdown: requests still reading their body end now with a 408, instead of
-        holding the stop for as long as their client takes (or for good, when it stalled)."""
-        self._cancel_reads(self._reading)
+        """On shutdown: requests still reading their body STOP_BODY_GRACE_S from now end with
+        a 408, instead of holding the stop for as long as their client takes (or for good, when
+        it stalled). Not at once: SDKs write a request's head and body separately, and a stop
+        that falls between the two must not refuse a request its client sent whole."""
+        asyncio.get_running_loop().call_later(
+            STOP_BODY_GRACE_S, lambda: self._cancel_reads(self._reading)
+        )
 
     def _cancel_reads(self, tasks: Any) -> None:
         for task in list(tasks):
@@ -396,6 +399,15 @@ def _text(headers: dict[bytes, bytes], name: bytes) -> str:
 async def _disconnected(receive: Any) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def _refuse_body(send: Any, status: int, text: bytes) -> None:
+    """Answer a request whose body was not read in full, and close its connection (RFC 9110
+    10.1.1: a server answering before it has read the whole content says whether it closes).
+    Kept open, the unread rest of the body would be read and dropped for as long as the client
+    streams it, or, after Expect: 100-continue, the client's next request taken for it."""
+    headers = [(b"content-type", b"text/plain"), (b"connection", b"close")]
+    await _respond(send, status, headers, text)
 
 
 async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -28,20 +28,22 @@
     filter_policy = { kind = ["order"] }
     raw_message_delivery = true
 
-Definitions are created at start-up in file order and left alone when they already exist.
+Definitions are created at start-up in file order (but a dead-letter queue before the queues
+whose RedrivePolicy names it) and left alone when they already exist.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from millpond import errors
+from millpond import errors, queue_attributes
 from millpond.server.context import valid_region
 
 if sys.version_info >= (3, 11):
@@ -185,69 +187,172 @@ def credentials(config: dict[str, Any]) -> dict[str, str] | None:
 def apply(config: dict[str, Any], ctx: Any) -> list[str]:
     """Create the predefined queues, topics and subscriptions; returns what it created.
 
-    Raises ConfigError naming the definition that cannot be created (and why).
+    Raises ConfigError naming the definition that cannot be created (and why). What this call
+    created before that is removed again: the daemon does not start, and a config half applied
+    would leave queues the next start takes for the operator's own (and leaves alone).
     """
-    created = []
-    for spec in config.get("queues", []):
-        with _naming(f"queue {spec['name']!r}"):
-            broker = ctx.broker(spec.get("region"))
-            if spec["name"] in broker.list_queues(spec["name"]):
-                _report_drift(spec, broker.queue(spec["name"]).get_attributes())
-                continue
-            broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
-            created.append(f"queue {spec['name']}")
-    for spec in config.get("topics", []):
-        with _naming(f"topic {spec['name']!r}"):
-            broker = ctx.broker(spec.get("region"))
-            if spec["name"] in broker.list_topics():
-                continue
-            broker.create_topic(spec["name"], spec.get("attributes"))
-            created.append(f"topic {spec['name']}")
-    for spec in config.get("subscriptions", []):
-        with _naming(f"subscription {spec['topic']!r} -> {spec['queue']!r}"):
-            broker = ctx.broker(spec.get("region"))
-            topic = broker.topic(spec["topic"])
-            queue = broker.queue(spec["queue"])
-            try:
-                topic.subscribe(
-                    queue,
-                    filter_policy=spec.get("filter_policy"),
-                    filter_policy_scope=spec.get("filter_policy_scope", "MessageAttributes"),
-                    raw_message_delivery=spec.get("raw_message_delivery", False),
+    _refuse_duplicates(config, ctx.region)
+    created: list[tuple[str, Callable[[], object]]] = []  # what, and how to remove it again
+    try:
+        for spec in _dead_letter_queues_first(config.get("queues", []), ctx.region):
+            with _naming(f"queue {spec['name']!r}"):
+                _apply_queue(spec, ctx, created)
+        for spec in config.get("topics", []):
+            with _naming(f"topic {spec['name']!r}"):
+                _apply_topic(spec, ctx, created)
+        for spec in config.get("subscriptions", []):
+            with _naming(f"subscription {spec['topic']!r} -> {spec['queue']!r}"):
+                _apply_subscription(spec, ctx, created)
+    except Exception:
+        for _, remove in reversed(created):
+            remove()
+        raise
+    return [what for what, _ in created]
+
+
+# What names a definition, besides its region.
+_IDENTITY = {"queues": ("name",), "topics": ("name",), "subscriptions": ("topic", "queue")}
+
+
+def _refuse_duplicates(config: dict[str, Any], region: str) -> None:
+    """Refuse a definition given twice (a copy whose name was not changed, say): the second
+    would be taken for one that exists already, and left unapplied."""
+    for section, keys in _IDENTITY.items():
+        seen = set()
+        for number, spec in enumerate(config.get(section, []), 1):
+            identity = (spec.get("region") or region, *(spec[key] for key in keys))
+            if identity in seen:
+                named = " -> ".join(identity[1:])
+                raise ConfigError(
+                    f"[[{section}]] #{number}: {named!r} in {identity[0]} is defined twice"
                 )
-            except errors.MillpondError as exc:
-                if "already exists" not in str(exc):
-                    raise
-                continue
-            created.append(f"subscription {spec['topic']} -> {spec['queue']}")
-    return created
+            seen.add(identity)
 
 
-def _report_drift(spec: dict[str, Any], current: dict[str, str]) -> None:
-    """Warn that a queue's attributes differ from its (changed) definition: they are left as
-    they are, and an operator editing the file would otherwise never learn it."""
-    differ = sorted(
-        name
-        for name, value in (spec.get("attributes") or {}).items()
-        if _comparable(value) != _comparable(current.get(name))
+def _dead_letter_queues_first(specs: list[dict[str, Any]], region: str) -> list[dict[str, Any]]:
+    """The queue definitions in file order, but each dead-letter queue the config defines before
+    the queues whose RedrivePolicy names it: SQS refuses a RedrivePolicy naming a queue that
+    does not exist yet, and the config says what queues to have, not in which order to make them.
+    """
+    first_of: dict[tuple[str, str] | None, int] = {}  # (region, name) -> its first definition
+    for index, spec in enumerate(specs):
+        first_of.setdefault((spec.get("region") or region, spec["name"]), index)
+    order: list[int] = []
+
+    def place(index: int, waiting: frozenset[int]) -> None:
+        if index in order or index in waiting:  # placed already, or a loop of redrives
+            return
+        target = first_of.get(_dead_letter_target(specs[index]))
+        if target is not None:
+            place(target, waiting | {index})
+        order.append(index)
+
+    for index in range(len(specs)):
+        place(index, frozenset())
+    return [specs[index] for index in order]
+
+
+def _dead_letter_target(spec: dict[str, Any]) -> tuple[str, str] | None:
+    """(region, name) of the queue a definition's RedrivePolicy names; None if none (or if the
+    policy is malformed: creating the queue says what is wrong with it)."""
+    policy = (spec.get("attributes") or {}).get("RedrivePolicy")
+    try:
+        arn = json.loads(policy)["deadLetterTargetArn"] if isinstance(policy, str) else None
+    except (ValueError, TypeError, KeyError):
+        return None
+    parts = arn.split(":") if isinstance(arn, str) else []
+    return (parts[3], parts[5]) if len(parts) == 6 else None
+
+
+def _apply_queue(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
+    broker = ctx.broker(spec.get("region"))
+    if spec["name"] in broker.list_queues(spec["name"]):
+        queue = broker.queue(spec["name"])
+        current = queue.get_attributes()
+        # compared as CreateQueue compares them with an existing queue's: as SQS stores and
+        # writes them back (60 as "60", a RedrivePolicy's maxReceiveCount "5" as 5)
+        wanted = queue_attributes.normalize(spec.get("attributes"), creating=True)
+        differ = [name for name, value in wanted.items() if _mismatch(current, name, value)]
+        if "tags" in spec and spec["tags"] != queue.tags():  # a tag left out counts too
+            differ.append("tags")
+        _report_drift(f"queue {spec['name']!r}", differ)
+        return
+    broker.create_queue(spec["name"], spec.get("attributes"), spec.get("tags"))
+    created.append((f"queue {spec['name']}", functools.partial(broker.delete_queue, spec["name"])))
+
+
+def _apply_topic(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
+    broker = ctx.broker(spec.get("region"))
+    if spec["name"] in broker.list_topics():
+        current = broker.topic(spec["name"]).get_attributes()
+        _report_drift(f"topic {spec['name']!r}", _differing(spec.get("attributes"), current))
+        return
+    broker.create_topic(spec["name"], spec.get("attributes"))
+    created.append((f"topic {spec['name']}", functools.partial(broker.delete_topic, spec["name"])))
+
+
+def _apply_subscription(spec: dict[str, Any], ctx: Any, created: list[Any]) -> None:
+    broker = ctx.broker(spec.get("region"))
+    topic = broker.topic(spec["topic"])
+    queue = broker.queue(spec["queue"])
+    # looked up, not told apart by Subscribe's answer: it returns an existing subscription
+    # with the same attributes as if it had made it (and that one is not ours to remove)
+    wanted = {
+        "FilterPolicy": spec.get("filter_policy"),
+        "FilterPolicyScope": spec.get("filter_policy_scope", "MessageAttributes"),
+        "RawMessageDelivery": spec.get("raw_message_delivery", False),
+    }
+    for existing in topic.list_subscriptions():
+        if existing.endpoint == queue.arn:
+            # a subscription without a filter policy has no FilterPolicyScope: SNS's default
+            current = {"FilterPolicyScope": "MessageAttributes", **existing.get_attributes()}
+            what = f"subscription {spec['topic']!r} -> {spec['queue']!r}"
+            _report_drift(what, _differing(wanted, current))
+            return
+    subscription = topic.subscribe(
+        queue,
+        filter_policy=wanted["FilterPolicy"],
+        filter_policy_scope=wanted["FilterPolicyScope"],
+        raw_message_delivery=wanted["RawMessageDelivery"],
     )
+    created.append((f"subscription {spec['topic']} -> {spec['queue']}", subscription.unsubscribe))
+
+
+def _mismatch(current: dict[str, str], name: str, value: str) -> bool:
+    return queue_attributes.mismatch(current, {name: value}) is not None
+
+
+def _differing(wanted: dict[str, Any] | None, current: dict[str, str]) -> list[str]:
+    """The names of the ``wanted`` attributes whose value ``current`` does not have."""
+    return [
+        name
+        for name, value in (wanted or {}).items()
+        if _comparable(value) != _comparable(current.get(name))
+    ]
+
+
+def _report_drift(what: str, differ: list[str]) -> None:
+    """Warn that a predefined queue, topic or subscription differs from its (changed)
+    definition: it is left as it is, and an operator editing the file would otherwise never
+    learn it."""
     if differ:
         logging.getLogger("millpond.server").warning(
-            "predefined queue %r exists with other %s than the config's: left as they are "
-            "(SetQueueAttributes changes them)",
-            spec["name"],
-            ", ".join(differ),
+            "predefined %s exists with other %s than the config's: left as they are "
+            "(the API's Set*Attributes changes them)",
+            what,
+            ", ".join(sorted(differ)),
         )
 
 
 def _comparable(value: Any) -> Any:
-    """An attribute value as compared: TOML true/60 as "true"/"60", JSON by its content."""
+    """An attribute value as compared: TOML true/60 as "true"/"60", JSON by its content (a
+    TOML table, as a filter policy may be written, is that content already)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str) and value.lstrip().startswith("{"):
         with contextlib.suppress(ValueError):
             return json.loads(value)
-    return None if value is None else str(value)
+    return value if value is None or isinstance(value, dict) else str(value)
 
 
 @contextlib.contextmanager
