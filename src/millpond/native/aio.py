@@ -149,8 +149,19 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         try:
             return await future
+        except asyncio.CancelledError:
+            if op == "queue.receive":
+                self._cancel(rid)
+            raise
         finally:
             self.pending.pop(rid, None)  # cancelled: its answer will be dropped
+
+    def _cancel(self, rid: int) -> None:
+        """Tell the daemon that nobody waits for long poll ``rid`` any more: left running, it
+        would take the next message and hide it for the visibility timeout. The cancel's own
+        answer is dropped, as it has no future."""
+        if self.error is None and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frames.cancel(next(self.ids), rid))
 
 
 class AsyncClient:

@@ -285,6 +285,9 @@ class Connection(asyncio.Protocol):
                 return
             self._hello(rid, kwargs)
             return
+        if op == frames.CANCEL:
+            self._cancel(rid, args)
+            return
         handler = OPERATIONS.get(op)
         if handler is None:
             self._answer_error(rid, ProtocolError(f"unknown operation {op[:100]!r}"))
@@ -296,6 +299,19 @@ class Connection(asyncio.Protocol):
             task.long_poll = True  # type: ignore[attr-defined]
         self.tasks[rid] = task
         self.server.running += 1
+
+    def _cancel(self, rid: int, args: list[Any]) -> None:
+        """End the long poll of request ``args[0]``: its caller stopped waiting (an asyncio
+        cancel), and a poll left running would take the next message and hide it for the
+        visibility timeout, answering nobody (sqs.long_poll gives back what it was taking).
+        Other requests run on: their writes stand whether or not anyone hears the answer."""
+        if len(args) != 1 or type(args[0]) is not int:
+            self._answer_error(rid, InvalidParameterValue("cancel takes one request id"))
+            return
+        task = self.tasks.get(args[0])
+        if task is not None and getattr(task, "long_poll", False):
+            task.cancel()
+        self._answer(rid, None, frames.CANCEL)
 
     def _hello(self, rid: int, options: dict[str, Any]) -> None:
         """The first request: protocol version, region, credentials (when the daemon has any)."""

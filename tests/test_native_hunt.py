@@ -1,0 +1,70 @@
+"""The native protocol, hunted: behaviour a user of the native clients would notice where they
+differ from the embedded broker or from SQS (see test_native.py for the protocol's basics)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from millpond.native import frames
+from millpond.native.aio import AsyncClient
+
+from .daemon import Daemon
+from .test_native import Raw
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = Daemon(str(tmp_path_factory.mktemp("native-hunt") / "data"), native=True)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"h{os.getpid()}-{next(_names)}"
+
+
+def _port(daemon: Daemon) -> int:
+    assert daemon.native_port is not None
+    return daemon.native_port
+
+
+def test_a_cancelled_async_long_poll_takes_no_later_message(daemon: Daemon, name: str) -> None:
+    # asyncio.wait_for(queue.receive(wait_seconds=20), 1) and a task group's cancel are how
+    # asyncio code stops waiting. The daemon's poll must stop with it: left running, it takes
+    # the next message sent and hides it for the visibility timeout, answering nobody.
+    async def scenario() -> None:
+        async with await AsyncClient.open("127.0.0.1", _port(daemon)) as broker:
+            queue = await broker.create_queue(name, {"VisibilityTimeout": "600"})
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(queue.receive(1, wait_seconds=20), 0.3)
+            await queue.send(b"for the next receive")
+            received = await queue.receive(1, wait_seconds=1)
+            assert [m.body for m in received] == [b"for the next receive"]
+
+    asyncio.run(scenario())
+
+
+def test_cancel_on_the_wire(daemon: Daemon, name: str) -> None:
+    raw = Raw(_port(daemon))
+    assert raw.call(2, "create_queue", None, [name], {})[1] == frames.OK
+    raw.send(3, "queue.receive", name, [1], {"wait_seconds": 20})
+    assert raw.call(4, "cancel", None, [3], {}) == [4, frames.OK, None]
+    # a cancel of nothing in flight, or of what is not a long poll, is answered all the same
+    assert raw.call(5, "cancel", None, [99], {}) == [5, frames.OK, None]
+    answer = raw.call(6, "cancel", None, ["3"], {})
+    assert answer[:2] == [6, frames.ERROR] and answer[2][0] == "InvalidParameterValue"
+    # the poll ended unanswered: the next answer is the next request's
+    hidden = ["ApproximateNumberOfMessagesNotVisible"]
+    answer = raw.call(7, "queue.get_attributes", name, [hidden], {})
+    assert answer == [7, frames.OK, {"ApproximateNumberOfMessagesNotVisible": "0"}]
+    raw.close()
