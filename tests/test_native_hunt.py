@@ -6,10 +6,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+import millpond
 from millpond.native import frames
 from millpond.native.aio import AsyncClient
 
@@ -68,3 +73,35 @@ def test_cancel_on_the_wire(daemon: Daemon, name: str) -> None:
     answer = raw.call(7, "queue.get_attributes", name, [hidden], {})
     assert answer == [7, frames.OK, {"ApproximateNumberOfMessagesNotVisible": "0"}]
     raw.close()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_long_poll_takes_no_later_message(daemon: Daemon, name: str) -> None:
+    # Thread A reads the socket for everyone (its own long poll); the main thread's long poll
+    # is interrupted (as by Ctrl-C caught in a loop). The daemon's poll must end with it, not
+    # take the next message for nobody.
+    with millpond.connect(daemon.native_url) as client:
+        a = client.create_queue(name + "-a")
+        b = client.create_queue(name + "-b", {"VisibilityTimeout": "600"})
+        reader = threading.Thread(target=lambda: a.receive(1, wait_seconds=10))
+        reader.start()
+        time.sleep(0.2)
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise _Interrupt()
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(_Interrupt):
+                b.receive(1, wait_seconds=20)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        b.send(b"for the next receive")
+        assert [m.body for m in b.receive(1, wait_seconds=1)] == [b"for the next receive"]
+        a.send(b"wake the reader")
+        reader.join(10)

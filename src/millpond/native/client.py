@@ -42,10 +42,11 @@ class _Slot:
     """One call awaiting its answer. ``lock`` is held from creation and released to wake the
     caller: with its answer, or with the reader's role handed on to it."""
 
-    __slots__ = ("rid", "lock", "done", "ok", "value")
+    __slots__ = ("rid", "long_poll", "lock", "done", "ok", "value")
 
-    def __init__(self, rid: int) -> None:
+    def __init__(self, rid: int, long_poll: bool = False) -> None:
         self.rid = rid
+        self.long_poll = long_poll  # a queue.receive: cancelled in the daemon when abandoned
         self.lock = threading.Lock()
         self.lock.acquire()
         self.done = False
@@ -83,7 +84,7 @@ class _Connection:
             raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
         if len(data) - 4 > self.max_frame:
             raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_frame))
-        slot = _Slot(rid)
+        slot = _Slot(rid, long_poll=op == "queue.receive")
         with self._state:
             if self.error is not None:
                 raise ConnectionLost(str(self.error))
@@ -143,9 +144,21 @@ class _Connection:
         """A caller stopped waiting: its answer goes nowhere, and if it had just been handed
         the reader's role, the role goes on to another call."""
         with self._state:
-            self._pending.pop(slot.rid, None)
+            waiting = self._pending.pop(slot.rid, None) is not None
             if self._reader is slot:
                 self._hand_on()
+        if waiting and slot.long_poll:
+            self._cancel(slot.rid)
+
+    def _cancel(self, rid: int) -> None:
+        """Tell the daemon that nobody waits for long poll ``rid`` any more: left running, it
+        would take the next message and hide it for the visibility timeout. The cancel's own
+        answer is dropped, as nobody waits for its id."""
+        try:
+            with self._send_lock:
+                self.sock.sendall(frames.cancel(next(self._ids), rid))
+        except OSError:
+            pass  # the connection broke: the daemon ends the polls of a connection that goes
 
     # -- the socket -------------------------------------------------------------------------------
 
