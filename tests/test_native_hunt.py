@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,3 +106,21 @@ def test_an_interrupted_long_poll_takes_no_later_message(daemon: Daemon, name: s
         assert [m.body for m in b.receive(1, wait_seconds=1)] == [b"for the next receive"]
         a.send(b"wake the reader")
         reader.join(10)
+
+
+def test_an_idle_client_carries_on_after_the_daemon_restarts(tmp_path: Path) -> None:
+    # The daemon was restarted (a deploy) while the client had no call in flight: nothing was
+    # lost, so the next call reconnects and is done, as the asyncio client's does, instead of
+    # raising ConnectionLost ("may or may not have been done") for a request never sent.
+    data = str(tmp_path / "data")
+    daemon = Daemon(data, native=True)
+    client = millpond.connect(daemon.native_url)
+    queue = client.create_queue("q")
+    daemon.stop()
+    again = Daemon(data, native=True, port=daemon.port, native_port=daemon.native_port)
+    try:
+        queue.send(b"after the restart")
+        assert [m.body for m in queue.receive(1)] == [b"after the restart"]
+    finally:
+        client.close()
+        again.stop()

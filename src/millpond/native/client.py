@@ -36,6 +36,7 @@ from millpond.native.proxies import (
 )
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)  # POSIX; elsewhere the first call finds out
 
 
 class _Slot:
@@ -159,6 +160,25 @@ class _Connection:
                 self.sock.sendall(frames.cancel(next(self._ids), rid))
         except OSError:
             pass  # the connection broke: the daemon ends the polls of a connection that goes
+
+    def broken(self) -> bool:
+        """Whether this connection can carry no more calls: it failed, or the daemon closed it
+        while no call was in flight (a restart; then it fails now). With calls in flight, their
+        reader finds out; without, the next call would send on a closed socket and raise
+        ConnectionLost for a request the daemon never got, where it can reconnect instead."""
+        if self.error is not None:
+            return True
+        if self._pending or _DONTWAIT is None:
+            return False
+        try:
+            closed = self.sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False  # open, and nothing to read
+        except OSError:
+            closed = True  # reset by the peer
+        if closed:
+            self.fail(ConnectionLost("the daemon closed the connection"))
+        return closed
 
     # -- the socket -------------------------------------------------------------------------------
 
@@ -296,7 +316,7 @@ class Client:
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         connection = self._connection
-        if connection is None or connection.error is not None:
+        if connection is None or connection.broken():
             connection = self._reconnect(connection)
         return connection.call(op, target, list(args), dict(kwargs) if kwargs else {})
 
