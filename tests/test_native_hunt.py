@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 import millpond
+from millpond import errors
 from millpond.native import frames
 from millpond.native.aio import AsyncClient
+from millpond.native.client import Client
 
 from .daemon import Daemon
 from .test_native import Raw
@@ -124,3 +126,48 @@ def test_an_idle_client_carries_on_after_the_daemon_restarts(tmp_path: Path) -> 
     finally:
         client.close()
         again.stop()
+
+
+@pytest.mark.parametrize("max_frame", [32 * 1024 * 1024, 64 * 1024])
+def test_a_request_is_held_to_the_daemons_limit_not_the_clients_answer_limit(
+    daemon: Daemon, name: str, max_frame: int
+) -> None:
+    # Client(max_frame=) is the largest *answer* it takes. Requests are the daemon's to limit
+    # (its greeting says how much): a request over it is refused alone, before it is sent,
+    # rather than cutting the connection and every other call in flight on it; and one within
+    # it is sent, whatever the client takes back.
+    port = _port(daemon)
+    with Client("127.0.0.1", port, max_frame=max_frame) as client:
+        queue = client.create_queue(name, {"MaximumMessageSize": "1048576"})
+        polls: list[Any] = []
+
+        def poll() -> None:
+            try:
+                polls.append(queue.receive(1, wait_seconds=5))
+            except Exception as exc:  # noqa: BLE001 - the test looks at it
+                polls.append(exc)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        time.sleep(0.2)
+        with pytest.raises(errors.InvalidParameterValue, match="over the limit of 16777216"):
+            queue.send(b"x" * frames.MAX_FRAME)
+        # within the daemon's limit: the daemon answers, as the embedded queue would
+        with pytest.raises(errors.MessageTooLong):
+            queue.send(b"x" * (1024 * 1024 + 1))
+        queue.send(b"wake")
+        poller.join(5)
+        assert [m.body for m in polls[0]] == [b"wake"]
+
+
+def test_the_async_client_holds_requests_to_the_daemons_limit(daemon: Daemon, name: str) -> None:
+    async def scenario() -> None:
+        port = _port(daemon)
+        async with await AsyncClient.open("127.0.0.1", port, max_frame=64 * 1024) as broker:
+            queue = await broker.create_queue(name)
+            assert await queue.send(b"x" * 100_000)  # over 64 KiB: the daemon takes it
+            with pytest.raises(errors.InvalidParameterValue, match="over the limit of 16777216"):
+                await queue.send(b"x" * frames.MAX_FRAME)
+            assert await broker.list_queues(name) == [name]  # the connection goes on
+
+    asyncio.run(scenario())

@@ -40,7 +40,8 @@ class _Connection(asyncio.Protocol):
     """One connection: frames in, answers to the futures of their request ids."""
 
     def __init__(self, max_frame: int, decode: Any) -> None:
-        self.max_frame = max_frame
+        self.max_frame = max_frame  # the largest answer taken: the client's to choose
+        self.max_request = frames.MAX_FRAME  # the daemon's limit, told by its greeting
         self.decode = decode
         self.transport: asyncio.Transport | None = None
         self.error: MillpondError | None = None
@@ -137,8 +138,8 @@ class _Connection(asyncio.Protocol):
             data = frames.frame(msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True))
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
-        if len(data) - 4 > self.max_frame:
-            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_frame))
+        if len(data) - 4 > self.max_request:
+            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_request))
         if not self._writable.is_set():  # the daemon reads slower than we write: wait
             await self._writable.wait()
             if self.error is not None:
@@ -217,6 +218,7 @@ class AsyncClient:
                 hello = frames.hello(greeting, region, key, secret)
             except ValueError as exc:
                 raise ProtocolError(str(exc)) from None
+            connection.max_request = frames.request_limit(greeting)
             assert connection.transport is not None
             connection.transport.write(hello)
             info = frames.welcome(await connection.next_frame(timeout))

@@ -65,7 +65,8 @@ class _Connection:
 
     def __init__(self, sock: socket.socket, max_frame: int, ext_hook: Any) -> None:
         self.sock = sock
-        self.max_frame = max_frame
+        self.max_frame = max_frame  # the largest answer taken: the client's to choose
+        self.max_request = frames.MAX_FRAME  # the daemon's limit, told by its greeting
         self.ext_hook = ext_hook
         self.error: MillpondError | None = None
         self._buffer = bytearray()
@@ -83,8 +84,8 @@ class _Connection:
             data = frames.frame(msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True))
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
-        if len(data) - 4 > self.max_frame:
-            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_frame))
+        if len(data) - 4 > self.max_request:
+            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_request))
         slot = _Slot(rid, long_poll=op == "queue.receive")
         with self._state:
             if self.error is not None:
@@ -252,7 +253,8 @@ class Client:
             required when it has any (the secret is not sent: it signs the daemon's nonce).
         connect_timeout: seconds to connect and greet (calls themselves wait for their
             answer as long as it takes: a long poll takes up to 20 s).
-        max_frame: the largest answer accepted, in bytes.
+        max_frame: the largest answer accepted, in bytes (requests are held to the daemon's
+            limit, which its greeting tells).
     """
 
     def __init__(
@@ -295,6 +297,7 @@ class Client:
                 sock.sendall(frames.hello(greeting, region, key, secret))
             except ValueError as exc:
                 raise ProtocolError(str(exc)) from None
+            connection.max_request = frames.request_limit(greeting)
             info = frames.welcome(connection.read_frame(timeout))
         except OSError as exc:
             connection.fail(ConnectionLost(f"greeting failed: {exc}"))

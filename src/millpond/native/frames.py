@@ -136,6 +136,13 @@ def too_long(size: int, limit: int) -> str:
     return f"frame of {size} bytes is over the limit of {limit} bytes"
 
 
+def request_limit(greeting: dict[str, Any]) -> int:
+    """The largest request frame the daemon takes, from its greeting: a larger one would make
+    it close the connection, failing every call in flight on it."""
+    limit = greeting.get("max_frame")
+    return limit if type(limit) is int and limit > 0 else MAX_FRAME
+
+
 def welcome(answer: Any) -> dict[str, Any]:
     """The daemon's answer to the hello: its facts (region, account_id, durability,
     implementation, max_frame); raises the daemon's error when it refused."""
