@@ -7,19 +7,21 @@ import asyncio
 import itertools
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 import millpond
 from millpond import errors
 from millpond.native import frames
 from millpond.native.aio import AsyncClient
-from millpond.native.client import Client
+from millpond.native.client import Client, _Connection
 
 from .daemon import Daemon
 from .test_native import Raw
@@ -171,3 +173,66 @@ def test_the_async_client_holds_requests_to_the_daemons_limit(daemon: Daemon, na
             assert await broker.list_queues(name) == [name]  # the connection goes on
 
     asyncio.run(scenario())
+
+
+def test_the_readers_role_goes_to_a_call_whose_request_is_sent() -> None:
+    # A Client's reader hands the socket on to a waiting call when its own answer comes. A call
+    # still sending its request (a big one, while the daemon is not reading: it stops while
+    # its answers are not taken) cannot read: handed the role, it left the answers of the
+    # calls already sent unread, so the daemon never read again, and all waited for its 60 s
+    # stall timeout. Here, by hand: the peer takes no request until the answered call is done.
+    ours, daemon_side = socket.socketpair()
+    connection = _Connection(ours, frames.MAX_FRAME, None)
+    results: dict[str, Any] = {}
+
+    def call(key: str, body: bytes) -> None:
+        results[key] = connection.call("queue.send", "q", [body], {})
+
+    reader = threading.Thread(target=call, args=("reader", b"r"))
+    reader.start()  # request 1: sent, and its thread reads the socket
+    _wait_for(lambda: connection._reader is not None)
+    first_lock = connection._send_lock
+    first_lock.acquire()  # the next call (request 2, big) waits to send...
+    big = threading.Thread(target=call, args=("big", b"x" * (8 * 1024 * 1024)))
+    big.start()
+    _wait_for(lambda: len(connection._pending) == 2)
+    connection._send_lock = threading.Lock()  # ...while request 3 goes before it
+    small = threading.Thread(target=call, args=("small", b"s"))
+    small.start()
+    _read_requests(daemon_side, [1, 3])  # requests 1 and 3 are on the wire
+    first_lock.release()  # request 2 now sends, and blocks: the peer reads nothing yet
+    time.sleep(0.1)
+    for rid in (1, 3):  # the peer answers requests 1 and 3
+        daemon_side.sendall(frames.frame(msgpack.packb([rid, frames.OK, f"id{rid}"])))
+    small.join(2)
+    done = not small.is_alive()
+    daemon_side.settimeout(5)
+    taken = 0
+    while taken < 8 * 1024 * 1024:  # now the peer reads request 2, and answers it
+        taken += len(daemon_side.recv(1 << 20))
+    daemon_side.sendall(frames.frame(msgpack.packb([2, frames.OK, "id2"])))
+    for thread in (reader, big, small):
+        thread.join(5)
+    connection.fail(errors.ConnectionLost("done"))
+    daemon_side.close()
+    assert done, "the answer of a sent call waited for a call still sending"
+    assert results == {"reader": "id1", "small": "id3", "big": "id2"}
+
+
+def _read_requests(sock: socket.socket, rids: list[int]) -> None:
+    """Read whole request frames from ``sock`` until those of ``rids`` came (no more)."""
+    sock.settimeout(5)
+    buffer = b""
+    while rids:
+        while len(buffer) < 4 or len(buffer) < 4 + int.from_bytes(buffer[:4], "big"):
+            buffer += sock.recv(1)  # byte by byte: nothing of a later frame is taken
+        length = int.from_bytes(buffer[:4], "big")
+        rids.remove(msgpack.unpackb(buffer[4 : 4 + length])[0])
+        buffer = b""
+
+
+def _wait_for(condition: Any) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)

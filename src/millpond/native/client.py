@@ -43,13 +43,14 @@ class _Slot:
     """One call awaiting its answer. ``lock`` is held from creation and released to wake the
     caller: with its answer, or with the reader's role handed on to it."""
 
-    __slots__ = ("rid", "long_poll", "lock", "done", "ok", "value")
+    __slots__ = ("rid", "long_poll", "lock", "sent", "done", "ok", "value")
 
     def __init__(self, rid: int, long_poll: bool = False) -> None:
         self.rid = rid
         self.long_poll = long_poll  # a queue.receive: cancelled in the daemon when abandoned
         self.lock = threading.Lock()
         self.lock.acquire()
+        self.sent = False  # its request is on the wire: its thread may read for everyone
         self.done = False
         self.ok = False
         self.value: Any = None
@@ -104,6 +105,7 @@ class _Connection:
 
     def _wait(self, slot: _Slot) -> Any:
         with self._state:
+            slot.sent = True
             if slot.done:
                 return slot.result()
             if self._reader is None:
@@ -136,10 +138,12 @@ class _Connection:
         return slot.result()
 
     def _hand_on(self) -> None:
-        """The reader is done: hand the socket to a call still waiting (caller holds _state)."""
-        self._reader = None
-        if self._pending:
-            self._reader = next(iter(self._pending.values()))
+        """The reader is done: hand the socket to a call still waiting whose request is sent
+        (caller holds _state). A call still sending cannot read: handed the role, it would
+        leave the others' answers unread, and the daemon, its answers not taken, stops reading
+        the rest of that request. With none sent, the next call done sending reads."""
+        self._reader = next((slot for slot in self._pending.values() if slot.sent), None)
+        if self._reader is not None:
             self._reader.lock.release()
 
     def _abandon(self, slot: _Slot) -> None:
