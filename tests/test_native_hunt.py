@@ -22,6 +22,7 @@ from millpond import errors
 from millpond.native import frames
 from millpond.native.aio import AsyncClient
 from millpond.native.client import Client, _Connection
+from millpond.native.server import MAX_IN_FLIGHT
 
 from .daemon import Daemon
 from .test_native import Raw
@@ -236,3 +237,24 @@ def _wait_for(condition: Any) -> None:
     while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_a_poll_cancelled_before_it_ran_frees_its_place(daemon: Daemon, name: str) -> None:
+    # A receive and its cancel read together (asyncio.wait_for(receive, 0.001) sends both at
+    # once) cancel a task that has not started: it must still leave the connection's count of
+    # requests running, or after MAX_IN_FLIGHT of them the connection serves nothing more
+    # (and the daemon's SIGTERM waits 30 s for requests that are not running).
+    raw = Raw(_port(daemon))
+    assert raw.call(2, "create_queue", None, [name], {})[1] == frames.OK
+    pairs = b""
+    for rid in range(3, 3 + 2 * (MAX_IN_FLIGHT + 1), 2):
+        pairs += frames.frame(
+            msgpack.packb([rid, "queue.receive", name, [1], {"wait_seconds": 20}])
+        )
+        pairs += frames.cancel(rid + 1, rid)
+    raw.sock.settimeout(2)
+    raw.sock.sendall(pairs)
+    for _ in range(MAX_IN_FLIGHT + 1):
+        assert raw.read()[1:] == [frames.OK, None]  # the cancels' answers, and no poll's
+    assert raw.call(1000, "list_queues", None, [name], {}) == [1000, frames.OK, [name]]
+    raw.close()

@@ -19,6 +19,7 @@ of the requests still running): never an exception out of a protocol callback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import os
@@ -297,6 +298,7 @@ class Connection(asyncio.Protocol):
         task = asyncio.ensure_future(self._run(rid, op, handler, target, args, kwargs))
         if op == "queue.receive":
             task.long_poll = True  # type: ignore[attr-defined]
+        task.add_done_callback(functools.partial(self._never_ran, rid))
         self.tasks[rid] = task
         self.server.running += 1
 
@@ -384,6 +386,14 @@ class Connection(asyncio.Protocol):
         else:
             self._answer(rid, result, op)
         finally:
+            self._done(rid)
+
+    def _never_ran(self, rid: int, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step ends without running _run's finally (a
+        cancel, or the client's leaving, read together with its request): its place among the
+        requests running is freed here, or it would be held for ever (MAX_IN_FLIGHT of them
+        stop the connection; the daemon's stop waits for them)."""
+        if self.tasks.get(rid) is task:
             self._done(rid)
 
     def _done(self, rid: int) -> None:
