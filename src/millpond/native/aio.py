@@ -48,6 +48,8 @@ class _Connection(asyncio.Protocol):
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.ids = itertools.count(2)  # 1 is the hello's
         self._buffer = bytearray()
+        self._polls: dict[int, Any] = {}  # long polls not answered: request id -> queue
+        self._cancels: dict[int, int] = {}  # a cancel's request id -> the long poll's
         # the greeting and the hello's answer, before any call (or the error that ended it)
         self._handshake: asyncio.Queue[Any] = asyncio.Queue()
         self.handshaking = True
@@ -93,9 +95,14 @@ class _Connection(asyncio.Protocol):
         rid, status, result = value
         if rid == frames.CONNECTION:
             raise errors.decode(result)
+        queue = self._polls.pop(rid, None) if self._polls else None
         future = self.pending.pop(rid, None)
-        if future is None or future.done():
-            return  # its caller was cancelled: the answer has nobody to go to
+        if future is None or future.done():  # its caller was cancelled
+            if rid in self._cancels:  # a cancel's answer: the poll's came before, if any
+                self._polls.pop(self._cancels.pop(rid), None)
+            elif queue is not None and status == frames.OK:
+                self._give_back(queue, result)
+            return
         if status == frames.OK:
             future.set_result(result)
         else:
@@ -146,23 +153,43 @@ class _Connection(asyncio.Protocol):
                 raise ConnectionLost(str(self.error))
         future = asyncio.get_running_loop().create_future()
         self.pending[rid] = future
+        if op == "queue.receive":
+            self._polls[rid] = target
         assert self.transport is not None
         self.transport.write(data)
         try:
             return await future
         except asyncio.CancelledError:
             if op == "queue.receive":
-                self._cancel(rid)
+                self._abandon_poll(rid, target, future)
             raise
         finally:
             self.pending.pop(rid, None)  # cancelled: its answer will be dropped
 
-    def _cancel(self, rid: int) -> None:
-        """Tell the daemon that nobody waits for long poll ``rid`` any more: left running, it
-        would take the next message and hide it for the visibility timeout. The cancel's own
-        answer is dropped, as it has no future."""
+    def _abandon_poll(self, rid: int, queue: Any, future: asyncio.Future[Any]) -> None:
+        """The caller of long poll ``rid`` was cancelled. Its messages, if they came, are
+        given back; a poll still waiting in the daemon is cancelled there: left running, it
+        would take the next message and hide it for the visibility timeout, for nobody. (An
+        answer that comes before the daemon reads the cancel is given back by _frame.)"""
+        if future.done() and not future.cancelled():  # answered as the caller was cancelled
+            self._give_back(queue, future.result())
+        elif rid in self._polls:
+            cancel = next(self.ids)
+            self._cancels[cancel] = rid
+            self._write(frames.cancel(cancel, rid))
+
+    def _give_back(self, queue: Any, messages: Any) -> None:
+        """Make the messages of a poll nobody takes visible again at once, as the daemon does
+        with those of a poll it cancels, rather than hidden for a visibility timeout."""
+        if messages:
+            handles = [[message.receipt_handle, 0] for message in messages]
+            request = [next(self.ids), "queue.change_visibility_entries", queue, [handles], {}]
+            self._write(frames.frame(msgpack.packb(request, use_bin_type=True)))  # answer unread
+
+    def _write(self, data: bytes) -> None:
+        """A request whose answer nobody awaits (dropped by _frame)."""
         if self.error is None and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frames.cancel(next(self.ids), rid))
+            self.transport.write(data)
 
 
 class AsyncClient:
