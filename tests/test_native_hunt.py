@@ -319,3 +319,19 @@ def test_no_message_is_lost_to_polls_cancelled_as_sends_wake_them(
             assert sorted(m.body for m in received) == sorted(f"m{i}".encode() for i in range(200))
 
     asyncio.run(scenario())
+
+
+def test_an_async_client_closed_while_it_connects_stays_closed(daemon: Daemon) -> None:
+    # close() during the (re)connect of a call: the connection made after it is not kept, as
+    # the sync Client's close waits for its connect and then closes it.
+    async def scenario() -> None:
+        client = AsyncClient("127.0.0.1", _port(daemon))
+        call = asyncio.ensure_future(client.list_queues())
+        await asyncio.sleep(0)  # the call is connecting
+        await client.close()
+        with pytest.raises(errors.BrokerClosed):
+            await call
+        with pytest.raises(errors.BrokerClosed):
+            await client.list_queues()
+
+    asyncio.run(scenario())

@@ -255,6 +255,9 @@ class AsyncClient:
             if isinstance(exc, asyncio.TimeoutError):
                 raise ConnectionLost(f"millpond://{self.host}:{self.port} did not greet") from None
             raise
+        if self._closed:  # closed while this connected: the connection is not kept
+            connection.fail(ConnectionLost("the client was closed"))
+            raise BrokerClosed("the client was closed")
         self.region, self.account_id = info["region"], info["account_id"]
         self._durability, self._implementation = info["durability"], info["implementation"]
         self._connection = connection
