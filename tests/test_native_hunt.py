@@ -335,3 +335,24 @@ def test_an_async_client_closed_while_it_connects_stays_closed(daemon: Daemon) -
             await client.list_queues()
 
     asyncio.run(scenario())
+
+
+def test_a_poll_answered_with_an_error_as_it_was_cancelled_raises_cancelled(
+    daemon: Daemon, name: str
+) -> None:
+    # The error answer is read, then the caller is cancelled before it resumes: the caller
+    # sees its cancellation (as asyncio promises), not the error of an answer it gave up.
+    async def scenario() -> None:
+        async with await AsyncClient.open("127.0.0.1", _port(daemon)) as broker:
+            queue = await broker.create_queue(name)
+            await broker.delete_queue(name)
+            poll = asyncio.ensure_future(queue.receive(1, wait_seconds=20))
+            await asyncio.sleep(0)  # the request is written
+            time.sleep(0.3)  # its error answer waits in the socket
+            loop = asyncio.get_running_loop()
+            # next iteration: the answer is read (the future gets its error), then the cancel
+            loop.call_soon(lambda: loop.call_soon(poll.cancel))
+            with pytest.raises(asyncio.CancelledError):
+                await poll
+
+    asyncio.run(scenario())

@@ -172,7 +172,8 @@ class _Connection(asyncio.Protocol):
         would take the next message and hide it for the visibility timeout, for nobody. (An
         answer that comes before the daemon reads the cancel is given back by _frame.)"""
         if future.done() and not future.cancelled():  # answered as the caller was cancelled
-            self._give_back(queue, future.result())
+            if future.exception() is None:  # (an error is dropped: the caller is cancelled)
+                self._give_back(queue, future.result())
         elif rid in self._polls:
             cancel = next(self.ids)
             self._cancels[cancel] = rid
