@@ -40,13 +40,16 @@ class _Connection(asyncio.Protocol):
     """One connection: frames in, answers to the futures of their request ids."""
 
     def __init__(self, max_frame: int, decode: Any) -> None:
-        self.max_frame = max_frame
+        self.max_frame = max_frame  # the largest answer taken: the client's to choose
+        self.max_request = frames.MAX_FRAME  # the daemon's limit, told by its greeting
         self.decode = decode
         self.transport: asyncio.Transport | None = None
         self.error: MillpondError | None = None
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.ids = itertools.count(2)  # 1 is the hello's
         self._buffer = bytearray()
+        self._polls: dict[int, Any] = {}  # long polls not answered: request id -> queue
+        self._cancels: dict[int, int] = {}  # a cancel's request id -> the long poll's
         # the greeting and the hello's answer, before any call (or the error that ended it)
         self._handshake: asyncio.Queue[Any] = asyncio.Queue()
         self.handshaking = True
@@ -92,9 +95,14 @@ class _Connection(asyncio.Protocol):
         rid, status, result = value
         if rid == frames.CONNECTION:
             raise errors.decode(result)
+        queue = self._polls.pop(rid, None) if self._polls else None
         future = self.pending.pop(rid, None)
-        if future is None or future.done():
-            return  # its caller was cancelled: the answer has nobody to go to
+        if future is None or future.done():  # its caller was cancelled
+            if rid in self._cancels:  # a cancel's answer: the poll's came before, if any
+                self._polls.pop(self._cancels.pop(rid), None)
+            elif queue is not None and status == frames.OK:
+                self._give_back(queue, result)
+            return
         if status == frames.OK:
             future.set_result(result)
         else:
@@ -137,20 +145,52 @@ class _Connection(asyncio.Protocol):
             data = frames.frame(msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True))
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
-        if len(data) - 4 > self.max_frame:
-            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_frame))
+        if len(data) - 4 > self.max_request:
+            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_request))
         if not self._writable.is_set():  # the daemon reads slower than we write: wait
             await self._writable.wait()
             if self.error is not None:
                 raise ConnectionLost(str(self.error))
         future = asyncio.get_running_loop().create_future()
         self.pending[rid] = future
+        if op == "queue.receive":
+            self._polls[rid] = target
         assert self.transport is not None
         self.transport.write(data)
         try:
             return await future
+        except asyncio.CancelledError:
+            if op == "queue.receive":
+                self._abandon_poll(rid, target, future)
+            raise
         finally:
             self.pending.pop(rid, None)  # cancelled: its answer will be dropped
+
+    def _abandon_poll(self, rid: int, queue: Any, future: asyncio.Future[Any]) -> None:
+        """The caller of long poll ``rid`` was cancelled. Its messages, if they came, are
+        given back; a poll still waiting in the daemon is cancelled there: left running, it
+        would take the next message and hide it for the visibility timeout, for nobody. (An
+        answer that comes before the daemon reads the cancel is given back by _frame.)"""
+        if future.done() and not future.cancelled():  # answered as the caller was cancelled
+            if future.exception() is None:  # (an error is dropped: the caller is cancelled)
+                self._give_back(queue, future.result())
+        elif rid in self._polls:
+            cancel = next(self.ids)
+            self._cancels[cancel] = rid
+            self._write(frames.cancel(cancel, rid))
+
+    def _give_back(self, queue: Any, messages: Any) -> None:
+        """Make the messages of a poll nobody takes visible again at once, as the daemon does
+        with those of a poll it cancels, rather than hidden for a visibility timeout."""
+        if messages:
+            handles = [[message.receipt_handle, 0] for message in messages]
+            request = [next(self.ids), "queue.change_visibility_entries", queue, [handles], {}]
+            self._write(frames.frame(msgpack.packb(request, use_bin_type=True)))  # answer unread
+
+    def _write(self, data: bytes) -> None:
+        """A request whose answer nobody awaits (dropped by _frame)."""
+        if self.error is None and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
 
 class AsyncClient:
@@ -206,6 +246,7 @@ class AsyncClient:
                 hello = frames.hello(greeting, region, key, secret)
             except ValueError as exc:
                 raise ProtocolError(str(exc)) from None
+            connection.max_request = frames.request_limit(greeting)
             assert connection.transport is not None
             connection.transport.write(hello)
             info = frames.welcome(await connection.next_frame(timeout))
@@ -215,6 +256,9 @@ class AsyncClient:
             if isinstance(exc, asyncio.TimeoutError):
                 raise ConnectionLost(f"millpond://{self.host}:{self.port} did not greet") from None
             raise
+        if self._closed:  # closed while this connected: the connection is not kept
+            connection.fail(ConnectionLost("the client was closed"))
+            raise BrokerClosed("the client was closed")
         self.region, self.account_id = info["region"], info["account_id"]
         self._durability, self._implementation = info["durability"], info["implementation"]
         self._connection = connection

@@ -36,18 +36,21 @@ from millpond.native.proxies import (
 )
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)  # POSIX; elsewhere the first call finds out
 
 
 class _Slot:
     """One call awaiting its answer. ``lock`` is held from creation and released to wake the
     caller: with its answer, or with the reader's role handed on to it."""
 
-    __slots__ = ("rid", "lock", "done", "ok", "value")
+    __slots__ = ("rid", "long_poll", "lock", "sent", "done", "ok", "value")
 
-    def __init__(self, rid: int) -> None:
+    def __init__(self, rid: int, long_poll: bool = False) -> None:
         self.rid = rid
+        self.long_poll = long_poll  # a queue.receive: cancelled in the daemon when abandoned
         self.lock = threading.Lock()
         self.lock.acquire()
+        self.sent = False  # its request is on the wire: its thread may read for everyone
         self.done = False
         self.ok = False
         self.value: Any = None
@@ -63,7 +66,8 @@ class _Connection:
 
     def __init__(self, sock: socket.socket, max_frame: int, ext_hook: Any) -> None:
         self.sock = sock
-        self.max_frame = max_frame
+        self.max_frame = max_frame  # the largest answer taken: the client's to choose
+        self.max_request = frames.MAX_FRAME  # the daemon's limit, told by its greeting
         self.ext_hook = ext_hook
         self.error: MillpondError | None = None
         self._buffer = bytearray()
@@ -81,9 +85,9 @@ class _Connection:
             data = frames.frame(msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True))
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
-        if len(data) - 4 > self.max_frame:
-            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_frame))
-        slot = _Slot(rid)
+        if len(data) - 4 > self.max_request:
+            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_request))
+        slot = _Slot(rid, long_poll=op == "queue.receive")
         with self._state:
             if self.error is not None:
                 raise ConnectionLost(str(self.error))
@@ -101,6 +105,7 @@ class _Connection:
 
     def _wait(self, slot: _Slot) -> Any:
         with self._state:
+            slot.sent = True
             if slot.done:
                 return slot.result()
             if self._reader is None:
@@ -133,19 +138,52 @@ class _Connection:
         return slot.result()
 
     def _hand_on(self) -> None:
-        """The reader is done: hand the socket to a call still waiting (caller holds _state)."""
-        self._reader = None
-        if self._pending:
-            self._reader = next(iter(self._pending.values()))
+        """The reader is done: hand the socket to a call still waiting whose request is sent
+        (caller holds _state). A call still sending cannot read: handed the role, it would
+        leave the others' answers unread, and the daemon, its answers not taken, stops reading
+        the rest of that request. With none sent, the next call done sending reads."""
+        self._reader = next((slot for slot in self._pending.values() if slot.sent), None)
+        if self._reader is not None:
             self._reader.lock.release()
 
     def _abandon(self, slot: _Slot) -> None:
         """A caller stopped waiting: its answer goes nowhere, and if it had just been handed
         the reader's role, the role goes on to another call."""
         with self._state:
-            self._pending.pop(slot.rid, None)
+            waiting = self._pending.pop(slot.rid, None) is not None
             if self._reader is slot:
                 self._hand_on()
+        if waiting and slot.long_poll:
+            self._cancel(slot.rid)
+
+    def _cancel(self, rid: int) -> None:
+        """Tell the daemon that nobody waits for long poll ``rid`` any more: left running, it
+        would take the next message and hide it for the visibility timeout. The cancel's own
+        answer is dropped, as nobody waits for its id."""
+        try:
+            with self._send_lock:
+                self.sock.sendall(frames.cancel(next(self._ids), rid))
+        except OSError:
+            pass  # the connection broke: the daemon ends the polls of a connection that goes
+
+    def broken(self) -> bool:
+        """Whether this connection can carry no more calls: it failed, or the daemon closed it
+        while no call was in flight (a restart; then it fails now). With calls in flight, their
+        reader finds out; without, the next call would send on a closed socket and raise
+        ConnectionLost for a request the daemon never got, where it can reconnect instead."""
+        if self.error is not None:
+            return True
+        if self._pending or _DONTWAIT is None:
+            return False
+        try:
+            closed = self.sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False  # open, and nothing to read
+        except OSError:
+            closed = True  # reset by the peer
+        if closed:
+            self.fail(ConnectionLost("the daemon closed the connection"))
+        return closed
 
     # -- the socket -------------------------------------------------------------------------------
 
@@ -219,7 +257,8 @@ class Client:
             required when it has any (the secret is not sent: it signs the daemon's nonce).
         connect_timeout: seconds to connect and greet (calls themselves wait for their
             answer as long as it takes: a long poll takes up to 20 s).
-        max_frame: the largest answer accepted, in bytes.
+        max_frame: the largest answer accepted, in bytes (requests are held to the daemon's
+            limit, which its greeting tells).
     """
 
     def __init__(
@@ -262,6 +301,7 @@ class Client:
                 sock.sendall(frames.hello(greeting, region, key, secret))
             except ValueError as exc:
                 raise ProtocolError(str(exc)) from None
+            connection.max_request = frames.request_limit(greeting)
             info = frames.welcome(connection.read_frame(timeout))
         except OSError as exc:
             connection.fail(ConnectionLost(f"greeting failed: {exc}"))
@@ -283,7 +323,7 @@ class Client:
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         connection = self._connection
-        if connection is None or connection.error is not None:
+        if connection is None or connection.broken():
             connection = self._reconnect(connection)
         return connection.call(op, target, list(args), dict(kwargs) if kwargs else {})
 

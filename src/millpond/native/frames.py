@@ -14,6 +14,9 @@ and the daemon answers them, in any order::
 
 The first request must be ``hello`` (answered by the daemon's region, account id, durability,
 core and max frame; see :mod:`millpond.native.server`); requests may follow it at once.
+``cancel`` (args ``[request id]``) ends that request if it is a long poll still waiting
+(``queue.receive``): its caller stopped waiting, and the poll would otherwise take the next
+message for nobody. The poll is not answered; the cancel is (with nil, whatever it found).
 Request id 0 is the connection's own: an error with id 0 is about the connection (a frame
 over the limit, bytes that are not msgpack) and is the daemon's last frame on it (the requests
 still running are answered first); then it closes.
@@ -45,6 +48,7 @@ MAX_HELLO_FRAME = 64 * 1024
 # to 16 million dicts (~1 GiB, and seconds of the event loop).
 MAX_REQUEST_ITEMS = 100_000
 CONNECTION = 0  # the request id of connection-level errors
+CANCEL = "cancel"  # the operation that ends a long poll whose caller stopped waiting
 OK, ERROR = 0, 1
 
 # extension type codes of results
@@ -123,8 +127,20 @@ def unpack_request(payload: bytes) -> Any:
     )
 
 
+def cancel(rid: int, of: int) -> bytes:
+    """The frame of request ``rid`` that cancels request ``of`` (see the module's docstring)."""
+    return frame(msgpack.packb([rid, CANCEL, None, [of], {}], use_bin_type=True))
+
+
 def too_long(size: int, limit: int) -> str:
     return f"frame of {size} bytes is over the limit of {limit} bytes"
+
+
+def request_limit(greeting: dict[str, Any]) -> int:
+    """The largest request frame the daemon takes, from its greeting: a larger one would make
+    it close the connection, failing every call in flight on it."""
+    limit = greeting.get("max_frame")
+    return limit if type(limit) is int and limit > 0 else MAX_FRAME
 
 
 def welcome(answer: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ of the requests still running): never an exception out of a protocol callback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import os
@@ -167,7 +168,7 @@ class Connection(asyncio.Protocol):
         # other requests finish: their writes stand whether or not anyone hears the answer.
         for task in list(self.tasks.values()):
             if getattr(task, "long_poll", False):
-                task.cancel()
+                _end_poll(task)
 
     def eof_received(self) -> bool:
         """The peer sent its last request (a half-close, as ``shutdown(SHUT_WR)``): the
@@ -285,6 +286,9 @@ class Connection(asyncio.Protocol):
                 return
             self._hello(rid, kwargs)
             return
+        if op == frames.CANCEL:
+            self._cancel(rid, args)
+            return
         handler = OPERATIONS.get(op)
         if handler is None:
             self._answer_error(rid, ProtocolError(f"unknown operation {op[:100]!r}"))
@@ -294,8 +298,22 @@ class Connection(asyncio.Protocol):
         task = asyncio.ensure_future(self._run(rid, op, handler, target, args, kwargs))
         if op == "queue.receive":
             task.long_poll = True  # type: ignore[attr-defined]
+        task.add_done_callback(functools.partial(self._never_ran, rid))
         self.tasks[rid] = task
         self.server.running += 1
+
+    def _cancel(self, rid: int, args: list[Any]) -> None:
+        """End the long poll of request ``args[0]``: its caller stopped waiting (an asyncio
+        cancel), and a poll left running would take the next message and hide it for the
+        visibility timeout, answering nobody (sqs.long_poll gives back what it was taking).
+        Other requests run on: their writes stand whether or not anyone hears the answer."""
+        if len(args) != 1 or type(args[0]) is not int:
+            self._answer_error(rid, InvalidParameterValue("cancel takes one request id"))
+            return
+        task = self.tasks.get(args[0])
+        if task is not None and getattr(task, "long_poll", False):
+            _end_poll(task)
+        self._answer(rid, None, frames.CANCEL)
 
     def _hello(self, rid: int, options: dict[str, Any]) -> None:
         """The first request: protocol version, region, credentials (when the daemon has any)."""
@@ -366,8 +384,33 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             self._answer_error(rid, _error_of(exc, op))
         else:
-            self._answer(rid, result, op)
+            if getattr(self.tasks.get(rid), "ended", False):
+                self._give_back(target, result)
+            else:
+                self._answer(rid, result, op)
         finally:
+            self._done(rid)
+
+    def _give_back(self, queue_name: Any, messages: list[Message]) -> None:
+        """Make visible again the messages of a long poll that was ended (its client left or
+        cancelled it) and returned all the same: its wait had ended in the loop iteration of
+        the cancel, and Python 3.11's asyncio.wait_for (in Notifier.wait) then returns instead
+        of raising it. Nobody takes them: hidden, they would wait out the visibility timeout."""
+        assert self.session is not None
+        try:
+            queue = self.session.broker.queue(queue_name)
+        except MillpondError:
+            return  # deleted meanwhile, messages and all
+        handles = [(message.receipt_handle, 0) for message in messages]
+        if handles:
+            self.ctx.executor.submit(queue.change_visibility_entries, handles)
+
+    def _never_ran(self, rid: int, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step ends without running _run's finally (a
+        cancel, or the client's leaving, read together with its request): its place among the
+        requests running is freed here, or it would be held for ever (MAX_IN_FLIGHT of them
+        stop the connection; the daemon's stop waits for them)."""
+        if self.tasks.get(rid) is task:
             self._done(rid)
 
     def _done(self, rid: int) -> None:
@@ -421,6 +464,13 @@ class Connection(asyncio.Protocol):
             self._last_words = None
         if self.transport is not None:
             self.transport.close()  # sends what is buffered first
+
+
+def _end_poll(task: asyncio.Task[None]) -> None:
+    """Cancel a long poll nobody waits for; marked, as a cancel can be swallowed (see
+    Connection._give_back)."""
+    task.ended = True  # type: ignore[attr-defined]
+    task.cancel()
 
 
 def _connection_limit() -> int:
