@@ -131,10 +131,9 @@ class AwsTopic(PublishFromPublishMessage):
             Attributes=given or None,
             ReturnSubscriptionArn=True,
         )
-        arn: str = answer["SubscriptionArn"]
-        if protocol == "sqs":
-            return AwsSubscription(self._broker, arn, self.arn, protocol, endpoint)
-        return self._broker.subscription(arn)  # whether SNS awaits its confirmation
+        # as SNS describes it: its Owner, and whether it awaits confirmation (an HTTP/S
+        # endpoint; a queue of another account)
+        return self._broker.subscription(answer["SubscriptionArn"])
 
     def _queue_endpoint(self, queue: AwsQueue | str) -> Any:
         """The queue's ARN for Subscribe, after granting this topic sqs:SendMessage on it."""
