@@ -4,6 +4,7 @@ real millpond daemon (as tests/test_aws_backend.py points the backend at them)."
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -61,3 +62,31 @@ def test_subscribe_answers_the_owner_as_the_lookups_do(aws: AwsBroker, name: str
     assert looked_up.owner  # SNS's GetSubscriptionAttributes Owner: the account
     assert (sub.owner, sub.pending) == (looked_up.owner, looked_up.pending)
     assert [(s.arn, s.owner) for s in topic.list_subscriptions()] == [(sub.arn, sub.owner)]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (("MessageBody", {"a": {"b": ["x"]}}), ("MessageAttributes", {"a": ["x"]})),
+        (("MessageAttributes", {"a": ["x"]}), ("MessageBody", {"a": {"b": ["x"]}})),
+    ],
+)
+def test_filter_policy_and_scope_changed_together(
+    aws: AwsBroker, name: str, before: tuple[str, Any], after: tuple[str, Any]
+) -> None:
+    """Scope and policy changed in one set_attributes, as embedded does it in one step.
+
+    SNS sets one attribute per request and judges a policy against the scope set then: a
+    nested policy is refused under MessageAttributes, a flat one taken under either scope
+    (AWS-recorded: LocalStack tests/aws/services/sns/test_sns_filter_policy.snapshot.json,
+    test_sub_filter_policy_nested_property and test_set_subscription_filter_policy_scope).
+    Going from a nested MessageBody policy to a flat MessageAttributes one, the scope was
+    sent first and refused because of the old nested policy.
+    """
+    topic = aws.create_topic(name)
+    scope, policy = before
+    sub = topic.subscribe(aws.create_queue(name), filter_policy=policy, filter_policy_scope=scope)
+    scope, policy = after
+    sub.set_attributes({"FilterPolicyScope": scope, "FilterPolicy": policy})
+    attributes = sub.get_attributes()
+    assert (attributes["FilterPolicyScope"], json.loads(attributes["FilterPolicy"])) == after
