@@ -15,6 +15,7 @@ pytest.importorskip("boto3")
 
 import millpond  # noqa: E402
 from millpond.aws import AwsBroker  # noqa: E402
+from millpond.sns_envelope import PublishBatchEntryIdInvalid  # noqa: E402
 
 _names = itertools.count()
 
@@ -90,3 +91,26 @@ def test_filter_policy_and_scope_changed_together(
     sub.set_attributes({"FilterPolicyScope": scope, "FilterPolicy": policy})
     attributes = sub.get_attributes()
     assert (attributes["FilterPolicyScope"], json.loads(attributes["FilterPolicy"])) == after
+
+
+# -- publish batches ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [{"Message": "no Id"}],
+        [{"Id": "a", "Message": "m"}, {"message": "no id either"}],
+        [{"Id": 7, "Message": "an Id that is no string"}],
+        [{"Id": "bad id!", "Message": "m"}, {"Id": "b", "Message": ""}],  # ids judged first
+    ],
+)
+def test_publish_batch_entry_ids_refused_as_embedded(
+    aws: AwsBroker, name: str, entries: list[dict[str, Any]]
+) -> None:
+    """An entry without a valid Id raises PublishBatchEntryIdInvalid, as embedded (which checks
+    every Id before any message); botocore's own check made it a ValidationError (no Id) or
+    an InvalidParameter (an Id of another type)."""
+    topic = aws.create_topic(name)
+    with pytest.raises(PublishBatchEntryIdInvalid):
+        topic.publish_batch(entries)

@@ -27,6 +27,7 @@ from millpond.publishing import PublishFromPublishMessage
 from millpond.sns_envelope import (
     InvalidParameter,
     check_attributes,
+    check_batch_ids,
     check_message,
     check_subject,
 )
@@ -261,6 +262,9 @@ class AwsTopic(PublishFromPublishMessage):
         """
         if not isinstance(entries, Sequence) or any(not isinstance(e, Mapping) for e in entries):
             raise InvalidParameter("Invalid parameter: PublishBatchRequestEntries")
+        # every Id first, as embedded: an entry without one would be botocore's to refuse,
+        # with another class
+        check_batch_ids([entry.get("Id", entry.get("id")) for entry in entries])
         wire = []
         for entry in entries:
             message, subject, attributes, group, dedup, structure = entry_arguments(entry)
