@@ -14,8 +14,9 @@ import pytest
 pytest.importorskip("boto3")
 
 import millpond  # noqa: E402
+from millpond import errors  # noqa: E402
 from millpond.aws import AwsBroker  # noqa: E402
-from millpond.sns_envelope import PublishBatchEntryIdInvalid  # noqa: E402
+from millpond.sns_envelope import InvalidParameter, PublishBatchEntryIdInvalid  # noqa: E402
 
 _names = itertools.count()
 
@@ -114,3 +115,34 @@ def test_publish_batch_entry_ids_refused_as_embedded(
     topic = aws.create_topic(name)
     with pytest.raises(PublishBatchEntryIdInvalid):
         topic.publish_batch(entries)
+
+
+# -- arguments of the wrong type ----------------------------------------------------------------
+
+
+def test_wrong_argument_types_raise_millpond_errors(aws: AwsBroker, name: str) -> None:
+    """A value where a list belongs raised a bare TypeError (not a MillpondError); embedded
+    raises these classes."""
+    q = aws.create_queue(name)
+    for keys in (None, 5):
+        with pytest.raises(errors.InvalidParameterValue):
+            q.untag(keys)  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidAttributeName):
+        q.get_attributes(5)  # type: ignore[arg-type]
+    topic = aws.create_topic(name)
+    with pytest.raises(InvalidParameter):
+        topic.add_permission("l", 5, ["Publish"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameter):
+        topic.add_permission("l", ["123456789012"], 5)  # type: ignore[arg-type]
+
+
+def test_add_permission_refuses_one_account_id_as_a_str(aws: AwsBroker, name: str) -> None:
+    """A str of account ids was granted character by character ("1", "2", ...: twelve
+    principals that are no accounts); embedded refuses it."""
+    topic = aws.create_topic(name)
+    policy = topic.get_attributes()["Policy"]
+    with pytest.raises(InvalidParameter):
+        topic.add_permission("one", "123456789012", ["Publish"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameter):
+        topic.add_permission("two", ["123456789012"], "Publish")  # type: ignore[arg-type]
+    assert topic.get_attributes()["Policy"] == policy

@@ -25,6 +25,7 @@ from millpond.aws.messages import (
     wire_attributes,
 )
 from millpond.errors import (
+    InvalidAttributeName,
     InvalidAttributeValue,
     InvalidParameterValue,
     MillpondError,
@@ -338,7 +339,9 @@ class AwsQueue:
 
     def get_attributes(self, names: Iterable[str] | None = None) -> dict[str, str]:
         """Queue attributes by their SQS names, values strings; None or ["All"]: every one."""
-        wanted = ["All"] if names is None else list(names)
+        wanted = ["All"]
+        if names is not None:
+            wanted = arguments.texts(names, "AttributeNames", InvalidAttributeName)
         return self._call("get_queue_attributes", AttributeNames=wanted).get("Attributes", {})  # type: ignore[no-any-return]
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
@@ -355,7 +358,9 @@ class AwsQueue:
 
     def untag(self, keys: Iterable[str]) -> None:
         """Remove tags by key (SQS UntagQueue); missing keys are ignored."""
-        self._call("untag_queue", TagKeys=[keys] if isinstance(keys, str) else list(keys))
+        # a str is one key (not its characters); anything else as embedded checks it
+        given = [keys] if isinstance(keys, str) else arguments.texts(keys, "TagKeys")
+        self._call("untag_queue", TagKeys=given)
 
 
 class AwsFifoQueue(AwsQueue):

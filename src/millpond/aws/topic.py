@@ -51,6 +51,14 @@ def _checked_text(message: Any, subject: Any, attributes: Any, structure: Any) -
     return text
 
 
+def _member_list(values: Any, parameter: str) -> list[str]:
+    """A list parameter of strings, refused as embedded refuses it when it is no list or
+    tuple of strings (``list()`` would take a str character by character)."""
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise InvalidParameter(f"Invalid parameter: {parameter}")
+    return list(values)
+
+
 def wire_tags(tags: Any) -> Any:
     """Tags as SNS takes them, ``[{"Key", "Value"}]``, from that or ``{key: value}``."""
     if isinstance(tags, Mapping):
@@ -309,7 +317,10 @@ class AwsTopic(PublishFromPublishMessage):
     ) -> None:
         """SNS AddPermission: statement ``label`` allowing ``actions`` to the accounts."""
         self._call(
-            "add_permission", Label=label, AWSAccountId=list(account_ids), ActionName=list(actions)
+            "add_permission",
+            Label=label,
+            AWSAccountId=_member_list(account_ids, "AWSAccountId"),
+            ActionName=_member_list(actions, "ActionName"),
         )
 
     def remove_permission(self, label: str) -> None:
