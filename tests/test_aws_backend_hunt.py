@@ -146,3 +146,29 @@ def test_add_permission_refuses_one_account_id_as_a_str(aws: AwsBroker, name: st
     with pytest.raises(InvalidParameter):
         topic.add_permission("two", ["123456789012"], "Publish")  # type: ignore[arg-type]
     assert topic.get_attributes()["Policy"] == policy
+
+
+@pytest.mark.parametrize("handle", [None, 5, b"bytes"])
+def test_delete_and_change_visibility_refuse_a_handle_that_is_no_str(
+    aws: AwsBroker, name: str, handle: Any
+) -> None:
+    """As embedded, and as delete_batch already does: ReceiptHandleIsInvalid (botocore's own
+    check made it MissingParameter or InvalidParameterValue)."""
+    q = aws.create_queue(name)
+    with pytest.raises(errors.ReceiptHandleIsInvalid):
+        q.delete(handle)
+    with pytest.raises(errors.ReceiptHandleIsInvalid):
+        q.change_visibility(handle, 10)
+
+
+@pytest.mark.parametrize("timeout", [None, "10", 1.5, -1, 43_201])
+def test_change_visibility_refuses_a_timeout_as_embedded(
+    aws: AwsBroker, name: str, timeout: Any
+) -> None:
+    """InvalidParameterValue, as embedded and change_visibility_entries (None was botocore's
+    MissingParameter, which is no InvalidParameterValue; moto took -1 and 43201)."""
+    q = aws.create_queue(name)
+    q.send("m")
+    (m,) = q.receive(1, wait_seconds=1)
+    with pytest.raises(errors.InvalidParameterValue):
+        q.change_visibility(m.receipt_handle, timeout)

@@ -255,7 +255,7 @@ class AwsQueue:
 
     def delete(self, receipt_handle: str) -> None:
         """Delete the message the handle was given for (as :meth:`millpond.Queue.delete`)."""
-        self._call("delete_message", ReceiptHandle=receipt_handle)
+        self._call("delete_message", ReceiptHandle=_checked_handle(receipt_handle))
 
     def delete_batch(self, receipt_handles: Sequence[str]) -> None:
         """Delete up to 10 messages; raises the first refused handle's error.
@@ -279,8 +279,7 @@ class AwsQueue:
         """Hide an in-flight message for ``visibility_timeout`` s (0-43200) from now."""
         self._call(
             "change_message_visibility",
-            ReceiptHandle=receipt_handle,
-            VisibilityTimeout=visibility_timeout,
+            **_visibility_change((receipt_handle, visibility_timeout)),
         )
 
     def delete_entries(self, receipt_handles: Sequence[str]) -> list[MillpondError | None]:
@@ -395,7 +394,7 @@ def _new_id() -> str:
 
 def _checked_handle(handle: object) -> str:
     """``handle`` if it is a string, which SQS judges; else the embedded error (botocore
-    would refuse the whole batch for it, with another class)."""
+    would refuse it, and in a batch the whole batch, with another class)."""
     if not isinstance(handle, str):
         raise ReceiptHandleIsInvalid(
             f'The input receipt handle "{handle}" is not a valid receipt handle.'
@@ -404,8 +403,8 @@ def _checked_handle(handle: object) -> str:
 
 
 def _visibility_change(entry: object) -> dict[str, Any]:
-    """A (handle, timeout) pair of change_visibility_entries as its wire entry; raises the
-    embedded error for one botocore would refuse."""
+    """A (handle, timeout) pair of change_visibility(_entries) as its wire parameters; raises
+    the embedded error for one botocore would refuse."""
     if not isinstance(entry, (list, tuple)) or len(entry) != 2:
         raise InvalidParameterValue(
             "Each visibility change must be a (receipt handle, timeout) pair."
