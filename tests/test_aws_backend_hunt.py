@@ -172,3 +172,22 @@ def test_change_visibility_refuses_a_timeout_as_embedded(
     (m,) = q.receive(1, wait_seconds=1)
     with pytest.raises(errors.InvalidParameterValue):
         q.change_visibility(m.receipt_handle, timeout)
+
+
+def test_none_sets_a_subscription_attribute_back_to_its_default(aws: AwsBroker, name: str) -> None:
+    """None means "the default" to embedded subscribe and set_attributes; it was sent as "",
+    which SNS refuses for RawMessageDelivery ("Must be true or false") and FilterPolicyScope,
+    and subscribe refused it outright ("attribute value None is not a string")."""
+    topic = aws.create_topic(name)
+    q = aws.create_queue(name)
+    sub = topic.subscribe(q, attributes={"FilterPolicy": None, "RawMessageDelivery": None})
+    attributes = sub.get_attributes()
+    assert attributes["RawMessageDelivery"] == "false" and not attributes.get("FilterPolicy")
+    sub.set_attributes({"RawMessageDelivery": True, "FilterPolicyScope": "MessageBody"})
+    sub.set_attributes({"RawMessageDelivery": None, "FilterPolicyScope": None})
+    sub.set_attributes({"FilterPolicy": {"a": ["x"]}})
+    attributes = sub.get_attributes()
+    assert attributes["RawMessageDelivery"] == "false"
+    assert attributes.get("FilterPolicyScope", "MessageAttributes") == "MessageAttributes"
+    with pytest.raises(errors.InvalidFilterPolicy):  # judged in the default scope again
+        sub.set_attributes({"FilterPolicy": {"a": {"b": ["x"]}}})

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 PENDING = "PendingConfirmation"  # what SNS lists instead of the ARN of an unconfirmed one
 
+# None (embedded: back to the default) as SetSubscriptionAttributes says it: SNS takes "" to
+# remove a FilterPolicy, but refuses it for these two, whose defaults it names
+_DEFAULT_VALUES = {"RawMessageDelivery": "false", "FilterPolicyScope": "MessageAttributes"}
+
 
 class AwsSubscription:
     """One topic subscription; from ``AwsTopic.subscribe``, ``broker.subscription`` or the
@@ -93,19 +97,17 @@ class AwsSubscription:
         it), FilterPolicyScope, RawMessageDelivery, RedrivePolicy, DeliveryPolicy,
         SubscriptionRoleArn.
 
-        SNS sets one attribute per request, so unlike the embedded broker a later attribute's
-        error leaves the earlier ones set. The order keeps each step valid when the scope and
-        the policy change together (see _in_sns_order).
+        None sets an attribute back to its default. SNS sets one attribute per request, so
+        unlike the embedded broker a later attribute's error leaves the earlier ones set. The
+        order keeps each step valid when the scope and the policy change together (see
+        _in_sns_order).
         """
         if not isinstance(attributes, Mapping):
             raise InvalidParameter("Invalid parameter: Attributes")
         for name in _in_sns_order(attributes):
             value = attributes[name]
-            self._call(
-                "set_subscription_attributes",
-                AttributeName=name,
-                AttributeValue="" if value is None else text_value(value),
-            )
+            text = _DEFAULT_VALUES.get(name, "") if value is None else text_value(value)
+            self._call("set_subscription_attributes", AttributeName=name, AttributeValue=text)
 
     def unsubscribe(self) -> None:
         """Stop delivering to the endpoint (SNS Unsubscribe); unsubscribing twice succeeds."""

@@ -124,7 +124,11 @@ class AwsTopic(PublishFromPublishMessage):
         """
         if attributes is not None and not isinstance(attributes, Mapping):
             raise InvalidParameter("Invalid parameter: Attributes")
-        given = {name: text_value(value) for name, value in (attributes or {}).items()}
+        given = {  # None: the default, as embedded (a new subscription has it anyway)
+            name: text_value(value)
+            for name, value in (attributes or {}).items()
+            if value is not None
+        }
         for name, value in (
             ("FilterPolicy", filter_policy),
             ("FilterPolicyScope", filter_policy_scope),
