@@ -15,7 +15,7 @@ pytest.importorskip("boto3")
 
 import millpond  # noqa: E402
 from millpond import errors  # noqa: E402
-from millpond.aws import AwsBroker  # noqa: E402
+from millpond.aws import AwsBroker, AwsTopic  # noqa: E402
 from millpond.sns_envelope import InvalidParameter, PublishBatchEntryIdInvalid  # noqa: E402
 
 _names = itertools.count()
@@ -191,3 +191,38 @@ def test_none_sets_a_subscription_attribute_back_to_its_default(aws: AwsBroker, 
     assert attributes.get("FilterPolicyScope", "MessageAttributes") == "MessageAttributes"
     with pytest.raises(errors.InvalidFilterPolicy):  # judged in the default scope again
         sub.set_attributes({"FilterPolicy": {"a": {"b": ["x"]}}})
+
+
+def test_subscribe_succeeds_when_the_subscription_cannot_be_read_back() -> None:
+    """SNS made the subscription; a caller allowed sns:Subscribe but not
+    sns:GetSubscriptionAttributes must not see subscribe fail (it stored something)."""
+    from botocore.stub import Stubber
+
+    topic_arn = "arn:aws:sns:us-east-1:123456789012:t"
+    queue_arn = "arn:aws:sqs:us-east-1:123456789012:q"
+    broker = AwsBroker("us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(broker._sns_client) as sns:
+        sns.add_response(
+            "subscribe",
+            {"SubscriptionArn": topic_arn + ":1"},
+            {
+                "TopicArn": topic_arn,
+                "Protocol": "sqs",
+                "Endpoint": queue_arn,
+                "ReturnSubscriptionArn": True,
+            },
+        )
+        sns.add_client_error(
+            "get_subscription_attributes", "AuthorizationError", "not allowed", 403
+        )
+        topic = AwsTopic(broker, "t", topic_arn)
+        topic._queue_endpoint = lambda queue: queue  # type: ignore[method-assign]  # no SQS here
+        sub = topic.subscribe(queue_arn)
+        sns.assert_no_pending_responses()
+    assert (sub.arn, sub.topic_arn, sub.protocol, sub.endpoint, sub.queue_name) == (
+        topic_arn + ":1",
+        topic_arn,
+        "sqs",
+        queue_arn,
+        "q",
+    )

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from millpond.aws.errors import raise_first_failure
+from millpond.aws.errors import AwsServiceError, raise_first_failure
 from millpond.aws.messages import wire_attributes
 from millpond.aws.policy import allow_topic
 from millpond.aws.queue import AwsQueue
@@ -144,9 +144,14 @@ class AwsTopic(PublishFromPublishMessage):
             Attributes=given or None,
             ReturnSubscriptionArn=True,
         )
-        # as SNS describes it: its Owner, and whether it awaits confirmation (an HTTP/S
-        # endpoint; a queue of another account)
-        return self._broker.subscription(answer["SubscriptionArn"])
+        arn: str = answer["SubscriptionArn"]
+        try:
+            # as SNS describes it: its Owner, and whether it awaits confirmation (an HTTP/S
+            # endpoint; a queue of another account)
+            return self._broker.subscription(arn)
+        except AwsServiceError:
+            # not allowed to read it back (AuthorizationError): it exists all the same
+            return AwsSubscription(self._broker, arn, self.arn, protocol, endpoint)
 
     def _queue_endpoint(self, queue: AwsQueue | str) -> Any:
         """The queue's ARN for Subscribe, after granting this topic sqs:SendMessage on it."""
