@@ -226,3 +226,35 @@ def test_subscribe_succeeds_when_the_subscription_cannot_be_read_back() -> None:
         queue_arn,
         "q",
     )
+
+
+# -- tags and attributes ------------------------------------------------------------------------
+
+
+def test_empty_tag_and_attribute_changes_change_nothing(aws: AwsBroker, name: str) -> None:
+    """As embedded: no tags to add or remove, no topic attributes to set, is no change (SQS
+    and SNS refuse a request with an empty Tags or TagKeys, and set_attributes({}) refused
+    itself: "Invalid parameter: Attributes")."""
+    q = aws.create_queue(name)
+    q.tag({"a": "1"})
+    q.tag({})
+    q.untag([])
+    assert q.tags() == {"a": "1"}
+    topic = aws.create_topic(name)
+    topic.tag({"a": "1"})
+    topic.tag({})
+    topic.tag([])
+    topic.untag([])
+    topic.set_attributes({})
+    assert topic.tags() == {"a": "1"}
+    aws.delete_queue(name)
+    topic.delete()
+    with pytest.raises(errors.QueueDoesNotExist):  # as embedded: still no such queue
+        q.tag({})
+    with pytest.raises(errors.QueueDoesNotExist):
+        q.untag([])
+    for change in (lambda: topic.tag({}), lambda: topic.untag([])):
+        with pytest.raises(errors.TopicNotFound):
+            change()
+    with pytest.raises(errors.TopicNotFound):
+        topic.set_attributes({})

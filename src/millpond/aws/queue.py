@@ -353,12 +353,22 @@ class AwsQueue:
 
     def tag(self, tags: Mapping[str, str]) -> None:
         """Add or replace tags (SQS TagQueue)."""
+        if isinstance(tags, Mapping) and not tags:
+            # nothing to add, as embedded (SQS refuses an empty Tags); the read still
+            # raises for a missing queue
+            self.tags()
+            return
         self._call("tag_queue", Tags=dict(tags) if isinstance(tags, Mapping) else tags)
 
     def untag(self, keys: Iterable[str]) -> None:
         """Remove tags by key (SQS UntagQueue); missing keys are ignored."""
         # a str is one key (not its characters); anything else as embedded checks it
         given = [keys] if isinstance(keys, str) else arguments.texts(keys, "TagKeys")
+        if not given:
+            # nothing to remove, as embedded (SQS refuses an empty TagKeys); the read still
+            # raises for a missing queue
+            self.tags()
+            return
         self._call("untag_queue", TagKeys=given)
 
 

@@ -316,8 +316,10 @@ class AwsTopic(PublishFromPublishMessage):
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Change topic attributes (SNS SetTopicAttributes, one request per attribute: a later
         one's error leaves the earlier ones set)."""
-        if not isinstance(attributes, Mapping) or not attributes:
+        if not isinstance(attributes, Mapping):
             raise InvalidParameter("Invalid parameter: Attributes")
+        if not attributes:
+            self.get_attributes()  # nothing to set, as embedded; a missing topic still raises
         for name, value in attributes.items():
             self._call("set_topic_attributes", AttributeName=name, AttributeValue=text_value(value))
 
@@ -347,8 +349,19 @@ class AwsTopic(PublishFromPublishMessage):
 
     def tag(self, tags: Mapping[str, str] | Sequence[Mapping[str, str]]) -> None:
         """Add or change tags (SNS TagResource)."""
-        self._resource_call("tag_resource", Tags=wire_tags(tags))
+        wire = wire_tags(tags)
+        if wire == []:
+            # nothing to add, as embedded (SNS refuses an empty Tags); the read still
+            # raises for a missing topic
+            self.tags()
+            return
+        self._resource_call("tag_resource", Tags=wire)
 
     def untag(self, keys: Sequence[str]) -> None:
         """Remove tags by key (SNS UntagResource)."""
+        if isinstance(keys, (list, tuple)) and not keys:
+            # nothing to remove, as embedded (SNS refuses an empty TagKeys); the read still
+            # raises for a missing topic
+            self.tags()
+            return
         self._resource_call("untag_resource", TagKeys=[keys] if isinstance(keys, str) else keys)
