@@ -258,3 +258,45 @@ def test_empty_tag_and_attribute_changes_change_nothing(aws: AwsBroker, name: st
             change()
     with pytest.raises(errors.TopicNotFound):
         topic.set_attributes({})
+
+
+# -- receive ------------------------------------------------------------------------------------
+
+
+def test_receive_with_a_botocore_that_predates_message_system_attribute_names(
+    daemon: Any, name: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyproject allows boto3 >= 1.34.90, but ReceiveMessage's MessageSystemAttributeNames
+    came in botocore 1.34.101 ("This release adds MessageSystemAttributeNames to
+    ReceiveMessageRequest to replace AttributeNames", boto3 CHANGELOG, 2024-05-08): before,
+    botocore refuses it as an unknown parameter, and every receive raised
+    InvalidParameterValue. Simulated with today's SQS model minus that member."""
+    import gzip
+
+    import boto3
+    import botocore.session
+
+    source = os.path.join(os.path.dirname(botocore.__file__), "data", "sqs", "2012-11-05")
+    with gzip.open(os.path.join(source, "service-2.json.gz")) as compressed:
+        model = json.load(compressed)
+    del model["shapes"]["ReceiveMessageRequest"]["members"]["MessageSystemAttributeNames"]
+    target = tmp_path / "sqs" / "2012-11-05"
+    target.mkdir(parents=True)
+    (target / "service-2.json").write_text(json.dumps(model))
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    session = boto3.session.Session(botocore_session=botocore.session.get_session())
+    with millpond.connect(
+        "sqs://us-east-1",
+        endpoint_url=daemon.url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        session=session,
+    ) as broker:
+        q = broker.create_queue(name)
+        q.send("m")
+        (m,) = q.receive(1, wait_seconds=1)
+        assert (m.text, m.receive_count) == ("m", 1) and m.sent_timestamp > 0
+        f = broker.create_queue(name + ".fifo", {"FifoQueue": "true"})
+        f.send("m", group_id="g", deduplication_id="d")
+        (m,) = f.receive(1, wait_seconds=1)
+        assert (m.group_id, m.deduplication_id) == ("g", "d")

@@ -19,7 +19,6 @@ from millpond import arguments
 from millpond.aws.errors import from_batch_failure, raise_first_failure
 from millpond.aws.messages import (
     MESSAGE_ATTRIBUTES,
-    SYSTEM_ATTRIBUTES,
     body_text,
     to_message,
     wire_attributes,
@@ -233,9 +232,7 @@ class AwsQueue:
             "MaxNumberOfMessages": max_messages,
             "VisibilityTimeout": visibility_timeout,
             "WaitTimeSeconds": wait_seconds,
-            # both spellings: AttributeNames is the older one some endpoints still expect
-            "AttributeNames": SYSTEM_ATTRIBUTES,
-            "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
+            **self._broker._system_attributes,
             "MessageAttributeNames": MESSAGE_ATTRIBUTES,
         }
         if attempt_id is not None or not self.fifo:
