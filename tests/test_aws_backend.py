@@ -673,6 +673,11 @@ def test_a_queue_of_another_account_does_not_become_ours() -> None:
                 "ReturnSubscriptionArn": True,
             },
         )
+        sns.add_response(  # subscribe answers the subscription as SNS describes it
+            "get_subscription_attributes",
+            {"Attributes": {"SubscriptionArn": ours + "t:1", "TopicArn": ours + "t"}},
+            {"SubscriptionArn": ours + "t:1"},
+        )
         AwsTopic(broker, "t", ours + "t").subscribe(queue_arn)
         sns.add_response("list_topics", {"Topics": [{"TopicArn": ours + "other"}]}, {})
         sns.add_response("get_topic_attributes", {"Attributes": {}}, {"TopicArn": ours + "other"})

@@ -26,6 +26,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from millpond.aws.errors import from_client_error, from_param_error
+from millpond.aws.messages import system_attribute_parameters
 from millpond.aws.queue import AwsFifoQueue, AwsQueue, wire_queue_attributes
 from millpond.aws.subscription import AwsSubscription
 from millpond.aws.topic import AwsTopic, wire_tags
@@ -145,6 +146,7 @@ class AwsBroker:
         if self._sqs_client.meta.config.read_timeout < POLL_READ_TIMEOUT:
             poll_config = (config or Config()).merge(Config(read_timeout=POLL_READ_TIMEOUT))
             self._poll_client = session.client("sqs", **{**client_options, "config": poll_config})
+        self._system_attributes = system_attribute_parameters(self._poll_client)  # for receives
         self._sns_client = session.client("sns", **client_options)
         # X-Ray: a publish's trace_header travels as the X-Amzn-Trace-Id header, as SNS reads it
         self._trace = threading.local()

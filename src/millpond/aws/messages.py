@@ -18,6 +18,18 @@ SYSTEM_ATTRIBUTES = ["All"]
 MESSAGE_ATTRIBUTES = ["All"]
 
 
+def system_attribute_parameters(sqs_client: Any) -> dict[str, list[str]]:
+    """ReceiveMessage's parameters asking for every system attribute, in both spellings:
+    AttributeNames (deprecated, which some endpoints still expect) and
+    MessageSystemAttributeNames, when this botocore knows that one (added in 1.34.101; an
+    older one refuses it as an unknown parameter)."""
+    wanted = {"AttributeNames": SYSTEM_ATTRIBUTES}
+    request = sqs_client.meta.service_model.operation_model("ReceiveMessage").input_shape
+    if "MessageSystemAttributeNames" in request.members:
+        wanted["MessageSystemAttributeNames"] = SYSTEM_ATTRIBUTES
+    return wanted
+
+
 def body_text(body: Any) -> Any:
     """The body as SQS carries it, text; bytes must be UTF-8.
 

@@ -19,12 +19,12 @@ from millpond import arguments
 from millpond.aws.errors import from_batch_failure, raise_first_failure
 from millpond.aws.messages import (
     MESSAGE_ATTRIBUTES,
-    SYSTEM_ATTRIBUTES,
     body_text,
     to_message,
     wire_attributes,
 )
 from millpond.errors import (
+    InvalidAttributeName,
     InvalidAttributeValue,
     InvalidParameterValue,
     MillpondError,
@@ -232,9 +232,7 @@ class AwsQueue:
             "MaxNumberOfMessages": max_messages,
             "VisibilityTimeout": visibility_timeout,
             "WaitTimeSeconds": wait_seconds,
-            # both spellings: AttributeNames is the older one some endpoints still expect
-            "AttributeNames": SYSTEM_ATTRIBUTES,
-            "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
+            **self._broker._system_attributes,
             "MessageAttributeNames": MESSAGE_ATTRIBUTES,
         }
         if attempt_id is not None or not self.fifo:
@@ -254,7 +252,7 @@ class AwsQueue:
 
     def delete(self, receipt_handle: str) -> None:
         """Delete the message the handle was given for (as :meth:`millpond.Queue.delete`)."""
-        self._call("delete_message", ReceiptHandle=receipt_handle)
+        self._call("delete_message", ReceiptHandle=_checked_handle(receipt_handle))
 
     def delete_batch(self, receipt_handles: Sequence[str]) -> None:
         """Delete up to 10 messages; raises the first refused handle's error.
@@ -278,8 +276,7 @@ class AwsQueue:
         """Hide an in-flight message for ``visibility_timeout`` s (0-43200) from now."""
         self._call(
             "change_message_visibility",
-            ReceiptHandle=receipt_handle,
-            VisibilityTimeout=visibility_timeout,
+            **_visibility_change((receipt_handle, visibility_timeout)),
         )
 
     def delete_entries(self, receipt_handles: Sequence[str]) -> list[MillpondError | None]:
@@ -338,7 +335,9 @@ class AwsQueue:
 
     def get_attributes(self, names: Iterable[str] | None = None) -> dict[str, str]:
         """Queue attributes by their SQS names, values strings; None or ["All"]: every one."""
-        wanted = ["All"] if names is None else list(names)
+        wanted = ["All"]
+        if names is not None:
+            wanted = arguments.texts(names, "AttributeNames", InvalidAttributeName)
         return self._call("get_queue_attributes", AttributeNames=wanted).get("Attributes", {})  # type: ignore[no-any-return]
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
@@ -351,11 +350,23 @@ class AwsQueue:
 
     def tag(self, tags: Mapping[str, str]) -> None:
         """Add or replace tags (SQS TagQueue)."""
+        if isinstance(tags, Mapping) and not tags:
+            # nothing to add, as embedded (SQS refuses an empty Tags); the read still
+            # raises for a missing queue
+            self.tags()
+            return
         self._call("tag_queue", Tags=dict(tags) if isinstance(tags, Mapping) else tags)
 
     def untag(self, keys: Iterable[str]) -> None:
         """Remove tags by key (SQS UntagQueue); missing keys are ignored."""
-        self._call("untag_queue", TagKeys=[keys] if isinstance(keys, str) else list(keys))
+        # a str is one key (not its characters); anything else as embedded checks it
+        given = [keys] if isinstance(keys, str) else arguments.texts(keys, "TagKeys")
+        if not given:
+            # nothing to remove, as embedded (SQS refuses an empty TagKeys); the read still
+            # raises for a missing queue
+            self.tags()
+            return
+        self._call("untag_queue", TagKeys=given)
 
 
 class AwsFifoQueue(AwsQueue):
@@ -390,7 +401,7 @@ def _new_id() -> str:
 
 def _checked_handle(handle: object) -> str:
     """``handle`` if it is a string, which SQS judges; else the embedded error (botocore
-    would refuse the whole batch for it, with another class)."""
+    would refuse it, and in a batch the whole batch, with another class)."""
     if not isinstance(handle, str):
         raise ReceiptHandleIsInvalid(
             f'The input receipt handle "{handle}" is not a valid receipt handle.'
@@ -399,8 +410,8 @@ def _checked_handle(handle: object) -> str:
 
 
 def _visibility_change(entry: object) -> dict[str, Any]:
-    """A (handle, timeout) pair of change_visibility_entries as its wire entry; raises the
-    embedded error for one botocore would refuse."""
+    """A (handle, timeout) pair of change_visibility(_entries) as its wire parameters; raises
+    the embedded error for one botocore would refuse."""
     if not isinstance(entry, (list, tuple)) or len(entry) != 2:
         raise InvalidParameterValue(
             "Each visibility change must be a (receipt handle, timeout) pair."

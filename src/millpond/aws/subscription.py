@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 PENDING = "PendingConfirmation"  # what SNS lists instead of the ARN of an unconfirmed one
 
+# None (embedded: back to the default) as SetSubscriptionAttributes says it: SNS takes "" to
+# remove a FilterPolicy, but refuses it for these two, whose defaults it names
+_DEFAULT_VALUES = {"RawMessageDelivery": "false", "FilterPolicyScope": "MessageAttributes"}
+
 
 class AwsSubscription:
     """One topic subscription; from ``AwsTopic.subscribe``, ``broker.subscription`` or the
@@ -93,20 +97,17 @@ class AwsSubscription:
         it), FilterPolicyScope, RawMessageDelivery, RedrivePolicy, DeliveryPolicy,
         SubscriptionRoleArn.
 
-        SNS sets one attribute per request, so unlike the embedded broker a later attribute's
-        error leaves the earlier ones set. FilterPolicyScope goes first, so that a policy is
-        judged against the scope it is given with.
+        None sets an attribute back to its default. SNS sets one attribute per request, so
+        unlike the embedded broker a later attribute's error leaves the earlier ones set. The
+        order keeps each step valid when the scope and the policy change together (see
+        _in_sns_order).
         """
         if not isinstance(attributes, Mapping):
             raise InvalidParameter("Invalid parameter: Attributes")
-        names = sorted(attributes, key=lambda name: name != "FilterPolicyScope")
-        for name in names:
+        for name in _in_sns_order(attributes):
             value = attributes[name]
-            self._call(
-                "set_subscription_attributes",
-                AttributeName=name,
-                AttributeValue="" if value is None else text_value(value),
-            )
+            text = _DEFAULT_VALUES.get(name, "") if value is None else text_value(value)
+            self._call("set_subscription_attributes", AttributeName=name, AttributeValue=text)
 
     def unsubscribe(self) -> None:
         """Stop delivering to the endpoint (SNS Unsubscribe); unsubscribing twice succeeds."""
@@ -114,3 +115,16 @@ class AwsSubscription:
             self._call("unsubscribe")
         except TopicNotFound:
             pass  # gone already (some endpoints say so; SNS itself answers success)
+
+
+def _in_sns_order(attributes: Mapping[str, Any]) -> list[str]:
+    """The attribute names in the order to set them one by one.
+
+    SNS judges a FilterPolicy against the scope set at that moment: MessageBody takes every
+    policy, MessageAttributes only flat ones. So a change to MessageBody goes before the
+    policy (a nested one is then allowed), a change to MessageAttributes after it (the old
+    nested policy is gone by then).
+    """
+    if attributes.get("FilterPolicyScope") == "MessageBody":
+        return sorted(attributes, key=lambda name: name != "FilterPolicyScope")
+    return sorted(attributes, key=lambda name: name == "FilterPolicyScope")

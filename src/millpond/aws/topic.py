@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from millpond.aws.errors import raise_first_failure
+from millpond.aws.errors import AwsServiceError, raise_first_failure
 from millpond.aws.messages import wire_attributes
 from millpond.aws.policy import allow_topic
 from millpond.aws.queue import AwsQueue
@@ -27,6 +27,7 @@ from millpond.publishing import PublishFromPublishMessage
 from millpond.sns_envelope import (
     InvalidParameter,
     check_attributes,
+    check_batch_ids,
     check_message,
     check_subject,
 )
@@ -48,6 +49,14 @@ def _checked_text(message: Any, subject: Any, attributes: Any, structure: Any) -
     check_subject(subject)
     check_attributes(attributes)
     return text
+
+
+def _member_list(values: Any, parameter: str) -> list[str]:
+    """A list parameter of strings, refused as embedded refuses it when it is no list or
+    tuple of strings (``list()`` would take a str character by character)."""
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise InvalidParameter(f"Invalid parameter: {parameter}")
+    return list(values)
 
 
 def wire_tags(tags: Any) -> Any:
@@ -115,7 +124,11 @@ class AwsTopic(PublishFromPublishMessage):
         """
         if attributes is not None and not isinstance(attributes, Mapping):
             raise InvalidParameter("Invalid parameter: Attributes")
-        given = {name: text_value(value) for name, value in (attributes or {}).items()}
+        given = {  # None: the default, as embedded (a new subscription has it anyway)
+            name: text_value(value)
+            for name, value in (attributes or {}).items()
+            if value is not None
+        }
         for name, value in (
             ("FilterPolicy", filter_policy),
             ("FilterPolicyScope", filter_policy_scope),
@@ -132,9 +145,13 @@ class AwsTopic(PublishFromPublishMessage):
             ReturnSubscriptionArn=True,
         )
         arn: str = answer["SubscriptionArn"]
-        if protocol == "sqs":
+        try:
+            # as SNS describes it: its Owner, and whether it awaits confirmation (an HTTP/S
+            # endpoint; a queue of another account)
+            return self._broker.subscription(arn)
+        except AwsServiceError:
+            # not allowed to read it back (AuthorizationError): it exists all the same
             return AwsSubscription(self._broker, arn, self.arn, protocol, endpoint)
-        return self._broker.subscription(arn)  # whether SNS awaits its confirmation
 
     def _queue_endpoint(self, queue: AwsQueue | str) -> Any:
         """The queue's ARN for Subscribe, after granting this topic sqs:SendMessage on it."""
@@ -262,6 +279,9 @@ class AwsTopic(PublishFromPublishMessage):
         """
         if not isinstance(entries, Sequence) or any(not isinstance(e, Mapping) for e in entries):
             raise InvalidParameter("Invalid parameter: PublishBatchRequestEntries")
+        # every Id first, as embedded: an entry without one would be botocore's to refuse,
+        # with another class
+        check_batch_ids([entry.get("Id", entry.get("id")) for entry in entries])
         wire = []
         for entry in entries:
             message, subject, attributes, group, dedup, structure = entry_arguments(entry)
@@ -296,8 +316,10 @@ class AwsTopic(PublishFromPublishMessage):
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Change topic attributes (SNS SetTopicAttributes, one request per attribute: a later
         one's error leaves the earlier ones set)."""
-        if not isinstance(attributes, Mapping) or not attributes:
+        if not isinstance(attributes, Mapping):
             raise InvalidParameter("Invalid parameter: Attributes")
+        if not attributes:
+            self.get_attributes()  # nothing to set, as embedded; a missing topic still raises
         for name, value in attributes.items():
             self._call("set_topic_attributes", AttributeName=name, AttributeValue=text_value(value))
 
@@ -306,7 +328,10 @@ class AwsTopic(PublishFromPublishMessage):
     ) -> None:
         """SNS AddPermission: statement ``label`` allowing ``actions`` to the accounts."""
         self._call(
-            "add_permission", Label=label, AWSAccountId=list(account_ids), ActionName=list(actions)
+            "add_permission",
+            Label=label,
+            AWSAccountId=_member_list(account_ids, "AWSAccountId"),
+            ActionName=_member_list(actions, "ActionName"),
         )
 
     def remove_permission(self, label: str) -> None:
@@ -324,8 +349,19 @@ class AwsTopic(PublishFromPublishMessage):
 
     def tag(self, tags: Mapping[str, str] | Sequence[Mapping[str, str]]) -> None:
         """Add or change tags (SNS TagResource)."""
-        self._resource_call("tag_resource", Tags=wire_tags(tags))
+        wire = wire_tags(tags)
+        if wire == []:
+            # nothing to add, as embedded (SNS refuses an empty Tags); the read still
+            # raises for a missing topic
+            self.tags()
+            return
+        self._resource_call("tag_resource", Tags=wire)
 
     def untag(self, keys: Sequence[str]) -> None:
         """Remove tags by key (SNS UntagResource)."""
+        if isinstance(keys, (list, tuple)) and not keys:
+            # nothing to remove, as embedded (SNS refuses an empty TagKeys); the read still
+            # raises for a missing topic
+            self.tags()
+            return
         self._resource_call("untag_resource", TagKeys=[keys] if isinstance(keys, str) else keys)
