@@ -3,6 +3,7 @@ are read, the config applied whole or not at all, command-line checks, and stops
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -405,3 +406,25 @@ def test_a_request_whose_body_is_on_its_way_at_sigterm_is_answered_not_refused(
         code = daemon.stop()
     assert received.startswith(b"HTTP/1.1 200"), received
     assert code == 0, daemon.log()
+
+
+def test_a_long_poll_cancelled_as_a_send_wakes_it_stays_cancelled():
+    # Python 3.11's asyncio.wait_for returns normally when the awaited future completes in the
+    # same loop iteration as the cancel: the long poll of a client that had just gone away
+    # (server/app.py cancels it) went on to take a message for nobody, hidden for its
+    # visibility timeout.
+    from millpond.server.context import Notifier
+
+    async def scenario() -> bool:
+        notifier = Notifier(asyncio.get_running_loop())
+        poll = asyncio.ensure_future(notifier.wait(1, 7, 20.0))
+        await asyncio.sleep(0)  # the poll waits now
+        notifier._wake(1, 7)  # a send wakes it ...
+        poll.cancel()  # ... as its client disconnects, in the same iteration
+        try:
+            await poll
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(scenario()), "the cancelled long poll went on"

@@ -75,9 +75,10 @@ class Notifier:
         waiters = self._waiters.setdefault((broker_key, queue_id), set())
         waiters.add(future)
         try:
-            await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            pass
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes in the same
+            # loop iteration as the wake-up, and the poll of a client just gone would go on to
+            # take a message for nobody.
+            await asyncio.wait((future,), timeout=timeout)
         finally:
             waiters.discard(future)
             if not waiters:
