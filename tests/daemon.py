@@ -10,7 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 SERVE = [sys.executable, "-m", "millpond.cli", "serve"]  # the daemon's command line
 
@@ -103,3 +106,14 @@ class Daemon:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+@pytest.fixture(scope="module", name="daemon")
+def native_daemon_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon with its native port open too, shared by a module: the ``daemon`` fixture of
+    a module that imports this (it replaces conftest's, which serves HTTP only)."""
+    d = Daemon(str(tmp_path_factory.mktemp("native") / "data"), native=True)
+    try:
+        yield d
+    finally:
+        d.stop()

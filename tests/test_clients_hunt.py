@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import millpond
 
-from .daemon import Daemon
+from .daemon import Daemon, native_daemon_fixture  # noqa: F401 (fixture)
 from .test_server_sqs import make_client, query_model_dir
 
 __all__ = ["query_model_dir"]  # a fixture, imported for the query-protocol boto3 client
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(str(tmp_path_factory.mktemp("clients") / "data"), native=True)
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 def _receive_all(sqs: Any, url: str, count: int) -> list[dict[str, Any]]:

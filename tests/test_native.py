@@ -44,18 +44,10 @@ from millpond.queue import Queue
 from millpond.subscription import Subscription
 from millpond.topic import Topic
 
-from .daemon import SERVE, Daemon, free_port
+from .daemon import SERVE, Daemon, free_port, native_daemon_fixture  # noqa: F401 (fixture)
+from .interrupts import Interrupt, interrupted_after
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(str(tmp_path_factory.mktemp("native") / "data"), native=True)
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture
@@ -475,10 +467,6 @@ def test_threads_share_one_client(client: Client, name: str) -> None:
     )
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_a_caller_interrupted_while_waiting_does_not_stall_the_client(
     client: Client, name: str
 ) -> None:
@@ -490,17 +478,8 @@ def test_a_caller_interrupted_while_waiting_does_not_stall_the_client(
     reader.start()
     time.sleep(0.3)
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise _Interrupt()
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        with pytest.raises(_Interrupt):
-            b.receive(1, wait_seconds=4)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    with interrupted_after(0.3), pytest.raises(Interrupt):
+        b.receive(1, wait_seconds=4)
     reader.join(10)
     later: list[Any] = []
     after = threading.Thread(target=lambda: later.append(client.list_queues(name)))
@@ -520,7 +499,7 @@ class _HalfSender:
         if self.armed:
             self.armed = False
             self._sock.sendall(data[: len(data) // 2])
-            raise _Interrupt()
+            raise Interrupt()
         self._sock.sendall(data)
 
     def __getattr__(self, name: str) -> Any:
@@ -548,7 +527,7 @@ def test_a_caller_interrupted_while_sending_does_not_break_the_client(
     connection = client._connection
     assert connection is not None
     connection.sock = _HalfSender(connection.sock)  # type: ignore[assignment]
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         b.send(b"interrupted")
     reader.join(10)
     assert poll and isinstance(poll[0], errors.ConnectionLost)  # the connection went

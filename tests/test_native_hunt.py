@@ -7,11 +7,9 @@ import asyncio
 import itertools
 import os
 import random
-import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +23,11 @@ from millpond.native.aio import AsyncClient
 from millpond.native.client import Client, _Connection
 from millpond.native.server import MAX_IN_FLIGHT
 
-from .daemon import Daemon
+from .daemon import Daemon, native_daemon_fixture  # noqa: F401 (fixture)
+from .interrupts import Interrupt, interrupted_after
 from .test_native import Raw
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(str(tmp_path_factory.mktemp("native-hunt") / "data"), native=True)
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture
@@ -82,10 +72,6 @@ def test_cancel_on_the_wire(daemon: Daemon, name: str) -> None:
     raw.close()
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_an_interrupted_long_poll_takes_no_later_message(daemon: Daemon, name: str) -> None:
     # Thread A reads the socket for everyone (its own long poll); the main thread's long poll
     # is interrupted (as by Ctrl-C caught in a loop). The daemon's poll must end with it, not
@@ -97,17 +83,8 @@ def test_an_interrupted_long_poll_takes_no_later_message(daemon: Daemon, name: s
         reader.start()
         time.sleep(0.2)
 
-        def interrupt(signum: int, frame: Any) -> None:
-            raise _Interrupt()
-
-        previous = signal.signal(signal.SIGALRM, interrupt)
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0.3)
-            with pytest.raises(_Interrupt):
-                b.receive(1, wait_seconds=20)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        with interrupted_after(0.3), pytest.raises(Interrupt):
+            b.receive(1, wait_seconds=20)
         b.send(b"for the next receive")
         assert [m.body for m in b.receive(1, wait_seconds=1)] == [b"for the next receive"]
         a.send(b"wake the reader")

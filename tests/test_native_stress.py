@@ -16,7 +16,6 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,10 @@ import millpond
 from millpond.errors import ConnectionLost
 from millpond.native.aio import AsyncClient
 
-from .daemon import Daemon
+from .daemon import Daemon, native_daemon_fixture  # noqa: F401 (fixture)
 
 THREADS, CALLS = 16, 500
 VISIBILITY_S = 3  # the asyncio test's queue: longer than a receive-to-delete takes
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(str(tmp_path_factory.mktemp("native-stress") / "data"), native=True)
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 class History:

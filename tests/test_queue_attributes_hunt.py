@@ -7,30 +7,13 @@ tests/aws/services/sqs/test_sqs.py, test_sqs_move_task.py and their .snapshot.js
 
 from __future__ import annotations
 
-import json
-import time
-
 import pytest
 
 import millpond
 from millpond import errors
 
 from .storage_probe import meta_keys
-
-
-def redrive(target: millpond.Queue, max_count: int) -> dict[str, str]:
-    return {
-        "RedrivePolicy": json.dumps(
-            {"deadLetterTargetArn": target.arn, "maxReceiveCount": max_count}
-        )
-    }
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
+from .test_dead_letters import redrive, wait_for
 
 
 def dead_letter(src: millpond.Queue, *bodies: str) -> None:
