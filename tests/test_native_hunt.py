@@ -4,6 +4,7 @@ differ from the embedded broker or from SQS (see test_native.py for the protocol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -333,3 +334,51 @@ def test_a_poll_answered_with_an_error_as_it_was_cancelled_raises_cancelled(
                 await poll
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_a_client_keeps_its_region_when_the_daemon_comes_back_with_another_default(
+    tmp_path: Path, kind: str
+) -> None:
+    # A Client made without region= works in the region the daemon greeted it with. After a
+    # reconnect it asked for the daemon's default again: a daemon restarted with another
+    # --region made the same Client act on another region's queues, without a word.
+    data = str(tmp_path / "data")
+    daemon = Daemon(data, native=True, extra=["--region", "eu-west-1"])
+
+    def restart() -> Daemon:
+        daemon.stop()
+        return Daemon(
+            data,
+            native=True,
+            port=daemon.port,
+            native_port=daemon.native_port,
+            extra=["--region", "us-east-1"],
+        )
+
+    async def asynchronously() -> tuple[str, list[str], list[bytes]]:
+        async with await AsyncClient.open("127.0.0.1", _port(daemon)) as broker:
+            queue = await broker.create_queue("q")
+            nonlocal again
+            again = restart()
+            with contextlib.suppress(errors.ConnectionLost):  # the call in flight as it went
+                await queue.send(b"lost with the connection")
+            await queue.send(b"still in eu-west-1")
+            received = await queue.receive(10)
+            return broker.region, await broker.list_queues(), [m.body for m in received]
+
+    again: Daemon | None = None
+    try:
+        if kind == "asyncio":
+            region, names, bodies = asyncio.run(asynchronously())
+        else:
+            with millpond.connect(daemon.native_url) as client:
+                queue = client.create_queue("q")
+                again = restart()
+                queue.send(b"still in eu-west-1")
+                region, names = client.region, client.list_queues()
+                bodies = [m.body for m in queue.receive(10)]
+        assert (region, names) == ("eu-west-1", ["q"])
+        assert b"still in eu-west-1" in bodies
+    finally:
+        (again or daemon).stop()

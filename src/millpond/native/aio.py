@@ -260,6 +260,8 @@ class AsyncClient:
             connection.fail(ConnectionLost("the client was closed"))
             raise BrokerClosed("the client was closed")
         self.region, self.account_id = info["region"], info["account_id"]
+        # a reconnect asks for this region, not the daemon's default of then (it may differ)
+        self._options = (self.region, *self._options[1:])
         self._durability, self._implementation = info["durability"], info["implementation"]
         self._connection = connection
         return connection

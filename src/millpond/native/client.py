@@ -281,6 +281,8 @@ class Client:
         self._ext_hook = ext_hook(self, kinds)
         info = self._connect()
         self.region: str = info["region"]
+        # a reconnect asks for this region, not the daemon's default of then (it may differ)
+        self._options = (self.region, *self._options[1:])
         self.account_id: str = info["account_id"]
         self._durability: str = info["durability"]
         self._implementation: str = info["implementation"]
