@@ -62,6 +62,11 @@ COUNTERS = (
         "millpond_sqs_number_of_messages_deleted_total",
         "Messages deleted (CloudWatch NumberOfMessagesDeleted).",
     ),
+    (
+        "empty_receives",
+        "millpond_sqs_number_of_empty_receives_total",
+        "Receive calls that returned no message (CloudWatch NumberOfEmptyReceives).",
+    ),
 )
 
 
