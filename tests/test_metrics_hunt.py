@@ -83,3 +83,40 @@ def test_empty_receives_through_the_daemon_are_counted(daemon: Daemon) -> None:
     sqs.send_message(QueueUrl=url, MessageBody="x")
     assert "Messages" in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
     assert _value(_daemon_metrics(daemon), EMPTY_RECEIVES, queue="empty-receives") == 3
+
+
+# -- SQS: sends ------------------------------------------------------------------------------
+
+SENT = "millpond_sqs_number_of_messages_sent_total"
+DEDUPLICATED = "millpond_sqs_number_of_deduplicated_sent_messages_total"
+
+
+def test_fifo_duplicates_are_counted_apart_from_the_messages_sent(broker: millpond.Broker) -> None:
+    # CloudWatch NumberOfDeduplicatedSentMessages (FIFO only): "The number of sent messages
+    # that were deduplicated and not added to the queue"; NumberOfMessagesSent counts the
+    # messages added. A producer resending tells itself apart by the first.
+    q = broker.create_queue("jobs.fifo", {"FifoQueue": "true"})
+    q.send("a", group_id="g", deduplication_id="1")
+    q.send("a", group_id="g", deduplication_id="1")  # a duplicate: accepted, not added
+    q.send_batch(
+        [
+            {"body": "b", "group_id": "g", "deduplication_id": "2"},
+            {"body": "a", "group_id": "g", "deduplication_id": "1"},
+        ]
+    )
+    broker.create_queue("plain")
+    text = _render(broker)
+    assert _value(text, SENT, queue="jobs.fifo") == 2
+    assert _value(text, DEDUPLICATED, queue="jobs.fifo") == 2
+    assert _value(text, DEDUPLICATED, queue="plain") is None  # FIFO only, as on CloudWatch
+
+
+def test_fifo_duplicates_from_a_fifo_topic_are_counted(broker: millpond.Broker) -> None:
+    topic = broker.create_topic("events.fifo", {"FifoTopic": "true"})
+    q = broker.create_queue("jobs.fifo", {"FifoQueue": "true"})
+    topic.subscribe(q, raw_message_delivery=True)
+    q.send("a", group_id="g", deduplication_id="1")
+    topic.publish("a", group_id="g", deduplication_id="1")  # new to the topic, not the queue
+    text = _render(broker)
+    assert _value(text, SENT, queue="jobs.fifo") == 1
+    assert _value(text, DEDUPLICATED, queue="jobs.fifo") == 1

@@ -67,7 +67,14 @@ COUNTERS = (
         "millpond_sqs_number_of_empty_receives_total",
         "Receive calls that returned no message (CloudWatch NumberOfEmptyReceives).",
     ),
+    (
+        "deduplicated",
+        "millpond_sqs_number_of_deduplicated_sent_messages_total",
+        "FIFO queues: messages sent as duplicates, not added "
+        "(CloudWatch NumberOfDeduplicatedSentMessages).",
+    ),
 )
+FIFO_ONLY = frozenset({"deduplicated"})  # as on CloudWatch: no series for standard queues
 
 
 def _escape(value: str) -> str:
@@ -116,6 +123,8 @@ class Metrics:
         for key, metric, help_text in COUNTERS:
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
             for region, queue, _ in queues:
+                if key in FIFO_ONLY and not queue.name.endswith(".fifo"):
+                    continue
                 lines.append(
                     f'{metric}{{region="{region}",queue="{_escape(queue.name)}"}} '
                     f"{queue.counters.get(key, 0)}"
