@@ -9,6 +9,7 @@ embedded broker (fast, a ManualClock); a few go through a daemon, whose receive 
 from __future__ import annotations
 
 import http.client
+import json
 
 import pytest
 
@@ -120,3 +121,86 @@ def test_fifo_duplicates_from_a_fifo_topic_are_counted(broker: millpond.Broker) 
     text = _render(broker)
     assert _value(text, SENT, queue="jobs.fifo") == 1
     assert _value(text, DEDUPLICATED, queue="jobs.fifo") == 1
+
+
+# -- SNS: topics -------------------------------------------------------------------------------
+
+PUBLISHED = "millpond_sns_number_of_messages_published_total"
+DELIVERED = "millpond_sns_number_of_notifications_delivered_total"
+FILTERED_OUT = "millpond_sns_number_of_notifications_filtered_out_total"
+FAILED = "millpond_sns_number_of_notifications_failed_total"
+REDRIVEN = "millpond_sns_number_of_notifications_redriven_to_dlq_total"
+
+
+def _kind(value: str) -> dict[str, dict[str, str]]:
+    return {"kind": {"DataType": "String", "StringValue": value}}
+
+
+def test_topics_count_published_delivered_and_filtered_out(broker: millpond.Broker) -> None:
+    # CloudWatch (AWS/SNS, per TopicName): NumberOfMessagesPublished, NumberOfNotifications-
+    # Delivered, NumberOfNotificationsFilteredOut ("messages that were rejected by subscription
+    # filter policies"). /metrics had no topic series at all.
+    topic = broker.create_topic("events")
+    everything = broker.create_queue("everything")
+    orders = broker.create_queue("orders")
+    topic.subscribe(everything)
+    topic.subscribe(orders, filter_policy={"kind": ["order"]}, raw_message_delivery=True)
+    topic.publish("paid", attributes=_kind("order"))  # both subscriptions
+    topic.publish("hello", attributes=_kind("greeting"))  # filtered out for "orders"
+    topic.publish_batch(
+        [
+            {"Id": "a", "Message": "a", "MessageAttributes": _kind("order")},
+            {"Id": "b", "Message": "b"},
+        ]
+    )
+    text = _render(broker)
+    assert _value(text, PUBLISHED, topic="events") == 4
+    assert _value(text, DELIVERED, topic="events") == 6  # 4 to "everything", 2 to "orders"
+    assert _value(text, FILTERED_OUT, topic="events") == 2
+    assert _value(text, FAILED, topic="events") == 0
+    assert _value(text, SENT, queue="orders") == 2  # the queues' side agrees
+
+
+def test_deliveries_a_queue_cannot_take_count_as_failed(broker: millpond.Broker) -> None:
+    # NumberOfNotificationsFailed: "the metric increments by 1 when Amazon SNS stops attempting
+    # message deliveries"; NumberOfNotificationsRedrivenToDlq: those moved to the
+    # subscription's dead-letter queue.
+    topic = broker.create_topic("events")
+    small = broker.create_queue("small", {"MaximumMessageSize": "1024"})
+    dlq = broker.create_queue("small-dlq")
+    lost = broker.create_queue("lost", {"MaximumMessageSize": "1024"})
+    topic.subscribe(small, raw_message_delivery=True).set_attributes(
+        {"RedrivePolicy": f'{{"deadLetterTargetArn": "{dlq.arn}"}}'}
+    )
+    topic.subscribe(lost, raw_message_delivery=True)
+    topic.publish("x" * 2000)  # too big for both queues
+    topic.publish("fits")
+    text = _render(broker)
+    assert _value(text, PUBLISHED, topic="events") == 2
+    assert _value(text, DELIVERED, topic="events") == 2
+    assert _value(text, FAILED, topic="events") == 2
+    assert _value(text, REDRIVEN, topic="events") == 1
+
+
+def test_http_deliveries_are_counted_when_the_outbox_settles_them(
+    broker: millpond.Broker,
+) -> None:
+    # An HTTP/S notification is delivered when the endpoint answers 2xx, and failed once
+    # SNS stops retrying, not when it is queued at publish.
+    topic = broker.create_topic("events")
+    sub = topic.subscribe("https://example.com/hook", protocol="https")
+    outbox = broker._topics.http
+    (confirmation,) = outbox.take()
+    outbox.delivered(confirmation)  # a SubscriptionConfirmation: no notification
+    topic.confirm_subscription(json.loads(confirmation.body)["Token"])
+    sub.set_attributes({"DeliveryPolicy": json.dumps({"healthyRetryPolicy": {"numRetries": 0}})})
+    topic.publish("one")
+    topic.publish("two")
+    assert _value(_render(broker), DELIVERED, topic="events") == 0  # queued, not delivered
+    first, second = outbox.take()
+    outbox.delivered(first)
+    outbox.failed(second, reason="HTTP 500")  # no retries left: given up
+    text = _render(broker)
+    assert _value(text, PUBLISHED, topic="events") == 2
+    assert _value(text, DELIVERED, topic="events") == 1
+    assert _value(text, FAILED, topic="events") == 1

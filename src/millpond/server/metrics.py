@@ -75,6 +75,35 @@ COUNTERS = (
     ),
 )
 FIFO_ONLY = frozenset({"deduplicated"})  # as on CloudWatch: no series for standard queues
+TOPIC_COUNTERS = (
+    (
+        "published",
+        "millpond_sns_number_of_messages_published_total",
+        "Messages published to a topic (CloudWatch NumberOfMessagesPublished).",
+    ),
+    (
+        "delivered",
+        "millpond_sns_number_of_notifications_delivered_total",
+        "Messages delivered to subscriptions (CloudWatch NumberOfNotificationsDelivered).",
+    ),
+    (
+        "filtered_out",
+        "millpond_sns_number_of_notifications_filtered_out_total",
+        "Messages a subscription's filter policy rejected "
+        "(CloudWatch NumberOfNotificationsFilteredOut).",
+    ),
+    (
+        "failed",
+        "millpond_sns_number_of_notifications_failed_total",
+        "Deliveries given up on (CloudWatch NumberOfNotificationsFailed).",
+    ),
+    (
+        "redriven_to_dlq",
+        "millpond_sns_number_of_notifications_redriven_to_dlq_total",
+        "Failed deliveries moved to the subscription's dead-letter queue "
+        "(CloudWatch NumberOfNotificationsRedrivenToDlq).",
+    ),
+)
 
 
 def _escape(value: str) -> str:
@@ -106,7 +135,13 @@ class Metrics:
     def render(self, ctx: Any) -> str:
         lines: list[str] = []
         queues = []
+        topics = []
         for broker in ctx.brokers():
+            for name in broker.list_topics():
+                try:
+                    topics.append((broker.region, broker.topic(name)))
+                except LookupError:
+                    continue  # deleted meanwhile
             for name in broker.list_queues():
                 try:
                     queue = broker.queue(name)
@@ -128,6 +163,13 @@ class Metrics:
                 lines.append(
                     f'{metric}{{region="{region}",queue="{_escape(queue.name)}"}} '
                     f"{queue.counters.get(key, 0)}"
+                )
+        for key, metric, help_text in TOPIC_COUNTERS:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            for region, topic in topics:
+                lines.append(
+                    f'{metric}{{region="{region}",topic="{_escape(topic.name)}"}} '
+                    f"{topic.counters[key]}"
                 )
         name = "millpond_request_duration_seconds"
         lines += [
