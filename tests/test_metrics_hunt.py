@@ -204,3 +204,23 @@ def test_http_deliveries_are_counted_when_the_outbox_settles_them(
     assert _value(text, PUBLISHED, topic="events") == 2
     assert _value(text, DELIVERED, topic="events") == 1
     assert _value(text, FAILED, topic="events") == 1
+
+
+# -- SQS: deletes ------------------------------------------------------------------------------
+
+DELETED = "millpond_sqs_number_of_messages_deleted_total"
+
+
+@pytest.mark.parametrize("name", ["jobs", "jobs.fifo"])
+def test_a_repeated_delete_counts_as_on_cloudwatch(broker: millpond.Broker, name: str) -> None:
+    # NumberOfMessagesDeleted: "Amazon SQS emits the NumberOfMessagesDeleted metric for every
+    # successful deletion operation that uses a valid receipt handle, including duplicate
+    # deletions." The daemon's DeleteMessage(Batch) goes through delete_entries: a FIFO
+    # queue's left out the repeated delete its standard twin counted.
+    fifo = name.endswith(".fifo")
+    q = broker.create_queue(name, {"FifoQueue": "true"} if fifo else None)
+    q.send("x", **({"group_id": "g", "deduplication_id": "1"} if fifo else {}))
+    (message,) = q.receive(1)
+    assert q.delete_entries([message.receipt_handle]) == [None]
+    assert q.delete_entries([message.receipt_handle]) == [None]  # succeeds again
+    assert _value(_render(broker), DELETED, queue=name) == 2

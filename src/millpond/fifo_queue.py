@@ -375,9 +375,9 @@ class FifoQueue(Queue):
                     txn, tables, queue_id, now_ms, [v[1] for v in valid]
                 )
             )
-            deleted = sum(1 for s in statuses if s == fifo.OK)
-            self.counters["deleted"] += deleted
-            if deleted:
+            # CloudWatch counts every delete that succeeds, a repeated one too (as delete_batch)
+            self.counters["deleted"] += sum(1 for s in statuses if s != fifo.STALE)
+            if fifo.OK in statuses:
                 self._wake_long_polls()  # their groups' next messages may be received now
             for (i, _), status in zip(valid, statuses):
                 if status == fifo.STALE:
