@@ -224,3 +224,23 @@ def test_a_repeated_delete_counts_as_on_cloudwatch(broker: millpond.Broker, name
     assert q.delete_entries([message.receipt_handle]) == [None]
     assert q.delete_entries([message.receipt_handle]) == [None]  # succeeds again
     assert _value(_render(broker), DELETED, queue=name) == 2
+
+
+def test_a_daemon_shows_its_topics(daemon: Daemon) -> None:
+    sns = daemon.client("sns")
+    sqs = daemon.client()
+    topic_arn = sns.create_topic(Name="daemon-events")["TopicArn"]
+    url = sqs.create_queue(QueueName="daemon-orders")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=queue_arn["Attributes"]["QueueArn"],
+        Attributes={"FilterPolicy": '{"kind": ["order"]}'},
+    )
+    sns.publish(TopicArn=topic_arn, Message="paid", MessageAttributes=_kind("order"))
+    sns.publish(TopicArn=topic_arn, Message="hello")
+    text = _daemon_metrics(daemon)
+    assert _value(text, PUBLISHED, topic="daemon-events") == 2
+    assert _value(text, DELIVERED, topic="daemon-events") == 1
+    assert _value(text, FILTERED_OUT, topic="daemon-events") == 1
