@@ -161,6 +161,20 @@ def test_topics_count_published_delivered_and_filtered_out(broker: millpond.Brok
     assert _value(text, SENT, queue="orders") == 2  # the queues' side agrees
 
 
+PUBLISH_SIZE = "millpond_sns_publish_size_bytes"
+
+
+def test_topics_sum_the_size_of_what_was_published(broker: millpond.Broker) -> None:
+    # CloudWatch PublishSize (bytes, statistics Average, Sum, SampleCount...): the size of
+    # the messages published, as SNS counts it toward its limit (message and attributes).
+    topic = broker.create_topic("events")
+    topic.publish("12345")
+    topic.publish("1234567890")
+    text = _render(broker)
+    assert _value(text, PUBLISH_SIZE + "_count", topic="events") == 2
+    assert _value(text, PUBLISH_SIZE + "_sum", topic="events") == 15
+
+
 def test_deliveries_a_queue_cannot_take_count_as_failed(broker: millpond.Broker) -> None:
     # NumberOfNotificationsFailed: "the metric increments by 1 when Amazon SNS stops attempting
     # message deliveries"; NumberOfNotificationsRedrivenToDlq: those moved to the

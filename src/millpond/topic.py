@@ -385,7 +385,12 @@ class Topic(TopicSettings):
         # What this process published and delivered (the daemon's /metrics, named after the
         # CloudWatch SNS metrics); HTTP/S deliveries are counted as the outbox settles them.
         self.counters: Counter[str] = Counter(
-            published=0, delivered=0, filtered_out=0, failed=0, redriven_to_dlq=0
+            published=0,
+            published_bytes=0,
+            delivered=0,
+            filtered_out=0,
+            failed=0,
+            redriven_to_dlq=0,
         )
 
     def __repr__(self) -> str:
@@ -790,6 +795,7 @@ class Topic(TopicSettings):
         # counted once committed: the op may have run more than once
         counters = self.counters
         counters["published"] += len(outs)
+        counters["published_bytes"] += sum([out.size for out in outs])  # CloudWatch PublishSize
         for name, count in tally.items():
             if count:
                 counters[name] += count

@@ -171,6 +171,16 @@ class Metrics:
                     f'{metric}{{region="{region}",topic="{_escape(topic.name)}"}} '
                     f"{topic.counters[key]}"
                 )
+        name = "millpond_sns_publish_size_bytes"
+        lines += [
+            f"# HELP {name} Size of the messages published: message and attributes, as SNS "
+            "counts them toward its limit (CloudWatch PublishSize).",
+            f"# TYPE {name} summary",
+        ]
+        for region, topic in topics:
+            label = f'region="{region}",topic="{_escape(topic.name)}"'
+            lines.append(f"{name}_sum{{{label}}} {topic.counters['published_bytes']}")
+            lines.append(f"{name}_count{{{label}}} {topic.counters['published']}")
         name = "millpond_request_duration_seconds"
         lines += [
             f"# HELP {name} Time to answer an API request, by service and action.",
