@@ -58,6 +58,8 @@ log = logging.getLogger("millpond")
 DEDUP_WINDOW_MS = 300_000  # FIFO topics drop a repeated deduplication id for 5 minutes
 SEQUENCE_START = 10**19  # SNS SequenceNumbers are large and increasing: 20 digits here
 _SWEEP_STEP = 8  # expired dedup entries looked at per FIFO publish
+# What a publish counts for its topic's metrics (Topic.counters) besides "published"
+TALLIES = ("delivered", "filtered_out", "failed", "redriven_to_dlq")
 HTTP_OUTBOX = -1  # in a publish's "woken" set: HTTP deliveries were written (not a queue id)
 _MESSAGE_ID_CHARS = re.compile(r"[!-~]{1,128}")  # MessageGroupId / MessageDeduplicationId
 NO_DEDUPLICATION = (  # AWS's wording
@@ -580,12 +582,16 @@ def fan_out(
     state: State,
     planned: list[tuple[Sub, list[Outgoing]]],
     outs: list[Outgoing],
-) -> tuple[set[int], list[tuple[str, str | None]], list[tuple[str, str, int]]]:
+) -> tuple[set[int], list[tuple[str, str | None]], list[tuple[str, str, int]], dict[str, int]]:
     """The deliveries of one publish; caller holds the write txn (may re-run after abort).
 
     Returns the queue ids written to (with HTTP_OUTBOX if HTTP deliveries were queued),
-    (message id, sequence number) of each message, and what could not be delivered.
+    (message id, sequence number) of each message, what could not be delivered, and the
+    publish's counts for the topic's metrics (Topic.counters: only once it committed).
     """
+    tally = dict.fromkeys(TALLIES, 0)  # a plain dict: a Counter costs more on this path
+    # CloudWatch NumberOfNotificationsFilteredOut: a message a subscription's policy rejected
+    tally["filtered_out"] = len(state.subs) * len(outs) - sum([len(c) for _, c in planned])
     sequences: dict[int, str] = {}
     if state.fifo:
         results = _sequence(topic, txn, now_ms, state, outs, sequences)
@@ -595,13 +601,13 @@ def fan_out(
     woken: set[int] = set()
     lost: list[tuple[str, str, int]] = []
     if len(outs) == 1 and not state.fifo:
-        _fan_out_one(topic, txn, now_ms, state, planned, outs[0], commons, woken, lost)
-        return woken, results, lost
+        _fan_out_one(topic, txn, now_ms, state, planned, outs[0], commons, woken, lost, tally)
+        return woken, results, lost, tally
     for sub, chosen in planned:
         if state.fifo:
             chosen = [out for out in chosen if id(out) in sequences]  # duplicates dropped
-        _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
-    return woken, results, lost
+        _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost, tally)
+    return woken, results, lost, tally
 
 
 def _fan_out_one(
@@ -614,6 +620,7 @@ def _fan_out_one(
     commons: dict[int, bytes],
     woken: set[int],
     lost: list[tuple[str, str, int]],
+    tally: dict[str, int],
 ) -> None:
     """The common case, kept lean: one message of a standard topic.
 
@@ -667,9 +674,10 @@ def _fan_out_one(
         else:
             topic._storage.after_commit(partial(_count_sent, targets))  # once, even on a rerun
             woken.update(queue.queue_id for queue in targets)
+            tally["delivered"] += len(targets)
     sequences: dict[int, str] = {}
     for sub, chosen in others:
-        _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost)
+        _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost, tally)
 
 
 def _count_sent(queues: list[Queue]) -> None:
@@ -689,8 +697,12 @@ def _deliver(
     commons: dict[int, bytes],
     woken: set[int],
     lost: list[tuple[str, str, int]],
+    tally: dict[str, int],
 ) -> None:
-    """One subscription's messages, with every check and fallback (caller holds txn)."""
+    """One subscription's messages, with every check and fallback (caller holds txn).
+
+    HTTP/S deliveries are counted in ``tally`` when the outbox settles them (HttpOutbox).
+    """
     if sub.url is not None:
         _deliver_http(topic, txn, now_ms, state, sub, chosen, commons)
         woken.add(HTTP_OUTBOX)
@@ -729,11 +741,12 @@ def _deliver(
         queue_id, rest, why = put(topic._topics, txn, now_ms, sub.queue_name, items)
         if queue_id is not None:
             woken.add(queue_id)
+            tally["delivered"] += len(items) - len(rest)
         if rest:
-            _dead_letter(topic, txn, now_ms, sub, rest, why, woken, lost)
+            _dead_letter(topic, txn, now_ms, sub, rest, why, woken, lost, tally)
     if refused:
         why = "more than 10 or invalid SQS attributes for raw delivery"
-        _dead_letter(topic, txn, now_ms, sub, refused, why, woken, lost)
+        _dead_letter(topic, txn, now_ms, sub, refused, why, woken, lost, tally)
 
 
 def _deliver_http(
@@ -789,8 +802,14 @@ def _dead_letter(
     reason: str,
     woken: set[int],
     lost: list[tuple[str, str, int]],
+    tally: dict[str, int],
 ) -> None:
-    """Undeliverable items go to the subscription's dead-letter queue, else are counted."""
+    """Undeliverable items go to the subscription's dead-letter queue, else are counted.
+
+    Both are failed deliveries (CloudWatch NumberOfNotificationsFailed); those the queue took
+    are also NumberOfNotificationsRedrivenToDlq.
+    """
+    tally["failed"] += len(items)
     if sub.dead_letter_queue is not None:
         # SQS cannot carry attributes that failed raw delivery: the copy goes without them.
         items = [
@@ -799,9 +818,11 @@ def _dead_letter(
             else (item[0], None, len(item[0]), item[3], item[4], item[5])
             for item in items
         ]
-        queue_id, items, _ = put(topic._topics, txn, now_ms, sub.dead_letter_queue, items)
+        queue_id, rest, _ = put(topic._topics, txn, now_ms, sub.dead_letter_queue, items)
         if queue_id is not None:
             woken.add(queue_id)
+            tally["redriven_to_dlq"] += len(items) - len(rest)
+        items = rest
     if items:
         lost.append((sub.arn, reason, len(items)))
 

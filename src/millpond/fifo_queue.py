@@ -44,6 +44,12 @@ def sequence_number(seq: int) -> str:
     return f"{seq:020d}"
 
 
+def _duplicates(results: list[tuple[int, bool]]) -> int:
+    """How many of a send's (seq, duplicate) results were dropped as duplicates: CloudWatch
+    counts them in NumberOfDeduplicatedSentMessages, not in NumberOfMessagesSent."""
+    return sum(1 for _, duplicate in results if duplicate)
+
+
 class FifoQueue(Queue):
     """A queue whose name ends in .fifo and whose FifoQueue attribute is "true"."""
 
@@ -157,7 +163,10 @@ class FifoQueue(Queue):
             return fifo.send(core, txn, tables, queue_id, now_ms, prepared, env_id, DEDUP_WINDOW_MS)
 
         results = yield Write(send, (), sends=len(prepared))
-        self.counters["sent"] += sum(1 for _, duplicate in results if not duplicate)
+        duplicates = _duplicates(results)
+        self.counters["sent"] += len(results) - duplicates
+        if duplicates:
+            self.counters["deduplicated"] += duplicates
         self._broker._wakeups.notify(self.queue_id)
         return [
             (core.message_id(env_id, self.queue_id, seq), sequence_number(seq))
@@ -199,7 +208,10 @@ class FifoQueue(Queue):
             )
         except LookupError:
             raise QueueDoesNotExist(f"The specified queue does not exist: {self.name}") from None
-        self._count_after_commit("sent", sum(1 for _, duplicate in results if not duplicate))
+        duplicates = _duplicates(results)
+        self._count_after_commit("sent", len(results) - duplicates)
+        if duplicates:
+            self._count_after_commit("deduplicated", duplicates)
 
     # -- receive -----------------------------------------------------------------------------------
 
@@ -363,9 +375,9 @@ class FifoQueue(Queue):
                     txn, tables, queue_id, now_ms, [v[1] for v in valid]
                 )
             )
-            deleted = sum(1 for s in statuses if s == fifo.OK)
-            self.counters["deleted"] += deleted
-            if deleted:
+            # CloudWatch counts every delete that succeeds, a repeated one too (as delete_batch)
+            self.counters["deleted"] += sum(1 for s in statuses if s != fifo.STALE)
+            if fifo.OK in statuses:
                 self._wake_long_polls()  # their groups' next messages may be received now
             for (i, _), status in zip(valid, statuses):
                 if status == fifo.STALE:

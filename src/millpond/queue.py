@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -76,8 +77,9 @@ class Queue:
         self._created_s = created_s
         self._modified_s = modified_s
         self._tags: dict[str, str] = {}
-        # Messages sent, received and deleted through this process (metrics; approximate).
-        self.counters = {"sent": 0, "received": 0, "deleted": 0}
+        # Messages sent, received and deleted through this process, and the other CloudWatch
+        # counts the daemon's /metrics shows (empty receives, ...: 0 until they happen).
+        self.counters: Counter[str] = Counter(sent=0, received=0, deleted=0)
         self._apply(attributes)
 
     def _apply(self, attributes: dict[str, str]) -> None:
@@ -395,7 +397,10 @@ class Queue:
             generation = wakeups.generation(self.queue_id)
             messages, next_visible_ms = self._receive_once(max_messages, visibility_ms, attempt_id)
             remaining = deadline - time.monotonic()
-            if messages or remaining <= 0:
+            if messages:
+                return messages
+            if remaining <= 0:
+                self.counters["empty_receives"] += 1
                 return messages
             if next_visible_ms:
                 # A hidden message becomes visible before the wait ends: wake up for it.

@@ -382,6 +382,16 @@ class Topic(TopicSettings):
         self.fifo = name.endswith(".fifo")
         self._state: State | None = None
         self._sweep_from: bytes | None = None
+        # What this process published and delivered (the daemon's /metrics, named after the
+        # CloudWatch SNS metrics); HTTP/S deliveries are counted as the outbox settles them.
+        self.counters: Counter[str] = Counter(
+            published=0,
+            published_bytes=0,
+            delivered=0,
+            filtered_out=0,
+            failed=0,
+            redriven_to_dlq=0,
+        )
 
     def __repr__(self) -> str:
         return f"Topic({self.name!r})"
@@ -768,7 +778,7 @@ class Topic(TopicSettings):
         try:
             # atomic: the op runs in a nested transaction, so a failure after some deliveries
             # rolls all of them back (and only them: the other writers of the commit go on)
-            woken, results, lost = self._storage.write(
+            woken, results, lost, tally = self._storage.write(
                 publish, sends=sum(len(chosen) for _, chosen in planned), atomic=True
             )
         except TopicNotFound:
@@ -782,4 +792,11 @@ class Topic(TopicSettings):
                 notify(queue_id)
         if lost:
             self._topics._record_lost(lost)
+        # counted once committed: the op may have run more than once
+        counters = self.counters
+        counters["published"] += len(outs)
+        counters["published_bytes"] += sum([out.size for out in outs])  # CloudWatch PublishSize
+        for name, count in tally.items():
+            if count:
+                counters[name] += count
         return results  # type: ignore[no-any-return]

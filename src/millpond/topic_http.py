@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from millpond import fan_out
+from millpond.errors import TopicNotFound
 from millpond.fan_out import OUTBOX_PREFIX, outbox_key, sub_prefix, topic_key
 from millpond.message_attributes import message_attributes_size
 from millpond.sns_envelope import message_id as new_message_id
@@ -118,7 +119,16 @@ def confirmation_entry(
 class HttpDelivery:
     """One POST to make: ``url``, ``headers`` (name, value pairs) and ``body`` (bytes)."""
 
-    __slots__ = ("attempt", "body", "headers", "key", "message_type", "subscription_arn", "url")
+    __slots__ = (
+        "attempt",
+        "body",
+        "headers",
+        "key",
+        "message_type",
+        "subscription_arn",
+        "topic_arn",
+        "url",
+    )
 
     def __init__(
         self, key: bytes, entry: dict[str, Any], content_type: str = DEFAULT_CONTENT_TYPE
@@ -128,6 +138,7 @@ class HttpDelivery:
         self.body: bytes = entry["body"]
         self.message_type: str = entry["type"]
         self.subscription_arn: str = entry["sub"]
+        self.topic_arn: str = entry["topic"]
         self.attempt: int = entry["try"] + 1
         headers = [
             ("Content-Type", content_type),  # a Notification's: from its delivery policy
@@ -175,6 +186,17 @@ class HttpOutbox:
         with self._lock:
             if callback in self._listeners:
                 self._listeners.remove(callback)
+
+    def _count(self, delivery: HttpDelivery, name: str) -> None:
+        """Add a settled Notification to its topic's metrics (Topic.counters), as publish
+        counts the deliveries to queues."""
+        if delivery.message_type != "Notification":
+            return  # (Un)SubscriptionConfirmations are no notifications of a publish
+        try:
+            topic = self._topics.get(delivery.topic_arn)
+        except TopicNotFound:
+            return  # deleted meanwhile: nothing left to count for
+        topic.counters[name] += 1
 
     def _notify(self) -> None:
         with self._lock:
@@ -266,6 +288,7 @@ class HttpOutbox:
     def delivered(self, delivery: HttpDelivery) -> None:
         """The endpoint took it (2xx): forget it."""
         self._storage.write(lambda txn, now_ms: txn.delete(delivery.key, db=self._meta))
+        self._count(delivery, "delivered")
 
     def failed(self, delivery: HttpDelivery, *, permanent: bool = False, reason: str = "") -> None:
         """The POST failed: try again later, or give up (``permanent``, or no retries left).
@@ -310,8 +333,11 @@ class HttpOutbox:
             return queue_id, bool(rest)
 
         queue_id, lost = self._storage.write(fail, atomic=True)
+        if queue_id is not None or lost:  # given up: to the dead-letter queue, or lost
+            self._count(delivery, "failed")
         if queue_id is not None:
             topics._broker._wakeups.notify(queue_id)
+            self._count(delivery, "redriven_to_dlq")
         if lost:
             why = f"HTTP delivery failed ({reason or 'error'}) after {delivery.attempt} attempt(s)"
             topics._record_lost([(delivery.subscription_arn, why, 1)])

@@ -62,6 +62,47 @@ COUNTERS = (
         "millpond_sqs_number_of_messages_deleted_total",
         "Messages deleted (CloudWatch NumberOfMessagesDeleted).",
     ),
+    (
+        "empty_receives",
+        "millpond_sqs_number_of_empty_receives_total",
+        "Receive calls that returned no message (CloudWatch NumberOfEmptyReceives).",
+    ),
+    (
+        "deduplicated",
+        "millpond_sqs_number_of_deduplicated_sent_messages_total",
+        "FIFO queues: messages sent as duplicates, not added "
+        "(CloudWatch NumberOfDeduplicatedSentMessages).",
+    ),
+)
+FIFO_ONLY = frozenset({"deduplicated"})  # as on CloudWatch: no series for standard queues
+TOPIC_COUNTERS = (
+    (
+        "published",
+        "millpond_sns_number_of_messages_published_total",
+        "Messages published to a topic (CloudWatch NumberOfMessagesPublished).",
+    ),
+    (
+        "delivered",
+        "millpond_sns_number_of_notifications_delivered_total",
+        "Messages delivered to subscriptions (CloudWatch NumberOfNotificationsDelivered).",
+    ),
+    (
+        "filtered_out",
+        "millpond_sns_number_of_notifications_filtered_out_total",
+        "Messages a subscription's filter policy rejected "
+        "(CloudWatch NumberOfNotificationsFilteredOut).",
+    ),
+    (
+        "failed",
+        "millpond_sns_number_of_notifications_failed_total",
+        "Deliveries given up on (CloudWatch NumberOfNotificationsFailed).",
+    ),
+    (
+        "redriven_to_dlq",
+        "millpond_sns_number_of_notifications_redriven_to_dlq_total",
+        "Failed deliveries moved to the subscription's dead-letter queue "
+        "(CloudWatch NumberOfNotificationsRedrivenToDlq).",
+    ),
 )
 
 
@@ -94,7 +135,13 @@ class Metrics:
     def render(self, ctx: Any) -> str:
         lines: list[str] = []
         queues = []
+        topics = []
         for broker in ctx.brokers():
+            for name in broker.list_topics():
+                try:
+                    topics.append((broker.region, broker.topic(name)))
+                except LookupError:
+                    continue  # deleted meanwhile
             for name in broker.list_queues():
                 try:
                     queue = broker.queue(name)
@@ -111,10 +158,29 @@ class Metrics:
         for key, metric, help_text in COUNTERS:
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
             for region, queue, _ in queues:
+                if key in FIFO_ONLY and not queue.name.endswith(".fifo"):
+                    continue
                 lines.append(
                     f'{metric}{{region="{region}",queue="{_escape(queue.name)}"}} '
                     f"{queue.counters.get(key, 0)}"
                 )
+        for key, metric, help_text in TOPIC_COUNTERS:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            for region, topic in topics:
+                lines.append(
+                    f'{metric}{{region="{region}",topic="{_escape(topic.name)}"}} '
+                    f"{topic.counters[key]}"
+                )
+        name = "millpond_sns_publish_size_bytes"
+        lines += [
+            f"# HELP {name} Size of the messages published: message and attributes, as SNS "
+            "counts them toward its limit (CloudWatch PublishSize).",
+            f"# TYPE {name} summary",
+        ]
+        for region, topic in topics:
+            label = f'region="{region}",topic="{_escape(topic.name)}"'
+            lines.append(f"{name}_sum{{{label}}} {topic.counters['published_bytes']}")
+            lines.append(f"{name}_count{{{label}}} {topic.counters['published']}")
         name = "millpond_request_duration_seconds"
         lines += [
             f"# HELP {name} Time to answer an API request, by service and action.",

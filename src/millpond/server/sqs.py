@@ -565,7 +565,10 @@ async def long_poll(
             attempt.add_done_callback(lambda done: _give_back(ctx, queue, done))
             raise
         remaining = deadline - loop.time()
-        if messages or remaining <= 0 or ctx.stopping:
+        if messages:
+            return messages  # type: ignore[no-any-return]
+        if remaining <= 0 or ctx.stopping:
+            queue.counters["empty_receives"] += 1  # CloudWatch NumberOfEmptyReceives
             return messages  # type: ignore[no-any-return]
         if broker._wakeups.generation(queue.queue_id) != generation:
             continue  # a send committed while we looked
