@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import millpond
 from millpond import errors
 
 FIFO = {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
@@ -63,3 +64,58 @@ def test_delete_queue_ends_long_polls_with_queue_does_not_exist(broker, attribut
         assert poll.seconds < 5
     with pytest.raises(errors.QueueDoesNotExist):
         queue.receive(10)  # a short poll too
+
+
+# -- broker.close() ------------------------------------------------------------------------------
+
+
+class _EnvClosedDuringFirstSync:
+    """The broker's LMDB environment, except that the first sync() waits (at most 1 s) until
+    close() is called from elsewhere: another closer, if two close at once."""
+
+    def __init__(self, env: Any) -> None:
+        self._env = env
+        self._synced = False
+        self._closed = threading.Event()
+
+    def sync(self, force: bool = False) -> None:
+        if not self._synced:
+            self._synced = True
+            self._closed.wait(1)
+        self._env.sync(force)
+
+    def close(self) -> None:
+        self._env.close()
+        self._closed.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+
+def test_close_from_two_threads_at_once_returns_in_both(data_dir, clock, impl, monkeypatch):
+    # A shutdown path and a ``with`` block (or two workers) may close the same broker at once.
+    # Both waited for the commit in flight, then both flushed and closed the environment: the
+    # one that came second flushed a closed environment and raised lmdb.Error from close().
+    broker = millpond.open(data_dir, durability="os", clock=clock, core=impl)
+    storage = broker._storage
+    monkeypatch.setattr(storage, "env", _EnvClosedDuringFirstSync(storage.env))
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(txn: Any, now_ms: int) -> str:
+        entered.set()
+        assert release.wait(10)
+        return "held"
+
+    holder = Call(lambda: storage.write(hold))
+    holder.start()
+    assert entered.wait(10)
+    closers = [Call(broker.close) for _ in range(2)]
+    for closer in closers:
+        closer.start()
+    time.sleep(0.1)  # both wait for the commit in flight
+    release.set()
+    assert holder.outcome() == "held"
+    for closer in closers:
+        closer.outcome()
+    with pytest.raises(errors.BrokerClosed):
+        broker.queue("q")
