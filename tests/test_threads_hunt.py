@@ -119,3 +119,58 @@ def test_close_from_two_threads_at_once_returns_in_both(data_dir, clock, impl, m
         closer.outcome()
     with pytest.raises(errors.BrokerClosed):
         broker.queue("q")
+
+
+def test_close_waits_for_a_read_in_flight_and_later_reads_raise_broker_closed(
+    data_dir, clock, impl
+):
+    # Reads (broker.queue, list_queues, list_dead_letter_source_queues, tags, the refresh of
+    # definitions every write does) run in a read transaction of their own. close() waited for
+    # the commit in flight but not for them: it closed the environment under an open read,
+    # which then failed with a raw lmdb.Error instead of finishing (or raising BrokerClosed).
+    broker = millpond.open(data_dir, durability="os", clock=clock, core=impl)
+    broker.create_queue("jobs")
+    storage = broker._storage
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_list(txn: Any) -> list[str]:
+        inside.set()
+        assert release.wait(10)
+        return [key.decode() for key, _ in txn.cursor(db=storage.tables.meta)]
+
+    reader = Call(lambda: storage.read(slow_list))
+    reader.start()
+    assert inside.wait(10)
+    closer = Call(broker.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive(), "close() returned while a read was in flight"
+    release.set()
+    assert "q:jobs" in reader.outcome()
+    closer.outcome()
+    with pytest.raises(errors.BrokerClosed):
+        broker.list_queues()
+
+
+def test_a_read_racing_close_raises_broker_closed(data_dir, clock, impl, monkeypatch):
+    """A read that passed the closed-check just before close() ran must not reach LMDB."""
+    broker = millpond.open(data_dir, durability="os", clock=clock, core=impl)
+    storage = broker._storage
+    checked, resume = threading.Event(), threading.Event()
+    check_usable = storage._check_usable
+
+    def check_then_pause() -> None:
+        check_usable()
+        if threading.current_thread().name == "racing-read":
+            checked.set()  # preempted right after the check...
+            assert resume.wait(10)
+
+    monkeypatch.setattr(storage, "_check_usable", check_then_pause)
+    read = Call(broker.list_queues)
+    read.name = "racing-read"
+    read.start()
+    assert checked.wait(10)
+    broker.close()  # ...while another thread closes the broker
+    resume.set()
+    with pytest.raises(errors.BrokerClosed):
+        read.outcome()
