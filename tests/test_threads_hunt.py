@@ -66,11 +66,81 @@ def test_delete_queue_ends_long_polls_with_queue_does_not_exist(broker, attribut
         queue.receive(10)  # a short poll too
 
 
+# -- many consumer threads -----------------------------------------------------------------------
+
+
+def test_one_send_per_message_wakes_as_many_long_polls_as_there_are_messages(broker):
+    # Six threads long-poll one queue; two sends: two polls return at once, one message each,
+    # and the other four keep waiting (closing the broker ends them with BrokerClosed).
+    queue = broker.create_queue("jobs")
+    polls = [Call(lambda: queue.receive(1, wait_seconds=20)) for _ in range(6)]
+    for poll in polls:
+        poll.start()
+    time.sleep(0.2)  # let them block first
+    queue.send("one")
+    queue.send("two")
+    deadline = time.monotonic() + 5
+    while sum(not poll.is_alive() for poll in polls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # a third poll returning (empty, or with a message twice) would show now
+    returned = [poll for poll in polls if not poll.is_alive()]
+    assert sorted(m.text for poll in returned for m in poll.outcome()) == ["one", "two"]
+    assert all(len(poll.outcome()) == 1 for poll in returned)
+    broker.close()
+    for poll in polls:
+        if poll not in returned:
+            with pytest.raises(errors.BrokerClosed):
+                poll.outcome()
+
+
+def test_fifo_consumer_threads_never_share_a_group_and_keep_its_order(broker):
+    # Four threads receive (batches of up to 3), then delete, from 4 groups of 30 messages. A
+    # group is marked held between its receive and the delete; the visibility (60 s on a
+    # ManualClock that never moves) cannot run out, so no other thread may get the group then.
+    queue = broker.create_queue("jobs.fifo", FIFO)
+    for i in range(30):
+        queue.send_batch([{"body": f"{g}:{i}", "group_id": f"g{g}"} for g in range(4)])
+    lock = threading.Lock()
+    held: dict[str, int] = {}
+    delivered: dict[str, list[int]] = {f"{g}": [] for g in range(4)}
+    shared: list[tuple[str, int, int]] = []
+
+    def consume(me: int) -> None:
+        while True:
+            messages = queue.receive(3, visibility_timeout=60)
+            if not messages:
+                with lock:
+                    if sum(map(len, delivered.values())) == 120:
+                        return
+                time.sleep(0.001)
+                continue
+            with lock:
+                for m in messages:
+                    group, number = m.text.split(":")
+                    if held.setdefault(group, me) != me:
+                        shared.append((group, me, held[group]))
+                    delivered[group].append(int(number))
+                for m in messages:  # released before the delete unblocks the group
+                    held.pop(m.text.split(":")[0], None)
+            queue.delete_batch([m.receipt_handle for m in messages])
+
+    consumers = [Call(lambda me=me: consume(me)) for me in range(4)]
+    for consumer in consumers:
+        consumer.start()
+    for consumer in consumers:
+        consumer.outcome(30)
+    assert shared == []
+    assert delivered == {f"{g}": list(range(30)) for g in range(4)}
+    counts = queue.get_attributes()
+    assert counts["ApproximateNumberOfMessages"] == "0"
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
 # -- broker.close() ------------------------------------------------------------------------------
 
 
 class _EnvClosedDuringFirstSync:
-    """The broker's LMDB environment, except that the first sync() waits (at most 1 s) until
+    """The broker's LMDB environment, except that the first sync() waits (at most 0.5 s) until
     close() is called from elsewhere: another closer, if two close at once."""
 
     def __init__(self, env: Any) -> None:
@@ -81,7 +151,7 @@ class _EnvClosedDuringFirstSync:
     def sync(self, force: bool = False) -> None:
         if not self._synced:
             self._synced = True
-            self._closed.wait(1)
+            self._closed.wait(0.5)
         self._env.sync(force)
 
     def close(self) -> None:
