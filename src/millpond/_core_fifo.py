@@ -216,8 +216,11 @@ def receive(
     Returns (received, dead_lettered, corrupt, expired, next_visible_at_ms); received entries are
     (seq, visible_at_ms, count, sent_ms, first_ms, attrs, body, message_id, source_queue_id, g).
     Members received ``max_receive_count`` times move to ``dead_letter_queue_id`` (a FIFO queue,
-    same group) when that is non-zero.
+    same group) when that is non-zero. Raises LookupError if the queue does not exist (as the
+    standard receive: a long poll on a deleted queue ends instead of finding it empty).
     """
+    if not core.exists(txn, t, queue_id):
+        raise LookupError(queue_id)
     received: list[Any] = []
     corrupt: list[int] = []
     counters = {"expired": 0, "dead": 0}

@@ -84,6 +84,8 @@ class Broker:
         self.clock.on_advance(self._wakeups.notify_everyone)
         self._queues: dict[str, Queue] = {}
         self._lock = threading.Lock()
+        self._close_lock = threading.Lock()  # one close() at a time: see close()
+        self._closed = False
         try:
             self._env_id, self._secret = self._storage.write(_load_identity)
         except BaseException:  # not a directory this millpond can use: let go of it
@@ -428,10 +430,18 @@ class Broker:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Finish in-flight writes, flush, and close the data directory."""
-        self._move_tasks.close()
-        self._storage.close()
-        self._wakeups.close()
+        """Finish in-flight writes, flush, and close the data directory.
+
+        Calls from several threads at once close it once: the others return when it is closed
+        (each closer would otherwise flush and close an environment another one just closed).
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._move_tasks.close()
+            self._storage.close()
+            self._wakeups.close()
+            self._closed = True
 
     def __enter__(self) -> Broker:
         return self

@@ -89,7 +89,8 @@ class _ReadGate:
     py-lmdb (3.0) remaps the environment on set_mapsize() under every open read transaction
     (which then fails with a raw lmdb error), and an abort waits until no operation of any
     thread runs on the environment (which readers taking turns can put off for good). Growing
-    the map and aborting therefore happen ``quiet()``: new reads wait, open ones finish first.
+    the map, aborting and closing therefore happen ``quiet()``: new reads wait, open ones finish
+    first.
     """
 
     __slots__ = ("_cond", "_reads", "_quiet")
@@ -581,6 +582,8 @@ class Storage:
         while True:
             self._reads.enter()
             try:
+                if self._closed:  # close() ran while this read waited to enter
+                    raise BrokerClosed("the broker is closed")
                 with self.env.begin() as txn:
                     return fn(txn)
             except lmdb.MapResizedError:
@@ -620,8 +623,11 @@ class Storage:
             self._writer_due.release()  # it sees _closed and ends
             self._writer.join(timeout=30)
         if os.getpid() == self._pid:
-            self.env.sync(True)
-            self.env.close()
+            # Reads in flight finish first (closing the environment would fail them with a raw
+            # lmdb error); the ones waiting to start see _closed and raise BrokerClosed.
+            with self._reads.quiet():
+                self.env.sync(True)
+                self.env.close()
             self._unregister()
 
     def _unregister(self) -> None:
