@@ -10,6 +10,7 @@ core only): a condition variable wakes pollers of this process, and pollers re-c
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import threading
@@ -65,8 +66,12 @@ class Wakeups:
         return self._bell is not None
 
     def generation(self, queue_id: int) -> int:
-        if self._bell is not None:
-            return self._bell.generation(queue_id)
+        bell = self._bell  # read once: close() may let go of it meanwhile
+        if bell is not None:
+            try:
+                return bell.generation(queue_id)
+            except ValueError:  # closed meanwhile: no wait will follow
+                pass
         return self._generations.get(queue_id, 0)
 
     def add_listener(self, callback: Callable[[int | None], None]) -> None:
@@ -78,8 +83,12 @@ class Wakeups:
         """A message may have become receivable in ``queue_id``: wake its long polls."""
         for callback in self._listeners:
             callback(queue_id)
-        if self._bell is not None:
-            self._bell.ring(queue_id)
+        bell = self._bell  # read once: close() may let go of it meanwhile, after a commit
+        if bell is not None:
+            try:  # (no `with suppress`: this runs after every commit)
+                bell.ring(queue_id)
+            except ValueError:  # closed meanwhile: nobody left to wake
+                pass
             return
         with self._cond:
             self._generations[queue_id] = self._generations.get(queue_id, 0) + 1
@@ -89,8 +98,10 @@ class Wakeups:
         """Time jumped (a manual clock): every queue may have messages that became visible."""
         for callback in self._listeners:
             callback(None)
-        if self._bell is not None:
-            self._bell.ring_all()
+        bell = self._bell  # read once: close() may let go of it meanwhile
+        if bell is not None:
+            with contextlib.suppress(ValueError):  # closed meanwhile: nobody left to wake
+                bell.ring_all()
             return
         with self._cond:
             for queue_id in self._generations:
@@ -128,7 +139,8 @@ class Wakeups:
         with self._cond:
             self._closing = True
         if self._bell is not None:
-            self._bell.ring_all()
+            with contextlib.suppress(ValueError):  # closed already
+                self._bell.ring_all()
             with self._cond:
                 self._cond.wait_for(lambda: self._sleepers == 0, timeout=30)
         self._unmap()
