@@ -156,3 +156,14 @@ def test_create_queue_with_different_tags_for_an_existing_queue_is_refused(broke
     broker.create_queue("untagged")
     with pytest.raises(errors.QueueAlreadyExists, match="tags"):
         broker.create_queue("untagged", tags={"team": "a"})
+
+
+@pytest.mark.parametrize("name", ["gone", "gone.fifo"])
+def test_purging_a_deleted_queue_leaves_no_purge_record(broker, name):
+    # The purge wrote its once-per-60-s record before finding the queue gone: QueueDoesNotExist
+    # was raised, but the record was committed (the op is not atomic) and never removed.
+    q = broker.create_queue(name, {"FifoQueue": "true"} if name.endswith(".fifo") else None)
+    broker.delete_queue(name)
+    with pytest.raises(errors.QueueDoesNotExist):
+        q.purge()
+    assert meta_keys(broker, b"purged:") == 0

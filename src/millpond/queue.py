@@ -703,8 +703,9 @@ class Queue:
                 raise PurgeQueueInProgress(
                     f"Only one PurgeQueue operation on {self.name} is allowed every 60 seconds."
                 )
+            removed = self._purge_in_txn(txn, tables, queue_id)  # raises first if it is gone
             txn.put(key, str(now_ms).encode(), db=tables.meta)
-            return self._purge_in_txn(txn, tables, queue_id)
+            return removed
 
         self._write(purge)
 
