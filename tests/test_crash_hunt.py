@@ -200,6 +200,27 @@ def _worker_fifo(broker: millpond.Broker, log: Any, run: str) -> None:
     _run_threads([(send, (t, _counter(run, t), rngs[t])) for t in range(3)] + [(receive, ())])
 
 
+def _worker_attempt(broker: millpond.Broker, log: Any, run: str) -> None:
+    """FIFO receives with a ReceiveRequestAttemptId each, their messages then deleted."""
+    attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    queue = broker.create_queue("a.fifo", attributes)
+
+    def send(next_body: Any) -> None:
+        queue.send_batch([{"body": (b := next_body()), "group_id": b[-1]} for _ in range(8)])
+
+    def receive() -> None:
+        attempt = secrets.token_hex(8)
+        log([f"A? {attempt}"])
+        messages = queue.receive(10, visibility_timeout=600, attempt_id=attempt)
+        log([" ".join(["A", attempt, *(m.message_id for m in messages)])])
+        if messages:
+            log([f"D? {m.message_id}" for m in messages])
+            queue.delete_batch([m.receipt_handle for m in messages])
+            log([f"D {m.message_id}" for m in messages])
+
+    _run_threads([(send, (_counter(run, 0),)), (receive, ())])
+
+
 def _worker_queues(broker: millpond.Broker, log: Any, run: str) -> None:
     """Queues created, filled, purged or deleted; messages hidden and shown again."""
 
@@ -450,6 +471,38 @@ def test_fifo_sends_keep_order_and_deduplication(
         assert len(_stored(broker, _all_logs(broker), "f.fifo")) == count
 
     _kill_cycles(tmp_path, "fifo", impl, durability, check, integrity=_all_logs)
+
+
+@DURABILITY
+def test_a_receive_cut_off_by_a_crash_is_given_again_to_its_retry(
+    tmp_path: Path, impl: str, durability: str
+) -> None:
+    """SQS's ReceiveRequestAttemptId: a receive whose answer was lost (here: its process died)
+    is retried with the same id and gets the messages it hid, so none stays hidden unseen."""
+
+    def check(broker: millpond.Broker, log: Any, lines: list[list[str]]) -> None:
+        queue = broker.queue("a.fifo")
+        received = [p[2:] for p in lines if p[0] == "A"]
+        delete_acked, delete_tried = _steps(lines, "D"), _steps(lines, "D?")
+        pending = {mid for mids in received for mid in mids if mid not in delete_acked}
+        if pending & delete_tried:
+            return  # killed mid-delete: which of those messages are left is not known
+        attempts = [p[1] for p in lines if p[0] == "A?"]
+        answered = {p[1] for p in lines if p[0] == "A"}
+        retried: set[str] = set()
+        if attempts and attempts[-1] not in answered:
+            again = queue.receive(10, visibility_timeout=600, attempt_id=attempts[-1])
+            retried = {m.message_id for m in again}
+        hidden = int(queue.get_attributes()["ApproximateNumberOfMessagesNotVisible"])
+        assert hidden == len(pending | retried), (
+            f"{hidden} messages hidden, the worker and the retry got {len(pending | retried)}"
+        )
+
+    for run in range(CYCLES):  # a new directory each: a retry leaves its messages hidden
+        (tmp_path / str(run)).mkdir()
+        _kill_cycles(
+            tmp_path / str(run), "attempt", impl, durability, check, cycles=1, integrity=_all_logs
+        )
 
 
 @DURABILITY
