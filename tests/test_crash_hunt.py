@@ -221,6 +221,39 @@ def _worker_attempt(broker: millpond.Broker, log: Any, run: str) -> None:
     _run_threads([(send, (_counter(run, 0),)), (receive, ())])
 
 
+def _worker_purge(broker: millpond.Broker, log: Any, run: str) -> None:
+    """Sends to a set of queues while each is purged once (SQS allows one purge a minute)."""
+    names = [f"{run}-p{i}" for i in range(20)]
+    queues = [broker.create_queue(name) for name in names]
+    purged = threading.Event()
+
+    def send(next_body: Any, rng: random.Random) -> None:
+        queue = rng.choice(queues)
+        body = next_body()
+        log([f"S? {queue.name} {body}"])
+        queue.send(body)
+        log([f"S {queue.name} {body}"])
+
+    def purge(rng: random.Random) -> None:
+        if purged.is_set():
+            time.sleep(0.01)
+            return
+        for queue in queues:
+            time.sleep(rng.uniform(0.005, 0.02))
+            log([f"U? {queue.name}"])
+            queue.purge()
+            log([f"U {queue.name}"])
+        purged.set()
+
+    _run_threads(
+        [
+            (send, (_counter(run, 0), random.Random())),
+            (send, (_counter(run, 1), random.Random())),
+            (purge, (random.Random(),)),
+        ]
+    )
+
+
 def _worker_queues(broker: millpond.Broker, log: Any, run: str) -> None:
     """Queues created, filled, purged or deleted; messages hidden and shown again."""
 
@@ -503,6 +536,26 @@ def test_a_receive_cut_off_by_a_crash_is_given_again_to_its_retry(
         _kill_cycles(
             tmp_path / str(run), "attempt", impl, durability, check, cycles=1, integrity=_all_logs
         )
+
+
+@DURABILITY
+def test_a_purge_removes_what_was_sent_before_it_and_keeps_what_came_after(
+    tmp_path: Path, impl: str, durability: str
+) -> None:
+    def check(broker: millpond.Broker, log: Any, lines: list[list[str]]) -> None:
+        at = {(p[0], p[1]): i for i, p in enumerate(lines) if p[0] in ("U?", "U")}
+        for (kind, name), index in at.items():
+            if kind != "U":
+                continue
+            begun = at["U?", name]
+            stored = set(_stored(broker, log, name).values())
+            before = {p[2] for p in lines[:begun] if p[0] == "S" and p[1] == name}
+            after = {p[2] for p in lines[index:] if p[0] == "S" and p[1] == name}
+            after -= {p[2] for p in lines[:index] if p[0] == "S?" and p[1] == name}
+            assert not before & stored, f"{name}: sends acknowledged before the purge survived"
+            assert after <= stored, f"{name}: sends after the purge lost: {after - stored}"
+
+    _kill_cycles(tmp_path, "purge", impl, durability, check)
 
 
 @DURABILITY
