@@ -414,19 +414,41 @@ def test_dead_lettering_receive_moves_each_message_once(
 
 
 def _all_logs(broker: millpond.Broker) -> dict[int, dict[int, bytes]]:
-    """check_integrity's {queue_id: {seq: record}} for FIFO queues (whose ``vis`` holds one
-    entry per group, not per message)."""
-    from tests.test_durability import _LOG_KEY
+    """check_integrity for FIFO queues (whose ``vis`` holds one entry per group, not per
+    message): every record has its group member and every member its record, and the counters
+    count the records. Returns {queue_id: {seq: record}}."""
+    from tests.test_durability import _COUNTERS, _LOG_KEY, _QID
 
-    def scan(txn: Any) -> dict[int, dict[int, bytes]]:
+    tables = broker._storage.tables
+
+    def scan(txn: Any) -> tuple[dict[int, dict[int, bytes]], set[tuple[int, int]], dict]:
         log: dict[int, dict[int, bytes]] = {}
-        with txn.cursor(db=broker._storage.tables.log) as cur:
+        with txn.cursor(db=tables.log) as cur:
             for key, value in cur:
                 queue_id, seq = _LOG_KEY.unpack(key)
                 log.setdefault(queue_id, {})[seq] = bytes(value)
-        return log
+        members = set()
+        with txn.cursor(db=tables.fifo) as cur:
+            for key in cur.iternext(values=False):
+                members.add((_QID.unpack_from(key)[0], int.from_bytes(key[-8:], "big")))
+        counters = {}
+        with txn.cursor(db=tables.counters) as cur:
+            for key, value in cur:
+                counters[_QID.unpack(key)[0]] = _COUNTERS.unpack(value)
+        return log, members, counters
 
-    return broker._storage.read(scan)
+    log, members, counters = broker._storage.read(scan)
+    fifo_ids = {broker.queue(n).queue_id for n in broker.list_queues() if n.endswith(".fifo")}
+    in_log = {(q, seq) for q, records in log.items() if q in fifo_ids for seq in records}
+    assert members == in_log, (
+        f"members without a record: {sorted(members - in_log)[:5]}, "
+        f"records without a member: {sorted(in_log - members)[:5]}"
+    )
+    for queue_id, (floor, gone, _fresh) in counters.items():
+        records = log.get(queue_id, {})
+        next_seq = max([floor] + [seq + 1 for seq in records])
+        assert next_seq - 1 - gone == len(records), f"queue {queue_id}: counters are off"
+    return log  # type: ignore[no-any-return]
 
 
 @DURABILITY
