@@ -324,25 +324,16 @@ def _kill_cycles(
     cycles: int = CYCLES,
     integrity: Any = None,
 ) -> None:
-    """Start the scenario's worker, SIGKILL it at a random moment, ``check(broker, lines)``."""
+    """``cycles`` times: start the scenario's worker, SIGKILL it at a random moment, reopen the
+    directory and call ``check(broker, log, lines)``: ``log`` is what ``integrity`` (default
+    check_integrity) returns after checking the tables, ``lines`` the history, split."""
     from tests.test_durability import _drop_cut_line, check_integrity
 
     data_dir, log_path = str(tmp_path / "data"), tmp_path / "history.log"
     rng = random.Random()
     for cycle in range(cycles):
         err = tmp_path / f"worker-{cycle}.err"
-        with open(err, "ab") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, str(HERE), scenario, data_dir, str(log_path), impl, durability],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-            )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if line != b"ready\n":
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"worker did not start ({line!r}):\n{err.read_text()}")
+        proc = _start_worker(scenario, [data_dir, str(log_path), impl, durability], err)
         time.sleep(rng.uniform(0.05, 0.4))
         proc.kill()
         proc.communicate(timeout=30)
@@ -621,16 +612,17 @@ def test_sends_while_the_map_grows_are_kept(tmp_path: Path, impl: str, durabilit
 
 
 def _start_worker(scenario: str, args: list[str], err: Path) -> subprocess.Popen[bytes]:
+    """Run this file as the scenario's worker; returns once it said "ready"."""
+    from tests.test_durability import _wait_ready
+
     with open(err, "ab") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(HERE), scenario, *args], stdout=subprocess.PIPE, stderr=stderr
+            [sys.executable, str(HERE), scenario, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
         )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if line != b"ready\n":
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"worker did not start ({line!r}):\n{err.read_text()}")
+    _wait_ready(proc, err)
     return proc
 
 
@@ -662,6 +654,25 @@ def test_a_writer_killed_beside_another_loses_neither_ones_sends(
         acked = {p[2]: p[1] for p in lines if p[0] == "S"}
         lost = [b for mid, b in acked.items() if stored.get(mid, "").split(".")[0] != b]
         assert not lost, f"acknowledged sends lost: {lost[:5]}"
+
+
+def test_a_process_restarted_beside_a_writer_growing_the_map_opens(
+    tmp_path: Path, impl: str
+) -> None:
+    """A process reopening the directory (say, restarted after a crash) while another one sends
+    and grows the map: py-lmdb begins a transaction inside lmdb.open, which LMDB refuses with
+    MDB_MAP_RESIZED when the data grew past the map size it just read. Each open must succeed."""
+    data_dir, log_path = str(tmp_path / "data"), tmp_path / "history.log"
+    err = tmp_path / "worker.err"
+    writer = _start_worker("grow", [data_dir, str(log_path), impl, "os"], err)
+    try:
+        for _ in range(40):
+            with millpond.open(data_dir, durability="os", core=impl, map_size=1 << 16) as broker:
+                assert "grow" in broker.list_queues()
+        assert writer.poll() is None, f"the writer failed:\n{err.read_text()}"
+    finally:
+        writer.kill()
+        writer.communicate(timeout=30)
 
 
 @pytest.mark.parametrize("durability", ["fsync", "os"])
