@@ -675,6 +675,49 @@ def test_a_process_restarted_beside_a_writer_growing_the_map_opens(
         writer.communicate(timeout=30)
 
 
+_TAKE_EVERY_READER_SLOT = """
+import sys, time, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=12, max_readers=512)
+txns = []
+try:
+    while True:
+        txns.append(env.begin())
+except lmdb.ReadersFullError:
+    print("full", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_process_killed_holding_every_reader_slot_does_not_stop_reads(
+    tmp_path: Path, impl: str
+) -> None:
+    """LMDB's reader table outlives a killed process while another keeps the directory open:
+    the dead process's slots stay taken until someone clears them (mdb_reader_check). Once they
+    are all taken, every read transaction fails with MDB_READERS_FULL, so the live process must
+    clear them then rather than fail its reads (and a new process could not open at all)."""
+    data_dir = str(tmp_path / "data")
+    with millpond.open(data_dir, durability="os", core=impl) as broker:
+        broker.create_queue("q").send("kept")
+        hog = subprocess.Popen(
+            [sys.executable, "-c", _TAKE_EVERY_READER_SLOT, data_dir], stdout=subprocess.PIPE
+        )
+        assert hog.stdout is not None and hog.stdout.readline() == b"full\n"
+        hog.kill()
+        hog.communicate(timeout=30)
+        assert broker.list_queues() == ["q"]  # a read: raised lmdb.ReadersFullError
+        opened = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import millpond, sys; millpond.open(sys.argv[1]).close()",
+                data_dir,
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        assert opened.returncode == 0, opened.stderr.decode()
+
+
 @pytest.mark.parametrize("durability", ["fsync", "os"])
 def test_daemon_sigkilled_under_boto3_load_keeps_every_acknowledged_send(
     tmp_path: Path, durability: str

@@ -598,6 +598,13 @@ class Storage:
                     return fn(txn)
             except lmdb.MapResizedError:
                 pass
+            except lmdb.ReadersFullError:
+                # The reader table is full of slots left by killed processes (nothing frees
+                # them but a reader check): clear them and read again; full of live readers,
+                # it is a real limit.
+                if not self.env.reader_check():
+                    raise
+                continue
             finally:
                 self._reads.leave()
             # Another process grew the map: adopt its size, then read again (as often as it
