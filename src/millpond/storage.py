@@ -204,27 +204,19 @@ class Storage:
             raise
 
     def _open(self, map_size: int) -> None:
-        durability, max_map_size = self.durability, self.max_map_size
-        self.env = lmdb.open(
-            self.path,
-            map_size=min(map_size, max_map_size),
-            max_dbs=len(_TABLES) + 4,
-            max_readers=512,
-            sync=durability == "fsync",
-            metasync=True,
-            readahead=False,
-        )
+        self.env = self._open_env(min(map_size, self.max_map_size))
         # Slots of readers that died without closing (killed processes) pin old pages.
         self.env.reader_check()
         self._reader_checked = time.monotonic()
-        try:
-            with self.env.begin(write=True) as txn:
-                self.tables = Tables(self.env, txn)
-        except lmdb.MapResizedError:
-            # another process grew the map since lmdb.open: take its size (nothing is open yet)
-            self.env.set_mapsize(0)
-            with self.env.begin(write=True) as txn:
-                self.tables = Tables(self.env, txn)
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    self.tables = Tables(self.env, txn)
+                break
+            except lmdb.MapResizedError:
+                # another process grew the map since lmdb.open (or since the last try): take
+                # its size (nothing is open yet)
+                self.env.set_mapsize(0)
         self._page_size = self.env.stat()["psize"]
         self._pid = os.getpid()
         self._closed = False
@@ -249,6 +241,27 @@ class Storage:
         self._map_size = self.env.info()["map_size"]
         self.commits = 0  # write transactions committed by this process (for tests and metrics)
         self._running: _Op | None = None  # the op whose fn runs now (leader's thread)
+
+    def _open_env(self, map_size: int) -> lmdb.Environment:
+        """lmdb.open, again for as long as another process grows the data meanwhile.
+
+        py-lmdb begins a transaction inside lmdb.open (for the main database), which LMDB
+        refuses with MDB_MAP_RESIZED when another process's commits passed the map size the
+        open just read off the file; opening again reads the size they left.
+        """
+        while True:
+            try:
+                return lmdb.open(
+                    self.path,
+                    map_size=map_size,
+                    max_dbs=len(_TABLES) + 4,
+                    max_readers=512,
+                    sync=self.durability == "fsync",
+                    metasync=True,
+                    readahead=False,
+                )
+            except lmdb.MapResizedError:
+                continue
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -588,6 +601,13 @@ class Storage:
                     return fn(txn)
             except lmdb.MapResizedError:
                 pass
+            except lmdb.ReadersFullError:
+                # The reader table is full of slots left by killed processes (nothing frees
+                # them but a reader check): clear them and read again; full of live readers,
+                # it is a real limit.
+                if not self.env.reader_check():
+                    raise
+                continue
             finally:
                 self._reads.leave()
             # Another process grew the map: adopt its size, then read again (as often as it
