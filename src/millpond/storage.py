@@ -11,7 +11,8 @@ Durability modes:
         (fdatasync); it survives a process crash and a power loss.
     "os": the commit is written to the OS page cache without a flush; it survives a crash of
         the process (SIGKILL included), not a crash of the machine or a power loss, which can
-        lose the last commits.
+        lose the last commits and, on a file system that does not keep writes in order, leave
+        the file corrupt (LMDB's MDB_NOSYNC).
 
 Space: the map starts at ``map_size`` and doubles when full, up to ``max_map_size``. Sends are
 refused with StorageFull once the pages in use pass ``max_map_size - reserve``; the reserve is
