@@ -382,3 +382,32 @@ def test_a_client_keeps_its_region_when_the_daemon_comes_back_with_another_defau
         assert b"still in eu-west-1" in bodies
     finally:
         (again or daemon).stop()
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_a_send_over_the_daemons_frame_limit_is_message_too_long(
+    daemon: Daemon, name: str, kind: str
+) -> None:
+    # The embedded queue raises MessageTooLong for a body over its size limit, and code catches
+    # it to store large payloads elsewhere (S3, say); a native send over the daemon's frame
+    # limit raised a plain InvalidParameterValue instead, which that code missed.
+    body = b"x" * frames.MAX_FRAME
+
+    async def asynchronously() -> None:
+        async with await AsyncClient.open("127.0.0.1", _port(daemon)) as broker:
+            queue = await broker.create_queue(name)
+            with pytest.raises(errors.MessageTooLong):
+                await queue.send(body)
+            with pytest.raises(errors.MessageTooLong):
+                await queue.send_batch([body])
+
+    if kind == "asyncio":
+        asyncio.run(asynchronously())
+        return
+    with millpond.connect(daemon.native_url) as client:
+        queue = client.create_queue(name)
+        with pytest.raises(errors.MessageTooLong):
+            queue.send(body)
+        with pytest.raises(errors.MessageTooLong):
+            queue.send_batch([body])
+        assert client.list_queues(name) == [name]  # the connection goes on

@@ -146,7 +146,7 @@ class _Connection(asyncio.Protocol):
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
         if len(data) - 4 > self.max_request:
-            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_request))
+            raise frames.request_too_long(op, len(data) - 4, self.max_request)
         if not self._writable.is_set():  # the daemon reads slower than we write: wait
             await self._writable.wait()
             if self.error is not None:

@@ -86,7 +86,7 @@ class _Connection:
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
         if len(data) - 4 > self.max_request:
-            raise InvalidParameterValue(frames.too_long(len(data) - 4, self.max_request))
+            raise frames.request_too_long(op, len(data) - 4, self.max_request)
         slot = _Slot(rid, long_poll=op == "queue.receive")
         with self._state:
             if self.error is not None:

@@ -38,6 +38,8 @@ from typing import Any
 
 import msgpack
 
+from millpond.errors import InvalidParameterValue, MessageTooLong
+
 VERSION = 1
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024  # a receive of 10 messages of 1 MiB each, with room
@@ -134,6 +136,17 @@ def cancel(rid: int, of: int) -> bytes:
 
 def too_long(size: int, limit: int) -> str:
     return f"frame of {size} bytes is over the limit of {limit} bytes"
+
+
+_SENDS = frozenset(("queue.send", "queue.send_batch", "queue.send_batch_detailed"))
+
+
+def request_too_long(op: str, size: int, limit: int) -> InvalidParameterValue:
+    """What a client raises for a request over the daemon's limit (not sent): MessageTooLong
+    for a send, as the embedded queue raises for a body over its size (code that catches it to
+    store the payload elsewhere must see it here too), else InvalidParameterValue."""
+    kind = MessageTooLong if op in _SENDS else InvalidParameterValue
+    return kind(too_long(size, limit))
 
 
 def request_limit(greeting: dict[str, Any]) -> int:
