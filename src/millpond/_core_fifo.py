@@ -510,6 +510,36 @@ def counts(
     return stored, in_flight, delayed
 
 
+def redelay(txn: Any, t: Any, queue_id: int, now_ms: int, delay_ms: int) -> int:
+    """Give the members still waiting out their delay the queue's new one, counted from their
+    send (SQS: a FIFO queue's DelaySeconds is retroactive); returns how many were re-timed.
+
+    Members already visible or received keep their times. Re-timing never reorders a group
+    (its members keep their seqs); a group whose head moved gets its vis entry re-keyed.
+    """
+    prefix = _U32.pack(queue_id)
+    old_heads: dict[bytes, bytes] = {}  # group -> the vis key of its head before the change
+    retimed: list[tuple[bytes, bytes, bytes]] = []  # (member key, new state, group)
+    with txn.cursor(db=t.fifo) as cur:  # read first, write after (as _drain_group)
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if key[:4] != prefix:
+                    break
+                g = key[4:-8]
+                visible_at, sent_ms, first_ms, last_ms, count, source = _STATE.unpack(value)
+                if g not in old_heads:  # members sort by seq: the first one is the head
+                    seq = _U64.unpack_from(key, len(key) - 8)[0]
+                    old_heads[g] = _VIS_KEY.pack(queue_id, visible_at, seq)
+                if count == 0 and visible_at > now_ms:
+                    state = _STATE.pack(sent_ms + delay_ms, sent_ms, first_ms, last_ms, 0, source)
+                    retimed.append((key, state, g))
+    for key, state, _ in retimed:
+        txn.put(key, state, db=t.fifo)
+    for g in {g for _, _, g in retimed}:
+        _reset_head(txn, t, queue_id, g, old_heads[g])
+    return len(retimed)
+
+
 def purge(core: Core, txn: Any, t: Any, queue_id: int) -> int:
     """Remove every message; de-duplication ids are remembered, as SQS does."""
     _delete_prefix(txn, t.fifo, _U32.pack(queue_id))

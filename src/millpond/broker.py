@@ -398,7 +398,11 @@ class Broker:
         """Every subscription of every topic (SNS ListSubscriptions)."""
         return self._topics.list_subscriptions()
 
-    def _update_queue(self, queue: Queue, changes: dict[str, str]) -> None:
+    def _update_queue(
+        self, queue: Queue, changes: dict[str, str], messages_change: Any = None
+    ) -> None:
+        """Store attribute changes; ``messages_change(txn, tables, queue_id, now_ms)``, when
+        given, updates the queue's stored messages in the same write."""
         if "RedrivePolicy" in changes:
             dead_letters.check_redrive_policy(self, queue.name, {**queue._attributes, **changes})
 
@@ -406,19 +410,25 @@ class Broker:
             definition["attributes"] = {**definition["attributes"], **changes}
             definition["modified"] = now_ms // 1000
 
-        self._update_definition(queue, change)
+        self._update_definition(queue, change, messages_change)
 
-    def _update_definition(self, queue: Queue, change: Any) -> dict[str, Any]:
-        """Apply ``change(definition, now_ms)`` to the stored definition and the cached queue."""
+    def _update_definition(
+        self, queue: Queue, change: Any, messages_change: Any = None
+    ) -> dict[str, Any]:
+        """Apply ``change(definition, now_ms)`` to the stored definition and the cached queue
+        (and ``messages_change``, as in _update_queue, in the same transaction)."""
 
         def update(txn: Any, now_ms: int) -> dict[str, Any]:
-            raw = txn.get(_queue_key(queue.name), db=self._storage.tables.meta)
+            tables = self._storage.tables
+            raw = txn.get(_queue_key(queue.name), db=tables.meta)
             if raw is None or msgpack.unpackb(raw)["id"] != queue.queue_id:
                 raise QueueDoesNotExist(f"The specified queue does not exist: {queue.name}")
             definition: dict[str, Any] = msgpack.unpackb(raw)
             change(definition, now_ms)
-            txn.put(_queue_key(queue.name), msgpack.packb(definition), db=self._storage.tables.meta)
-            _bump_definitions_version(txn, self._storage.tables.meta)
+            txn.put(_queue_key(queue.name), msgpack.packb(definition), db=tables.meta)
+            _bump_definitions_version(txn, tables.meta)
+            if messages_change is not None:
+                messages_change(txn, tables, queue.queue_id, now_ms)
             return definition
 
         definition: dict[str, Any] = self._storage.write(update)

@@ -58,6 +58,18 @@ class FifoQueue(Queue):
         self._content_dedup = attributes.get("ContentBasedDeduplication") == "true"
         self._group_scope = attributes.get("DeduplicationScope") == "messageGroup"
 
+    def _messages_change(self, changes: dict[str, str]) -> Any:
+        """A new DelaySeconds re-times the messages still waiting out the old one: "For FIFO
+        queues, the per-queue delay setting is retroactive" (SQS Developer Guide, delay queues)."""
+        if "DelaySeconds" not in changes:
+            return None
+        delay_ms = int(changes["DelaySeconds"]) * 1000
+
+        def redelay(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
+            fifo.redelay(txn, tables, queue_id, now_ms, delay_ms)
+
+        return redelay
+
     # -- send ------------------------------------------------------------------------------------
 
     def _check_ids_given(self, group_id: str | None, deduplication_id: str | None) -> None:

@@ -795,7 +795,18 @@ class Queue:
         changes = queue_attributes.normalize(attributes, creating=False, fifo=fifo)
         if fifo:
             queue_attributes.check_fifo_throughput({**self._attributes, **changes})
-        self._broker._update_queue(self, changes)
+        messages_change = self._messages_change(changes)
+        self._broker._update_queue(self, changes, messages_change)
+        if messages_change is not None:
+            self._wake_long_polls()  # a message may be receivable sooner than a poll expects
+
+    def _messages_change(self, changes: dict[str, str]) -> Any:
+        """What an attribute change does to the stored messages, in its write (None: nothing).
+
+        Standard queues: nothing; a message keeps the delay it was sent with (SQS: "the
+        per-queue delay setting is not retroactive").
+        """
+        return None
 
 
 MAX_TAGS = 50
