@@ -57,7 +57,11 @@ from millpond.errors import (
     InvalidParameterValue,
     TooManyEntriesInBatchRequest,
 )
-from millpond.message_attributes import message_attributes_size, validate_body_text
+from millpond.message_attributes import (
+    first_bad_char,
+    message_attributes_size,
+    validate_body_text,
+)
 
 __all__ = [
     "MAX_BATCH",
@@ -351,6 +355,13 @@ def _check_attribute(name: str, attribute: Any) -> dict[str, Any]:
         raise ParameterValueInvalid(  # AWS-recorded wording
             f"The message attribute '{name}' has an invalid message attribute type, the set of "
             "supported type prefixes is Binary, Number, and String."
+        )
+    if first_bad_char(data_type) is not None:
+        # "The data type has the same restrictions on the content as the message body"; a type
+        # SQS refuses would lose the message for every raw queue subscription
+        raise ParameterValueInvalid(
+            f"The message attribute '{name}' has a type with a character that is not allowed "
+            "(the message body's character set applies)."
         )
     string_value = attribute.get("StringValue")
     binary_value = attribute.get("BinaryValue")
