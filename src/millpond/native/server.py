@@ -168,7 +168,7 @@ class Connection(asyncio.Protocol):
         # other requests finish: their writes stand whether or not anyone hears the answer.
         for task in list(self.tasks.values()):
             if getattr(task, "long_poll", False):
-                _end_poll(task)
+                task.cancel()
 
     def eof_received(self) -> bool:
         """The peer sent its last request (a half-close, as ``shutdown(SHUT_WR)``): the
@@ -312,7 +312,7 @@ class Connection(asyncio.Protocol):
             return
         task = self.tasks.get(args[0])
         if task is not None and getattr(task, "long_poll", False):
-            _end_poll(task)
+            task.cancel()
         self._answer(rid, None, frames.CANCEL)
 
     def _hello(self, rid: int, options: dict[str, Any]) -> None:
@@ -384,26 +384,9 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             self._answer_error(rid, _error_of(exc, op))
         else:
-            if getattr(self.tasks.get(rid), "ended", False):
-                self._give_back(target, result)
-            else:
-                self._answer(rid, result, op)
+            self._answer(rid, result, op)
         finally:
             self._done(rid)
-
-    def _give_back(self, queue_name: Any, messages: list[Message]) -> None:
-        """Make visible again the messages of a long poll that was ended (its client left or
-        cancelled it) and returned all the same: its wait had ended in the loop iteration of
-        the cancel, and Python 3.11's asyncio.wait_for (in Notifier.wait) then returns instead
-        of raising it. Nobody takes them: hidden, they would wait out the visibility timeout."""
-        assert self.session is not None
-        try:
-            queue = self.session.broker.queue(queue_name)
-        except MillpondError:
-            return  # deleted meanwhile, messages and all
-        handles = [(message.receipt_handle, 0) for message in messages]
-        if handles:
-            self.ctx.executor.submit(queue.change_visibility_entries, handles)
 
     def _never_ran(self, rid: int, task: asyncio.Task[None]) -> None:
         """A task cancelled before its first step ends without running _run's finally (a
@@ -464,13 +447,6 @@ class Connection(asyncio.Protocol):
             self._last_words = None
         if self.transport is not None:
             self.transport.close()  # sends what is buffered first
-
-
-def _end_poll(task: asyncio.Task[None]) -> None:
-    """Cancel a long poll nobody waits for; marked, as a cancel can be swallowed (see
-    Connection._give_back)."""
-    task.ended = True  # type: ignore[attr-defined]
-    task.cancel()
 
 
 def _connection_limit() -> int:
