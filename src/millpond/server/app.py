@@ -195,9 +195,7 @@ class App:
         request_id: str,
         verified: tuple[str, str] | None = None,
     ) -> Request:
-        region, access_key = verified or region_of(
-            _text(headers, b"authorization"), self.ctx.region
-        )
+        region, access_key = verified or region_of(_claimed_scope(scope, headers), self.ctx.region)
         return Request(
             action=action,
             params=params,
@@ -388,6 +386,17 @@ def _trace_header(headers: dict[bytes, bytes]) -> str | None:
     middleware's, not the caller's own input) unless it is text SQS can store."""
     value = _text(headers, b"x-amzn-trace-id")
     return value if valid_trace_header(value) else None
+
+
+def _claimed_scope(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
+    """The text naming the request's SigV4 credential scope, unverified: its Authorization
+    header, else a presigned URL's X-Amz-Credential (which names the region just as well)."""
+    authorization = _text(headers, b"authorization")
+    query_string: bytes = scope.get("query_string", b"")
+    if authorization or b"X-Amz-Credential=" not in query_string:
+        return authorization
+    query = urllib.parse.parse_qs(query_string.decode("latin-1"))
+    return "Credential=" + query.get("X-Amz-Credential", [""])[-1]
 
 
 def _text(headers: dict[bytes, bytes], name: bytes) -> str:

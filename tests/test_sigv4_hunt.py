@@ -1,0 +1,95 @@
+"""Identity, authentication and addressing on the daemon, against what AWS does.
+
+One daemon without credentials (``daemon``, from conftest: any request is taken, the SigV4
+credential scope picks the region) and one with a key pair (``signing``: every request must be
+signed).
+"""
+
+from __future__ import annotations
+
+import http.client
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.auth import SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from .daemon import Daemon
+
+SQS_VERSION = "2012-11-05"
+SNS_VERSION = "2010-03-31"
+ALICE = Credentials("AKIDALICE", "alice-secret")
+
+
+@pytest.fixture(scope="module")
+def signing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("signing")
+    config = root / "millpond.toml"
+    config.write_text(f'[auth]\ncredentials = {{ {ALICE.access_key} = "{ALICE.secret_key}" }}\n')
+    d = Daemon(str(root / "data"), config=str(config))
+    yield d
+    d.stop()
+
+
+def send(
+    daemon: Daemon, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b""
+) -> tuple[int, str]:
+    """Send exactly these headers (plus Host); (status, body text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", f"127.0.0.1:{daemon.port}")
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def presigned(daemon: Daemon, params: dict[str, str], service: str, region: str) -> str:
+    """The path and query of a GET presigned by alice (botocore's SigV4QueryAuth)."""
+    request = AWSRequest(method="GET", url=f"{daemon.url}/?{urllib.parse.urlencode(params)}")
+    SigV4QueryAuth(ALICE, service, region, expires=300).add_auth(request)
+    split = urllib.parse.urlsplit(request.url)
+    return f"{split.path}?{split.query}"
+
+
+def client(daemon: Daemon, service: str, region: str, **kwargs: Any) -> Any:
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=daemon.url,
+        region_name=region,
+        aws_access_key_id=ALICE.access_key,
+        aws_secret_access_key=ALICE.secret_key,
+        **kwargs,
+    )
+
+
+# -- the region of a request ------------------------------------------------------------------
+
+
+def test_a_presigned_url_acts_in_the_region_of_its_scope_without_credentials_too(
+    daemon: Daemon,
+) -> None:
+    # The daemon without credentials takes its region from the credential scope: a presigned
+    # URL names it in X-Amz-Credential (.../eu-west-1/sqs/aws4_request), as the daemon with
+    # credentials already used. Without credentials it was ignored: the queue landed in the
+    # default region.
+    query = {"Action": "CreateQueue", "QueueName": "presigned-west", "Version": SQS_VERSION}
+    status, _ = send(daemon, "GET", presigned(daemon, query, "sqs", "eu-west-1"), [])
+    assert status == 200
+    west = client(daemon, "sqs", "eu-west-1").list_queues(QueueNamePrefix="presigned-west")
+    east = client(daemon, "sqs", "us-east-1").list_queues(QueueNamePrefix="presigned-west")
+    assert len(west.get("QueueUrls", [])) == 1 and "QueueUrls" not in east
+    topic = {"Action": "CreateTopic", "Name": "presigned-west", "Version": SNS_VERSION}
+    status, text = send(daemon, "GET", presigned(daemon, topic, "sns", "eu-west-1"), [])
+    assert status == 200 and "arn:aws:sns:eu-west-1:" in text, text
