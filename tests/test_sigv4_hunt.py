@@ -93,3 +93,87 @@ def test_a_presigned_url_acts_in_the_region_of_its_scope_without_credentials_too
     topic = {"Action": "CreateTopic", "Name": "presigned-west", "Version": SNS_VERSION}
     status, text = send(daemon, "GET", presigned(daemon, topic, "sns", "eu-west-1"), [])
     assert status == 200 and "arn:aws:sns:eu-west-1:" in text, text
+
+
+# -- clock skew -------------------------------------------------------------------------------
+
+
+def signed_at(daemon: Daemon, body: bytes, service: str, when: Any) -> list[tuple[str, str]]:
+    """The headers of a form POST alice signed for ``service`` with her clock at ``when``."""
+    from unittest import mock
+
+    from botocore.auth import SigV4Auth
+
+    request = AWSRequest(
+        method="POST",
+        url=daemon.url + "/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+        SigV4Auth(ALICE, service, "us-east-1").add_auth(request)
+    return list(request.headers.items())
+
+
+@pytest.mark.parametrize(
+    "service, version, action",
+    [("sqs", SQS_VERSION, "ListQueues"), ("sns", SNS_VERSION, "ListTopics")],
+)
+@pytest.mark.parametrize("hours", [-1, 1])
+def test_a_request_signed_by_a_skewed_clock_is_signature_does_not_match(
+    signing: Daemon, service: str, version: str, action: str, hours: int
+) -> None:
+    # SQS and SNS answer a signed request dated over 15 minutes from their clock with
+    # SignatureDoesNotMatch (403) and both times, e.g. (aws/aws-sdk-php#642, SQS's own XML):
+    # <Code>SignatureDoesNotMatch</Code><Message>Signature expired: 20150619T100249Z is now
+    # earlier than 20150619T100713Z (20150619T102213Z - 15 min.)</Message>; a date ahead:
+    # "Signature not yet current: X is still later than Y (Z + 15 min.)". The daemon
+    # answered RequestExpired (400), which names no time a client can correct its clock by.
+    import datetime
+    import re
+
+    when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=hours)
+    body = urllib.parse.urlencode({"Action": action, "Version": version}).encode()
+    status, text = send(signing, "POST", "/", signed_at(signing, body, service, when), body)
+    date = when.strftime("%Y%m%dT%H%M%SZ")
+    stamp = r"\d{8}T\d{6}Z"
+    if hours < 0:
+        wanted = rf"Signature expired: {date} is now earlier than {stamp} \({stamp} - 15 min\.\)"
+    else:
+        wanted = (
+            rf"Signature not yet current: {date} is still later than {stamp} "
+            rf"\({stamp} \+ 15 min\.\)"
+        )
+    assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in text, (status, text)
+    assert re.search(f"<Message>{wanted}</Message>", text), text
+
+
+def test_a_skewed_request_over_json_is_signature_does_not_match(signing: Daemon) -> None:
+    import datetime
+    from unittest import mock
+
+    from botocore.auth import SigV4Auth
+
+    body = b"{}"
+    request = AWSRequest(
+        method="POST",
+        url=signing.url + "/",
+        data=body,
+        headers={
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": "AmazonSQS.ListQueues",
+        },
+    )
+    when = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+        SigV4Auth(ALICE, "sqs", "us-east-1").add_auth(request)
+    conn = http.client.HTTPConnection("127.0.0.1", signing.port, timeout=30)
+    try:
+        conn.request("POST", "/", body=body, headers=dict(request.headers.items()))
+        response = conn.getresponse()
+        text = response.read().decode()
+        query_error = response.getheader("x-amzn-query-error")
+    finally:
+        conn.close()
+    assert response.status == 403 and query_error == "SignatureDoesNotMatch;Sender", text
+    assert "Signature expired: " in text

@@ -7,7 +7,8 @@ header made with one of the configured key pairs, as boto3, aws-cli and the AWS 
 (or be a presigned URL: the same signature in X-Amz-* query parameters), scoped to the service
 it calls; the request time is X-Amz-Date, else the Date header.
 The errors are AWS's common ones (IncompleteSignature, InvalidClientTokenId,
-MissingAuthenticationToken, SignatureDoesNotMatch, RequestExpired).
+MissingAuthenticationToken, SignatureDoesNotMatch, RequestExpired for presigned URLs), with the
+texts SQS and SNS answer.
 
 The canonical request follows the SigV4 rules for services other than S3: the path without
 empty or dot segments, URI-encoded once more; query parameters decoded, re-encoded (RFC 3986)
@@ -167,6 +168,28 @@ def _request_time(headers: list[tuple[bytes, bytes]], query_date: str | None) ->
     return amz_date, signed_at
 
 
+def _skewed(amz_date: str, signed_at: int, now: float) -> AwsError:
+    """AWS's answer to a request signed in its headers and dated more than 15 minutes from its
+    clock, as SQS and SNS write it: SignatureDoesNotMatch (403, not the RequestExpired of their
+    Common Errors pages), naming the bound it missed and the server's time, by which an SDK
+    corrects its clock."""
+
+    def stamp(seconds: float) -> str:
+        return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(seconds))
+
+    if signed_at < now:
+        message = (
+            f"Signature expired: {amz_date} is now earlier than {stamp(now - MAX_SKEW_S)} "
+            f"({stamp(now)} - 15 min.)"
+        )
+    else:
+        message = (
+            f"Signature not yet current: {amz_date} is still later than "
+            f"{stamp(now + MAX_SKEW_S)} ({stamp(now)} + 15 min.)"
+        )
+    return _error("SignatureDoesNotMatch", message, 403)
+
+
 class _Claim(NamedTuple):
     """What a request says about its signature: from its Authorization header, or from the
     X-Amz-* parameters of a presigned URL."""
@@ -258,11 +281,7 @@ def check(
                 400,
             )
     elif abs(now - signed_at) > MAX_SKEW_S:
-        raise _error(
-            "RequestExpired",
-            f"Request has expired: it is dated {amz_date}, more than 15 minutes from now.",
-            400,
-        )
+        raise _skewed(amz_date, signed_at, now)
     payload_hash = hashlib.sha256(body).hexdigest()
     declared = _first(headers, b"x-amz-content-sha256")
     if declared is not None and declared.decode("latin-1") != payload_hash:
