@@ -177,3 +177,29 @@ def test_a_skewed_request_over_json_is_signature_does_not_match(signing: Daemon)
         conn.close()
     assert response.status == 403 and query_error == "SignatureDoesNotMatch;Sender", text
     assert "Signature expired: " in text
+
+
+# -- queue URLs -------------------------------------------------------------------------------
+
+
+def test_a_queue_name_is_taken_where_a_queue_url_is_expected(daemon: Daemon) -> None:
+    # SQS takes a bare queue name as QueueUrl (in the caller's account): Java SDK v1 code doing
+    # sendMessage(queueName, ...) "works in production" (localstack/localstack#8545); moto
+    # accepts names since "this validation does not appear in AWS" (getmoto/moto#5073); the JS
+    # SDK v3 documents useQueueUrlAsEndpoint: false for passing names (aws/aws-sdk-js-v3#6337).
+    # The daemon answered NonExistentQueue for a queue that exists.
+    import botocore.exceptions
+
+    sqs = client(daemon, "sqs", "us-east-1")
+    url = sqs.create_queue(QueueName="by-name_1")["QueueUrl"]
+    sqs.send_message(QueueUrl="by-name_1", MessageBody="sent by name")
+    (message,) = sqs.receive_message(QueueUrl="by-name_1")["Messages"]
+    assert message["Body"] == "sent by name"
+    sqs.delete_message(QueueUrl="by-name_1", ReceiptHandle=message["ReceiptHandle"])
+    arn = sqs.get_queue_attributes(QueueUrl="by-name_1", AttributeNames=["QueueArn"])
+    assert arn["Attributes"]["QueueArn"].endswith(":by-name_1")
+    with pytest.raises(botocore.exceptions.ClientError) as missing:
+        sqs.get_queue_attributes(QueueUrl="no-such-queue", AttributeNames=["All"])
+    assert missing.value.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue"
+    sqs.delete_queue(QueueUrl="by-name_1")
+    assert url not in sqs.list_queues().get("QueueUrls", [])

@@ -138,9 +138,12 @@ def _path_parts(url: str) -> tuple[str, ...]:
 
 
 def queue_name_from_url(request: Request, url: Any) -> str:
-    """The queue name in a queue URL, by path (never by host: clients rewrite hosts)."""
+    """The queue name in a queue URL, by path (never by host: clients rewrite hosts); a bare
+    queue name, as SQS takes in place of its URL, names a queue of the caller's account."""
     if not isinstance(url, str) or not url:
         raise missing("QueueUrl")
+    if "/" not in url:
+        return url
     parts = _path_parts(url)
     if len(parts) != 2 or parts[0] != request.account_id:
         raise AwsError(
