@@ -515,3 +515,51 @@ def test_sigkill_loses_no_acknowledged_write_fsync(tmp_path: Path, impl: str) ->
 
 def test_sigkill_loses_no_acknowledged_write_os_mode(tmp_path: Path, impl: str) -> None:
     _crash_cycles(tmp_path, impl, "os", max(2, CRASH_CYCLES // 2))
+
+
+def _synced_directories(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The directories os.fsync is called on from now (by path), in order."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_a_new_data_directory_is_synced_into_its_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A power loss must not take away the directory entries naming the data of the first
+    # acknowledged sends: each directory the open created is synced into its parent, and the
+    # data directory itself once LMDB created its files in it.
+    synced = _synced_directories(monkeypatch)
+    path = tmp_path / "new" / "data"
+    with millpond.open(path) as broker:
+        broker.create_queue("q").send(b"first")
+    assert synced == [str(tmp_path), str(tmp_path / "new"), str(path)]
+    synced.clear()
+    with millpond.open(path) as broker:  # nothing new: nothing more to sync
+        assert broker.queue("q").receive()[0].body == b"first"
+    assert synced == []
+
+
+def test_an_existing_empty_directory_is_synced_once_it_holds_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = _synced_directories(monkeypatch)
+    with millpond.open(tmp_path):
+        pass
+    assert synced == [str(tmp_path)]
+
+
+def test_os_mode_does_not_sync_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "os" does not survive a power loss (README): it pays for no directory sync either.
+    synced = _synced_directories(monkeypatch)
+    with millpond.open(tmp_path / "new", durability="os"):
+        pass
+    assert synced == []

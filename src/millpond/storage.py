@@ -30,6 +30,7 @@ from typing import Any, TypeVar, cast
 
 import lmdb
 
+from millpond import directories
 from millpond.clock import Clock
 from millpond.errors import AlreadyOpen, BrokerClosed, MillpondError, StorageFull
 
@@ -185,7 +186,8 @@ class Storage:
         self.durability = durability
         self.max_map_size = max_map_size
         self.reserve = reserve
-        os.makedirs(self.path, exist_ok=True)
+        created = directories.make_dirs(self.path)
+        new_files = not os.path.exists(os.path.join(self.path, "data.mdb"))
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
         with _open_lock:
@@ -200,6 +202,8 @@ class Storage:
             _open_here[self._identity] = (os.getpid(), self)
         try:
             self._open(map_size)
+            if durability == "fsync" and (created or new_files):
+                directories.sync_new_entries(self.path, created, new_files)
         except BaseException:
             self._unregister()
             raise

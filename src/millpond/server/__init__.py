@@ -87,9 +87,10 @@ def serve(
     from millpond.server.context import Context
     from millpond.server.http_protocol import DeadlineHttpProtocol
 
-    os.makedirs(data_dir, exist_ok=True)
     ctx = Context(data_dir, **options)
-    ctx.broker()  # the default region's data, opened now: a directory it cannot use stops here
+    # the default region's data, opened now (creating --data, synced into its parent in the
+    # "fsync" mode): a directory it cannot use stops here
+    ctx.broker()
     # and every other region's, so that /metrics, HTTP deliveries and move tasks cover them
     # from the start, not from their first request
     ctx.open_regions()
