@@ -898,6 +898,22 @@ def test_subscribe_grants_the_topic_send(aws: AwsBroker, name: str) -> None:
     assert [s.arn for s in topic.list_subscriptions()] == []
 
 
+def test_a_refused_subscribe_leaves_the_queue_policy_as_it_was(aws: AwsBroker, name: str) -> None:
+    # The grant is written before SNS is asked; when SNS then refuses the subscription, a
+    # statement letting the topic send would be left behind for a subscription that never was.
+    topic = aws.create_topic(name)
+    bare = aws.create_queue(name)
+    with pytest.raises(errors.InvalidFilterPolicy):
+        topic.subscribe(bare, filter_policy={"a": "b"})
+    assert _statements(bare) == []
+    granted = aws.create_queue(name + "-granted")
+    aws.create_topic(name + "-other").subscribe(granted)
+    before = granted.get_attributes(["Policy"])["Policy"]
+    with pytest.raises(errors.InvalidFilterPolicy):
+        topic.subscribe(granted, filter_policy={"a": "b"})
+    assert granted.get_attributes(["Policy"])["Policy"] == before
+
+
 def test_topics_subscribing_one_queue_from_threads_keep_every_grant(
     daemon_broker: AwsBroker, name: str
 ) -> None:
@@ -1303,7 +1319,7 @@ def test_subscribe_succeeds_when_the_subscription_cannot_be_read_back() -> None:
             "get_subscription_attributes", "AuthorizationError", "not allowed", 403
         )
         topic = AwsTopic(broker, "t", topic_arn)
-        topic._queue_endpoint = lambda queue: queue  # type: ignore[method-assign]  # no SQS here
+        topic._queue_endpoint = lambda queue: (queue, None)  # type: ignore[method-assign]  # no SQS
         sub = topic.subscribe(queue_arn)
         sns.assert_no_pending_responses()
     assert (sub.arn, sub.topic_arn, sub.protocol, sub.endpoint, sub.queue_name) == (

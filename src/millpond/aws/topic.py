@@ -7,8 +7,9 @@ that statement AWS drops every delivery to the queue.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from millpond.aws.errors import AwsServiceError, raise_first_failure
@@ -136,14 +137,23 @@ class AwsTopic(PublishFromPublishMessage):
         ):
             if value is not None:
                 given[name] = text_value(value)
-        endpoint: Any = self._queue_endpoint(queue) if protocol == "sqs" else queue
-        answer = self._call(
-            "subscribe",
-            Protocol=protocol,
-            Endpoint=endpoint,
-            Attributes=given or None,
-            ReturnSubscriptionArn=True,
-        )
+        revoke: Callable[[], None] | None = None
+        if protocol == "sqs":
+            endpoint, revoke = self._queue_endpoint(queue)
+        else:
+            endpoint = queue
+        try:
+            answer = self._call(
+                "subscribe",
+                Protocol=protocol,
+                Endpoint=endpoint,
+                Attributes=given or None,
+                ReturnSubscriptionArn=True,
+            )
+        except BaseException:
+            if revoke is not None:  # granted for a subscription SNS refused
+                revoke()
+            raise
         arn: str = answer["SubscriptionArn"]
         try:
             # as SNS describes it: its Owner, and whether it awaits confirmation (an HTTP/S
@@ -153,37 +163,37 @@ class AwsTopic(PublishFromPublishMessage):
             # not allowed to read it back (AuthorizationError): it exists all the same
             return AwsSubscription(self._broker, arn, self.arn, protocol, endpoint)
 
-    def _queue_endpoint(self, queue: AwsQueue | str) -> Any:
-        """The queue's ARN for Subscribe, after granting this topic sqs:SendMessage on it."""
+    def _queue_endpoint(self, queue: AwsQueue | str) -> tuple[Any, Callable[[], None] | None]:
+        """The queue's ARN for Subscribe, after granting this topic sqs:SendMessage on it, and
+        what takes that grant back (None: nothing was granted)."""
         broker = self._broker
         if isinstance(queue, AwsQueue):
             target = queue
         elif isinstance(queue, str) and queue.startswith("arn:"):
             parts = queue.split(":")
             if len(parts) != 6:
-                return queue  # SNS refuses it
+                return queue, None  # SNS refuses it
             try:
                 url = broker._call(
                     "sqs", "get_queue_url", QueueName=parts[5], QueueOwnerAWSAccountId=parts[4]
                 )["QueueUrl"]
             except QueueDoesNotExist:
-                return self._not_yet(queue)
+                return self._not_yet(queue), None
             target = AwsQueue(broker, parts[5], url)
         elif isinstance(queue, str):
             try:
                 target = broker.queue(queue)
             except InvalidInputError:
-                return queue  # not a queue name: SNS refuses it as an endpoint
+                return queue, None  # not a queue name: SNS refuses it as an endpoint
             except QueueDoesNotExist:
                 if not _QUEUE_NAME.fullmatch(queue):  # no ARN to make of it (embedded's text)
                     raise InvalidParameter("Invalid parameter: SQS endpoint ARN") from None
                 # the ARN it will have: in this topic's partition and account
                 _, partition, _, _, account, _ = self.arn.split(":")
-                return self._not_yet(f"arn:{partition}:sqs:{broker.region}:{account}:{queue}")
+                return self._not_yet(f"arn:{partition}:sqs:{broker.region}:{account}:{queue}"), None
         else:
-            return queue  # SNS refuses it
-        self._grant(target)
-        return target.arn
+            return queue, None  # SNS refuses it
+        return target.arn, self._grant(target)
 
     def _not_yet(self, queue_arn: str) -> str:
         log.warning(
@@ -194,8 +204,9 @@ class AwsTopic(PublishFromPublishMessage):
         )
         return queue_arn
 
-    def _grant(self, queue: AwsQueue) -> None:
-        """Let this topic send to ``queue`` (its Policy), unless the policy allows it already.
+    def _grant(self, queue: AwsQueue) -> Callable[[], None] | None:
+        """Let this topic send to ``queue`` (its Policy), unless the policy allows it already;
+        returns what puts the Policy back as it was (None: it allowed it already).
 
         Serialised in this broker (see AwsBroker._policy_lock); another process changing the
         same queue's Policy at the same moment can still drop one of the two statements.
@@ -208,8 +219,17 @@ class AwsTopic(PublishFromPublishMessage):
                 raise InvalidAttributeValue(
                     f"cannot let topic {self.arn} send to queue {queue.name}: {exc}"
                 ) from None
-            if policy is not None:
-                queue.set_attributes({"Policy": policy})
+            if policy is None:
+                return None
+            queue.set_attributes({"Policy": policy})
+
+        def revoke() -> None:
+            with self._broker._policy_lock:  # unless it changed since (another grant)
+                now = queue.get_attributes(["Policy"]).get("Policy")
+                if now and json.loads(now) == json.loads(policy):  # as stored, maybe respaced
+                    queue.set_attributes({"Policy": current or ""})
+
+        return revoke
 
     def confirm_subscription(
         self, token: str, authenticate_on_unsubscribe: bool | str = False
