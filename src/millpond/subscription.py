@@ -192,6 +192,12 @@ def _check_redrive_policy(text: str, prefix: str, *, fifo_topic: bool, fifo_queu
     doc = json_object(text)
     if doc is None:
         raise InvalidParameter(f"{prefix}RedrivePolicy: failed to parse JSON.")
+    for member in doc:
+        if member != "deadLetterTargetArn":
+            # SNS's wording (AWS's answer to an SQS queue's maxReceiveCount copied in)
+            raise InvalidParameter(
+                f"{prefix}RedrivePolicy: invalid JSON. Attribute {member} is unknown."
+            )
     target = doc.get("deadLetterTargetArn")
     parsed = parse_arn(target, "sqs") if isinstance(target, str) else None
     if parsed is None:
