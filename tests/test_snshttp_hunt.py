@@ -7,6 +7,7 @@ an HTTP server on 127.0.0.1 as the endpoint.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -35,3 +36,38 @@ def test_a_redrive_policy_with_an_unknown_member_is_refused(broker):
     assert str(info.value) == f"Invalid parameter: {reason}"
     assert "RedrivePolicy" not in sub.get_attributes()
     sub.set_attributes({"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn})})
+
+
+def confirmed(broker: Any, topic: Any, url: str = HOOK, **kwargs: Any) -> Any:
+    """An HTTPS subscription of ``topic``, confirmed with the token of its confirmation."""
+    sub = topic.subscribe(url, protocol="https", **kwargs)
+    outbox = broker._topics.http
+    (delivery,) = outbox.take()
+    assert delivery.message_type == "SubscriptionConfirmation"
+    outbox.delivered(delivery)
+    topic.confirm_subscription(json.loads(delivery.body)["Token"])
+    return sub
+
+
+def test_an_empty_topic_delivery_policy_removes_it(broker, clock):
+    # AWS-recorded (LocalStack's test_topic_delivery_policy_crud, "set-topic-attrs-full-none"
+    # then "get-topic-attrs-after-delete"): SetTopicAttributes DeliveryPolicy="" succeeds and
+    # the topic has no DeliveryPolicy any more, its EffectiveDeliveryPolicy SNS's defaults. It
+    # was refused ("DeliveryPolicy: failed to parse JSON."): a topic's policy could not be taken
+    # back.
+    retry = {"minDelayTarget": 5, "maxDelayTarget": 6, "numRetries": 1}
+    http = {"defaultHealthyRetryPolicy": retry}
+    topic = broker.create_topic("orders", {"DeliveryPolicy": json.dumps({"http": http})})
+    sub = confirmed(broker, topic)
+    topic.set_attributes({"DeliveryPolicy": ""})
+    attributes = topic.get_attributes()
+    assert "DeliveryPolicy" not in attributes
+    effective = json.loads(attributes["EffectiveDeliveryPolicy"])["http"]
+    assert effective["defaultHealthyRetryPolicy"]["minDelayTarget"] == 20
+    retry = json.loads(sub.get_attributes()["EffectiveDeliveryPolicy"])["healthyRetryPolicy"]
+    assert (retry["numRetries"], retry["minDelayTarget"]) == (3, 20)
+    topic.publish("hello")  # retried as SNS's default says: 20 s later
+    outbox = broker._topics.http
+    (delivery,) = outbox.take()
+    outbox.failed(delivery, reason="HTTP 503")
+    assert outbox.next_due_ms() == clock.now_ms() + 20_000

@@ -76,6 +76,7 @@ _FEEDBACK_ATTRIBUTES = frozenset(
     for protocol in ("HTTP", "Firehose", "Lambda", "SQS", "Application")
     for kind in ("SuccessFeedbackRoleArn", "FailureFeedbackRoleArn", "SuccessFeedbackSampleRate")
 )
+_REMOVABLE = ("DeliveryPolicy",)  # SetTopicAttributes with "" removes these
 _FIFO_ONLY = frozenset(("ContentBasedDeduplication", "FifoThroughputScope", "ArchivePolicy"))
 _SETTABLE_TOPIC_ATTRIBUTES = (
     frozenset(("DisplayName", "SignatureVersion", "TracingConfig", "KmsMasterKeyId"))
@@ -560,10 +561,14 @@ class TopicSettings:
         attributes = arguments.mapping(attributes, "Attributes", InvalidParameter, required=True)
         if "FifoTopic" in attributes:
             raise InvalidParameter("Invalid parameter: AttributeName")
-        changes = check_topic_attributes(attributes, fifo=self.fifo, creating=False)
+        # An empty DeliveryPolicy removes it, SNS's defaults in force again (AWS-recorded)
+        removed = {name for name in _REMOVABLE if attributes.get(name) == ""}
+        given = {k: v for k, v in attributes.items() if k not in removed}
+        changes = check_topic_attributes(given, fifo=self.fifo, creating=False)
 
         def change(record: dict[str, Any]) -> bool:
-            record["attributes"] = {**record["attributes"], **changes}
+            kept = {k: v for k, v in record["attributes"].items() if k not in removed}
+            record["attributes"] = {**kept, **changes}
             return True
 
         self._update_record(change)
