@@ -7,11 +7,14 @@ an HTTP server on 127.0.0.1 as the endpoint.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from millpond.sns_envelope import InvalidParameter
+
+from .test_server_sns import NO_RETRY, Endpoint, confirmation, make_topic, unsigned_get
 
 HOOK = "https://example.com/hook"
 
@@ -71,3 +74,50 @@ def test_an_empty_topic_delivery_policy_removes_it(broker, clock):
     (delivery,) = outbox.take()
     outbox.failed(delivery, reason="HTTP 503")
     assert outbox.next_due_ms() == clock.now_ms() + 20_000
+
+
+# -- through the daemon ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sns(daemon: Any) -> Any:
+    return daemon.client("sns", config=NO_RETRY)
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    e = Endpoint()
+    yield e
+    e.close()
+
+
+def test_the_subscribe_url_is_written_as_sns_writes_it(sns, endpoint, daemon):
+    # AWS-recorded (LocalStack's test_subscribe_external_http_endpoint and
+    # test_subscribe_external_http_endpoint_lambda_url_sig_validation, which assert it):
+    # SubscribeURL == f"{service}/?Action=ConfirmSubscription&TopicArn={topic_arn}&Token={token}",
+    # in SubscriptionConfirmation and UnsubscribeConfirmation alike. millpond percent-encoded the
+    # ARN and added "&Version=2010-03-31", so an endpoint that reads the topic from the URL, or
+    # checks its shape, saw another URL than SNS sends.
+    topic = make_topic(sns)
+    sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=endpoint.url + "/s1")
+    message = confirmation(endpoint, "/s1")
+    service = f"{daemon.url}"
+    token = message["Token"]
+    assert message["SubscribeURL"] == (
+        f"{service}/?Action=ConfirmSubscription&TopicArn={topic}&Token={token}"
+    )
+    status, body = unsigned_get(message["SubscribeURL"])  # and a GET of it confirms
+    assert status == 200 and "<ConfirmSubscriptionResult>" in body, body
+    sub = body.split("<SubscriptionArn>")[1].split("</SubscriptionArn>")[0]
+    sns.unsubscribe(SubscriptionArn=sub)
+    _, headers, raw = endpoint.next()
+    assert headers["x-amz-sns-message-type"] == "UnsubscribeConfirmation"
+    goodbye = json.loads(raw)
+    assert goodbye["SubscribeURL"] == (
+        f"{service}/?Action=ConfirmSubscription&TopicArn={topic}&Token={goodbye['Token']}"
+    )
+    status, body = unsigned_get(goodbye["SubscribeURL"])  # restores the subscription
+    assert status == 200 and sub in body, body
+    assert sns.get_subscription_attributes(SubscriptionArn=sub)["Attributes"]["Endpoint"] == (
+        endpoint.url + "/s1"
+    )

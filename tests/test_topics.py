@@ -1473,9 +1473,8 @@ def test_http_subscription_is_pending_until_confirmed(broker, clock):
     assert body["Timestamp"] == iso_timestamp(clock.now_ms())
     assert body["SubscribeURL"] == (
         "http://localhost:9324/?Action=ConfirmSubscription&TopicArn="
-        f"arn%3Aaws%3Asns%3Aus-east-1%3A123456789012%3Aorders&Token={body['Token']}"
-        "&Version=2010-03-31"
-    )
+        f"arn:aws:sns:us-east-1:123456789012:orders&Token={body['Token']}"
+    )  # as SNS writes it (AWS-recorded): the ARN as is, no Version
     text = (
         f"Message\n{body['Message']}\nMessageId\n{body['MessageId']}\nSubscribeURL\n"
         f"{body['SubscribeURL']}\nTimestamp\n{body['Timestamp']}\nToken\n{body['Token']}\n"

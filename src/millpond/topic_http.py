@@ -64,19 +64,11 @@ def subscribe_url(service_url: str | None, region: str, topic_arn: str, token: s
     """The SubscribeURL of a confirmation: a GET of it confirms the subscription.
 
     ``service_url``: where this broker's SNS API is served (the daemon's own address); None
-    gives SNS's regional endpoint, as AWS writes it. ``Version`` lets the daemon tell SNS's
-    ConfirmSubscription from an SQS request.
+    gives SNS's regional endpoint. Written as SNS writes it (AWS-recorded): the ARN as is, no
+    Version (the daemon knows ConfirmSubscription for SNS's by its name).
     """
     base = (service_url or f"https://sns.{region}.amazonaws.com").rstrip("/")
-    query = urllib.parse.urlencode(
-        {
-            "Action": "ConfirmSubscription",
-            "TopicArn": topic_arn,
-            "Token": token,
-            "Version": "2010-03-31",
-        }
-    )
-    return f"{base}/?{query}"
+    return f"{base}/?Action=ConfirmSubscription&TopicArn={topic_arn}&Token={token}"
 
 
 def confirmation_entry(
