@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from millpond.errors import TopicNotFound
 from millpond.sns_envelope import InvalidParameter
 
 from .test_server_sns import NO_RETRY, Endpoint, confirmation, make_topic, unsigned_get
@@ -121,3 +122,32 @@ def test_the_subscribe_url_is_written_as_sns_writes_it(sns, endpoint, daemon):
     assert sns.get_subscription_attributes(SubscriptionArn=sub)["Attributes"]["Endpoint"] == (
         endpoint.url + "/s1"
     )
+
+
+def test_an_unconfirmed_subscription_is_gone_after_48_hours(broker, clock):
+    # "Amazon SNS automatically deletes unconfirmed subscriptions after 48 hours" (Amazon SNS
+    # Developer Guide, "Deleting an Amazon SNS subscription and topic"), when its confirmation
+    # token stops working too. A pending HTTP/S subscription stayed for ever instead: listed as
+    # PendingConfirmation, counted in SubscriptionsPending, and subscribing the endpoint again
+    # days later gave back the old subscription.
+    topic = broker.create_topic("orders")
+    outbox = broker._topics.http
+    sub = topic.subscribe(HOOK, protocol="https")
+    outbox.delivered(outbox.take()[0])
+    clock.advance(48 * 3600)  # 48 hours: still there
+    assert topic.list_subscriptions() == [sub]
+    assert topic.get_attributes()["SubscriptionsPending"] == "1"
+    clock.advance(0.001)
+    assert topic.list_subscriptions() == []
+    assert broker.list_subscriptions() == []
+    assert topic.get_attributes()["SubscriptionsPending"] == "0"
+    with pytest.raises(TopicNotFound):
+        sub.get_attributes()
+    with pytest.raises(TopicNotFound):
+        broker.subscription(sub.arn)
+    again = topic.subscribe(HOOK, protocol="https")  # a new subscription, with a new token
+    assert again != sub and again.pending
+    (confirmation,) = outbox.take()
+    assert confirmation.subscription_arn == again.arn
+    assert topic.confirm_subscription(json.loads(confirmation.body)["Token"]) == again
+    assert [s.pending for s in topic.list_subscriptions()] == [False]

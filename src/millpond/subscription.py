@@ -23,7 +23,15 @@ import msgpack
 
 from millpond.dead_letters import parse_arn
 from millpond.errors import InvalidFilterPolicy, MillpondError, TopicNotFound
-from millpond.fan_out import enqueue_http, sub_prefix, topic_key, touch, unsubscribed_prefix
+from millpond.fan_out import (
+    TOKEN_TTL_MS,
+    enqueue_http,
+    lapsed,
+    sub_prefix,
+    topic_key,
+    touch,
+    unsubscribed_prefix,
+)
 from millpond.filters import NESTED_IN_ATTRIBUTES, SCOPES, FilterPolicy
 from millpond.sns_envelope import InvalidParameter
 from millpond.topic_attributes import (
@@ -34,7 +42,7 @@ from millpond.topic_attributes import (
     subscription_effective_delivery_policy,
     text_value,
 )
-from millpond.topic_http import TOKEN_TTL_MS, confirmation_entry, new_token
+from millpond.topic_http import confirmation_entry, new_token
 
 if TYPE_CHECKING:
     from millpond.topic import Topic, Topics
@@ -243,17 +251,12 @@ def check_same(
             )
 
 
-def policy_count(txn: Any, meta: Any, topic_name: str, skip: bytes | None) -> int:
+def policy_count(txn: Any, meta: Any, topic_name: str, skip: bytes | None, now_ms: int) -> int:
     """How many subscriptions of the topic have a filter policy (``skip``: one key not counted)."""
-    prefix = sub_prefix(topic_name)
     count = 0
-    with txn.cursor(db=meta) as cur:
-        if cur.set_range(prefix):
-            for key, value in cur:
-                if not key.startswith(prefix):
-                    break
-                if key != skip and msgpack.unpackb(value)["attributes"].get("FilterPolicy"):
-                    count += 1
+    for key, record in _records(txn, meta, sub_prefix(topic_name)):
+        if key != skip and record["attributes"].get("FilterPolicy") and not lapsed(record, now_ms):
+            count += 1
     return count
 
 
@@ -326,9 +329,10 @@ class Subscription:
 
     def _stored(self, txn: Any) -> dict[str, Any]:
         raw = txn.get(self._key, db=self._topics._meta)
-        if raw is None:
+        record = None if raw is None else msgpack.unpackb(raw)
+        if record is None or lapsed(record, self._topics._broker.clock.now_ms()):
             raise TopicNotFound("Subscription does not exist")
-        return msgpack.unpackb(raw)  # type: ignore[no-any-return]
+        return record  # type: ignore[no-any-return]
 
     def get_attributes(self) -> dict[str, str]:
         """SNS GetSubscriptionAttributes: the read-only ones and whatever was set.
@@ -406,7 +410,8 @@ class Subscription:
             if (
                 policy is not None
                 and not stored.get("FilterPolicy")
-                and policy_count(txn, meta, self.topic_name, self._key) >= topics._policy_limit()
+                and policy_count(txn, meta, self.topic_name, self._key, now_ms)
+                >= topics._policy_limit()
             ):
                 raise FilterPolicyLimitExceeded("Filter policy limit exceeded")
             merged = {**stored, **changes}
@@ -473,7 +478,10 @@ def subscribe_in_txn(
     prefix = sub_prefix(topic.name)
     version = topic._record(txn)["attributes"].get("SignatureVersion", "1")  # TopicNotFound
     policies = 0
-    for key, record in _records(txn, meta, prefix):
+    for key, record in list(_records(txn, meta, prefix)):
+        if lapsed(record, now_ms):
+            txn.delete(key, db=meta)  # deleted by SNS after 48 hours: subscribed anew below
+            continue
         stored = record["attributes"]
         if record["endpoint"] == endpoint:
             check_same(requested, policy, stored, compile)

@@ -17,7 +17,7 @@ import msgpack
 
 from millpond import arguments
 from millpond.errors import TopicNotFound
-from millpond.fan_out import sub_prefix, tags_key, topic_key
+from millpond.fan_out import lapsed, sub_prefix, tags_key, topic_key
 from millpond.sns_envelope import InvalidParameter, TagLimitExceeded
 
 if TYPE_CHECKING:
@@ -532,6 +532,8 @@ class TopicSettings:
         standard topics); plus whatever was set (SignatureVersion only then, as SNS).
         """
 
+        now_ms = self._broker.clock.now_ms()
+
         def read(txn: Any) -> tuple[dict[str, Any], int, int]:
             record = self._record(txn)
             prefix = sub_prefix(self.name)
@@ -541,7 +543,10 @@ class TopicSettings:
                     for key, value in cur:
                         if not key.startswith(prefix):
                             break
-                        if msgpack.unpackb(value).get("pending"):
+                        sub = msgpack.unpackb(value)
+                        if lapsed(sub, now_ms):
+                            continue  # deleted by SNS after 48 hours
+                        if sub.get("pending"):
                             pending += 1
                         else:
                             confirmed += 1

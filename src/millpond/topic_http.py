@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["HttpDelivery", "HttpOutbox", "new_token"]
 
 LEASE_MS = 60_000  # a taken delivery is offered again if not settled by then
-TOKEN_TTL_MS = 2 * 24 * 3600 * 1000  # SNS: a confirmation token is valid for 2 days
 USER_AGENT = "Amazon Simple Notification Service Agent"
 
 
