@@ -151,3 +151,29 @@ def test_an_unconfirmed_subscription_is_gone_after_48_hours(broker, clock):
     assert confirmation.subscription_arn == again.arn
     assert topic.confirm_subscription(json.loads(confirmation.body)["Token"]) == again
     assert [s.pending for s in topic.list_subscriptions()] == [False]
+
+
+def test_a_token_confirms_its_subscription_whatever_topic_of_its_region_is_named(
+    sns, endpoint, daemon
+):
+    # AWS-recorded (LocalStack's test_subscribe_external_http_endpoint[True]/[False],
+    # "nonexistent-token-confirm"): the SubscribeURL with the topic ARN changed to one of the
+    # same region that names no topic answers 200 with the subscription's ARN, and the
+    # subscription is confirmed ("weirdly, even with a wrong topic, SNS will confirm"). The
+    # token names the subscription; millpond answered 400 "Invalid parameter: Token".
+    topic = make_topic(sns)
+    sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=endpoint.url + "/n1")
+    message = confirmation(endpoint, "/n1")
+    nonexistent = topic + "x"
+    url = message["SubscribeURL"].replace(f"TopicArn={topic}&", f"TopicArn={nonexistent}&")
+    assert url != message["SubscribeURL"]
+    status, body = unsigned_get(url)
+    assert status == 200, body
+    sub = body.split("<SubscriptionArn>")[1].split("</SubscriptionArn>")[0]
+    assert sub.startswith(topic + ":")
+    attributes = sns.get_subscription_attributes(SubscriptionArn=sub)["Attributes"]
+    assert attributes["PendingConfirmation"] == "false"
+    # a token no subscription has is still refused
+    wrong = url.replace(message["Token"], "ab" * 64)
+    status, body = unsigned_get(wrong)
+    assert status == 400 and "<Message>Invalid parameter: Token</Message>" in body, body

@@ -285,6 +285,29 @@ class Topics:
 
         return self._storage.read(scan)
 
+    def topic_of_token(self, token: str) -> str | None:
+        """The name of the topic whose pending (or unsubscribed) HTTP/S subscription has this
+        confirmation token; None when none has it."""
+
+        def scan(txn: Any) -> str | None:
+            for prefix in (b"s:", b"su:"):
+                with txn.cursor(db=self._meta) as cur:
+                    if not cur.set_range(prefix):
+                        continue
+                    for key, value in cur:
+                        if not key.startswith(prefix):
+                            break
+                        stored = msgpack.unpackb(value).get("token")
+                        if stored and hmac.compare_digest(stored, token):
+                            name: str = key[len(prefix) :].decode().partition(":")[0]
+                            return name
+            return None
+
+        if not isinstance(token, str) or not token:
+            return None
+        owner: str | None = self._storage.read(scan)
+        return owner
+
     # -- internals ----------------------------------------------------------------------------
 
     def _name_of(self, name_or_arn: str) -> str:
