@@ -15,7 +15,14 @@ import pytest
 from millpond.errors import TopicNotFound
 from millpond.sns_envelope import InvalidParameter
 
-from .test_server_sns import NO_RETRY, Endpoint, confirmation, make_topic, unsigned_get
+from .test_server_sns import (
+    NO_RETRY,
+    Endpoint,
+    confirmation,
+    error_of,
+    make_topic,
+    unsigned_get,
+)
 
 HOOK = "https://example.com/hook"
 
@@ -177,3 +184,46 @@ def test_a_token_confirms_its_subscription_whatever_topic_of_its_region_is_named
     wrong = url.replace(message["Token"], "ab" * 64)
     status, body = unsigned_get(wrong)
     assert status == 400 and "<Message>Invalid parameter: Token</Message>" in body, body
+
+
+def test_a_subscription_pending_confirmation_cannot_be_unsubscribed(broker, clock):
+    # SNS refuses it: "You can't delete a subscription that's pending confirmation" (Amazon SNS
+    # Developer Guide, "Deleting an Amazon SNS subscription and topic"); Unsubscribe answers
+    # InvalidParameter "Invalid parameter: SubscriptionArn Reason: Cannot unsubscribe a
+    # subscription that is pending confirmation" (the text terraform-provider-aws and
+    # CloudFormation tooling match, e.g. go-to-k/cdkd#1305). It was deleted: a deployment tool
+    # that handles this answer never met it against millpond.
+    topic = broker.create_topic("orders")
+    sub = topic.subscribe(HOOK, protocol="https")
+    outbox = broker._topics.http
+    (confirmation,) = outbox.take()
+    outbox.delivered(confirmation)
+    with pytest.raises(InvalidParameter) as info:
+        sub.unsubscribe()
+    assert str(info.value) == (
+        "Invalid parameter: SubscriptionArn Reason: Cannot unsubscribe a subscription that is "
+        "pending confirmation"
+    )
+    assert topic.list_subscriptions() == [sub]  # still there, still confirmable
+    assert topic.confirm_subscription(json.loads(confirmation.body)["Token"]) == sub
+    sub.unsubscribe()  # confirmed: unsubscribed
+    assert topic.list_subscriptions() == []
+    gone = topic.subscribe(HOOK + "/gone", protocol="https")
+    clock.advance(48 * 3600 + 1)  # deleted by SNS after 48 hours: unsubscribing it is a no-op
+    gone.unsubscribe()
+
+
+def test_the_daemon_refuses_to_unsubscribe_a_pending_subscription(sns, endpoint):
+    topic = make_topic(sns)
+    sub = sns.subscribe(
+        TopicArn=topic, Protocol="http", Endpoint=endpoint.url + "/p1", ReturnSubscriptionArn=True
+    )["SubscriptionArn"]
+    confirmation(endpoint, "/p1")
+    assert error_of(sns.unsubscribe, SubscriptionArn=sub) == (
+        "InvalidParameter",
+        "Invalid parameter: SubscriptionArn Reason: Cannot unsubscribe a subscription that is "
+        "pending confirmation",
+        400,
+    )
+    attributes = sns.get_subscription_attributes(SubscriptionArn=sub)["Attributes"]
+    assert attributes["PendingConfirmation"] == "true"

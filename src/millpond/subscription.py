@@ -431,17 +431,28 @@ class Subscription:
         HTTP/S deliveries still in the outbox are dropped when their turn comes. An HTTP/S
         endpoint gets an UnsubscribeConfirmation, whose SubscribeURL restores the subscription
         for as long as its token is valid (2 days).
+
+        Raises:
+            InvalidParameter: the subscription awaits its confirmation (SNS keeps it until it
+                is confirmed, or deletes it itself after 48 hours).
         """
         topics = self._topics
         meta = topics._meta
 
         def delete(txn: Any, now_ms: int) -> None:
             raw = txn.get(self._key, db=meta)
+            if raw is None:
+                return
+            record = msgpack.unpackb(raw)
+            if record.get("pending") and not lapsed(record, now_ms):
+                raise InvalidParameter(  # SNS's answer
+                    "Invalid parameter: SubscriptionArn Reason: Cannot unsubscribe a subscription "
+                    "that is pending confirmation"
+                )
             topic_raw = txn.get(topic_key(self.topic_name), db=meta)
-            if raw is None or not txn.delete(self._key, db=meta) or topic_raw is None:
+            if not txn.delete(self._key, db=meta) or topic_raw is None:
                 return
             touch(txn, meta, self.topic_name)
-            record = msgpack.unpackb(raw)
             if record.get("protocol", "sqs") in HTTP_PROTOCOLS and not record.get("pending"):
                 _keep_restorable(txn, now_ms, topics._topic(self.topic_name), self._sub_id, record)
 
