@@ -6,6 +6,7 @@ an HTTP server on 127.0.0.1 as the endpoint.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -227,3 +228,21 @@ def test_the_daemon_refuses_to_unsubscribe_a_pending_subscription(sns, endpoint)
     )
     attributes = sns.get_subscription_attributes(SubscriptionArn=sub)["Attributes"]
     assert attributes["PendingConfirmation"] == "true"
+
+
+def test_listings_mask_the_password_of_an_endpoint(sns, endpoint):
+    # SNS lists an endpoint given as https://user:password@host/... with the password as ****
+    # (AWS's ListSubscriptionsByTopic answer, as logged in hashicorp/terraform#11108:
+    # <Endpoint>https://username:****@example.com/myroute</Endpoint>); the POSTs still use it.
+    # ListSubscriptions(ByTopic) showed the password to anyone allowed to list subscriptions.
+    topic = make_topic(sns)
+    host = endpoint.url.split("://", 1)[1]
+    secret = f"http://alice:s3cret@{host}/basic"
+    sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=secret)
+    _, headers, _ = endpoint.next()
+    assert headers["authorization"] == "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    masked = f"http://alice:****@{host}/basic"
+    (listed,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert listed["Endpoint"] == masked
+    everywhere = [s["Endpoint"] for s in sns.list_subscriptions()["Subscriptions"]]
+    assert masked in everywhere and secret not in everywhere

@@ -364,9 +364,21 @@ def _subscription_entry(sub: Subscription) -> dict[str, Any]:
         "SubscriptionArn": "PendingConfirmation" if sub.pending else sub.arn,
         "Owner": sub.owner,
         "Protocol": sub.protocol,
-        "Endpoint": sub.endpoint,
+        "Endpoint": _listed_endpoint(sub.endpoint),
         "TopicArn": sub.topic_arn,
     }
+
+
+def _listed_endpoint(endpoint: str) -> str:
+    """The endpoint as SNS lists it: the password of an http(s)://user:password@host URL shown
+    as **** (AWS's ListSubscriptionsByTopic answer, logged in hashicorp/terraform#11108).
+    A queue's ARN has no netloc: listed as is."""
+    netloc = urllib.parse.urlsplit(endpoint).netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return endpoint
+    user = userinfo.partition(":")[0]
+    return endpoint.replace(netloc, f"{user}:****@{host}", 1)
 
 
 # -- topics --------------------------------------------------------------------------------------
