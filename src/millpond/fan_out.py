@@ -89,6 +89,17 @@ def unsubscribed_prefix(name: str) -> bytes:
     return b"su:" + name.encode() + b":"
 
 
+TOKEN_TTL_MS = 2 * 24 * 3600 * 1000  # SNS: a confirmation token is valid for 2 days
+
+
+def lapsed(record: Mapping[str, Any], now_ms: int) -> bool:
+    """Whether a stored subscription is an HTTP/S one left unconfirmed past its token's 2 days:
+    "Amazon SNS automatically deletes unconfirmed subscriptions after 48 hours", so it no
+    longer exists (it is not listed, counted or found, and is replaced when subscribed again).
+    """
+    return bool(record.get("pending")) and now_ms - record.get("token_ms", 0) > TOKEN_TTL_MS
+
+
 def sequence_key(name: str) -> bytes:
     return b"tq:" + name.encode()
 

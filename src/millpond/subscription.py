@@ -23,7 +23,15 @@ import msgpack
 
 from millpond.dead_letters import parse_arn
 from millpond.errors import InvalidFilterPolicy, MillpondError, TopicNotFound
-from millpond.fan_out import enqueue_http, sub_prefix, topic_key, touch, unsubscribed_prefix
+from millpond.fan_out import (
+    TOKEN_TTL_MS,
+    enqueue_http,
+    lapsed,
+    sub_prefix,
+    topic_key,
+    touch,
+    unsubscribed_prefix,
+)
 from millpond.filters import NESTED_IN_ATTRIBUTES, SCOPES, FilterPolicy
 from millpond.sns_envelope import InvalidParameter
 from millpond.topic_attributes import (
@@ -34,7 +42,7 @@ from millpond.topic_attributes import (
     subscription_effective_delivery_policy,
     text_value,
 )
-from millpond.topic_http import TOKEN_TTL_MS, confirmation_entry, new_token
+from millpond.topic_http import confirmation_entry, new_token
 
 if TYPE_CHECKING:
     from millpond.topic import Topic, Topics
@@ -192,6 +200,12 @@ def _check_redrive_policy(text: str, prefix: str, *, fifo_topic: bool, fifo_queu
     doc = json_object(text)
     if doc is None:
         raise InvalidParameter(f"{prefix}RedrivePolicy: failed to parse JSON.")
+    for member in doc:
+        if member != "deadLetterTargetArn":
+            # SNS's wording (AWS's answer to an SQS queue's maxReceiveCount copied in)
+            raise InvalidParameter(
+                f"{prefix}RedrivePolicy: invalid JSON. Attribute {member} is unknown."
+            )
     target = doc.get("deadLetterTargetArn")
     parsed = parse_arn(target, "sqs") if isinstance(target, str) else None
     if parsed is None:
@@ -237,17 +251,12 @@ def check_same(
             )
 
 
-def policy_count(txn: Any, meta: Any, topic_name: str, skip: bytes | None) -> int:
+def policy_count(txn: Any, meta: Any, topic_name: str, skip: bytes | None, now_ms: int) -> int:
     """How many subscriptions of the topic have a filter policy (``skip``: one key not counted)."""
-    prefix = sub_prefix(topic_name)
     count = 0
-    with txn.cursor(db=meta) as cur:
-        if cur.set_range(prefix):
-            for key, value in cur:
-                if not key.startswith(prefix):
-                    break
-                if key != skip and msgpack.unpackb(value)["attributes"].get("FilterPolicy"):
-                    count += 1
+    for key, record in _records(txn, meta, sub_prefix(topic_name)):
+        if key != skip and record["attributes"].get("FilterPolicy") and not lapsed(record, now_ms):
+            count += 1
     return count
 
 
@@ -320,9 +329,10 @@ class Subscription:
 
     def _stored(self, txn: Any) -> dict[str, Any]:
         raw = txn.get(self._key, db=self._topics._meta)
-        if raw is None:
+        record = None if raw is None else msgpack.unpackb(raw)
+        if record is None or lapsed(record, self._topics._broker.clock.now_ms()):
             raise TopicNotFound("Subscription does not exist")
-        return msgpack.unpackb(raw)  # type: ignore[no-any-return]
+        return record  # type: ignore[no-any-return]
 
     def get_attributes(self) -> dict[str, str]:
         """SNS GetSubscriptionAttributes: the read-only ones and whatever was set.
@@ -400,7 +410,8 @@ class Subscription:
             if (
                 policy is not None
                 and not stored.get("FilterPolicy")
-                and policy_count(txn, meta, self.topic_name, self._key) >= topics._policy_limit()
+                and policy_count(txn, meta, self.topic_name, self._key, now_ms)
+                >= topics._policy_limit()
             ):
                 raise FilterPolicyLimitExceeded("Filter policy limit exceeded")
             merged = {**stored, **changes}
@@ -420,17 +431,28 @@ class Subscription:
         HTTP/S deliveries still in the outbox are dropped when their turn comes. An HTTP/S
         endpoint gets an UnsubscribeConfirmation, whose SubscribeURL restores the subscription
         for as long as its token is valid (2 days).
+
+        Raises:
+            InvalidParameter: the subscription awaits its confirmation (SNS keeps it until it
+                is confirmed, or deletes it itself after 48 hours).
         """
         topics = self._topics
         meta = topics._meta
 
         def delete(txn: Any, now_ms: int) -> None:
             raw = txn.get(self._key, db=meta)
+            if raw is None:
+                return
+            record = msgpack.unpackb(raw)
+            if record.get("pending") and not lapsed(record, now_ms):
+                raise InvalidParameter(  # SNS's answer
+                    "Invalid parameter: SubscriptionArn Reason: Cannot unsubscribe a subscription "
+                    "that is pending confirmation"
+                )
             topic_raw = txn.get(topic_key(self.topic_name), db=meta)
-            if raw is None or not txn.delete(self._key, db=meta) or topic_raw is None:
+            if not txn.delete(self._key, db=meta) or topic_raw is None:
                 return
             touch(txn, meta, self.topic_name)
-            record = msgpack.unpackb(raw)
             if record.get("protocol", "sqs") in HTTP_PROTOCOLS and not record.get("pending"):
                 _keep_restorable(txn, now_ms, topics._topic(self.topic_name), self._sub_id, record)
 
@@ -467,7 +489,10 @@ def subscribe_in_txn(
     prefix = sub_prefix(topic.name)
     version = topic._record(txn)["attributes"].get("SignatureVersion", "1")  # TopicNotFound
     policies = 0
-    for key, record in _records(txn, meta, prefix):
+    for key, record in list(_records(txn, meta, prefix)):
+        if lapsed(record, now_ms):
+            txn.delete(key, db=meta)  # deleted by SNS after 48 hours: subscribed anew below
+            continue
         stored = record["attributes"]
         if record["endpoint"] == endpoint:
             check_same(requested, policy, stored, compile)

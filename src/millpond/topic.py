@@ -58,6 +58,7 @@ from millpond.fan_out import (
     dedup_prefix,
     delete_prefix,
     deliver_to_queue,
+    lapsed,
     sequence_key,
     sub_prefix,
     tags_key,
@@ -259,12 +260,15 @@ class Topics:
             raise TopicNotFound("Subscription does not exist")
         key = sub_prefix(topic_name) + sub_id.encode()
         raw = self._storage.read(lambda txn: txn.get(key, db=self._meta))
-        if raw is None:
+        record = None if raw is None else msgpack.unpackb(raw)
+        if record is None or lapsed(record, self._broker.clock.now_ms()):
             raise TopicNotFound("Subscription does not exist")
-        return Subscription.from_record(self, topic_name, sub_id, msgpack.unpackb(raw))
+        return Subscription.from_record(self, topic_name, sub_id, record)
 
     def list_subscriptions(self) -> list[Subscription]:
         """Every subscription of every topic (SNS ListSubscriptions)."""
+
+        now_ms = self._broker.clock.now_ms()
 
         def scan(txn: Any) -> list[Subscription]:
             subs = []
@@ -275,10 +279,34 @@ class Topics:
                             break
                         topic_name, _, sub_id = key[2:].decode().partition(":")
                         record = msgpack.unpackb(value)
-                        subs.append(Subscription.from_record(self, topic_name, sub_id, record))
+                        if not lapsed(record, now_ms):
+                            subs.append(Subscription.from_record(self, topic_name, sub_id, record))
             return subs
 
         return self._storage.read(scan)
+
+    def topic_of_token(self, token: str) -> str | None:
+        """The name of the topic whose pending (or unsubscribed) HTTP/S subscription has this
+        confirmation token; None when none has it."""
+
+        def scan(txn: Any) -> str | None:
+            for prefix in (b"s:", b"su:"):
+                with txn.cursor(db=self._meta) as cur:
+                    if not cur.set_range(prefix):
+                        continue
+                    for key, value in cur:
+                        if not key.startswith(prefix):
+                            break
+                        stored = msgpack.unpackb(value).get("token")
+                        if stored and hmac.compare_digest(stored, token):
+                            name: str = key[len(prefix) :].decode().partition(":")[0]
+                            return name
+            return None
+
+        if not isinstance(token, str) or not token:
+            return None
+        owner: str | None = self._storage.read(scan)
+        return owner
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -623,6 +651,7 @@ class Topic(TopicSettings):
     def list_subscriptions(self) -> list[Subscription]:
         """This topic's subscriptions (SNS ListSubscriptionsByTopic); raises TopicNotFound."""
         prefix = sub_prefix(self.name)
+        now_ms = self._broker.clock.now_ms()
 
         def scan(txn: Any) -> list[Subscription]:
             self._record(txn)
@@ -633,6 +662,8 @@ class Topic(TopicSettings):
                         if not key.startswith(prefix):
                             break
                         record = msgpack.unpackb(value)
+                        if lapsed(record, now_ms):
+                            continue
                         sub_id = key[len(prefix) :].decode()
                         subs.append(
                             Subscription.from_record(self._topics, self.name, sub_id, record)

@@ -17,7 +17,7 @@ import msgpack
 
 from millpond import arguments
 from millpond.errors import TopicNotFound
-from millpond.fan_out import sub_prefix, tags_key, topic_key
+from millpond.fan_out import lapsed, sub_prefix, tags_key, topic_key
 from millpond.sns_envelope import InvalidParameter, TagLimitExceeded
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ _FEEDBACK_ATTRIBUTES = frozenset(
     for protocol in ("HTTP", "Firehose", "Lambda", "SQS", "Application")
     for kind in ("SuccessFeedbackRoleArn", "FailureFeedbackRoleArn", "SuccessFeedbackSampleRate")
 )
+_REMOVABLE = ("DeliveryPolicy",)  # SetTopicAttributes with "" removes these
 _FIFO_ONLY = frozenset(("ContentBasedDeduplication", "FifoThroughputScope", "ArchivePolicy"))
 _SETTABLE_TOPIC_ATTRIBUTES = (
     frozenset(("DisplayName", "SignatureVersion", "TracingConfig", "KmsMasterKeyId"))
@@ -531,6 +532,8 @@ class TopicSettings:
         standard topics); plus whatever was set (SignatureVersion only then, as SNS).
         """
 
+        now_ms = self._broker.clock.now_ms()
+
         def read(txn: Any) -> tuple[dict[str, Any], int, int]:
             record = self._record(txn)
             prefix = sub_prefix(self.name)
@@ -540,7 +543,10 @@ class TopicSettings:
                     for key, value in cur:
                         if not key.startswith(prefix):
                             break
-                        if msgpack.unpackb(value).get("pending"):
+                        sub = msgpack.unpackb(value)
+                        if lapsed(sub, now_ms):
+                            continue  # deleted by SNS after 48 hours
+                        if sub.get("pending"):
                             pending += 1
                         else:
                             confirmed += 1
@@ -560,10 +566,14 @@ class TopicSettings:
         attributes = arguments.mapping(attributes, "Attributes", InvalidParameter, required=True)
         if "FifoTopic" in attributes:
             raise InvalidParameter("Invalid parameter: AttributeName")
-        changes = check_topic_attributes(attributes, fifo=self.fifo, creating=False)
+        # An empty DeliveryPolicy removes it, SNS's defaults in force again (AWS-recorded)
+        removed = {name for name in _REMOVABLE if attributes.get(name) == ""}
+        given = {k: v for k, v in attributes.items() if k not in removed}
+        changes = check_topic_attributes(given, fifo=self.fifo, creating=False)
 
         def change(record: dict[str, Any]) -> bool:
-            record["attributes"] = {**record["attributes"], **changes}
+            kept = {k: v for k, v in record["attributes"].items() if k not in removed}
+            record["attributes"] = {**kept, **changes}
             return True
 
         self._update_record(change)

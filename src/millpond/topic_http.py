@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["HttpDelivery", "HttpOutbox", "new_token"]
 
 LEASE_MS = 60_000  # a taken delivery is offered again if not settled by then
-TOKEN_TTL_MS = 2 * 24 * 3600 * 1000  # SNS: a confirmation token is valid for 2 days
 USER_AGENT = "Amazon Simple Notification Service Agent"
 
 
@@ -64,19 +63,11 @@ def subscribe_url(service_url: str | None, region: str, topic_arn: str, token: s
     """The SubscribeURL of a confirmation: a GET of it confirms the subscription.
 
     ``service_url``: where this broker's SNS API is served (the daemon's own address); None
-    gives SNS's regional endpoint, as AWS writes it. ``Version`` lets the daemon tell SNS's
-    ConfirmSubscription from an SQS request.
+    gives SNS's regional endpoint. Written as SNS writes it (AWS-recorded): the ARN as is, no
+    Version (the daemon knows ConfirmSubscription for SNS's by its name).
     """
     base = (service_url or f"https://sns.{region}.amazonaws.com").rstrip("/")
-    query = urllib.parse.urlencode(
-        {
-            "Action": "ConfirmSubscription",
-            "TopicArn": topic_arn,
-            "Token": token,
-            "Version": "2010-03-31",
-        }
-    )
-    return f"{base}/?{query}"
+    return f"{base}/?Action=ConfirmSubscription&TopicArn={topic_arn}&Token={token}"
 
 
 def confirmation_entry(

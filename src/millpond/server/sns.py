@@ -364,9 +364,21 @@ def _subscription_entry(sub: Subscription) -> dict[str, Any]:
         "SubscriptionArn": "PendingConfirmation" if sub.pending else sub.arn,
         "Owner": sub.owner,
         "Protocol": sub.protocol,
-        "Endpoint": sub.endpoint,
+        "Endpoint": _listed_endpoint(sub.endpoint),
         "TopicArn": sub.topic_arn,
     }
+
+
+def _listed_endpoint(endpoint: str) -> str:
+    """The endpoint as SNS lists it: the password of an http(s)://user:password@host URL shown
+    as **** (AWS's ListSubscriptionsByTopic answer, logged in hashicorp/terraform#11108).
+    A queue's ARN has no netloc: listed as is."""
+    netloc = urllib.parse.urlsplit(endpoint).netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return endpoint
+    user = userinfo.partition(":")[0]
+    return endpoint.replace(netloc, f"{user}:****@{host}", 1)
 
 
 # -- topics --------------------------------------------------------------------------------------
@@ -491,11 +503,7 @@ async def confirm_subscription(ctx: Context, request: Request) -> dict[str, Any]
     parsed = parse_arn(arn, "sns") if isinstance(arn, str) else None
     if parsed is None or parsed[1] != request.account_id:
         raise _invalid("Topic")
-    try:
-        broker = _broker_of_region(ctx, parsed[0], "Topic")
-        topic = await ctx.call(broker.topic, parsed[2])
-    except errors.TopicNotFound:
-        raise _invalid("Token") from None  # SNS: not NotFound (the token names nothing here)
+    topic = await _confirming_topic(ctx, parsed[0], parsed[2], token)
     # Only a signed confirmation can ask that unsubscribing be signed too (SNS's rule); an
     # unsigned fetch of the SubscribeURL that adds the parameter does not get that power.
     authenticate = params.get("AuthenticateOnUnsubscribe") or False
@@ -503,6 +511,27 @@ async def confirm_subscription(ctx: Context, request: Request) -> dict[str, Any]
         topic.confirm_subscription, token, authenticate if request.authenticated else False
     )
     return {"SubscriptionArn": sub.arn}
+
+
+async def _confirming_topic(ctx: Context, region: str, name: str, token: Any) -> Topic:
+    """The topic a ConfirmSubscription confirms in: the one its ARN names or, when that names no
+    topic of the region, the one whose subscription the token is for. SNS confirms with such an
+    ARN all the same (AWS-recorded: LocalStack's test_subscribe_external_http_endpoint,
+    "nonexistent-token-confirm"); with no subscription to confirm, "Invalid parameter: Token"
+    (never NotFound)."""
+    try:
+        broker = _broker_of_region(ctx, region, "Topic")
+    except errors.TopicNotFound:
+        raise _invalid("Token") from None  # a region without data: no token of it exists
+    try:
+        return await ctx.call(broker.topic, name)  # type: ignore[no-any-return]
+    except errors.TopicNotFound:
+        pass
+    owner = await ctx.call(broker._topics.topic_of_token, token)
+    if owner is not None:
+        with contextlib.suppress(errors.TopicNotFound):  # deleted meanwhile: no token either
+            return await ctx.call(broker.topic, owner)  # type: ignore[no-any-return]
+    raise _invalid("Token")
 
 
 @action
