@@ -432,7 +432,9 @@ def change_visibility(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries
         v = _buf(value)
         if _key_u64(key, 4) <= now_ms:
             statuses.append(NOT_IN_FLIGHT)
-        elif now_ms + visibility_ms - millpond_get_u64(v + 16) > max_hidden_ms:
+        elif now_ms + visibility_ms > millpond_get_u64(v + 16) + max_hidden_ms:
+            # no subtraction: once the wall clock stepped back, now is before the receive, and
+            # now - receive would wrap around in unsigned arithmetic
             statuses.append(TOO_LONG)
         else:
             new_visible_at = now_ms + visibility_ms
