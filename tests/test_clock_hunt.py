@@ -59,3 +59,45 @@ def test_change_visibility_after_the_clock_stepped_back_is_not_past_12_hours(
     stepping.step(-3600)
     q.change_visibility(m.receipt_handle, timeout)  # a heartbeat, or giving the message back
     assert q.change_visibility_entries([(m.receipt_handle, timeout)]) == [None]
+
+
+# -- ChangeMessageVisibility through an older receipt handle -------------------------------------
+# AWS-validated (LocalStack tests/aws/services/sqs/test_sqs.py,
+# test_terminate_visibility_timeout_after_receive): receive with VisibilityTimeout 0 (handle 1),
+# receive again with VisibilityTimeout 3, ChangeMessageVisibility(handle 1, 0) answers 200 and
+# the message is received again within one second. On a standard queue an older handle re-times
+# the message's current delivery, as it deletes it (test_remove_message_with_old_receipt_handle).
+
+
+def test_an_older_handle_changes_the_visibility_of_the_current_delivery(queue, clock):
+    queue.send("test")
+    (first,) = queue.receive(1, visibility_timeout=0)
+    (second,) = queue.receive(1, visibility_timeout=3)
+    queue.change_visibility(first.receipt_handle, 0)
+    (third,) = queue.receive(1, visibility_timeout=30)
+    assert third.receive_count == 3
+    assert third.first_receive_timestamp == first.first_receive_timestamp
+    # a heartbeat through an older handle keeps the current delivery hidden
+    assert queue.change_visibility_entries([(second.receipt_handle, 60)]) == [None]
+    clock.advance(59)
+    assert queue.receive(1) == []
+    clock.advance(1)
+    (fourth,) = queue.receive(1, visibility_timeout=30)
+    assert fourth.receive_count == 4
+    # the 12 hours count from the current delivery's receive
+    clock.advance(1)
+    with pytest.raises(millpond.errors.InvalidParameterValue, match="beyond the limit"):
+        queue.change_visibility(first.receipt_handle, 43_200)
+    queue.delete(fourth.receipt_handle)
+    with pytest.raises(millpond.errors.InvalidParameterValue, match="Message does not exist"):
+        queue.change_visibility(first.receipt_handle, 0)
+
+
+def test_an_older_fifo_handle_still_cannot_change_visibility(broker):
+    # FIFO queues keep their rule: a handle of an earlier receive has expired
+    q = broker.create_queue("q.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"})
+    q.send("test", group_id="g")
+    (first,) = q.receive(1, visibility_timeout=0)
+    q.receive(1, visibility_timeout=3)
+    with pytest.raises(millpond.errors.InvalidParameterValue):
+        q.change_visibility(first.receipt_handle, 0)

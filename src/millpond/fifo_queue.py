@@ -403,6 +403,10 @@ class FifoQueue(Queue):
         seq, count, g = self._decode_fifo(handle)
         return (seq, count, g, timeout * 1000)
 
+    def _visibility_changed(self, status: int) -> bool:
+        """As Queue's, but a handle of an older receive has expired: STALE is refused."""
+        return status in (fifo.OK, fifo.NOT_IN_FLIGHT)
+
     def _change_visibility_verb(self) -> Any:
         return functools.partial(fifo.change_visibility, retention_ms=self._retention_ms)
 

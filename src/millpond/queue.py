@@ -567,7 +567,9 @@ class Queue:
         """Hide an in-flight message for ``visibility_timeout`` s (0-43200) from now.
 
         0 makes it visible at once. The total time hidden since its receive may not pass 12 h.
-        A message whose visibility already ran out is left as it is (no error, as SQS).
+        A message whose visibility already ran out is left as it is (no error, as SQS). As on
+        Amazon SQS standard queues, a handle from an older receive re-times the message's
+        current delivery.
         """
         check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
         seq, visible_at, count = self._decode(receipt_handle)
@@ -599,15 +601,24 @@ class Queue:
         if error is not None:
             raise error
 
+    def _visibility_changed(self, status: int) -> bool:
+        """Whether a change_visibility status answers 200.
+
+        NOT_IN_FLIGHT: AWS answers 200 to a change through the latest handle of a message whose
+        visibility already ran out (it is visible again, not yet received anew); the change has
+        nothing left to re-time, so it is a no-op. STALE: a handle of an older receive re-timed
+        the message's current delivery, as AWS does on standard queues (AWS-validated:
+        LocalStack's test_terminate_visibility_timeout_after_receive), as it deletes it.
+        """
+        core = self._core
+        return status in (core.OK, core.NOT_IN_FLIGHT, core.STALE)
+
     def _visibility_error(
         self, status: int, receipt_handle: str, visibility_timeout: int
     ) -> MillpondError | None:
         """The SQS error for a change_visibility status (core and FIFO share the numbers)."""
         core = self._core
-        # NOT_IN_FLIGHT: AWS answers 200 to a change through the latest handle of a message
-        # whose visibility already ran out (it is visible again, not yet received anew); the
-        # change has nothing left to re-time, so it is a no-op
-        if status in (core.OK, core.NOT_IN_FLIGHT):
+        if self._visibility_changed(status):
             return None
         if status == core.TOO_LONG:
             return InvalidParameterValue(
