@@ -101,3 +101,52 @@ def test_an_older_fifo_handle_still_cannot_change_visibility(broker):
     q.receive(1, visibility_timeout=3)
     with pytest.raises(millpond.errors.InvalidParameterValue):
         q.change_visibility(first.receipt_handle, 0)
+
+
+# -- lengthening MessageRetentionPeriod does not bring expired messages back ----------------------
+# "Amazon SQS automatically deletes messages that have been in a queue for more than the maximum
+# message retention period" (SQS Developer Guide; API Reference, SetQueueAttributes): a message
+# past the period in force is gone, whether or not a receive happened to meet it. Raising the
+# period afterwards gave it back, unless a read had removed it first.
+
+
+def retention_queue(broker: millpond.Broker, fifo: bool) -> tuple[millpond.Queue, dict[str, str]]:
+    attributes = {"MessageRetentionPeriod": "60"}
+    if fifo:
+        attributes.update(FifoQueue="true", ContentBasedDeduplication="true")
+        return broker.create_queue("r.fifo", attributes), {"group_id": "g"}
+    return broker.create_queue("r", attributes), {}
+
+
+def counts(q: millpond.Queue) -> tuple[str, str]:
+    attributes = q.get_attributes()
+    return (
+        attributes["ApproximateNumberOfMessages"],
+        attributes["ApproximateNumberOfMessagesNotVisible"],
+    )
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+def test_lengthening_retention_does_not_revive_expired_messages(broker, clock, fifo):
+    q, group = retention_queue(broker, fifo)
+    q.send("expired", **group)
+    clock.advance(61)
+    q.set_attributes({"MessageRetentionPeriod": "3600"})
+    assert counts(q) == ("0", "0")
+    assert q.receive(10) == []
+    q.send("kept", **group)
+    clock.advance(3000)  # within the new period
+    assert [m.text for m in q.receive(10)] == ["kept"]
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+def test_lengthening_retention_does_not_count_expired_in_flight_messages(broker, clock, fifo):
+    q, group = retention_queue(broker, fifo)
+    q.send("a", **group)
+    q.receive(1, visibility_timeout=600)
+    clock.advance(61)
+    assert counts(q) == ("0", "0")  # gone while in flight
+    q.set_attributes({"MessageRetentionPeriod": "3600"})
+    assert counts(q) == ("0", "0")
+    clock.advance(600)
+    assert q.receive(10) == []

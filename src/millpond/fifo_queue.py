@@ -16,6 +16,7 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 from millpond import _core_fifo as fifo
+from millpond import queue_attributes
 from millpond.errors import (
     BatchRequestTooLong,
     InvalidParameterValue,
@@ -237,8 +238,9 @@ class FifoQueue(Queue):
     def _receive_steps(
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
     ) -> Generator[Write, Any, tuple[list[Message], int]]:
-        retention_ms, redrive, core, broker = (
+        retention_ms, expired_before_ms, redrive, core, broker = (
             self._retention_ms,
+            self._expired_before_ms,
             self._redrive,
             self._core,
             self._broker,
@@ -246,6 +248,7 @@ class FifoQueue(Queue):
         attempt = None if attempt_id is None else attempt_id.encode()
 
         def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
+            cutoff = queue_attributes.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms)
             known = None
             if attempt is not None:
                 known = fifo.recall_attempt(txn, tables, queue_id, now_ms, attempt)
@@ -258,7 +261,7 @@ class FifoQueue(Queue):
                         now_ms,
                         [tuple(e) for e in known[1]],
                         visibility_ms,
-                        now_ms - retention_ms,
+                        cutoff,
                     )
                     if again is not None:  # unchanged since: the same deliveries again
                         remember(txn, tables, queue_id, known[0], again, known[0])
@@ -276,7 +279,7 @@ class FifoQueue(Queue):
                 now_ms,
                 max_messages,
                 visibility_ms,
-                now_ms - retention_ms,
+                cutoff,
                 max_count,
                 dead_letter_id,
             )

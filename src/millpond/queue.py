@@ -80,7 +80,15 @@ class Queue:
         # Messages sent, received and deleted through this process, and the other CloudWatch
         # counts the daemon's /metrics shows (empty receives, ...: 0 until they happen).
         self.counters: Counter[str] = Counter(sent=0, received=0, deleted=0)
+        self._expired_before_ms = 0  # see queue_attributes.record_expired
         self._apply(attributes)
+
+    def _apply_definition(self, definition: dict[str, Any]) -> None:
+        """Cache what the queue's stored definition says (as stored, or changed since)."""
+        self._modified_s = definition["modified"]
+        self._tags = definition.get("tags", {})
+        self._expired_before_ms = definition.get(queue_attributes.EXPIRED_BEFORE, 0)
+        self._apply(definition["attributes"])
 
     def _apply(self, attributes: dict[str, str]) -> None:
         """Cache the stored attributes and the numbers every call needs."""
@@ -451,8 +459,9 @@ class Queue:
     def _receive_write(self, max_messages: int, visibility_ms: int) -> Any:
         """The write of a receive (for :meth:`_write`): the core receive, and in the same
         transaction the dead-letter move of the messages past maxReceiveCount."""
-        retention_ms, redrive, core, broker = (
+        retention_ms, expired_before_ms, redrive, core, broker = (
             self._retention_ms,
+            self._expired_before_ms,
             self._redrive,
             self._core,
             self._broker,
@@ -472,7 +481,7 @@ class Queue:
                 now_ms,
                 max_messages,
                 visibility_ms,
-                now_ms - retention_ms,
+                queue_attributes.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms),
                 max_count,
                 secret,
             )
@@ -726,10 +735,11 @@ class Queue:
         Args:
             names: the attributes wanted; None or ["All"] gives every one.
         """
-        retention_ms = self._retention_ms
+        retention_ms, expired_before_ms = self._retention_ms, self._expired_before_ms
 
         def count(txn: Any, tables: Any, queue_id: int, now_ms: int) -> tuple[int, ...]:
-            return self._counts_in_txn(txn, tables, queue_id, now_ms, now_ms - retention_ms)
+            cutoff = queue_attributes.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms)
+            return self._counts_in_txn(txn, tables, queue_id, now_ms, cutoff)
 
         stored, in_flight, delayed = self._write(count)
         values = queue_attributes.effective(self._attributes)
