@@ -150,3 +150,23 @@ def test_lengthening_retention_does_not_count_expired_in_flight_messages(broker,
     assert counts(q) == ("0", "0")
     clock.advance(600)
     assert q.receive(10) == []
+
+
+# -- PurgeQueue once per 60 s, also after the clock stepped back ----------------------------------
+# "Only one PurgeQueue operation on <queue> is allowed every 60 seconds." (AWS-recorded,
+# LocalStack's test_successive_purge_calls_fail). The last purge's time is stored; after the wall
+# clock stepped back an hour, it lay in the future and every purge was refused for that hour.
+
+
+def test_purge_is_refused_for_60_seconds_not_for_the_size_of_a_clock_step(stepped_broker, stepping):
+    q = stepped_broker.create_queue("q")
+    q.purge()
+    stepping.step(30)
+    with pytest.raises(millpond.errors.PurgeQueueInProgress):
+        q.purge()
+    stepping.step(-3600)
+    q.send("a")
+    q.purge()
+    assert q.receive(1) == []
+    with pytest.raises(millpond.errors.PurgeQueueInProgress):
+        q.purge()  # the new purge's 60 s

@@ -719,7 +719,9 @@ class Queue:
 
         def purge(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
             last = txn.get(key, db=tables.meta)
-            if last is not None and now_ms - int(last) < PURGE_INTERVAL_MS:
+            # either way: a last purge in the future means the wall clock stepped back since,
+            # and it must not refuse purges for the size of the step
+            if last is not None and abs(now_ms - int(last)) < PURGE_INTERVAL_MS:
                 raise PurgeQueueInProgress(
                     f"Only one PurgeQueue operation on {self.name} is allowed every 60 seconds."
                 )
