@@ -170,3 +170,24 @@ def test_purge_is_refused_for_60_seconds_not_for_the_size_of_a_clock_step(steppe
     assert q.receive(1) == []
     with pytest.raises(millpond.errors.PurgeQueueInProgress):
         q.purge()  # the new purge's 60 s
+
+
+# -- shortening a FIFO queue's retention frees the groups its in-flight messages held ------------
+# A FIFO message that passes its retention period while in flight is gone (SQS deletes it), so the
+# messages after it in its group are receivable from then on (_core_fifo's alarms). A shorter
+# MessageRetentionPeriod set while it was in flight left its group blocked until its visibility
+# timeout ended (up to 12 hours), while GetQueueAttributes counted the next message as visible,
+# and that message could expire meanwhile without ever being delivered.
+
+
+def test_shortening_fifo_retention_frees_the_group_of_an_expired_in_flight_message(broker, clock):
+    attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    q = broker.create_queue("short.fifo", {**attributes, "MessageRetentionPeriod": "3600"})
+    q.send("head", group_id="g")
+    clock.advance(30)
+    q.send("next", group_id="g")
+    q.receive(1, visibility_timeout=43_200)
+    q.set_attributes({"MessageRetentionPeriod": "60"})
+    clock.advance(31)  # the head is 61 s old: gone; the next one 31 s
+    assert counts(q) == ("1", "0")
+    assert [m.text for m in q.receive(10)] == ["next"]

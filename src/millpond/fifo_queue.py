@@ -61,15 +61,24 @@ class FifoQueue(Queue):
 
     def _messages_change(self, changes: dict[str, str]) -> Any:
         """A new DelaySeconds re-times the messages still waiting out the old one: "For FIFO
-        queues, the per-queue delay setting is retroactive" (SQS Developer Guide, delay queues)."""
-        if "DelaySeconds" not in changes:
+        queues, the per-queue delay setting is retroactive" (SQS Developer Guide, delay queues).
+        A new MessageRetentionPeriod: a message in flight that it lets expire is gone then, and
+        must not hold its group until its visibility timeout ends (_core_fifo.realarm)."""
+        steps = []
+        if "DelaySeconds" in changes:
+            delay_ms = int(changes["DelaySeconds"]) * 1000
+            steps.append(functools.partial(fifo.redelay, delay_ms=delay_ms))
+        if "MessageRetentionPeriod" in changes:
+            retention_ms = int(changes["MessageRetentionPeriod"]) * 1000
+            steps.append(functools.partial(fifo.realarm, retention_ms=retention_ms))
+        if not steps:
             return None
-        delay_ms = int(changes["DelaySeconds"]) * 1000
 
-        def redelay(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
-            fifo.redelay(txn, tables, queue_id, now_ms, delay_ms)
+        def change(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
+            for step in steps:
+                step(txn, tables, queue_id, now_ms)
 
-        return redelay
+        return change
 
     # -- send ------------------------------------------------------------------------------------
 
