@@ -518,9 +518,14 @@ class QueueModel(RuleBasedStateMachine):
     def _judge_visibility(self, h: Handle, timeout: int) -> type[errors.MillpondError] | str:
         """The error a change_visibility must raise, or "ok" (and the model is updated)."""
         m = self.msgs[h.mid]
-        if m.deleted or m.queue != h.queue or m.count != h.count:
-            # Gone, dead-lettered away, or a newer receive holds it: the handle is stale.
-            event(f"change_visibility: {h.queue} stale or gone")
+        if m.deleted or m.queue != h.queue:
+            event(f"change_visibility: {h.queue} gone")  # or dead-lettered away
+            return errors.InvalidParameterValue
+        if m.count != h.count and h.queue not in STANDARD_QUEUES:
+            # FIFO: a newer receive holds it, the handle has expired. Standard queues re-time
+            # the current delivery all the same (AWS-validated: LocalStack's
+            # test_terminate_visibility_timeout_after_receive).
+            event(f"change_visibility: {h.queue} stale")
             return errors.InvalidParameterValue
         if m.visible_at <= self.now:
             # AWS answers 200 and nothing changes: the message stays visible

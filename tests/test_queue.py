@@ -332,8 +332,10 @@ def test_change_visibility(queue, clock):
     queue.change_visibility(m3.receipt_handle, 0)  # visible at once
     m4 = queue.receive()[0]
     assert m4.receive_count == m2.receive_count + 2
-    with pytest.raises(errors.InvalidParameterValue, match="not available for visibility"):
-        queue.change_visibility(m3.receipt_handle, 10)  # a newer receive holds it
+    # a newer receive holds it: the older handle re-times that delivery (AWS-validated:
+    # LocalStack's test_terminate_visibility_timeout_after_receive)
+    queue.change_visibility(m3.receipt_handle, 0)
+    m4 = queue.receive()[0]
     queue.delete(m4.receipt_handle)
     with pytest.raises(errors.InvalidParameterValue, match="Message does not exist"):
         queue.change_visibility(m4.receipt_handle, 10)

@@ -540,6 +540,27 @@ def redelay(txn: Any, t: Any, queue_id: int, now_ms: int, delay_ms: int) -> int:
     return len(retimed)
 
 
+def realarm(txn: Any, t: Any, queue_id: int, now_ms: int, retention_ms: int) -> int:
+    """After a change of MessageRetentionPeriod: alarm the members in flight that the new period
+    lets expire before their visibility timeout ends, so that they do not hold their groups
+    until then (the alarms put at their receive knew only the period of that time). Returns how
+    many were alarmed. An alarm of the old period that is now too early costs a look, once."""
+    prefix = _U32.pack(queue_id)
+    in_flight = []  # (group, seq, sent_ms, visible_at): read first, write after
+    with txn.cursor(db=t.fifo) as cur:
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if key[:4] != prefix:
+                    break
+                visible_at, sent_ms, _, _, count, _ = _STATE.unpack(value)
+                if count and visible_at > now_ms and sent_ms + retention_ms < visible_at:
+                    seq = _U64.unpack_from(key, len(key) - 8)[0]
+                    in_flight.append((key[4:-8], seq, sent_ms, visible_at))
+    for g, seq, sent_ms, visible_at in in_flight:
+        _alarm(txn, t, queue_id, g, seq, sent_ms, visible_at, retention_ms)
+    return len(in_flight)
+
+
 def purge(core: Core, txn: Any, t: Any, queue_id: int) -> int:
     """Remove every message; de-duplication ids are remembered, as SQS does."""
     _delete_prefix(txn, t.fifo, _U32.pack(queue_id))

@@ -665,24 +665,28 @@ def change_visibility(
     """Re-time deliveries: entries ``(seq, visible_at_ms, receive_count, visibility_ms)``.
 
     The message becomes visible ``visibility_ms`` after ``now_ms``. One handle may re-time its
-    delivery any number of times (heartbeats). Returns a status per entry: OK, STALE (a newer
-    receive holds the message), GONE, NOT_IN_FLIGHT (visible already), or TOO_LONG (it would
-    stay hidden more than ``max_hidden_ms`` after its receive).
+    delivery any number of times (heartbeats). Standard-queue rules: a handle from an older
+    receive re-times the message's current delivery (as SQS does; delete() too). Returns a
+    status per entry: OK (the handle named the current delivery), STALE (an older one; re-timed
+    all the same), GONE, NOT_IN_FLIGHT (visible already), or TOO_LONG (it would stay hidden more
+    than ``max_hidden_ms`` after the current delivery's receive).
     """
     statuses: list[int] = []
     for seq, visible_at, count, visibility_ms in entries:
         key, value = _current(txn, dbs, queue_id, seq, visible_at)
-        state = None if value is None else _VIS_VALUE.unpack(value)
-        if key is None or state is None or state[3] & _COUNT != count:  # no key: no value
-            gone = txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.log) is None
-            statuses.append(GONE if gone else STALE)
-        elif _VIS_KEY.unpack(key)[1] <= now_ms:
+        if value is None and txn.get(_LOG_KEY.pack(queue_id, seq), db=dbs.log) is not None:
+            key = _find_delivery(txn, dbs, queue_id, seq, visible_at)  # a newer receive's
+            value = None if key is None else txn.get(key, db=dbs.vis)
+        if key is None or value is None:
+            statuses.append(GONE)
+            continue
+        sent_ms, first_ms, last_ms, raw_count, source = _VIS_VALUE.unpack(value)
+        if _VIS_KEY.unpack(key)[1] <= now_ms:
             statuses.append(NOT_IN_FLIGHT)
-        elif now_ms + visibility_ms - state[2] > max_hidden_ms:
+        elif now_ms + visibility_ms > last_ms + max_hidden_ms:
             statuses.append(TOO_LONG)
         else:
             new_visible_at = now_ms + visibility_ms
-            sent_ms, first_ms, last_ms, raw_count, source = state
             txn.delete(key, db=dbs.vis)
             txn.put(
                 _VIS_KEY.pack(queue_id, new_visible_at, seq),
@@ -690,7 +694,7 @@ def change_visibility(
                 db=dbs.vis,
             )
             txn.put(_LOG_KEY.pack(queue_id, seq), _U64.pack(new_visible_at), db=dbs.moved)
-            statuses.append(OK)
+            statuses.append(OK if raw_count & _COUNT == count else STALE)
     return statuses
 
 

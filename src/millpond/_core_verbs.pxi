@@ -425,14 +425,18 @@ def change_visibility(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries
         if value is None:
             key = _relocated_key(txn, dbs, queue_id, seq)
             value = None if key is None else txn.get(key, None, vis)
-        if value is None or (millpond_get_u32(_buf(value) + 24) & COUNT_MASK) != count:
-            gone = txn.get(_log_key(queue_id, seq), None, dbs.log) is None
-            statuses.append(GONE if gone else STALE)
+        if value is None and txn.get(_log_key(queue_id, seq), None, dbs.log) is not None:
+            key = _find_delivery(txn, dbs, queue_id, seq, visible_at)  # a newer receive's
+            value = None if key is None else txn.get(key, None, vis)
+        if value is None:
+            statuses.append(GONE)
             continue
         v = _buf(value)
         if _key_u64(key, 4) <= now_ms:
             statuses.append(NOT_IN_FLIGHT)
-        elif now_ms + visibility_ms - millpond_get_u64(v + 16) > max_hidden_ms:
+        elif now_ms + visibility_ms > millpond_get_u64(v + 16) + max_hidden_ms:
+            # no subtraction: once the wall clock stepped back, now is before the receive, and
+            # now - receive would wrap around in unsigned arithmetic
             statuses.append(TOO_LONG)
         else:
             new_visible_at = now_ms + visibility_ms
@@ -446,7 +450,7 @@ def change_visibility(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries
             moved_at = PyBytes_FromStringAndSize(NULL, 8)
             millpond_put_u64(_buf(moved_at), new_visible_at)
             txn.put(_log_key(queue_id, seq), moved_at, True, True, False, dbs.moved)
-            statuses.append(OK)
+            statuses.append(OK if (raw_count & COUNT_MASK) == count else STALE)
     return statuses
 
 

@@ -242,9 +242,7 @@ class Broker:
             if definition is None or definition["id"] != queue.queue_id:
                 self._forget(queue)
             else:
-                queue._modified_s = definition["modified"]
-                queue._apply(definition["attributes"])
-                queue._tags = definition.get("tags", {})
+                queue._apply_definition(definition)
 
     def _forget(self, queue: Queue) -> None:
         """Drop a cached queue object (its queue was deleted); the next lookup reloads."""
@@ -277,7 +275,7 @@ class Broker:
                     definition["created"],
                     definition["modified"],
                 )
-                queue._tags = definition.get("tags", {})
+                queue._apply_definition(definition)
                 self._queues[name] = queue
             return queue
 
@@ -407,6 +405,8 @@ class Broker:
             dead_letters.check_redrive_policy(self, queue.name, {**queue._attributes, **changes})
 
         def change(definition: dict[str, Any], now_ms: int) -> None:
+            if "MessageRetentionPeriod" in changes:
+                queue_attributes.record_expired(definition, now_ms)
             definition["attributes"] = {**definition["attributes"], **changes}
             definition["modified"] = now_ms // 1000
 
@@ -432,9 +432,7 @@ class Broker:
             return definition
 
         definition: dict[str, Any] = self._storage.write(update)
-        queue._modified_s = definition["modified"]
-        queue._tags = definition.get("tags", {})
-        queue._apply(definition["attributes"])
+        queue._apply_definition(definition)
         return definition
 
     # -- lifecycle -----------------------------------------------------------------------------

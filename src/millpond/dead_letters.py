@@ -370,10 +370,11 @@ class MoveTasks:
         fifo = source["attributes"].get("FifoQueue") == "true"
         layout = _core_fifo if fifo else core
         # what is past the source's retention is never delivered, so never moved either
-        from millpond.queue_attributes import effective  # (it imports this module)
+        from millpond import queue_attributes as attrs  # (it imports this module)
 
-        retention_s = int(effective(source["attributes"])["MessageRetentionPeriod"])
-        cutoff_ms = now_ms - retention_s * 1000
+        retention_ms = int(attrs.effective(source["attributes"])["MessageRetentionPeriod"]) * 1000
+        expired_before_ms = source.get(attrs.EXPIRED_BEFORE, 0)
+        cutoff_ms = attrs.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms)
         picked = (
             layout.peek(txn, tables, source["id"], now_ms, limit, destination is None, cutoff_ms)
             if limit > 0

@@ -16,6 +16,7 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 from millpond import _core_fifo as fifo
+from millpond import queue_attributes
 from millpond.errors import (
     BatchRequestTooLong,
     InvalidParameterValue,
@@ -60,15 +61,24 @@ class FifoQueue(Queue):
 
     def _messages_change(self, changes: dict[str, str]) -> Any:
         """A new DelaySeconds re-times the messages still waiting out the old one: "For FIFO
-        queues, the per-queue delay setting is retroactive" (SQS Developer Guide, delay queues)."""
-        if "DelaySeconds" not in changes:
+        queues, the per-queue delay setting is retroactive" (SQS Developer Guide, delay queues).
+        A new MessageRetentionPeriod: a message in flight that it lets expire is gone then, and
+        must not hold its group until its visibility timeout ends (_core_fifo.realarm)."""
+        steps = []
+        if "DelaySeconds" in changes:
+            delay_ms = int(changes["DelaySeconds"]) * 1000
+            steps.append(functools.partial(fifo.redelay, delay_ms=delay_ms))
+        if "MessageRetentionPeriod" in changes:
+            retention_ms = int(changes["MessageRetentionPeriod"]) * 1000
+            steps.append(functools.partial(fifo.realarm, retention_ms=retention_ms))
+        if not steps:
             return None
-        delay_ms = int(changes["DelaySeconds"]) * 1000
 
-        def redelay(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
-            fifo.redelay(txn, tables, queue_id, now_ms, delay_ms)
+        def change(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
+            for step in steps:
+                step(txn, tables, queue_id, now_ms)
 
-        return redelay
+        return change
 
     # -- send ------------------------------------------------------------------------------------
 
@@ -237,8 +247,9 @@ class FifoQueue(Queue):
     def _receive_steps(
         self, max_messages: int, visibility_ms: int, attempt_id: str | None = None
     ) -> Generator[Write, Any, tuple[list[Message], int]]:
-        retention_ms, redrive, core, broker = (
+        retention_ms, expired_before_ms, redrive, core, broker = (
             self._retention_ms,
+            self._expired_before_ms,
             self._redrive,
             self._core,
             self._broker,
@@ -246,6 +257,7 @@ class FifoQueue(Queue):
         attempt = None if attempt_id is None else attempt_id.encode()
 
         def receive(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
+            cutoff = queue_attributes.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms)
             known = None
             if attempt is not None:
                 known = fifo.recall_attempt(txn, tables, queue_id, now_ms, attempt)
@@ -258,7 +270,7 @@ class FifoQueue(Queue):
                         now_ms,
                         [tuple(e) for e in known[1]],
                         visibility_ms,
-                        now_ms - retention_ms,
+                        cutoff,
                     )
                     if again is not None:  # unchanged since: the same deliveries again
                         remember(txn, tables, queue_id, known[0], again, known[0])
@@ -276,7 +288,7 @@ class FifoQueue(Queue):
                 now_ms,
                 max_messages,
                 visibility_ms,
-                now_ms - retention_ms,
+                cutoff,
                 max_count,
                 dead_letter_id,
             )
@@ -402,6 +414,10 @@ class FifoQueue(Queue):
     def _visibility_entry(self, handle: str, timeout: int) -> tuple[Any, ...]:
         seq, count, g = self._decode_fifo(handle)
         return (seq, count, g, timeout * 1000)
+
+    def _visibility_changed(self, status: int) -> bool:
+        """As Queue's, but a handle of an older receive has expired: STALE is refused."""
+        return status in (fifo.OK, fifo.NOT_IN_FLIGHT)
 
     def _change_visibility_verb(self) -> Any:
         return functools.partial(fifo.change_visibility, retention_ms=self._retention_ms)

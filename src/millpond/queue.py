@@ -80,7 +80,15 @@ class Queue:
         # Messages sent, received and deleted through this process, and the other CloudWatch
         # counts the daemon's /metrics shows (empty receives, ...: 0 until they happen).
         self.counters: Counter[str] = Counter(sent=0, received=0, deleted=0)
+        self._expired_before_ms = 0  # see queue_attributes.record_expired
         self._apply(attributes)
+
+    def _apply_definition(self, definition: dict[str, Any]) -> None:
+        """Cache what the queue's stored definition says (as stored, or changed since)."""
+        self._modified_s = definition["modified"]
+        self._tags = definition.get("tags", {})
+        self._expired_before_ms = definition.get(queue_attributes.EXPIRED_BEFORE, 0)
+        self._apply(definition["attributes"])
 
     def _apply(self, attributes: dict[str, str]) -> None:
         """Cache the stored attributes and the numbers every call needs."""
@@ -451,8 +459,9 @@ class Queue:
     def _receive_write(self, max_messages: int, visibility_ms: int) -> Any:
         """The write of a receive (for :meth:`_write`): the core receive, and in the same
         transaction the dead-letter move of the messages past maxReceiveCount."""
-        retention_ms, redrive, core, broker = (
+        retention_ms, expired_before_ms, redrive, core, broker = (
             self._retention_ms,
+            self._expired_before_ms,
             self._redrive,
             self._core,
             self._broker,
@@ -472,7 +481,7 @@ class Queue:
                 now_ms,
                 max_messages,
                 visibility_ms,
-                now_ms - retention_ms,
+                queue_attributes.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms),
                 max_count,
                 secret,
             )
@@ -567,7 +576,9 @@ class Queue:
         """Hide an in-flight message for ``visibility_timeout`` s (0-43200) from now.
 
         0 makes it visible at once. The total time hidden since its receive may not pass 12 h.
-        A message whose visibility already ran out is left as it is (no error, as SQS).
+        A message whose visibility already ran out is left as it is (no error, as SQS). As on
+        Amazon SQS standard queues, a handle from an older receive re-times the message's
+        current delivery.
         """
         check_int("VisibilityTimeout", visibility_timeout, 0, 43_200)
         seq, visible_at, count = self._decode(receipt_handle)
@@ -599,15 +610,24 @@ class Queue:
         if error is not None:
             raise error
 
+    def _visibility_changed(self, status: int) -> bool:
+        """Whether a change_visibility status answers 200.
+
+        NOT_IN_FLIGHT: AWS answers 200 to a change through the latest handle of a message whose
+        visibility already ran out (it is visible again, not yet received anew); the change has
+        nothing left to re-time, so it is a no-op. STALE: a handle of an older receive re-timed
+        the message's current delivery, as AWS does on standard queues (AWS-validated:
+        LocalStack's test_terminate_visibility_timeout_after_receive), as it deletes it.
+        """
+        core = self._core
+        return status in (core.OK, core.NOT_IN_FLIGHT, core.STALE)
+
     def _visibility_error(
         self, status: int, receipt_handle: str, visibility_timeout: int
     ) -> MillpondError | None:
         """The SQS error for a change_visibility status (core and FIFO share the numbers)."""
         core = self._core
-        # NOT_IN_FLIGHT: AWS answers 200 to a change through the latest handle of a message
-        # whose visibility already ran out (it is visible again, not yet received anew); the
-        # change has nothing left to re-time, so it is a no-op
-        if status in (core.OK, core.NOT_IN_FLIGHT):
+        if self._visibility_changed(status):
             return None
         if status == core.TOO_LONG:
             return InvalidParameterValue(
@@ -699,7 +719,9 @@ class Queue:
 
         def purge(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
             last = txn.get(key, db=tables.meta)
-            if last is not None and now_ms - int(last) < PURGE_INTERVAL_MS:
+            # either way: a last purge in the future means the wall clock stepped back since,
+            # and it must not refuse purges for the size of the step
+            if last is not None and abs(now_ms - int(last)) < PURGE_INTERVAL_MS:
                 raise PurgeQueueInProgress(
                     f"Only one PurgeQueue operation on {self.name} is allowed every 60 seconds."
                 )
@@ -715,10 +737,11 @@ class Queue:
         Args:
             names: the attributes wanted; None or ["All"] gives every one.
         """
-        retention_ms = self._retention_ms
+        retention_ms, expired_before_ms = self._retention_ms, self._expired_before_ms
 
         def count(txn: Any, tables: Any, queue_id: int, now_ms: int) -> tuple[int, ...]:
-            return self._counts_in_txn(txn, tables, queue_id, now_ms, now_ms - retention_ms)
+            cutoff = queue_attributes.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms)
+            return self._counts_in_txn(txn, tables, queue_id, now_ms, cutoff)
 
         stored, in_flight, delayed = self._write(count)
         values = queue_attributes.effective(self._attributes)

@@ -280,3 +280,25 @@ def mismatch(existing: Mapping[str, str], requested: Mapping[str, str]) -> str |
         if current.get(name, unset) != value:
             return name
     return None
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+# In a queue's stored definition: messages sent before this time (ms) are gone for good, whatever
+# MessageRetentionPeriod says now (see record_expired).
+EXPIRED_BEFORE = "expired_before_ms"
+
+
+def record_expired(definition: dict[str, Any], now_ms: int) -> None:
+    """Before a change of MessageRetentionPeriod: what the period in force let expire stays
+    expired. SQS deletes a message once it has been in the queue longer than the period, so a
+    longer period set afterwards must not give it back (here expired messages are removed only
+    when a read meets them: without this, a read before the change decided their fate)."""
+    retention_s = int(effective(definition["attributes"])["MessageRetentionPeriod"])
+    expired_before = now_ms - retention_s * 1000
+    definition[EXPIRED_BEFORE] = max(definition.get(EXPIRED_BEFORE, 0), expired_before)
+
+
+def retention_cutoff_ms(now_ms: int, retention_ms: int, expired_before_ms: int) -> int:
+    """The send time before which a queue's messages are gone (expired)."""
+    return max(now_ms - retention_ms, expired_before_ms)
