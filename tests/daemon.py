@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,7 +47,7 @@ class Daemon:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.native_port = (native_port or free_port()) if native else None
-        self.native_url = f"millpond://127.0.0.1:{self.native_port}"
+        self.native_url = f"{'millponds' if tls else 'millpond'}://127.0.0.1:{self.native_port}"
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         # a test certificate is self-signed: the health check trusts it as its own CA
         self._ssl = ssl.create_default_context(cafile=tls[0]) if tls else None
@@ -117,3 +118,43 @@ def native_daemon_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield d
     finally:
         d.stop()
+
+
+def self_signed_certificate(directory: Path) -> tuple[str, str]:
+    """(certificate, key) PEM files for 127.0.0.1, self-signed."""
+    x509 = pytest.importorskip("cryptography.x509")
+    import datetime
+    import ipaddress
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)

@@ -28,7 +28,7 @@ from botocore.credentials import Credentials
 
 from millpond.server import config as config_module
 
-from .daemon import Daemon
+from .daemon import Daemon, self_signed_certificate
 
 KEYS = {"AKIDALICE": "alice-secret", "AKIDBOB": "bob-secret"}
 
@@ -283,46 +283,6 @@ def test_no_auth_section_means_no_checking(tmp_path: Path) -> None:
     assert config_module.credentials(config_module.load(str(path))) is None
 
 
-def _self_signed(directory: Path) -> tuple[str, str]:
-    """(certificate, key) PEM files for 127.0.0.1, self-signed."""
-    x509 = pytest.importorskip("cryptography.x509")
-    import datetime
-    import ipaddress
-
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
 def _tls_sqs(url: str, cert: str) -> Any:
     """An SQS client of the HTTPS daemon at ``url`` that checks its certificate ``cert``."""
     return boto3.client(
@@ -336,7 +296,7 @@ def _tls_sqs(url: str, cert: str) -> Any:
 
 
 def test_https_with_a_certificate(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     d = Daemon(str(tmp_path / "data"), tls=(cert, key))
     try:
         sqs = _tls_sqs(d.url, cert)
@@ -358,7 +318,7 @@ def test_sigterm_does_not_wait_for_an_idle_tls_client(tmp_path: Path) -> None:
     import signal
     import time
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     d = Daemon(str(tmp_path / "data"), tls=(cert, key))
     try:
         sqs = _tls_sqs(d.url, cert)

@@ -2,6 +2,7 @@
 
 - a path or ``file://path``: the embedded broker (:func:`millpond.open`);
 - ``millpond://host:port``: a daemon over millpond's native protocol (:mod:`millpond.native`);
+  ``millponds://host:port`` the same over TLS (a daemon started with ``--tls-cert``);
 - ``sqs://region``: Amazon SQS and SNS through boto3 (:mod:`millpond.aws`); ``?endpoint_url=``
   points it at anything that speaks the AWS APIs (a millpond daemon, moto, LocalStack).
 
@@ -39,11 +40,13 @@ def connect(url: str | os.PathLike[str], **options: Any) -> Any:
         if parts.netloc not in ("", "localhost"):
             raise InvalidParameterValue(f"file:// URLs name a local path, not host {parts.netloc}")
         return open_embedded(path, **options)
-    if parts.scheme == "millpond":
+    if parts.scheme in ("millpond", "millponds"):
         from millpond.native.client import Client
 
         if not parts.hostname or parts.port is None:
-            raise InvalidParameterValue(f"millpond:// URLs need a host and a port: {url}")
+            raise InvalidParameterValue(f"{parts.scheme}:// URLs need a host and a port: {url}")
+        if parts.scheme == "millponds":  # TLS; tls= may give the SSL context to use
+            options.setdefault("tls", True)
         return Client(parts.hostname, parts.port, **options)
     if parts.scheme == "sqs":
         from millpond.aws import AwsBroker
@@ -52,5 +55,6 @@ def connect(url: str | os.PathLike[str], **options: Any) -> Any:
             raise InvalidParameterValue(f"sqs:// URLs name a region (sqs://us-east-1): {url}")
         return AwsBroker(region=parts.hostname, **{**query, **options})
     raise InvalidParameterValue(
-        f"unknown backend {parts.scheme!r} in {url}: use a path, file://, millpond:// or sqs://"
+        f"unknown backend {parts.scheme!r} in {url}: use a path, file://, millpond://, "
+        "millponds:// or sqs://"
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, cast
@@ -31,7 +32,7 @@ from millpond.native.aio_proxies import (
     AsyncRemoteSubscription,
     AsyncRemoteTopic,
 )
-from millpond.native.client import DEFAULT_CONNECT_TIMEOUT_S
+from millpond.native.client import DEFAULT_CONNECT_TIMEOUT_S, tls_context
 from millpond.native.errors import ProtocolError
 from millpond.native.proxies import ext_hook
 
@@ -209,9 +210,11 @@ class AsyncClient:
         secret_access_key: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
         max_frame: int = frames.MAX_FRAME,
+        tls: bool | ssl.SSLContext = False,
     ) -> None:
         self.host, self.port = host, port
         self._options = (region, access_key_id, secret_access_key, connect_timeout, max_frame)
+        self._tls = tls_context(tls)
         kinds = (AsyncRemoteQueue, AsyncRemoteFifoQueue, AsyncRemoteTopic, AsyncRemoteSubscription)
         self._decode = ext_hook(self, kinds)
         self._connection: _Connection | None = None
@@ -232,14 +235,16 @@ class AsyncClient:
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(max_frame, self._decode), self.host, self.port
+                    lambda: _Connection(max_frame, self._decode),
+                    self.host,
+                    self.port,
+                    ssl=self._tls,
+                    server_hostname=self.host if self._tls else None,
                 ),
                 timeout,
             )
         except (OSError, asyncio.TimeoutError) as exc:
-            raise ConnectionLost(
-                f"cannot connect to millpond://{self.host}:{self.port}: {exc!r}"
-            ) from None
+            raise ConnectionLost(f"cannot connect to {self._url}: {exc!r}") from None
         try:
             greeting = await connection.next_frame(timeout)
             try:
@@ -254,7 +259,7 @@ class AsyncClient:
         except BaseException as exc:
             connection.fail(ConnectionLost("greeting failed"))
             if isinstance(exc, asyncio.TimeoutError):
-                raise ConnectionLost(f"millpond://{self.host}:{self.port} did not greet") from None
+                raise ConnectionLost(f"{self._url} did not greet") from None
             raise
         if self._closed:  # closed while this connected: the connection is not kept
             connection.fail(ConnectionLost("the client was closed"))
@@ -265,6 +270,10 @@ class AsyncClient:
         self._durability, self._implementation = info["durability"], info["implementation"]
         self._connection = connection
         return connection
+
+    @property
+    def _url(self) -> str:
+        return f"{'millponds' if self._tls else 'millpond'}://{self.host}:{self.port}"
 
     async def _call(
         self,

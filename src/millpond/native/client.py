@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -34,6 +35,7 @@ from millpond.native.proxies import (
     RemoteTopic,
     ext_hook,
 )
+from millpond.native.tls import TlsSocket
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)  # POSIX; elsewhere the first call finds out
@@ -64,7 +66,7 @@ class _Slot:
 class _Connection:
     """One socket, its calls in flight, and the reader role among the waiting threads."""
 
-    def __init__(self, sock: socket.socket, max_frame: int, ext_hook: Any) -> None:
+    def __init__(self, sock: socket.socket | TlsSocket, max_frame: int, ext_hook: Any) -> None:
         self.sock = sock
         self.max_frame = max_frame  # the largest answer taken: the client's to choose
         self.max_request = frames.MAX_FRAME  # the daemon's limit, told by its greeting
@@ -173,7 +175,14 @@ class _Connection:
         ConnectionLost for a request the daemon never got, where it can reconnect instead."""
         if self.error is not None:
             return True
-        if self._pending or _DONTWAIT is None:
+        if self._pending:
+            return False
+        if isinstance(self.sock, TlsSocket):
+            closed = self.sock.closed_while_idle()
+            if closed:
+                self.fail(ConnectionLost("the daemon closed the connection"))
+            return closed
+        if _DONTWAIT is None:
             return False
         try:
             closed = self.sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b""
@@ -259,6 +268,9 @@ class Client:
             answer as long as it takes: a long poll takes up to 20 s).
         max_frame: the largest answer accepted, in bytes (requests are held to the daemon's
             limit, which its greeting tells).
+        tls: True, or an ``ssl.SSLContext``, for a daemon serving TLS (``--tls-cert``): True
+            checks its certificate against the system's CAs; a context of your own can trust
+            a private CA (``ssl.create_default_context(cafile=...)``).
     """
 
     def __init__(
@@ -271,9 +283,11 @@ class Client:
         secret_access_key: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
         max_frame: int = frames.MAX_FRAME,
+        tls: bool | ssl.SSLContext = False,
     ) -> None:
         self.host, self.port = host, port
         self._options = (region, access_key_id, secret_access_key, connect_timeout, max_frame)
+        self._tls = tls_context(tls)
         self._lock = threading.Lock()
         self._closed = False
         self._connection: _Connection | None = None
@@ -292,24 +306,28 @@ class Client:
         try:
             sock = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as exc:
-            raise ConnectionLost(
-                f"cannot connect to millpond://{self.host}:{self.port}: {exc.strerror or exc}"
-            ) from None
+            raise ConnectionLost(f"cannot connect to {self._url}: {exc.strerror or exc}") from None
         frames.tune(sock)
-        connection = _Connection(sock, max_frame, self._ext_hook)
+        channel: socket.socket | TlsSocket = sock
+        if self._tls is not None:
+            channel = TlsSocket(sock, self._tls, self.host)
+            try:
+                channel.handshake()
+            except OSError as exc:  # ssl.SSLError included (a certificate that does not verify)
+                sock.close()
+                raise ConnectionLost(f"TLS with {self._url} failed: {exc}") from None
+        connection = _Connection(channel, max_frame, self._ext_hook)
         try:
             greeting = connection.read_frame(timeout)
             try:
-                sock.sendall(frames.hello(greeting, region, key, secret))
+                channel.sendall(frames.hello(greeting, region, key, secret))
             except ValueError as exc:
                 raise ProtocolError(str(exc)) from None
             connection.max_request = frames.request_limit(greeting)
             info = frames.welcome(connection.read_frame(timeout))
         except OSError as exc:
             connection.fail(ConnectionLost(f"greeting failed: {exc}"))
-            raise ConnectionLost(
-                f"millpond://{self.host}:{self.port} did not greet: {exc}"
-            ) from None
+            raise ConnectionLost(f"{self._url} did not greet: {exc}") from None
         except BaseException:
             connection.fail(ConnectionLost("greeting failed"))
             raise
@@ -328,6 +346,10 @@ class Client:
         if connection is None or connection.broken():
             connection = self._reconnect(connection)
         return connection.call(op, target, list(args), dict(kwargs) if kwargs else {})
+
+    @property
+    def _url(self) -> str:
+        return f"{'millponds' if self._tls else 'millpond'}://{self.host}:{self.port}"
 
     def _reconnect(self, broken: _Connection | None) -> _Connection:
         with self._lock:
@@ -444,3 +466,14 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client('millpond://{self.host}:{self.port}', region={self.region!r})"
+
+
+def tls_context(tls: bool | ssl.SSLContext) -> ssl.SSLContext | None:
+    """The SSL context a client's ``tls=`` argument asks for (None: plain TCP)."""
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    if tls is True:
+        return ssl.create_default_context()
+    if tls is False or tls is None:
+        return None
+    raise InvalidParameterValue(f"tls must be True, False or an ssl.SSLContext, not {tls!r}")

@@ -23,6 +23,7 @@ import functools
 import hmac
 import logging
 import os
+import ssl
 from typing import Any, cast
 
 import msgpack
@@ -484,13 +485,17 @@ class NativeServer:
         self._idle: asyncio.Event | None = None
         self._ready: asyncio.Event | None = None
 
-    async def listen(self, host: str, port: int) -> int:
-        """Bind and accept connections; returns the port bound. Hellos are answered once
-        :meth:`ready` is called (the context has its loop then)."""
+    async def listen(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Bind and accept connections (over TLS with ``tls``); returns the port bound.
+        Hellos are answered once :meth:`ready` is called (the context has its loop then)."""
         loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         self._server = await loop.create_server(
-            lambda: Connection(self), host=host or None, port=port, backlog=LISTEN_BACKLOG
+            lambda: Connection(self),
+            host=host or None,
+            port=port,
+            backlog=LISTEN_BACKLOG,
+            ssl=tls,
         )
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 from typing import Any
 
@@ -52,6 +53,14 @@ def _check_listen_options(host: str, port: int, tls_cert: str | None, tls_key: s
             raise ConfigError(
                 f"TLS certificate {tls_cert} with key {tls_key} cannot be loaded: {why}"
             ) from None
+
+
+def _server_tls(tls_cert: str | None, tls_key: str | None) -> ssl.SSLContext | None:
+    if tls_cert is None or tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_cert, tls_key)
+    return context
 
 
 def serve(
@@ -104,6 +113,7 @@ def serve(
         from millpond.native.server import NativeServer
 
         native = NativeServer(ctx)
+    native_tls = _server_tls(tls_cert, tls_key)  # the native port uses TLS when HTTP does
     uv_config = uvicorn.Config(
         app,
         host=host,
@@ -146,7 +156,11 @@ def serve(
                 # Bound before the HTTP port, so that a daemon that answers /health takes
                 # native connections too; their hello waits until start-up is complete.
                 try:
-                    native_bound = await native.listen(host, native_port)  # type: ignore[arg-type]
+                    native_bound = await native.listen(
+                        host,
+                        native_port,  # type: ignore[arg-type]
+                        native_tls,
+                    )
                 except OSError as exc:
                     log.error("native port %s: %s", native_port, exc.strerror or exc)
                     sys.exit(3)  # as uvicorn exits when the HTTP port is taken
@@ -162,7 +176,8 @@ def serve(
                 if native is not None:
                     native.ready()
                     print(
-                        f"millpond serving the native protocol on millpond://{shown}:{native_bound}",
+                        "millpond serving the native protocol on "
+                        f"{'millponds' if tls_cert else 'millpond'}://{shown}:{native_bound}",
                         flush=True,
                     )
 
