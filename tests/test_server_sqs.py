@@ -883,6 +883,19 @@ def test_receive_message_attribute_name_filters(
         assert digest == md5_attributes({k: ATTRIBUTES[k] for k in expected})
 
 
+def test_all_is_taken_in_capitals_as_kombu_sends_it(sqs: Any) -> None:
+    # kombu (Celery's SQS transport) turns fetch_message_attributes=["All"] into "ALL" for both
+    # lists, against AWS too; read as a name, it selected nothing: no ApproximateReceiveCount,
+    # which kombu's backoff_policy needs, and no message attributes.
+    url = sqs.create_queue(QueueName=unique())["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="x", MessageAttributes=ATTRIBUTES)
+    (message,) = sqs.receive_message(
+        QueueUrl=url, MessageSystemAttributeNames=["ALL"], MessageAttributeNames=["ALL"]
+    )["Messages"]
+    assert message["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert sorted(message["MessageAttributes"]) == sorted(ATTRIBUTES)
+
+
 def test_receive_system_attribute_filters(sqs: Any) -> None:
     url = sqs.create_queue(QueueName=unique())["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="x")

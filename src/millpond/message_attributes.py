@@ -337,7 +337,8 @@ def select_message_attributes(
 
     Args:
         attributes: The stored (validated) attributes.
-        names: ``"All"``, ``".*"`` or ``"*"`` select everything; ``"prefix.*"`` selects every
+        names: ``"All"`` (in any case: SQS takes kombu's ``"ALL"``), ``".*"`` or ``"*"``
+            select everything; ``"prefix.*"`` selects every
             name that starts with ``prefix`` (AWS returns both ``Hello`` and ``Help.Me`` for
             ``"Hel.*"``); anything else is an exact, case-sensitive name. ``None`` or empty
             selects nothing.
@@ -353,7 +354,7 @@ def select_message_attributes(
     exact: set[str] = set()
     prefixes: list[str] = []
     for selector in names:
-        if selector in ("All", ".*", "*"):
+        if selector in (".*", "*") or selector.lower() == "all":  # kombu sends "ALL"
             return dict(attributes)
         if selector.endswith(".*"):
             prefixes.append(selector[:-2])

@@ -473,7 +473,7 @@ def _wanted_system_attributes(params: dict[str, Any]) -> set[str]:
     names = set(params.get("AttributeNames") or []) | set(
         params.get("MessageSystemAttributeNames") or []
     )
-    if "All" in names:
+    if any(isinstance(name, str) and name.lower() == "all" for name in names):  # kombu: "ALL"
         return set(SYSTEM_ATTRIBUTES)
     return names & set(SYSTEM_ATTRIBUTES)
 
