@@ -437,6 +437,15 @@ class Broker:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def backup(self, destination: str | os.PathLike[str]) -> None:
+        """Copy this data directory to ``destination`` (missing or empty) while it stays in
+        use: a consistent snapshot of one moment, compacted, on disk when this returns. Open
+        the copy with :func:`millpond.open` to restore it. (``millpond backup`` does the same
+        from another process.)"""
+        from millpond import admin
+
+        admin.copy_store(self._storage, os.fspath(destination))
+
     def close(self) -> None:
         """Finish in-flight writes, flush, and close the data directory.
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import millpond
+from millpond import admin
 from millpond.errors import MillpondError
 
 DEFAULT_DATA_DIR = "./millpond-data"
@@ -147,8 +148,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sv.add_argument("--tls-cert", default=None, help="PEM certificate: HTTPS (with --tls-key)")
     sv.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    bk = commands.add_parser(
+        "backup", help="copy a data directory, consistently, while it may be in use"
+    )
+    bk.add_argument("source", help="a data directory (millpond.open's, or serve's --data)")
+    bk.add_argument("destination", help="where the copy goes (missing or empty)")
+    ck = commands.add_parser(
+        "check", help="read a data directory through and check every message's CRC"
+    )
+    ck.add_argument("path", help="a data directory (millpond.open's, or serve's --data)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "backup":
+            return _backup(args.source, args.destination)
+        if args.command == "check":
+            return _check(args.path)
         if args.command == "demo":
             return demo(args.data, args.messages, args.durability, args.threads, args.body_size)
         if args.command == "serve":
@@ -165,6 +179,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"millpond {args.command}: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
         return 1
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _backup(source: str, destination: str) -> int:
+    for store in admin.backup(source, destination):
+        copied = os.path.normpath(os.path.join(destination, store))
+        print(f"copied {os.path.normpath(os.path.join(source, store))} -> {copied}")
+    return 0
+
+
+def _check(path: str) -> int:
+    results = admin.check(path)
+    for result in results:
+        where = os.path.normpath(os.path.join(path, result.store))
+        print(
+            f"{where}: {result.queues} queues, {result.records} message records, "
+            f"{result.entries} entries read: {'ok' if result.ok else 'PROBLEMS'}"
+        )
+        if result.error:
+            print(f"  unreadable: {result.error}")
+        for queue, seq in result.corrupt:
+            print(f"  queue {queue}: the record of seq {seq} fails its CRC32C check")
+    return 0 if all(result.ok for result in results) else 1
 
 
 def _port(text: str) -> int:
