@@ -20,6 +20,7 @@ import msgpack
 from millpond import _core_fifo, arguments, dead_letters, queue_attributes
 from millpond import core as core_module
 from millpond.clock import Clock, SystemClock
+from millpond.disk_reserve import DEFAULT_DISK_RESERVE
 from millpond.errors import (
     IncompatibleDataFormat,
     InvalidParameterValue,
@@ -66,6 +67,7 @@ class Broker:
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         reserve: int = DEFAULT_RESERVE,
+        disk_reserve: int = DEFAULT_DISK_RESERVE,
         core: str | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
@@ -79,6 +81,7 @@ class Broker:
             map_size=map_size,
             max_map_size=max_map_size,
             reserve=reserve,
+            disk_reserve=disk_reserve,
         )
         self._wakeups = Wakeups(self._storage.path)
         self.clock.on_advance(self._wakeups.notify_everyone)
@@ -522,6 +525,7 @@ def open(  # noqa: A001 - millpond.open mirrors the built-in on purpose
             loss. "os": it survives a crash of the process but not of the machine.
         clock: a :class:`millpond.ManualClock` for tests; the system clock by default.
         **options: region, account_id (used in ARNs), map_size, max_map_size, reserve (bytes),
-            core ("c" or "py" to force an implementation).
+            disk_reserve (bytes of disk kept allocated so that a full disk can be drained; 0
+            keeps none), core ("c" or "py" to force an implementation).
     """
     return Broker(path, durability=durability, clock=clock, **options)

@@ -22,6 +22,7 @@ kept for the copy-on-write pages of receives, deletes and purges, which can alwa
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -32,6 +33,7 @@ import lmdb
 
 from millpond import directories
 from millpond.clock import Clock
+from millpond.disk_reserve import DEFAULT_DISK_RESERVE, DiskReserve
 from millpond.errors import AlreadyOpen, BrokerClosed, MillpondError, StorageFull
 
 DURABILITY_MODES = ("fsync", "os")
@@ -166,6 +168,8 @@ class Storage:
         map_size: initial LMDB map size in bytes.
         max_map_size: the most the data may grow to, in bytes.
         reserve: bytes below ``max_map_size`` at which sends start being refused.
+        disk_reserve: bytes of disk kept allocated past the data in use, so that a full disk
+            still lets receives and deletes commit (see disk_reserve.py); 0 keeps none.
     """
 
     def __init__(
@@ -176,6 +180,7 @@ class Storage:
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         reserve: int = DEFAULT_RESERVE,
+        disk_reserve: int = DEFAULT_DISK_RESERVE,
     ) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
@@ -202,6 +207,8 @@ class Storage:
             _open_here[self._identity] = (os.getpid(), self)
         try:
             self._open(map_size)
+            self._disk = DiskReserve(os.path.join(self.path, "data.mdb"), disk_reserve)
+            self._keep_disk_reserve()
             if durability == "fsync" and (created or new_files):
                 directories.sync_new_entries(self.path, created, new_files)
         except BaseException:
@@ -465,6 +472,7 @@ class Storage:
     def _commit(self, batch: list[_Op]) -> None:
         """Run ``batch`` in one transaction and mark every op done (caller is the leader)."""
         todo = batch
+        disk_retried = False
         while todo:
             try:
                 if self._run(todo):
@@ -484,6 +492,16 @@ class Storage:
                     todo = [op for op in todo if not op.done]
             except lmdb.MapResizedError:
                 self._adopt_map_size()  # another process grew the map
+            except lmdb.DiskError as exc:
+                if not _no_space(exc):
+                    raise
+                # Nothing of it was stored. The sends fail (as they will until space is
+                # freed); the rest runs again, into the reserve kept for it, once.
+                self._disk.disk_full()
+                for op in todo if disk_retried else [op for op in todo if op.sends]:
+                    _fail(op, StorageFull("the disk is full"))
+                todo = [op for op in todo if not op.done]
+                disk_retried = True
             except BaseException as exc:
                 if len(todo) == 1:
                     _fail(todo[0], exc)
@@ -511,11 +529,23 @@ class Storage:
             rolled_back = False
             try:
                 near_full = self._map_size > self._send_limit
+                sends = False
                 for op in batch:
                     # Near the limit every send is checked against the pages in use so far,
                     # this transaction's included: one big group commit must not eat the
                     # reserve that receives and deletes need to drain the store.
                     op.after = None  # what an earlier run of it asked for is void
+                    if op.sends:
+                        sends = True
+                    if (
+                        op.sends
+                        and self._disk.full
+                        and self._disk.sends_refused(
+                            self._used_bytes(), lambda: self._free_bytes(txn)
+                        )
+                    ):
+                        outcomes.append((None, StorageFull("the disk is full")))
+                        continue
                     if op.sends and near_full and self._sends_refused(txn):
                         outcomes.append((None, StorageFull("the data directory is full")))
                         continue
@@ -537,6 +567,10 @@ class Storage:
                 self._running = None
             if not rolled_back:
                 txn.commit()
+                # Only sends grow the file much (receives add a few index entries; deletes
+                # free pages): the disk reserve is looked after when they commit.
+                if sends and self._disk.enabled:
+                    self._keep_disk_reserve()
         # Committed (or, for a lone atomic op that failed, rolled back): only now may callers
         # learn their results, and the effects of the ops that succeeded take place.
         for op, (op.result, op.error) in zip(batch, outcomes):
@@ -568,12 +602,36 @@ class Storage:
 
         Only asked once the map itself is larger than that (a smaller map cannot hold more).
         """
-        limit = self.max_map_size - self.reserve
-        used = sum(
+        return self._pages_in_use(txn) * self._page_size > self.max_map_size - self.reserve
+
+    def _pages_in_use(self, txn: lmdb.Transaction[bytes]) -> int:
+        return sum(
             s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
             for s in [txn.stat(getattr(self.tables, name)) for name in _TABLES] + [txn.stat()]
         )
-        return used * self._page_size > limit
+
+    def _free_bytes(self, txn: lmdb.Transaction[bytes] | None = None) -> int:
+        """Bytes of pages inside the data file that no table uses (LMDB's free list, and the
+        two meta pages, which are few): space commits take before the file grows."""
+        if txn is None:
+            with self.env.begin() as read:
+                in_use = self._pages_in_use(read)
+        else:
+            in_use = self._pages_in_use(txn)
+        return max(0, self._used_bytes() - (in_use + 2) * self._page_size)
+
+    def _keep_disk_reserve(self) -> None:
+        """Allocate disk ahead after a commit (see disk_reserve.py). Never raises: the commit
+        is done, and its callers must learn so (a raise would run it again); an LMDB error
+        here (a map another process grew meanwhile) leaves it to the next commit."""
+        try:
+            self._disk.after_commit(self._used_bytes(), self._free_bytes)
+        except lmdb.Error:
+            pass
+
+    def _used_bytes(self) -> int:
+        """Where the pages in use end in the data file."""
+        return (self.env.info()["last_pgno"] + 1) * self._page_size
 
     def _grow_map(self) -> bool:
         """Double the map (between transactions); False when already at max_map_size."""
@@ -653,6 +711,7 @@ class Storage:
             with self._reads.quiet():
                 self.env.sync(True)
                 self.env.close()
+            self._disk.close()
             self._unregister()
 
     def _unregister(self) -> None:
@@ -670,6 +729,7 @@ class Storage:
         collection closes it either) instead of waiting for good.
         """
         self._closed = True
+        self._disk.close()  # the parent's descriptor: the parent keeps its own
         if self._leader_active:
             _abandoned.append(self.env)
             return
@@ -677,6 +737,11 @@ class Storage:
             self.env.close()
         except lmdb.Error:
             pass
+
+
+def _no_space(exc: lmdb.DiskError) -> bool:
+    """Whether LMDB's DiskError is ENOSPC (py-lmdb gives the text, not the errno)."""
+    return os.strerror(errno.ENOSPC) in str(exc)
 
 
 def _fail(op: _Op, error: BaseException) -> None:
