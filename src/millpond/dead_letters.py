@@ -334,6 +334,15 @@ class MoveTasks:
             # SQS reports its error code (AWS.SimpleQueueService.NonExistentQueue, say)
             reason = exc.code if isinstance(exc, MillpondError) else f"{type(exc).__name__}: {exc}"
             self._storage.write(lambda txn, now_ms: self._fail(txn, handle, reason))
+        finally:
+            self._forget_thread(handle)
+
+    def _forget_thread(self, handle: str) -> None:
+        """Drop an ended task's thread and wake-up event: a broker that runs for days runs
+        ever new tasks, and kept them all."""
+        if self._threads.get(handle) is threading.current_thread():
+            del self._threads[handle]
+            self._wakes.pop(handle, None)
 
     def _fail(self, txn: Any, handle: str, reason: str) -> None:
         task = self._load(txn, handle)
@@ -402,11 +411,12 @@ class MoveTasks:
 
     def close(self) -> None:
         self._stop.set()
-        for wake in self._wakes.values():
+        for wake in list(self._wakes.values()):  # (ending threads drop theirs meanwhile)
             wake.set()
-        for thread in list(self._threads.values()):
+        threads = list(self._threads.values())
+        for thread in threads:
             thread.join(timeout=5)
-        if self._threads:
+        if threads:
             self._release_leases()
 
     def _release_leases(self) -> None:

@@ -1,0 +1,54 @@
+"""Scale, limits and leaks: what a long-running broker sees after days of churn.
+
+Each test cycles an operation (create/delete, subscribe/unsubscribe, move tasks, ...) and
+asserts that what the broker keeps in memory and in LMDB does not grow with the number of
+cycles: zero or bounded growth, never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import millpond
+
+
+def redrive(target: millpond.Queue, max_count: int = 1) -> dict[str, str]:
+    return {
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": target.arn, "maxReceiveCount": max_count}
+        )
+    }
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def _redrive_once(broker: millpond.Broker, dlq: millpond.Queue, source: millpond.Queue) -> None:
+    """Dead-letter one message of ``source``, move it back with a move task, delete it."""
+    source.send("x")
+    assert source.receive(1, visibility_timeout=0)
+    assert source.receive(1) == []  # the second receive moved it to the dead-letter queue
+    broker.start_message_move_task(dlq.arn)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] == "COMPLETED")
+    (back,) = source.receive(1)
+    source.delete(back.receipt_handle)
+
+
+# -- message move tasks ---------------------------------------------------------------------------
+
+
+def test_finished_move_tasks_leave_no_thread_or_event_behind(broker):
+    # A daemon that redrives a dead-letter queue now and then, for days: each task's thread
+    # and wake-up event used to stay in MoveTasks' dicts after the task ended.
+    dlq = broker.create_queue("dlq")
+    source = broker.create_queue("source", redrive(dlq))
+    tasks = broker._move_tasks
+    for _ in range(20):
+        _redrive_once(broker, dlq, source)
+        wait_for(lambda: not any(t.is_alive() for t in list(tasks._threads.values())))
+    wait_for(lambda: not tasks._threads and not tasks._wakes, timeout=2)
