@@ -28,6 +28,11 @@ def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
         time.sleep(0.005)
 
 
+def _stored_move_tasks(broker: millpond.Broker) -> list[dict[str, object]]:
+    tasks: list[dict[str, object]] = broker._storage.read(broker._move_tasks._tasks)
+    return tasks
+
+
 def _redrive_once(broker: millpond.Broker, dlq: millpond.Queue, source: millpond.Queue) -> None:
     """Dead-letter one message of ``source``, move it back with a move task, delete it."""
     source.send("x")
@@ -52,3 +57,30 @@ def test_finished_move_tasks_leave_no_thread_or_event_behind(broker):
         _redrive_once(broker, dlq, source)
         wait_for(lambda: not any(t.is_alive() for t in list(tasks._threads.values())))
     wait_for(lambda: not tasks._threads and not tasks._wakes, timeout=2)
+
+
+def test_a_deleted_queue_takes_its_move_task_records_with_it(broker):
+    # Task records were kept for good after their source queue was deleted (every start,
+    # list and definitions refresh reads all of them), and a new queue of the same name
+    # listed the deleted queue's tasks as its own.
+    for i in range(15):
+        dlq = broker.create_queue(f"dlq{i}")
+        source = broker.create_queue(f"source{i}", redrive(dlq))
+        _redrive_once(broker, dlq, source)
+        broker.delete_queue(source.name)
+        broker.delete_queue(dlq.name)
+    assert _stored_move_tasks(broker) == []
+    dlq = broker.create_queue("dlq0")
+    broker.create_queue("source0", redrive(dlq))
+    assert broker.list_message_move_tasks(dlq.arn, 10) == []
+
+
+def test_a_deleted_destination_keeps_the_task_record_of_the_source(broker):
+    # Only the tasks OF the deleted queue go: a task that moved messages INTO it belongs to
+    # its source, which still lists it (FAILED or COMPLETED, as it ended).
+    dlq = broker.create_queue("dlq")
+    source = broker.create_queue("source", redrive(dlq))
+    _redrive_once(broker, dlq, source)
+    broker.delete_queue("source")
+    (task,) = broker.list_message_move_tasks(dlq.arn, 10)
+    assert task["Status"] == "COMPLETED"

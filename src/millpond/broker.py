@@ -297,6 +297,7 @@ class Broker:
                 core.drop(txn, self._storage.tables, definition["id"])
             txn.delete(_queue_key(name), db=self._storage.tables.meta)
             txn.delete(purged_key(definition["id"]), db=self._storage.tables.meta)
+            self._move_tasks.forget_queue(txn, definition["id"])
             _bump_definitions_version(txn, self._storage.tables.meta)
             return int(definition["id"])
 

@@ -239,6 +239,14 @@ class MoveTasks:
             if task["status"] not in ("RUNNING", "CANCELLING"):
                 txn.delete(_TASK_PREFIX + task["handle"].encode(), db=self._storage.tables.meta)
 
+    def forget_queue(self, txn: Any, queue_id: int) -> None:
+        """Delete the task records of a queue being deleted (caller holds the write txn): kept,
+        they piled up with every deleted dead-letter queue, and a new queue of the same name (so
+        the same ARN) listed them as its own. A running one ends at its next step."""
+        for task in self._tasks(txn):
+            if task.get("source_id") == queue_id:
+                txn.delete(_TASK_PREFIX + task["handle"].encode(), db=self._storage.tables.meta)
+
     def _queue_of(self, arn: str, parameter: str) -> Any:
         parsed = parse_arn(arn)
         broker = self._broker
