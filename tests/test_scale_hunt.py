@@ -84,3 +84,37 @@ def test_a_deleted_destination_keeps_the_task_record_of_the_source(broker):
     broker.delete_queue("source")
     (task,) = broker.list_message_move_tasks(dlq.arn, 10)
     assert task["Status"] == "COMPLETED"
+
+
+# -- topics and subscriptions ---------------------------------------------------------------------
+
+
+def _kept_per_subscription(broker: millpond.Broker) -> int:
+    topics = broker._topics
+    return len(topics._policies) + len(topics.undelivered) + len(topics._reported)
+
+
+def test_unsubscribe_forgets_the_subscriptions_undelivered_count(broker):
+    # Subscriptions whose queue went away (their messages counted undelivered, the reason
+    # logged once) used to stay in Topics.undelivered and ._reported after Unsubscribe: one
+    # entry each per subscription ever made, for the broker's lifetime.
+    topic = broker.create_topic("t")
+    for i in range(30):
+        queue = broker.create_queue(f"q{i}")
+        sub = topic.subscribe(queue, filter_policy={"k": ["v"]})
+        broker.delete_queue(queue.name)
+        topic.publish("m", attributes={"k": {"DataType": "String", "StringValue": "v"}})
+        assert sub.undelivered == 1
+        sub.unsubscribe()
+    assert _kept_per_subscription(broker) == 0
+
+
+def test_delete_topic_forgets_its_subscriptions_undelivered_counts(broker):
+    for i in range(30):
+        topic = broker.create_topic(f"t{i}")
+        queue = broker.create_queue(f"q{i}")
+        topic.subscribe(queue, filter_policy={"k": ["v"]})
+        broker.delete_queue(queue.name)
+        topic.publish("m", attributes={"k": {"DataType": "String", "StringValue": "v"}})
+        broker.delete_topic(topic.name)
+    assert _kept_per_subscription(broker) == 0
