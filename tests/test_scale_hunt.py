@@ -86,6 +86,49 @@ def test_a_deleted_destination_keeps_the_task_record_of_the_source(broker):
     assert task["Status"] == "COMPLETED"
 
 
+# -- queue create/delete churn -------------------------------------------------------------------
+
+
+def _meta_entries(broker: millpond.Broker) -> int:
+    meta = broker._storage.tables.meta
+    entries: int = broker._storage.read(lambda txn: txn.stat(meta)["entries"])
+    return entries
+
+
+def test_deleting_a_queue_that_never_dead_lettered_leaves_nothing_in_storage(broker):
+    # Temporary queues (one per request or per client, created and deleted all day): each
+    # deleted queue left its id -> name record in meta for good. Only a queue that may have
+    # dead-lettered messages needs it, to name itself in their DeadLetterQueueSourceArn.
+    broker.create_queue("first")
+    broker.delete_queue("first")
+    before = _meta_entries(broker)
+    for i in range(40):
+        queue = broker.create_queue(f"temp-{i}")
+        queue.send("x")
+        fifo = broker.create_queue(f"temp-{i}.fifo", {"FifoQueue": "true"})
+        fifo.send("x", group_id="g", deduplication_id="d")
+        broker.delete_queue(queue.name)
+        broker.delete_queue(fifo.name)
+    assert _meta_entries(broker) == before
+
+
+def test_a_deleted_source_still_names_itself_on_its_dead_letters(broker):
+    dlq = broker.create_queue("dlq")
+    from_start = broker.create_queue("from-start", redrive(dlq))
+    later = broker.create_queue("later")
+    later.set_attributes(redrive(dlq))
+    for source in (from_start, later):
+        source.send(source.name)
+        assert source.receive(1, visibility_timeout=0)
+        assert source.receive(1) == []  # moved to the dead-letter queue
+    later.set_attributes({"RedrivePolicy": ""})  # its dead letters still came from it
+    arns = {from_start.arn, later.arn}
+    broker.delete_queue("from-start")
+    broker.delete_queue("later")
+    got = dlq.receive(10)
+    assert {m.dead_letter_source_arn for m in got} == arns
+
+
 # -- topics and subscriptions ---------------------------------------------------------------------
 
 

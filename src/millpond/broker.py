@@ -48,8 +48,16 @@ def _queue_key(name: str) -> bytes:
 
 
 def _name_key(queue_id: int) -> bytes:
-    # queue id -> name, kept after the queue is deleted: dead-lettered messages name their source
+    # queue id -> name, kept after the queue is deleted if it may have dead-lettered messages:
+    # they name their source (see _may_have_dead_lettered)
     return b"qn:" + queue_id.to_bytes(4, "big")
+
+
+def _may_have_dead_lettered(definition: dict[str, Any]) -> bool:
+    """Whether a queue ever had a RedrivePolicy (so messages in a dead-letter queue may name
+    it as their DeadLetterQueueSourceArn); "dead_letters" is stored once it had one, a policy
+    still set counts for definitions stored before that."""
+    return bool(definition.get("dead_letters") or definition["attributes"].get("RedrivePolicy"))
 
 
 class Broker:
@@ -180,6 +188,8 @@ class Broker:
                 "modified": now_ms // 1000,
                 "tags": new_tags,
             }
+            if requested.get("RedrivePolicy"):
+                definition["dead_letters"] = True
             txn.put(_queue_key(name), msgpack.packb(definition), db=self._storage.tables.meta)
             txn.put(_name_key(queue_id), name.encode(), db=self._storage.tables.meta)
             _bump_definitions_version(txn, self._storage.tables.meta)
@@ -297,6 +307,8 @@ class Broker:
                 core.drop(txn, self._storage.tables, definition["id"])
             txn.delete(_queue_key(name), db=self._storage.tables.meta)
             txn.delete(purged_key(definition["id"]), db=self._storage.tables.meta)
+            if not _may_have_dead_lettered(definition):  # a temporary queue leaves nothing
+                txn.delete(_name_key(definition["id"]), db=self._storage.tables.meta)
             self._move_tasks.forget_queue(txn, definition["id"])
             _bump_definitions_version(txn, self._storage.tables.meta)
             return int(definition["id"])
@@ -410,6 +422,8 @@ class Broker:
         def change(definition: dict[str, Any], now_ms: int) -> None:
             definition["attributes"] = {**definition["attributes"], **changes}
             definition["modified"] = now_ms // 1000
+            if changes.get("RedrivePolicy"):  # its dead letters name it, also once it is gone
+                definition["dead_letters"] = True
 
         self._update_definition(queue, change, messages_change)
 
