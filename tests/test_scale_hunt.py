@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 import time
 
+import lmdb
+import pytest
+
 import millpond
+import millpond.errors
 
 
 def redrive(target: millpond.Queue, max_count: int = 1) -> dict[str, str]:
@@ -161,3 +165,33 @@ def test_delete_topic_forgets_its_subscriptions_undelivered_counts(broker):
         topic.publish("m", attributes={"k": {"DataType": "String", "StringValue": "v"}})
         broker.delete_topic(topic.name)
     assert _kept_per_subscription(broker) == 0
+
+
+# -- the manual clock -----------------------------------------------------------------------------
+
+
+def test_a_closed_broker_lets_go_of_its_manual_clock(data_dir, clock):
+    # One ManualClock for a whole test session, a broker opened and closed per test: each
+    # closed broker's wake-ups stayed registered on the clock (kept alive, and called at every
+    # advance).
+    for _ in range(20):
+        millpond.open(data_dir, durability="os", clock=clock).close()
+    assert clock._callbacks == []
+    with millpond.open(data_dir, durability="os", clock=clock) as broker:
+        assert len(clock._callbacks) == 1
+        queue = broker.create_queue("q")
+        queue.send("x", delay_seconds=5)
+        clock.advance(5)
+        assert [m.text for m in queue.receive(1)] == ["x"]
+
+
+def test_a_directory_refused_at_open_lets_go_of_the_manual_clock(tmp_path, clock):
+    (tmp_path / "data").mkdir()
+    millpond.open(str(tmp_path / "data"), durability="os").close()
+    env = lmdb.open(str(tmp_path / "data"), max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.put(b"env", b"not an identity")
+    env.close()
+    with pytest.raises(millpond.errors.IncompatibleDataFormat):
+        millpond.open(str(tmp_path / "data"), durability="os", clock=clock)
+    assert clock._callbacks == []

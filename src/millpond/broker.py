@@ -97,6 +97,7 @@ class Broker:
         try:
             self._env_id, self._secret = self._storage.write(_load_identity)
         except BaseException:  # not a directory this millpond can use: let go of it
+            self.clock.off_advance(self._wakeups.notify_everyone)
             self._wakeups.close()
             self._storage.close()
             raise
@@ -464,6 +465,8 @@ class Broker:
             if self._closed:
                 return
             self._move_tasks.close()
+            # a ManualClock outlives the brokers of a test session: it would keep them all
+            self.clock.off_advance(self._wakeups.notify_everyone)
             self._storage.close()
             self._wakeups.close()
             self._closed = True
