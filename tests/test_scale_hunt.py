@@ -8,6 +8,7 @@ cycles: zero or bounded growth, never timings.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import lmdb
@@ -15,6 +16,7 @@ import pytest
 
 import millpond
 import millpond.errors
+import millpond.wakeups
 
 
 def redrive(target: millpond.Queue, max_count: int = 1) -> dict[str, str]:
@@ -195,3 +197,35 @@ def test_a_directory_refused_at_open_lets_go_of_the_manual_clock(tmp_path, clock
     with pytest.raises(millpond.errors.IncompatibleDataFormat):
         millpond.open(str(tmp_path / "data"), durability="os", clock=clock)
     assert clock._callbacks == []
+
+
+# -- long-poll wake-ups without the doorbell (no C extension, or not Linux) ----------------------
+
+
+def test_deleted_queues_leave_no_wakeup_generation_without_the_doorbell(
+    data_dir, clock, impl, monkeypatch
+):
+    # Without the futex doorbell, Wakeups counts a generation per queue id in a dict: every
+    # deleted queue (notified at its delete) and every long-polled one stayed there for good,
+    # and each ManualClock advance walked them all.
+    monkeypatch.setattr(millpond.wakeups, "_doorbell_class", lambda: None)
+    with millpond.open(data_dir, durability="os", clock=clock, core=impl) as broker:
+        assert not broker._wakeups.cross_process
+        wakeups = broker._wakeups
+        for i in range(10):
+            queue = broker.create_queue(f"q{i}")
+            outcome: list[BaseException] = []
+            poll = threading.Thread(target=_long_poll, args=(queue, outcome))
+            poll.start()
+            wait_for(lambda queue_id=queue.queue_id: queue_id in wakeups._generations)  # waits
+            broker.delete_queue(queue.name)
+            poll.join(5)
+            assert isinstance(outcome[0], millpond.errors.QueueDoesNotExist)
+        assert wakeups._generations == {}
+
+
+def _long_poll(queue: millpond.Queue, outcome: list[BaseException]) -> None:
+    try:
+        queue.receive(1, wait_seconds=20)
+    except BaseException as exc:  # noqa: BLE001 - handed to the test
+        outcome.append(exc)

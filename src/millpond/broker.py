@@ -320,6 +320,7 @@ class Broker:
         # Long polls on it end (with QueueDoesNotExist), in every process: the deleted queue's
         # id, not a cached object's (this process may never have looked the queue up).
         self._wakeups.notify(queue_id)
+        self._wakeups.forget(queue_id)
 
     def list_queues(self, prefix: str = "") -> list[str]:
         """Names of the queues whose name starts with ``prefix``, sorted."""
