@@ -49,8 +49,16 @@ def _queue_key(name: str) -> bytes:
 
 
 def _name_key(queue_id: int) -> bytes:
-    # queue id -> name, kept after the queue is deleted: dead-lettered messages name their source
+    # queue id -> name, kept after the queue is deleted if it may have dead-lettered messages:
+    # they name their source (see _may_have_dead_lettered)
     return b"qn:" + queue_id.to_bytes(4, "big")
+
+
+def _may_have_dead_lettered(definition: dict[str, Any]) -> bool:
+    """Whether a queue ever had a RedrivePolicy (so messages in a dead-letter queue may name
+    it as their DeadLetterQueueSourceArn); "dead_letters" is stored once it had one, a policy
+    still set counts for definitions stored before that."""
+    return bool(definition.get("dead_letters") or definition["attributes"].get("RedrivePolicy"))
 
 
 class Broker:
@@ -92,6 +100,7 @@ class Broker:
         try:
             self._env_id, self._secret = self._storage.write(_load_identity)
         except BaseException:  # not a directory this millpond can use: let go of it
+            self.clock.off_advance(self._wakeups.notify_everyone)
             self._wakeups.close()
             self._storage.close()
             raise
@@ -183,6 +192,8 @@ class Broker:
                 "modified": now_ms // 1000,
                 "tags": new_tags,
             }
+            if requested.get("RedrivePolicy"):
+                definition["dead_letters"] = True
             txn.put(_queue_key(name), msgpack.packb(definition), db=self._storage.tables.meta)
             txn.put(_name_key(queue_id), name.encode(), db=self._storage.tables.meta)
             _bump_definitions_version(txn, self._storage.tables.meta)
@@ -298,6 +309,9 @@ class Broker:
                 core.drop(txn, self._storage.tables, definition["id"])
             txn.delete(_queue_key(name), db=self._storage.tables.meta)
             txn.delete(purged_key(definition["id"]), db=self._storage.tables.meta)
+            if not _may_have_dead_lettered(definition):  # a temporary queue leaves nothing
+                txn.delete(_name_key(definition["id"]), db=self._storage.tables.meta)
+            self._move_tasks.forget_queue(txn, definition["id"])
             _bump_definitions_version(txn, self._storage.tables.meta)
             return int(definition["id"])
 
@@ -307,6 +321,7 @@ class Broker:
         # Long polls on it end (with QueueDoesNotExist), in every process: the deleted queue's
         # id, not a cached object's (this process may never have looked the queue up).
         self._wakeups.notify(queue_id)
+        self._wakeups.forget(queue_id)
 
     def list_queues(self, prefix: str = "") -> list[str]:
         """Names of the queues whose name starts with ``prefix``, sorted."""
@@ -412,6 +427,8 @@ class Broker:
                 queue_attributes.record_expired(definition, now_ms)
             definition["attributes"] = {**definition["attributes"], **changes}
             definition["modified"] = now_ms // 1000
+            if changes.get("RedrivePolicy"):  # its dead letters name it, also once it is gone
+                definition["dead_letters"] = True
 
         self._update_definition(queue, change, messages_change)
 
@@ -459,6 +476,8 @@ class Broker:
             if self._closed:
                 return
             self._move_tasks.close()
+            # a ManualClock outlives the brokers of a test session: it would keep them all
+            self.clock.off_advance(self._wakeups.notify_everyone)
             self._storage.close()
             self._wakeups.close()
             self._closed = True

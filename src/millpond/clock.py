@@ -20,6 +20,9 @@ class Clock:
     def on_advance(self, callback: Callable[[], None]) -> None:
         """Register ``callback`` to run when time jumps (only manual clocks jump)."""
 
+    def off_advance(self, callback: Callable[[], None]) -> None:
+        """Unregister a ``callback`` given to on_advance (a broker closing)."""
+
 
 class SystemClock(Clock):
     """The real clock (``time.time()``)."""
@@ -56,3 +59,8 @@ class ManualClock(Clock):
     def on_advance(self, callback: Callable[[], None]) -> None:
         with self._lock:
             self._callbacks.append(callback)
+
+    def off_advance(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)

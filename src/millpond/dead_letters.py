@@ -239,6 +239,14 @@ class MoveTasks:
             if task["status"] not in ("RUNNING", "CANCELLING"):
                 txn.delete(_TASK_PREFIX + task["handle"].encode(), db=self._storage.tables.meta)
 
+    def forget_queue(self, txn: Any, queue_id: int) -> None:
+        """Delete the task records of a queue being deleted (caller holds the write txn): kept,
+        they piled up with every deleted dead-letter queue, and a new queue of the same name (so
+        the same ARN) listed them as its own. A running one ends at its next step."""
+        for task in self._tasks(txn):
+            if task.get("source_id") == queue_id:
+                txn.delete(_TASK_PREFIX + task["handle"].encode(), db=self._storage.tables.meta)
+
     def _queue_of(self, arn: str, parameter: str) -> Any:
         parsed = parse_arn(arn)
         broker = self._broker
@@ -334,6 +342,15 @@ class MoveTasks:
             # SQS reports its error code (AWS.SimpleQueueService.NonExistentQueue, say)
             reason = exc.code if isinstance(exc, MillpondError) else f"{type(exc).__name__}: {exc}"
             self._storage.write(lambda txn, now_ms: self._fail(txn, handle, reason))
+        finally:
+            self._forget_thread(handle)
+
+    def _forget_thread(self, handle: str) -> None:
+        """Drop an ended task's thread and wake-up event: a broker that runs for days runs
+        ever new tasks, and kept them all."""
+        if self._threads.get(handle) is threading.current_thread():
+            del self._threads[handle]
+            self._wakes.pop(handle, None)
 
     def _fail(self, txn: Any, handle: str, reason: str) -> None:
         task = self._load(txn, handle)
@@ -403,11 +420,12 @@ class MoveTasks:
 
     def close(self) -> None:
         self._stop.set()
-        for wake in self._wakes.values():
+        for wake in list(self._wakes.values()):  # (ending threads drop theirs meanwhile)
             wake.set()
-        for thread in list(self._threads.values()):
+        threads = list(self._threads.values())
+        for thread in threads:
             thread.join(timeout=5)
-        if self._threads:
+        if threads:
             self._release_leases()
 
     def _release_leases(self) -> None:

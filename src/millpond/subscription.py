@@ -457,7 +457,7 @@ class Subscription:
                 _keep_restorable(txn, now_ms, topics._topic(self.topic_name), self._sub_id, record)
 
         topics._storage.write(delete)
-        topics._policies.pop(self.arn, None)
+        topics.forget_subscriptions([self.arn])
         topics._changed(self.topic_name)
 
 

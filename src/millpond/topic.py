@@ -42,7 +42,7 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
@@ -137,7 +137,7 @@ class Topics:
         # subscription ARN -> (policy text, scope, compiled): compiled once, reused on reloads
         self._policies: dict[str, tuple[str, str, FilterPolicy | None]] = {}
         self.undelivered: Counter[str] = Counter()  # subscription ARN -> messages skipped
-        self._reported: set[tuple[str, str]] = set()
+        self._reported: dict[str, set[str]] = {}  # subscription ARN -> reasons logged
         # Envelope signatures: HMAC keyed by the directory's secret (not an AWS signature).
         self._signing_key = hmac.new(broker._secret, b"millpond sns signature", "sha256").digest()
         self.http = HttpOutbox(self)  # HTTP/S deliveries, made by the daemon
@@ -247,8 +247,9 @@ class Topics:
         if topic is not None:
             topic._state = None
         arn_prefix = self._broker.arn("sns", name) + ":"
-        for arn in [a for a in self._policies if a.startswith(arn_prefix)]:
-            self._policies.pop(arn, None)
+        with self._lock:
+            known = {*self._policies, *self.undelivered, *self._reported}
+        self.forget_subscriptions([arn for arn in known if arn.startswith(arn_prefix)])
 
     def subscription(self, arn: str) -> Subscription:
         """The subscription with this ARN; raises TopicNotFound ("Subscription does not exist")."""
@@ -347,12 +348,23 @@ class Topics:
             scope = attributes.get("FilterPolicyScope") or "MessageAttributes"
             self._policies[arn] = (text, scope, policy)
 
+    def forget_subscriptions(self, arns: Iterable[str]) -> None:
+        """Drop what this process keeps about subscriptions that are gone (compiled filter
+        policy, undelivered count, reasons logged): a broker that runs for days sees ever new
+        subscriptions come and go."""
+        with self._lock:
+            for arn in arns:
+                self._policies.pop(arn, None)
+                self.undelivered.pop(arn, None)
+                self._reported.pop(arn, None)
+
     def _record_lost(self, lost: list[tuple[str, str, int]]) -> None:
         for arn, reason, count in lost:
             with self._lock:  # += on a Counter is a read and a write: not atomic
                 self.undelivered[arn] += count
-                first = (arn, reason) not in self._reported
-                self._reported.add((arn, reason))
+                reported = self._reported.setdefault(arn, set())
+                first = reason not in reported
+                reported.add(reason)
             if first:
                 log.warning(
                     "subscription %s: %d message(s) not delivered: %s (reported once per reason)",

@@ -94,6 +94,15 @@ class Wakeups:
             self._generations[queue_id] = self._generations.get(queue_id, 0) + 1
             self._cond.notify_all()
 
+    def forget(self, queue_id: int) -> None:
+        """``queue_id`` was deleted (and notified): drop its generation, else every queue ever
+        deleted or long-polled would keep one. A poller about to wait on it with the old
+        generation sees the change; one that read 0 sleeps one FALLBACK_POLL_S, then finds the
+        queue gone."""
+        if self._bell is None:
+            with self._cond:
+                self._generations.pop(queue_id, None)
+
     def notify_everyone(self) -> None:
         """Time jumped (a manual clock): every queue may have messages that became visible."""
         for callback in self._listeners:
