@@ -209,6 +209,7 @@ class MoveTasks:
                 txn,
                 {
                     "handle": handle,
+                    "number": 1 + max((t.get("number", 0) for t in earlier), default=0),
                     "source": source.name,
                     "source_id": source.queue_id,
                     "source_arn": source.arn,
@@ -234,8 +235,7 @@ class MoveTasks:
     def _forget_beyond(self, txn: Any, tasks: builtins.list[dict[str, Any]], kept: int) -> None:
         """Delete the finished ``tasks`` older than the ``kept`` most recent: ListMessageMoveTasks
         shows no more than KEPT_TASKS, and every start and list reads all that are stored."""
-        tasks = sorted(tasks, key=lambda t: t["started"], reverse=True)
-        for task in tasks[kept:]:
+        for task in _newest_first(tasks)[kept:]:
             if task["status"] not in ("RUNNING", "CANCELLING"):
                 txn.delete(_TASK_PREFIX + task["handle"].encode(), db=self._storage.tables.meta)
 
@@ -280,8 +280,7 @@ class MoveTasks:
                 "between 1 and 10."
             )
         tasks = [t for t in self._storage.read(self._tasks) if t["source_arn"] == source_arn]
-        tasks.sort(key=lambda t: t["started"], reverse=True)
-        return [_public(t) for t in tasks[:max_results]]
+        return [_public(t) for t in _newest_first(tasks)[:max_results]]
 
     def cancel(self, handle: str) -> int:
         """Cancel a RUNNING task; returns how many messages it had moved."""
@@ -441,6 +440,13 @@ class MoveTasks:
             self._storage.write(release)
         except MillpondError:  # closed or broken already: the lease runs out by itself
             pass
+
+
+def _newest_first(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A source queue's tasks, the most recently started first. Start times alone do not order
+    them: two tasks may start in the same millisecond (always so under a ManualClock), so each
+    task has its number in its source's sequence (none for tasks of earlier versions: 0)."""
+    return sorted(tasks, key=lambda t: (t.get("number", 0), t["started"]), reverse=True)
 
 
 def _on_queue(task: dict[str, Any], role: str, queue: Queue) -> bool:

@@ -214,7 +214,9 @@ def _check_redrive_policy_shape(text: str, policy: dict[str, Any]) -> None:
     by dead_letters.check_redrive_policy). SQS answers InvalidParameterValue here, echoing the
     policy, where other attributes get InvalidAttributeValue."""
     invalid = f"Value {text} for parameter RedrivePolicy is invalid. Reason:"
-    for member in ("deadLetterTargetArn", "maxReceiveCount"):
+    # maxReceiveCount first: SQS names it when both are missing (reported AWS answers to {} and
+    # to miscased members, ansible-collections/community.aws#2321, rubyonjets/jets#101)
+    for member in ("maxReceiveCount", "deadLetterTargetArn"):
         if policy.get(member) is None:
             raise InvalidParameterValue(
                 f"{invalid} Redrive policy does not contain mandatory attribute: {member}."
