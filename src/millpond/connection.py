@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from millpond.broker import open as open_embedded
 from millpond.errors import InvalidParameterValue
@@ -38,13 +38,21 @@ def connect(url: str | os.PathLike[str], **options: Any) -> Any:
         path = unquote(parts.path)
         if parts.netloc not in ("", "localhost"):
             raise InvalidParameterValue(f"file:// URLs name a local path, not host {parts.netloc}")
+        _refuse_query(parts.query, url)
         return open_embedded(path, **options)
     if parts.scheme == "millpond":
         from millpond.native.client import Client
 
-        if not parts.hostname or parts.port is None:
+        port = _port(parts, url)
+        if not parts.hostname or port is None:
             raise InvalidParameterValue(f"millpond:// URLs need a host and a port: {url}")
-        return Client(parts.hostname, parts.port, **options)
+        if parts.username is not None:  # not echoed: it may hold a secret
+            raise InvalidParameterValue(
+                "millpond:// URLs take no user or password: give access_key_id= and "
+                "secret_access_key= as keyword arguments of connect()"
+            )
+        _refuse_query(parts.query, url)
+        return Client(parts.hostname, port, **options)
     if parts.scheme == "sqs":
         from millpond.aws import AwsBroker
 
@@ -54,3 +62,24 @@ def connect(url: str | os.PathLike[str], **options: Any) -> Any:
     raise InvalidParameterValue(
         f"unknown backend {parts.scheme!r} in {url}: use a path, file://, millpond:// or sqs://"
     )
+
+
+def _port(parts: SplitResult, url: str) -> int | None:
+    """The URL's port, None when it names none."""
+    try:
+        port = parts.port  # a ValueError of urlsplit's own when not a number up to 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise InvalidParameterValue(f"the port of {url} is not a number from 1 to 65535")
+    return port
+
+
+def _refuse_query(query: str, url: str) -> None:
+    """Only sqs:// takes options in its query: elsewhere they would be dropped unseen (a
+    region or durability the caller asked for, silently not used)."""
+    if query:
+        raise InvalidParameterValue(
+            f"{url.partition('://')[0]}:// URLs take no query ({query}): give the options "
+            "as keyword arguments of connect()"
+        )
