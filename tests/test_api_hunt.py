@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,77 @@ def test_connect_still_takes_a_path_with_a_question_mark(tmp_path: Path) -> None
     with millpond.connect(str(path)) as broker:
         assert isinstance(broker, millpond.Broker)
     assert path.is_dir()
+
+
+# -- batch entries --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "unknown"),
+    [
+        ({"body": "late", "DelaySeconds": 60}, "DelaySeconds"),  # boto3's name, beside ours
+        ({"body": "late", "delay": 60}, "delay"),  # a typo
+        ({"Id": "1", "MessageBody": "copied from boto3"}, "MessageBody"),
+    ],
+)
+def test_send_batch_refuses_an_entry_key_it_does_not_know(
+    broker: millpond.Broker, entry: dict[str, Any], unknown: str
+) -> None:
+    # {"body": ..., "DelaySeconds": 60} was sent at once, its delay dropped without a word
+    # (likewise "MessageAttributes": the attributes were lost); a boto3-shaped entry was
+    # refused as "The message body must be bytes or str, not NoneType.". boto3 refuses an
+    # unknown member of an entry before sending ("Unknown parameter in Entries[0]").
+    queue = broker.create_queue("jobs")
+    with pytest.raises(errors.InvalidParameterValue, match=unknown) as raised:
+        queue.send_batch(["first", entry])
+    assert "entry 2" in str(raised.value) and "delay_seconds" in str(raised.value)
+    assert queue.get_attributes()["ApproximateNumberOfMessages"] == "0"
+    assert queue.get_attributes()["ApproximateNumberOfMessagesDelayed"] == "0"
+
+
+def test_fifo_send_batch_refuses_an_entry_key_it_does_not_know(broker: millpond.Broker) -> None:
+    queue = broker.create_queue(
+        "jobs.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    )
+    entry = {"body": "b", "group_id": "g", "MessageAttributes": {}}
+    with pytest.raises(errors.InvalidParameterValue, match="MessageAttributes"):
+        queue.send_batch([{"body": "a", "group_id": "g"}, entry])
+    assert queue.receive(10) == []
+
+
+def test_publish_batch_refuses_an_entry_key_it_does_not_know(broker: millpond.Broker) -> None:
+    # {"Id", "Message", "MessageAttribute": ...} (a typo) published the message without its
+    # attributes, so a filter policy on them dropped it: nothing told the caller why.
+    queue = broker.create_queue("orders")
+    topic = broker.create_topic("events")
+    topic.subscribe(queue, filter_policy={"kind": ["order"]})
+    kind = {"kind": {"DataType": "String", "StringValue": "order"}}
+    with pytest.raises(errors.InvalidInputError, match="MessageAttribute") as raised:
+        topic.publish_batch([{"Id": "a", "Message": "paid", "MessageAttribute": kind}])
+    assert raised.value.code == "InvalidParameter"  # SNS's code for a bad batch entry
+    # both spellings stay accepted
+    topic.publish_batch(
+        [
+            {"Id": "b", "Message": "paid", "MessageAttributes": kind},
+            {"id": "c", "message": "paid", "attributes": kind},
+        ]
+    )
+    assert sorted(m.receive_count for m in queue.receive(10)) == [1, 1]
+
+
+def test_sqs_backend_refuses_unknown_entry_keys_as_embedded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The sqs:// backend read its entries the same way and dropped the same keys.
+    moto = pytest.importorskip("moto")
+    pytest.importorskip("millpond.aws")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    with moto.mock_aws(), millpond.connect("sqs://us-east-1") as broker:
+        queue = broker.create_queue("jobs")
+        with pytest.raises(errors.InvalidParameterValue, match="DelaySeconds"):
+            queue.send_batch([{"body": "late", "DelaySeconds": 60}])
+        topic = broker.create_topic("events")
+        with pytest.raises(errors.InvalidInputError, match="Subjet"):
+            topic.publish_batch([{"Id": "a", "Message": "m", "Subjet": "typo"}])
+        assert queue.receive(10) == []
