@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import millpond
-from millpond import errors
+from millpond import errors, storage
 
 
 def test_aws_service_error_survives_pickling() -> None:
@@ -154,3 +157,86 @@ def test_sqs_backend_refuses_unknown_entry_keys_as_embedded(
         with pytest.raises(errors.InvalidInputError, match="Subjet"):
             topic.publish_batch([{"Id": "a", "Message": "m", "Subjet": "typo"}])
         assert queue.receive(10) == []
+
+
+# -- fork() while the parent is writing -----------------------------------------------------------
+
+
+def _commit_in_flight(broker: millpond.Broker, seconds: float) -> threading.Thread:
+    """A write whose transaction stays open ``seconds`` (a slow commit), started and entered."""
+    entered = threading.Event()
+
+    def slow(txn: Any, now_ms: int) -> None:
+        entered.set()
+        time.sleep(seconds)
+        txn.put(b"test:slow", b"1", db=broker._storage.tables.meta)
+
+    writer = threading.Thread(target=lambda: broker._storage.write(slow))
+    writer.start()
+    assert entered.wait(10)
+    return writer
+
+
+def _open_in_child(data_dir: str) -> str:
+    """Fork; the child opens ``data_dir`` again and sends; what it saw, as text."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            os.close(read_fd)
+            try:
+                with millpond.open(data_dir, durability="os") as own:
+                    own.queue("jobs").send("from the child")
+                    outcome = "reopened"
+            except BaseException as exc:
+                outcome = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+            os.write(write_fd, outcome.encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as answer:
+            return answer.read().decode()
+    finally:
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_during_a_commit_can_open_the_directory(data_dir: str) -> None:
+    # A process that forked (a multiprocessing "fork" worker) while one of its threads was
+    # committing could not open the data directory at all: its inherited copy of the
+    # environment could not be closed (the committing thread does not exist in the child),
+    # and millpond.open() failed with py-lmdb's raw "lmdb.Error: The environment ... is
+    # already open in this process". README: "a forked child must open it again".
+    broker = millpond.open(data_dir, durability="os")
+    try:
+        broker.create_queue("jobs")
+        writer = _commit_in_flight(broker, 0.3)
+        try:
+            assert _open_in_child(data_dir) == "reopened"
+        finally:
+            writer.join(10)
+        assert [m.text for m in broker.queue("jobs").receive(10)] == ["from the child"]
+    finally:
+        broker.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_during_an_endless_commit_gets_a_clear_error(
+    data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fork() waits for a commit in flight only so long: past that, the child's reopen is
+    # refused with millpond's own error saying why, not a raw lmdb.Error.
+    monkeypatch.setattr(storage, "FORK_WAITS_FOR_COMMIT_S", 0.05)
+    broker = millpond.open(data_dir, durability="os")
+    try:
+        broker.create_queue("jobs")
+        writer = _commit_in_flight(broker, 0.5)
+        try:
+            outcome = _open_in_child(data_dir)
+        finally:
+            writer.join(10)
+        assert outcome.startswith("millpond.errors.AlreadyOpen:"), outcome
+        assert "fork" in outcome
+    finally:
+        broker.close()
