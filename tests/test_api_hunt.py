@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 
 import millpond
 from millpond import errors, storage
+
+from .daemon import Daemon, native_daemon_fixture  # noqa: F401 (fixture)
 
 
 def test_aws_service_error_survives_pickling() -> None:
@@ -240,3 +243,47 @@ def test_a_child_forked_during_an_endless_commit_gets_a_clear_error(
         assert "fork" in outcome
     finally:
         broker.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_using_the_native_client_leaves_the_parents_connection_alone(
+    daemon: Daemon,
+) -> None:
+    # A Client inherited through fork() went on using the parent's socket: both processes
+    # wrote frames on one connection and read each other's answers (a call hung, or got
+    # the other's messages), and the child's close() shut the socket down under the
+    # parent, whose long poll failed with ConnectionLost. The child now connects anew.
+    with millpond.connect(daemon.native_url) as client:
+        queue = client.create_queue(f"forked-{os.getpid()}")
+        polled: list[Any] = []
+        poll = threading.Thread(target=lambda: polled.append(_receive_texts(queue)))
+        poll.start()
+        deadline = time.monotonic() + 5
+        while not client._connection._pending and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the long poll is in flight, its reader in recv()
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            try:
+                signal.alarm(5)  # a call that hangs must not hang the test
+                os.close(read_fd)
+                queue.send("from the child")
+                client.close()
+                os.write(write_fd, b"sent")
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as answer:
+            child_said = answer.read()
+        os.waitpid(pid, 0)
+        poll.join(10)
+        assert child_said == b"sent"
+        assert polled == [["from the child"]]
+        assert queue.get_attributes()["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+def _receive_texts(queue: Any) -> Any:
+    try:
+        return [m.text for m in queue.receive(1, wait_seconds=5)]
+    except errors.MillpondError as exc:
+        return exc
