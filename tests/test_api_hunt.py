@@ -332,3 +332,27 @@ def test_a_forked_child_using_an_sqs_broker_does_not_share_its_http_connections(
             for _ in range(3):
                 received += _receive_texts(queue, wait_seconds=0, max_messages=10)
             assert sorted(received) == [f"{round_}.{i}" for i in range(3)]
+
+
+# -- what cannot cross to another process ---------------------------------------------------------
+
+
+def test_broker_objects_refuse_pickling_with_a_message_saying_what_to_do(
+    broker: millpond.Broker,
+) -> None:
+    # pickle.dumps(queue) raised "TypeError: cannot pickle 'module' object": what a user
+    # gets passing a Queue to a multiprocessing worker started with "spawn" (macOS) or
+    # "forkserver" (Linux from Python 3.14). Such an object stands for a data directory
+    # this process has open; the worker must open the directory itself.
+    queue = broker.create_queue("jobs")
+    topic = broker.create_topic("events")
+    subscription = topic.subscribe(queue)
+    for thing, kind in [
+        (broker, "Broker"),
+        (queue, "Queue"),
+        (topic, "Topic"),
+        (subscription, "Subscription"),
+    ]:
+        with pytest.raises(TypeError, match=f"a millpond {kind} cannot be pickled") as raised:
+            pickle.dumps(thing)
+        assert "millpond.open" in str(raised.value)

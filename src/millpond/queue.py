@@ -27,6 +27,7 @@ from millpond.errors import (
     QueueDoesNotExist,
     ReceiptHandleIsInvalid,
     TooManyEntriesInBatchRequest,
+    not_picklable,
 )
 from millpond.message import Message, pack_metadata
 from millpond.message_attributes import (
@@ -95,6 +96,9 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
+
+    def __reduce__(self) -> Any:
+        raise not_picklable("Queue")  # e.g. an argument of a "spawn" multiprocessing worker
 
     # -- writes through the storage -----------------------------------------------------------
 

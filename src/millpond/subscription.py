@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from millpond.dead_letters import parse_arn
-from millpond.errors import InvalidFilterPolicy, MillpondError, TopicNotFound
+from millpond.errors import InvalidFilterPolicy, MillpondError, TopicNotFound, not_picklable
 from millpond.fan_out import enqueue_http, sub_prefix, topic_key, touch, unsubscribed_prefix
 from millpond.filters import NESTED_IN_ATTRIBUTES, SCOPES, FilterPolicy
 from millpond.sns_envelope import InvalidParameter
@@ -309,6 +309,9 @@ class Subscription:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Subscription) and other.arn == self.arn
+
+    def __reduce__(self) -> Any:
+        raise not_picklable("Subscription")
 
     def __hash__(self) -> int:
         return hash(self.arn)
