@@ -81,6 +81,23 @@ def test_connect_refuses_url_parts_it_would_ignore(tmp_path: Path, url: str) -> 
     assert not (tmp_path / "data").exists()  # nothing opened, nothing made
 
 
+@pytest.mark.parametrize(
+    ("url", "part"),
+    [
+        ("millpond://127.0.0.1:9/eu-west-1", "path"),
+        ("sqs://us-east-1:9324", "port"),
+        ("sqs://us-east-1/jobs", "path"),
+        ("sqs://AKIAEXAMPLE:hunter2@us-east-1", "user"),
+    ],
+)
+def test_connect_refuses_the_parts_of_a_url_its_backend_has_no_use_for(url: str, part: str) -> None:
+    # Dropped without a word: "sqs://us-east-1:9324" (a daemon's port, one might think) went
+    # to Amazon's own endpoint; a path or a user:password was ignored the same way.
+    with pytest.raises(errors.InvalidParameterValue, match=part) as raised:
+        millpond.connect(url)
+    assert "hunter2" not in str(raised.value)
+
+
 def test_connect_still_takes_a_path_with_a_question_mark(tmp_path: Path) -> None:
     path = tmp_path / "what?data"
     with millpond.connect(str(path)) as broker:

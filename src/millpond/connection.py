@@ -35,27 +35,23 @@ def connect(url: str | os.PathLike[str], **options: Any) -> Any:
     parts = urlsplit(url)
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     if parts.scheme == "file":
+        _refuse_unused(parts, takes={"path"})
         path = unquote(parts.path)
         if parts.netloc not in ("", "localhost"):
             raise InvalidParameterValue(f"file:// URLs name a local path, not host {parts.netloc}")
-        _refuse_query(parts.query, url)
         return open_embedded(path, **options)
     if parts.scheme == "millpond":
         from millpond.native.client import Client
 
+        _refuse_unused(parts, takes={"port"})
         port = _port(parts, url)
         if not parts.hostname or port is None:
             raise InvalidParameterValue(f"millpond:// URLs need a host and a port: {url}")
-        if parts.username is not None:  # not echoed: it may hold a secret
-            raise InvalidParameterValue(
-                "millpond:// URLs take no user or password: give access_key_id= and "
-                "secret_access_key= as keyword arguments of connect()"
-            )
-        _refuse_query(parts.query, url)
         return Client(parts.hostname, port, **options)
     if parts.scheme == "sqs":
         from millpond.aws import AwsBroker
 
+        _refuse_unused(parts, takes={"query"})
         if not parts.hostname:
             raise InvalidParameterValue(f"sqs:// URLs name a region (sqs://us-east-1): {url}")
         return AwsBroker(region=parts.hostname, **{**query, **options})
@@ -75,11 +71,22 @@ def _port(parts: SplitResult, url: str) -> int | None:
     return port
 
 
-def _refuse_query(query: str, url: str) -> None:
-    """Only sqs:// takes options in its query: elsewhere they would be dropped unseen (a
-    region or durability the caller asked for, silently not used)."""
-    if query:
+def _refuse_unused(parts: SplitResult, takes: set[str]) -> None:
+    """Refuse the parts of a URL its backend ``takes`` nothing from: dropped, they would go
+    unseen (a region or durability asked for in a query, a daemon's port on sqs://, silently
+    not used). Options go in the query of sqs:// URLs only, else in keyword arguments."""
+    scheme = parts.scheme
+    if parts.username is not None or parts.password is not None:  # not echoed: may be secret
         raise InvalidParameterValue(
-            f"{url.partition('://')[0]}:// URLs take no query ({query}): give the options "
-            "as keyword arguments of connect()"
+            f"{scheme}:// URLs take no user or password: give access keys as keyword "
+            "arguments of connect()"
+        )
+    if "port" not in takes and ":" in parts.netloc:
+        raise InvalidParameterValue(f"{scheme}:// URLs take no port (got {parts.netloc})")
+    if "path" not in takes and parts.path not in ("", "/"):
+        raise InvalidParameterValue(f"{scheme}:// URLs take no path (got {parts.path})")
+    if "query" not in takes and parts.query:
+        raise InvalidParameterValue(
+            f"{scheme}:// URLs take no query ({parts.query}): give the options as keyword "
+            "arguments of connect()"
         )
