@@ -26,6 +26,7 @@ from millpond.errors import (
     InvalidParameterValue,
     QueueAlreadyExists,
     QueueDoesNotExist,
+    not_picklable,
 )
 from millpond.fifo_queue import FifoQueue
 from millpond.queue import Queue, check_tags, purged_key
@@ -484,6 +485,9 @@ class Broker:
 
     def __enter__(self) -> Broker:
         return self
+
+    def __reduce__(self) -> Any:
+        raise not_picklable("Broker")
 
     def __exit__(
         self,

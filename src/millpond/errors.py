@@ -209,6 +209,16 @@ class BrokerClosed(MillpondError):
     """The broker was closed, or this process forked after opening it."""
 
 
+def not_picklable(kind: str) -> TypeError:
+    """The error for pickling a Broker or one of its objects (``kind``): pickle's own, "cannot
+    pickle 'module' object", says nothing of why or what to do instead."""
+    return TypeError(
+        f"a millpond {kind} cannot be pickled: it stands for a data directory this process has "
+        "open; in another process call millpond.open(path) (or millpond.connect(url)) and "
+        "look the queue or topic up by name"
+    )
+
+
 class ConnectionLost(MillpondError, ConnectionError):
     """The connection to the daemon (native protocol) or to AWS (sqs://) closed, or never opened,
     before the answer came.

@@ -476,8 +476,22 @@ _ENTRY_NAMES = (
 ENTRY_MEMBERS = frozenset(("Id", *(sns for sns, _ in _ENTRY_NAMES)))
 
 
+_ENTRY_KEYS = frozenset(("Id", "id", *(name for names in _ENTRY_NAMES for name in names)))
+
+
 def entry_arguments(entry: Mapping[str, Any]) -> tuple[Any, ...]:
-    """(message, subject, attributes, group id, dedup id, structure) of a PublishBatch entry."""
+    """(message, subject, attributes, group id, dedup id, structure) of a PublishBatch entry.
+
+    Any other key is refused, as boto3 refuses an unknown member: read with .get(), a
+    misspelt "MessageAttribute" would publish the message without its attributes.
+    """
+    unknown = [key for key in entry if key not in _ENTRY_KEYS]
+    if unknown:
+        entry_id = entry.get("Id", entry.get("id"))
+        raise InvalidParameter(
+            f"Invalid parameter: PublishBatchRequestEntries Reason: unknown key "
+            f"{', '.join(map(repr, unknown))} in the entry with Id {entry_id!r}"
+        )
     return tuple(entry.get(sns, entry.get(ours)) for sns, ours in _ENTRY_NAMES)
 
 

@@ -31,6 +31,7 @@ from millpond.queue import (
     MAX_HIDDEN_MS,
     Queue,
     Write,
+    batch_entry_fields,
     check_batch,
     check_int,
     check_message_id_field,
@@ -152,18 +153,10 @@ class FifoQueue(Queue):
         """As send_batch, returning (message id, sequence number) per entry."""
         check_batch(entries, "SendMessageBatchRequestEntry")
         prepared = []
-        for entry in entries:
+        for index, entry in enumerate(entries, 1):
             if not isinstance(entry, Mapping):
                 raise MissingParameter("The request must contain the parameter MessageGroupId.")
-            prepared.append(
-                self._prepare_fifo(
-                    entry.get("body"),
-                    entry.get("delay_seconds"),
-                    entry.get("attributes"),
-                    entry.get("group_id"),
-                    entry.get("deduplication_id"),
-                )
-            )
+            prepared.append(self._prepare_fifo(*batch_entry_fields(entry, index)))
         # SQS counts bodies and message attributes (not group or deduplication ids)
         total = sum(
             len(p[0]) + message_attributes_size(entry.get("attributes"))

@@ -27,6 +27,7 @@ from millpond.errors import (
     QueueDoesNotExist,
     ReceiptHandleIsInvalid,
     TooManyEntriesInBatchRequest,
+    not_picklable,
 )
 from millpond.message import Message, pack_metadata
 from millpond.message_attributes import (
@@ -103,6 +104,9 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
+
+    def __reduce__(self) -> Any:
+        raise not_picklable("Queue")  # e.g. an argument of a "spawn" multiprocessing worker
 
     # -- writes through the storage -----------------------------------------------------------
 
@@ -284,15 +288,9 @@ class Queue:
             n = len(entries)
             return list(entries), [b""] * n, [self._delay_ms] * n
         bodies, blobs, delays = [], [], []
-        for entry in entries:
+        for index, entry in enumerate(entries, 1):
             if isinstance(entry, Mapping):
-                data, blob, delay_ms = self._prepare(
-                    entry.get("body"),
-                    entry.get("delay_seconds"),
-                    entry.get("attributes"),
-                    entry.get("group_id"),
-                    entry.get("deduplication_id"),
-                )
+                data, blob, delay_ms = self._prepare(*batch_entry_fields(entry, index))
             else:
                 data, blob, delay_ms = self._prepare(entry, None, None)
             bodies.append(data)
@@ -870,6 +868,25 @@ def check_message_id_field(name: str, value: object) -> str:
             "alphanumeric and punctuation characters. 1 to 128 in length."
         )
     return value
+
+
+_BATCH_ENTRY_KEYS = ("body", "delay_seconds", "attributes", "group_id", "deduplication_id")
+
+
+def batch_entry_fields(entry: Mapping[str, Any], index: int) -> tuple[Any, ...]:
+    """(body, delay_seconds, attributes, group_id, deduplication_id) of send_batch's entry
+    ``index`` (1-based).
+
+    Any other key is refused, as boto3 refuses an unknown member: read with .get(), a
+    "DelaySeconds" or a misspelt "delay" would be dropped and the message sent without it.
+    """
+    unknown = [key for key in entry if key not in _BATCH_ENTRY_KEYS]
+    if unknown:
+        raise InvalidParameterValue(
+            f"Unknown key {', '.join(map(repr, unknown))} in send_batch entry {index}: an "
+            f"entry's keys are {', '.join(_BATCH_ENTRY_KEYS)}."
+        )
+    return tuple(entry.get(key) for key in _BATCH_ENTRY_KEYS)
 
 
 def check_batch(entries: Sequence[Any], entry_name: str) -> None:

@@ -42,14 +42,42 @@ DEFAULT_MAX_MAP_SIZE = 1 << 40  # 1 TiB of address space; only the pages used re
 DEFAULT_RESERVE = 64 << 20
 
 _process_id = os.getpid()  # kept current across fork() without a getpid() per call
+# fork() waits this long at most for the write transactions in flight to end (see _before_fork)
+FORK_WAITS_FOR_COMMIT_S = 1.0
+_held_for_fork: list[threading.Lock] = []  # the transaction locks _before_fork took
+
+
+def _before_fork() -> None:
+    """Let the commits in flight end before fork(), and hold off the next ones until it is done.
+
+    A write transaction open at fork() belongs to a thread the child does not have, so the
+    child could never close its copy of the environment, nor (py-lmdb refuses a second open
+    of the same files in a process) open the directory again. A commit that outlasts
+    FORK_WAITS_FOR_COMMIT_S is not waited for: that child's open then raises AlreadyOpen.
+    """
+    deadline = time.monotonic() + FORK_WAITS_FOR_COMMIT_S
+    for pid, storage in list(_open_here.values()):
+        lock = storage._txn_lock
+        if pid == _process_id and lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            _held_for_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
 
 
 def _after_fork_in_child() -> None:
     global _process_id
     _process_id = os.getpid()
+    _after_fork_in_parent()  # a lock still held now was in a transaction of a thread left behind
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 READER_CHECK_INTERVAL_S = 60.0  # clear reader slots of dead processes this often
 # A committer (an event loop) leads the commits of submitted ops itself while a commit takes
@@ -195,6 +223,11 @@ class Storage:
         new_files = not os.path.exists(os.path.join(self.path, "data.mdb"))
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
+        # Held while a write transaction is open: py-lmdb refuses set_mapsize() meanwhile, a
+        # reader that met a map grown by another process must adopt it between writes, and
+        # fork() waits for it (_before_fork).
+        self._txn_lock = threading.Lock()
+        self._disk = DiskReserve("", 0)  # none until the data file exists (below)
         with _open_lock:
             pid, other = _open_here.get(self._identity, (0, None))
             if pid == os.getpid():
@@ -202,8 +235,15 @@ class Storage:
                     f"{self.path} is already open in this process; use that Broker "
                     "(LMDB must not open one environment twice in a process)"
                 )
-            if other is not None:
-                other._drop_after_fork()  # inherited through fork(): close our copy first
+            # inherited through fork(): close our copy first
+            if other is not None and not other._drop_after_fork():
+                raise AlreadyOpen(
+                    f"{self.path} cannot be opened in this process: it was forked while a "
+                    "commit of the parent's broker was in flight (for more than "
+                    f"{FORK_WAITS_FOR_COMMIT_S} s), and that copy of the environment cannot "
+                    "be let go; open it in a process forked at another moment, or started "
+                    'with the "spawn" or "forkserver" method'
+                )
             _open_here[self._identity] = (os.getpid(), self)
         try:
             self._open(map_size)
@@ -222,7 +262,7 @@ class Storage:
         self._reader_checked = time.monotonic()
         while True:
             try:
-                with self.env.begin(write=True) as txn:
+                with self._txn_lock, self.env.begin(write=True) as txn:
                     self.tables = Tables(self.env, txn)
                 break
             except lmdb.MapResizedError:
@@ -234,9 +274,6 @@ class Storage:
         self._closed = False
         self._mutex = threading.Lock()
         self._reads = _ReadGate()
-        # Held while a write transaction is open: py-lmdb refuses set_mapsize() meanwhile, and
-        # a reader that met a map grown by another process must adopt it between writes.
-        self._txn_lock = threading.Lock()
         self._idle = threading.Condition(self._mutex)  # close() waits on it for the last leader
         self._pending: list[_Op] = []
         self._leader_active = False
@@ -719,24 +756,29 @@ class Storage:
             if _open_here.get(self._identity, (0, None))[0] == os.getpid():
                 del _open_here[self._identity]
 
-    def _drop_after_fork(self) -> None:
-        """In a forked child: let go of the parent's environment so the child can reopen.
+    def _drop_after_fork(self) -> bool:
+        """In a forked child: let go of the parent's environment so the child can reopen;
+        False when it cannot be.
 
         py-lmdb (3.0) makes closing an environment inherited through fork() safe: the
         parent's readers and locks are not touched. But it waits for a write transaction to
-        end on the thread that began it, and when the fork came during a commit that thread
-        does not exist here: the environment is then left open (kept referenced, so that no
-        collection closes it either) instead of waiting for good.
+        end on the thread that began it, and when the fork came during a commit (one that
+        _before_fork did not wait for) that thread does not exist here: the environment is
+        then left open (kept referenced, so that no collection closes it either) instead of
+        waiting for good.
         """
         self._closed = True
         self._disk.close()  # the parent's descriptor: the parent keeps its own
-        if self._leader_active:
+        if self.env in _abandoned:
+            return False
+        if self._txn_lock.locked():  # held by a thread of the parent, in a transaction
             _abandoned.append(self.env)
-            return
+            return False
         try:
             self.env.close()
         except lmdb.Error:
             pass
+        return True
 
 
 def _no_space(exc: lmdb.DiskError) -> bool:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from millpond.dead_letters import parse_arn
-from millpond.errors import InvalidFilterPolicy, MillpondError, TopicNotFound
+from millpond.errors import InvalidFilterPolicy, MillpondError, TopicNotFound, not_picklable
 from millpond.fan_out import (
     TOKEN_TTL_MS,
     enqueue_http,
@@ -318,6 +318,9 @@ class Subscription:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Subscription) and other.arn == self.arn
+
+    def __reduce__(self) -> Any:
+        raise not_picklable("Subscription")
 
     def __hash__(self) -> int:
         return hash(self.arn)

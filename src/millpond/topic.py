@@ -49,7 +49,7 @@ import msgpack
 
 from millpond import arguments, fan_out
 from millpond.dead_letters import parse_arn
-from millpond.errors import TopicNotFound
+from millpond.errors import TopicNotFound, not_picklable
 from millpond.fan_out import (
     DEDUP_WINDOW_MS,
     HTTP_OUTBOX,
@@ -435,6 +435,9 @@ class Topic(TopicSettings):
 
     def __repr__(self) -> str:
         return f"Topic({self.name!r})"
+
+    def __reduce__(self) -> Any:
+        raise not_picklable("Topic")
 
     # -- state ----------------------------------------------------------------------------------
 

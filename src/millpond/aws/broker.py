@@ -9,6 +9,7 @@ account id and partition, learnt from the first queue URL or ARN seen.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from types import TracebackType
@@ -141,20 +142,37 @@ class AwsBroker:
             "verify": _verify(verify),
         }
         self._session, self._client_options = session, client_options  # for STS, if needed
-        self._sqs_client = session.client("sqs", **client_options)
-        self._poll_client = self._sqs_client  # for ReceiveMessage (see POLL_READ_TIMEOUT)
-        if self._sqs_client.meta.config.read_timeout < POLL_READ_TIMEOUT:
-            poll_config = (config or Config()).merge(Config(read_timeout=POLL_READ_TIMEOUT))
-            self._poll_client = session.client("sqs", **{**client_options, "config": poll_config})
-        self._system_attributes = system_attribute_parameters(self._poll_client)  # for receives
-        self._sns_client = session.client("sns", **client_options)
         # X-Ray: a publish's trace_header travels as the X-Amzn-Trace-Id header, as SNS reads it
         self._trace = threading.local()
+        self._clients_lock = threading.Lock()
+        self._make_clients()
+        self._system_attributes = system_attribute_parameters(self._poll_client)  # for receives
+        self._closed = False
+
+    def _make_clients(self) -> None:
+        """The SQS and SNS clients, for this process: their pooled HTTP connections must not
+        be shared with a process forked from it (botocore clients are not fork-safe: both
+        would write requests on one connection and read each other's answers)."""
+        session, options = self._session, self._client_options
+        self._sqs_client = session.client("sqs", **options)
+        self._poll_client = self._sqs_client  # for ReceiveMessage (see POLL_READ_TIMEOUT)
+        if self._sqs_client.meta.config.read_timeout < POLL_READ_TIMEOUT:
+            config = options["config"] or Config()
+            poll_config = config.merge(Config(read_timeout=POLL_READ_TIMEOUT))
+            self._poll_client = session.client("sqs", **{**options, "config": poll_config})
+        self._sns_client = session.client("sns", **options)
         for operation in ("Publish", "PublishBatch"):
             self._sns_client.meta.events.register(
                 f"before-sign.sns.{operation}", self._add_trace_header
             )
-        self._closed = False
+        self._clients_pid = os.getpid()
+
+    def _clients_of_this_process(self) -> None:
+        """In a process forked after the clients were made: make its own (the inherited ones,
+        and their connections, are left to the parent: not closed, not used)."""
+        with self._clients_lock:
+            if self._clients_pid != os.getpid():
+                self._make_clients()
 
     def __repr__(self) -> str:
         return f"AwsBroker({self.region!r})"
@@ -170,6 +188,8 @@ class AwsBroker:
         """
         if self._closed:
             raise BrokerClosed("the broker was closed")
+        if self._clients_pid != os.getpid():
+            self._clients_of_this_process()
         if service == "sns":
             client = self._sns_client
         else:
@@ -415,6 +435,8 @@ class AwsBroker:
     def close(self) -> None:
         """Close the HTTP connections; later calls raise BrokerClosed."""
         self._closed = True
+        if self._clients_pid != os.getpid():
+            return  # the parent's clients, inherited through fork(): the parent closes them
         self._sqs_client.close()
         self._poll_client.close()  # the same client, unless read_timeout was short
         self._sns_client.close()

@@ -44,6 +44,13 @@ class AwsServiceError(MillpondError):
         self.code = self.json_type = code
         self.http_status = http_status
         self.sender_fault = sender_fault
+        self._message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle rebuilds an exception as cls(*self.args), and args holds only the joined text:
+        # give it the constructor's arguments (and the extra attributes, as batch_results)
+        arguments = (self.code, self._message, self.http_status, self.sender_fault)
+        return type(self), arguments, vars(self)
 
 
 def _both_spellings(*classes: type[MillpondError]) -> dict[str, type[MillpondError]]:

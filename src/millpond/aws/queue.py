@@ -33,7 +33,13 @@ from millpond.errors import (
 )
 from millpond.message import Message
 from millpond.message_attributes import validate_body_text, validate_message_attributes
-from millpond.queue import MAX_BATCH, check_batch, check_int, check_message_id_field
+from millpond.queue import (
+    MAX_BATCH,
+    batch_entry_fields,
+    check_batch,
+    check_int,
+    check_message_id_field,
+)
 
 if TYPE_CHECKING:
     from millpond.aws.broker import AwsBroker
@@ -140,13 +146,7 @@ class AwsQueue:
         wire = []
         for index, entry in enumerate(entries):
             if isinstance(entry, Mapping):
-                fields = self._entry(
-                    entry.get("body"),
-                    entry.get("delay_seconds"),
-                    entry.get("attributes"),
-                    entry.get("group_id"),
-                    entry.get("deduplication_id"),
-                )
+                fields = self._entry(*batch_entry_fields(entry, index + 1))
             else:
                 fields = self._entry(entry, None, None, None, None)
             wire.append({"Id": str(index), **{k: v for k, v in fields.items() if v is not None}})

@@ -10,12 +10,14 @@ one request frame, and while calls are in flight the thread whose answer is stil
 the socket for everyone (no reader thread: a lone caller reads its own answer, with no hand-off
 between threads). A connection that breaks fails the calls in flight on it with
 :class:`~millpond.errors.ConnectionLost` (a send among them may or may not have been
-stored); the next call connects again.
+stored); the next call connects again. A process forked from one that had a Client connects
+again too, at its first call: the inherited connection stays the parent's.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import ssl
 import threading
@@ -39,6 +41,16 @@ from millpond.native.tls import TlsSocket
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)  # POSIX; elsewhere the first call finds out
+_process_id = os.getpid()  # kept current across fork() without a getpid() per call
+
+
+def _after_fork_in_child() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Slot:
@@ -68,6 +80,7 @@ class _Connection:
 
     def __init__(self, sock: socket.socket | TlsSocket, max_frame: int, ext_hook: Any) -> None:
         self.sock = sock
+        self.pid = _process_id  # a process forked after this must not use it (see let_go)
         self.max_frame = max_frame  # the largest answer taken: the client's to choose
         self.max_request = frames.MAX_FRAME  # the daemon's limit, told by its greeting
         self.ext_hook = ext_hook
@@ -255,6 +268,14 @@ class _Connection:
             pass
         self.sock.close()
 
+    def let_go(self) -> None:
+        """Forget a connection inherited through fork(): close this process's descriptor only.
+
+        The connection is the parent's: a frame sent on it would mix with the parent's, its
+        answers could be read by either process, and shutdown() would cut the parent's calls.
+        """
+        self.sock.close()
+
 
 class Client:
     """A millpond daemon over the native protocol, with the methods of :class:`millpond.Broker`.
@@ -343,7 +364,7 @@ class Client:
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         connection = self._connection
-        if connection is None or connection.broken():
+        if connection is None or connection.pid != _process_id or connection.broken():
             connection = self._reconnect(connection)
         return connection.call(op, target, list(args), dict(kwargs) if kwargs else {})
 
@@ -357,6 +378,8 @@ class Client:
                 raise BrokerClosed("the client was closed")
             if self._connection is broken:  # not yet replaced by another thread
                 self._connection = None
+                if broken is not None and broken.pid != _process_id:
+                    broken.let_go()  # the parent's, inherited through fork()
                 self._connect()
             assert self._connection is not None
             return self._connection
@@ -450,7 +473,9 @@ class Client:
         with self._lock:
             self._closed = True
             connection, self._connection = self._connection, None
-        if connection is not None:
+        if connection is not None and connection.pid != _process_id:
+            connection.let_go()  # the parent's, inherited through fork(): left as it is
+        elif connection is not None:
             connection.fail(ConnectionLost("the client was closed"))
 
     def __enter__(self) -> Client:
