@@ -8,10 +8,13 @@ UnicodeEncodeError... or, worse, a call that went ahead: a string taken for a li
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import millpond
+from millpond import errors
 from millpond.errors import MillpondError
 
 SURROGATE = "\ud800"
@@ -142,3 +145,22 @@ def test_bad_input_raises_millpond_error_and_stores_nothing(ctx, call):
 def test_a_malformed_visibility_change_is_an_error_of_its_own_entry(ctx):
     results = ctx.q.change_visibility_entries(["h", (ctx.handle, 0)])
     assert isinstance(results[0], MillpondError) and results[1] is None
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"durability": "bogus"}, "durability"),
+        ({"map_size": 0}, "map_size"),
+        ({"max_map_size": "1TB"}, "max_map_size"),
+        ({"reserve": -1}, "reserve"),
+        ({"disk_reserve": 1.5}, "disk_reserve"),
+        ({"reserve": 1 << 41}, "reserve must be smaller"),
+    ],
+)
+def test_open_refuses_bad_options_before_creating_anything(
+    tmp_path: Path, options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(errors.InvalidParameterValue, match=named):
+        millpond.open(tmp_path / "data", **options)
+    assert not (tmp_path / "data").exists()

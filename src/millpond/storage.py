@@ -34,7 +34,13 @@ import lmdb
 from millpond import directories
 from millpond.clock import Clock
 from millpond.disk_reserve import DEFAULT_DISK_RESERVE, DiskReserve
-from millpond.errors import AlreadyOpen, BrokerClosed, MillpondError, StorageFull
+from millpond.errors import (
+    AlreadyOpen,
+    BrokerClosed,
+    InvalidParameterValue,
+    MillpondError,
+    StorageFull,
+)
 
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB to start; doubled when full
@@ -210,10 +216,14 @@ class Storage:
         reserve: int = DEFAULT_RESERVE,
         disk_reserve: int = DEFAULT_DISK_RESERVE,
     ) -> None:
+        _check_sizes(map_size=map_size, max_map_size=max_map_size, reserve=reserve)
+        _check_sizes(disk_reserve=disk_reserve)  # may be 0: no disk kept in hand
         if durability not in DURABILITY_MODES:
-            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+            raise InvalidParameterValue(
+                f"durability must be one of {DURABILITY_MODES}, not {durability!r}"
+            )
         if reserve >= max_map_size:
-            raise ValueError("reserve must be smaller than max_map_size")
+            raise InvalidParameterValue("reserve must be smaller than max_map_size")
         self.path = os.fspath(path)
         self.clock = clock
         self.durability = durability
@@ -779,6 +789,16 @@ class Storage:
         except lmdb.Error:
             pass
         return True
+
+
+def _check_sizes(**sizes: Any) -> None:
+    """Sizes in bytes: whole numbers, positive (disk_reserve may be 0)."""
+    for name, value in sizes.items():
+        least = 0 if name == "disk_reserve" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InvalidParameterValue(
+                f"{name} must be a whole number of bytes, at least {least}, not {value!r}"
+            )
 
 
 def _no_space(exc: lmdb.DiskError) -> bool:
