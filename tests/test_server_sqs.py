@@ -2173,6 +2173,15 @@ def test_query_integers_are_ascii_digits(
     assert counts(sqs, url) == (1, 0, 0)  # nothing was received
 
 
+def test_a_move_task_naming_another_region_creates_no_region(sqs: Any, daemon: Daemon) -> None:
+    # The ARN names a queue of a region with no data here: not found, and no eu-west-3
+    # directory left behind by a request that stored nothing.
+    arn = "arn:aws:sqs:eu-west-3:123456789012:" + unique("dlq")
+    expect_error(sqs, sqs.start_message_move_task, "ResourceNotFoundException", 404, SourceArn=arn)
+    expect_error(sqs, sqs.list_message_move_tasks, "ResourceNotFoundException", 404, SourceArn=arn)
+    assert not os.path.exists(os.path.join(daemon.data_dir, "eu-west-3"))
+
+
 def test_list_message_move_tasks_max_results_zero_is_refused(sqs: Any) -> None:
     # MaxResults is 1 to 10: 0 was read as "absent" (`or 1`) and listed one task.
     url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]

@@ -846,13 +846,21 @@ async def list_dead_letter_source_queues(ctx: Context, request: Request) -> dict
 
 def _broker_of_arn(ctx: Context, request: Request, arn: Any, parameter: str) -> Any:
     parsed = parse_arn(arn) if isinstance(arn, str) else None
-    if parsed is None:
+    region = parsed[0] if parsed is not None else None
+    broker = None
+    if region == request.region:
+        broker = ctx.broker(region)
+    elif region is not None:
+        # another region only if it has data here: an ARN naming a queue that does not exist
+        # must not create a region's data directory
+        broker = ctx.existing_broker(region)
+    if broker is None:
         raise AwsError(
             "ResourceNotFoundException",
             f"The resource that you specified for the {parameter} parameter doesn't exist.",
             404,
         )
-    return ctx.broker(parsed[0])
+    return broker
 
 
 @action
