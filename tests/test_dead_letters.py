@@ -266,6 +266,25 @@ def test_a_redrive_to_a_deleted_original_source_fails_with_the_sqs_code(broker, 
     assert dlq.get_attributes()["ApproximateNumberOfMessages"] == "1"  # nothing lost
 
 
+def test_a_redrive_goes_back_to_a_source_created_again_under_its_name(broker, clock):
+    # On SQS a queue is its ARN: the dead letters' DeadLetterQueueSourceArn names the queue
+    # created again under the old name (after a deploy, say), and a redrive to the original
+    # source delivers there. It failed with NonExistentQueue (the old queue's id was gone).
+    dlq = broker.create_queue("dlq")
+    src = broker.create_queue("src", redrive(dlq, 1))
+    src.send_batch(["a", "b"])
+    while src.receive(10, visibility_timeout=0):
+        pass
+    assert {m.dead_letter_source_arn for m in dlq.receive(10, visibility_timeout=0)} == {src.arn}
+    broker.delete_queue("src")
+    again = broker.create_queue("src", redrive(dlq, 1))
+    broker.start_message_move_task(dlq.arn)
+    wait_for(lambda: broker.list_message_move_tasks(dlq.arn)[0]["Status"] != "RUNNING")
+    (task,) = broker.list_message_move_tasks(dlq.arn)
+    assert task["Status"] == "COMPLETED" and task["ApproximateNumberOfMessagesMoved"] == 2
+    assert sorted(m.text for m in again.receive(10)) == ["a", "b"]
+
+
 def test_a_redrive_that_fails_midway_reports_only_what_it_moved(broker, clock):
     # One step moves to each message's source in turn: when a later source is gone, the
     # moves of that step to the earlier ones are undone, so the task's count stays true.

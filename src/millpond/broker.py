@@ -220,6 +220,13 @@ class Broker:
         """The stored definition of queue ``name`` (id, attributes, timestamps), or None."""
         return self._storage.read(lambda txn: self._definition_in(txn, name))
 
+    def _current_id_in(self, txn: Any, queue_id: int) -> int:
+        """The id of the queue named now as ``queue_id``'s was, if that one was deleted and
+        another created under its name (to SQS the same queue: its ARN); else ``queue_id``."""
+        raw = txn.get(_name_key(queue_id), db=self._storage.tables.meta)
+        definition = None if raw is None else self._definition_in(txn, raw.decode())
+        return queue_id if definition is None else int(definition["id"])
+
     def _definition_in(self, txn: Any, name: str) -> dict[str, Any] | None:
         raw = txn.get(_queue_key(name), db=self._storage.tables.meta)
         return None if raw is None else msgpack.unpackb(raw)

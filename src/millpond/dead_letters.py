@@ -477,9 +477,12 @@ def _by_target(
         if target is None:
             raise QueueDoesNotExist(f"destination queue {destination} was deleted")
         return {target["id"]: [(seq, at) for seq, at, _ in picked]} if picked else {}
+    # back to each message's source queue: by its ARN, as SQS (a source deleted and created
+    # again under its name gets its dead letters back; one deleted for good fails the task)
+    current = {source_id: broker._current_id_in(txn, source_id) for _, _, source_id in picked}
     groups: dict[int, list[tuple[int, int]]] = {}
     for seq, at, source_id in picked:
-        groups.setdefault(source_id, []).append((seq, at))
+        groups.setdefault(current[source_id], []).append((seq, at))
     return groups
 
 
