@@ -106,3 +106,16 @@ def test_check_finds_a_record_that_fails_its_crc_and_changes_nothing(
     assert "queue orders: the record of seq 1 fails its CRC32C check" in capsys.readouterr().out
     (again,) = admin.check(str(path))  # the check removed nothing: the record is still there
     assert again.corrupt == [("orders", 1)] and again.records == 2
+
+
+def test_the_command_and_the_broker_say_what_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"millpond {millpond.__version__}"
+    broker = millpond.open(tmp_path, durability="os")
+    assert repr(broker) == f"<millpond.Broker {str(tmp_path)!r} (os, us-east-1)>"
+    broker.close()
+    assert "(closed," in repr(broker)

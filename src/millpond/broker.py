@@ -465,6 +465,10 @@ class Broker:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self._storage.durability
+        return f"<millpond.Broker {self._storage.path!r} ({state}, {self.region})>"
+
     def backup(self, destination: str | os.PathLike[str]) -> None:
         """Copy this data directory to ``destination`` (missing or empty) while it stays in
         use: a consistent snapshot of one moment, compacted, on disk when this returns. Open

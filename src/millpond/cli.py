@@ -113,6 +113,7 @@ def demo(data: str, messages: int, durability: str, threads: int, body_size: int
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="millpond", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"millpond {millpond.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     d = commands.add_parser("demo", help="send, receive and delete messages; print the rates")
     d.add_argument("--data", default=_default_data_dir())

@@ -490,7 +490,7 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client('millpond://{self.host}:{self.port}', region={self.region!r})"
+        return f"Client('{self._url}', region={self.region!r})"
 
 
 def tls_context(tls: bool | ssl.SSLContext) -> ssl.SSLContext | None:
