@@ -428,3 +428,37 @@ def test_a_long_poll_cancelled_as_a_send_wakes_it_stays_cancelled():
         return False
 
     assert asyncio.run(scenario()), "the cancelled long poll went on"
+
+
+# -- a receive its client left, with and without a ReceiveRequestAttemptId ----------------------
+
+
+@pytest.mark.parametrize("attempt_id", [None, "retry-me"])
+def test_a_left_receive_keeps_its_messages_only_for_an_attempt_id(
+    tmp_path: Path, attempt_id: str | None
+) -> None:
+    # The client left while its receive ran. Without an attempt id nobody can come back for the
+    # messages: they are given back at once. With one, the client's retry must get the same
+    # messages, as SQS promises for a lost answer; given back, the retry received them afresh
+    # (new handles, the receive count up by one: closer to the dead-letter queue).
+    from millpond.server.sqs import long_poll
+
+    ctx = Context(str(tmp_path / "data"), durability="os", workers=2)
+    queue = ctx.broker().create_queue("q.fifo", {"FifoQueue": "true"})
+    queue.send(b"m", group_id="g", deduplication_id="d")
+
+    async def main() -> list[int]:
+        ctx.bind_loop(asyncio.get_running_loop())
+        poll = asyncio.ensure_future(long_poll(ctx, queue, 10, 600_000, 0, attempt_id))
+        await asyncio.sleep(0)  # the receive is under way
+        poll.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await poll
+        await asyncio.sleep(0.2)  # the receive finished; a give-back ran in a worker
+        retry = await long_poll(ctx, queue, 10, 600_000, 0, attempt_id)
+        return [m.receive_count for m in retry]
+
+    counts = asyncio.run(main())
+    ctx.close()
+    # given back: the retry is a fresh receive (count 2); kept: the same delivery (count 1)
+    assert counts == ([2] if attempt_id is None else [1])

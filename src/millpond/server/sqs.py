@@ -561,8 +561,11 @@ async def long_poll(
             messages, next_visible = await asyncio.shield(attempt)
         except asyncio.CancelledError:
             # The client left while this receive ran: give its messages back at once rather
-            # than leave them hidden for a visibility timeout nobody will use.
-            attempt.add_done_callback(lambda done: _give_back(ctx, queue, done))
+            # than leave them hidden for a visibility timeout nobody will use. Unless it named
+            # a ReceiveRequestAttemptId: then it retries after a lost answer, and SQS gives
+            # the retry the same messages (given back, they would be received afresh).
+            if attempt_id is None:
+                attempt.add_done_callback(lambda done: _give_back(ctx, queue, done))
             raise
         remaining = deadline - loop.time()
         if messages:
