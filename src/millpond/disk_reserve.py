@@ -35,10 +35,18 @@ class DiskReserve:
         self._fd: int | None = os.open(data_file, os.O_RDWR) if reserve > 0 else None
         self._allocated = os.fstat(self._fd).st_size if self._fd is not None else 0
         self._retry_at = 0.0
+        # the end of the pages in use past which more must be allocated (the check that runs
+        # after every commit of sends: see needs_care)
+        self.limit = self._allocated - reserve if self._fd is not None else -1
 
     @property
     def enabled(self) -> bool:
         return self._fd is not None
+
+    def needs_care(self, used: int) -> bool:
+        """Whether after_commit has work: the pages in use reach into the reserve, or the
+        disk was full (cheap: called after every commit of sends)."""
+        return used > self.limit or self.full
 
     def after_commit(self, used: int, free_inside: Callable[[], int]) -> None:
         """Keep ``reserve`` bytes at hand past ``used`` (where the pages in use end in the
@@ -61,6 +69,7 @@ class DiskReserve:
                 self._give_up(exc)
                 return
             self._allocated = size
+            self.limit = size - self.reserve
             break
         else:
             self.disk_full()
@@ -90,3 +99,4 @@ class DiskReserve:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            self.limit = -1

@@ -617,7 +617,9 @@ class Storage:
                 # Only sends grow the file much (receives add a few index entries; deletes
                 # free pages): the disk reserve is looked after when they commit.
                 if sends and self._disk.enabled:
-                    self._keep_disk_reserve()
+                    used = (self.env.info()["last_pgno"] + 1) * self._page_size
+                    if self._disk.needs_care(used):
+                        self._keep_disk_reserve()
         # Committed (or, for a lone atomic op that failed, rolled back): only now may callers
         # learn their results, and the effects of the ops that succeeded take place.
         for op, (op.result, op.error) in zip(batch, outcomes):
