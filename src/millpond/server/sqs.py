@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from millpond import errors
+from millpond.broker import Broker
 from millpond.dead_letters import handle_source, parse_arn
 from millpond.fifo_queue import FifoQueue
 from millpond.message import Message
@@ -576,7 +577,20 @@ async def long_poll(
             due = (next_visible - broker.clock.now_ms()) / 1000
             remaining = min(remaining, max(due, 0.001))
         assert ctx.notifier is not None
-        await ctx.notifier.wait(id(broker), queue.queue_id, remaining)
+        await ctx.notifier.wait(
+            id(broker), queue.queue_id, remaining, _doorbell_rung(broker, queue, generation)
+        )
+
+
+def _doorbell_rung(broker: Broker, queue: Queue, generation: int) -> Callable[[], bool] | None:
+    """Whether the queue's doorbell moved since ``generation``: the one way a send of another
+    process on the same data directory reaches this daemon's long polls (None without a
+    doorbell file: only this process's sends wake them)."""
+    wakeups = broker._wakeups
+    if not wakeups.cross_process:
+        return None
+    queue_id = queue.queue_id
+    return lambda: wakeups.generation(queue_id) != generation
 
 
 def _give_back(ctx: Context, queue: Queue, done: asyncio.Future[Any]) -> None:
