@@ -7,8 +7,12 @@ import os
 import threading
 import time
 
+import pytest
+
 import millpond
+from millpond import errors
 from tests.daemon import Daemon
+from tests.test_multiprocess_hunt import _other
 
 # -- long polls woken across processes ------------------------------------------------------------
 
@@ -40,3 +44,47 @@ def test_a_send_from_another_process_wakes_a_daemon_long_poll(tmp_path):
         daemon.stop()
     assert outcome[0] == [b"hello"]
     assert isinstance(outcome[1], float) and outcome[1] < 3, outcome  # not the 10 s wait
+
+
+# -- a held Queue object whose queue another process deleted --------------------------------------
+
+_FIFO = {"FifoQueue": "true"}
+
+
+@pytest.mark.parametrize("name", ["q", "q.fifo"])
+def test_handles_of_a_queue_another_process_deleted_get_queue_does_not_exist(data_dir, impl, name):
+    # Every call on a Queue object whose queue is gone raises QueueDoesNotExist (SQS:
+    # NonExistentQueue for any call on a deleted queue) but delete and change_visibility: the
+    # handle of the message deleted with its queue found nothing, so a delete "succeeded" (as
+    # for a message deleted already) and a visibility change said the message does not exist.
+    # A worker holding a message when another process deleted its queue was told its delete
+    # was done.
+    attributes = _FIFO if name.endswith(".fifo") else {}
+    ids = {"group_id": "g", "deduplication_id": "d"} if attributes else {}
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        q = b.create_queue(name, attributes)
+        q.send("x", **ids)
+        (m,) = q.receive(1)
+        _other(data_dir, impl, f"b.delete_queue({name!r})")
+        with pytest.raises(errors.QueueDoesNotExist):
+            q.delete(m.receipt_handle)
+        with pytest.raises(errors.QueueDoesNotExist):
+            q.delete_entries([m.receipt_handle])  # the wire's DeleteMessageBatch
+        with pytest.raises(errors.QueueDoesNotExist):
+            q.change_visibility(m.receipt_handle, 0)
+        with pytest.raises(errors.QueueDoesNotExist):
+            q.change_visibility_entries([(m.receipt_handle, 0)])
+
+
+@pytest.mark.parametrize("name", ["q", "q.fifo"])
+def test_deleting_a_message_twice_still_succeeds(broker, name):
+    # The check above is made only for a handle that found nothing on a queue that is gone: a
+    # message deleted already is still deleted "again" without an error, as SQS does.
+    attributes = _FIFO if name.endswith(".fifo") else {}
+    ids = {"group_id": "g", "deduplication_id": "d"} if attributes else {}
+    q = broker.create_queue(name, attributes)
+    q.send("x", **ids)
+    (m,) = q.receive(1)
+    q.delete(m.receipt_handle)
+    q.delete(m.receipt_handle)
+    assert q.delete_entries([m.receipt_handle]) == [None]

@@ -565,7 +565,8 @@ class Queue:
 
         def delete(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
             # Standard queues: a handle of an older receive deletes too.
-            return core.delete(txn, tables, queue_id, entries)
+            statuses = core.delete(txn, tables, queue_id, entries)
+            return unless_queue_gone(core, txn, tables, queue_id, statuses)
 
         self._write(delete)
         self.counters["deleted"] += len(entries)
@@ -584,9 +585,8 @@ class Queue:
 
         def change(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
             entry = (seq, visible_at, count, visibility_timeout * 1000)
-            status: int = core.change_visibility(
-                txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS
-            )[0]
+            statuses = core.change_visibility(txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS)
+            status: int = unless_queue_gone(core, txn, tables, queue_id, statuses)[0]
             # Only OK wrote anything, so raising for the others leaves the store unchanged.
             self._raise_for_visibility_status(status, receipt_handle, visibility_timeout)
             return status
@@ -664,7 +664,10 @@ class Queue:
         if valid:
             core = self._core
             yield Write(
-                lambda txn, tables, queue_id, now_ms: core.delete(txn, tables, queue_id, valid), ()
+                lambda txn, tables, queue_id, now_ms: unless_queue_gone(
+                    core, txn, tables, queue_id, core.delete(txn, tables, queue_id, valid)
+                ),
+                (),
             )
             self.counters["deleted"] += len(valid)
         return results
@@ -688,10 +691,14 @@ class Queue:
             except MillpondError as exc:
                 results[i] = exc
         if valid:
-            change = self._change_visibility_verb()
+            change, core = self._change_visibility_verb(), self._core
             statuses = self._write(
-                lambda txn, tables, queue_id, now_ms: change(
-                    txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS
+                lambda txn, tables, queue_id, now_ms: unless_queue_gone(
+                    core,
+                    txn,
+                    tables,
+                    queue_id,
+                    change(txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS),
                 )
             )
             for (i, handle, timeout, _), status in zip(valid, statuses):
@@ -831,6 +838,20 @@ class Queue:
 
 
 MAX_TAGS = 50
+
+
+def unless_queue_gone(
+    core: Any, txn: Any, tables: Any, queue_id: int, statuses: list[int]
+) -> list[int]:
+    """The statuses of a delete or visibility change by receipt handles, unless the queue
+    itself is gone (deleted by another process, or through another object): every handle then
+    finds nothing (GONE), and that must not pass for a message deleted already (success) or
+    one that "does not exist": SQS answers NonExistentQueue for any call on a deleted queue.
+    Raises LookupError (QueueDoesNotExist, see Queue._op). Read only when a handle found
+    nothing, so the usual delete reads no more."""
+    if core.GONE in statuses and not core.exists(txn, tables, queue_id):
+        raise LookupError(queue_id)
+    return statuses
 
 
 def purged_key(queue_id: int) -> bytes:
