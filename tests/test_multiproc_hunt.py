@@ -88,3 +88,23 @@ def test_deleting_a_message_twice_still_succeeds(broker, name):
     q.delete(m.receipt_handle)
     q.delete(m.receipt_handle)
     assert q.delete_entries([m.receipt_handle]) == [None]
+
+
+# -- a topic another process deleted ---------------------------------------------------------------
+
+
+def test_a_topic_another_process_deleted_is_not_found_here(data_dir, impl):
+    # broker.topic() returned this process's object of the topic for as long as the process
+    # lived after another process deleted the topic (only a delete made here dropped it),
+    # while the process that deleted it got TopicNotFound: "the existing topic" was a lie
+    # here, forever (queues are looked up again within a second).
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        b.create_topic("t")
+        assert b.topic("t").name == "t"
+        _other(data_dir, impl, "b.delete_topic('t')")
+        with pytest.raises(errors.TopicNotFound):
+            b.topic("t")
+        with pytest.raises(errors.TopicNotFound):
+            b.topic(b.arn("sns", "t"))
+        _other(data_dir, impl, "b.create_topic('t')")  # created again: found again
+        assert b.topic("t").name == "t"
