@@ -582,15 +582,20 @@ async def long_poll(
         )
 
 
-def _doorbell_rung(broker: Broker, queue: Queue, generation: int) -> Callable[[], bool] | None:
+def _doorbell_rung(broker: Broker, queue: Queue, generation: int) -> Callable[[], bool]:
     """Whether the queue's doorbell moved since ``generation``: the one way a send of another
-    process on the same data directory reaches this daemon's long polls (None without a
-    doorbell file: only this process's sends wake them)."""
+    process on the same data directory reaches this daemon's long polls. Without a doorbell
+    file (not Linux, or no C extension) always: the poll looks again at every check, as the
+    embedded pollers re-check every wakeups.FALLBACK_POLL_S."""
     wakeups = broker._wakeups
     if not wakeups.cross_process:
-        return None
+        return _always
     queue_id = queue.queue_id
     return lambda: wakeups.generation(queue_id) != generation
+
+
+def _always() -> bool:
+    return True
 
 
 def _give_back(ctx: Context, queue: Queue, done: asyncio.Future[Any]) -> None:
