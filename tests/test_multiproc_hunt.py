@@ -133,3 +133,37 @@ def test_a_topic_another_process_deleted_is_not_found_here(data_dir, impl):
             b.topic(b.arn("sns", "t"))
         _other(data_dir, impl, "b.create_topic('t')")  # created again: found again
         assert b.topic("t").name == "t"
+
+
+# -- queue attributes another process changed, at this process's next call -------------------------
+
+
+def test_a_batch_of_bodies_uses_attributes_another_process_changed(data_dir, impl, monkeypatch):
+    # send_batch of plain bodies (its fast path) took DelaySeconds and MaximumMessageSize
+    # from this process's copy of the queue before Queue._write looked for other processes'
+    # changes: however long ago another process changed them, the first batch after went out
+    # undelayed, or was taken over the new size limit.
+    monkeypatch.setattr(millpond.broker, "REFRESH_INTERVAL_S", 0.0)
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        q = b.create_queue("q")
+        _other(data_dir, impl, "b.queue('q').set_attributes({'DelaySeconds': 600})")
+        q.send_batch([b"x", b"y"])
+        assert q.get_attributes()["ApproximateNumberOfMessagesDelayed"] == "2"
+        _other(data_dir, impl, "b.queue('q').set_attributes({'MaximumMessageSize': 1024})")
+        with pytest.raises(errors.MessageTooLong):
+            q.send_batch([b"z" * 2000])
+        assert q.get_attributes()["ApproximateNumberOfMessagesDelayed"] == "2"
+
+
+def test_counts_use_the_retention_another_process_set(data_dir, impl, monkeypatch):
+    # get_attributes counted with the MessageRetentionPeriod of this process's copy (read
+    # before its write looked for changes): a message past the retention another process set
+    # was still counted.
+    monkeypatch.setattr(millpond.broker, "REFRESH_INTERVAL_S", 0.0)
+    clock = millpond.ManualClock(now_ms=int(time.time() * 1000))
+    with millpond.open(data_dir, durability="os", core=impl, clock=clock) as b:
+        q = b.create_queue("q")
+        q.send("x")
+        clock.advance(120)
+        _other(data_dir, impl, "b.queue('q').set_attributes({'MessageRetentionPeriod': 60})")
+        assert q.get_attributes()["ApproximateNumberOfMessages"] == "0"

@@ -278,6 +278,7 @@ class Queue:
         return self._send_many(bodies, blobs, delays)
 
     def _prepare_many(self, entries: Sequence[Any]) -> tuple[list[bytes], list[bytes], list[int]]:
+        self._broker._refresh_definitions()  # another process's attribute changes, read below
         if all(type(entry) is bytes for entry in entries):
             # The common batch: plain bodies, no attributes. One pass instead of one call each.
             if not all(entries):
@@ -742,6 +743,7 @@ class Queue:
         Args:
             names: the attributes wanted; None or ["All"] gives every one.
         """
+        self._broker._refresh_definitions()  # another process's attribute changes, read below
         retention_ms, expired_before_ms = self._retention_ms, self._expired_before_ms
 
         def count(txn: Any, tables: Any, queue_id: int, now_ms: int) -> tuple[int, ...]:
