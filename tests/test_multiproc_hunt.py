@@ -71,6 +71,37 @@ def test_without_a_doorbell_a_daemon_long_poll_still_sees_another_process_send(t
     assert waited < 3, waited  # not the 10 s wait
 
 
+def test_a_queue_deleted_by_another_process_ends_a_daemon_long_poll_on_it(tmp_path):
+    # The same doorbell ends a daemon's long poll on a queue another process deletes (the
+    # embedded poll's case is test_multiprocess_hunt's): it answered NonExistentQueue only
+    # when its wait ran out.
+    data = str(tmp_path / "data")
+    daemon = Daemon(data, native=True)
+    outcome: list[object] = []
+    try:
+        with millpond.connect(daemon.native_url) as client:
+            q = client.create_queue("q")
+
+            def poll() -> None:
+                started = time.monotonic()
+                try:
+                    q.receive(1, wait_seconds=10)
+                except errors.QueueDoesNotExist as exc:
+                    outcome.append(exc)
+                outcome.append(time.monotonic() - started)
+
+            poller = threading.Thread(target=poll)
+            poller.start()
+            time.sleep(0.3)  # let the daemon park the poll
+            with millpond.open(os.path.join(data, "us-east-1"), durability="os") as other:
+                other.delete_queue("q")
+            poller.join(15)
+    finally:
+        daemon.stop()
+    assert isinstance(outcome[0], errors.QueueDoesNotExist)
+    assert isinstance(outcome[1], float) and outcome[1] < 3, outcome  # not the 10 s wait
+
+
 # -- a held Queue object whose queue another process deleted --------------------------------------
 
 _FIFO = {"FifoQueue": "true"}
