@@ -198,3 +198,31 @@ def test_counts_use_the_retention_another_process_set(data_dir, impl, monkeypatc
         clock.advance(120)
         _other(data_dir, impl, "b.queue('q').set_attributes({'MessageRetentionPeriod': 60})")
         assert q.get_attributes()["ApproximateNumberOfMessages"] == "0"
+
+
+def test_a_fifo_throughput_change_is_checked_against_the_stored_attributes(
+    data_dir, impl, monkeypatch
+):
+    # set_attributes checked "perMessageGroupId only with DeduplicationScope messageGroup"
+    # against this process's copy of the attributes, then merged the change into the stored
+    # ones: after another process turned high throughput on, DeduplicationScope=queue passed
+    # the check here and stored the combination SQS refuses. (A change made within this
+    # process's refresh interval: the interval is stretched so that the test does not race it;
+    # without any interval the check read the stale copy all the same.)
+    monkeypatch.setattr(millpond.broker, "REFRESH_INTERVAL_S", 3600.0)
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        q = b.create_queue("q.fifo", _FIFO)
+        _other(
+            data_dir,
+            impl,
+            "b.queue('q.fifo').set_attributes({'DeduplicationScope': 'messageGroup', "
+            "'FifoThroughputLimit': 'perMessageGroupId'})",
+        )
+        with pytest.raises(errors.InvalidAttributeValue, match="perMessageGroupId"):
+            q.set_attributes({"DeduplicationScope": "queue"})
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        stored = b.queue("q.fifo").get_attributes()
+    assert (stored["DeduplicationScope"], stored["FifoThroughputLimit"]) == (
+        "messageGroup",
+        "perMessageGroupId",
+    )

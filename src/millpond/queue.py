@@ -823,8 +823,6 @@ class Queue:
         """Change queue attributes (SQS names and ranges); takes effect at once."""
         fifo = self._attributes.get("FifoQueue") == "true"
         changes = queue_attributes.normalize(attributes, creating=False, fifo=fifo)
-        if fifo:
-            queue_attributes.check_fifo_throughput({**self._attributes, **changes})
         messages_change = self._messages_change(changes)
         self._broker._update_queue(self, changes, messages_change)
         if messages_change is not None:
