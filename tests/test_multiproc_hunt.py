@@ -12,7 +12,13 @@ import pytest
 import millpond
 from millpond import errors
 from tests.daemon import Daemon
-from tests.test_multiprocess_hunt import _other
+from tests.test_multiprocess_hunt import (
+    _dead_lettered,
+    _let_go,
+    _moved,
+    _other,
+    _other_stays_open,
+)
 
 # -- long polls woken across processes ------------------------------------------------------------
 
@@ -226,3 +232,28 @@ def test_a_fifo_throughput_change_is_checked_against_the_stored_attributes(
         "messageGroup",
         "perMessageGroupId",
     )
+
+
+# -- message move tasks ---------------------------------------------------------------------------
+
+
+def test_a_move_task_goes_on_at_once_when_its_process_closes(data_dir, impl, monkeypatch):
+    # A process that closes gives up its tasks' leases "so that another process goes on at
+    # once", but the other process slept until the lease it had seen would have run out (10 s
+    # after the last step): a rate-limited redrive stood still for up to 10 s whenever the
+    # process running it closed (a worker restarted), with another one open all along.
+    monkeypatch.setattr(millpond.broker, "REFRESH_INTERVAL_S", 0.0)
+    with millpond.open(data_dir, durability="os", core=impl) as b:
+        dlq = _dead_lettered(b, 100)
+        child = _other_stays_open(
+            data_dir,
+            impl,
+            "b.start_message_move_task(b.queue('dlq').arn, max_messages_per_second=20)",
+        )
+        b.queue("src")  # this process learns of the task: it waits on the lease from now on
+        time.sleep(0.3)
+        _let_go(child)  # closes its broker: the lease is given up
+        before, closed_at = _moved(b, dlq), time.monotonic()
+        while _moved(b, dlq) == before:
+            assert time.monotonic() - closed_at < 5, "the task stood still after its process closed"
+            time.sleep(0.05)
