@@ -828,6 +828,20 @@ class Queue:
         if messages_change is not None:
             self._wake_long_polls()  # a message may be receivable sooner than a poll expects
 
+    def _change_policy(self, change: Any) -> None:
+        """Rewrite the access Policy as ``change(stored policy text or "")`` returns it, in one
+        write (the daemon's AddPermission and RemovePermission): built on this process's copy,
+        a write dropped the statements other requests or processes had added meanwhile.
+        ``change`` may raise a MillpondError: nothing is written then."""
+
+        def update(definition: dict[str, Any], now_ms: int) -> None:
+            attributes = definition["attributes"]
+            policy = change(attributes.get("Policy") or "")
+            definition["attributes"] = {**attributes, "Policy": policy}
+            definition["modified"] = now_ms // 1000
+
+        self._broker._update_definition(self, update)
+
     def _messages_change(self, changes: dict[str, str]) -> Any:
         """What an attribute change does to the stored messages, in its write (None: nothing).
 

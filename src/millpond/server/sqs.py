@@ -731,11 +731,11 @@ async def list_queue_tags(ctx: Context, request: Request) -> dict[str, Any]:
     return {"Tags": tags}  # as AWS: an empty map when untagged
 
 
-def _policy(queue: Queue) -> dict[str, Any]:
-    """The queue's access policy, its Statement as a list (a single statement may be an object)."""
-    text = queue._attributes.get("Policy")
+def _policy(text: str, queue_arn: str) -> dict[str, Any]:
+    """A queue's access policy from its text, its Statement as a list (a single statement may
+    be an object)."""
     if not text:  # as SQS writes the policy AddPermission starts
-        return {"Version": "2008-10-17", "Id": f"{queue.arn}/SQSDefaultPolicy", "Statement": []}
+        return {"Version": "2008-10-17", "Id": f"{queue_arn}/SQSDefaultPolicy", "Statement": []}
     policy: dict[str, Any] = json.loads(text)  # a JSON object with a Statement (checked when set)
     if not isinstance(policy["Statement"], list):
         policy["Statement"] = [policy["Statement"]]
@@ -810,19 +810,24 @@ async def add_permission(ctx: Context, request: Request) -> dict[str, Any]:
         if not value:
             raise missing(name)
     _check_permission(label, actions)
-    policy = _policy(queue)
-    if any(s.get("Sid") == label for s in policy["Statement"]):
-        raise invalid(f"Value {label} for parameter Label is invalid. Reason: Already exists.")
-    policy["Statement"].append(
-        {
-            "Sid": label,
-            "Effect": "Allow",
-            "Principal": {"AWS": _one_or_list([f"arn:aws:iam::{a}:root" for a in accounts])},
-            "Action": _one_or_list([f"SQS:{a}" for a in actions]),
-            "Resource": queue.arn,
-        }
-    )
-    await ctx.call(queue.set_attributes, {"Policy": json.dumps(policy)})
+    statement = {
+        "Sid": label,
+        "Effect": "Allow",
+        "Principal": {"AWS": _one_or_list([f"arn:aws:iam::{a}:root" for a in accounts])},
+        "Action": _one_or_list([f"SQS:{a}" for a in actions]),
+        "Resource": queue.arn,
+    }
+
+    def add(text: str) -> str:  # on the stored policy, in the write: see Queue._change_policy
+        policy = _policy(text, queue.arn)
+        if any(s.get("Sid") == label for s in policy["Statement"]):
+            raise errors.InvalidParameterValue(
+                f"Value {label} for parameter Label is invalid. Reason: Already exists."
+            )
+        policy["Statement"].append(statement)
+        return json.dumps(policy)
+
+    await ctx.call(queue._change_policy, add)
     return {}
 
 
@@ -832,16 +837,20 @@ async def remove_permission(ctx: Context, request: Request) -> dict[str, Any]:
     label = request.params.get("Label")
     if not label:
         raise missing("Label")
-    policy = _policy(queue)
-    kept = [s for s in policy["Statement"] if s.get("Sid") != label]
-    if len(kept) == len(policy["Statement"]):
-        # AWS words it without "on existing policy" when the queue has no policy at all
-        where = " on existing policy" if queue._attributes.get("Policy") else ""
-        raise invalid(
-            f"Value {label} for parameter Label is invalid. Reason: can't find label{where}."
-        )
-    policy["Statement"] = kept
-    await ctx.call(queue.set_attributes, {"Policy": json.dumps(policy) if kept else ""})
+
+    def remove(text: str) -> str:  # on the stored policy, in the write: see Queue._change_policy
+        policy = _policy(text, queue.arn)
+        kept = [s for s in policy["Statement"] if s.get("Sid") != label]
+        if len(kept) == len(policy["Statement"]):
+            # AWS words it without "on existing policy" when the queue has no policy at all
+            where = " on existing policy" if text else ""
+            raise errors.InvalidParameterValue(
+                f"Value {label} for parameter Label is invalid. Reason: can't find label{where}."
+            )
+        policy["Statement"] = kept
+        return json.dumps(policy) if kept else ""
+
+    await ctx.call(queue._change_policy, remove)
     return {}
 
 
