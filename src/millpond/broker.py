@@ -433,7 +433,12 @@ class Broker:
         def change(definition: dict[str, Any], now_ms: int) -> None:
             if "MessageRetentionPeriod" in changes:
                 queue_attributes.record_expired(definition, now_ms)
-            definition["attributes"] = {**definition["attributes"], **changes}
+            merged = {**definition["attributes"], **changes}
+            if merged.get("FifoQueue") == "true":
+                # against the stored attributes, in the write: this process's copy may not
+                # have another process's change yet
+                queue_attributes.check_fifo_throughput(merged)
+            definition["attributes"] = merged
             definition["modified"] = now_ms // 1000
             if changes.get("RedrivePolicy"):  # its dead letters name it, also once it is gone
                 definition["dead_letters"] = True

@@ -42,6 +42,9 @@ MOVE_BATCH = 10  # messages per transaction of a move task
 # if the process that started it ends); the one holding a task's lease moves its messages,
 # renewing the lease at each step, and another takes over once a lease runs out unrenewed.
 LEASE_S = 10.0
+# How often a process waiting on another's lease looks again: the holder gives its leases up
+# when it closes, and the task must go on then, not when the lease would have run out.
+LEASE_CHECK_S = 1.0
 MAX_RATE = 500  # SQS's limit for MaxNumberOfMessagesPerSecond
 KEPT_TASKS = 10  # "the most recent message movement tasks (up to 10)" of a source queue
 
@@ -362,7 +365,7 @@ class MoveTasks:
 
         Returns (seconds to pause before the next step, target queue ids); None when the task
         is over. While another process holds the task's lease, nothing moves here and the pause
-        lasts until that lease would run out.
+        lasts until that lease would run out, LEASE_CHECK_S at most (it may be given up).
         """
         task = self._load(txn, handle)
         if task is None or task["status"] not in ("RUNNING", "CANCELLING"):
@@ -374,7 +377,7 @@ class MoveTasks:
         wall = time.time()  # leases are shared across processes: not the broker's clock
         held_until = task.get("lease_until", 0.0)
         if task.get("owner", self._owner) != self._owner and held_until > wall:
-            return held_until - wall, []
+            return min(held_until - wall, LEASE_CHECK_S), []
         task["owner"], task["lease_until"] = self._owner, wall + LEASE_S
         broker, core, tables = self._broker, self._broker._core, self._storage.tables
         source = _task_queue(broker, txn, task, "source")

@@ -35,6 +35,7 @@ from millpond.queue import (
     check_batch,
     check_int,
     check_message_id_field,
+    unless_queue_gone,
 )
 
 DEDUP_WINDOW_MS = 5 * 60 * 1000
@@ -362,8 +363,11 @@ class FifoQueue(Queue):
         check_batch(receipt_handles, "DeleteMessageBatchRequestEntry")
         entries = [self._decode_fifo(handle) for handle in receipt_handles]
 
+        core = self._core
+
         def delete(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
             statuses = fifo.delete(txn, tables, queue_id, now_ms, entries)
+            unless_queue_gone(core, txn, tables, queue_id, statuses)
             for handle, status in zip(receipt_handles, statuses):
                 if status == fifo.STALE:  # atomic write: raising rolls the batch back
                     raise InvalidParameterValue(
@@ -387,9 +391,14 @@ class FifoQueue(Queue):
             except MillpondError as exc:
                 results[i] = exc
         if valid:
+            core = self._core
             statuses = yield Write(
-                lambda txn, tables, queue_id, now_ms: fifo.delete(
-                    txn, tables, queue_id, now_ms, [v[1] for v in valid]
+                lambda txn, tables, queue_id, now_ms: unless_queue_gone(
+                    core,
+                    txn,
+                    tables,
+                    queue_id,
+                    fifo.delete(txn, tables, queue_id, now_ms, [v[1] for v in valid]),
                 )
             )
             # CloudWatch counts every delete that succeeds, a repeated one too (as delete_batch)
@@ -423,7 +432,8 @@ class FifoQueue(Queue):
         def change(txn: Any, tables: Any, queue_id: int, now_ms: int) -> None:
             entry = (seq, count, g, visibility_timeout * 1000)
             change = self._change_visibility_verb()
-            status = change(txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS)[0]
+            statuses = change(txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS)
+            status = unless_queue_gone(self._core, txn, tables, queue_id, statuses)[0]
             self._raise_for_visibility_status(status, receipt_handle, visibility_timeout)
 
         self._write(change)

@@ -278,6 +278,7 @@ class Queue:
         return self._send_many(bodies, blobs, delays)
 
     def _prepare_many(self, entries: Sequence[Any]) -> tuple[list[bytes], list[bytes], list[int]]:
+        self._broker._refresh_definitions()  # another process's attribute changes, read below
         if all(type(entry) is bytes for entry in entries):
             # The common batch: plain bodies, no attributes. One pass instead of one call each.
             if not all(entries):
@@ -565,7 +566,8 @@ class Queue:
 
         def delete(txn: Any, tables: Any, queue_id: int, now_ms: int) -> Any:
             # Standard queues: a handle of an older receive deletes too.
-            return core.delete(txn, tables, queue_id, entries)
+            statuses = core.delete(txn, tables, queue_id, entries)
+            return unless_queue_gone(core, txn, tables, queue_id, statuses)
 
         self._write(delete)
         self.counters["deleted"] += len(entries)
@@ -584,9 +586,8 @@ class Queue:
 
         def change(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
             entry = (seq, visible_at, count, visibility_timeout * 1000)
-            status: int = core.change_visibility(
-                txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS
-            )[0]
+            statuses = core.change_visibility(txn, tables, queue_id, now_ms, [entry], MAX_HIDDEN_MS)
+            status: int = unless_queue_gone(core, txn, tables, queue_id, statuses)[0]
             # Only OK wrote anything, so raising for the others leaves the store unchanged.
             self._raise_for_visibility_status(status, receipt_handle, visibility_timeout)
             return status
@@ -664,7 +665,10 @@ class Queue:
         if valid:
             core = self._core
             yield Write(
-                lambda txn, tables, queue_id, now_ms: core.delete(txn, tables, queue_id, valid), ()
+                lambda txn, tables, queue_id, now_ms: unless_queue_gone(
+                    core, txn, tables, queue_id, core.delete(txn, tables, queue_id, valid)
+                ),
+                (),
             )
             self.counters["deleted"] += len(valid)
         return results
@@ -688,10 +692,14 @@ class Queue:
             except MillpondError as exc:
                 results[i] = exc
         if valid:
-            change = self._change_visibility_verb()
+            change, core = self._change_visibility_verb(), self._core
             statuses = self._write(
-                lambda txn, tables, queue_id, now_ms: change(
-                    txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS
+                lambda txn, tables, queue_id, now_ms: unless_queue_gone(
+                    core,
+                    txn,
+                    tables,
+                    queue_id,
+                    change(txn, tables, queue_id, now_ms, [v[3] for v in valid], MAX_HIDDEN_MS),
                 )
             )
             for (i, handle, timeout, _), status in zip(valid, statuses):
@@ -735,6 +743,7 @@ class Queue:
         Args:
             names: the attributes wanted; None or ["All"] gives every one.
         """
+        self._broker._refresh_definitions()  # another process's attribute changes, read below
         retention_ms, expired_before_ms = self._retention_ms, self._expired_before_ms
 
         def count(txn: Any, tables: Any, queue_id: int, now_ms: int) -> tuple[int, ...]:
@@ -814,12 +823,24 @@ class Queue:
         """Change queue attributes (SQS names and ranges); takes effect at once."""
         fifo = self._attributes.get("FifoQueue") == "true"
         changes = queue_attributes.normalize(attributes, creating=False, fifo=fifo)
-        if fifo:
-            queue_attributes.check_fifo_throughput({**self._attributes, **changes})
         messages_change = self._messages_change(changes)
         self._broker._update_queue(self, changes, messages_change)
         if messages_change is not None:
             self._wake_long_polls()  # a message may be receivable sooner than a poll expects
+
+    def _change_policy(self, change: Any) -> None:
+        """Rewrite the access Policy as ``change(stored policy text or "")`` returns it, in one
+        write (the daemon's AddPermission and RemovePermission): built on this process's copy,
+        a write dropped the statements other requests or processes had added meanwhile.
+        ``change`` may raise a MillpondError: nothing is written then."""
+
+        def update(definition: dict[str, Any], now_ms: int) -> None:
+            attributes = definition["attributes"]
+            policy = change(attributes.get("Policy") or "")
+            definition["attributes"] = {**attributes, "Policy": policy}
+            definition["modified"] = now_ms // 1000
+
+        self._broker._update_definition(self, update)
 
     def _messages_change(self, changes: dict[str, str]) -> Any:
         """What an attribute change does to the stored messages, in its write (None: nothing).
@@ -831,6 +852,20 @@ class Queue:
 
 
 MAX_TAGS = 50
+
+
+def unless_queue_gone(
+    core: Any, txn: Any, tables: Any, queue_id: int, statuses: list[int]
+) -> list[int]:
+    """The statuses of a delete or visibility change by receipt handles, unless the queue
+    itself is gone (deleted by another process, or through another object): every handle then
+    finds nothing (GONE), and that must not pass for a message deleted already (success) or
+    one that "does not exist": SQS answers NonExistentQueue for any call on a deleted queue.
+    Raises LookupError (QueueDoesNotExist, see Queue._op). Read only when a handle found
+    nothing, so the usual delete reads no more."""
+    if core.GONE in statuses and not core.exists(txn, tables, queue_id):
+        raise LookupError(queue_id)
+    return statuses
 
 
 def purged_key(queue_id: int) -> bytes:

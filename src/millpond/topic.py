@@ -219,11 +219,10 @@ class Topics:
     def get(self, name: str) -> Topic:
         """The topic ``name`` (or its ARN); raises TopicNotFound."""
         name = self._name_of(name)
-        with self._lock:
-            topic = self._topics.get(name)
-        if topic is not None:
-            return topic
+        # Looked up every time, also when this process has the object: another process may
+        # have deleted the topic (its delete drops only its own process's object).
         if self._storage.read(lambda txn: txn.get(topic_key(name), db=self._meta)) is None:
+            self._forget(name)
             raise TopicNotFound("Topic does not exist")
         return self._topic(name)
 
@@ -242,10 +241,7 @@ class Topics:
             # its HTTP/S deliveries still in the outbox are dropped when taken
 
         self._storage.write(delete)
-        with self._lock:
-            topic = self._topics.pop(name, None)
-        if topic is not None:
-            topic._state = None
+        self._forget(name)
         arn_prefix = self._broker.arn("sns", name) + ":"
         with self._lock:
             known = {*self._policies, *self.undelivered, *self._reported}
@@ -327,6 +323,13 @@ class Topics:
             if topic is None:
                 topic = self._topics[name] = Topic(self, name)
             return topic
+
+    def _forget(self, name: str) -> None:
+        """Drop this process's object of a deleted topic; its snapshot is stale."""
+        with self._lock:
+            topic = self._topics.pop(name, None)
+        if topic is not None:
+            topic._state = None
 
     def _changed(self, topic_name: str) -> None:
         """A subscription of the topic changed: its snapshot is rebuilt at the next publish."""

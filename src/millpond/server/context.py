@@ -12,6 +12,7 @@ import asyncio
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,6 +27,9 @@ _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 MAX_REGION_LENGTH = 50  # AWS's longest region names have 14 characters
 # Regions a daemon serves unless its config says otherwise: every AWS region name fits.
 DEFAULT_MAX_REGIONS = 64
+# How often the doorbells of parked long polls are read for sends of other processes (the
+# embedded pollers' fallback re-checks as often: wakeups.FALLBACK_POLL_S).
+DOORBELL_CHECK_S = 0.01
 
 
 def valid_region(name: Any) -> bool:
@@ -44,6 +48,11 @@ class Notifier:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiters: dict[tuple[int, int], set[asyncio.Future[None]]] = {}
+        # Parked long polls that another process may wake: its sends ring the doorbell file,
+        # not this process's listeners. future -> "has its doorbell rung?", read by a thread.
+        self._doorbells: dict[asyncio.Future[None], Callable[[], bool]] = {}
+        self._doorbells_lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
 
     def listener(self, broker_key: int) -> Callable[[int | None], None]:
         def notified(queue_id: int | None) -> None:
@@ -70,10 +79,20 @@ class Notifier:
                 if not future.done():
                     future.set_result(None)
 
-    async def wait(self, broker_key: int, queue_id: int, timeout: float) -> None:
+    async def wait(
+        self,
+        broker_key: int,
+        queue_id: int,
+        timeout: float,
+        rung: Callable[[], bool] | None = None,
+    ) -> None:
+        """Until ``queue_id`` is notified in this process, ``rung()`` (the queue's doorbell
+        moved: a send of another process) turns true, or ``timeout``."""
         future: asyncio.Future[None] = self._loop.create_future()
         waiters = self._waiters.setdefault((broker_key, queue_id), set())
         waiters.add(future)
+        if rung is not None:
+            self._watch(future, rung)
         try:
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes in the same
             # loop iteration as the wake-up, and the poll of a client just gone would go on to
@@ -83,6 +102,45 @@ class Notifier:
             waiters.discard(future)
             if not waiters:
                 self._waiters.pop((broker_key, queue_id), None)
+            with self._doorbells_lock:
+                self._doorbells.pop(future, None)
+
+    def _watch(self, future: asyncio.Future[None], rung: Callable[[], bool]) -> None:
+        with self._doorbells_lock:
+            self._doorbells[future] = rung
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch_doorbells, daemon=True, name="millpond-doorbells"
+                )
+                self._watcher.start()
+
+    def _watch_doorbells(self) -> None:
+        """Wake the parked long polls whose doorbell rang, while any is parked. One thread
+        reads them all every DOORBELL_CHECK_S: a futex wait per poll would hold a thread each,
+        and the loop must not block."""
+        while True:
+            with self._doorbells_lock:
+                if not self._doorbells:
+                    self._watcher = None
+                    return
+                watched = list(self._doorbells.items())
+            rung = [future for future, moved in watched if moved()]
+            if rung:
+                with self._doorbells_lock:
+                    for future in rung:
+                        self._doorbells.pop(future, None)
+                try:
+                    self._loop.call_soon_threadsafe(_wake_futures, rung)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    with self._doorbells_lock:
+                        self._doorbells.clear()
+            time.sleep(DOORBELL_CHECK_S)
+
+
+def _wake_futures(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 class Settler:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from millpond import errors
+from millpond.broker import Broker
 from millpond.dead_letters import handle_source, parse_arn
 from millpond.fifo_queue import FifoQueue
 from millpond.message import Message
@@ -579,7 +580,25 @@ async def long_poll(
             due = (next_visible - broker.clock.now_ms()) / 1000
             remaining = min(remaining, max(due, 0.001))
         assert ctx.notifier is not None
-        await ctx.notifier.wait(id(broker), queue.queue_id, remaining)
+        await ctx.notifier.wait(
+            id(broker), queue.queue_id, remaining, _doorbell_rung(broker, queue, generation)
+        )
+
+
+def _doorbell_rung(broker: Broker, queue: Queue, generation: int) -> Callable[[], bool]:
+    """Whether the queue's doorbell moved since ``generation``: the one way a send of another
+    process on the same data directory reaches this daemon's long polls. Without a doorbell
+    file (not Linux, or no C extension) always: the poll looks again at every check, as the
+    embedded pollers re-check every wakeups.FALLBACK_POLL_S."""
+    wakeups = broker._wakeups
+    if not wakeups.cross_process:
+        return _always
+    queue_id = queue.queue_id
+    return lambda: wakeups.generation(queue_id) != generation
+
+
+def _always() -> bool:
+    return True
 
 
 def _give_back(ctx: Context, queue: Queue, done: asyncio.Future[Any]) -> None:
@@ -715,11 +734,11 @@ async def list_queue_tags(ctx: Context, request: Request) -> dict[str, Any]:
     return {"Tags": tags}  # as AWS: an empty map when untagged
 
 
-def _policy(queue: Queue) -> dict[str, Any]:
-    """The queue's access policy, its Statement as a list (a single statement may be an object)."""
-    text = queue._attributes.get("Policy")
+def _policy(text: str, queue_arn: str) -> dict[str, Any]:
+    """A queue's access policy from its text, its Statement as a list (a single statement may
+    be an object)."""
     if not text:  # as SQS writes the policy AddPermission starts
-        return {"Version": "2008-10-17", "Id": f"{queue.arn}/SQSDefaultPolicy", "Statement": []}
+        return {"Version": "2008-10-17", "Id": f"{queue_arn}/SQSDefaultPolicy", "Statement": []}
     policy: dict[str, Any] = json.loads(text)  # a JSON object with a Statement (checked when set)
     if not isinstance(policy["Statement"], list):
         policy["Statement"] = [policy["Statement"]]
@@ -794,19 +813,24 @@ async def add_permission(ctx: Context, request: Request) -> dict[str, Any]:
         if not value:
             raise missing(name)
     _check_permission(label, actions)
-    policy = _policy(queue)
-    if any(s.get("Sid") == label for s in policy["Statement"]):
-        raise invalid(f"Value {label} for parameter Label is invalid. Reason: Already exists.")
-    policy["Statement"].append(
-        {
-            "Sid": label,
-            "Effect": "Allow",
-            "Principal": {"AWS": _one_or_list([f"arn:aws:iam::{a}:root" for a in accounts])},
-            "Action": _one_or_list([f"SQS:{a}" for a in actions]),
-            "Resource": queue.arn,
-        }
-    )
-    await ctx.call(queue.set_attributes, {"Policy": json.dumps(policy)})
+    statement = {
+        "Sid": label,
+        "Effect": "Allow",
+        "Principal": {"AWS": _one_or_list([f"arn:aws:iam::{a}:root" for a in accounts])},
+        "Action": _one_or_list([f"SQS:{a}" for a in actions]),
+        "Resource": queue.arn,
+    }
+
+    def add(text: str) -> str:  # on the stored policy, in the write: see Queue._change_policy
+        policy = _policy(text, queue.arn)
+        if any(s.get("Sid") == label for s in policy["Statement"]):
+            raise errors.InvalidParameterValue(
+                f"Value {label} for parameter Label is invalid. Reason: Already exists."
+            )
+        policy["Statement"].append(statement)
+        return json.dumps(policy)
+
+    await ctx.call(queue._change_policy, add)
     return {}
 
 
@@ -816,16 +840,20 @@ async def remove_permission(ctx: Context, request: Request) -> dict[str, Any]:
     label = request.params.get("Label")
     if not label:
         raise missing("Label")
-    policy = _policy(queue)
-    kept = [s for s in policy["Statement"] if s.get("Sid") != label]
-    if len(kept) == len(policy["Statement"]):
-        # AWS words it without "on existing policy" when the queue has no policy at all
-        where = " on existing policy" if queue._attributes.get("Policy") else ""
-        raise invalid(
-            f"Value {label} for parameter Label is invalid. Reason: can't find label{where}."
-        )
-    policy["Statement"] = kept
-    await ctx.call(queue.set_attributes, {"Policy": json.dumps(policy) if kept else ""})
+
+    def remove(text: str) -> str:  # on the stored policy, in the write: see Queue._change_policy
+        policy = _policy(text, queue.arn)
+        kept = [s for s in policy["Statement"] if s.get("Sid") != label]
+        if len(kept) == len(policy["Statement"]):
+            # AWS words it without "on existing policy" when the queue has no policy at all
+            where = " on existing policy" if text else ""
+            raise errors.InvalidParameterValue(
+                f"Value {label} for parameter Label is invalid. Reason: can't find label{where}."
+            )
+        policy["Statement"] = kept
+        return json.dumps(policy) if kept else ""
+
+    await ctx.call(queue._change_policy, remove)
     return {}
 
 
