@@ -258,3 +258,29 @@ def test_a_send_committed_as_the_broker_closes_does_not_fail_on_its_wake_up(brok
     bell.close()
     q.send("committed")
     assert [m.text for m in q.receive(1)] == ["committed"]
+
+
+def test_concurrent_attribute_changes_leave_the_cached_attributes_as_stored(tmp_path):
+    # Each change is read from and written to the store in its own transaction, in some order;
+    # the process's copy was then set by each caller after its commit, in another order, so
+    # it could end on an older definition than the stored one (a Policy statement missing
+    # from GetQueueAttributes, say, though stored) until another process changed the queue.
+    with millpond.open(str(tmp_path), durability="os") as broker:
+        queue = broker.create_queue("q")
+        for round_ in range(30):
+            values = [str(100 + round_ * 10 + i) for i in range(8)]
+            start = threading.Barrier(len(values))
+
+            def change(value: str) -> None:
+                start.wait(10)
+                queue.set_attributes({"VisibilityTimeout": value})
+
+            threads = [threading.Thread(target=change, args=(v,)) for v in values]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            stored = broker._storage.read(lambda txn: broker._definition_in(txn, "q"))
+            assert queue.get_attributes()["VisibilityTimeout"] == (
+                stored["attributes"]["VisibilityTimeout"]
+            ), f"round {round_}"

@@ -6,6 +6,7 @@ never reused, so receipt handles of a deleted queue cannot touch a new queue of 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -462,10 +463,12 @@ class Broker:
             _bump_definitions_version(txn, tables.meta)
             if messages_change is not None:
                 messages_change(txn, tables, queue.queue_id, now_ms)
+            # The cached copy follows the commits in their order: set by each caller after
+            # its commit, concurrent changes could leave it on an older one than the stored.
+            self._storage.after_commit(functools.partial(queue._apply_definition, definition))
             return definition
 
         definition: dict[str, Any] = self._storage.write(update)
-        queue._apply_definition(definition)
         return definition
 
     # -- lifecycle -----------------------------------------------------------------------------
