@@ -7,9 +7,7 @@ cycles: zero or bounded growth, never timings.
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 
 import lmdb
 import pytest
@@ -18,20 +16,7 @@ import millpond
 import millpond.errors
 import millpond.wakeups
 
-
-def redrive(target: millpond.Queue, max_count: int = 1) -> dict[str, str]:
-    return {
-        "RedrivePolicy": json.dumps(
-            {"deadLetterTargetArn": target.arn, "maxReceiveCount": max_count}
-        )
-    }
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
+from .test_dead_letters import redrive, wait_for
 
 
 def _stored_move_tasks(broker: millpond.Broker) -> list[dict[str, object]]:
@@ -57,7 +42,7 @@ def test_finished_move_tasks_leave_no_thread_or_event_behind(broker):
     # A daemon that redrives a dead-letter queue now and then, for days: each task's thread
     # and wake-up event used to stay in MoveTasks' dicts after the task ended.
     dlq = broker.create_queue("dlq")
-    source = broker.create_queue("source", redrive(dlq))
+    source = broker.create_queue("source", redrive(dlq, 1))
     tasks = broker._move_tasks
     for _ in range(20):
         _redrive_once(broker, dlq, source)
@@ -71,13 +56,13 @@ def test_a_deleted_queue_takes_its_move_task_records_with_it(broker):
     # listed the deleted queue's tasks as its own.
     for i in range(15):
         dlq = broker.create_queue(f"dlq{i}")
-        source = broker.create_queue(f"source{i}", redrive(dlq))
+        source = broker.create_queue(f"source{i}", redrive(dlq, 1))
         _redrive_once(broker, dlq, source)
         broker.delete_queue(source.name)
         broker.delete_queue(dlq.name)
     assert _stored_move_tasks(broker) == []
     dlq = broker.create_queue("dlq0")
-    broker.create_queue("source0", redrive(dlq))
+    broker.create_queue("source0", redrive(dlq, 1))
     assert broker.list_message_move_tasks(dlq.arn, 10) == []
 
 
@@ -85,7 +70,7 @@ def test_a_deleted_destination_keeps_the_task_record_of_the_source(broker):
     # Only the tasks OF the deleted queue go: a task that moved messages INTO it belongs to
     # its source, which still lists it (FAILED or COMPLETED, as it ended).
     dlq = broker.create_queue("dlq")
-    source = broker.create_queue("source", redrive(dlq))
+    source = broker.create_queue("source", redrive(dlq, 1))
     _redrive_once(broker, dlq, source)
     broker.delete_queue("source")
     (task,) = broker.list_message_move_tasks(dlq.arn, 10)
@@ -120,9 +105,9 @@ def test_deleting_a_queue_that_never_dead_lettered_leaves_nothing_in_storage(bro
 
 def test_a_deleted_source_still_names_itself_on_its_dead_letters(broker):
     dlq = broker.create_queue("dlq")
-    from_start = broker.create_queue("from-start", redrive(dlq))
+    from_start = broker.create_queue("from-start", redrive(dlq, 1))
     later = broker.create_queue("later")
-    later.set_attributes(redrive(dlq))
+    later.set_attributes(redrive(dlq, 1))
     for source in (from_start, later):
         source.send(source.name)
         assert source.receive(1, visibility_timeout=0)

@@ -16,6 +16,7 @@ import pytest
 from millpond.errors import TopicNotFound
 from millpond.sns_envelope import InvalidParameter
 
+from .test_http_delivery_hunt import HOOK, confirmed
 from .test_server_sns import (
     NO_RETRY,
     Endpoint,
@@ -24,8 +25,6 @@ from .test_server_sns import (
     make_topic,
     unsigned_get,
 )
-
-HOOK = "https://example.com/hook"
 
 
 def test_a_redrive_policy_with_an_unknown_member_is_refused(broker):
@@ -48,17 +47,6 @@ def test_a_redrive_policy_with_an_unknown_member_is_refused(broker):
     assert str(info.value) == f"Invalid parameter: {reason}"
     assert "RedrivePolicy" not in sub.get_attributes()
     sub.set_attributes({"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn})})
-
-
-def confirmed(broker: Any, topic: Any, url: str = HOOK, **kwargs: Any) -> Any:
-    """An HTTPS subscription of ``topic``, confirmed with the token of its confirmation."""
-    sub = topic.subscribe(url, protocol="https", **kwargs)
-    outbox = broker._topics.http
-    (delivery,) = outbox.take()
-    assert delivery.message_type == "SubscriptionConfirmation"
-    outbox.delivered(delivery)
-    topic.confirm_subscription(json.loads(delivery.body)["Token"])
-    return sub
 
 
 def test_an_empty_topic_delivery_policy_removes_it(broker, clock):

@@ -271,16 +271,17 @@ def test_concurrent_attribute_changes_leave_the_cached_attributes_as_stored(tmp_
             values = [str(100 + round_ * 10 + i) for i in range(8)]
             start = threading.Barrier(len(values))
 
-            def change(value: str) -> None:
+            def change(value: str, start: threading.Barrier) -> None:
                 start.wait(10)
                 queue.set_attributes({"VisibilityTimeout": value})
 
-            threads = [threading.Thread(target=change, args=(v,)) for v in values]
+            threads = [threading.Thread(target=change, args=(v, start)) for v in values]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join(30)
             stored = broker._storage.read(lambda txn: broker._definition_in(txn, "q"))
-            assert queue.get_attributes()["VisibilityTimeout"] == (
-                stored["attributes"]["VisibilityTimeout"]
+            assert (
+                queue.get_attributes()["VisibilityTimeout"]
+                == (stored["attributes"]["VisibilityTimeout"])
             ), f"round {round_}"

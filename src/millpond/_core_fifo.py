@@ -32,6 +32,7 @@ An alarm left behind by a member deleted meanwhile costs one look at its group, 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -495,19 +496,25 @@ def counts(
     """(stored, in_flight, delayed), as the standard core's counts()."""
     _, stored = _load_qstate(txn, t, queue_id)
     in_flight = delayed = 0
+    for _, (visible_at, sent_ms, _, _, count, _) in _members(txn, t, queue_id):
+        if visible_at > now_ms and sent_ms >= retention_cutoff_ms:
+            if count:
+                in_flight += 1
+            else:
+                delayed += 1
+    return stored, in_flight, delayed
+
+
+def _members(txn: Any, t: Any, queue_id: int) -> Iterator[tuple[bytes, tuple[int, ...]]]:
+    """(key, unpacked state) of every member of the queue, group by group in seq order. Read
+    them all before writing any (the cursor walks the table being written)."""
     prefix = _U32.pack(queue_id)
     with txn.cursor(db=t.fifo) as cur:
         if cur.set_range(prefix):
             for key, value in cur:
                 if key[:4] != prefix:
                     break
-                visible_at, sent_ms, _, _, count, _ = _STATE.unpack(value)
-                if visible_at > now_ms and sent_ms >= retention_cutoff_ms:
-                    if count:
-                        in_flight += 1
-                    else:
-                        delayed += 1
-    return stored, in_flight, delayed
+                yield key, _STATE.unpack(value)
 
 
 def redelay(txn: Any, t: Any, queue_id: int, now_ms: int, delay_ms: int) -> int:
@@ -517,22 +524,16 @@ def redelay(txn: Any, t: Any, queue_id: int, now_ms: int, delay_ms: int) -> int:
     Members already visible or received keep their times. Re-timing never reorders a group
     (its members keep their seqs); a group whose head moved gets its vis entry re-keyed.
     """
-    prefix = _U32.pack(queue_id)
     old_heads: dict[bytes, bytes] = {}  # group -> the vis key of its head before the change
     retimed: list[tuple[bytes, bytes, bytes]] = []  # (member key, new state, group)
-    with txn.cursor(db=t.fifo) as cur:  # read first, write after (as _drain_group)
-        if cur.set_range(prefix):
-            for key, value in cur:
-                if key[:4] != prefix:
-                    break
-                g = key[4:-8]
-                visible_at, sent_ms, first_ms, last_ms, count, source = _STATE.unpack(value)
-                if g not in old_heads:  # members sort by seq: the first one is the head
-                    seq = _U64.unpack_from(key, len(key) - 8)[0]
-                    old_heads[g] = _VIS_KEY.pack(queue_id, visible_at, seq)
-                if count == 0 and visible_at > now_ms:
-                    state = _STATE.pack(sent_ms + delay_ms, sent_ms, first_ms, last_ms, 0, source)
-                    retimed.append((key, state, g))
+    for key, (visible_at, sent_ms, first_ms, last_ms, count, source) in _members(txn, t, queue_id):
+        g = key[4:-8]
+        if g not in old_heads:  # members sort by seq: the first one is the head
+            seq = _U64.unpack_from(key, len(key) - 8)[0]
+            old_heads[g] = _VIS_KEY.pack(queue_id, visible_at, seq)
+        if count == 0 and visible_at > now_ms:
+            state = _STATE.pack(sent_ms + delay_ms, sent_ms, first_ms, last_ms, 0, source)
+            retimed.append((key, state, g))
     for key, state, _ in retimed:
         txn.put(key, state, db=t.fifo)
     for g in {g for _, _, g in retimed}:
@@ -545,17 +546,11 @@ def realarm(txn: Any, t: Any, queue_id: int, now_ms: int, retention_ms: int) -> 
     lets expire before their visibility timeout ends, so that they do not hold their groups
     until then (the alarms put at their receive knew only the period of that time). Returns how
     many were alarmed. An alarm of the old period that is now too early costs a look, once."""
-    prefix = _U32.pack(queue_id)
     in_flight = []  # (group, seq, sent_ms, visible_at): read first, write after
-    with txn.cursor(db=t.fifo) as cur:
-        if cur.set_range(prefix):
-            for key, value in cur:
-                if key[:4] != prefix:
-                    break
-                visible_at, sent_ms, _, _, count, _ = _STATE.unpack(value)
-                if count and visible_at > now_ms and sent_ms + retention_ms < visible_at:
-                    seq = _U64.unpack_from(key, len(key) - 8)[0]
-                    in_flight.append((key[4:-8], seq, sent_ms, visible_at))
+    for key, (visible_at, sent_ms, _, _, count, _) in _members(txn, t, queue_id):
+        if count and visible_at > now_ms and sent_ms + retention_ms < visible_at:
+            seq = _U64.unpack_from(key, len(key) - 8)[0]
+            in_flight.append((key[4:-8], seq, sent_ms, visible_at))
     for g, seq, sent_ms, visible_at in in_flight:
         _alarm(txn, t, queue_id, g, seq, sent_ms, visible_at, retention_ms)
     return len(in_flight)
