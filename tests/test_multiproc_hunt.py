@@ -305,3 +305,39 @@ def test_concurrent_add_permissions_all_stay(tmp_path):
         assert all_at_once("remove") == set()
     finally:
         daemon.stop()
+
+
+def test_the_doorbell_watcher_sleeps_until_a_ring(tmp_path):
+    # A daemon's parked long polls learn of other processes' sends from one watcher thread.
+    # It must not poll (issue: "never busy-polls"): with polls parked and nothing sent it
+    # sleeps in a futex wait on the directory's doorbell; a ring (here from a second mapping
+    # of the same file, as another process has) wakes the poll at once.
+    import asyncio
+
+    from millpond.server.context import Notifier
+    from millpond.wakeups import Wakeups
+
+    mine, theirs = Wakeups(str(tmp_path)), Wakeups(str(tmp_path))
+    if not mine.cross_process:
+        pytest.skip("no doorbell file here (not Linux, or no C extension)")
+    checks = []
+    generation = mine.generation(7)
+
+    def rung() -> bool:
+        checks.append(time.monotonic())
+        return mine.generation(7) != generation
+
+    async def main() -> float:
+        notifier = Notifier(asyncio.get_running_loop())
+        poll = asyncio.ensure_future(notifier.wait(1, 7, 10.0, rung, mine))
+        await asyncio.sleep(0.5)  # parked, nothing sent
+        quiet = len(checks)
+        rang = time.monotonic()
+        theirs.notify(7)
+        await poll
+        assert quiet <= 3, f"{quiet} checks in 0.5 s without a ring"
+        return time.monotonic() - rang
+
+    assert asyncio.run(main()) < 0.5
+    mine.close()
+    theirs.close()

@@ -119,22 +119,42 @@ class Wakeups:
 
     def wait(self, queue_id: int, generation: int, timeout: float) -> None:
         """Sleep until ``queue_id`` is notified after ``generation`` was read, or ``timeout``."""
-        if self._bell is not None:
-            with self._cond:
-                if self._closing:
-                    return
-                self._sleepers += 1
-            try:
-                self._bell.wait(queue_id, generation, timeout)
-            finally:
-                with self._cond:
-                    self._sleepers -= 1
-                    self._cond.notify_all()
+        bell = self._bell
+        if bell is not None:
+            self._sleep(lambda: bell.wait(queue_id, generation, timeout))
             return
         with self._cond:
             self._generations.setdefault(queue_id, 0)
             if self._generations[queue_id] == generation:
                 self._cond.wait(min(timeout, FALLBACK_POLL_S))
+
+    def any_generation(self) -> int:
+        """With a doorbell file: the generation of the slot every notify of every process
+        moves (for wait_any)."""
+        assert self._bell is not None, "any_generation() needs the doorbell file"
+        return self._bell.any_generation()
+
+    def wait_any(self, generation: int, timeout: float) -> None:
+        """With a doorbell file: sleep until any queue is notified, by any process, after
+        any_generation() gave ``generation``, or ``timeout`` (one thread watching many
+        queues: the daemon's parked long polls)."""
+        bell = self._bell
+        assert bell is not None, "wait_any() needs the doorbell file"
+        self._sleep(lambda: bell.wait_any(generation, timeout))
+
+    def _sleep(self, wait: Callable[[], object]) -> None:
+        """Run a doorbell ``wait`` counted as a sleeper: close() unmaps only once none is left."""
+        with self._cond:
+            if self._closing:
+                return
+            self._sleepers += 1
+        try:
+            with contextlib.suppress(ValueError):  # the doorbell closed meanwhile
+                wait()
+        finally:
+            with self._cond:
+                self._sleepers -= 1
+                self._cond.notify_all()
 
     def close(self) -> None:
         """Wake every sleeper, wait until they are out, then unmap the doorbell.

@@ -20,6 +20,7 @@ from typing import Any
 import millpond
 from millpond.broker import Broker
 from millpond.errors import MillpondError, QueueDoesNotExist, TooManyRegions
+from millpond.wakeups import Wakeups
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 
@@ -27,9 +28,11 @@ _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 MAX_REGION_LENGTH = 50  # AWS's longest region names have 14 characters
 # Regions a daemon serves unless its config says otherwise: every AWS region name fits.
 DEFAULT_MAX_REGIONS = 64
-# How often the doorbells of parked long polls are read for sends of other processes (the
-# embedded pollers' fallback re-checks as often: wakeups.FALLBACK_POLL_S).
+# The doorbells of parked long polls are read for sends of other processes at most this
+# often (the embedded pollers' fallback re-checks as often: wakeups.FALLBACK_POLL_S); between
+# rings the watcher sleeps in a futex wait, up to DOORBELL_IDLE_S at a time.
 DOORBELL_CHECK_S = 0.01
+DOORBELL_IDLE_S = 1.0
 
 
 def valid_region(name: Any) -> bool:
@@ -49,8 +52,9 @@ class Notifier:
         self._loop = loop
         self._waiters: dict[tuple[int, int], set[asyncio.Future[None]]] = {}
         # Parked long polls that another process may wake: its sends ring the doorbell file,
-        # not this process's listeners. future -> "has its doorbell rung?", read by a thread.
-        self._doorbells: dict[asyncio.Future[None], Callable[[], bool]] = {}
+        # not this process's listeners. future -> ("has its doorbell rung?", the broker's
+        # Wakeups when it has a doorbell file), read by a thread.
+        self._doorbells: dict[asyncio.Future[None], tuple[Callable[[], bool], Wakeups | None]] = {}
         self._doorbells_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
@@ -85,14 +89,16 @@ class Notifier:
         queue_id: int,
         timeout: float,
         rung: Callable[[], bool] | None = None,
+        bell: Wakeups | None = None,
     ) -> None:
         """Until ``queue_id`` is notified in this process, ``rung()`` (the queue's doorbell
-        moved: a send of another process) turns true, or ``timeout``."""
+        moved: a send of another process) turns true, or ``timeout``. ``bell``: the broker's
+        Wakeups, when its doorbell file lets the watcher sleep until a ring."""
         future: asyncio.Future[None] = self._loop.create_future()
         waiters = self._waiters.setdefault((broker_key, queue_id), set())
         waiters.add(future)
         if rung is not None:
-            self._watch(future, rung)
+            self._watch(future, rung, bell)
         try:
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes in the same
             # loop iteration as the wake-up, and the poll of a client just gone would go on to
@@ -105,9 +111,11 @@ class Notifier:
             with self._doorbells_lock:
                 self._doorbells.pop(future, None)
 
-    def _watch(self, future: asyncio.Future[None], rung: Callable[[], bool]) -> None:
+    def _watch(
+        self, future: asyncio.Future[None], rung: Callable[[], bool], bell: Wakeups | None
+    ) -> None:
         with self._doorbells_lock:
-            self._doorbells[future] = rung
+            self._doorbells[future] = (rung, bell)
             if self._watcher is None:
                 self._watcher = threading.Thread(
                     target=self._watch_doorbells, daemon=True, name="millpond-doorbells"
@@ -116,15 +124,22 @@ class Notifier:
 
     def _watch_doorbells(self) -> None:
         """Wake the parked long polls whose doorbell rang, while any is parked. One thread
-        reads them all every DOORBELL_CHECK_S: a futex wait per poll would hold a thread each,
-        and the loop must not block."""
+        reads them all (a futex wait per poll would hold a thread each, and the loop must not
+        block), then sleeps until the next ring of the data directory's doorbell file (its
+        slot that rings with every queue's), at most once per DOORBELL_CHECK_S under load.
+        Polls of several regions (or without a doorbell file) are read every DOORBELL_CHECK_S."""
+        last_check = 0.0
         while True:
             with self._doorbells_lock:
                 if not self._doorbells:
                     self._watcher = None
                     return
                 watched = list(self._doorbells.items())
-            rung = [future for future, moved in watched if moved()]
+            bells = {id(bell): bell for _, (_, bell) in watched}
+            bell = next(iter(bells.values())) if len(bells) == 1 else None
+            # read before the checks: a ring after them ends the wait below at once
+            generation = bell.any_generation() if bell is not None else 0
+            rung = [future for future, (moved, _) in watched if moved()]
             if rung:
                 with self._doorbells_lock:
                     for future in rung:
@@ -134,7 +149,14 @@ class Notifier:
                 except RuntimeError:  # the loop is closed: nobody waits any more
                     with self._doorbells_lock:
                         self._doorbells.clear()
-            time.sleep(DOORBELL_CHECK_S)
+            now = time.monotonic()
+            pause, last_check = DOORBELL_CHECK_S - (now - last_check), now
+            if bell is None:
+                time.sleep(DOORBELL_CHECK_S)
+                continue
+            if pause > 0:  # rings come often (this process's sends ring too): a check per pause
+                time.sleep(pause)
+            bell.wait_any(generation, DOORBELL_IDLE_S)
 
 
 def _wake_futures(futures: list[asyncio.Future[None]]) -> None:

@@ -580,8 +580,13 @@ async def long_poll(
             due = (next_visible - broker.clock.now_ms()) / 1000
             remaining = min(remaining, max(due, 0.001))
         assert ctx.notifier is not None
+        wakeups = broker._wakeups
         await ctx.notifier.wait(
-            id(broker), queue.queue_id, remaining, _doorbell_rung(broker, queue, generation)
+            id(broker),
+            queue.queue_id,
+            remaining,
+            _doorbell_rung(broker, queue, generation),
+            wakeups if wakeups.cross_process else None,
         )
 
 
