@@ -123,13 +123,15 @@ def test_throttle_policy_spaces_the_deliveries_of_a_subscription(broker, clock):
 # -- through the daemon ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sns(daemon: Any) -> Any:
+@pytest.fixture(scope="module", name="sns")
+def sns_client_fixture(daemon: Any) -> Any:
+    """An SNS client of the daemon that does not retry (other test files import it too)."""
     return daemon.client("sns", config=NO_RETRY)
 
 
-@pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
+@pytest.fixture(name="endpoint")
+def http_endpoint_fixture() -> Iterator[Endpoint]:
+    """A local HTTP endpoint that records what SNS posts to it."""
     e = Endpoint()
     yield e
     e.close()

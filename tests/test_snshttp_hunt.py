@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from millpond.errors import TopicNotFound
 from millpond.sns_envelope import InvalidParameter
 
-from .test_http_delivery_hunt import HOOK, confirmed
+from .test_http_delivery_hunt import (  # noqa: F401 (fixtures)
+    HOOK,
+    confirmed,
+    http_endpoint_fixture,
+    sns_client_fixture,
+)
 from .test_server_sns import (
-    NO_RETRY,
-    Endpoint,
     confirmation,
     error_of,
     make_topic,
@@ -76,16 +77,7 @@ def test_an_empty_topic_delivery_policy_removes_it(broker, clock):
 # -- through the daemon ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sns(daemon: Any) -> Any:
-    return daemon.client("sns", config=NO_RETRY)
-
-
-@pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
-    e = Endpoint()
-    yield e
-    e.close()
+# (the daemon, its SNS client and a local HTTP endpoint: test_http_delivery_hunt's fixtures)
 
 
 def test_the_subscribe_url_is_written_as_sns_writes_it(sns, endpoint, daemon):
