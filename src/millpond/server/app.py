@@ -292,6 +292,8 @@ class App:
                     authenticated = False  # the URLs in SNS messages are fetched unsigned
                 else:
                     verified = sigv4.check(scope, body, self.ctx.credentials, service)
+            if service == "sqs":
+                codec.check_action(action, handlers, scope["path"], self.ctx.account_id)
             params = codec.parse(
                 action, {k: v for k, v in flat.items() if not k.startswith("X-Amz-")}
             )

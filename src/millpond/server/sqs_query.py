@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Container
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -52,6 +53,24 @@ _ENTRY_HEADS = frozenset(
 )
 _INDEX = re.compile(r"[1-9][0-9]{0,8}")
 _PROTOCOL_KEYS = ("Action", "Version")
+# Actions SQS takes at its endpoint only: a queue's URL (where the query protocol sends the
+# queue's own actions, and GetQueueUrl) refuses them (AWS-validated: LocalStack's
+# test_get_create_queue_fails and test_get_list_queues_fails).
+_ENDPOINT_ONLY = frozenset(("CreateQueue", "ListQueues"))
+
+
+def check_action(action: str, actions: Container[str], path: str, account_id: str) -> None:
+    """Refuse an action SQS does not have, or one this URL does not take, with SQS's words
+    (AWS-validated: "The action FooBar is not valid for this endpoint.")."""
+    if action not in actions or (action in _ENDPOINT_ONLY and _is_queue_url(path, account_id)):
+        raise AwsError("InvalidAction", f"The action {action} is not valid for this endpoint.")
+
+
+def _is_queue_url(path: str, account_id: str) -> bool:
+    """Whether a request path is a queue's (``/<account>/<name>``), not, say, the endpoint
+    behind a proxy's path prefix."""
+    parts = [part for part in path.split("/") if part]
+    return len(parts) == 2 and parts[0] == account_id
 
 
 def parse(action: str, form: dict[str, str]) -> dict[str, Any]:
