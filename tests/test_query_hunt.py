@@ -65,3 +65,18 @@ def test_create_queue_and_list_queues_are_refused_at_a_queue_url(daemon: Any) ->
             daemon, {"Action": "ListQueues", "QueueNamePrefix": name, **SQS}, endpoint
         )
         assert status == 200 and [u.endswith(path) for u in xml_text(body, "QueueUrl")] == [True]
+
+
+def test_an_empty_result_is_one_empty_element(daemon: Any) -> None:
+    # AWS-validated (test_get_send_and_receive_messages): a receive from an empty queue answers
+    # "<ReceiveMessageResult/>"; millpond wrote "<ReceiveMessageResult></ReceiveMessageResult>",
+    # which clients that read SQS's XML as text (scripts, the test itself) did not recognise.
+    _, path = _queue(daemon)
+    status, _, body = raw_query(daemon, {"Action": "ReceiveMessage", **SQS}, path, "GET")
+    assert status == 200 and b"<ReceiveMessageResult/><ResponseMetadata>" in body, body
+    status, _, body = raw_query(daemon, {"Action": "ListQueues", "QueueNamePrefix": "none-", **SQS})
+    assert status == 200 and b"<ListQueuesResult/>" in body, body
+    status, _, body = raw_query(daemon, {"Action": "SendMessage", "MessageBody": "m", **SQS}, path)
+    assert status == 200, body
+    status, _, body = raw_query(daemon, {"Action": "ReceiveMessage", **SQS}, path, "GET")
+    assert xml_text(body, "Body") == ["m"] and b"<ReceiveMessageResult><Message>" in body

@@ -267,7 +267,12 @@ def response(action: str, result: dict[str, Any], request_id: str) -> bytes:
     """The XML body of a successful ``action``."""
     metadata = f"<ResponseMetadata><RequestId>{_escape(request_id)}</RequestId></ResponseMetadata>"
     if action in _WITH_RESULT:
-        body = f"<{action}Result>{_members(result, action)}</{action}Result>{metadata}"
+        members = _members(result, action)
+        # nothing in it: one empty element, as SQS writes it (<ReceiveMessageResult/>)
+        result_element = (
+            f"<{action}Result>{members}</{action}Result>" if members else f"<{action}Result/>"
+        )
+        body = result_element + metadata
     else:
         body = metadata
     return (
