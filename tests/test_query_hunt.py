@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .test_server_sqs import raw_query, xml_text
+from .test_server_sqs import raw, raw_query, xml_text
 
 ACCOUNT = "123456789012"
 SQS = {"Version": "2012-11-05"}
@@ -80,3 +80,18 @@ def test_an_empty_result_is_one_empty_element(daemon: Any) -> None:
     assert status == 200, body
     status, _, body = raw_query(daemon, {"Action": "ReceiveMessage", **SQS}, path, "GET")
     assert xml_text(body, "Body") == ["m"] and b"<ReceiveMessageResult><Message>" in body
+
+
+def test_a_get_with_no_parameters_is_an_unknown_operation(daemon: Any) -> None:
+    # AWS-validated (test_get_without_query_returns_unknown_operation, and ..._json_format_...
+    # with Accept: application/json): a GET of a queue's URL with no query answers 404
+    # "<UnknownOperationException/>", AWS's front end's answer to a request naming no operation
+    # (the JS SDK v2 reads it as code UnknownOperation). millpond answered 400 MissingAction.
+    _, path = _queue(daemon)
+    for where, headers in ((path, {}), (path, {"Accept": "application/json"}), ("/", {})):
+        status, got, body = raw(daemon, "GET", where, b"", headers)
+        assert (status, body) == (404, b"<UnknownOperationException/>\n"), body
+        assert got.get("x-amzn-requestid")
+    # parameters but no Action: still MissingAction
+    status, _, body = raw_query(daemon, {**SQS}, path, "GET")
+    assert status == 400 and b"<Code>MissingAction</Code>" in body, body

@@ -263,6 +263,12 @@ class App:
             ).items():
                 form.setdefault(key, []).extend(values)
         flat = {k: v[-1] for k, v in form.items()}
+        if method == "GET" and not flat:
+            # A GET with no parameters is no API call: AWS's front end answers it (a GET of a
+            # queue's URL, AWS-validated) 404 <UnknownOperationException/>, in XML whatever the
+            # Accept header, with no Content-Type.
+            await _respond(send, 404, [id_header], b"<UnknownOperationException/>\n")
+            return "sqs", UNKNOWN_ACTION
         version = flat.get("Version", "")
         credential_text = _text(headers, b"authorization") or flat.get("X-Amz-Credential", "")
         scope_service = (credential_text.split("/") + ["", "", "", ""])[3]
