@@ -411,3 +411,56 @@ def test_a_send_over_the_daemons_frame_limit_is_message_too_long(
         with pytest.raises(errors.MessageTooLong):
             queue.send_batch([body])
         assert client.list_queues(name) == [name]  # the connection goes on
+
+
+_NOT_STR_KEYS = [
+    ("set_attributes", lambda queue: queue.set_attributes({1: "x"})),
+    ("tag", lambda queue: queue.tag({None: "x"})),
+    ("send", lambda queue: queue.send(b"x", attributes={("a", "b"): {"DataType": "String"}})),
+    ("send_batch", lambda queue: queue.send_batch([{"body": b"x", 2: 3}])),
+]
+
+
+@pytest.mark.parametrize(("method", "call"), _NOT_STR_KEYS, ids=[m for m, _ in _NOT_STR_KEYS])
+def test_a_dict_key_that_is_not_text_is_refused_alone(
+    daemon: Daemon, name: str, method: str, call: Any
+) -> None:
+    # The embedded methods refuse a dict with a key that is not a str (an InvalidInputError:
+    # "Unknown Attribute 1.", say). The client sent it, and the daemon, which unpacks map keys
+    # as text only, took the request for a protocol breach and closed the connection: the
+    # caller got ProtocolError, and every other call in flight on the shared Client was cut.
+    with millpond.connect(daemon.native_url) as client:
+        queue = client.create_queue(name)
+        polls: list[Any] = []
+
+        def poll() -> None:
+            try:
+                polls.append(queue.receive(1, wait_seconds=5))
+            except Exception as exc:  # noqa: BLE001 - the test looks at it
+                polls.append(exc)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        time.sleep(0.2)
+        with pytest.raises(errors.InvalidInputError, match="key"):
+            call(queue)
+        queue.send(b"wake")
+        poller.join(5)
+        assert [m.body for m in polls[0]] == [b"wake"]
+        assert queue.tags() == {}
+
+
+def test_the_async_client_refuses_a_dict_key_that_is_not_text_alone(
+    daemon: Daemon, name: str
+) -> None:
+    async def scenario() -> None:
+        async with await AsyncClient.open("127.0.0.1", _port(daemon)) as broker:
+            queue = await broker.create_queue(name)
+            poll = asyncio.ensure_future(queue.receive(1, wait_seconds=5))
+            await asyncio.sleep(0.2)
+            with pytest.raises(errors.InvalidInputError, match="key"):
+                await queue.set_attributes({1: "x"})
+            await queue.send(b"wake")
+            assert [m.body for m in await poll] == [b"wake"]
+
+    asyncio.run(scenario())

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import msgpack
 
-from millpond.errors import BrokerClosed, ConnectionLost, InvalidParameterValue, MillpondError
+from millpond.errors import BrokerClosed, ConnectionLost, MillpondError
 from millpond.native import errors, frames
 from millpond.native.aio_proxies import (
     AsyncRemoteFifoQueue,
@@ -142,10 +142,7 @@ class _Connection(asyncio.Protocol):
         if self.error is not None:
             raise ConnectionLost(str(self.error))
         rid = next(self.ids)
-        try:
-            data = frames.frame(msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True))
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
+        data = frames.request(rid, op, target, args, kwargs)
         if len(data) - 4 > self.max_request:
             raise frames.request_too_long(op, len(data) - 4, self.max_request)
         if not self._writable.is_set():  # the daemon reads slower than we write: wait

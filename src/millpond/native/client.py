@@ -25,8 +25,6 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-import msgpack
-
 from millpond.errors import BrokerClosed, ConnectionLost, InvalidParameterValue, MillpondError
 from millpond.native import errors, frames
 from millpond.native.errors import ProtocolError
@@ -96,10 +94,7 @@ class _Connection:
 
     def call(self, op: str, target: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
         rid = next(self._ids)  # itertools.count: atomic under the GIL
-        try:
-            data = frames.frame(msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True))
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
+        data = frames.request(rid, op, target, args, kwargs)
         if len(data) - 4 > self.max_request:
             raise frames.request_too_long(op, len(data) - 4, self.max_request)
         slot = _Slot(rid, long_poll=op == "queue.receive")

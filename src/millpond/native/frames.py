@@ -86,6 +86,36 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
+def request(rid: int, op: str, target: Any, args: list[Any], kwargs: dict[str, Any]) -> bytes:
+    """A client's request frame; raises InvalidParameterValue for an argument the daemon
+    cannot take (that call alone fails: a frame the daemon cannot unpack closes the
+    connection, and every other call in flight on it)."""
+    try:
+        payload = msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
+    _refuse_keys_not_text(op, [args, kwargs])  # after packb, which bounds the nesting
+    return frame(payload)
+
+
+def _refuse_keys_not_text(op: str, value: Any) -> None:
+    """Raise InvalidParameterValue for a dict key in ``value`` that is not text: the daemon
+    unpacks map keys as str or bytes only (msgpack's strict_map_key, against hash flooding)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, nested in item.items():
+                if not isinstance(key, (str, bytes, bytearray, memoryview)):
+                    raise InvalidParameterValue(
+                        f"An argument of {op} cannot be sent: a dict key must be str, "
+                        f"not {key!r:.100}"
+                    )
+                stack.append(nested)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
 def pack_ext(code: int, fields: list[Any]) -> msgpack.ExtType:
     return msgpack.ExtType(code, msgpack.packb(fields, use_bin_type=True))
 
