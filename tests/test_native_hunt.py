@@ -464,3 +464,42 @@ def test_the_async_client_refuses_a_dict_key_that_is_not_text_alone(
             assert [m.body for m in await poll] == [b"wake"]
 
     asyncio.run(scenario())
+
+
+def test_a_long_poll_cut_by_close_raises_broker_closed(daemon: Daemon, name: str) -> None:
+    # A consumer thread stops on BrokerClosed when the broker is closed under its long poll
+    # (the embedded broker raises it, as it does for any later call). The native client
+    # raised ConnectionLost there, the network error a consumer retries on.
+    client = millpond.connect(daemon.native_url)
+    queue = client.create_queue(name)
+    polls: list[Any] = []
+
+    def poll() -> None:
+        try:
+            polls.append(queue.receive(1, wait_seconds=10))
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            polls.append(exc)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.2)
+    connection = client._connection  # as a call in another thread has it, about to send
+    assert connection is not None
+    client.close()
+    poller.join(5)
+    assert len(polls) == 1 and isinstance(polls[0], errors.BrokerClosed), polls
+    with pytest.raises(errors.BrokerClosed):
+        connection.call("list_queues", None, [], {})
+
+
+def test_an_async_long_poll_cut_by_close_raises_broker_closed(daemon: Daemon, name: str) -> None:
+    async def scenario() -> None:
+        broker = await AsyncClient.open("127.0.0.1", _port(daemon))
+        queue = await broker.create_queue(name)
+        poll = asyncio.ensure_future(queue.receive(1, wait_seconds=10))
+        await asyncio.sleep(0.2)
+        await broker.close()
+        with pytest.raises(errors.BrokerClosed):
+            await asyncio.wait_for(poll, 5)
+
+    asyncio.run(scenario())

@@ -51,6 +51,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# The errors fail() raises in each waiting call as a fresh instance (an instance raised in
+# several threads would gather all their tracebacks); the daemon's are raised as they came.
+_OWN_ERRORS = (ConnectionLost, BrokerClosed)
+
+
 class _Slot:
     """One call awaiting its answer. ``lock`` is held from creation and released to wake the
     caller: with its answer, or with the reader's role handed on to it."""
@@ -100,7 +105,7 @@ class _Connection:
         slot = _Slot(rid, long_poll=op == "queue.receive")
         with self._state:
             if self.error is not None:
-                raise ConnectionLost(str(self.error))
+                raise frames.not_sent(self.error)
             self._pending[rid] = slot
         try:
             with self._send_lock:
@@ -253,7 +258,7 @@ class _Connection:
                 self.error = exc
             for slot in self._pending.values():
                 slot.done, slot.ok = True, False
-                slot.value = type(exc)(str(exc)) if isinstance(exc, ConnectionLost) else exc
+                slot.value = type(exc)(str(exc)) if isinstance(exc, _OWN_ERRORS) else exc
                 if slot is not self._reader:
                     slot.lock.release()
             self._pending.clear()
@@ -464,14 +469,15 @@ class Client:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; calls still in flight fail with ConnectionLost."""
+        """Close the connection; calls still in flight fail with BrokerClosed, as the embedded
+        broker's do (a consumer stops on it, where it would retry on ConnectionLost)."""
         with self._lock:
             self._closed = True
             connection, self._connection = self._connection, None
         if connection is not None and connection.pid != _process_id:
             connection.let_go()  # the parent's, inherited through fork(): left as it is
         elif connection is not None:
-            connection.fail(ConnectionLost("the client was closed"))
+            connection.fail(BrokerClosed("the client was closed"))
 
     def __enter__(self) -> Client:
         return self

@@ -38,7 +38,13 @@ from typing import Any
 
 import msgpack
 
-from millpond.errors import InvalidParameterValue, MessageTooLong
+from millpond.errors import (
+    BrokerClosed,
+    ConnectionLost,
+    InvalidParameterValue,
+    MessageTooLong,
+    MillpondError,
+)
 
 VERSION = 1
 HEADER = struct.Struct(">I")
@@ -166,6 +172,12 @@ def cancel(rid: int, of: int) -> bytes:
 
 def too_long(size: int, limit: int) -> str:
     return f"frame of {size} bytes is over the limit of {limit} bytes"
+
+
+def not_sent(error: MillpondError) -> MillpondError:
+    """What a call raises, unsent, on a connection that failed with ``error``: BrokerClosed
+    once the client was closed (as the embedded broker's calls then), else ConnectionLost."""
+    return (BrokerClosed if isinstance(error, BrokerClosed) else ConnectionLost)(str(error))
 
 
 _SENDS = frozenset(("queue.send", "queue.send_batch", "queue.send_batch_detailed"))
