@@ -503,3 +503,29 @@ def test_an_async_long_poll_cut_by_close_raises_broker_closed(daemon: Daemon, na
             await asyncio.wait_for(poll, 5)
 
     asyncio.run(scenario())
+
+
+def test_a_connection_past_the_daemons_limit_is_told_so() -> None:
+    # Past its connection limit (half its file descriptors) the daemon answers a connection
+    # with "too many connections" in place of its greeting. The clients took that for a port
+    # that is no millpond daemon ("not a millpond native port of version 1"), and raised
+    # ProtocolError, not the ConnectionLost of any other connection that cannot be made.
+    from types import SimpleNamespace
+
+    from millpond.native.server import NativeServer
+
+    async def scenario() -> None:
+        server = NativeServer(SimpleNamespace(credentials={}), max_connections=1)  # type: ignore[arg-type]
+        port = await server.listen("127.0.0.1", 0)
+        server.ready()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readexactly(4)  # greeted: the one place is taken
+        with pytest.raises(errors.ConnectionLost, match="too many connections"):
+            await AsyncClient.open("127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        with pytest.raises(errors.ConnectionLost, match="too many connections"):
+            await loop.run_in_executor(None, lambda: Client("127.0.0.1", port))
+        writer.close()
+        await server.stop(timeout=1)
+
+    asyncio.run(scenario())

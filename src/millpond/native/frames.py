@@ -223,8 +223,14 @@ def hello(
 ) -> bytes:
     """The client's hello frame (request id 1) answering the daemon's ``greeting``.
 
-    Raises ValueError when the greeting is not a millpond daemon's of this version.
+    Raises ConnectionLost when the daemon refused the connection (an error said in place of
+    the greeting: too many connections), ValueError when the greeting is not a millpond
+    daemon's of this version.
     """
+    if isinstance(greeting, list) and len(greeting) == 3 and greeting[:2] == [CONNECTION, ERROR]:
+        from millpond.native import errors  # errors imports nothing of this module's
+
+        raise ConnectionLost(f"the daemon refused the connection: {errors.decode(greeting[2])}")
     if not isinstance(greeting, dict) or greeting.get("millpond") != VERSION:
         raise ValueError(f"not a millpond native port of version {VERSION}: {greeting!r:.100}")
     options: dict[str, Any] = {"version": VERSION, "region": region}
