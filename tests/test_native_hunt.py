@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -529,3 +530,30 @@ def test_a_connection_past_the_daemons_limit_is_told_so() -> None:
         await server.stop(timeout=1)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_while_the_client_reconnects_can_use_it(daemon: Daemon, name: str) -> None:
+    # A thread of the parent was reconnecting (a daemon restart) as the process forked (a
+    # pre-fork server starting a worker): the child inherited the Client's lock held by a
+    # thread it does not have, and its first call, which connects anew, waited for ever.
+    with millpond.connect(daemon.native_url) as client:
+        queue = client.create_queue(name)
+        read_fd, write_fd = os.pipe()
+        with client._lock:  # held as _reconnect holds it while it connects
+            pid = os.fork()
+            if pid == 0:  # the child: never return into pytest
+                try:
+                    signal.alarm(3)  # a call that hangs must not hang the test
+                    os.close(read_fd)
+                    queue.send("from the child")
+                    client.close()
+                    os.write(write_fd, b"sent")
+                finally:
+                    os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as answer:
+            child_said = answer.read()
+        os.waitpid(pid, 0)
+        assert child_said == b"sent"
+        assert [m.text for m in queue.receive(1)] == ["from the child"]

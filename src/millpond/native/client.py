@@ -21,6 +21,7 @@ import os
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -42,9 +43,18 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)  # POSIX; elsewhere the first 
 _process_id = os.getpid()  # kept current across fork() without a getpid() per call
 
 
+# Every Client of this process, for _after_fork_in_child.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
 def _after_fork_in_child() -> None:
     global _process_id
     _process_id = os.getpid()
+    # A parent thread may have held a Client's lock as the process forked (reconnecting): that
+    # thread is not in the child, and the child's first call, which connects anew, would wait
+    # for it for ever.
+    for client in list(_clients):
+        client._lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -309,9 +319,10 @@ class Client:
         self.host, self.port = host, port
         self._options = (region, access_key_id, secret_access_key, connect_timeout, max_frame)
         self._tls = tls_context(tls)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # for (re)connecting and closing
         self._closed = False
         self._connection: _Connection | None = None
+        _clients.add(self)
         kinds = (RemoteQueue, RemoteFifoQueue, RemoteTopic, RemoteSubscription)
         self._ext_hook = ext_hook(self, kinds)
         info = self._connect()
