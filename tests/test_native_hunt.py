@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -411,3 +412,148 @@ def test_a_send_over_the_daemons_frame_limit_is_message_too_long(
         with pytest.raises(errors.MessageTooLong):
             queue.send_batch([body])
         assert client.list_queues(name) == [name]  # the connection goes on
+
+
+_NOT_STR_KEYS = [
+    ("set_attributes", lambda queue: queue.set_attributes({1: "x"})),
+    ("tag", lambda queue: queue.tag({None: "x"})),
+    ("send", lambda queue: queue.send(b"x", attributes={("a", "b"): {"DataType": "String"}})),
+    ("send_batch", lambda queue: queue.send_batch([{"body": b"x", 2: 3}])),
+]
+
+
+@pytest.mark.parametrize(("method", "call"), _NOT_STR_KEYS, ids=[m for m, _ in _NOT_STR_KEYS])
+def test_a_dict_key_that_is_not_text_is_refused_alone(
+    daemon: Daemon, name: str, method: str, call: Any
+) -> None:
+    # The embedded methods refuse a dict with a key that is not a str (an InvalidInputError:
+    # "Unknown Attribute 1.", say). The client sent it, and the daemon, which unpacks map keys
+    # as text only, took the request for a protocol breach and closed the connection: the
+    # caller got ProtocolError, and every other call in flight on the shared Client was cut.
+    with millpond.connect(daemon.native_url) as client:
+        queue = client.create_queue(name)
+        polls: list[Any] = []
+
+        def poll() -> None:
+            try:
+                polls.append(queue.receive(1, wait_seconds=5))
+            except Exception as exc:  # noqa: BLE001 - the test looks at it
+                polls.append(exc)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        time.sleep(0.2)
+        with pytest.raises(errors.InvalidInputError, match="key"):
+            call(queue)
+        queue.send(b"wake")
+        poller.join(5)
+        assert [m.body for m in polls[0]] == [b"wake"]
+        assert queue.tags() == {}
+
+
+def test_the_async_client_refuses_a_dict_key_that_is_not_text_alone(
+    daemon: Daemon, name: str
+) -> None:
+    async def scenario() -> None:
+        async with await AsyncClient.open("127.0.0.1", _port(daemon)) as broker:
+            queue = await broker.create_queue(name)
+            poll = asyncio.ensure_future(queue.receive(1, wait_seconds=5))
+            await asyncio.sleep(0.2)
+            with pytest.raises(errors.InvalidInputError, match="key"):
+                await queue.set_attributes({1: "x"})
+            await queue.send(b"wake")
+            assert [m.body for m in await poll] == [b"wake"]
+
+    asyncio.run(scenario())
+
+
+def test_a_long_poll_cut_by_close_raises_broker_closed(daemon: Daemon, name: str) -> None:
+    # A consumer thread stops on BrokerClosed when the broker is closed under its long poll
+    # (the embedded broker raises it, as it does for any later call). The native client
+    # raised ConnectionLost there, the network error a consumer retries on.
+    client = millpond.connect(daemon.native_url)
+    queue = client.create_queue(name)
+    polls: list[Any] = []
+
+    def poll() -> None:
+        try:
+            polls.append(queue.receive(1, wait_seconds=10))
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            polls.append(exc)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.2)
+    connection = client._connection  # as a call in another thread has it, about to send
+    assert connection is not None
+    client.close()
+    poller.join(5)
+    assert len(polls) == 1 and isinstance(polls[0], errors.BrokerClosed), polls
+    with pytest.raises(errors.BrokerClosed):
+        connection.call("list_queues", None, [], {})
+
+
+def test_an_async_long_poll_cut_by_close_raises_broker_closed(daemon: Daemon, name: str) -> None:
+    async def scenario() -> None:
+        broker = await AsyncClient.open("127.0.0.1", _port(daemon))
+        queue = await broker.create_queue(name)
+        poll = asyncio.ensure_future(queue.receive(1, wait_seconds=10))
+        await asyncio.sleep(0.2)
+        await broker.close()
+        with pytest.raises(errors.BrokerClosed):
+            await asyncio.wait_for(poll, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_past_the_daemons_limit_is_told_so() -> None:
+    # Past its connection limit (half its file descriptors) the daemon answers a connection
+    # with "too many connections" in place of its greeting. The clients took that for a port
+    # that is no millpond daemon ("not a millpond native port of version 1"), and raised
+    # ProtocolError, not the ConnectionLost of any other connection that cannot be made.
+    from types import SimpleNamespace
+
+    from millpond.native.server import NativeServer
+
+    async def scenario() -> None:
+        server = NativeServer(SimpleNamespace(credentials={}), max_connections=1)  # type: ignore[arg-type]
+        port = await server.listen("127.0.0.1", 0)
+        server.ready()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readexactly(4)  # greeted: the one place is taken
+        with pytest.raises(errors.ConnectionLost, match="too many connections"):
+            await AsyncClient.open("127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        with pytest.raises(errors.ConnectionLost, match="too many connections"):
+            await loop.run_in_executor(None, lambda: Client("127.0.0.1", port))
+        writer.close()
+        await server.stop(timeout=1)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_while_the_client_reconnects_can_use_it(daemon: Daemon, name: str) -> None:
+    # A thread of the parent was reconnecting (a daemon restart) as the process forked (a
+    # pre-fork server starting a worker): the child inherited the Client's lock held by a
+    # thread it does not have, and its first call, which connects anew, waited for ever.
+    with millpond.connect(daemon.native_url) as client:
+        queue = client.create_queue(name)
+        read_fd, write_fd = os.pipe()
+        with client._lock:  # held as _reconnect holds it while it connects
+            pid = os.fork()
+            if pid == 0:  # the child: never return into pytest
+                try:
+                    signal.alarm(3)  # a call that hangs must not hang the test
+                    os.close(read_fd)
+                    queue.send("from the child")
+                    client.close()
+                    os.write(write_fd, b"sent")
+                finally:
+                    os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as answer:
+            child_said = answer.read()
+        os.waitpid(pid, 0)
+        assert child_said == b"sent"
+        assert [m.text for m in queue.receive(1)] == ["from the child"]

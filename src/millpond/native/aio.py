@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import msgpack
 
-from millpond.errors import BrokerClosed, ConnectionLost, InvalidParameterValue, MillpondError
+from millpond.errors import BrokerClosed, ConnectionLost, MillpondError
 from millpond.native import errors, frames
 from millpond.native.aio_proxies import (
     AsyncRemoteFifoQueue,
@@ -140,18 +140,15 @@ class _Connection(asyncio.Protocol):
 
     async def call(self, op: str, target: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if self.error is not None:
-            raise ConnectionLost(str(self.error))
+            raise frames.not_sent(self.error)
         rid = next(self.ids)
-        try:
-            data = frames.frame(msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True))
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
+        data = frames.request(rid, op, target, args, kwargs)
         if len(data) - 4 > self.max_request:
             raise frames.request_too_long(op, len(data) - 4, self.max_request)
         if not self._writable.is_set():  # the daemon reads slower than we write: wait
             await self._writable.wait()
             if self.error is not None:
-                raise ConnectionLost(str(self.error))
+                raise frames.not_sent(self.error)
         future = asyncio.get_running_loop().create_future()
         self.pending[rid] = future
         if op == "queue.receive":
@@ -377,11 +374,12 @@ class AsyncClient:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the connection; calls still in flight fail with ConnectionLost."""
+        """Close the connection; calls still in flight fail with BrokerClosed, as the embedded
+        broker's do (a consumer stops on it, where it would retry on ConnectionLost)."""
         self._closed = True
         connection, self._connection = self._connection, None
         if connection is not None:
-            connection.fail(ConnectionLost("the client was closed"))
+            connection.fail(BrokerClosed("the client was closed"))
 
     async def __aenter__(self) -> AsyncClient:
         return self

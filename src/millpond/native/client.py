@@ -21,11 +21,10 @@ import os
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
-
-import msgpack
 
 from millpond.errors import BrokerClosed, ConnectionLost, InvalidParameterValue, MillpondError
 from millpond.native import errors, frames
@@ -44,13 +43,27 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)  # POSIX; elsewhere the first 
 _process_id = os.getpid()  # kept current across fork() without a getpid() per call
 
 
+# Every Client of this process, for _after_fork_in_child.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
 def _after_fork_in_child() -> None:
     global _process_id
     _process_id = os.getpid()
+    # A parent thread may have held a Client's lock as the process forked (reconnecting): that
+    # thread is not in the child, and the child's first call, which connects anew, would wait
+    # for it for ever.
+    for client in list(_clients):
+        client._lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# The errors fail() raises in each waiting call as a fresh instance (an instance raised in
+# several threads would gather all their tracebacks); the daemon's are raised as they came.
+_OWN_ERRORS = (ConnectionLost, BrokerClosed)
 
 
 class _Slot:
@@ -96,16 +109,13 @@ class _Connection:
 
     def call(self, op: str, target: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
         rid = next(self._ids)  # itertools.count: atomic under the GIL
-        try:
-            data = frames.frame(msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True))
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
+        data = frames.request(rid, op, target, args, kwargs)
         if len(data) - 4 > self.max_request:
             raise frames.request_too_long(op, len(data) - 4, self.max_request)
         slot = _Slot(rid, long_poll=op == "queue.receive")
         with self._state:
             if self.error is not None:
-                raise ConnectionLost(str(self.error))
+                raise frames.not_sent(self.error)
             self._pending[rid] = slot
         try:
             with self._send_lock:
@@ -258,7 +268,7 @@ class _Connection:
                 self.error = exc
             for slot in self._pending.values():
                 slot.done, slot.ok = True, False
-                slot.value = type(exc)(str(exc)) if isinstance(exc, ConnectionLost) else exc
+                slot.value = type(exc)(str(exc)) if isinstance(exc, _OWN_ERRORS) else exc
                 if slot is not self._reader:
                     slot.lock.release()
             self._pending.clear()
@@ -309,9 +319,10 @@ class Client:
         self.host, self.port = host, port
         self._options = (region, access_key_id, secret_access_key, connect_timeout, max_frame)
         self._tls = tls_context(tls)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # for (re)connecting and closing
         self._closed = False
         self._connection: _Connection | None = None
+        _clients.add(self)
         kinds = (RemoteQueue, RemoteFifoQueue, RemoteTopic, RemoteSubscription)
         self._ext_hook = ext_hook(self, kinds)
         info = self._connect()
@@ -469,14 +480,15 @@ class Client:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; calls still in flight fail with ConnectionLost."""
+        """Close the connection; calls still in flight fail with BrokerClosed, as the embedded
+        broker's do (a consumer stops on it, where it would retry on ConnectionLost)."""
         with self._lock:
             self._closed = True
             connection, self._connection = self._connection, None
         if connection is not None and connection.pid != _process_id:
             connection.let_go()  # the parent's, inherited through fork(): left as it is
         elif connection is not None:
-            connection.fail(ConnectionLost("the client was closed"))
+            connection.fail(BrokerClosed("the client was closed"))
 
     def __enter__(self) -> Client:
         return self

@@ -38,7 +38,13 @@ from typing import Any
 
 import msgpack
 
-from millpond.errors import InvalidParameterValue, MessageTooLong
+from millpond.errors import (
+    BrokerClosed,
+    ConnectionLost,
+    InvalidParameterValue,
+    MessageTooLong,
+    MillpondError,
+)
 
 VERSION = 1
 HEADER = struct.Struct(">I")
@@ -84,6 +90,36 @@ def tune(sock: Any) -> None:
 def frame(payload: bytes) -> bytes:
     """``payload`` with its length prefix."""
     return HEADER.pack(len(payload)) + payload
+
+
+def request(rid: int, op: str, target: Any, args: list[Any], kwargs: dict[str, Any]) -> bytes:
+    """A client's request frame; raises InvalidParameterValue for an argument the daemon
+    cannot take (that call alone fails: a frame the daemon cannot unpack closes the
+    connection, and every other call in flight on it)."""
+    try:
+        payload = msgpack.packb([rid, op, target, args, kwargs], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidParameterValue(f"An argument of {op} cannot be sent: {exc}") from None
+    _refuse_keys_not_text(op, [args, kwargs])  # after packb, which bounds the nesting
+    return frame(payload)
+
+
+def _refuse_keys_not_text(op: str, value: Any) -> None:
+    """Raise InvalidParameterValue for a dict key in ``value`` that is not text: the daemon
+    unpacks map keys as str or bytes only (msgpack's strict_map_key, against hash flooding)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, nested in item.items():
+                if not isinstance(key, (str, bytes, bytearray, memoryview)):
+                    raise InvalidParameterValue(
+                        f"An argument of {op} cannot be sent: a dict key must be str, "
+                        f"not {key!r:.100}"
+                    )
+                stack.append(nested)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
 
 
 def pack_ext(code: int, fields: list[Any]) -> msgpack.ExtType:
@@ -138,6 +174,12 @@ def too_long(size: int, limit: int) -> str:
     return f"frame of {size} bytes is over the limit of {limit} bytes"
 
 
+def not_sent(error: MillpondError) -> MillpondError:
+    """What a call raises, unsent, on a connection that failed with ``error``: BrokerClosed
+    once the client was closed (as the embedded broker's calls then), else ConnectionLost."""
+    return (BrokerClosed if isinstance(error, BrokerClosed) else ConnectionLost)(str(error))
+
+
 _SENDS = frozenset(("queue.send", "queue.send_batch", "queue.send_batch_detailed"))
 
 
@@ -181,8 +223,14 @@ def hello(
 ) -> bytes:
     """The client's hello frame (request id 1) answering the daemon's ``greeting``.
 
-    Raises ValueError when the greeting is not a millpond daemon's of this version.
+    Raises ConnectionLost when the daemon refused the connection (an error said in place of
+    the greeting: too many connections), ValueError when the greeting is not a millpond
+    daemon's of this version.
     """
+    if isinstance(greeting, list) and len(greeting) == 3 and greeting[:2] == [CONNECTION, ERROR]:
+        from millpond.native import errors  # errors imports nothing of this module's
+
+        raise ConnectionLost(f"the daemon refused the connection: {errors.decode(greeting[2])}")
     if not isinstance(greeting, dict) or greeting.get("millpond") != VERSION:
         raise ValueError(f"not a millpond native port of version {VERSION}: {greeting!r:.100}")
     options: dict[str, Any] = {"version": VERSION, "region": region}
