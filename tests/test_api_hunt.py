@@ -16,6 +16,7 @@ import millpond
 from millpond import errors, storage
 
 from .daemon import Daemon, native_daemon_fixture  # noqa: F401 (fixture)
+from .test_native_hunt import send_from_a_forked_child
 
 
 def test_aws_service_error_survives_pickling() -> None:
@@ -278,21 +279,7 @@ def test_a_forked_child_using_the_native_client_leaves_the_parents_connection_al
         deadline = time.monotonic() + 5
         while not client._connection._pending and time.monotonic() < deadline:
             time.sleep(0.01)  # until the long poll is in flight, its reader in recv()
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never return into pytest
-            try:
-                signal.alarm(5)  # a call that hangs must not hang the test
-                os.close(read_fd)
-                queue.send("from the child")
-                client.close()
-                os.write(write_fd, b"sent")
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd, "rb") as answer:
-            child_said = answer.read()
-        os.waitpid(pid, 0)
+        child_said = send_from_a_forked_child(client, queue, alarm_seconds=5)
         poll.join(10)
         assert child_said == b"sent"
         assert polled == [["from the child"]]

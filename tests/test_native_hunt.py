@@ -42,6 +42,43 @@ def _port(daemon: Daemon) -> int:
     return daemon.native_port
 
 
+def _polling(queue: Any, wait_seconds: int) -> tuple[threading.Thread, list[Any]]:
+    """A thread long-polling ``queue`` for one message; what the receive returned or raised
+    lands in the list."""
+    polls: list[Any] = []
+
+    def poll() -> None:
+        try:
+            polls.append(queue.receive(1, wait_seconds=wait_seconds))
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            polls.append(exc)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    return poller, polls
+
+
+def send_from_a_forked_child(client: Any, queue: Any, alarm_seconds: int) -> bytes:
+    """Fork; the child sends "from the child" to ``queue`` and closes ``client``; what it
+    said through a pipe (b"sent" once both returned; SIGALRM ends a child that hangs)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            signal.alarm(alarm_seconds)  # a call that hangs must not hang the test
+            os.close(read_fd)
+            queue.send("from the child")
+            client.close()
+            os.write(write_fd, b"sent")
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as answer:
+        child_said = answer.read()
+    os.waitpid(pid, 0)
+    return child_said
+
+
 def test_a_cancelled_async_long_poll_takes_no_later_message(daemon: Daemon, name: str) -> None:
     # asyncio.wait_for(queue.receive(wait_seconds=20), 1) and a task group's cancel are how
     # asyncio code stops waiting. The daemon's poll must stop with it: left running, it takes
@@ -122,16 +159,7 @@ def test_a_request_is_held_to_the_daemons_limit_not_the_clients_answer_limit(
     port = _port(daemon)
     with Client("127.0.0.1", port, max_frame=max_frame) as client:
         queue = client.create_queue(name, {"MaximumMessageSize": "1048576"})
-        polls: list[Any] = []
-
-        def poll() -> None:
-            try:
-                polls.append(queue.receive(1, wait_seconds=5))
-            except Exception as exc:  # noqa: BLE001 - the test looks at it
-                polls.append(exc)
-
-        poller = threading.Thread(target=poll)
-        poller.start()
+        poller, polls = _polling(queue, wait_seconds=5)
         time.sleep(0.2)
         with pytest.raises(errors.InvalidParameterValue, match="over the limit of 16777216"):
             queue.send(b"x" * frames.MAX_FRAME)
@@ -432,16 +460,7 @@ def test_a_dict_key_that_is_not_text_is_refused_alone(
     # caller got ProtocolError, and every other call in flight on the shared Client was cut.
     with millpond.connect(daemon.native_url) as client:
         queue = client.create_queue(name)
-        polls: list[Any] = []
-
-        def poll() -> None:
-            try:
-                polls.append(queue.receive(1, wait_seconds=5))
-            except Exception as exc:  # noqa: BLE001 - the test looks at it
-                polls.append(exc)
-
-        poller = threading.Thread(target=poll)
-        poller.start()
+        poller, polls = _polling(queue, wait_seconds=5)
         time.sleep(0.2)
         with pytest.raises(errors.InvalidInputError, match="key"):
             call(queue)
@@ -473,16 +492,7 @@ def test_a_long_poll_cut_by_close_raises_broker_closed(daemon: Daemon, name: str
     # raised ConnectionLost there, the network error a consumer retries on.
     client = millpond.connect(daemon.native_url)
     queue = client.create_queue(name)
-    polls: list[Any] = []
-
-    def poll() -> None:
-        try:
-            polls.append(queue.receive(1, wait_seconds=10))
-        except Exception as exc:  # noqa: BLE001 - the test looks at it
-            polls.append(exc)
-
-    poller = threading.Thread(target=poll)
-    poller.start()
+    poller, polls = _polling(queue, wait_seconds=10)
     time.sleep(0.2)
     connection = client._connection  # as a call in another thread has it, about to send
     assert connection is not None
@@ -539,21 +549,7 @@ def test_a_child_forked_while_the_client_reconnects_can_use_it(daemon: Daemon, n
     # thread it does not have, and its first call, which connects anew, waited for ever.
     with millpond.connect(daemon.native_url) as client:
         queue = client.create_queue(name)
-        read_fd, write_fd = os.pipe()
         with client._lock:  # held as _reconnect holds it while it connects
-            pid = os.fork()
-            if pid == 0:  # the child: never return into pytest
-                try:
-                    signal.alarm(3)  # a call that hangs must not hang the test
-                    os.close(read_fd)
-                    queue.send("from the child")
-                    client.close()
-                    os.write(write_fd, b"sent")
-                finally:
-                    os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd, "rb") as answer:
-            child_said = answer.read()
-        os.waitpid(pid, 0)
+            child_said = send_from_a_forked_child(client, queue, alarm_seconds=3)
         assert child_said == b"sent"
         assert [m.text for m in queue.receive(1)] == ["from the child"]
