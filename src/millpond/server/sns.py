@@ -344,16 +344,27 @@ def _message_attributes(raw: Any) -> dict[str, Any] | None:
     return out
 
 
+def _after(token: Any) -> str:
+    """What a NextToken names: the key (name, ARN) of the last entry of the page before ("" for
+    no token): the next page lists the entries whose keys sort after it."""
+    if not token:
+        return ""
+    if not isinstance(token, str):  # NextToken.x=...: a structure, no token
+        raise _invalid("NextToken")
+    try:
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        raise _invalid("NextToken") from None
+
+
 def _page(items: list[Any], key: Callable[[Any], str], token: Any) -> tuple[list[Any], str | None]:
     """One page of ``items`` (sorted by ``key``) after the NextToken, and the next token."""
-    if token:
-        if not isinstance(token, str):  # NextToken.x=...: a structure, no token
-            raise _invalid("NextToken")
-        try:
-            after = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
-        except (binascii.Error, UnicodeError, ValueError):
-            raise _invalid("NextToken") from None
-        items = [item for item in items if key(item) > after]
+    after = _after(token)
+    return _first_page([item for item in items if key(item) > after], key)
+
+
+def _first_page(items: list[Any], key: Callable[[Any], str]) -> tuple[list[Any], str | None]:
+    """The first PAGE of ``items`` (sorted by ``key``), and the token of the next page."""
     page = items[:PAGE]
     more = len(items) > PAGE
     return page, base64.urlsafe_b64encode(key(page[-1]).encode()).decode() if more else None
@@ -557,16 +568,19 @@ async def unsubscribe(ctx: Context, request: Request) -> dict[str, Any]:
 
 @action
 async def list_subscriptions(ctx: Context, request: Request) -> dict[str, Any]:
-    subs = await ctx.call(ctx.broker(request.region).list_subscriptions)
-    page, token = _page(subs, _arn_of, request.params.get("NextToken"))
+    after = _after(request.params.get("NextToken"))
+    # One page (and one more to know whether there is a next): not every subscription read
+    subs = await ctx.call(ctx.broker(request.region)._topics.subscriptions_after, after, PAGE + 1)
+    page, token = _first_page(subs, _arn_of)
     return {"Subscriptions": [_subscription_entry(s) for s in page], "NextToken": token}
 
 
 @action
 async def list_subscriptions_by_topic(ctx: Context, request: Request) -> dict[str, Any]:
     topic = await _topic(ctx, request)
-    subs = await ctx.call(topic.list_subscriptions)
-    page, token = _page(subs, _arn_of, request.params.get("NextToken"))
+    after = _after(request.params.get("NextToken"))
+    subs = await ctx.call(topic._subscriptions_after, after, PAGE + 1)
+    page, token = _first_page(subs, _arn_of)
     return {"Subscriptions": [_subscription_entry(s) for s in page], "NextToken": token}
 
 

@@ -1,0 +1,105 @@
+"""The HTTP/S outbox and the daemon's listings at scale, with several processes on one directory.
+
+References: the SNS API reference (ListSubscriptions, ListSubscriptionsByTopic: pages of 100
+with a NextToken) and the SNS Developer Guide's "Amazon SNS message delivery retries".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from millpond.server import sns
+from millpond.server.context import Context
+from millpond.server.protocol import Request
+from millpond.subscription import Subscription
+
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:q"
+
+
+@pytest.fixture
+def ctx(tmp_path: Any) -> Any:
+    """A daemon's Context (its handlers called in this process)."""
+    context = Context(str(tmp_path / "data"), durability="os", workers=2)
+    yield context
+    context.close()
+
+
+def _call(ctx: Context, handler: Any, **params: str) -> dict[str, Any]:
+    request = Request(
+        action="", params=params, region="us-east-1", account_id="123456789012", host="h"
+    )
+    return asyncio.run(handler(ctx, request))  # type: ignore[no-any-return]
+
+
+def _count_built(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts the Subscription objects built from stored records (under "built")."""
+    built: Counter[str] = Counter()
+    from_record = Subscription.from_record.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: Any, *args: Any) -> Subscription:
+        built["built"] += 1
+        return from_record(cls, *args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Subscription, "from_record", classmethod(counting))
+    return built
+
+
+@pytest.mark.parametrize("by_topic", [False, True], ids=["all", "by_topic"])
+def test_a_subscription_listing_page_reads_one_page_not_every_subscription(
+    ctx, monkeypatch, by_topic
+):
+    # Each ListSubscriptions (ListSubscriptionsByTopic) page read and built every subscription
+    # of the region (the topic), then kept the 100 after the NextToken: listing 10,000
+    # subscriptions took 100 pages of ~0.1 s each (quadratic), holding a worker and the GIL.
+    # A page now reads from its NextToken on, 101 records at most; pages stay in ARN order:
+    # what exists throughout is listed exactly once while others come and go between pages.
+    broker = ctx.broker()
+    names = ["t"] if by_topic else ["a", "a-b", "t"]  # "a-b:..." sorts before "a:..." in ARNs
+    subs = [broker.create_topic(n).subscribe(f"{QUEUE_ARN}{i}") for n in names for i in range(130)]
+    handler = sns.list_subscriptions_by_topic if by_topic else sns.list_subscriptions
+    params = {"TopicArn": broker.arn("sns", "t")} if by_topic else {}
+    built = _count_built(monkeypatch)
+    seen: list[str] = []
+    token = None
+    in_order = sorted(subs, key=lambda s: s.arn)
+    gone, added = in_order[150:160] + in_order[-3:], []  # all after the first page
+    while True:
+        built.clear()
+        page = _call(ctx, handler, **params, **({"NextToken": token} if token else {}))
+        assert built["built"] <= sns.PAGE + 1, built
+        seen += [s["SubscriptionArn"] for s in page["Subscriptions"]]
+        token = page.get("NextToken")
+        if token is None:
+            break
+        if not added:  # between the first two pages: some go, others come
+            for sub in gone:
+                sub.unsubscribe()
+            added = [broker.topic(n).subscribe(f"{QUEUE_ARN}-new") for n in names]
+    assert len(seen) == len(set(seen))
+    assert seen == sorted(seen)
+    throughout = {s.arn for s in subs} - {s.arn for s in gone}
+    assert throughout <= set(seen)
+    assert not {s.arn for s in gone[10:]} & set(seen)  # gone before their page came
+
+
+def test_a_next_token_outside_the_regions_arns_still_pages_by_arn_order(ctx):
+    # The NextToken is the last ARN of the page before, compared as a string: a token before
+    # every ARN of the region lists from the first, one after them lists nothing.
+    broker = ctx.broker()
+    topic = broker.create_topic("t")
+    arns = [topic.subscribe(f"{QUEUE_ARN}{i}").arn for i in range(3)]
+
+    def listed(after: str) -> list[str]:
+        token = base64.urlsafe_b64encode(after.encode()).decode()
+        page = _call(ctx, sns.list_subscriptions, NextToken=token)
+        return [s["SubscriptionArn"] for s in page["Subscriptions"]]
+
+    assert listed("arn:aws:sns:a") == sorted(arns)
+    assert listed("arn:aws:sns:zz") == []
+    assert listed(sorted(arns)[0]) == sorted(arns)[1:]
+    assert listed(topic.arn) == sorted(arns)  # the topic's ARN sorts before its subscriptions'
