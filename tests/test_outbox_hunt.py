@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
 from collections import Counter
 from typing import Any
 
 import pytest
 
+import millpond
 from millpond.server import sns
 from millpond.server.context import Context
 from millpond.server.protocol import Request
 from millpond.subscription import Subscription
+
+from .daemon import Daemon
+from .test_server_sns import Endpoint, confirmation
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:q"
 
@@ -27,6 +33,13 @@ def ctx(tmp_path: Any) -> Any:
     context = Context(str(tmp_path / "data"), durability="os", workers=2)
     yield context
     context.close()
+
+
+@pytest.fixture
+def endpoint() -> Any:
+    e = Endpoint()
+    yield e
+    e.close()
 
 
 def _call(ctx: Context, handler: Any, **params: str) -> dict[str, Any]:
@@ -103,3 +116,31 @@ def test_a_next_token_outside_the_regions_arns_still_pages_by_arn_order(ctx):
     assert listed("arn:aws:sns:zz") == []
     assert listed(sorted(arns)[0]) == sorted(arns)[1:]
     assert listed(topic.arn) == sorted(arns)  # the topic's ARN sorts before its subscriptions'
+
+
+# -- HTTP/S deliveries with several processes on one data directory -------------------------------
+
+
+def test_a_region_another_process_created_gets_its_http_deliveries_made(tmp_path, endpoint):
+    # A daemon opens every region directory at start "so that /metrics, HTTP deliveries and
+    # move tasks cover them from the start" (millpond.server.serve), but a region another
+    # process created later (another daemon, an embedded broker) was never looked at until a
+    # request for it came: the POSTs of its topics waited in the outbox meanwhile, forever
+    # when that region is only published to by other processes. The deliverer now picks up
+    # region directories created since.
+    data = str(tmp_path / "data")
+    daemon = Daemon(data)
+    try:
+        region = os.path.join(data, "eu-west-1")
+        with millpond.open(region, durability="os", region="eu-west-1") as other:
+            topic = other.create_topic("events")
+            topic.subscribe(endpoint.url + "/hook", protocol="http", service_url=daemon.url)
+            message = confirmation(endpoint, "/hook")
+            assert message["TopicArn"] == topic.arn
+            topic.confirm_subscription(message["Token"])
+            sent = topic.publish("hello")
+            _, headers, body = endpoint.next()
+            assert headers["x-amz-sns-message-id"] == sent
+            assert json.loads(body)["Message"] == "hello"
+    finally:
+        daemon.stop()

@@ -701,6 +701,7 @@ class _Deliverer:
         self._unfinished: dict[HttpDelivery, HttpOutbox] = {}
         # A take under way (its outbox and result): a stop during it gives back what it took.
         self._taking: tuple[HttpOutbox, asyncio.Future[list[HttpDelivery]]] | None = None
+        self._region_failed = False  # a new region's data could not be opened (logged once)
         self._task = self._loop.create_task(self._run())
 
     def poke(self) -> None:
@@ -734,6 +735,7 @@ class _Deliverer:
         while True:
             wait_s = POLL_S
             try:
+                self._open_new_regions()
                 for broker in self._ctx.brokers():
                     wait_s = min(wait_s, await self._drain(broker))
             except (errors.BrokerClosed, RuntimeError):  # closing: the executor is shut down
@@ -744,6 +746,20 @@ class _Deliverer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait_s)
             self._wake.clear()
+
+    def _open_new_regions(self) -> None:
+        """Open the regions another process created since the start (another daemon, an
+        embedded broker): their deliveries are made too, as those of the regions found then."""
+        try:
+            self._ctx.open_regions()
+        except (errors.BrokerClosed, RuntimeError):
+            raise  # closing
+        except Exception as exc:  # one region that cannot be opened stops no other's POSTs
+            if not self._region_failed:
+                log.warning("HTTP/S delivery: cannot open a new region's data: %s", exc)
+            self._region_failed = True
+        else:
+            self._region_failed = False
 
     async def _drain(self, broker: Broker) -> float:
         """Make the POSTs due in ``broker``'s outbox; returns how long (s) until the next one
