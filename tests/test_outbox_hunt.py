@@ -10,6 +10,8 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from typing import Any
 
@@ -22,6 +24,7 @@ from millpond.server.protocol import Request
 from millpond.subscription import Subscription
 
 from .daemon import Daemon
+from .test_http_delivery_hunt import confirmed
 from .test_server_sns import Endpoint, confirmation
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:q"
@@ -144,3 +147,38 @@ def test_a_region_another_process_created_gets_its_http_deliveries_made(tmp_path
             assert json.loads(body)["Message"] == "hello"
     finally:
         daemon.stop()
+
+
+def test_a_throttled_subscription_keeps_its_rate_across_processes(broker, clock, data_dir):
+    # throttlePolicy.maxReceivesPerSecond is "the maximum number of deliveries per second,
+    # per subscription" (SNS's HTTP/S delivery policy). The turns of a throttled subscription
+    # were handed out by each process on its own: two daemons on one data directory each
+    # POSTed at the full rate, twice it in all. The turns are kept in the store now.
+    topic = broker.create_topic("orders")
+    policy = json.dumps({"throttlePolicy": {"maxReceivesPerSecond": 1}})
+    confirmed(broker, topic, attributes={"DeliveryPolicy": policy})
+    for i in range(3):
+        topic.publish(f"m{i}")
+    outbox = broker._topics.http
+    assert [d.attempt for d in outbox.take()] == [1]  # m0 now; m1 and m2 1 s and 2 s later
+    # another process (a second daemon) looks at the same moment: no turn is free before 3 s
+    code = (
+        "import sys, millpond\n"
+        "clock = millpond.ManualClock(now_ms=int(sys.argv[2]))\n"
+        "with millpond.open(sys.argv[1], durability='os', clock=clock) as b:\n"
+        "    b.topic('orders').publish('m3')\n"
+        "    print(len(b._topics.http.take()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, data_dir, str(clock.now_ms())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]
+    for _ in range(3):  # m1, m2, then m3: one a second
+        clock.advance(0.999)
+        assert outbox.take() == []
+        clock.advance(0.001)
+        assert len(outbox.take()) == 1

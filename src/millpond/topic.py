@@ -26,6 +26,7 @@ Stored in the ``meta`` table (msgpack values)::
     tq:<topic>                FIFO topics: the last SequenceNumber, decimal ASCII
     td:<topic>\\0<group>\\0<id> FIFO topics: [expires_ms, message id, SequenceNumber] (5 min)
     to:<due><random>          HTTP/S deliveries to make (see millpond.topic_http)
+    tt                        throttled HTTP/S subscriptions' next free turns (idem)
 
 ``v`` changes with every change to the topic or its subscriptions. A publish matches against an
 in-memory snapshot of the subscriptions (filter policies compiled once per subscription), then,
