@@ -26,6 +26,7 @@ Stored in the ``meta`` table (msgpack values)::
     tq:<topic>                FIFO topics: the last SequenceNumber, decimal ASCII
     td:<topic>\\0<group>\\0<id> FIFO topics: [expires_ms, message id, SequenceNumber] (5 min)
     to:<due><random>          HTTP/S deliveries to make (see millpond.topic_http)
+    tt                        throttled HTTP/S subscriptions' next free turns (idem)
 
 ``v`` changes with every change to the topic or its subscriptions. A publish matches against an
 in-memory snapshot of the subscriptions (filter policies compiled once per subscription), then,
@@ -264,23 +265,15 @@ class Topics:
 
     def list_subscriptions(self) -> list[Subscription]:
         """Every subscription of every topic (SNS ListSubscriptions)."""
+        return self.subscriptions_after("")
 
+    def subscriptions_after(self, after: str, limit: int | None = None) -> list[Subscription]:
+        """The subscriptions whose ARN sorts after ``after``, in ARN order, at most ``limit``
+        (a ListSubscriptions page): only those are read, not every subscription."""
         now_ms = self._broker.clock.now_ms()
-
-        def scan(txn: Any) -> list[Subscription]:
-            subs = []
-            with txn.cursor(db=self._meta) as cur:
-                if cur.set_range(b"s:"):
-                    for key, value in cur:
-                        if not key.startswith(b"s:"):
-                            break
-                        topic_name, _, sub_id = key[2:].decode().partition(":")
-                        record = msgpack.unpackb(value)
-                        if not lapsed(record, now_ms):
-                            subs.append(Subscription.from_record(self, topic_name, sub_id, record))
-            return subs
-
-        return self._storage.read(scan)
+        return self._storage.read(
+            lambda txn: _subscriptions_after(self, txn, None, after, limit, now_ms)
+        )
 
     def topic_of_token(self, token: str) -> str | None:
         """The name of the topic whose pending (or unsubscribed) HTTP/S subscription has this
@@ -391,6 +384,39 @@ class Topics:
             return names
 
         return self._storage.read(scan)
+
+
+def _subscriptions_after(
+    topics: Topics, txn: Any, topic_name: str | None, after: str, limit: int | None, now_ms: int
+) -> list[Subscription]:
+    """The subscriptions (of topic ``topic_name``, else of every topic) whose ARN sorts after
+    ``after``, in ARN order, at most ``limit``; caller holds the txn.
+
+    Keys ``s:<topic>:<uuid>`` sort as the ARNs ``arn:aws:sns:<region>:<account>:<topic>:<uuid>``
+    do (a common prefix, then the same text): the scan starts where ``after`` would be.
+    """
+    if topic_name is None:
+        key_prefix, arn_prefix = b"s:", topics._broker.arn("sns", "")
+    else:
+        key_prefix, arn_prefix = sub_prefix(topic_name), topics._broker.arn("sns", topic_name) + ":"
+    if after.startswith(arn_prefix):
+        start = key_prefix + after[len(arn_prefix) :].encode() + b"\0"  # the first key past it
+    elif after < arn_prefix:
+        start = key_prefix  # before every ARN here
+    else:
+        return []  # past every ARN here
+    subs: list[Subscription] = []
+    with txn.cursor(db=topics._meta) as cur:
+        if cur.set_range(start):
+            for key, value in cur:
+                if not key.startswith(key_prefix) or len(subs) == limit:
+                    break
+                record = msgpack.unpackb(value)
+                if lapsed(record, now_ms):
+                    continue
+                name, _, sub_id = key[2:].decode().partition(":")
+                subs.append(Subscription.from_record(topics, name, sub_id, record))
+    return subs
 
 
 # -- a topic --------------------------------------------------------------------------------------
@@ -668,25 +694,16 @@ class Topic(TopicSettings):
 
     def list_subscriptions(self) -> list[Subscription]:
         """This topic's subscriptions (SNS ListSubscriptionsByTopic); raises TopicNotFound."""
-        prefix = sub_prefix(self.name)
+        return self._subscriptions_after("")
+
+    def _subscriptions_after(self, after: str, limit: int | None = None) -> list[Subscription]:
+        """This topic's subscriptions whose ARN sorts after ``after``, in ARN order, at most
+        ``limit`` (a ListSubscriptionsByTopic page); raises TopicNotFound."""
         now_ms = self._broker.clock.now_ms()
 
         def scan(txn: Any) -> list[Subscription]:
             self._record(txn)
-            subs = []
-            with txn.cursor(db=self._meta) as cur:
-                if cur.set_range(prefix):
-                    for key, value in cur:
-                        if not key.startswith(prefix):
-                            break
-                        record = msgpack.unpackb(value)
-                        if lapsed(record, now_ms):
-                            continue
-                        sub_id = key[len(prefix) :].decode()
-                        subs.append(
-                            Subscription.from_record(self._topics, self.name, sub_id, record)
-                        )
-            return subs
+            return _subscriptions_after(self._topics, txn, self.name, after, limit, now_ms)
 
         return self._storage.read(scan)
 

@@ -4,7 +4,8 @@ A publish cannot wait for web servers, so HTTP/S deliveries are written to an ou
 ``meta`` table, in the publish's own transaction (all or nothing with the queue deliveries):
 ``to:<due ms, 8 bytes><8 random bytes>`` -> msgpack ``{"type", "sub", "topic", "url", "id",
 "body", "raw", "try"}`` (and ``"turn"`` while a throttled Notification waits for the turn it was
-given). Keys sort by due time, so what is due is a prefix.
+given). Keys sort by due time, so what is due is a prefix. ``tt`` -> msgpack ``{subscription ARN:
+its next free turn, epoch ms}`` for the throttled subscriptions, shared by every process.
 
 Whoever does the HTTP (the daemon, :mod:`millpond.server.sns`) drains it::
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["HttpDelivery", "HttpOutbox", "new_token"]
 
 LEASE_MS = 60_000  # a taken delivery is offered again if not settled by then
+TURNS_KEY = b"tt"  # the throttled subscriptions' next free turns (see the module docstring)
 USER_AGENT = "Amazon Simple Notification Service Agent"
 
 
@@ -165,8 +167,6 @@ class HttpOutbox:
         self._storage = topics._storage
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        # A throttled subscription's next free turn (epoch ms), as this process hands them out
-        self._turns: dict[str, int] = {}
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` (from any thread) after this process adds due deliveries."""
@@ -201,12 +201,14 @@ class HttpOutbox:
         A Notification of a subscription whose delivery policy has a throttlePolicy
         (maxReceivesPerSecond) waits for its turn instead: due again then, its attempt count
         unchanged, so that the subscription's POSTs are spaced 1/maxReceivesPerSecond apart
-        (turns are handed out by this process; one taken late goes with the others then due).
+        (turns are kept in the store, so that processes sharing it keep to one rate between
+        them; one taken late goes with the others then due).
         """
         meta = self._meta
 
-        def take(txn: Any, now_ms: int) -> tuple[list[HttpDelivery], dict[str, int]]:
-            turns = {sub: at for sub, at in self._turns.items() if at > now_ms}
+        def take(txn: Any, now_ms: int) -> list[HttpDelivery]:
+            turns = _next_turns(txn, meta, now_ms)
+            turns_given = False
             due = []
             with txn.cursor(db=meta) as cur:
                 if cur.set_range(OUTBOX_PREFIX):
@@ -236,6 +238,7 @@ class HttpOutbox:
                     elif rate is not None:
                         turn = max(now_ms, turns.get(entry["sub"], now_ms))
                         turns[entry["sub"]] = turn + -(-1000 // rate)  # 1/rate s later
+                        turns_given = True
                         if turn > now_ms:  # not its turn yet: due then
                             entry["turn"] = turn
                             txn.put(outbox_key(turn), msgpack.packb(entry), db=meta)
@@ -243,11 +246,11 @@ class HttpOutbox:
                 leased = outbox_key(now_ms + lease_ms)
                 txn.put(leased, value, db=meta)
                 taken.append(HttpDelivery(leased, entry, content_type))
-            return taken, turns
+            if turns_given:
+                txn.put(TURNS_KEY, msgpack.packb(turns), db=meta)
+            return taken
 
-        taken, turns = self._storage.write(take)
-        self._turns = turns
-        return taken
+        return self._storage.write(take)
 
     def next_due_ms(self) -> int | None:
         """When the earliest delivery is due (epoch ms), None if the outbox is empty."""
@@ -343,6 +346,13 @@ def _max_receives_per_second(own: str | None, topic_policy: str | None) -> int |
     if isinstance(rate, int) and not isinstance(rate, bool) and rate >= 1:
         return rate
     return None
+
+
+def _next_turns(txn: Any, meta: Any, now_ms: int) -> dict[str, int]:
+    """The throttled subscriptions' next free turns (epoch ms) still to come, as stored."""
+    raw = txn.get(TURNS_KEY, db=meta)
+    turns: dict[str, int] = msgpack.unpackb(raw) if raw else {}
+    return {sub: at for sub, at in turns.items() if at > now_ms}
 
 
 def _due_ms(key: bytes) -> int:

@@ -344,16 +344,27 @@ def _message_attributes(raw: Any) -> dict[str, Any] | None:
     return out
 
 
+def _after(token: Any) -> str:
+    """What a NextToken names: the key (name, ARN) of the last entry of the page before ("" for
+    no token): the next page lists the entries whose keys sort after it."""
+    if not token:
+        return ""
+    if not isinstance(token, str):  # NextToken.x=...: a structure, no token
+        raise _invalid("NextToken")
+    try:
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        raise _invalid("NextToken") from None
+
+
 def _page(items: list[Any], key: Callable[[Any], str], token: Any) -> tuple[list[Any], str | None]:
     """One page of ``items`` (sorted by ``key``) after the NextToken, and the next token."""
-    if token:
-        if not isinstance(token, str):  # NextToken.x=...: a structure, no token
-            raise _invalid("NextToken")
-        try:
-            after = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
-        except (binascii.Error, UnicodeError, ValueError):
-            raise _invalid("NextToken") from None
-        items = [item for item in items if key(item) > after]
+    after = _after(token)
+    return _first_page([item for item in items if key(item) > after], key)
+
+
+def _first_page(items: list[Any], key: Callable[[Any], str]) -> tuple[list[Any], str | None]:
+    """The first PAGE of ``items`` (sorted by ``key``), and the token of the next page."""
     page = items[:PAGE]
     more = len(items) > PAGE
     return page, base64.urlsafe_b64encode(key(page[-1]).encode()).decode() if more else None
@@ -557,16 +568,19 @@ async def unsubscribe(ctx: Context, request: Request) -> dict[str, Any]:
 
 @action
 async def list_subscriptions(ctx: Context, request: Request) -> dict[str, Any]:
-    subs = await ctx.call(ctx.broker(request.region).list_subscriptions)
-    page, token = _page(subs, _arn_of, request.params.get("NextToken"))
+    after = _after(request.params.get("NextToken"))
+    # One page (and one more to know whether there is a next): not every subscription read
+    subs = await ctx.call(ctx.broker(request.region)._topics.subscriptions_after, after, PAGE + 1)
+    page, token = _first_page(subs, _arn_of)
     return {"Subscriptions": [_subscription_entry(s) for s in page], "NextToken": token}
 
 
 @action
 async def list_subscriptions_by_topic(ctx: Context, request: Request) -> dict[str, Any]:
     topic = await _topic(ctx, request)
-    subs = await ctx.call(topic.list_subscriptions)
-    page, token = _page(subs, _arn_of, request.params.get("NextToken"))
+    after = _after(request.params.get("NextToken"))
+    subs = await ctx.call(topic._subscriptions_after, after, PAGE + 1)
+    page, token = _first_page(subs, _arn_of)
     return {"Subscriptions": [_subscription_entry(s) for s in page], "NextToken": token}
 
 
@@ -687,6 +701,7 @@ class _Deliverer:
         self._unfinished: dict[HttpDelivery, HttpOutbox] = {}
         # A take under way (its outbox and result): a stop during it gives back what it took.
         self._taking: tuple[HttpOutbox, asyncio.Future[list[HttpDelivery]]] | None = None
+        self._region_failed = False  # a new region's data could not be opened (logged once)
         self._task = self._loop.create_task(self._run())
 
     def poke(self) -> None:
@@ -720,6 +735,7 @@ class _Deliverer:
         while True:
             wait_s = POLL_S
             try:
+                self._open_new_regions()
                 for broker in self._ctx.brokers():
                     wait_s = min(wait_s, await self._drain(broker))
             except (errors.BrokerClosed, RuntimeError):  # closing: the executor is shut down
@@ -730,6 +746,20 @@ class _Deliverer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait_s)
             self._wake.clear()
+
+    def _open_new_regions(self) -> None:
+        """Open the regions another process created since the start (another daemon, an
+        embedded broker): their deliveries are made too, as those of the regions found then."""
+        try:
+            self._ctx.open_regions()
+        except (errors.BrokerClosed, RuntimeError):
+            raise  # closing
+        except Exception as exc:  # one region that cannot be opened stops no other's POSTs
+            if not self._region_failed:
+                log.warning("HTTP/S delivery: cannot open a new region's data: %s", exc)
+            self._region_failed = True
+        else:
+            self._region_failed = False
 
     async def _drain(self, broker: Broker) -> float:
         """Make the POSTs due in ``broker``'s outbox; returns how long (s) until the next one
