@@ -964,6 +964,24 @@ def test_publish_limits_are_inclusive(broker):
         t.publish("x" * (LIMIT - 7), attributes={"k": S("v")})
 
 
+def test_publish_size_counts_attributes_of_every_kind(broker):
+    # plain attributes (the fast check) and the others (the full one) count their UTF-8 bytes
+    q = broker.create_queue("q")
+    t = broker.create_topic("orders")
+    t.subscribe(q, raw_message_delivery=True)
+    attributes = {
+        "k": S("v"),  # 1 + 6 + 1
+        "a.b": S("é"),  # 3 + 6 + 2
+        "n": N("+1"),  # 1 + 6 + 2
+        "bin": {"DataType": "Binary", "BinaryValue": b"xy"},  # 3 + 6 + 2
+    }
+    t.publish("x" * (LIMIT - 39), attributes=attributes)
+    (m,) = drain(q)
+    assert m.attributes["a.b"] == S("é") and m.attributes["n"] == N("+1")
+    with pytest.raises(InvalidParameter, match="too long"):
+        t.publish("x" * (LIMIT - 38), attributes=attributes)
+
+
 def test_standard_topics_take_a_group_id(broker):
     q = broker.create_queue("q")
     t = broker.create_topic("orders")

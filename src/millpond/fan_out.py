@@ -41,10 +41,10 @@ from millpond.sns_envelope import (
     MAX_RAW_ATTRIBUTES,
     InvalidParameter,
     Notification,
-    check_attributes,
     check_message,
     check_size,
     check_subject,
+    checked_attributes,
     unsubscribe_url_prefix,
 )
 from millpond.sns_envelope import message_id as new_message_id
@@ -420,8 +420,8 @@ def outgoing(
             "Invalid parameter: The MessageGroupId parameter is required for FIFO topics"
         )
     subject = check_subject(subject)
-    checked = check_attributes(attributes)
-    size = check_size(data, checked)
+    checked, attributes_size = checked_attributes(attributes)
+    size = check_size(data, attributes_size)
     _check_message_id_field("MessageGroupId", group_id)
     _check_message_id_field("MessageDeduplicationId", dedup_id)
     by_content = state.fifo and dedup_id is None

@@ -72,6 +72,7 @@ __all__ = [
     "ParameterValueInvalid",
     "TagLimitExceeded",
     "check_attributes",
+    "checked_attributes",
     "check_message",
     "check_subject",
     "iso_timestamp",
@@ -262,23 +263,61 @@ def check_attributes(attributes: Mapping[str, Any] | None) -> dict[str, dict[str
     Raises:
         ParameterValueInvalid, ValidationError: SNS would refuse the attributes.
     """
+    return checked_attributes(attributes)[0]
+
+
+def checked_attributes(
+    attributes: Mapping[str, Any] | None,
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """:func:`check_attributes`, and the bytes they count toward the 256 KiB limit."""
     if not attributes:
-        return {}
+        return {}, 0
     if not isinstance(attributes, Mapping):
         raise ParameterValueInvalid("MessageAttributes must be a map of name to value.")
     checked: dict[str, dict[str, Any]] = {}
+    size = 0
     for name, attribute in attributes.items():
-        _check_name(name)
-        checked[name] = _check_attribute(name, attribute)
-    return checked
+        plain = _plain_attribute(name, attribute)
+        if plain is None:
+            _check_name(name)
+            checked[name] = _check_attribute(name, attribute)
+            size += message_attributes_size({name: checked[name]})
+        else:
+            checked[name] = plain
+            size += len(name) + len(plain["DataType"]) + len(plain["StringValue"])  # ASCII
+    return checked, size
 
 
-def check_size(message: bytes, attributes: Mapping[str, Mapping[str, Any]] | None) -> int:
-    """Bytes toward the 256 KiB limit of the UTF-8 message and its attributes.
+def _plain_attribute(name: Any, attribute: Any) -> dict[str, Any] | None:
+    """The common attribute, checked with a few C calls: its normalized form if its name is
+    an ASCII identifier (no dot: it cannot be reserved) and it is a String of printable ASCII
+    or a small Number. None: :func:`_check_name` and :func:`_check_attribute` decide."""
+    if type(name) is not str or type(attribute) is not dict or len(name) > MAX_NAME_CHARS:
+        return None
+    data_type = attribute.get("DataType")
+    value = attribute.get("StringValue")
+    if (
+        type(value) is not str
+        or not value.isascii()
+        or not name.isascii()
+        or not name.isidentifier()
+    ):
+        return None
+    if data_type == "String":
+        if not value.isprintable() or not value:
+            return None
+    elif data_type != "Number" or _SMALL_NUMBER.fullmatch(value) is None:
+        return None
+    return {"DataType": data_type, "StringValue": value}
+
+
+def check_size(message: bytes, attributes_size: int) -> int:
+    """Bytes toward the 256 KiB limit of the UTF-8 message and its attributes (of
+    :func:`checked_attributes`).
 
     Raises InvalidParameter "Message too long" past it.
     """
-    size = len(message) + message_attributes_size(attributes)
+    size = len(message) + attributes_size
     if size > MAX_MESSAGE_BYTES:
         raise InvalidParameter("Invalid parameter: Message too long")
     return size
