@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import millpond
-from millpond import errors, topic
+from millpond import errors, sns_envelope, topic
 from millpond.sns_envelope import (
     InvalidParameter,
     ParameterValueInvalid,
@@ -780,6 +780,23 @@ def test_long_messages_are_signed_the_same_way(broker, clock):
     (e,) = envelopes(q)
     text = string_to_sign(message, message_id, "s", iso_timestamp(clock.now_ms()), t.arn)
     assert e["Signature"] == signature(broker._topics._signing_key, text)
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize("key", [b"", b"k" * 32, b"k" * 64, b"k" * 65, b"k" * 200])
+def test_the_envelope_signature_is_the_hmac_of_any_key(version, key):
+    # The envelope's HMAC starts from pads of the key hashed once per topic (RFC 2104):
+    # keys shorter and longer than the hash's block give hmac's result all the same.
+    form = sns_envelope.NotificationForm(
+        topic_arn=f"{ARN}:t", region="us-east-1", fifo=False, signature_version=version, key=key
+    )
+    note = sns_envelope.Notification(
+        form, message_id="id", message="m\u00e9", subject="s", attributes=None
+    )
+    for _ in range(2):  # common() may run twice (a re-run op): the same bytes
+        e = json.loads(note.common(1_700_000_000_000) + b"url" + note.tail)
+        text = string_to_sign("m\u00e9", "id", "s", "2023-11-14T22:13:20.000Z", f"{ARN}:t")
+        assert e["Signature"] == signature(key, text, version)
 
 
 def test_a_message_holding_the_field_names_is_signed_whole(broker, clock):

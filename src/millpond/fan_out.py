@@ -41,6 +41,7 @@ from millpond.sns_envelope import (
     MAX_RAW_ATTRIBUTES,
     InvalidParameter,
     Notification,
+    NotificationForm,
     check_message,
     check_size,
     check_subject,
@@ -190,7 +191,16 @@ class Sub:
 class State:
     """A topic's stored record and subscriptions, as of the ``t:`` bytes in ``raw``."""
 
-    __slots__ = ("attributes", "content_dedup", "fifo", "group_scope", "raw", "subs", "version")
+    __slots__ = (
+        "_form",
+        "attributes",
+        "content_dedup",
+        "fifo",
+        "group_scope",
+        "raw",
+        "subs",
+        "version",
+    )
 
     def __init__(self, raw: bytes, record: dict[str, Any], subs: tuple[Sub, ...]) -> None:
         self.raw = raw
@@ -200,6 +210,19 @@ class State:
         self.group_scope = self.attributes.get("FifoThroughputScope") == "MessageGroup"
         self.version = self.attributes.get("SignatureVersion", "1")
         self.subs = subs
+        self._form: NotificationForm | None = None
+
+    def notification_form(self, topic: Topic) -> NotificationForm:
+        """What the topic's notifications share, encoded once per state (``topic``'s)."""
+        if self._form is None:
+            self._form = NotificationForm(
+                topic_arn=topic.arn,
+                region=topic._broker.region,
+                fifo=self.fifo,
+                signature_version=self.version,
+                key=topic._topics._signing_key,
+            )
+        return self._form
 
 
 def never(_: Any) -> bool:
@@ -377,15 +400,11 @@ class Outgoing:
 
     def _notification(self, topic: Topic, state: State, content: str) -> Notification:
         return Notification(
-            topic_arn=topic.arn,
+            state.notification_form(topic),
             message_id=self.message_id,
             message=content,
             subject=self.subject,
             attributes=self.delivered_attributes,
-            region=topic._broker.region,
-            fifo=state.fifo,
-            signature_version=state.version,
-            key=topic._topics._signing_key,
         )
 
     def content_for(self, protocol: str) -> str:
