@@ -1818,3 +1818,28 @@ def test_http_retry_delays_follow_the_delivery_policy_phases():
     assert delays == [0, 0, 1_000, 1_000, 5_000, 9_000, 9_000, 9_000]
     topic = json.dumps({"http": {"defaultHealthyRetryPolicy": {**policy, "numRetries": 2}}})
     assert http_retry_delays_ms(None, topic) == [0, 0]  # the phases fill numRetries in order
+
+
+def test_subscriptions_with_the_same_filter_policy_each_get_the_message(broker):
+    # a policy shared by subscriptions is matched once per message: each still gets its copy,
+    # and the same text with another scope (or another text) is matched on its own
+    policy = {"kind": ["order"]}
+    t = broker.create_topic("orders")
+    same = [broker.create_queue(f"same{i}") for i in range(3)]
+    for q in same:
+        t.subscribe(q, filter_policy=policy)
+    in_body = broker.create_queue("in_body")
+    t.subscribe(in_body, filter_policy=policy, filter_policy_scope="MessageBody")
+    other = broker.create_queue("other")
+    t.subscribe(other, filter_policy={"kind": ["refund"]})
+    t.publish('{"kind": "refund"}', attributes={"kind": S("order")})
+    t.publish_batch(
+        [
+            {"Id": "a", "Message": '{"kind": "order"}', "MessageAttributes": {"kind": S("x")}},
+            {"Id": "b", "Message": "m", "MessageAttributes": {"kind": S("order")}},
+        ]
+    )
+    for q in same:
+        assert [json.loads(b)["Message"] for b in bodies(q)] == ['{"kind": "refund"}', "m"]
+    assert [json.loads(b)["Message"] for b in bodies(in_body)] == ['{"kind": "order"}']
+    assert bodies(other) == []

@@ -157,6 +157,7 @@ class Sub:
         "dead_letter_queue",
         "in_body",
         "match",
+        "policy",
         "protocol",
         "queue_name",
         "raw",
@@ -176,8 +177,10 @@ class Sub:
         protocol: str = "sqs",
         url: str | None = None,
         unsubscribe_url: bytes = b"",
+        policy: tuple[str, str] | None = None,
     ) -> None:
         self.arn = arn
+        self.policy = policy  # (FilterPolicy, FilterPolicyScope): equal ones match alike
         self.unsubscribe_url = unsubscribe_url  # spliced into the envelope after common()
         self.queue_name = queue_name  # "" for HTTP/S subscriptions: no queue of that name
         self.raw = raw
@@ -245,6 +248,7 @@ def snapshot_sub(topics: Topics, topic_arn: str, sub_id: str, record: dict[str, 
     text = attrs.get("FilterPolicy")
     match: Callable[[Any], bool] | None = None
     in_body = False
+    scope = ""
     if text:
         scope = attrs.get("FilterPolicyScope", "MessageAttributes")
         cached = topics._policies.get(arn)
@@ -278,6 +282,7 @@ def snapshot_sub(topics: Topics, topic_arn: str, sub_id: str, record: dict[str, 
         unsubscribe_url=(
             unsubscribe_url_prefix(topics._broker.region, record.get("service")) + arn
         ).encode(),
+        policy=(text, scope) if text else None,
     )
 
 
@@ -517,17 +522,33 @@ def entry_arguments(entry: Mapping[str, Any]) -> tuple[Any, ...]:
 def plan(state: State, outs: list[Outgoing]) -> list[tuple[Sub, list[Outgoing]]]:
     """The matching messages of each subscription (subscriptions without any left out)."""
     planned = []
+    # each message's verdict per filter policy: subscriptions with the same policy (text and
+    # scope) are matched once
+    verdicts: dict[tuple[tuple[str, str] | None, int], bool] = {}
     for sub in state.subs:
-        match = sub.match
-        if match is None:
+        if sub.match is None:
             chosen = outs
-        elif sub.in_body:
-            chosen = [o for o in outs if type(doc := o.doc()) is dict and match(doc)]
         else:
-            chosen = [o for o in outs if match(o.attributes)]
+            chosen = []
+            for out in outs:
+                key = (sub.policy, id(out))
+                verdict = verdicts.get(key)
+                if verdict is None:
+                    verdict = verdicts[key] = _matches(sub, out)
+                if verdict:
+                    chosen.append(out)
         if chosen:
             planned.append((sub, chosen))
     return planned
+
+
+def _matches(sub: Sub, out: Outgoing) -> bool:
+    """Whether ``out`` passes the filter policy of ``sub`` (which has one)."""
+    assert sub.match is not None
+    if sub.in_body:
+        doc = out.doc()
+        return type(doc) is dict and sub.match(doc)
+    return sub.match(out.attributes)
 
 
 # -- writes in the publish transaction ------------------------------------------------------------
