@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import millpond
-from millpond import errors, topic
+from millpond import errors, sns_envelope, topic
 from millpond.sns_envelope import (
     InvalidParameter,
     ParameterValueInvalid,
@@ -782,6 +782,23 @@ def test_long_messages_are_signed_the_same_way(broker, clock):
     assert e["Signature"] == signature(broker._topics._signing_key, text)
 
 
+@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize("key", [b"", b"k" * 32, b"k" * 64, b"k" * 65, b"k" * 200])
+def test_the_envelope_signature_is_the_hmac_of_any_key(version, key):
+    # The envelope's HMAC starts from pads of the key hashed once per topic (RFC 2104):
+    # keys shorter and longer than the hash's block give hmac's result all the same.
+    form = sns_envelope.NotificationForm(
+        topic_arn=f"{ARN}:t", region="us-east-1", fifo=False, signature_version=version, key=key
+    )
+    note = sns_envelope.Notification(
+        form, message_id="id", message="m\u00e9", subject="s", attributes=None
+    )
+    for _ in range(2):  # common() may run twice (a re-run op): the same bytes
+        e = json.loads(note.common(1_700_000_000_000) + b"url" + note.tail)
+        text = string_to_sign("m\u00e9", "id", "s", "2023-11-14T22:13:20.000Z", f"{ARN}:t")
+        assert e["Signature"] == signature(key, text, version)
+
+
 def test_a_message_holding_the_field_names_is_signed_whole(broker, clock):
     # The signed text is cut where the Timestamp goes: the message's own "Timestamp\n" (the
     # string-to-sign's field separator) must not be taken for it.
@@ -962,6 +979,24 @@ def test_publish_limits_are_inclusive(broker):
     assert [len(b) for b in bodies(q)] == [LIMIT, LIMIT - 8, 1]
     with pytest.raises(InvalidParameter, match="too long"):
         t.publish("x" * (LIMIT - 7), attributes={"k": S("v")})
+
+
+def test_publish_size_counts_attributes_of_every_kind(broker):
+    # plain attributes (the fast check) and the others (the full one) count their UTF-8 bytes
+    q = broker.create_queue("q")
+    t = broker.create_topic("orders")
+    t.subscribe(q, raw_message_delivery=True)
+    attributes = {
+        "k": S("v"),  # 1 + 6 + 1
+        "a.b": S("é"),  # 3 + 6 + 2
+        "n": N("+1"),  # 1 + 6 + 2
+        "bin": {"DataType": "Binary", "BinaryValue": b"xy"},  # 3 + 6 + 2
+    }
+    t.publish("x" * (LIMIT - 39), attributes=attributes)
+    (m,) = drain(q)
+    assert m.attributes["a.b"] == S("é") and m.attributes["n"] == N("+1")
+    with pytest.raises(InvalidParameter, match="too long"):
+        t.publish("x" * (LIMIT - 38), attributes=attributes)
 
 
 def test_standard_topics_take_a_group_id(broker):
@@ -1783,3 +1818,28 @@ def test_http_retry_delays_follow_the_delivery_policy_phases():
     assert delays == [0, 0, 1_000, 1_000, 5_000, 9_000, 9_000, 9_000]
     topic = json.dumps({"http": {"defaultHealthyRetryPolicy": {**policy, "numRetries": 2}}})
     assert http_retry_delays_ms(None, topic) == [0, 0]  # the phases fill numRetries in order
+
+
+def test_subscriptions_with_the_same_filter_policy_each_get_the_message(broker):
+    # a policy shared by subscriptions is matched once per message: each still gets its copy,
+    # and the same text with another scope (or another text) is matched on its own
+    policy = {"kind": ["order"]}
+    t = broker.create_topic("orders")
+    same = [broker.create_queue(f"same{i}") for i in range(3)]
+    for q in same:
+        t.subscribe(q, filter_policy=policy)
+    in_body = broker.create_queue("in_body")
+    t.subscribe(in_body, filter_policy=policy, filter_policy_scope="MessageBody")
+    other = broker.create_queue("other")
+    t.subscribe(other, filter_policy={"kind": ["refund"]})
+    t.publish('{"kind": "refund"}', attributes={"kind": S("order")})
+    t.publish_batch(
+        [
+            {"Id": "a", "Message": '{"kind": "order"}', "MessageAttributes": {"kind": S("x")}},
+            {"Id": "b", "Message": "m", "MessageAttributes": {"kind": S("order")}},
+        ]
+    )
+    for q in same:
+        assert [json.loads(b)["Message"] for b in bodies(q)] == ['{"kind": "refund"}', "m"]
+    assert [json.loads(b)["Message"] for b in bodies(in_body)] == ['{"kind": "order"}']
+    assert bodies(other) == []

@@ -41,10 +41,11 @@ from millpond.sns_envelope import (
     MAX_RAW_ATTRIBUTES,
     InvalidParameter,
     Notification,
-    check_attributes,
+    NotificationForm,
     check_message,
     check_size,
     check_subject,
+    checked_attributes,
     unsubscribe_url_prefix,
 )
 from millpond.sns_envelope import message_id as new_message_id
@@ -156,6 +157,7 @@ class Sub:
         "dead_letter_queue",
         "in_body",
         "match",
+        "policy",
         "protocol",
         "queue_name",
         "raw",
@@ -175,8 +177,10 @@ class Sub:
         protocol: str = "sqs",
         url: str | None = None,
         unsubscribe_url: bytes = b"",
+        policy: tuple[str, str] | None = None,
     ) -> None:
         self.arn = arn
+        self.policy = policy  # (FilterPolicy, FilterPolicyScope): equal ones match alike
         self.unsubscribe_url = unsubscribe_url  # spliced into the envelope after common()
         self.queue_name = queue_name  # "" for HTTP/S subscriptions: no queue of that name
         self.raw = raw
@@ -190,7 +194,16 @@ class Sub:
 class State:
     """A topic's stored record and subscriptions, as of the ``t:`` bytes in ``raw``."""
 
-    __slots__ = ("attributes", "content_dedup", "fifo", "group_scope", "raw", "subs", "version")
+    __slots__ = (
+        "_form",
+        "attributes",
+        "content_dedup",
+        "fifo",
+        "group_scope",
+        "raw",
+        "subs",
+        "version",
+    )
 
     def __init__(self, raw: bytes, record: dict[str, Any], subs: tuple[Sub, ...]) -> None:
         self.raw = raw
@@ -200,6 +213,19 @@ class State:
         self.group_scope = self.attributes.get("FifoThroughputScope") == "MessageGroup"
         self.version = self.attributes.get("SignatureVersion", "1")
         self.subs = subs
+        self._form: NotificationForm | None = None
+
+    def notification_form(self, topic: Topic) -> NotificationForm:
+        """What the topic's notifications share, encoded once per state (``topic``'s)."""
+        if self._form is None:
+            self._form = NotificationForm(
+                topic_arn=topic.arn,
+                region=topic._broker.region,
+                fifo=self.fifo,
+                signature_version=self.version,
+                key=topic._topics._signing_key,
+            )
+        return self._form
 
 
 def never(_: Any) -> bool:
@@ -222,6 +248,7 @@ def snapshot_sub(topics: Topics, topic_arn: str, sub_id: str, record: dict[str, 
     text = attrs.get("FilterPolicy")
     match: Callable[[Any], bool] | None = None
     in_body = False
+    scope = ""
     if text:
         scope = attrs.get("FilterPolicyScope", "MessageAttributes")
         cached = topics._policies.get(arn)
@@ -255,6 +282,7 @@ def snapshot_sub(topics: Topics, topic_arn: str, sub_id: str, record: dict[str, 
         unsubscribe_url=(
             unsubscribe_url_prefix(topics._broker.region, record.get("service")) + arn
         ).encode(),
+        policy=(text, scope) if text else None,
     )
 
 
@@ -377,15 +405,11 @@ class Outgoing:
 
     def _notification(self, topic: Topic, state: State, content: str) -> Notification:
         return Notification(
-            topic_arn=topic.arn,
+            state.notification_form(topic),
             message_id=self.message_id,
             message=content,
             subject=self.subject,
             attributes=self.delivered_attributes,
-            region=topic._broker.region,
-            fifo=state.fifo,
-            signature_version=state.version,
-            key=topic._topics._signing_key,
         )
 
     def content_for(self, protocol: str) -> str:
@@ -420,8 +444,8 @@ def outgoing(
             "Invalid parameter: The MessageGroupId parameter is required for FIFO topics"
         )
     subject = check_subject(subject)
-    checked = check_attributes(attributes)
-    size = check_size(data, checked)
+    checked, attributes_size = checked_attributes(attributes)
+    size = check_size(data, attributes_size)
     _check_message_id_field("MessageGroupId", group_id)
     _check_message_id_field("MessageDeduplicationId", dedup_id)
     by_content = state.fifo and dedup_id is None
@@ -498,17 +522,33 @@ def entry_arguments(entry: Mapping[str, Any]) -> tuple[Any, ...]:
 def plan(state: State, outs: list[Outgoing]) -> list[tuple[Sub, list[Outgoing]]]:
     """The matching messages of each subscription (subscriptions without any left out)."""
     planned = []
+    # each message's verdict per filter policy: subscriptions with the same policy (text and
+    # scope) are matched once
+    verdicts: dict[tuple[tuple[str, str] | None, int], bool] = {}
     for sub in state.subs:
-        match = sub.match
-        if match is None:
+        if sub.match is None:
             chosen = outs
-        elif sub.in_body:
-            chosen = [o for o in outs if type(doc := o.doc()) is dict and match(doc)]
         else:
-            chosen = [o for o in outs if match(o.attributes)]
+            chosen = []
+            for out in outs:
+                key = (sub.policy, id(out))
+                verdict = verdicts.get(key)
+                if verdict is None:
+                    verdict = verdicts[key] = _matches(sub, out)
+                if verdict:
+                    chosen.append(out)
         if chosen:
             planned.append((sub, chosen))
     return planned
+
+
+def _matches(sub: Sub, out: Outgoing) -> bool:
+    """Whether ``out`` passes the filter policy of ``sub`` (which has one)."""
+    assert sub.match is not None
+    if sub.in_body:
+        doc = out.doc()
+        return type(doc) is dict and sub.match(doc)
+    return sub.match(out.attributes)
 
 
 # -- writes in the publish transaction ------------------------------------------------------------

@@ -72,6 +72,7 @@ __all__ = [
     "ParameterValueInvalid",
     "TagLimitExceeded",
     "check_attributes",
+    "checked_attributes",
     "check_message",
     "check_subject",
     "iso_timestamp",
@@ -93,8 +94,12 @@ _NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
 _SUBJECT_BAD = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")  # line breaks and control characters
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _BASE_TYPES = frozenset(("String", "Number", "Binary"))
-_PREHASH_BYTES = 4096  # longer signed texts are hashed before the write transaction
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _is_plain(text: str) -> bool:
+    """Whether ``text`` is a JSON string literal's content as it is (nothing to escape)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def _encode_string(text: str) -> str:
@@ -103,7 +108,7 @@ def _encode_string(text: str) -> str:
     U+FFFE and U+FFFF are escaped too: JSON allows them raw, but SQS refuses a body holding
     them, so an envelope always fits SQS's character set.
     """
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+    if _is_plain(text):
         return f'"{text}"'  # nothing to escape (most names, types and values): no encoder
     literal: str = _encode(text)
     if "\ufffe" in literal or "\uffff" in literal:
@@ -262,23 +267,61 @@ def check_attributes(attributes: Mapping[str, Any] | None) -> dict[str, dict[str
     Raises:
         ParameterValueInvalid, ValidationError: SNS would refuse the attributes.
     """
+    return checked_attributes(attributes)[0]
+
+
+def checked_attributes(
+    attributes: Mapping[str, Any] | None,
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """:func:`check_attributes`, and the bytes they count toward the 256 KiB limit."""
     if not attributes:
-        return {}
+        return {}, 0
     if not isinstance(attributes, Mapping):
         raise ParameterValueInvalid("MessageAttributes must be a map of name to value.")
     checked: dict[str, dict[str, Any]] = {}
+    size = 0
     for name, attribute in attributes.items():
-        _check_name(name)
-        checked[name] = _check_attribute(name, attribute)
-    return checked
+        plain = _plain_attribute(name, attribute)
+        if plain is None:
+            _check_name(name)
+            checked[name] = _check_attribute(name, attribute)
+            size += message_attributes_size({name: checked[name]})
+        else:
+            checked[name] = plain
+            size += len(name) + len(plain["DataType"]) + len(plain["StringValue"])  # ASCII
+    return checked, size
 
 
-def check_size(message: bytes, attributes: Mapping[str, Mapping[str, Any]] | None) -> int:
-    """Bytes toward the 256 KiB limit of the UTF-8 message and its attributes.
+def _plain_attribute(name: Any, attribute: Any) -> dict[str, Any] | None:
+    """The common attribute, checked with a few C calls: its normalized form if its name is
+    an ASCII identifier (no dot: it cannot be reserved) and it is a String of printable ASCII
+    or a small Number. None: :func:`_check_name` and :func:`_check_attribute` decide."""
+    if type(name) is not str or type(attribute) is not dict or len(name) > MAX_NAME_CHARS:
+        return None
+    data_type = attribute.get("DataType")
+    value = attribute.get("StringValue")
+    if (
+        type(value) is not str
+        or not value.isascii()
+        or not name.isascii()
+        or not name.isidentifier()
+    ):
+        return None
+    if data_type == "String":
+        if not value.isprintable() or not value:
+            return None
+    elif data_type != "Number" or _SMALL_NUMBER.fullmatch(value) is None:
+        return None
+    return {"DataType": data_type, "StringValue": value}
+
+
+def check_size(message: bytes, attributes_size: int) -> int:
+    """Bytes toward the 256 KiB limit of the UTF-8 message and its attributes (of
+    :func:`checked_attributes`).
 
     Raises InvalidParameter "Message too long" past it.
     """
-    size = len(message) + message_attributes_size(attributes)
+    size = len(message) + attributes_size
     if size > MAX_MESSAGE_BYTES:
         raise InvalidParameter("Invalid parameter: Message too long")
     return size
@@ -525,11 +568,63 @@ def attributes_json(attributes: Mapping[str, Mapping[str, Any]]) -> str:
     for name, attribute in attributes.items():
         binary = attribute.get("BinaryValue")
         value = attribute["StringValue"] if binary is None else base64.b64encode(binary).decode()
+        data_type = attribute["DataType"]
+        if _is_plain(name + data_type + value):  # the usual case: one check for the three
+            lines.append(f'    "{name}" : {{"Type":"{data_type}","Value":"{value}"}}')
+            continue
         lines.append(
-            f'    {_encode_string(name)} : {{"Type":{_encode_string(attribute["DataType"])},'
+            f'    {_encode_string(name)} : {{"Type":{_encode_string(data_type)},'
             f'"Value":{_encode_string(value)}}}'
         )
     return ',\n  "MessageAttributes" : {\n' + ",\n".join(lines) + "\n  }"
+
+
+class NotificationForm:
+    """What every notification of one topic shares, encoded once per topic state: the topic's
+    ARN, its signature version and key, the certificate URL.
+
+    The HMAC is RFC 2104's, computed from the hash states of the key's inner and outer pads
+    taken here once: a notification then copies them instead of setting up an HMAC (which
+    costs twice as much as the hashing of a short message).
+    """
+
+    __slots__ = ("after_ts", "arn_line", "cert_and_url", "fifo", "inner", "outer", "sign_tail")
+
+    def __init__(
+        self, *, topic_arn: str, region: str, fifo: bool, signature_version: str, key: bytes
+    ) -> None:
+        self.fifo = fifo
+        self.arn_line = f'  "TopicArn" : "{topic_arn}",\n'
+        unsubscribe = '"UnsubscribeURL" : "'  # each subscription's URL follows common()
+        self.sign_tail = self.cert_and_url = b""
+        self.inner: Any = None
+        self.outer: Any = None
+        if fifo:  # FIFO topics do not sign (AWS-recorded envelope)
+            self.after_ts = f'",\n  {unsubscribe}'.encode()
+            return
+        self.inner, self.outer = _hmac_pads(key, signature_version)
+        self.sign_tail = f"\nTopicArn\n{topic_arn}\nType\nNotification\n".encode()
+        self.after_ts = (
+            f'",\n  "SignatureVersion" : "{signature_version}",\n  "Signature" : "'
+        ).encode()
+        self.cert_and_url = (
+            f'",\n  "SigningCertURL" : "{signing_cert_url(region)}",\n  {unsubscribe}'
+        ).encode()
+
+
+def _hmac_pads(key: bytes, signature_version: str) -> tuple[Any, Any]:
+    """The hash states of HMAC's inner and outer pads of ``key`` (RFC 2104), as
+    :func:`signature` keys its HMAC (SHA-1 for version 1, SHA-256 for 2)."""
+    new = hashlib.sha256 if signature_version == "2" else hashlib.sha1
+    block = new().block_size
+    if len(key) > block:
+        key = new(key).digest()
+    key = key.ljust(block, b"\0")
+    return new(key.translate(_INNER_PAD)), new(key.translate(_OUTER_PAD))
+
+
+_INNER_PAD = bytes(x ^ 0x36 for x in range(256))
+_OUTER_PAD = bytes(x ^ 0x5C for x in range(256))
 
 
 class Notification:
@@ -542,57 +637,29 @@ class Notification:
     body is then ``common + its UnsubscribeURL + tail``: only that URL differs.
     """
 
-    __slots__ = (
-        "_after_ts",
-        "_before",
-        "_cert_and_url",
-        "_digest",
-        "_head",
-        "_hmac",
-        "_key",
-        "_mid",
-        "_sign_tail",
-        "tail",
-    )
+    __slots__ = ("_form", "_head", "_inner", "_mid", "tail")
 
     def __init__(
         self,
+        form: NotificationForm,
         *,
-        topic_arn: str,
         message_id: str,
         message: str,
         subject: str | None,
         attributes: Mapping[str, Mapping[str, Any]] | None,
-        region: str,
-        fifo: bool,
-        signature_version: str,
-        key: bytes,
     ) -> None:
+        self._form = form
         self._head = f'{{\n  "Type" : "Notification",\n  "MessageId" : "{message_id}",\n'.encode()
         subject_line = "" if subject is None else f'  "Subject" : {_encode_string(subject)},\n'
         self._mid = (
-            f'  "TopicArn" : "{topic_arn}",\n{subject_line}'
+            f"{form.arn_line}{subject_line}"
             f'  "Message" : {_encode_string(message)},\n  "Timestamp" : "'
         ).encode()
-        unsubscribe = '"UnsubscribeURL" : "'  # each subscription's URL follows common()
-        self._hmac: Any = None
-        self._key, self._digest = key, "sha256" if signature_version == "2" else "sha1"
-        self._before = self._sign_tail = self._cert_and_url = b""
-        if fifo:  # FIFO topics do not sign (AWS-recorded envelope)
-            self._after_ts = f'",\n  {unsubscribe}'.encode()
-        else:
-            # string_to_sign() up to the Timestamp value; a long message is hashed now, so the
-            # commit only hashes the rest (a short one costs less as one hmac.digest call)
-            self._before = _signed_head(message, message_id, subject).encode()
-            if len(self._before) > _PREHASH_BYTES:
-                self._hmac = hmac.new(key, self._before, self._digest)
-            self._sign_tail = f"\nTopicArn\n{topic_arn}\nType\nNotification\n".encode()
-            self._after_ts = (
-                f'",\n  "SignatureVersion" : "{signature_version}",\n  "Signature" : "'
-            ).encode()
-            self._cert_and_url = (
-                f'",\n  "SigningCertURL" : "{signing_cert_url(region)}",\n  {unsubscribe}'
-            ).encode()
+        self._inner: Any = None
+        if form.inner is not None:
+            # string_to_sign() up to the Timestamp value is hashed now: the commit hashes the rest
+            self._inner = form.inner.copy()
+            self._inner.update(_signed_head(message, message_id, subject).encode())
         extra = attributes_json(attributes) if attributes else ""
         self.tail = f'"{extra}\n}}'.encode()
 
@@ -600,22 +667,17 @@ class Notification:
         """Everything up to the UnsubscribeURL's value, for commit ``now_ms``."""
         timestamp = iso_timestamp(now_ms).encode()
         head = self._head
+        form = self._form
         if sequence_number is not None:
             head += f'  "SequenceNumber" : "{sequence_number}",\n'.encode()
-        if not self._before:
-            return b"".join((head, self._mid, timestamp, self._after_ts))
-        if self._hmac is None:
-            mac = hmac.digest(
-                self._key, b"".join((self._before, timestamp, self._sign_tail)), self._digest
-            )
-        else:
-            state = self._hmac.copy()
-            state.update(timestamp)
-            state.update(self._sign_tail)
-            mac = state.digest()
-        return b"".join(
-            (head, self._mid, timestamp, self._after_ts, base64.b64encode(mac), self._cert_and_url)
-        )
+        if self._inner is None:
+            return b"".join((head, self._mid, timestamp, form.after_ts))
+        inner = self._inner.copy()  # common() may run again (the op re-run after an abort)
+        inner.update(timestamp + form.sign_tail)
+        outer = form.outer.copy()
+        outer.update(inner.digest())
+        mac = base64.b64encode(outer.digest())
+        return b"".join((head, self._mid, timestamp, form.after_ts, mac, form.cert_and_url))
 
 
 def subscription_confirmation(
