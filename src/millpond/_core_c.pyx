@@ -14,6 +14,9 @@ from libc.string cimport memcpy
 
 from millpond._csrc cimport *
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object text)  # a macro: the str's ASCII flag (not in Cython's pxds)
+
 IMPLEMENTATION = "c"
 HEADER_SIZE = MILLPOND_RECORD_HEADER_SIZE
 INDEXED = MILLPOND_RECORD_INDEXED

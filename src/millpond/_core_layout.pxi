@@ -102,11 +102,13 @@ cdef tuple _decode_record(bytes record):
     cdef uint32_t la = millpond_get_u32(p + 16)
     cdef Py_ssize_t body_at = MILLPOND_RECORD_HEADER_SIZE + la
     cdef const unsigned char *mid = p + MILLPOND_RECORD_ID_AT
+    # attrs and body copied straight from the record's buffer: a bytes slice goes through
+    # Python's generic slicing (a slice object each), several times the cost of the copy.
     return (
         millpond_get_u64(p + 8),
         _message_id(millpond_get_u32(mid), millpond_get_u32(mid + 4), millpond_get_u64(mid + 8)),
-        record[MILLPOND_RECORD_HEADER_SIZE:body_at],
-        record[body_at:],
+        PyBytes_FromStringAndSize(<const char *>p + MILLPOND_RECORD_HEADER_SIZE, la),
+        PyBytes_FromStringAndSize(<const char *>p + body_at, n - body_at),
     )
 
 
@@ -175,18 +177,23 @@ def encode_handle(bytes secret, uint32_t queue_id, uint64_t seq, uint64_t visibl
     return _encode_handle(_handle_key(secret), queue_id, seq, visible_at_ms, count)
 
 
-cdef object _decode_handle(uint32_t key, handle):
-    cdef unsigned char raw[30]
+cdef bint _handle_fields(uint32_t key, handle, unsigned char *raw):
+    """Decode ``handle`` into ``raw`` (28 bytes, 30 of room); False if it is not ours."""
     cdef Py_ssize_t n
     cdef const char *text
     # A handle is 38 ASCII characters; checking that first also keeps strings that have no
     # UTF-8 form (lone surrogates) away from PyUnicode_AsUTF8AndSize, which would raise.
-    if not isinstance(handle, str) or len(<str>handle) != 38 or not (<str>handle).isascii():
-        return None
+    # PyUnicode_IS_ASCII reads the string's flag, where str.isascii() was a method call.
+    if not isinstance(handle, str) or len(<str>handle) != 38 or not PyUnicode_IS_ASCII(handle):
+        return False
     text = PyUnicode_AsUTF8AndSize(handle, &n)  # the string's own UTF-8: no copy for ASCII
-    if n != 38 or millpond_b64url_decode(<const unsigned char *>text, 38, raw) != 28:
-        return None
-    if millpond_get_u32(raw + 24) != millpond_crc32c(key, raw, 24):
+    return n == 38 and millpond_b64url_decode(<const unsigned char *>text, 38, raw) == 28 \
+        and millpond_get_u32(raw + 24) == millpond_crc32c(key, raw, 24)
+
+
+cdef object _decode_handle(uint32_t key, handle):
+    cdef unsigned char raw[30]
+    if not _handle_fields(key, handle, raw):
         return None
     return (millpond_get_u32(raw), millpond_get_u64(raw + 4), millpond_get_u64(raw + 12),
             millpond_get_u32(raw + 20))
@@ -202,19 +209,13 @@ def decode_handles(bytes secret, uint32_t queue_id, list handles):
     handle that is not ours or names another queue. One call for a batch."""
     cdef uint32_t key = _handle_key(secret)
     cdef unsigned char raw[30]
-    cdef Py_ssize_t n
-    cdef const char *text
     out = []
     for handle in handles:
-        if isinstance(handle, str) and len(<str>handle) == 38 and (<str>handle).isascii():
-            text = PyUnicode_AsUTF8AndSize(handle, &n)
-            if n == 38 and millpond_b64url_decode(<const unsigned char *>text, 38, raw) == 28 \
-                    and millpond_get_u32(raw + 24) == millpond_crc32c(key, raw, 24) \
-                    and millpond_get_u32(raw) == queue_id:
-                out.append((millpond_get_u64(raw + 4), millpond_get_u64(raw + 12),
-                            millpond_get_u32(raw + 20)))
-                continue
-        out.append(None)
+        if _handle_fields(key, handle, raw) and millpond_get_u32(raw) == queue_id:
+            out.append((millpond_get_u64(raw + 4), millpond_get_u64(raw + 12),
+                        millpond_get_u32(raw + 20)))
+        else:
+            out.append(None)
     return out
 
 

@@ -146,3 +146,31 @@ class Message:
             f"Message(message_id={self.message_id!r}, receive_count={self.receive_count}, "
             f"body={self.body[:40]!r}{'...' if len(self.body) > 40 else ''})"
         )
+
+
+_new_message = object.__new__
+
+
+def received_messages(rows: list[Any], source_arn: Any) -> list[Message]:
+    """The Messages of a core receive's rows (see ``receive`` in _core_py.py), in one pass.
+
+    The same fields as ``Message(...)`` sets, without a call per message: CPython 3.11 calls a
+    class's ``__init__`` through a generic slot that packs its arguments into a tuple, which
+    made building 10 messages ~40% slower than this loop. ``source_arn(queue_id)`` names the
+    queue a dead-lettered message came from.
+    """
+    messages = []
+    for _, _, count, sent_ms, first_ms, blob, body, message_id, source, handle in rows:
+        message = _new_message(Message)
+        message.body = body
+        message.message_id = message_id
+        message.receipt_handle = handle
+        message.receive_count = count
+        message.sent_timestamp = sent_ms
+        message.first_receive_timestamp = first_ms
+        message.dead_letter_source_arn = source_arn(source) if source else None
+        message.sequence_number = None
+        message._metadata_blob = blob
+        message._metadata = None
+        messages.append(message)
+    return messages

@@ -29,7 +29,7 @@ from millpond.errors import (
     TooManyEntriesInBatchRequest,
     not_picklable,
 )
-from millpond.message import Message, pack_metadata
+from millpond.message import Message, pack_metadata, received_messages
 from millpond.message_attributes import (
     first_bad_char,
     message_attributes_size,
@@ -499,21 +499,7 @@ class Queue:
             self._broker._wakeups.notify(dead_letter_id)
         if corrupt:
             self._report_corrupt(corrupt)
-        source_arn = self._source_arn
-        messages = [
-            Message(
-                body,
-                message_id,
-                handle,
-                count,
-                sent_ms,
-                first_ms,
-                blob,
-                source_arn(source) if source else None,
-            )
-            for _, _, count, sent_ms, first_ms, blob, body, message_id, source, handle in received
-        ]
-        return messages, next_visible
+        return received_messages(received, self._source_arn), next_visible
 
     def _report_corrupt(self, seqs: list[int]) -> None:
         log.error(
