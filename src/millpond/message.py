@@ -84,6 +84,7 @@ class Message:
         dead_letter_source_arn: str | None = None,
         sequence_number: str | None = None,
     ) -> None:
+        # received_messages() below sets the same slots without this call: keep both in step
         self.body = body
         self.message_id = message_id
         self.receipt_handle = receipt_handle
