@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from millpond import errors
@@ -547,9 +549,12 @@ async def long_poll(
     visibility_ms: int,
     wait_s: int,
     attempt_id: str | None,
+    parked: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
 ) -> list[Message]:
     """Receive, waiting on the event loop (not a thread) for up to ``wait_s`` seconds (SQS
-    ReceiveMessage and the native protocol's queue.receive)."""
+    ReceiveMessage and the native protocol's queue.receive). Each wait for a message is in
+    ``parked()``: the native protocol's connections count a parked poll apart from their
+    running requests (see millpond.native.server)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     broker = queue._broker
@@ -581,13 +586,14 @@ async def long_poll(
             remaining = min(remaining, max(due, 0.001))
         assert ctx.notifier is not None
         wakeups = broker._wakeups
-        await ctx.notifier.wait(
-            id(broker),
-            queue.queue_id,
-            remaining,
-            _doorbell_rung(broker, queue, generation),
-            wakeups if wakeups.cross_process else None,
-        )
+        async with parked():
+            await ctx.notifier.wait(
+                id(broker),
+                queue.queue_id,
+                remaining,
+                _doorbell_rung(broker, queue, generation),
+                wakeups if wakeups.cross_process else None,
+            )
 
 
 def _doorbell_rung(broker: Broker, queue: Queue, generation: int) -> Callable[[], bool]:
