@@ -14,6 +14,7 @@ runs on the context's thread pool, where its writes meet the same group commit.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from millpond.broker import Broker
@@ -26,11 +27,18 @@ from millpond.server.sqs import long_poll
 
 
 class Session:
-    """One connection's view of the daemon: the context and the broker of its region."""
+    """One connection's view of the daemon: the context and the broker of its region, and
+    where its long polls wait for messages (see long_poll)."""
 
-    def __init__(self, ctx: Context, broker: Broker) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        broker: Broker,
+        parked: Callable[[], AbstractAsyncContextManager[None]],
+    ) -> None:
         self.ctx = ctx
         self.broker = broker
+        self.parked = parked
 
 
 Handler = Callable[[Session, Any, list[Any], dict[str, Any]], Awaitable[Any]]
@@ -69,7 +77,7 @@ def _on_pool(kind: str, method: str) -> Handler:
 
 
 async def _send(
-    ctx: Context,
+    session: Session,
     queue: Queue,
     body: bytes | str,
     *,
@@ -79,6 +87,7 @@ async def _send(
     deduplication_id: str | None = None,
 ) -> str:
     """Queue.send, committed through the loop's group commit."""
+    ctx = session.ctx
     if isinstance(queue, FifoQueue):
         prepared = queue._prepare_fifo(body, delay_seconds, attributes, group_id, deduplication_id)
         sent: list[tuple[str, str]] = await ctx.drive(queue, queue._send_fifo_steps([prepared]))
@@ -91,7 +100,7 @@ async def _send(
 
 
 async def _receive(
-    ctx: Context,
+    session: Session,
     queue: Queue,
     max_messages: int = 1,
     *,
@@ -103,12 +112,14 @@ async def _receive(
     visibility_ms, wait_s = queue._receive_arguments(
         max_messages, visibility_timeout, wait_seconds, attempt_id
     )
-    return await long_poll(ctx, queue, max_messages, visibility_ms, wait_s, attempt_id)
+    return await long_poll(
+        session.ctx, queue, max_messages, visibility_ms, wait_s, attempt_id, session.parked
+    )
 
 
-async def _delete(ctx: Context, queue: Queue, receipt_handle: str) -> None:
+async def _delete(session: Session, queue: Queue, receipt_handle: str) -> None:
     """Queue.delete (a batch of one: its one error is the call's)."""
-    (error,) = await ctx.drive(queue, queue._delete_steps([receipt_handle]))
+    (error,) = await session.ctx.drive(queue, queue._delete_steps([receipt_handle]))
     if error is not None:
         raise error
 
@@ -116,7 +127,7 @@ async def _delete(ctx: Context, queue: Queue, receipt_handle: str) -> None:
 def _on_loop(verb: Callable[..., Awaitable[Any]]) -> Handler:
     async def run(session: Session, target: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
         queue = session.broker.queue(target)  # cached: a dict look-up, as the HTTP handlers do
-        return await verb(session.ctx, queue, *args, **kwargs)
+        return await verb(session, queue, *args, **kwargs)
 
     return run
 

@@ -8,7 +8,11 @@ flight at once and each is answered (by its request id, in whatever order they f
 write has committed. Buffers are bounded: reading stops while MAX_IN_FLIGHT requests are
 running, or while the answers not yet taken by the client pass the transport's high-water mark
 (a client that never reads is paused, not buffered for, and closed after
-WRITE_STALL_TIMEOUT_S); a frame over ``max_frame`` (``frames.MAX_HELLO_FRAME`` before the
+WRITE_STALL_TIMEOUT_S). A long poll parked (waiting for a message) is not running: it holds no
+answer yet, and must not hold up the other calls of its connection (nor the cancel that would
+end it). Up to MAX_PARKED of them wait besides the running requests; woken, a poll takes a
+running place back before it looks for messages, so MAX_IN_FLIGHT still bounds the answers a
+connection makes at once. A frame over ``max_frame`` (``frames.MAX_HELLO_FRAME`` before the
 hello) or a request over ``frames.MAX_REQUEST_ITEMS`` elements is refused with a connection
 error and the connection is closed, as is one with no hello within HELLO_TIMEOUT_S.
 
@@ -19,11 +23,14 @@ of the requests still running): never an exception out of a protocol callback.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
 import hmac
 import logging
 import os
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import msgpack
@@ -44,6 +51,10 @@ log = logging.getLogger("millpond.server")
 # Requests running per connection before the next ones wait (and reading pauses). With the
 # write high-water mark this bounds what a connection holds: MAX_IN_FLIGHT answers at most.
 MAX_IN_FLIGHT = 256
+# Long polls parked per connection before reading pauses, besides those: a parked poll holds
+# its task and waiter (~3.5 KB), no answer (a service's consumer tasks sharing one AsyncClient
+# park a poll each), so a connection holds at most ~15 MB of them.
+MAX_PARKED = 4096
 WRITE_HIGH_WATER = 4 * 1024 * 1024  # answers buffered for a slow reader before reading pauses
 # A peer that has not sent its hello by then is closed: it holds a socket and a buffer while
 # it is nobody (a client sends the hello as soon as it reads the greeting).
@@ -117,6 +128,11 @@ class Connection(asyncio.Protocol):
         self.session: Session | None = None  # set by hello
         self.nonce = os.urandom(16)
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        # long polls waiting for a message, or woken and waiting for a running place: not
+        # running (see parked)
+        self._parked: set[asyncio.Task[Any]] = set()
+        self._woken: collections.deque[tuple[asyncio.Task[Any], asyncio.Future[None]]]
+        self._woken = collections.deque()
         self.closing = False
         self.eof = False  # the peer half-closed: answer what it sent, then close
         self._last_words: ProtocolError | None = None  # a connection error, sent at the close
@@ -227,7 +243,8 @@ class Connection(asyncio.Protocol):
     def _parse(self) -> None:
         """Start the requests buffered, while fewer than MAX_IN_FLIGHT run and the client takes
         its answers; the rest wait in the buffer (and reading pauses, so the buffer stays
-        small) until requests finish."""
+        small) until requests finish. Long polls woken meanwhile run first."""
+        self._run_woken_polls()
         if self.closing:
             return
         buffer, header = self.buffer, frames.HEADER
@@ -256,9 +273,46 @@ class Connection(asyncio.Protocol):
         # Requests sent right behind the hello wait for it: they need its session.
         return (
             self._write_paused
-            or len(self.tasks) >= MAX_IN_FLIGHT
+            or self._running() >= MAX_IN_FLIGHT
+            or len(self._parked) >= self.server.max_parked
             or (self.session is None and bool(self.tasks))
         )
+
+    def _running(self) -> int:
+        return len(self.tasks) - len(self._parked)
+
+    def _may_run(self) -> bool:
+        # A closing connection answers what it runs: nothing waits on it any more.
+        return self.closing or (not self._write_paused and self._running() < MAX_IN_FLIGHT)
+
+    # -- parked long polls ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def parked(self) -> AsyncIterator[None]:
+        """Where a long poll of this connection waits for a message (see long_poll). It is
+        no running request meanwhile, so that the connection reads on: polls hold up no other
+        call, nor the cancel that ends one. Woken, it waits for a running place before it
+        looks for messages, and so for a client that takes its answers: parked polls never
+        make more answers than MAX_IN_FLIGHT running requests would."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._parked.add(task)
+        self._parse()  # its running place is free
+        try:
+            yield
+            if self._woken or not self._may_run():
+                place = asyncio.get_running_loop().create_future()
+                self._woken.append((task, place))
+                await place  # given by _run_woken_polls, in the order they woke
+        finally:
+            self._parked.discard(task)
+
+    def _run_woken_polls(self) -> None:
+        while self._woken and self._may_run():
+            task, place = self._woken.popleft()
+            if not place.done():  # (done: cancelled, the client left)
+                self._parked.discard(task)  # running from now: counted before it resumes
+                place.set_result(None)
 
     def _request(self, payload: bytes) -> None:
         try:
@@ -355,7 +409,7 @@ class Connection(asyncio.Protocol):
         try:
             await self.server.wait_ready()
             broker = await self.ctx.call(self.ctx.broker, region)  # opening a region blocks
-            self.session = Session(self.ctx, broker)
+            self.session = Session(self.ctx, broker, self.parked)
             if self._hello_timer is not None:
                 self._hello_timer.cancel()
             self._answer(
@@ -434,6 +488,7 @@ class Connection(asyncio.Protocol):
     def drain_and_close(self) -> None:
         """Read no more requests; close once the running ones are answered."""
         self.closing = True
+        self._run_woken_polls()
         if self.transport is None:
             return
         if not self.tasks:
@@ -472,8 +527,10 @@ class NativeServer:
         hello_timeout: float = HELLO_TIMEOUT_S,
         write_stall_timeout: float = WRITE_STALL_TIMEOUT_S,
         max_connections: int | None = None,
+        max_parked: int = MAX_PARKED,
     ) -> None:
         self.ctx = ctx
+        self.max_parked = max_parked  # long polls parked per connection (see Connection.parked)
         self.max_frame = max_frame
         self.max_connections = max_connections or _connection_limit()
         self.hello_timeout = hello_timeout

@@ -52,9 +52,12 @@ class Notifier:
         self._loop = loop
         self._waiters: dict[tuple[int, int], set[asyncio.Future[None]]] = {}
         # Parked long polls that another process may wake: its sends ring the doorbell file,
-        # not this process's listeners. future -> ("has its doorbell rung?", the broker's
-        # Wakeups when it has a doorbell file), read by a thread.
-        self._doorbells: dict[asyncio.Future[None], tuple[Callable[[], bool], Wakeups | None]] = {}
+        # not this process's listeners. "Has its doorbell rung?" (one check for the polls of
+        # a queue parked at one generation) -> (the broker's Wakeups when it has a doorbell
+        # file, the futures of those polls), read by a thread: a check per queue, not per poll.
+        self._doorbells: dict[
+            Callable[[], bool], tuple[Wakeups | None, set[asyncio.Future[None]]]
+        ] = {}
         self._doorbells_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
@@ -108,14 +111,19 @@ class Notifier:
             waiters.discard(future)
             if not waiters:
                 self._waiters.pop((broker_key, queue_id), None)
-            with self._doorbells_lock:
-                self._doorbells.pop(future, None)
+            if rung is not None:
+                with self._doorbells_lock:
+                    watched = self._doorbells.get(rung)
+                    if watched is not None:  # (None: the watcher took it, as it rang)
+                        watched[1].discard(future)
+                        if not watched[1]:
+                            del self._doorbells[rung]
 
     def _watch(
         self, future: asyncio.Future[None], rung: Callable[[], bool], bell: Wakeups | None
     ) -> None:
         with self._doorbells_lock:
-            self._doorbells[future] = (rung, bell)
+            self._doorbells.setdefault(rung, (bell, set()))[1].add(future)
             if self._watcher is None:
                 self._watcher = threading.Thread(
                     target=self._watch_doorbells, daemon=True, name="millpond-doorbells"
@@ -134,16 +142,15 @@ class Notifier:
                 if not self._doorbells:
                     self._watcher = None
                     return
-                watched = list(self._doorbells.items())
-            bells = {id(bell): bell for _, (_, bell) in watched}
+                watched = [(check, bell) for check, (bell, _) in self._doorbells.items()]
+            bells = {id(bell): bell for _, bell in watched}
             bell = next(iter(bells.values())) if len(bells) == 1 else None
             # read before the checks: a ring after them ends the wait below at once
             generation = bell.any_generation() if bell is not None else 0
-            rung = [future for future, (moved, _) in watched if moved()]
-            if rung:
+            moved = [check for check, _ in watched if check()]
+            if moved:
                 with self._doorbells_lock:
-                    for future in rung:
-                        self._doorbells.pop(future, None)
+                    rung = [f for check in moved for f in self._doorbells.pop(check, (None, ()))[1]]
                 try:
                     self._loop.call_soon_threadsafe(_wake_futures, rung)
                 except RuntimeError:  # the loop is closed: nobody waits any more

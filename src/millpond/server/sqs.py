@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import re
+import weakref
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from millpond import errors
@@ -39,6 +42,7 @@ from millpond.server.protocol import (
     queue_url,
     xml_safe,
 )
+from millpond.wakeups import Wakeups
 
 Handler = Callable[[Context, Request], Awaitable[dict[str, Any]]]
 HANDLERS: dict[str, Handler] = {}
@@ -547,9 +551,12 @@ async def long_poll(
     visibility_ms: int,
     wait_s: int,
     attempt_id: str | None,
+    parked: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
 ) -> list[Message]:
     """Receive, waiting on the event loop (not a thread) for up to ``wait_s`` seconds (SQS
-    ReceiveMessage and the native protocol's queue.receive)."""
+    ReceiveMessage and the native protocol's queue.receive). Each wait for a message is in
+    ``parked()``: the native protocol's connections count a parked poll apart from their
+    running requests (see millpond.native.server)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     broker = queue._broker
@@ -581,25 +588,41 @@ async def long_poll(
             remaining = min(remaining, max(due, 0.001))
         assert ctx.notifier is not None
         wakeups = broker._wakeups
-        await ctx.notifier.wait(
-            id(broker),
-            queue.queue_id,
-            remaining,
-            _doorbell_rung(broker, queue, generation),
-            wakeups if wakeups.cross_process else None,
-        )
+        async with parked():
+            await ctx.notifier.wait(
+                id(broker),
+                queue.queue_id,
+                remaining,
+                _doorbell_rung(broker, queue, generation),
+                wakeups if wakeups.cross_process else None,
+            )
 
 
 def _doorbell_rung(broker: Broker, queue: Queue, generation: int) -> Callable[[], bool]:
     """Whether the queue's doorbell moved since ``generation``: the one way a send of another
     process on the same data directory reaches this daemon's long polls. Without a doorbell
     file (not Linux, or no C extension) always: the poll looks again at every check, as the
-    embedded pollers re-check every wakeups.FALLBACK_POLL_S."""
+    embedded pollers re-check every wakeups.FALLBACK_POLL_S. The polls of a queue parked at
+    one generation share one check: the watcher reads it once for all of them."""
     wakeups = broker._wakeups
     if not wakeups.cross_process:
         return _always
     queue_id = queue.queue_id
+    key = (id(wakeups), queue_id, generation)  # the check holds wakeups: its id stays its own
+    check = _doorbell_checks.get(key)
+    if check is None:
+        check = _doorbell_checks[key] = _moved_since(wakeups, queue_id, generation)
+    return check
+
+
+def _moved_since(wakeups: Wakeups, queue_id: int, generation: int) -> Callable[[], bool]:
     return lambda: wakeups.generation(queue_id) != generation
+
+
+# The checks of parked polls, while any poll holds one (see _doorbell_rung).
+_doorbell_checks: weakref.WeakValueDictionary[tuple[int, int, int], Callable[[], bool]] = (
+    weakref.WeakValueDictionary()
+)
 
 
 def _always() -> bool:
