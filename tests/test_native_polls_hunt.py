@@ -25,10 +25,9 @@ from millpond.server.sqs import long_poll
 
 from .daemon import Daemon, native_daemon_fixture  # noqa: F401 (fixture)
 from .test_native import Raw, _rss
+from .test_native_hunt import _port
 
 _names = itertools.count()
-
-POLLS = MAX_IN_FLIGHT + 44  # more long polls than requests a connection runs at once
 
 
 @pytest.fixture
@@ -36,9 +35,13 @@ def name() -> str:
     return f"p{os.getpid()}-{next(_names)}"
 
 
-def _port(daemon: Daemon) -> int:
-    assert daemon.native_port is not None
-    return daemon.native_port
+POLLS = MAX_IN_FLIGHT + 44  # more long polls than requests a connection runs at once
+
+
+async def _cancel_all(polls: list[asyncio.Future[object]]) -> None:
+    for poll in polls:
+        poll.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
 
 
 def _polls(name: str, first_rid: int, count: int, **kwargs: object) -> bytes:
@@ -66,9 +69,7 @@ def test_parked_long_polls_hold_up_no_other_call_of_their_connection(
                 assert time.monotonic() - started < 1
                 assert not any(poll.done() for poll in polls)
             finally:
-                for poll in polls:
-                    poll.cancel()
-                await asyncio.gather(*polls, return_exceptions=True)
+                await _cancel_all(polls)
 
     asyncio.run(scenario())
 
@@ -221,9 +222,7 @@ def test_many_clients_each_with_many_parked_polls(daemon: Daemon, name: str) -> 
             assert time.monotonic() - started < 1
             assert not any(poll.done() for poll in polls)
         finally:
-            for poll in polls:
-                poll.cancel()
-            await asyncio.gather(*polls, return_exceptions=True)
+            await _cancel_all(polls)
             for client in clients:
                 await client.close()
 
