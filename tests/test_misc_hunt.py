@@ -1,21 +1,27 @@
 """Listings at scale and the daemon's HTTP limits.
 
 References: the SQS API reference (ListQueues: MaxResults 1-1000, a NextToken only when
-MaxResults is given, QueueNamePrefix) and the SNS API reference (ListTopics: pages of 100 with a
-NextToken).
+MaxResults is given, QueueNamePrefix), the SNS API reference (ListTopics: pages of 100 with a
+NextToken), the SQS API reference's Common Errors (ServiceUnavailable, 503) and botocore's retry
+rules (a 503 is retried in its legacy and standard modes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 from collections import Counter
 from typing import Any
 
+import botocore.config
+import botocore.exceptions
 import pytest
 
 from millpond.server import sns, sqs
 from millpond.server.context import Context
 from millpond.server.protocol import Request
+
+from .daemon import Daemon
 
 
 @pytest.fixture
@@ -162,3 +168,91 @@ def test_list_queues_without_max_results_lists_up_to_1000_and_no_token(ctx):
     assert [u.rsplit("/", 1)[1] for u in page["QueueUrls"]] == ["a", "b", "c"]
     assert "NextToken" not in page
     assert _call(ctx, sqs.list_queues, QueueNamePrefix="z") == {}
+
+
+LIST_QUEUES_QUERY = "Action=ListQueues&Version=2012-11-05"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _refusal(call: Any) -> dict[str, Any]:
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        call()
+    return caught.value.response  # type: ignore[no-any-return]
+
+
+def test_a_connection_past_the_limit_gets_an_aws_error_and_the_open_ones_keep_working(tmp_path):
+    # uvicorn's limit_concurrency (4096, fixed) answered every request with a plain-text
+    # "503 Service Unavailable" once that many connections were open, idle keep-alive ones
+    # included: the connections already open were refused too (4096 long polls locked every
+    # other HTTP call out), and an SDK out of retries reported a bare 503, no AWS error. Now
+    # only a connection opened past the limit is refused, with AWS's ServiceUnavailable (503)
+    # in the request's protocol (which SDKs retry), and closed; the limit is configurable.
+    daemon = Daemon(str(tmp_path / "data"), extra=["--max-http-connections", "2"])
+    held = [http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=5) for _ in range(2)]
+    try:
+        for conn in held:  # two keep-alive connections, open and idle
+            conn.request("GET", "/health")
+            assert conn.getresponse().read() == b"ok\n"
+        once = botocore.config.Config(retries={"total_max_attempts": 1})
+        sqs_json = daemon.client("sqs", config=once)
+        refused = _refusal(sqs_json.list_queues)
+        assert refused["Error"]["Code"] == "ServiceUnavailable"
+        assert refused["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert refused["ResponseMetadata"]["HTTPHeaders"]["connection"] == "close"
+        assert "max_http_connections" in refused["Error"]["Message"]
+        sns_client = daemon.client("sns", config=once)
+        assert _refusal(sns_client.list_topics)["Error"]["Code"] == "ServiceUnavailable"
+        query = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=5)
+        query.request("POST", "/", body=LIST_QUEUES_QUERY, headers=FORM)
+        response = query.getresponse()
+        assert response.status == 503
+        assert b"<Code>ServiceUnavailable</Code>" in response.read()
+        query.close()
+        for conn in held:  # the connections open before the limit still get answers
+            conn.request("POST", "/", body=LIST_QUEUES_QUERY, headers=FORM)
+            response = conn.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+        held.pop().close()  # one closes: a new connection is served
+        for _ in range(50):  # the daemon sees the close soon, not at once
+            try:
+                assert daemon.client("sqs", config=once).list_queues()["ResponseMetadata"]
+                break
+            except botocore.exceptions.ClientError:
+                continue
+        else:
+            raise AssertionError("no connection served after one closed")
+    finally:
+        for conn in held:
+            conn.close()
+        daemon.stop()
+
+
+def test_the_http_connection_limit_follows_the_open_file_limit(monkeypatch):
+    # a quarter of the descriptors (the native port may take half, the data files need theirs)
+    import resource
+
+    from millpond import server
+
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (1024, 524288))
+    assert server.default_max_http_connections() == 256
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (524288, 524288))
+    assert server.default_max_http_connections() == 131072
+    # the soft limit (systemd's 1024) is raised to the hard one before the limits are taken
+    raised: list[Any] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (1024, 524288))
+    monkeypatch.setattr(resource, "setrlimit", lambda kind, limits: raised.append(limits))
+    server.raise_open_files_limit()
+    assert raised == [(524288, 524288)]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "true", '"10"'])
+def test_max_http_connections_in_the_config_must_be_a_positive_number(tmp_path, value):
+    from millpond.server import config as config_module
+
+    path = tmp_path / "millpond.toml"
+    path.write_text(f"[server]\nmax_http_connections = {value}\n")
+    with pytest.raises(config_module.ConfigError, match="max_http_connections"):
+        config_module.load(str(path))
+    path.write_text("[server]\nmax_http_connections = 10\n")
+    assert config_module.load(str(path))["server"]["max_http_connections"] == 10

@@ -218,6 +218,7 @@ _SNS_CODES = frozenset(
         "ParameterValueInvalid",
         "RequestExpired",
         "ResourceNotFound",
+        "ServiceUnavailable",  # a common error, 503 (AWS Knowledge Center, "sns-5xx-errors")
         "SignatureDoesNotMatch",
         "StaleTag",
         "SubscriptionLimitExceeded",
