@@ -31,7 +31,13 @@ from millpond.errors import (
 )
 from millpond.fifo_queue import FifoQueue
 from millpond.queue import Queue, check_tags, purged_key
-from millpond.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DEFAULT_RESERVE, Storage
+from millpond.storage import (
+    DEFAULT_MAP_SIZE,
+    DEFAULT_MAX_MAP_SIZE,
+    DEFAULT_RESERVE,
+    Storage,
+    key_names_after,
+)
 from millpond.topic import Subscription, Topic, Topics
 from millpond.wakeups import Wakeups
 
@@ -334,19 +340,16 @@ class Broker:
 
     def list_queues(self, prefix: str = "") -> list[str]:
         """Names of the queues whose name starts with ``prefix``, sorted."""
-        start = _queue_key(arguments.text(prefix, "QueueNamePrefix"))
+        return self._queue_names(prefix)
 
-        def scan(txn: Any) -> list[str]:
-            names = []
-            with txn.cursor(db=self._storage.tables.meta) as cur:
-                if cur.set_range(start):
-                    for key in cur.iternext(values=False):
-                        if not key.startswith(start):
-                            break
-                        names.append(key[2:].decode())
-            return names
-
-        return self._storage.read(scan)
+    def _queue_names(self, prefix: str, after: str = "", limit: int | None = None) -> list[str]:
+        """Names of the queues that start with ``prefix`` and sort after ``after``, sorted, at
+        most ``limit`` (a ListQueues page): only those are read, not every queue's."""
+        prefix = arguments.text(prefix, "QueueNamePrefix")
+        meta = self._storage.tables.meta
+        return self._storage.read(
+            lambda txn: key_names_after(txn, meta, b"q:", prefix, after, limit)
+        )
 
     def list_dead_letter_source_queues(self, name: str) -> list[str]:
         """Names of the queues whose RedrivePolicy targets queue ``name``."""

@@ -147,6 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="the most regions served (default 64); a request for one more gets OverLimit",
     )
+    sv.add_argument(
+        "--max-http-connections",
+        type=_positive,
+        default=None,
+        help="HTTP connections open at once (default a quarter of the open-file limit); a "
+        "connection past it gets ServiceUnavailable",
+    )
     sv.add_argument("--tls-cert", default=None, help="PEM certificate: HTTPS (with --tls-key)")
     sv.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     bk = commands.add_parser(
@@ -283,6 +290,7 @@ def _run_server(args: argparse.Namespace, server: Any, config_module: Any) -> in
         tls_key=pick("tls_key", None),
         native_port=native_port,
         max_regions=int(pick("max_regions", DEFAULT_MAX_REGIONS)),  # type: ignore[call-overload]
+        max_http_connections=pick("max_http_connections", None),
     )
     return 0
 

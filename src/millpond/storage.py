@@ -793,6 +793,29 @@ class Storage:
         return True
 
 
+def key_names_after(
+    txn: Any, db: Any, kind: bytes, prefix: str, after: str, limit: int | None
+) -> list[str]:
+    """The names of the keys ``kind + name`` of ``db`` whose name starts with ``prefix`` and
+    sorts after ``after``, in order, at most ``limit`` (a listing page); caller holds the txn.
+
+    The cursor starts at the first such key: a page reads its own keys, not those before it.
+    UTF-8 bytes sort as the names' code points do, so key order is str order.
+    """
+    matching = kind + prefix.encode()
+    start = matching
+    if after:
+        start = max(start, kind + after.encode() + b"\0")  # the first key past ``after``
+    names: list[str] = []
+    with txn.cursor(db=db) as cur:
+        if cur.set_range(start):
+            for key in cur.iternext(values=False):
+                if not key.startswith(matching) or len(names) == limit:
+                    break
+                names.append(key[len(kind) :].decode())
+    return names
+
+
 def _check_sizes(**sizes: Any) -> None:
     """Sizes in bytes: whole numbers, positive (disk_reserve may be 0)."""
     for name, value in sizes.items():

@@ -75,6 +75,7 @@ from millpond.sns_envelope import (
     check_batch_ids,
     check_batch_size,
 )
+from millpond.storage import key_names_after
 from millpond.subscription import (
     FilterPolicyLimitExceeded,
     Subscription,
@@ -369,21 +370,16 @@ class Topics:
                     reason,
                 )
 
+    def names_after(self, after: str, limit: int | None = None) -> list[str]:
+        """Names of the topics that sort after ``after``, sorted, at most ``limit`` (a
+        ListTopics page): only those are read, not every topic's."""
+        meta = self._meta
+        return self._storage.read(lambda txn: key_names_after(txn, meta, b"t:", "", after, limit))
+
     # Last in the class: a method named "list" shadows the builtin in later annotations.
     def list(self) -> list[str]:
         """Names of all topics, sorted."""
-
-        def scan(txn: Any) -> list[str]:
-            names = []
-            with txn.cursor(db=self._meta) as cur:
-                if cur.set_range(b"t:"):
-                    for key in cur.iternext(values=False):
-                        if not key.startswith(b"t:"):
-                            break
-                        names.append(key[2:].decode())
-            return names
-
-        return self._storage.read(scan)
+        return self.names_after("")
 
 
 def _subscriptions_after(

@@ -7,6 +7,7 @@ A thin network edge over the same Broker as the embedded API: no storage logic o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,6 +23,35 @@ SUGGESTED_NATIVE_PORT = 9325
 # process that an interrupt ended. The data is flushed and closed all the same; only requests
 # still running were cut off (their clients got no reply). A graceful stop exits 0.
 FORCED_EXIT_STATUS = 130
+# The HTTP connection limit where the process's file descriptors are unlimited or unknown.
+FALLBACK_MAX_HTTP_CONNECTIONS = 4096
+
+
+def default_max_http_connections() -> int:
+    """A quarter of the file descriptors the process may open: the native port may take half
+    (millpond.native.server), the data files and outgoing HTTP/S deliveries keep the rest. A
+    fixed limit either ran out of descriptors first (a limit of 1024 is usual: accept() then
+    fails, and so do the data files) or, with many, refused clients for no reason."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return FALLBACK_MAX_HTTP_CONNECTIONS
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return FALLBACK_MAX_HTTP_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, soft // 4)
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit of open files to the hard one, as a server holding a connection
+    per client should (systemd keeps the soft limit at 1024 for programs that use select();
+    the event loop uses epoll/kqueue). Left as it is where that is not allowed."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # macOS refuses above OPEN_MAX
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def build_app(data_dir: str, **options: Any) -> Any:
@@ -71,6 +101,7 @@ def serve(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     native_port: int | None = None,
+    max_http_connections: int | None = None,
     **options: Any,
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT; in-flight requests and commits finish first.
@@ -82,6 +113,9 @@ def serve(
     With ``tls_cert`` and ``tls_key`` (PEM files) it serves HTTPS instead of HTTP. With
     ``native_port`` it also serves millpond's native protocol there, on the same host, in the
     same event loop and over the same brokers (plain TCP: no TLS on that port).
+
+    A connection opened past ``max_http_connections`` (default: a quarter of the open-file
+    limit, raised to its hard limit) gets ServiceUnavailable (503) for its request, and closed.
     """
     from millpond.server import config as config_module
 
@@ -96,6 +130,7 @@ def serve(
     from millpond.server.context import Context
     from millpond.server.http_protocol import DeadlineHttpProtocol
 
+    raise_open_files_limit()  # before the limits below are taken from it
     ctx = Context(data_dir, **options)
     # the default region's data, opened now (creating --data, synced into its parent in the
     # "fsync" mode): a directory it cannot use stops here
@@ -124,7 +159,8 @@ def serve(
         log_level="warning",
         timeout_keep_alive=75,
         timeout_graceful_shutdown=30,
-        limit_concurrency=4096,
+        # the connection limit, applied by DeadlineHttpProtocol
+        limit_concurrency=max_http_connections or default_max_http_connections(),
         access_log=False,
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,

@@ -21,6 +21,7 @@ from millpond import errors
 from millpond.message_attributes import valid_trace_header
 from millpond.server import metrics, sigv4, sqs, sqs_json
 from millpond.server.context import Context
+from millpond.server.http_protocol import OVER_LIMIT
 from millpond.server.protocol import AwsError, Request, new_request_id, region_of
 
 log = logging.getLogger("millpond.server")
@@ -223,6 +224,7 @@ class App:
         id_header = (b"x-amzn-requestid", request_id.encode())
         request = None
         try:
+            _check_connection_limit(scope)
             if self.ctx.credentials:
                 verified = sigv4.check(scope, body, self.ctx.credentials, "sqs")
             else:
@@ -283,6 +285,7 @@ class App:
         codec, handlers = _query_codec(answering)
         request = None
         try:
+            _check_connection_limit(scope)
             if not action:
                 raise AwsError("MissingAction", "Missing Action", 400)
             if service not in ("sqs", "sns"):
@@ -425,6 +428,21 @@ async def _refuse_body(send: Any, status: int, text: bytes) -> None:
     streams it, or, after Expect: 100-continue, the client's next request taken for it."""
     headers = [(b"content-type", b"text/plain"), (b"connection", b"close")]
     await _respond(send, status, headers, text)
+
+
+def _check_connection_limit(scope: dict[str, Any]) -> None:
+    """Refuse a request whose connection was opened past the daemon's connection limit (see
+    millpond.server.http_protocol) with AWS's common ServiceUnavailable error (503): SDKs read
+    it as an AWS error and retry it (botocore: a 503 in its legacy and standard retry modes),
+    on a new connection, as this one closes after the answer."""
+    if scope.get(OVER_LIMIT):
+        raise AwsError(
+            "ServiceUnavailable",
+            "The request has failed due to a temporary failure of the server: too many HTTP "
+            "connections are open (the daemon's max_http_connections).",
+            503,
+            sender_fault=False,
+        )
 
 
 async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -5,6 +5,7 @@
     port = 9324
     # native_port = 9325        # millpond's native protocol (off unless set)
     # max_regions = 64          # regions served (a request signed for one more: OverLimit)
+    # max_http_connections = 4096  # default a quarter of the open-file limit
     # tls_cert = "cert.pem"     # with tls_key: HTTPS (PEM files)
 
     [auth]                      # optional: requests must be signed (SigV4) with one of these
@@ -62,6 +63,7 @@ SERVER_KEYS = {
     "tls_cert",
     "tls_key",
     "max_regions",
+    "max_http_connections",
 }
 # Every top-level table: a misspelt one ([[queue]], [sever]) would be ignored without a word.
 TOP_KEYS = {"server", "auth", "queues", "topics", "subscriptions"}
@@ -74,7 +76,7 @@ def valid_account_id(text: Any) -> bool:
     return isinstance(text, str) and _ACCOUNT_ID.fullmatch(text) is not None
 
 
-_SERVER_TEXT = SERVER_KEYS - {"port", "native_port", "max_regions"}
+_SERVER_TEXT = SERVER_KEYS - {"port", "native_port", "max_regions", "max_http_connections"}
 # Each predefinition section: its required text keys, and its optional keys with their types.
 _SECTIONS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, ...]]]] = {
     "queues": (("name",), {"region": (str,), "attributes": (dict,), "tags": (dict,)}),
@@ -140,9 +142,10 @@ def _check_server(path: str, server: Any) -> None:
         port = server.get(key, 0)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"{path}: [server] {key} must be a number from 0 to 65535")
-    max_regions = server.get("max_regions", 1)
-    if isinstance(max_regions, bool) or not isinstance(max_regions, int) or max_regions < 1:
-        raise ConfigError(f"{path}: [server] max_regions must be a number of at least 1")
+    for key in ("max_regions", "max_http_connections"):
+        value = server.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{path}: [server] {key} must be a number of at least 1")
     if server.get("durability", "fsync") not in ("fsync", "os"):
         raise ConfigError(f'{path}: [server] durability must be "fsync" or "os"')
     if not valid_account_id(server.get("account_id", "123456789012")):

@@ -1,10 +1,17 @@
-"""uvicorn's HTTP protocol with a deadline on each request's head.
+"""uvicorn's HTTP protocol with a deadline on each request's head, and a connection limit.
 
 uvicorn times out a keep-alive connection only once it has answered a request; a connection
 that never sends a complete request head (nothing at all, or headers trickled in one byte at
 a time) would stay open for good and count toward the connection limit. Here every request
 head, the first on a connection included, must arrive within HEAD_TIMEOUT_S of the connection
 opening or of the previous response; request bodies have their own watchdog (server/app.py).
+
+The connection limit (uvicorn's ``limit_concurrency`` setting) is applied here, not by uvicorn:
+uvicorn answered every request with a plain-text 503 once the open connections (idle keep-alive
+ones included) or running requests reached it, those of the connections already open too, which
+no SDK reads as an AWS error. Here only a connection opened past the limit is refused: its
+request is marked (scope[OVER_LIMIT]) for the application to answer with an AWS error in the
+request's own protocol, and the connection closes after that answer.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 HEAD_TIMEOUT_S = float(os.environ.get("MILLPOND_HEAD_TIMEOUT_S", "30"))
 # On shutdown, how long a TLS connection being closed may wait for the client's close_notify.
 TLS_CLOSE_GRACE_S = 1.0
+# The scope key of a request whose connection was opened past the connection limit.
+OVER_LIMIT = "millpond.over_limit"
 
 
 class DeadlineHttpProtocol(HttpToolsProtocol):
@@ -29,9 +38,14 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
         self._lost = False
+        # the limit is checked here (see the module's doc), not by uvicorn
+        self.max_connections, self.limit_concurrency = self.limit_concurrency, None
+        self._over_limit = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # counted in self.connections from here
+        limit = self.max_connections
+        self._over_limit = limit is not None and len(self.connections) > limit
         self._arm_head_deadline()
 
     def on_message_begin(self) -> None:
@@ -41,7 +55,11 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm_head_deadline()
+        if self._over_limit:
+            self.scope[OVER_LIMIT] = True  # type: ignore[literal-required]
         super().on_headers_complete()
+        if self._over_limit and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered, then closed: its descriptor comes back
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True

@@ -218,6 +218,7 @@ _SNS_CODES = frozenset(
         "ParameterValueInvalid",
         "RequestExpired",
         "ResourceNotFound",
+        "ServiceUnavailable",  # a common error, 503 (AWS Knowledge Center, "sns-5xx-errors")
         "SignatureDoesNotMatch",
         "StaleTag",
         "SubscriptionLimitExceeded",
@@ -357,12 +358,6 @@ def _after(token: Any) -> str:
         raise _invalid("NextToken") from None
 
 
-def _page(items: list[Any], key: Callable[[Any], str], token: Any) -> tuple[list[Any], str | None]:
-    """One page of ``items`` (sorted by ``key``) after the NextToken, and the next token."""
-    after = _after(token)
-    return _first_page([item for item in items if key(item) > after], key)
-
-
 def _first_page(items: list[Any], key: Callable[[Any], str]) -> tuple[list[Any], str | None]:
     """The first PAGE of ``items`` (sorted by ``key``), and the token of the next page."""
     page = items[:PAGE]
@@ -416,8 +411,10 @@ async def delete_topic(ctx: Context, request: Request) -> dict[str, Any]:
 @action
 async def list_topics(ctx: Context, request: Request) -> dict[str, Any]:
     broker = ctx.broker(request.region)
-    names = await ctx.call(broker.list_topics)
-    page, token = _page(names, str, request.params.get("NextToken"))
+    after = _after(request.params.get("NextToken"))  # the name of the page before's last topic
+    # only this page's topics (and one more: is there a next page?), not every topic's name
+    names = await ctx.call(broker._topics.names_after, after, PAGE + 1)
+    page, token = _first_page(names, str)
     return {"Topics": [{"TopicArn": broker.arn("sns", n)} for n in page], "NextToken": token}
 
 

@@ -170,16 +170,22 @@ def _check_batch(entries: Any, entry_name: str) -> list[dict[str, Any]]:
     return entries
 
 
-def _after_token(names: list[str], token: Any) -> list[str]:
-    """The names after a NextToken (the base64 of the last name of the previous page)."""
+def _token_name(token: Any) -> str:
+    """The name a NextToken names (the base64 of the last name of the previous page); "" for
+    no token: the next page lists the names after it."""
     if not token:
-        return names
+        return ""
     if not isinstance(token, str):
         raise invalid("Invalid NextToken.")
     try:
-        last = base64.b64decode(token, validate=True).decode()
+        return base64.b64decode(token, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise invalid("Invalid NextToken.") from None
+
+
+def _after_token(names: list[str], token: Any) -> list[str]:
+    """The names after a NextToken."""
+    last = _token_name(token)
     return [n for n in names if n > last]
 
 
@@ -245,11 +251,11 @@ async def list_queues(ctx: Context, request: Request) -> dict[str, Any]:
             f"Value {max_results} for parameter MaxResults is invalid. Reason: must be between "
             "1 and 1000."
         )
-    names = await ctx.call(
-        ctx.broker(request.region).list_queues, params.get("QueueNamePrefix") or ""
-    )
-    names = _after_token(names, params.get("NextToken"))
+    prefix = params.get("QueueNamePrefix") or ""
+    after = _token_name(params.get("NextToken"))
     limit = max_results or 1000
+    # only this page's names (and one more: is there a next page?), not every queue's name
+    names = await ctx.call(ctx.broker(request.region)._queue_names, prefix, after, limit + 1)
     page = names[:limit]
     result: dict[str, Any] = {}
     if page:
