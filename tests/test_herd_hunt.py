@@ -1,0 +1,236 @@
+"""The daemon's parked long polls, hunted: a send must not wake every poll of its queue (each
+woken poll runs a receive: 256 parked consumers cut sequential sends to ~190/s), and waking
+fewer must never leave a message waiting while polls sleep (a lost wake-up)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from millpond.queue import Queue
+from millpond.server.context import Context
+from millpond.server.sqs import long_poll
+
+
+def _run(
+    tmp_path: Path,
+    scenario: Callable[[Context, Queue], Awaitable[None]],
+    name: str = "herd",
+    attributes: dict[str, Any] | None = None,
+) -> None:
+    ctx = Context(str(tmp_path / "data"), durability="os", workers=2)
+    queue = ctx.broker("us-east-1").create_queue(name, attributes)
+
+    async def main() -> None:
+        ctx.bind_loop(asyncio.get_running_loop())
+        await scenario(ctx, queue)
+
+    try:
+        asyncio.run(main())
+    finally:
+        ctx.close()
+
+
+def _poll(ctx: Context, queue: Queue, visibility_ms: int = 30_000, **kw: Any) -> asyncio.Task[Any]:
+    return asyncio.ensure_future(long_poll(ctx, queue, 1, visibility_ms, 5, None, **kw))
+
+
+async def _parked(polls: list[asyncio.Task[Any]]) -> None:
+    await asyncio.sleep(0.2)
+    assert not any(poll.done() for poll in polls)
+
+
+async def _first_done(polls: list[asyncio.Task[Any]], timeout: float = 1.0) -> list[Any]:
+    done, _ = await asyncio.wait(polls, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    assert done, "a message waits while every poll sleeps"
+    return [poll.result() for poll in done]
+
+
+async def _cancel(polls: list[asyncio.Task[Any]]) -> None:
+    for poll in polls:
+        poll.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
+
+
+async def _send_untold(ctx: Context, queue: Queue, body: bytes) -> None:
+    """Send ``body`` with no notice to the long polls, nor a doorbell ring: the test wakes."""
+    wakeups = queue._broker._wakeups
+    wakeups.notify = lambda queue_id, count=1: None  # type: ignore[method-assign]
+    try:
+        await ctx.call(queue.send, body)
+    finally:
+        del wakeups.notify
+
+
+def _count_receives(queue: Queue) -> list[int]:
+    count = [0]
+    steps = queue._receive_steps
+
+    def counted(*args: Any) -> Any:
+        count[0] += 1
+        return steps(*args)
+
+    queue._receive_steps = counted  # type: ignore[method-assign]
+    return count
+
+
+def test_a_send_wakes_a_few_parked_polls_not_every_one(tmp_path: Path) -> None:
+    # Every send woke every parked poll of its queue, and each ran a receive transaction.
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        polls = [_poll(ctx, queue) for _ in range(100)]
+        await _parked(polls)
+        receives = _count_receives(queue)
+        await ctx.call(queue.send, b"one")
+        [messages] = await _first_done(polls)
+        assert [m.body for m in messages] == [b"one"]
+        await asyncio.sleep(0.1)  # the polls woken for nothing look, and park again
+        assert receives[0] <= 5, f"{receives[0]} receives for one message"
+        await _cancel(polls)
+
+    _run(tmp_path, scenario)
+
+
+def test_a_burst_of_sends_reaches_as_many_parked_polls(tmp_path: Path) -> None:
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        polls = [_poll(ctx, queue) for _ in range(30)]
+        await _parked(polls)
+        sends = [ctx.call(queue.send_batch, [b"b%d" % i for i in range(10)])]
+        sends += [ctx.call(queue.send, b"s%d" % i) for i in range(5)]
+        await asyncio.gather(*sends)
+        deadline = time.monotonic() + 2
+        while sum(poll.done() for poll in polls) < 15 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        bodies = sorted(m.body for poll in polls if poll.done() for m in poll.result())
+        assert len(bodies) == 15, bodies
+        await _cancel(polls)
+
+    _run(tmp_path, scenario)
+
+
+def test_a_woken_poll_cancelled_passes_its_wake_up_on(tmp_path: Path) -> None:
+    # A notice wakes one poll; its client leaves in the same loop iteration: another takes it.
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        polls = [_poll(ctx, queue) for _ in range(3)]
+        await _parked(polls)
+        await _send_untold(ctx, queue, b"one")
+        assert ctx.notifier is not None
+        ctx.notifier._wake(id(queue._broker), queue.queue_id)  # the longest parked ...
+        polls[0].cancel()  # ... goes as it wakes
+        [messages] = await _first_done(polls[1:])
+        assert [m.body for m in messages] == [b"one"]
+        await _cancel(polls)
+
+    _run(tmp_path, scenario)
+
+
+def test_a_woken_poll_cancelled_waiting_for_a_running_place_passes_it_on(
+    tmp_path: Path,
+) -> None:
+    # The native protocol: a woken poll waits for a running place of its connection first.
+    places: dict[int, asyncio.Future[None]] = {}
+
+    def parked_on(index: int) -> Callable[[], contextlib.AbstractAsyncContextManager[None]]:
+        @contextlib.asynccontextmanager
+        async def parked() -> AsyncIterator[None]:
+            yield
+            if index == 0:  # its connection is busy: it waits, and its client leaves
+                places[index] = asyncio.get_running_loop().create_future()
+                await places[index]
+
+        return parked
+
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        polls = [_poll(ctx, queue, parked=parked_on(i)) for i in range(3)]
+        await _parked(polls)
+        await _send_untold(ctx, queue, b"one")
+        assert ctx.notifier is not None
+        ctx.notifier._wake(id(queue._broker), queue.queue_id)  # the longest parked
+        for _ in range(100):
+            if 0 in places:
+                break
+            await asyncio.sleep(0.01)
+        polls[0].cancel()
+        [messages] = await _first_done(polls[1:])
+        assert [m.body for m in messages] == [b"one"]
+        await _cancel(polls)
+
+    _run(tmp_path, scenario)
+
+
+def test_a_message_visible_again_wakes_a_poll_after_the_poll_that_saw_it_left(
+    tmp_path: Path,
+) -> None:
+    # Hidden messages show again with no notice. The polls parked before the receive never
+    # looked at its visibility; the one that did may be gone when it runs out.
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        polls = [_poll(ctx, queue, visibility_ms=300) for _ in range(5)]
+        await _parked(polls)
+        await ctx.call(queue.send, b"one")
+        assert [m.body for m in (await _first_done(polls))[0]] == [b"one"]
+        # taken for 300 ms; the polls woken after the take learnt when it shows again, and go
+        await asyncio.sleep(0.05)
+        await _cancel([poll for poll in polls[:-1] if not poll.done()])
+        # the longest parked took it: the last one was never woken
+        [messages] = await _first_done(polls[-1:])
+        assert [m.body for m in messages] == [b"one"]
+
+    _run(tmp_path, scenario)
+
+
+def test_a_fifo_group_unblocked_by_a_delete_wakes_a_poll(tmp_path: Path) -> None:
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        polls = [_poll(ctx, queue) for _ in range(4)]
+        await _parked(polls)
+        entries = [
+            {"body": body, "group_id": group, "deduplication_id": body}
+            for body, group in (("a1", "a"), ("a2", "a"), ("b1", "b"))
+        ]
+        await ctx.call(queue.send_batch, entries)
+        await asyncio.sleep(0.3)
+        done = [poll for poll in polls if poll.done()]
+        taken = {m.body: m for poll in done for m in poll.result()}
+        assert sorted(taken) == [b"a1", b"b1"]  # a2 waits for a1
+        waiting = [poll for poll in polls if not poll.done()]
+        await ctx.call(queue.delete, taken[b"a1"].receipt_handle)
+        [messages] = await _first_done(waiting)
+        assert [m.body for m in messages] == [b"a2"]
+        await _cancel(polls)
+
+    _run(tmp_path, scenario, "herd.fifo", {"FifoQueue": "true"})
+
+
+SEND_ELSEWHERE = """
+import sys, millpond
+broker = millpond.open(sys.argv[1], durability="os", region="us-east-1")
+queue = broker.queue("herd")
+for i in range(3):
+    queue.send(b"elsewhere %d" % i)
+broker.close()
+"""
+
+
+def test_sends_of_another_process_reach_as_many_parked_polls(tmp_path: Path) -> None:
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        if not queue._broker._wakeups.cross_process:
+            pytest.skip("no doorbell file here (not Linux, or no C extension)")
+        polls = [_poll(ctx, queue) for _ in range(10)]
+        await _parked(polls)
+        data = str(tmp_path / "data" / "us-east-1")
+        command = [sys.executable, "-c", SEND_ELSEWHERE, data]
+        await asyncio.get_running_loop().run_in_executor(None, subprocess.run, command)
+        deadline = time.monotonic() + 1
+        while sum(poll.done() for poll in polls) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        bodies = sorted(m.body for poll in polls if poll.done() for m in poll.result())
+        assert bodies == [b"elsewhere 0", b"elsewhere 1", b"elsewhere 2"]
+        await _cancel(polls)
+
+    _run(tmp_path, scenario)
