@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -234,3 +235,33 @@ def test_sends_of_another_process_reach_as_many_parked_polls(tmp_path: Path) -> 
         await _cancel(polls)
 
     _run(tmp_path, scenario)
+
+
+def test_the_doorbell_watcher_stops_quietly_when_its_doorbell_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon shuts down: its brokers close their doorbells while the watcher of parked
+    # polls sleeps on one (or pauses between checks). It died on an assert, with "Exception in
+    # thread millpond-doorbells" in the daemon's log.
+    from millpond.server.context import Notifier
+    from millpond.wakeups import Wakeups
+
+    errors: list[Any] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    wakeups = Wakeups(str(tmp_path))
+    if not wakeups.cross_process:
+        pytest.skip("no doorbell file here (not Linux, or no C extension)")
+
+    async def main() -> None:
+        notifier = Notifier(asyncio.get_running_loop())
+        poll = asyncio.ensure_future(notifier.wait(1, 7, 5.0, lambda: False, wakeups))
+        await asyncio.sleep(0.05)  # the watcher sleeps on the doorbell
+        watcher = notifier._watcher
+        assert watcher is not None
+        wakeups.close()
+        await asyncio.get_running_loop().run_in_executor(None, watcher.join, 1.0)
+        assert not watcher.is_alive()
+        await _cancel([poll])
+
+    asyncio.run(main())
+    assert [error.exc_value for error in errors] == []

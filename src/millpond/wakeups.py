@@ -130,18 +130,31 @@ class Wakeups:
             if self._generations[queue_id] == generation:
                 self._cond.wait(min(timeout, FALLBACK_POLL_S))
 
+    @property
+    def closed(self) -> bool:
+        """True once close() began: a thread that waits on the doorbell should stop."""
+        return self._closing
+
     def any_generation(self) -> int:
         """With a doorbell file: the generation of the slot every notify of every process
-        moves (for wait_any)."""
-        assert self._bell is not None, "any_generation() needs the doorbell file"
-        return self._bell.any_generation()
+        moves (for wait_any). 0 once closed."""
+        bell = self._bell  # read once: close() may let go of it meanwhile
+        if bell is None:
+            assert self._closing, "any_generation() needs the doorbell file"
+            return 0
+        try:
+            return bell.any_generation()
+        except ValueError:  # closed meanwhile
+            return 0
 
     def wait_any(self, generation: int, timeout: float) -> None:
         """With a doorbell file: sleep until any queue is notified, by any process, after
         any_generation() gave ``generation``, or ``timeout`` (one thread watching many
-        queues: the daemon's parked long polls)."""
+        queues: the daemon's parked long polls). Returns at once once closed."""
         bell = self._bell
-        assert bell is not None, "wait_any() needs the doorbell file"
+        if bell is None:
+            assert self._closing, "wait_any() needs the doorbell file"
+            return
         self._sleep(lambda: bell.wait_any(generation, timeout))
 
     def _sleep(self, wait: Callable[[], object]) -> None:
@@ -165,6 +178,7 @@ class Wakeups:
         (and any lock held) belong to threads that do not exist here.
         """
         if os.getpid() != self._pid:
+            self._closing = True  # (no lock: its holder may be a thread not copied here)
             self._unmap()
             return
         with self._cond:

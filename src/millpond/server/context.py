@@ -189,6 +189,10 @@ class Notifier:
                     self._watcher = None
                     return
                 watched = [(key, check, bell) for key, (check, bell) in self._doorbells.items()]
+            closed = [key for key, _, bell in watched if bell is not None and bell.closed]
+            if closed:  # the daemon shuts down: its brokers close, nothing rings any more
+                self._unwatch(closed)
+                continue
             bells = {id(bell): bell for _, _, bell in watched}
             bell = next(iter(bells.values())) if len(bells) == 1 else None
             # read before the checks: a ring after them ends the wait below at once
@@ -213,6 +217,11 @@ class Notifier:
             if pause > 0:  # rings come often (this process's sends ring too): a check per pause
                 time.sleep(pause)
             bell.wait_any(generation, DOORBELL_IDLE_S)
+
+    def _unwatch(self, keys: list[tuple[int, int]]) -> None:
+        with self._doorbells_lock:
+            for key in keys:
+                self._doorbells.pop(key, None)
 
     def _wake_each(self, keys: list[tuple[int, int]]) -> None:
         for key in keys:
