@@ -265,3 +265,38 @@ def test_the_doorbell_watcher_stops_quietly_when_its_doorbell_closes(
 
     asyncio.run(main())
     assert [error.exc_value for error in errors] == []
+
+
+def test_a_ring_after_a_woken_poll_ran_out_of_time_still_wakes_a_parked_poll(
+    tmp_path: Path,
+) -> None:
+    # The doorbell watcher wakes one poll per ring; the next ring must be heard even if that
+    # poll ends without parking again (its wait ran out as it waited for a running place).
+    from millpond.wakeups import Wakeups
+
+    def slow_place() -> contextlib.AbstractAsyncContextManager[None]:
+        @contextlib.asynccontextmanager
+        async def parked() -> AsyncIterator[None]:
+            yield
+            await asyncio.sleep(0.4)  # its connection is busy; its wait runs out meanwhile
+
+        return parked()
+
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        theirs = Wakeups(str(tmp_path / "data" / "us-east-1"))  # another process's mapping
+        if not theirs.cross_process:
+            theirs.close()
+            pytest.skip("no doorbell file here (not Linux, or no C extension)")
+        short = asyncio.ensure_future(long_poll(ctx, queue, 1, 30_000, 0.3, None, slow_place))
+        await asyncio.sleep(0.05)
+        polls = [_poll(ctx, queue)]
+        await _parked(polls)
+        theirs.notify(queue.queue_id)  # a ring with nothing new: wakes the short poll
+        assert await asyncio.wait_for(short, 1) == []
+        await _send_untold(ctx, queue, b"one")
+        theirs.notify(queue.queue_id)  # as the other process that sent it does
+        [messages] = await _first_done(polls)
+        assert [m.body for m in messages] == [b"one"]
+        theirs.close()
+
+    _run(tmp_path, scenario)

@@ -66,9 +66,8 @@ class Notifier:
         self._timers: dict[tuple[int, int], asyncio.TimerHandle] = {}
         # Parked long polls that another process may wake: its sends ring the doorbell file,
         # not this process's listeners. (broker, queue) -> ["has its doorbell rung since the
-        # last look of a poll?" (None once it rang, until a poll parks again), the broker's
-        # Wakeups when it has a doorbell file], read by a thread: a check per queue, not per
-        # poll.
+        # last look of a poll?", the broker's Wakeups when it has a doorbell file], read by a
+        # thread: a check per queue, not per poll.
         self._doorbells: dict[tuple[int, int], list[Any]] = {}
         self._doorbells_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -181,7 +180,8 @@ class Notifier:
         must not block), then sleeps until the next ring of the data directory's doorbell file
         (its slot that rings with every queue's), at most once per DOORBELL_CHECK_S under load.
         Polls of several regions (or without a doorbell file) are read every DOORBELL_CHECK_S.
-        A queue's check is read once per ring: the poll it wakes arms it again as it parks."""
+        A ring wakes one poll of the queue (see the class); the queue's check then follows the
+        doorbell from there, until a poll parks with its own."""
         last_check = 0.0
         while True:
             with self._doorbells_lock:
@@ -197,15 +197,20 @@ class Notifier:
             bell = next(iter(bells.values())) if len(bells) == 1 else None
             # read before the checks: a ring after them ends the wait below at once
             generation = bell.any_generation() if bell is not None else 0
-            moved = [(key, check) for key, check, _ in watched if check is not None and check()]
+            moved = [(key, check, bell) for key, check, bell in watched if check()]
             if moved:
+                # armed again before the wake: a later ring is heard, whatever the woken poll
+                # does (it may end without parking again)
+                again = [
+                    (key, check, _armed_again(check, bell, key[1])) for key, check, bell in moved
+                ]
                 with self._doorbells_lock:
-                    for key, check in moved:
+                    for key, check, armed in again:
                         entry = self._doorbells.get(key)
-                        if entry is not None and entry[0] is check:
-                            entry[0] = None
+                        if entry is not None and entry[0] is check:  # (else a poll parked since)
+                            entry[0] = armed
                 try:
-                    self._loop.call_soon_threadsafe(self._wake_each, [key for key, _ in moved])
+                    self._loop.call_soon_threadsafe(self._wake_each, [key for key, _, _ in moved])
                 except RuntimeError:  # the loop is closed: nobody waits any more
                     with self._doorbells_lock:
                         self._doorbells.clear()
@@ -226,6 +231,17 @@ class Notifier:
     def _wake_each(self, keys: list[tuple[int, int]]) -> None:
         for key in keys:
             self._wake_some(key, 1)
+
+
+def _armed_again(
+    check: Callable[[], bool], bell: Wakeups | None, queue_id: int
+) -> Callable[[], bool]:
+    """The doorbell check of a queue after ``check`` rang: has the doorbell moved since now?
+    Without a doorbell file, ``check`` again (it always rings: the fallback's re-check)."""
+    if bell is None:
+        return check
+    generation = bell.generation(queue_id)
+    return lambda: bell.generation(queue_id) != generation
 
 
 class Settler:
