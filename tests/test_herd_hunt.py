@@ -300,3 +300,54 @@ def test_a_ring_after_a_woken_poll_ran_out_of_time_still_wakes_a_parked_poll(
         theirs.close()
 
     _run(tmp_path, scenario)
+
+
+def test_sends_in_a_row_keep_the_looks_per_send_bounded(tmp_path: Path) -> None:
+    # A woken poll that found nothing looked again whenever a send had committed meanwhile:
+    # under a stream of sends those looks went on and on, and more polls joined them at every
+    # send (~28 looks per send with 256 consumers parked).
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        async def consume() -> None:
+            while True:
+                await long_poll(ctx, queue, 1, 30_000, 5, None)
+
+        consumers = [asyncio.ensure_future(consume()) for _ in range(100)]
+        await asyncio.sleep(0.2)
+        receives = _count_receives(queue)
+        for i in range(200):
+            await ctx.call(queue.send, b"%d" % i)
+        await asyncio.sleep(0.05)
+        assert receives[0] <= 200 * 5, f"{receives[0] / 200} looks per send"
+        await _cancel(consumers)
+
+    _run(tmp_path, scenario)
+
+
+def test_a_send_while_the_only_poll_looks_is_not_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The notice of a send that commits while the queue's one poll looks (after its look
+    # read the queue) finds no poll parked: it is owed to the poll, which looks again rather
+    # than sleep. (The doorbell watcher is kept out: it would notice the send in ~10 ms.)
+    from millpond.server import sqs
+
+    monkeypatch.setattr(sqs, "_doorbell_rung", lambda *args: lambda: False)
+
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        steps = queue._receive_steps
+        looks: list[list[Any]] = []
+
+        def send_during_the_first_look(*args: Any) -> Any:
+            result = yield from steps(*args)
+            if not looks:
+                queue.send(b"one")  # commits now, on the loop: the poll has not parked yet
+            looks.append(result[0])
+            return result
+
+        queue._receive_steps = send_during_the_first_look  # type: ignore[method-assign]
+        poll = _poll(ctx, queue)
+        [messages] = await _first_done([poll])
+        assert [m.body for m in messages] == [b"one"]
+        assert looks[0] == []
+
+    _run(tmp_path, scenario)

@@ -62,6 +62,10 @@ class Notifier:
         self._loop = loop
         # the parked polls of each (broker, queue), longest parked first; woken ones leave
         self._waiters: dict[tuple[int, int], dict[asyncio.Future[None], None]] = {}
+        # the polls of each (broker, queue) looking for messages now (see look), and the
+        # notices that came meanwhile and found no poll parked: owed to the lookers
+        self._looking: dict[tuple[int, int], int] = {}
+        self._owed: dict[tuple[int, int], int] = {}
         # (broker, queue) -> the timer that wakes a poll when a hidden message shows again
         self._timers: dict[tuple[int, int], asyncio.TimerHandle] = {}
         # Parked long polls that another process may wake: its sends ring the doorbell file,
@@ -75,7 +79,8 @@ class Notifier:
     def listener(self, broker_key: int) -> Callable[[int | None, int], None]:
         def notified(queue_id: int | None, count: int) -> None:
             # Only wake the loop when someone waits there: most sends have no long poll.
-            if queue_id is None or (broker_key, queue_id) in self._waiters:
+            key = (broker_key, queue_id)
+            if queue_id is None or key in self._waiters or key in self._looking:
                 self._loop.call_soon_threadsafe(self._wake, broker_key, queue_id, count)
 
         return notified
@@ -97,6 +102,30 @@ class Notifier:
             if not future.done():
                 future.set_result(None)
                 count = None if count is None else count - 1
+        looking = self._looking.get(key, 0)
+        if looking and count != 0:  # a poll looking now may have looked too early: it looks again
+            owed = self._owed.get(key, 0) + (looking if count is None else count)
+            self._owed[key] = min(owed, looking)
+
+    def look(self, broker_key: int, queue_id: int) -> None:
+        """A poll of the queue starts looking for messages: until look_ended() or wait(...,
+        looked=True), a notice that finds no poll parked is owed to it."""
+        key = (broker_key, queue_id)
+        self._looking[key] = self._looking.get(key, 0) + 1
+
+    def look_ended(self, broker_key: int, queue_id: int) -> bool:
+        """A poll's look ended. True: a notice came meanwhile and woke no poll; the caller
+        looks again, or passes it on (pass_on)."""
+        key = (broker_key, queue_id)
+        looking = self._looking[key] - 1
+        if looking:
+            self._looking[key] = looking
+        else:
+            del self._looking[key]
+        owed = self._owed.pop(key, 0)
+        if owed > 1:
+            self._owed[key] = owed - 1  # (no more than the polls still looking)
+        return owed > 0
 
     def pass_on(self, broker_key: int, queue_id: int) -> None:
         """A poll woken for a message will not look for it (or took some, and there may be
@@ -132,14 +161,19 @@ class Notifier:
         timeout: float,
         rung: Callable[[], bool] | None = None,
         bell: Wakeups | None = None,
+        looked: bool = False,
     ) -> bool:
         """Until a notice of ``queue_id`` in this process wakes this poll, ``rung()`` (the
         queue's doorbell moved: a send of another process) turns true, or ``timeout``.
         ``bell``: the broker's Wakeups, when its doorbell file lets the watcher sleep until a
-        ring. True when woken: the caller looks for messages, or passes the wake-up on."""
+        ring. ``looked``: the poll ends its look (see look) as it parks. True when woken: the
+        caller looks for messages, or passes the wake-up on."""
         key = (broker_key, queue_id)
         future: asyncio.Future[None] = self._loop.create_future()
-        self._waiters.setdefault(key, {})[future] = None
+        self._waiters.setdefault(key, {})[future] = None  # parked before its look ends
+        if looked and self.look_ended(broker_key, queue_id):
+            self._leave(key, future)
+            return True
         if rung is not None:
             self._watch(key, rung, bell)
         try:

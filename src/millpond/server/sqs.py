@@ -564,9 +564,11 @@ async def long_poll(
     assert notifier is not None
     key = (id(broker), queue.queue_id)
     # Woken by a notice, this poll owes a look for messages: a notice wakes only as many
-    # polls as it has messages (see Notifier), so one that ends without looking passes it on.
+    # polls as it has messages (see Notifier), so one that ends without looking passes it on;
+    # so does one whose look a notice for nobody parked came during (Notifier.look).
     woken = False
     while True:
+        notifier.look(*key)
         generation = broker._wakeups.generation(queue.queue_id)
         attempt = asyncio.ensure_future(
             ctx.drive(queue, queue._receive_steps(max_messages, visibility_ms, attempt_id))
@@ -574,7 +576,7 @@ async def long_poll(
         try:
             messages, next_visible = await asyncio.shield(attempt)
         except BaseException as exc:
-            if woken:  # its look failed, or its client left: another poll looks instead
+            if notifier.look_ended(*key) or woken:  # another poll looks instead
                 notifier.pass_on(*key)
             # The client left while this receive ran: give its messages back at once rather
             # than leave them hidden for a visibility timeout nobody will use. Unless it named
@@ -585,29 +587,32 @@ async def long_poll(
             raise
         remaining = deadline - loop.time()
         if messages:
+            notifier.look_ended(*key)
             notifier.pass_on(*key)  # there may be more, for a poll still parked
             return messages  # type: ignore[no-any-return]
         if remaining <= 0 or ctx.stopping:
+            if notifier.look_ended(*key):
+                notifier.pass_on(*key)
             queue.counters["empty_receives"] += 1  # CloudWatch NumberOfEmptyReceives
             return messages  # type: ignore[no-any-return]
-        if broker._wakeups.generation(queue.queue_id) != generation:
-            continue  # a send committed while we looked
         if next_visible:
             due = (next_visible - broker.clock.now_ms()) / 1000
             notifier.wake_at(*key, max(due, 0.001))
         wakeups = broker._wakeups
-        woken = False
+        woken = parking = False
         try:
             async with parked():
+                parking = True  # the wait ends the look (a send while it looked: looks again)
                 woken = await notifier.wait(
                     *key,
                     remaining,
                     _doorbell_rung(broker, queue, generation),
                     wakeups if wakeups.cross_process else None,
+                    looked=True,
                 )
         except BaseException:
-            if woken:  # woken, then cancelled as it waited for a running place
-                notifier.pass_on(*key)
+            if woken or (not parking and notifier.look_ended(*key)):
+                notifier.pass_on(*key)  # woken, then cancelled as it waited for a running place
             raise
 
 
