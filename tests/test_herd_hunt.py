@@ -351,3 +351,42 @@ def test_a_send_while_the_only_poll_looks_is_not_missed(
         assert looks[0] == []
 
     _run(tmp_path, scenario)
+
+
+def test_consumers_that_come_and_go_leave_no_message_waiting(tmp_path: Path) -> None:
+    # A mixed load: sends of 1 to 10 messages from threads, consumers taking 1 to 10 at a
+    # time, some leaving mid-poll (their client gone) and new ones arriving.
+    import random
+
+    rng = random.Random(7)
+
+    async def scenario(ctx: Context, queue: Queue) -> None:
+        received: list[bytes] = []
+
+        async def consume(max_messages: int) -> None:
+            while True:
+                messages = await long_poll(ctx, queue, max_messages, 30_000, 5, None)
+                received.extend(m.body for m in messages)
+
+        consumers = [asyncio.ensure_future(consume(rng.randint(1, 10))) for _ in range(30)]
+        await asyncio.sleep(0.1)
+        sent = 0
+        for round_ in range(40):
+            batch = [b"%d-%d" % (round_, i) for i in range(rng.randint(1, 10))]
+            sends = [ctx.call(queue.send_batch, batch)]
+            if rng.random() < 0.5:
+                sends.append(ctx.call(queue.send, b"%d-single" % round_))
+            await asyncio.gather(*sends)
+            sent += len(batch) + (len(sends) - 1)
+            for _ in range(rng.randint(0, 3)):  # clients leave, others come
+                gone = consumers.pop(rng.randrange(len(consumers)))
+                gone.cancel()
+                consumers.append(asyncio.ensure_future(consume(rng.randint(1, 10))))
+            await asyncio.sleep(rng.choice([0, 0, 0.002]))
+        deadline = time.monotonic() + 1
+        while len(received) < sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(received) == sent == len(set(received))
+        await _cancel(consumers)
+
+    _run(tmp_path, scenario)
