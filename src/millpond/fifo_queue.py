@@ -183,7 +183,7 @@ class FifoQueue(Queue):
         self.counters["sent"] += len(results) - duplicates
         if duplicates:
             self.counters["deduplicated"] += duplicates
-        self._broker._wakeups.notify(self.queue_id)
+        self._broker._wakeups.notify(self.queue_id, max(len(results) - duplicates, 1))
         return [
             (core.message_id(env_id, self.queue_id, seq), sequence_number(seq))
             for seq, _duplicate in results

@@ -46,7 +46,7 @@ class Wakeups:
         self._mm: mmap.mmap | None = None
         self._bell: Doorbell | None = None
         self._sleepers = 0  # threads inside wait(): the mapping must outlive them
-        self._listeners: list[Callable[[int | None], None]] = []
+        self._listeners: list[Callable[[int | None, int], None]] = []
         self._closing = False
         self._pid = os.getpid()  # a forked child has none of the opener's sleeping threads
         bell_class = _doorbell_class()
@@ -74,15 +74,17 @@ class Wakeups:
                 pass
         return self._generations.get(queue_id, 0)
 
-    def add_listener(self, callback: Callable[[int | None], None]) -> None:
-        """Also call ``callback(queue_id)`` on every notify (None: every queue), from the
-        notifying thread: the daemon's event loop waits this way instead of in a thread."""
+    def add_listener(self, callback: Callable[[int | None, int], None]) -> None:
+        """Also call ``callback(queue_id, count)`` on every notify (``count`` messages may have
+        become receivable; queue None: every queue, any number), from the notifying thread:
+        the daemon's event loop waits this way instead of in a thread."""
         self._listeners.append(callback)
 
-    def notify(self, queue_id: int) -> None:
-        """A message may have become receivable in ``queue_id``: wake its long polls."""
+    def notify(self, queue_id: int, count: int = 1) -> None:
+        """``count`` messages may have become receivable in ``queue_id``: wake its long polls
+        (the daemon's listener wakes as many polls as that, not every one)."""
         for callback in self._listeners:
-            callback(queue_id)
+            callback(queue_id, count)
         bell = self._bell  # read once: close() may let go of it meanwhile, after a commit
         if bell is not None:
             try:  # (no `with suppress`: this runs after every commit)
@@ -106,7 +108,7 @@ class Wakeups:
     def notify_everyone(self) -> None:
         """Time jumped (a manual clock): every queue may have messages that became visible."""
         for callback in self._listeners:
-            callback(None)
+            callback(None, 0)
         bell = self._bell  # read once: close() may let go of it meanwhile
         if bell is not None:
             with contextlib.suppress(ValueError):  # closed meanwhile: nobody left to wake
@@ -128,18 +130,31 @@ class Wakeups:
             if self._generations[queue_id] == generation:
                 self._cond.wait(min(timeout, FALLBACK_POLL_S))
 
+    @property
+    def closed(self) -> bool:
+        """True once close() began: a thread that waits on the doorbell should stop."""
+        return self._closing
+
     def any_generation(self) -> int:
         """With a doorbell file: the generation of the slot every notify of every process
-        moves (for wait_any)."""
-        assert self._bell is not None, "any_generation() needs the doorbell file"
-        return self._bell.any_generation()
+        moves (for wait_any). 0 once closed."""
+        bell = self._bell  # read once: close() may let go of it meanwhile
+        if bell is None:
+            assert self._closing, "any_generation() needs the doorbell file"
+            return 0
+        try:
+            return bell.any_generation()
+        except ValueError:  # closed meanwhile
+            return 0
 
     def wait_any(self, generation: int, timeout: float) -> None:
         """With a doorbell file: sleep until any queue is notified, by any process, after
         any_generation() gave ``generation``, or ``timeout`` (one thread watching many
-        queues: the daemon's parked long polls)."""
+        queues: the daemon's parked long polls). Returns at once once closed."""
         bell = self._bell
-        assert bell is not None, "wait_any() needs the doorbell file"
+        if bell is None:
+            assert self._closing, "wait_any() needs the doorbell file"
+            return
         self._sleep(lambda: bell.wait_any(generation, timeout))
 
     def _sleep(self, wait: Callable[[], object]) -> None:
@@ -163,6 +178,7 @@ class Wakeups:
         (and any lock held) belong to threads that do not exist here.
         """
         if os.getpid() != self._pid:
+            self._closing = True  # (no lock: its holder may be a thread not copied here)
             self._unmap()
             return
         with self._cond:

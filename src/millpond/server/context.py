@@ -46,45 +46,113 @@ def valid_region(name: Any) -> bool:
 
 
 class Notifier:
-    """asyncio side of the broker's wake-ups: per-queue futures resolved from any thread."""
+    """asyncio side of the broker's wake-ups: parked long polls woken from any thread.
+
+    A notice wakes as many polls of its queue as messages it announces (the longest parked
+    first), not every one: each woken poll runs a receive, and hundreds of them per send made
+    sends crawl. No message is left waiting meanwhile, as long as the polls keep the rule
+    (see server.sqs.long_poll): a woken poll looks for messages; one that takes some wakes
+    another (there may be more); one that ends without looking passes its wake-up on
+    (pass_on). A poll that finds nothing has seen every message made receivable before its
+    look; any later one comes with a notice of its own, a doorbell ring or a visibility time
+    (wake_at).
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._waiters: dict[tuple[int, int], set[asyncio.Future[None]]] = {}
+        # the parked polls of each (broker, queue), longest parked first; woken ones leave
+        self._waiters: dict[tuple[int, int], dict[asyncio.Future[None], None]] = {}
+        # the polls of each (broker, queue) looking for messages now (see look), and the
+        # notices that came meanwhile and found no poll parked: owed to the lookers
+        self._looking: dict[tuple[int, int], int] = {}
+        self._owed: dict[tuple[int, int], int] = {}
+        # (broker, queue) -> the timer that wakes a poll when a hidden message shows again
+        self._timers: dict[tuple[int, int], asyncio.TimerHandle] = {}
         # Parked long polls that another process may wake: its sends ring the doorbell file,
-        # not this process's listeners. "Has its doorbell rung?" (one check for the polls of
-        # a queue parked at one generation) -> (the broker's Wakeups when it has a doorbell
-        # file, the futures of those polls), read by a thread: a check per queue, not per poll.
-        self._doorbells: dict[
-            Callable[[], bool], tuple[Wakeups | None, set[asyncio.Future[None]]]
-        ] = {}
+        # not this process's listeners. (broker, queue) -> ["has its doorbell rung since the
+        # last look of a poll?", the broker's Wakeups when it has a doorbell file], read by a
+        # thread: a check per queue, not per poll.
+        self._doorbells: dict[tuple[int, int], list[Any]] = {}
         self._doorbells_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
-    def listener(self, broker_key: int) -> Callable[[int | None], None]:
-        def notified(queue_id: int | None) -> None:
+    def listener(self, broker_key: int) -> Callable[[int | None, int], None]:
+        def notified(queue_id: int | None, count: int) -> None:
             # Only wake the loop when someone waits there: most sends have no long poll.
-            if queue_id is None or (broker_key, queue_id) in self._waiters:
-                self._loop.call_soon_threadsafe(self._wake, broker_key, queue_id)
+            key = (broker_key, queue_id)
+            if queue_id is None or key in self._waiters or key in self._looking:
+                self._loop.call_soon_threadsafe(self._wake, broker_key, queue_id, count)
 
         return notified
 
-    def _wake(self, broker_key: int, queue_id: int | None) -> None:
+    def _wake(self, broker_key: int, queue_id: int | None, count: int = 1) -> None:
+        """Wake ``count`` polls of the queue; queue None: every poll of the broker."""
         if queue_id is not None:
-            keys = [(broker_key, queue_id)]
+            self._wake_some((broker_key, queue_id), count)
+            return
+        for key in [key for key in self._waiters if key[0] == broker_key]:
+            self._wake_some(key, None)
+
+    def _wake_some(self, key: tuple[int, int], count: int | None) -> None:
+        """Wake the ``count`` longest parked polls of ``key`` (None: all of them)."""
+        waiters = self._waiters.get(key)
+        while waiters and (count is None or count > 0):
+            future = next(iter(waiters))
+            del waiters[future]  # woken: no later notice counts it as parked
+            if not future.done():
+                future.set_result(None)
+                count = None if count is None else count - 1
+        looking = self._looking.get(key, 0)
+        if looking and count != 0:  # a poll looking now may have looked too early: it looks again
+            owed = self._owed.get(key, 0) + (looking if count is None else count)
+            self._owed[key] = min(owed, looking)
+
+    def look(self, broker_key: int, queue_id: int) -> None:
+        """A poll of the queue starts looking for messages: until look_ended() or wait(...,
+        looked=True), a notice that finds no poll parked is owed to it."""
+        key = (broker_key, queue_id)
+        self._looking[key] = self._looking.get(key, 0) + 1
+
+    def look_ended(self, broker_key: int, queue_id: int) -> bool:
+        """A poll's look ended. True: a notice came meanwhile and woke no poll; the caller
+        looks again, or passes it on (pass_on)."""
+        key = (broker_key, queue_id)
+        looking = self._looking[key] - 1
+        if looking:
+            self._looking[key] = looking
         else:
-            keys = [key for key in self._waiters if key[0] == broker_key]
-        for key in keys:
-            for future in self._waiters.get(key, ()):
-                if not future.done():
-                    future.set_result(None)
+            del self._looking[key]
+        owed = self._owed.pop(key, 0)
+        if owed > 1:
+            self._owed[key] = owed - 1  # (no more than the polls still looking)
+        return owed > 0
+
+    def pass_on(self, broker_key: int, queue_id: int) -> None:
+        """A poll woken for a message will not look for it (or took some, and there may be
+        more): wake another in its place."""
+        self._wake_some((broker_key, queue_id), 1)
 
     def wake_all(self) -> None:
         """Every long poll returns now (shutdown)."""
-        for futures in self._waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
+        for key in list(self._waiters):
+            self._wake_some(key, None)
+
+    def wake_at(self, broker_key: int, queue_id: int, delay: float) -> None:
+        """Wake a poll of the queue in ``delay`` seconds, when a hidden message shows again.
+        A timer of the queue's, not the poll's: the poll that learnt of the message may have
+        gone by then, and the polls parked before it never looked."""
+        key = (broker_key, queue_id)
+        when = self._loop.time() + delay
+        timer = self._timers.get(key)
+        if timer is not None:
+            if timer.when() <= when:
+                return  # the poll it wakes looks again and sets the next timer
+            timer.cancel()
+        self._timers[key] = self._loop.call_at(when, self._time_up, key)
+
+    def _time_up(self, key: tuple[int, int]) -> None:
+        del self._timers[key]
+        self._wake_some(key, 1)
 
     async def wait(
         self,
@@ -93,37 +161,47 @@ class Notifier:
         timeout: float,
         rung: Callable[[], bool] | None = None,
         bell: Wakeups | None = None,
-    ) -> None:
-        """Until ``queue_id`` is notified in this process, ``rung()`` (the queue's doorbell
-        moved: a send of another process) turns true, or ``timeout``. ``bell``: the broker's
-        Wakeups, when its doorbell file lets the watcher sleep until a ring."""
+        looked: bool = False,
+    ) -> bool:
+        """Until a notice of ``queue_id`` in this process wakes this poll, ``rung()`` (the
+        queue's doorbell moved: a send of another process) turns true, or ``timeout``.
+        ``bell``: the broker's Wakeups, when its doorbell file lets the watcher sleep until a
+        ring. ``looked``: the poll ends its look (see look) as it parks. True when woken: the
+        caller looks for messages, or passes the wake-up on."""
+        key = (broker_key, queue_id)
         future: asyncio.Future[None] = self._loop.create_future()
-        waiters = self._waiters.setdefault((broker_key, queue_id), set())
-        waiters.add(future)
+        self._waiters.setdefault(key, {})[future] = None  # parked before its look ends
+        if looked and self.look_ended(broker_key, queue_id):
+            self._leave(key, future)
+            return True
         if rung is not None:
-            self._watch(future, rung, bell)
+            self._watch(key, rung, bell)
         try:
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes in the same
             # loop iteration as the wake-up, and the poll of a client just gone would go on to
             # take a message for nobody.
             await asyncio.wait((future,), timeout=timeout)
-        finally:
-            waiters.discard(future)
-            if not waiters:
-                self._waiters.pop((broker_key, queue_id), None)
-            if rung is not None:
-                with self._doorbells_lock:
-                    watched = self._doorbells.get(rung)
-                    if watched is not None:  # (None: the watcher took it, as it rang)
-                        watched[1].discard(future)
-                        if not watched[1]:
-                            del self._doorbells[rung]
+        except BaseException:
+            self._leave(key, future)
+            if future.done():  # woken as it was cancelled: the message is another poll's
+                self.pass_on(broker_key, queue_id)
+            raise
+        self._leave(key, future)
+        return future.done()
 
-    def _watch(
-        self, future: asyncio.Future[None], rung: Callable[[], bool], bell: Wakeups | None
-    ) -> None:
+    def _leave(self, key: tuple[int, int], future: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(key)
+        if waiters is not None:
+            waiters.pop(future, None)
+            if not waiters:
+                del self._waiters[key]
+                with self._doorbells_lock:
+                    self._doorbells.pop(key, None)
+
+    def _watch(self, key: tuple[int, int], rung: Callable[[], bool], bell: Wakeups | None) -> None:
         with self._doorbells_lock:
-            self._doorbells.setdefault(rung, (bell, set()))[1].add(future)
+            # the newest poll's check: a ring before its look was in what it found
+            self._doorbells[key] = [rung, bell]
             if self._watcher is None:
                 self._watcher = threading.Thread(
                     target=self._watch_doorbells, daemon=True, name="millpond-doorbells"
@@ -131,28 +209,42 @@ class Notifier:
                 self._watcher.start()
 
     def _watch_doorbells(self) -> None:
-        """Wake the parked long polls whose doorbell rang, while any is parked. One thread
-        reads them all (a futex wait per poll would hold a thread each, and the loop must not
-        block), then sleeps until the next ring of the data directory's doorbell file (its
-        slot that rings with every queue's), at most once per DOORBELL_CHECK_S under load.
-        Polls of several regions (or without a doorbell file) are read every DOORBELL_CHECK_S."""
+        """Wake a parked long poll of each queue whose doorbell rang, while any is parked. One
+        thread reads them all (a futex wait per poll would hold a thread each, and the loop
+        must not block), then sleeps until the next ring of the data directory's doorbell file
+        (its slot that rings with every queue's), at most once per DOORBELL_CHECK_S under load.
+        Polls of several regions (or without a doorbell file) are read every DOORBELL_CHECK_S.
+        A ring wakes one poll of the queue (see the class); the queue's check then follows the
+        doorbell from there, until a poll parks with its own."""
         last_check = 0.0
         while True:
             with self._doorbells_lock:
                 if not self._doorbells:
                     self._watcher = None
                     return
-                watched = [(check, bell) for check, (bell, _) in self._doorbells.items()]
-            bells = {id(bell): bell for _, bell in watched}
+                watched = [(key, check, bell) for key, (check, bell) in self._doorbells.items()]
+            closed = [key for key, _, bell in watched if bell is not None and bell.closed]
+            if closed:  # the daemon shuts down: its brokers close, nothing rings any more
+                self._unwatch(closed)
+                continue
+            bells = {id(bell): bell for _, _, bell in watched}
             bell = next(iter(bells.values())) if len(bells) == 1 else None
             # read before the checks: a ring after them ends the wait below at once
             generation = bell.any_generation() if bell is not None else 0
-            moved = [check for check, _ in watched if check()]
+            moved = [(key, check, bell) for key, check, bell in watched if check()]
             if moved:
+                # armed again before the wake: a later ring is heard, whatever the woken poll
+                # does (it may end without parking again)
+                again = [
+                    (key, check, _armed_again(check, bell, key[1])) for key, check, bell in moved
+                ]
                 with self._doorbells_lock:
-                    rung = [f for check in moved for f in self._doorbells.pop(check, (None, ()))[1]]
+                    for key, check, armed in again:
+                        entry = self._doorbells.get(key)
+                        if entry is not None and entry[0] is check:  # (else a poll parked since)
+                            entry[0] = armed
                 try:
-                    self._loop.call_soon_threadsafe(_wake_futures, rung)
+                    self._loop.call_soon_threadsafe(self._wake_each, [key for key, _, _ in moved])
                 except RuntimeError:  # the loop is closed: nobody waits any more
                     with self._doorbells_lock:
                         self._doorbells.clear()
@@ -165,11 +257,25 @@ class Notifier:
                 time.sleep(pause)
             bell.wait_any(generation, DOORBELL_IDLE_S)
 
+    def _unwatch(self, keys: list[tuple[int, int]]) -> None:
+        with self._doorbells_lock:
+            for key in keys:
+                self._doorbells.pop(key, None)
 
-def _wake_futures(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
+    def _wake_each(self, keys: list[tuple[int, int]]) -> None:
+        for key in keys:
+            self._wake_some(key, 1)
+
+
+def _armed_again(
+    check: Callable[[], bool], bell: Wakeups | None, queue_id: int
+) -> Callable[[], bool]:
+    """The doorbell check of a queue after ``check`` rang: has the doorbell moved since now?
+    Without a doorbell file, ``check`` again (it always rings: the fallback's re-check)."""
+    if bell is None:
+        return check
+    generation = bell.generation(queue_id)
+    return lambda: bell.generation(queue_id) != generation
 
 
 class Settler:

@@ -566,42 +566,60 @@ async def long_poll(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     broker = queue._broker
+    notifier = ctx.notifier
+    assert notifier is not None
+    key = (id(broker), queue.queue_id)
+    # Woken by a notice, this poll owes a look for messages: a notice wakes only as many
+    # polls as it has messages (see Notifier), so one that ends without looking passes it on;
+    # so does one whose look a notice for nobody parked came during (Notifier.look).
+    woken = False
     while True:
+        notifier.look(*key)
         generation = broker._wakeups.generation(queue.queue_id)
         attempt = asyncio.ensure_future(
             ctx.drive(queue, queue._receive_steps(max_messages, visibility_ms, attempt_id))
         )
         try:
             messages, next_visible = await asyncio.shield(attempt)
-        except asyncio.CancelledError:
+        except BaseException as exc:
+            if notifier.look_ended(*key) or woken:  # another poll looks instead
+                notifier.pass_on(*key)
             # The client left while this receive ran: give its messages back at once rather
             # than leave them hidden for a visibility timeout nobody will use. Unless it named
             # a ReceiveRequestAttemptId: then it retries after a lost answer, and SQS gives
             # the retry the same messages (given back, they would be received afresh).
-            if attempt_id is None:
+            if isinstance(exc, asyncio.CancelledError) and attempt_id is None:
                 attempt.add_done_callback(lambda done: _give_back(ctx, queue, done))
             raise
         remaining = deadline - loop.time()
         if messages:
+            notifier.look_ended(*key)
+            notifier.pass_on(*key)  # there may be more, for a poll still parked
             return messages  # type: ignore[no-any-return]
         if remaining <= 0 or ctx.stopping:
+            if notifier.look_ended(*key):
+                notifier.pass_on(*key)
             queue.counters["empty_receives"] += 1  # CloudWatch NumberOfEmptyReceives
             return messages  # type: ignore[no-any-return]
-        if broker._wakeups.generation(queue.queue_id) != generation:
-            continue  # a send committed while we looked
         if next_visible:
             due = (next_visible - broker.clock.now_ms()) / 1000
-            remaining = min(remaining, max(due, 0.001))
-        assert ctx.notifier is not None
+            notifier.wake_at(*key, max(due, 0.001))
         wakeups = broker._wakeups
-        async with parked():
-            await ctx.notifier.wait(
-                id(broker),
-                queue.queue_id,
-                remaining,
-                _doorbell_rung(broker, queue, generation),
-                wakeups if wakeups.cross_process else None,
-            )
+        woken = parking = False
+        try:
+            async with parked():
+                parking = True  # the wait ends the look (a send while it looked: looks again)
+                woken = await notifier.wait(
+                    *key,
+                    remaining,
+                    _doorbell_rung(broker, queue, generation),
+                    wakeups if wakeups.cross_process else None,
+                    looked=True,
+                )
+        except BaseException:
+            if woken or (not parking and notifier.look_ended(*key)):
+                notifier.pass_on(*key)  # woken, then cancelled as it waited for a running place
+            raise
 
 
 def _doorbell_rung(broker: Broker, queue: Queue, generation: int) -> Callable[[], bool]:
