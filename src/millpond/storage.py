@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import lmdb
 
@@ -358,10 +358,11 @@ class Storage:
         if wake is not None:
             self._writers[threading.get_ident()] = time.monotonic()  # seen contending
             wake.acquire()  # released by a leader: our op is done, or we lead next
-            if op.done:
-                return cast(_T, _outcome(op))  # what fn returned
-        self._lead(op)
-        return cast(_T, _outcome(op))
+        if not op.done:
+            self._lead(op)
+        if op.error is not None:
+            raise op.error
+        return op.result  # type: ignore[no-any-return]  # what fn returned
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` once the writes of the op now running on this thread are committed.
@@ -458,11 +459,14 @@ class Storage:
         """Commit everything queued (``op`` included), then hand leadership on (caller leads)."""
         if gather and self._writers:
             self._gather()
-        with self._mutex:
-            batch = self._pending
-            self._pending = []
-        if op is not None and op not in batch:
-            batch.insert(0, op)
+        if self._pending:
+            with self._mutex:
+                batch = self._pending
+                self._pending = []
+            if op is not None and op not in batch:
+                batch.insert(0, op)
+        else:  # nothing queued (one writer): no lock needed, as only the leader takes ops out
+            batch = [] if op is None else [op]
         started = time.perf_counter()
         try:
             self._commit(batch)
@@ -560,14 +564,14 @@ class Storage:
 
     def _run(self, batch: list[_Op]) -> bool:
         """Run ``batch`` in one write transaction; False if it was rolled back instead (a lone
-        atomic op that failed)."""
+        atomic op that failed). Each op gets its result or error at once (a rerun of the batch
+        replaces them) and is marked done only once the transaction ended."""
         if not self.commits & 1023 and (
             time.monotonic() - self._reader_checked > READER_CHECK_INTERVAL_S
         ):
             self._reader_checked = time.monotonic()
             self.env.reader_check()
         now_ms = self.clock.now_ms()
-        outcomes: list[tuple[Any, BaseException | None]] = []
         # An atomic op alone in its commit needs no nested transaction (which copies every
         # page it touches): if it fails, the whole transaction is simply not committed.
         alone = len(batch) == 1 and batch[0].atomic
@@ -591,22 +595,23 @@ class Storage:
                             self._used_bytes(), lambda: self._free_bytes(txn)
                         )
                     ):
-                        outcomes.append((None, StorageFull("the disk is full")))
+                        op.result, op.error = None, StorageFull("the disk is full")
                         continue
                     if op.sends and near_full and self._sends_refused(txn):
-                        outcomes.append((None, StorageFull("the data directory is full")))
+                        op.result, op.error = None, StorageFull("the data directory is full")
                         continue
                     self._running = op
                     try:
                         if op.atomic and not alone:
-                            outcomes.append((self._nested(txn, op, now_ms), None))
+                            op.result = self._nested(txn, op, now_ms)
                         else:
-                            outcomes.append((op.fn(txn, now_ms), None))
+                            op.result = op.fn(txn, now_ms)
+                        op.error = None
                     except MillpondError as exc:
                         if alone:
                             self._abort(txn)
                             rolled_back = True
-                        outcomes.append((None, exc))
+                        op.result, op.error = None, exc
             except BaseException:
                 self._abort(txn)
                 raise
@@ -622,7 +627,7 @@ class Storage:
                         self._keep_disk_reserve()
         # Committed (or, for a lone atomic op that failed, rolled back): only now may callers
         # learn their results, and the effects of the ops that succeeded take place.
-        for op, (op.result, op.error) in zip(batch, outcomes):
+        for op in batch:
             if op.after is not None:
                 if op.error is None:
                     for fn in op.after:
@@ -833,9 +838,3 @@ def _no_space(exc: lmdb.DiskError) -> bool:
 
 def _fail(op: _Op, error: BaseException) -> None:
     op.result, op.error, op.done = None, error, True
-
-
-def _outcome(op: _Op) -> Any:
-    if op.error is not None:
-        raise op.error
-    return op.result
