@@ -8,7 +8,6 @@ rules (a 503 is retried in its legacy and standard modes).
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 from collections import Counter
 from typing import Any
@@ -19,9 +18,9 @@ import pytest
 
 from millpond.server import sns, sqs
 from millpond.server.context import Context
-from millpond.server.protocol import Request
 
 from .daemon import Daemon
+from .test_outbox_hunt import call_handler
 
 
 @pytest.fixture
@@ -30,13 +29,6 @@ def ctx(tmp_path: Any) -> Any:
     context = Context(str(tmp_path / "data"), durability="os", workers=2)
     yield context
     context.close()
-
-
-def _call(ctx: Context, handler: Any, **params: Any) -> dict[str, Any]:
-    request = Request(
-        action="", params=params, region="us-east-1", account_id="123456789012", host="h"
-    )
-    return asyncio.run(handler(ctx, request))  # type: ignore[no-any-return]
 
 
 class _CountingCursor:
@@ -92,7 +84,7 @@ def _list_all(ctx: Context, handler: Any, counts: Counter[str], page_size: int, 
     token = None
     while True:
         counts.clear()
-        page = _call(ctx, handler, **params, **({"NextToken": token} if token else {}))
+        page = call_handler(ctx, handler, **params, **({"NextToken": token} if token else {}))
         assert counts["keys"] <= page_size + 2, counts  # a page, the next, the key past them
         pages.append(page)
         token = page.get("NextToken")
@@ -164,10 +156,10 @@ def test_list_queues_without_max_results_lists_up_to_1000_and_no_token(ctx):
     broker = ctx.broker()
     for name in ["a", "b", "c"]:
         broker.create_queue(name)
-    page = _call(ctx, sqs.list_queues)
+    page = call_handler(ctx, sqs.list_queues)
     assert [u.rsplit("/", 1)[1] for u in page["QueueUrls"]] == ["a", "b", "c"]
     assert "NextToken" not in page
-    assert _call(ctx, sqs.list_queues, QueueNamePrefix="z") == {}
+    assert call_handler(ctx, sqs.list_queues, QueueNamePrefix="z") == {}
 
 
 LIST_QUEUES_QUERY = "Action=ListQueues&Version=2012-11-05"

@@ -45,7 +45,8 @@ def endpoint() -> Any:
     e.close()
 
 
-def _call(ctx: Context, handler: Any, **params: str) -> dict[str, Any]:
+def call_handler(ctx: Context, handler: Any, **params: Any) -> dict[str, Any]:
+    """Run a daemon handler in this process, as a us-east-1 request with ``params``."""
     request = Request(
         action="", params=params, region="us-east-1", account_id="123456789012", host="h"
     )
@@ -86,7 +87,7 @@ def test_a_subscription_listing_page_reads_one_page_not_every_subscription(
     gone, added = in_order[150:160] + in_order[-3:], []  # all after the first page
     while True:
         built.clear()
-        page = _call(ctx, handler, **params, **({"NextToken": token} if token else {}))
+        page = call_handler(ctx, handler, **params, **({"NextToken": token} if token else {}))
         assert built["built"] <= sns.PAGE + 1, built
         seen += [s["SubscriptionArn"] for s in page["Subscriptions"]]
         token = page.get("NextToken")
@@ -112,7 +113,7 @@ def test_a_next_token_outside_the_regions_arns_still_pages_by_arn_order(ctx):
 
     def listed(after: str) -> list[str]:
         token = base64.urlsafe_b64encode(after.encode()).decode()
-        page = _call(ctx, sns.list_subscriptions, NextToken=token)
+        page = call_handler(ctx, sns.list_subscriptions, NextToken=token)
         return [s["SubscriptionArn"] for s in page["Subscriptions"]]
 
     assert listed("arn:aws:sns:a") == sorted(arns)
