@@ -30,6 +30,7 @@ from millpond._core_py import expire as expire
 from millpond._core_py import log_key as log_key
 from millpond._core_py import message_id as message_id
 from millpond._core_py import move as move
+from millpond._core_py import oldest_ms as oldest_ms
 from millpond._core_py import peek as peek
 from millpond._core_py import purge as purge
 from millpond._core_py import receive as receive

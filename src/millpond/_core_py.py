@@ -7,7 +7,8 @@ layouts are those of ``csrc/millpond.h`` (all integers big-endian, so LMDB key o
 - ``vis``      key queue_id u32 | visible_at_ms u64 | seq u64  value: delivery state
 - ``counters`` key queue_id u32                  value: floor u64 | gone u64 | fresh u64
 - ``moved``    key queue_id u32 | seq u64                     value: visible_at_ms u64
-               key queue_id u32 | 0xFF | sent_ms u64 | seq u64 value: b"" (the expiry index)
+               key queue_id u32 | 0xFF | sent_ms u64 | seq u64 value: moved_at_ms u64 (the
+               expiry index; b"" in stores written before it held the time of the move)
 
 record = crc32c u32 | format u32 (1, | INDEXED) | sent_ms u64 | attrs_len u32 | body_len u32
          | message id (env_id u32 | queue_id u32 | seq u64 of its send or redrive) | attrs | body
@@ -763,6 +764,32 @@ def counts(
     return stored, in_flight, delayed
 
 
+def oldest_ms(txn: Txn, dbs: CoreTables, queue_id: int) -> int | None:
+    """When the age of the queue's oldest message counts from (CloudWatch
+    ApproximateAgeOfOldestMessage), None for an empty queue.
+
+    The oldest is the log head: seqs follow sends and moves in time. Its age counts from its
+    send, or for a dead-lettered message from its move (SQS: in a dead-letter queue the metric
+    "indicates when the message moved to the dead-letter queue"), which the expiry index keeps
+    (a store written before it did gives the sent time). One cursor step and one lookup. The
+    caller expires the queue first: a record past retention still counts here.
+    """
+    prefix = _U32.pack(queue_id)
+    with txn.cursor(db=dbs.log) as cur:
+        if not cur.set_range(prefix) or cur.key()[:4] != prefix:
+            return None
+        key, record = cur.item()
+    if len(record) < HEADER_SIZE:
+        return None  # corrupt: no sent time to trust (a receive reports it)
+    sent_ms = _HEADER.unpack_from(record)[2]
+    if record_flags(record) & INDEXED:  # delayed or dead-lettered: only these can have moved
+        seq = _LOG_KEY.unpack(key)[1]
+        moved_at = txn.get(_EXPIRY_KEY.pack(queue_id, EXPIRY_MARK, sent_ms, seq), db=dbs.moved)
+        if moved_at is not None and len(moved_at) == _U64.size:
+            return int(_U64.unpack(moved_at)[0])
+    return int(sent_ms)
+
+
 def move(
     txn: Txn,
     dbs: CoreTables,
@@ -815,8 +842,13 @@ def move(
             txn.put(to_key, reflag_record(record, INDEXED), db=dbs.log)
             value = _VIS_VALUE.pack(sent_ms, first_ms, last_ms, count & _COUNT, queue_id)
             txn.put(_VIS_KEY.pack(to_queue_id, now_ms, seq_to), value, db=dbs.vis)
-            # it keeps its sent time, likely older than its new neighbours': for expire()
-            txn.put(_EXPIRY_KEY.pack(to_queue_id, EXPIRY_MARK, sent_ms, seq_to), b"", db=dbs.moved)
+            # it keeps its sent time, likely older than its new neighbours': for expire(); and
+            # the time of the move, from which its age counts there: for oldest_ms()
+            txn.put(
+                _EXPIRY_KEY.pack(to_queue_id, EXPIRY_MARK, sent_ms, seq_to),
+                _U64.pack(now_ms),
+                db=dbs.moved,
+            )
         else:  # fresh: no vis entry
             txn.put(to_key, renew_record(record, now_ms, to_queue_id, seq_to), db=dbs.log)
         seq_to += 1

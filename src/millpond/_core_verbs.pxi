@@ -522,6 +522,26 @@ def counts(txn, dbs, uint32_t queue_id, uint64_t now_ms, uint64_t retention_cuto
     return stored, in_flight, delayed
 
 
+def oldest_ms(txn, dbs, uint32_t queue_id):
+    cdef uint64_t sent_ms
+    prefix = _u32(queue_id)
+    cur = txn.cursor(dbs.log)
+    try:
+        if not cur.set_range(prefix) or cur.key()[:4] != prefix:
+            return None
+        key, record = cur.item()
+    finally:
+        cur.close()
+    if PyBytes_GET_SIZE(record) < MILLPOND_RECORD_HEADER_SIZE:
+        return None  # corrupt: no sent time to trust (a receive reports it)
+    sent_ms = millpond_get_u64(_buf(record) + 8)
+    if _record_flags(record):  # delayed or dead-lettered: only these can have moved
+        moved_at = txn.get(_expiry_key(queue_id, sent_ms, _key_u64(key, 4)), None, dbs.moved)
+        if moved_at is not None and PyBytes_GET_SIZE(moved_at) == 8:
+            return millpond_get_u64(_buf(moved_at))
+    return sent_ms
+
+
 def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to_queue_id,
          bint keep_state):
     cdef uint64_t seq, visible_at, seq_to, top = 0
@@ -565,8 +585,11 @@ def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to
                     _vis_value(millpond_get_u64(v), millpond_get_u64(v + 8),
                                millpond_get_u64(v + 16), count & COUNT_MASK, queue_id),
                     True, True, False, vis)
-            # it keeps its sent time, likely older than its new neighbours': for expire()
-            txn.put(_expiry_key(to_queue_id, millpond_get_u64(v), seq_to), b"", True, True,
+            # it keeps its sent time, likely older than its new neighbours': for expire(); and
+            # the time of the move, from which its age counts there: for oldest_ms()
+            moved_at = PyBytes_FromStringAndSize(NULL, 8)
+            millpond_put_u64(_buf(moved_at), now_ms)
+            txn.put(_expiry_key(to_queue_id, millpond_get_u64(v), seq_to), moved_at, True, True,
                     False, dbs.moved)
         else:
             if value is not None and millpond_get_u32(_buf(value) + 24) & RELOCATED:

@@ -105,6 +105,7 @@ class Core(Protocol):
     def counts(
         self, txn: Txn, dbs: CoreTables, queue_id: int, now_ms: int, retention_cutoff_ms: int
     ) -> tuple[int, int, int]: ...
+    def oldest_ms(self, txn: Txn, dbs: CoreTables, queue_id: int) -> int | None: ...
     def move(
         self,
         txn: Txn,

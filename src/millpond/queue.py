@@ -756,6 +756,24 @@ class Queue:
                 raise InvalidAttributeName(f"Unknown Attribute {name}.")
         return {name: values[name] for name in wanted if name in values}
 
+    def age_of_oldest_message_s(self) -> int:
+        """Whole seconds since the oldest message still in the queue (in flight and delayed
+        ones too) was sent, or dead-lettered into this queue; 0 for an empty queue. CloudWatch's
+        ApproximateAgeOfOldestMessage, in whole seconds as it reports them."""
+        self._broker._refresh_definitions()  # another process's retention change, read below
+        retention_ms, expired_before_ms = self._retention_ms, self._expired_before_ms
+
+        def age(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
+            cutoff = queue_attributes.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms)
+            self._core.expire(txn, tables, queue_id, cutoff)  # past retention: gone, no age
+            oldest = self._core.oldest_ms(txn, tables, queue_id)
+            if oldest is None or oldest > now_ms:  # empty, or the clock stepped back
+                return 0
+            return (now_ms - oldest) // 1000
+
+        result: int = self._write(age)
+        return result
+
     def _purge_in_txn(self, txn: Any, tables: Any, queue_id: int) -> int:
         return self._core.purge(txn, tables, queue_id)
 

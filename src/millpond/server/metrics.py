@@ -46,6 +46,13 @@ DEPTHS = (
         "Messages delayed and not yet available (CloudWatch ApproximateNumberOfMessagesDelayed).",
     ),
 )
+AGE = "millpond_sqs_approximate_age_of_oldest_message_seconds"
+AGE_HELP = (
+    "Whole seconds since the oldest message still in the queue (visible, in flight or delayed) "
+    "was sent; in a dead-letter queue, since it was moved there. 0 for an empty queue "
+    "(CloudWatch ApproximateAgeOfOldestMessage, without its exclusion of standard-queue "
+    "messages received 3 or more times)."
+)
 COUNTERS = (
     (
         "sent",
@@ -145,10 +152,12 @@ class Metrics:
             for name in broker.list_queues():
                 try:
                     queue = broker.queue(name)
-                    queues.append((broker.region, queue, queue.get_attributes()))
+                    attrs = queue.get_attributes()
+                    attrs[AGE] = str(queue.age_of_oldest_message_s())
+                    queues.append((broker.region, queue, attrs))
                 except LookupError:
                     continue
-        for attribute, metric, help_text in DEPTHS:
+        for attribute, metric, help_text in (*DEPTHS, (AGE, AGE, AGE_HELP)):
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
             for region, queue, attrs in queues:
                 lines.append(
