@@ -756,10 +756,12 @@ class Queue:
                 raise InvalidAttributeName(f"Unknown Attribute {name}.")
         return {name: values[name] for name in wanted if name in values}
 
-    def age_of_oldest_message_s(self) -> int:
+    def _age_of_oldest_message_s(self) -> int:
         """Whole seconds since the oldest message still in the queue (in flight and delayed
         ones too) was sent, or dead-lettered into this queue; 0 for an empty queue. CloudWatch's
-        ApproximateAgeOfOldestMessage, in whole seconds as it reports them."""
+        ApproximateAgeOfOldestMessage, in whole seconds as it reports them. For /metrics (not
+        public: SQS has no such queue attribute, and every public method is the native
+        client's too)."""
         self._broker._refresh_definitions()  # another process's retention change, read below
         retention_ms, expired_before_ms = self._retention_ms, self._expired_before_ms
 

@@ -153,7 +153,7 @@ class Metrics:
                 try:
                     queue = broker.queue(name)
                     attrs = queue.get_attributes()
-                    attrs[AGE] = str(queue.age_of_oldest_message_s())
+                    attrs[AGE] = str(queue._age_of_oldest_message_s())
                     queues.append((broker.region, queue, attrs))
                 except LookupError:
                     continue
