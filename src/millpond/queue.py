@@ -729,23 +729,7 @@ class Queue:
         Args:
             names: the attributes wanted; None or ["All"] gives every one.
         """
-        self._broker._refresh_definitions()  # another process's attribute changes, read below
-        retention_ms, expired_before_ms = self._retention_ms, self._expired_before_ms
-
-        def count(txn: Any, tables: Any, queue_id: int, now_ms: int) -> tuple[int, ...]:
-            cutoff = queue_attributes.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms)
-            return self._counts_in_txn(txn, tables, queue_id, now_ms, cutoff)
-
-        stored, in_flight, delayed = self._write(count)
-        values = queue_attributes.effective(self._attributes)
-        values.update(
-            ApproximateNumberOfMessages=str(max(stored - in_flight - delayed, 0)),
-            ApproximateNumberOfMessagesNotVisible=str(in_flight),
-            ApproximateNumberOfMessagesDelayed=str(delayed),
-            CreatedTimestamp=str(self._created_s),
-            LastModifiedTimestamp=str(self._modified_s),
-            QueueArn=self.arn,
-        )
+        values, _ = self._attributes_and_age(with_age=False)
         if names is None:
             return values
         wanted = arguments.texts(names, "AttributeNames", InvalidAttributeName)
@@ -756,25 +740,34 @@ class Queue:
                 raise InvalidAttributeName(f"Unknown Attribute {name}.")
         return {name: values[name] for name in wanted if name in values}
 
-    def _age_of_oldest_message_s(self) -> int:
-        """Whole seconds since the oldest message still in the queue (in flight and delayed
-        ones too) was sent, or dead-lettered into this queue; 0 for an empty queue. CloudWatch's
-        ApproximateAgeOfOldestMessage, in whole seconds as it reports them. For /metrics (not
-        public: SQS has no such queue attribute, and every public method is the native
-        client's too)."""
-        self._broker._refresh_definitions()  # another process's retention change, read below
+    def _attributes_and_age(self, with_age: bool) -> tuple[dict[str, str], int]:
+        """Every attribute (see get_attributes), and with ``with_age`` the whole seconds since
+        the oldest message still in the queue (in flight and delayed ones too) was sent, or
+        dead-lettered into this queue, 0 for an empty queue: CloudWatch's
+        ApproximateAgeOfOldestMessage, in whole seconds as it reports them, for /metrics (no
+        SQS attribute). One write: messages past retention are trimmed first, for both."""
+        self._broker._refresh_definitions()  # another process's attribute changes, read below
         retention_ms, expired_before_ms = self._retention_ms, self._expired_before_ms
 
-        def age(txn: Any, tables: Any, queue_id: int, now_ms: int) -> int:
+        def count(txn: Any, tables: Any, queue_id: int, now_ms: int) -> tuple[int, ...]:
             cutoff = queue_attributes.retention_cutoff_ms(now_ms, retention_ms, expired_before_ms)
-            self._core.expire(txn, tables, queue_id, cutoff)  # past retention: gone, no age
-            oldest = self._core.oldest_ms(txn, tables, queue_id)
+            counts = self._counts_in_txn(txn, tables, queue_id, now_ms, cutoff)
+            oldest = self._core.oldest_ms(txn, tables, queue_id) if with_age else None
             if oldest is None or oldest > now_ms:  # empty, or the clock stepped back
-                return 0
-            return (now_ms - oldest) // 1000
+                return (*counts, 0)
+            return (*counts, (now_ms - oldest) // 1000)
 
-        result: int = self._write(age)
-        return result
+        stored, in_flight, delayed, age_s = self._write(count)
+        values = queue_attributes.effective(self._attributes)
+        values.update(
+            ApproximateNumberOfMessages=str(max(stored - in_flight - delayed, 0)),
+            ApproximateNumberOfMessagesNotVisible=str(in_flight),
+            ApproximateNumberOfMessagesDelayed=str(delayed),
+            CreatedTimestamp=str(self._created_s),
+            LastModifiedTimestamp=str(self._modified_s),
+            QueueArn=self.arn,
+        )
+        return values, age_s
 
     def _purge_in_txn(self, txn: Any, tables: Any, queue_id: int) -> int:
         return self._core.purge(txn, tables, queue_id)
