@@ -7,6 +7,14 @@ use, ahead of need. When the disk cannot give more, the store is full: sends are
 (StorageFull) while receives, deletes and purges commit into the reserve and free pages that
 LMDB reuses. Allocating more is tried again at most once a second, so sends resume once space
 is back. A file larger than its pages is a normal LMDB state (MDB_WRITEMAP makes one too).
+
+Zero-filled ahead (``zero_ahead``, for durable stores): blocks that ``posix_fallocate`` gave are
+"unwritten", and so are blocks a write past the end of the file takes; either way, the first
+commit that writes into such a block makes fdatasync journal the file system's metadata too.
+Writing zeros over the next ZERO_AHEAD bytes past the pages in use, a step at a time, turns
+those blocks into plain written ones first, so a growing store's durable commits flush their
+pages only (as PostgreSQL zero-fills its WAL segments): ~2 ms per MiB once, against ~60 µs per
+page a commit takes into new space (a durable send of 1 KiB 172 -> 140 µs on this machine).
 """
 
 from __future__ import annotations
@@ -24,20 +32,25 @@ log = logging.getLogger(__name__)
 DEFAULT_DISK_RESERVE = 512 << 10
 HEADROOM_MIN = 256 << 10  # allocated ahead at least this much, so that fallocate is seldom
 RETRY_INTERVAL_S = 1.0
+# Zero-filled this far past the pages in use; filled again once less than half is left.
+ZERO_AHEAD = 1 << 20
 
 
 class DiskReserve:
     """The allocation of one store's data file (``reserve`` 0: none kept)."""
 
-    def __init__(self, data_file: str, reserve: int) -> None:
+    def __init__(self, data_file: str, reserve: int, zero_ahead: bool = False) -> None:
         self.reserve = reserve
         self.full = False  # the disk gave no more: sends are refused
         self._fd: int | None = os.open(data_file, os.O_RDWR) if reserve > 0 else None
         self._allocated = os.fstat(self._fd).st_size if self._fd is not None else 0
         self._retry_at = 0.0
-        # the end of the pages in use past which more must be allocated (the check that runs
-        # after every commit of sends: see needs_care)
-        self.limit = self._allocated - reserve if self._fd is not None else -1
+        self._zero_ahead = zero_ahead and self._fd is not None
+        self._zeroed = 0  # where the zeros this process wrote end (nothing filled yet)
+        # the end of the pages in use past which there is work after a commit (the check that
+        # runs after every commit of sends: see needs_care)
+        self.limit = -1
+        self._set_limit()
 
     @property
     def enabled(self) -> bool:
@@ -69,12 +82,54 @@ class DiskReserve:
                 self._give_up(exc)
                 return
             self._allocated = size
-            self.limit = size - self.reserve
             break
         else:
             self.disk_full()
             return
         self.full = False
+        self._set_limit()
+
+    def zeros_due(self, used: int) -> bool:
+        """Whether less than half of ZERO_AHEAD past ``used`` is zero-filled (and allocated
+        space is there to fill)."""
+        return (
+            self._zero_ahead
+            and used > self._zeroed - ZERO_AHEAD // 2
+            and self._allocated > max(used, self._zeroed)
+        )
+
+    def fill_zeros(self, used: int) -> None:
+        """Write zeros from ``used`` (or where the last fill ended) to ZERO_AHEAD past it,
+        within the allocation, and flush them.
+
+        Only under LMDB's write lock (a write transaction open, its own pages not yet written),
+        with ``used`` read under it: no page past it is in use, and no other process writes
+        one meanwhile. An error stops the zero-filling, not the store (it only saves time).
+        """
+        if self._fd is None:
+            return
+        start = max(used, self._zeroed)
+        end = min(used + ZERO_AHEAD, self._allocated)
+        if end > start:
+            try:
+                zeros = memoryview(bytes(end - start))
+                written = 0
+                while written < len(zeros):
+                    written += os.pwrite(self._fd, zeros[written:], start + written)
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                log.warning("data file not zero-filled ahead (%s)", exc.strerror or exc)
+                self._zero_ahead = False
+            self._zeroed = end
+        self._set_limit()
+
+    def _set_limit(self) -> None:
+        if self._fd is None:
+            self.limit = -1
+            return
+        self.limit = self._allocated - self.reserve
+        if self._zero_ahead and self._zeroed < self._allocated:  # more allocated to fill
+            self.limit = min(self.limit, self._zeroed - ZERO_AHEAD // 2)
 
     def sends_refused(self, used: int, free_inside: Callable[[], int]) -> bool:
         """Whether a send must be refused now: the disk is full, and (asked again at most once

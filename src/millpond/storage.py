@@ -257,8 +257,10 @@ class Storage:
             _open_here[self._identity] = (os.getpid(), self)
         try:
             self._open(map_size)
-            self._disk = DiskReserve(os.path.join(self.path, "data.mdb"), disk_reserve)
-            self._keep_disk_reserve()
+            self._disk = DiskReserve(
+                os.path.join(self.path, "data.mdb"), disk_reserve, zero_ahead=durability == "fsync"
+            )
+            self._keep_disk_reserve(fill_zeros=False)  # the first commit of sends fills
             if durability == "fsync" and (created or new_files):
                 directories.sync_new_entries(self.path, created, new_files)
         except BaseException:
@@ -674,12 +676,22 @@ class Storage:
             in_use = self._pages_in_use(txn)
         return max(0, self._used_bytes() - (in_use + 2) * self._page_size)
 
-    def _keep_disk_reserve(self) -> None:
-        """Allocate disk ahead after a commit (see disk_reserve.py). Never raises: the commit
-        is done, and its callers must learn so (a raise would run it again); an LMDB error
-        here (a map another process grew meanwhile) leaves it to the next commit."""
+    def _keep_disk_reserve(self, fill_zeros: bool = True) -> None:
+        """Allocate disk ahead after a commit, and zero-fill it ahead (see disk_reserve.py).
+        Never raises: the commit is done, and its callers must learn so (a raise would run it
+        again); an LMDB error here (a map another process grew meanwhile) leaves it to the
+        next commit. ``fill_zeros`` needs the caller to hold _txn_lock."""
         try:
-            self._disk.after_commit(self._used_bytes(), self._free_bytes)
+            used = self._used_bytes()
+            self._disk.after_commit(used, self._free_bytes)
+            if fill_zeros and self._disk.zeros_due(used):
+                # LMDB's write lock, so that no process writes pages past the ones in use
+                # while zeros go there; nothing is written in this transaction
+                txn = self.env.begin(write=True)
+                try:
+                    self._disk.fill_zeros(self._used_bytes())
+                finally:
+                    txn.abort()
         except lmdb.Error:
             pass
 
