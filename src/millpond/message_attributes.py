@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -53,6 +53,15 @@ _NAME_CHARS = re.compile(r"[\w.-]+")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 _u32 = struct.Struct(">I").pack
+# CPython's own MD5 hashes a short input in half the time of OpenSSL's, whose set-up per hash
+# costs more than the hashing itself; from a few KiB on, OpenSSL's faster hashing wins (~10% at
+# 1 MiB). Some builds of Python leave the built-in out.
+_builtin_md5: Callable[[bytes], hashlib._Hash] | None
+try:
+    from _md5 import md5 as _builtin_md5  # type: ignore[import-not-found,no-redef]
+except ImportError:  # pragma: no cover
+    _builtin_md5 = None
+_SHORT_MD5_INPUT = 4096
 _TRANSPORT_STRING = b"\x01"  # String and Number
 _TRANSPORT_BINARY = b"\x02"
 
@@ -288,6 +297,8 @@ def message_attributes_size(attributes: Mapping[str, Mapping[str, Any]] | None) 
 def md5_of_body(body: str | bytes) -> str:
     """Hex MD5 of the body's UTF-8 bytes: MD5OfMessageBody / MD5OfBody."""
     data = body.encode() if isinstance(body, str) else body
+    if len(data) <= _SHORT_MD5_INPUT and _builtin_md5 is not None:
+        return _builtin_md5(data).hexdigest()
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 

@@ -362,9 +362,9 @@ class Queue:
 
     def _send_write(self, bodies: list[bytes], blobs: list[bytes], delays: list[int]) -> Write:
         """The one write of a send of prepared messages (its result: the first seq)."""
-        return Write(
-            self._core.send, (bodies, blobs, delays, self._broker._env_id), sends=len(bodies)
-        )
+        # sends positionally: a class called with keywords passes them through a dict on 3.11
+        args = (bodies, blobs, delays, self._broker._env_id)
+        return Write(self._core.send, args, len(bodies))
 
     def _sent(self, first: int, n: int) -> list[str]:
         """After the send's commit: wake long polls; the message ids of seqs first.. first+n-1."""

@@ -197,18 +197,21 @@ class App:
         verified: tuple[str, str] | None = None,
     ) -> Request:
         region, access_key = verified or region_of(_claimed_scope(scope, headers), self.ctx.region)
+        # Positional: Python 3.11 passes the keywords of a class call through a dict, which
+        # costs ~3% of a SendMessage's CPU here (field order: see Request).
         return Request(
-            action=action,
-            params=params,
-            region=region,
-            account_id=self.ctx.account_id,
-            host=_text(headers, b"host") or "localhost",
-            scheme=scope.get("scheme", "http"),
-            access_key=access_key,
-            path=scope["path"],
-            query_protocol=query,
-            request_id=request_id,
-            trace_header=_trace_header(headers),
+            action,
+            params,
+            region,
+            self.ctx.account_id,
+            _text(headers, b"host") or "localhost",  # host
+            scope.get("scheme", "http"),  # scheme
+            access_key,
+            scope["path"],  # path
+            request_id,
+            query,  # query_protocol
+            True,  # authenticated (the caller sets it)
+            _trace_header(headers),  # trace_header
         )
 
     async def _sqs_json(
@@ -395,17 +398,22 @@ def _label(action: str, handlers: dict[str, Any]) -> str:
 def _trace_header(headers: dict[bytes, bytes]) -> str | None:
     """X-Amzn-Trace-Id, as SQS and SNS take it for AWSTraceHeader: ignored (it is tracing
     middleware's, not the caller's own input) unless it is text SQS can store."""
-    value = _text(headers, b"x-amzn-trace-id")
+    raw = headers.get(b"x-amzn-trace-id")
+    if raw is None:  # the usual case: no check to run
+        return None
+    value = raw.decode("latin-1")
     return value if valid_trace_header(value) else None
 
 
 def _claimed_scope(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
     """The text naming the request's SigV4 credential scope, unverified: its Authorization
     header, else a presigned URL's X-Amz-Credential (which names the region just as well)."""
-    authorization = _text(headers, b"authorization")
+    authorization = headers.get(b"authorization")
+    if authorization:  # the usual case first: a signed request
+        return authorization.decode("latin-1")
     query_string: bytes = scope.get("query_string", b"")
-    if authorization or b"X-Amz-Credential=" not in query_string:
-        return authorization
+    if b"X-Amz-Credential=" not in query_string:
+        return ""
     query = urllib.parse.parse_qs(query_string.decode("latin-1"))
     return "Credential=" + query.get("X-Amz-Credential", [""])[-1]
 

@@ -358,9 +358,8 @@ def _send_result(fields: dict[str, Any], message_id: str, sequence: str | None) 
     }
     if fields["attributes"]:
         result["MD5OfMessageAttributes"] = md5_of_message_attributes(fields["attributes"])
-    system_md5 = _md5_of_trace_header(fields["system_trace"])
-    if system_md5:
-        result["MD5OfMessageSystemAttributes"] = system_md5
+    if fields["system_trace"] is not None:
+        result["MD5OfMessageSystemAttributes"] = _md5_of_trace_header(fields["system_trace"])
     if sequence is not None:
         result["SequenceNumber"] = sequence
     return result

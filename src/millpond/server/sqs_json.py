@@ -67,23 +67,34 @@ def _serialization(message: str) -> AwsError:
     return AwsError("SerializationException", message, 400, "SerializationException")
 
 
+# Each typed member's expected JSON type (str: any scalar, but no list or object), so that a
+# member is looked up once: a request's members are checked on every call.
+_MEMBER_TYPES: dict[str, type] = {
+    **dict.fromkeys(_INTEGERS, int),
+    **dict.fromkeys(_LISTS, list),
+    **dict.fromkeys(_MAPS, dict),
+    **dict.fromkeys(_STRINGS, str),
+}
+
+
 def _check_member_types(params: dict[str, Any]) -> None:
     for name, value in params.items():
-        if value is None:
+        expected = _MEMBER_TYPES.get(name)
+        if expected is None or value is None:
             continue
-        if name in _INTEGERS and type(value) is not int:
-            raise _serialization(
-                f"{type(value).__name__.upper()}_VALUE can not be converted to an Integer"
-            )
-        if (
-            (name in _LISTS and type(value) is not list)
-            or (name in _MAPS and type(value) is not dict)
-            or (name in _STRINGS and type(value) in (list, dict))
-        ):
+        kind = type(value)
+        if expected is str:
+            if kind is list or kind is dict:
+                raise _serialization(f"Unexpected value type for {name}")
+        elif kind is not expected:
+            if expected is int:
+                raise _serialization(
+                    f"{kind.__name__.upper()}_VALUE can not be converted to an Integer"
+                )
             raise _serialization(f"Unexpected value type for {name}")
         # The lists but Entries hold strings: a list or object inside would reach the handlers
         # (and fail there with a Python error, not AWS's).
-        if name in _LISTS and name != "Entries" and any(type(v) is not str for v in value):
+        elif expected is list and name != "Entries" and any(type(v) is not str for v in value):
             raise _serialization(f"Unexpected value type for a member of {name}")
     for entry in params.get("Entries") or ():
         if type(entry) is dict:
@@ -92,7 +103,7 @@ def _check_member_types(params: dict[str, Any]) -> None:
 
 def parse(body: bytes) -> dict[str, Any]:
     """The request's parameters; an empty body means none."""
-    if not body.strip():
+    if not body or body.isspace():
         return {}
     try:
         params = orjson.loads(body)
