@@ -41,6 +41,7 @@ from millpond.errors import (
     MillpondError,
     StorageFull,
 )
+from millpond.lmdb_meta import LastPage
 
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB to start; doubled when full
@@ -282,6 +283,7 @@ class Storage:
                 # its size (nothing is open yet)
                 self.env.set_mapsize(0)
         self._page_size = self.env.stat()["psize"]
+        self._last_page = LastPage(self.env, os.path.join(self.path, "data.mdb"), self._page_size)
         self._pid = os.getpid()
         self._closed = False
         self._mutex = threading.Lock()
@@ -624,8 +626,7 @@ class Storage:
                 # Only sends grow the file much (receives add a few index entries; deletes
                 # free pages): the disk reserve is looked after when they commit.
                 if sends and self._disk.enabled:
-                    used = (self.env.info()["last_pgno"] + 1) * self._page_size
-                    if self._disk.needs_care(used):
+                    if self._disk.needs_care(self._used_bytes()):
                         self._keep_disk_reserve()
         # Committed (or, for a lone atomic op that failed, rolled back): only now may callers
         # learn their results, and the effects of the ops that succeeded take place.
@@ -697,7 +698,7 @@ class Storage:
 
     def _used_bytes(self) -> int:
         """Where the pages in use end in the data file."""
-        return (self.env.info()["last_pgno"] + 1) * self._page_size
+        return (self._last_page.last_pgno() + 1) * self._page_size
 
     def _grow_map(self) -> bool:
         """Double the map (between transactions); False when already at max_map_size."""
@@ -778,6 +779,7 @@ class Storage:
                 self.env.sync(True)
                 self.env.close()
             self._disk.close()
+            self._last_page.close()
             self._unregister()
 
     def _unregister(self) -> None:
@@ -798,6 +800,7 @@ class Storage:
         """
         self._closed = True
         self._disk.close()  # the parent's descriptor: the parent keeps its own
+        self._last_page.close()
         if self.env in _abandoned:
             return False
         if self._txn_lock.locked():  # held by a thread of the parent, in a transaction
