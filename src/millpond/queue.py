@@ -256,9 +256,7 @@ class Queue:
         seq = self._write(
             self._core.send, [data], [blob], [delay_ms], self._broker._env_id, sends=1
         )
-        self.counters["sent"] += 1
-        self._broker._wakeups.notify(self.queue_id)
-        return self._core.message_id(self._broker._env_id, self.queue_id, seq)
+        return self._sent_one(seq)
 
     def send_batch(self, entries: Sequence[Any]) -> list[str]:
         """Send up to 10 messages in one write transaction; returns their ids in order.
@@ -365,6 +363,13 @@ class Queue:
         # sends positionally: a class called with keywords passes them through a dict on 3.11
         args = (bodies, blobs, delays, self._broker._env_id)
         return Write(self._core.send, args, len(bodies))
+
+    def _sent_one(self, seq: int) -> str:
+        """After a single send's commit: wake long polls; the message id of ``seq`` (_sent
+        for one message, without its lists)."""
+        self.counters["sent"] += 1
+        self._broker._wakeups.notify(self.queue_id)
+        return self._core.message_id(self._broker._env_id, self.queue_id, seq)
 
     def _sent(self, first: int, n: int) -> list[str]:
         """After the send's commit: wake long polls; the message ids of seqs first.. first+n-1."""
