@@ -365,9 +365,9 @@ def _send_result(fields: dict[str, Any], message_id: str, sequence: str | None) 
     return result
 
 
-def _prepare_standard(queue: Queue, f: dict[str, Any]) -> tuple[bytes, bytes, int]:
-    """(body, metadata blob, delay in ms) of a checked entry for a standard queue."""
-    return queue._prepare(
+def _prepare_args(f: dict[str, Any]) -> tuple[Any, ...]:
+    """A checked entry's arguments to Queue._prepare and FifoQueue._prepare_fifo, in order."""
+    return (
         f["body"],
         f["delay_seconds"],
         f["attributes"],
@@ -383,22 +383,11 @@ async def _send_prepared(
 ) -> list[tuple[str, str | None]]:
     """Send checked entries in one write; (message id, sequence number or None) per entry."""
     if isinstance(queue, FifoQueue):
-        items = [
-            queue._prepare_fifo(
-                f["body"],
-                f["delay_seconds"],
-                f["attributes"],
-                f["group_id"],
-                f["deduplication_id"],
-                f["trace_header"],
-                f["sender_id"],
-            )
-            for f in prepared
-        ]
+        items = [queue._prepare_fifo(*_prepare_args(f)) for f in prepared]
         return await ctx.drive(queue, queue._send_fifo_steps(items))  # type: ignore[no-any-return]
     bodies, blobs, delays = [], [], []
     for f in prepared:
-        data, blob, delay_ms = _prepare_standard(queue, f)
+        data, blob, delay_ms = queue._prepare(*_prepare_args(f))
         bodies.append(data)
         blobs.append(blob)
         delays.append(delay_ms)
@@ -409,21 +398,9 @@ async def _send_prepared(
 def _check_entry(queue: Queue, fields: dict[str, Any]) -> None:
     """Raise what the send of this entry would raise, without sending."""
     if isinstance(queue, FifoQueue):
-        queue._prepare_fifo(
-            fields["body"],
-            fields["delay_seconds"],
-            fields["attributes"],
-            fields["group_id"],
-            fields["deduplication_id"],
-        )
+        queue._prepare_fifo(*_prepare_args(fields))
     else:
-        queue._prepare(
-            fields["body"],
-            fields["delay_seconds"],
-            fields["attributes"],
-            fields["group_id"],
-            fields["deduplication_id"],
-        )
+        queue._prepare(*_prepare_args(fields))
 
 
 @action
@@ -435,7 +412,7 @@ async def send_message(ctx: Context, request: Request) -> dict[str, Any]:
         return _send_result(fields, message_id, sequence)
     # The usual case, one message to a standard queue: no batch-shaped lists of one entry,
     # and one coroutine less between the request's task and its write.
-    data, blob, delay_ms = _prepare_standard(queue, fields)
+    data, blob, delay_ms = queue._prepare(*_prepare_args(fields))
     seq = await ctx.write(queue, queue._send_write([data], [blob], [delay_ms]))
     return _send_result(fields, queue._sent_one(seq), None)
 
