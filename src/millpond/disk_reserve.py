@@ -46,15 +46,12 @@ class DiskReserve:
         self._allocated = os.fstat(self._fd).st_size if self._fd is not None else 0
         self._retry_at = 0.0
         self._zero_ahead = zero_ahead and self._fd is not None
+        self.enabled = self._fd is not None  # an attribute: read after every commit of sends
         self._zeroed = 0  # where the zeros this process wrote end (nothing filled yet)
         # the end of the pages in use past which there is work after a commit (the check that
         # runs after every commit of sends: see needs_care)
         self.limit = -1
         self._set_limit()
-
-    @property
-    def enabled(self) -> bool:
-        return self._fd is not None
 
     def needs_care(self, used: int) -> bool:
         """Whether after_commit has work: the pages in use reach into the reserve, or the
@@ -154,4 +151,5 @@ class DiskReserve:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            self.enabled = False
             self.limit = -1

@@ -24,7 +24,6 @@ _PAGE_HEADER = 16
 # magic u32, version u32, address, map size, 2 x MDB_db (48 bytes), last page, txn id
 _META = struct.Struct("=II QQ 96x QQ")
 _LAST_PAGE_AT = _PAGE_HEADER + _META.size - 16
-_last_page_and_txn = struct.Struct("=QQ").unpack_from
 
 
 class LastPage:
@@ -33,7 +32,8 @@ class LastPage:
     def __init__(self, env: lmdb.Environment, data_file: str, page_size: int) -> None:
         self._env = env
         self._map: mmap.mmap | None = None
-        self._second = page_size + _LAST_PAGE_AT  # where the second meta's fields are
+        # (last page, txn id) of both metas in one call: the first's, then page_size on
+        self._both = struct.Struct(f"={_LAST_PAGE_AT}x QQ {page_size - 16}x QQ").unpack_from
         if struct.calcsize("P") != 8:
             return  # the offsets above are a 64-bit build's
         fd = os.open(data_file, os.O_RDONLY)
@@ -56,9 +56,8 @@ class LastPage:
         pages = self._map
         if pages is None:
             return int(self._env.info()["last_pgno"])
-        last, txn_id = _last_page_and_txn(pages, _LAST_PAGE_AT)
-        other_last, other_txn_id = _last_page_and_txn(pages, self._second)
-        return int(last if txn_id > other_txn_id else other_last)
+        last, txn_id, other_last, other_txn_id = self._both(pages)
+        return last if txn_id > other_txn_id else other_last  # type: ignore[no-any-return]
 
     def close(self) -> None:
         if self._map is not None:

@@ -110,12 +110,16 @@ class Queue:
 
     # -- writes through the storage -----------------------------------------------------------
 
-    def _write(self, fn: Any, *args: Any, sends: int = 0, atomic: bool = False) -> Any:
+    def _write(
+        self, fn: Any, *args: Any, sends: int = 0, atomic: bool = False, refresh: bool = True
+    ) -> Any:
         """Run ``fn(txn, tables, queue_id, now_ms, *args)`` in the shared write transaction.
 
         ``atomic``: fn may raise after writing; its writes are then rolled back (Storage.write).
+        ``refresh=False``: the caller just picked up other processes' queue changes.
         """
-        self._broker._refresh_definitions()
+        if refresh:
+            self._broker._refresh_definitions()
         try:
             return self._storage.write(self._op(fn, args), sends=sends, atomic=atomic)
         except QueueDoesNotExist:
@@ -254,7 +258,13 @@ class Queue:
             body, delay_seconds, attributes, group_id, deduplication_id
         )
         seq = self._write(
-            self._core.send, [data], [blob], [delay_ms], self._broker._env_id, sends=1
+            self._core.send,
+            [data],
+            [blob],
+            [delay_ms],
+            self._broker._env_id,
+            sends=1,
+            refresh=False,
         )
         return self._sent_one(seq)
 

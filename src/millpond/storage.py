@@ -578,32 +578,25 @@ class Storage:
         now_ms = self.clock.now_ms()
         # An atomic op alone in its commit needs no nested transaction (which copies every
         # page it touches): if it fails, the whole transaction is simply not committed.
-        alone = len(batch) == 1 and batch[0].atomic
+        alone = batch[0].atomic and len(batch) == 1
         with self._txn_lock:  # no set_mapsize() while the transaction is open
             txn = self.env.begin(write=True)
             rolled_back = False
             try:
-                near_full = self._map_size > self._send_limit
+                # Sends are checked one by one only near a limit (a full disk, or a map near
+                # max_map_size): one big group commit must not eat the reserve that receives
+                # and deletes need to drain the store.
+                guarded = self._disk.full or self._map_size > self._send_limit
                 sends = False
                 for op in batch:
-                    # Near the limit every send is checked against the pages in use so far,
-                    # this transaction's included: one big group commit must not eat the
-                    # reserve that receives and deletes need to drain the store.
                     op.after = None  # what an earlier run of it asked for is void
                     if op.sends:
                         sends = True
-                    if (
-                        op.sends
-                        and self._disk.full
-                        and self._disk.sends_refused(
-                            self._used_bytes(), lambda: self._free_bytes(txn)
-                        )
-                    ):
-                        op.result, op.error = None, StorageFull("the disk is full")
-                        continue
-                    if op.sends and near_full and self._sends_refused(txn):
-                        op.result, op.error = None, StorageFull("the data directory is full")
-                        continue
+                        if guarded:
+                            refused = self._send_refused(txn)
+                            if refused is not None:
+                                op.result, op.error = None, refused
+                                continue
                     self._running = op
                     try:
                         if op.atomic and not alone:
@@ -625,9 +618,8 @@ class Storage:
                 txn.commit()
                 # Only sends grow the file much (receives add a few index entries; deletes
                 # free pages): the disk reserve is looked after when they commit.
-                if sends and self._disk.enabled:
-                    if self._disk.needs_care(self._used_bytes()):
-                        self._keep_disk_reserve()
+                if sends and self._disk.enabled and self._disk.needs_care(self._used_bytes()):
+                    self._keep_disk_reserve()
         # Committed (or, for a lone atomic op that failed, rolled back): only now may callers
         # learn their results, and the effects of the ops that succeeded take place.
         for op in batch:
@@ -638,6 +630,18 @@ class Storage:
                 op.after = None
             op.done = True
         return not rolled_back
+
+    def _send_refused(self, txn: lmdb.Transaction[bytes]) -> StorageFull | None:
+        """Why a send may not go into ``txn`` now (near a limit), or None if it may.
+
+        Checked against the pages in use so far, this transaction's included."""
+        if self._disk.full and self._disk.sends_refused(
+            self._used_bytes(), lambda: self._free_bytes(txn)
+        ):
+            return StorageFull("the disk is full")
+        if self._map_size > self._send_limit and self._sends_refused(txn):
+            return StorageFull("the data directory is full")
+        return None
 
     def _nested(self, txn: lmdb.Transaction[bytes], op: _Op, now_ms: int) -> Any:
         """Run ``op`` in a transaction nested in ``txn``: rolled back alone if it raises."""
