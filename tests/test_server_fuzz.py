@@ -92,6 +92,12 @@ class Harness:
     def request(
         self, body: bytes, headers: dict[str, str], query_string: bytes = b""
     ) -> tuple[int, bytes]:
+        return self.loop.run_until_complete(self.answer(body, headers, query_string))
+
+    async def answer(
+        self, body: bytes, headers: dict[str, str], query_string: bytes = b""
+    ) -> tuple[int, bytes]:
+        """The app's (status, body) for one request, on the loop (requests may run at once)."""
         scope = {
             "type": "http",
             "method": "POST",
@@ -112,7 +118,7 @@ class Harness:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        self.loop.run_until_complete(self.app(scope, receive, send))
+        await self.app(scope, receive, send)
         return sent[0]["status"], sent[1]["body"]
 
     def sqs_json(self, action: str, params: Any) -> tuple[int, bytes]:

@@ -374,6 +374,15 @@ class Queue:
         args = (bodies, blobs, delays, self._broker._env_id)
         return Write(self._core.send, args, len(bodies))
 
+    def _sent_counted(self, n: int) -> None:
+        """After the commit of ``n`` sends: count them, and wake long polls."""
+        self.counters["sent"] += n
+        self._broker._wakeups.notify(self.queue_id, n)
+
+    def _message_id(self, seq: int) -> str:
+        message_id: str = self._core.message_id(self._broker._env_id, self.queue_id, seq)
+        return message_id
+
     def _sent_one(self, seq: int) -> str:
         """After a single send's commit: wake long polls; the message id of ``seq`` (_sent
         for one message, without its lists)."""

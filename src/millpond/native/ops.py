@@ -95,8 +95,8 @@ async def _send(
     data, blob, delay_ms = queue._prepare(
         body, delay_seconds, attributes, group_id, deduplication_id
     )
-    first = await ctx.write(queue, queue._send_write([data], [blob], [delay_ms]))
-    return queue._sent(first, 1)[0]
+    # with the other sends to this queue before the next commit (server/send_batches.py)
+    return queue._message_id(await ctx.send(queue, data, blob, delay_ms))
 
 
 async def _receive(

@@ -20,6 +20,7 @@ from typing import Any
 import millpond
 from millpond.broker import Broker
 from millpond.errors import MillpondError, QueueDoesNotExist, TooManyRegions
+from millpond.server.send_batches import SendBatch
 from millpond.wakeups import Wakeups
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
@@ -311,6 +312,9 @@ class Settler:
 
 def _resolve(op: Any) -> None:
     future = op.token
+    if type(future) is SendBatch:
+        future.settle(op)
+        return
     if future.cancelled():
         return  # its request went away; the write itself stands
     if op.error is not None:
@@ -366,6 +370,7 @@ class Context:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False  # set on SIGTERM/SIGINT: long polls return at once
         self.stats: dict[str, int] = {}
+        self._send_batches: dict[Any, SendBatch] = {}  # queue -> the sends of its next commit
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -469,6 +474,23 @@ class Context:
         except QueueDoesNotExist:
             queue._broker._forget(queue)
             raise
+
+    async def send(self, queue: Any, data: bytes, blob: bytes, delay_ms: int) -> int:
+        """Store one prepared message in a standard queue, with the other sends to that queue
+        in the same commit (see send_batches.py); its seq, on the loop."""
+        future: asyncio.Future[int] = self.loop.create_future()  # type: ignore[union-attr]
+        batch = self._send_batches.get(queue)
+        if batch is None or not batch.join(data, blob, delay_ms, future):
+            batch = SendBatch(queue, self._send_batches)
+            batch.join(data, blob, delay_ms, future)
+            queue._broker._refresh_definitions()
+            # sends=1: a send op (refused when the store is full); how many messages it
+            # stores is known only when it runs
+            queue._storage.submit(
+                queue._op(batch.store, ()), self.settler.settle, sends=1, token=batch
+            )
+            self._send_batches[queue] = batch  # submitted: the next sends may join it
+        return await future
 
     async def drive(self, queue: Any, steps: Any) -> Any:
         """Run a queue verb written as steps (Queue._drive's async twin), on the event loop."""

@@ -410,11 +410,11 @@ async def send_message(ctx: Context, request: Request) -> dict[str, Any]:
     if isinstance(queue, FifoQueue):
         ((message_id, sequence),) = await _send_prepared(ctx, queue, [fields])
         return _send_result(fields, message_id, sequence)
-    # The usual case, one message to a standard queue: no batch-shaped lists of one entry,
-    # and one coroutine less between the request's task and its write.
+    # The usual case, one message to a standard queue: stored with the other SendMessages to
+    # that queue read before the next commit, in one core call (server/send_batches.py).
     data, blob, delay_ms = queue._prepare(*_prepare_args(fields))
-    seq = await ctx.write(queue, queue._send_write([data], [blob], [delay_ms]))
-    return _send_result(fields, queue._sent_one(seq), None)
+    seq = await ctx.send(queue, data, blob, delay_ms)
+    return _send_result(fields, queue._message_id(seq), None)
 
 
 def _entry_size(entry: dict[str, Any]) -> int:
