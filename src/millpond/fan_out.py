@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -202,6 +203,7 @@ class State:
         "group_scope",
         "raw",
         "subs",
+        "unfiltered",
         "version",
     )
 
@@ -213,6 +215,7 @@ class State:
         self.group_scope = self.attributes.get("FifoThroughputScope") == "MessageGroup"
         self.version = self.attributes.get("SignatureVersion", "1")
         self.subs = subs
+        self.unfiltered = all(sub.match is None for sub in subs)  # no filter policy
         self._form: NotificationForm | None = None
 
     def notification_form(self, topic: Topic) -> NotificationForm:
@@ -519,9 +522,13 @@ def entry_arguments(entry: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(entry.get(sns, entry.get(ours)) for sns, ours in _ENTRY_NAMES)
 
 
-def plan(state: State, outs: list[Outgoing]) -> list[tuple[Sub, list[Outgoing]]]:
-    """The matching messages of each subscription (subscriptions without any left out)."""
+def plan(state: State, outs: list[Outgoing]) -> tuple[list[tuple[Sub, list[Outgoing]]], int]:
+    """The matching messages of each subscription (subscriptions without any left out), and
+    how many deliveries that makes."""
+    if state.unfiltered and outs:  # no filter policy: no verdicts to reach
+        return list(zip(state.subs, repeat(outs))), len(state.subs) * len(outs)
     planned = []
+    deliveries = 0
     # each message's verdict per filter policy: subscriptions with the same policy (text and
     # scope) are matched once
     verdicts: dict[tuple[tuple[str, str] | None, int], bool] = {}
@@ -539,7 +546,8 @@ def plan(state: State, outs: list[Outgoing]) -> list[tuple[Sub, list[Outgoing]]]
                     chosen.append(out)
         if chosen:
             planned.append((sub, chosen))
-    return planned
+            deliveries += len(chosen)
+    return planned, deliveries
 
 
 def _matches(sub: Sub, out: Outgoing) -> bool:
@@ -646,9 +654,11 @@ def fan_out(
     now_ms: int,
     state: State,
     planned: list[tuple[Sub, list[Outgoing]]],
+    deliveries: int,
     outs: list[Outgoing],
 ) -> tuple[set[int], list[tuple[str, str | None]], list[tuple[str, str, int]], dict[str, int]]:
-    """The deliveries of one publish; caller holds the write txn (may re-run after abort).
+    """The deliveries of one publish (``planned``: :func:`plan`'s, ``deliveries`` of them);
+    caller holds the write txn (may re-run after abort).
 
     Returns the queue ids written to (with HTTP_OUTBOX if HTTP deliveries were queued),
     (message id, sequence number) of each message, what could not be delivered, and the
@@ -656,7 +666,7 @@ def fan_out(
     """
     tally = dict.fromkeys(TALLIES, 0)  # a plain dict: a Counter costs more on this path
     # CloudWatch NumberOfNotificationsFilteredOut: a message a subscription's policy rejected
-    tally["filtered_out"] = len(state.subs) * len(outs) - sum([len(c) for _, c in planned])
+    tally["filtered_out"] = len(state.subs) * len(outs) - deliveries
     sequences: dict[int, str] = {}
     if state.fifo:
         results = _sequence(topic, txn, now_ms, state, outs, sequences)
