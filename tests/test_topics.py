@@ -1305,6 +1305,29 @@ def test_publish_wakes_a_long_poll(broker):
     assert len(got) == 1 and time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("doorbell", [True, False], ids=["doorbell", "condition"])
+def test_notify_many_wakes_each_queue_as_notify_does(tmp_path, monkeypatch, doorbell):
+    # A publish wakes the queues it wrote to in one call (Wakeups.notify_many): each queue's
+    # long polls and listeners hear of one message, as from notify(queue_id); no other queue.
+    from millpond import wakeups as wakeups_module
+
+    if not doorbell:
+        monkeypatch.setattr(wakeups_module, "_doorbell_class", lambda: None)
+    wakeups = wakeups_module.Wakeups(str(tmp_path))
+    try:
+        if doorbell and not wakeups.cross_process:
+            pytest.skip("no doorbell file here (not Linux, or no C extension)")
+        heard: list[tuple[int | None, int]] = []
+        wakeups.add_listener(lambda queue_id, count: heard.append((queue_id, count)))
+        before = {queue_id: wakeups.generation(queue_id) for queue_id in (3, 4, 5)}
+        wakeups.notify_many({3, 5})
+        assert sorted(heard) == [(3, 1), (5, 1)]
+        moved = {q for q, generation in before.items() if wakeups.generation(q) != generation}
+        assert moved == {3, 5}
+    finally:
+        wakeups.close()
+
+
 # -- restart and other processes ------------------------------------------------------------------
 
 

@@ -846,12 +846,10 @@ class Topic(TopicSettings):
         except TopicNotFound:
             self._state = None
             raise
-        notify = self._broker._wakeups.notify
-        for queue_id in woken:
-            if queue_id == HTTP_OUTBOX:
-                self._topics.http._notify()
-            else:
-                notify(queue_id)
+        if HTTP_OUTBOX in woken:
+            woken.discard(HTTP_OUTBOX)  # the rest are queue ids
+            self._topics.http._notify()
+        self._broker._wakeups.notify_many(woken)
         if lost:
             self._topics._record_lost(lost)
         # counted once committed: the op may have run more than once
