@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from functools import partial
 from itertools import repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -703,7 +704,7 @@ def _fan_out_one(
     call (``send_each``); the rest (FIFO queues, HTTP/S endpoints, messages too big for their
     queue, unknown or stale queues) take the general path, :func:`_deliver`.
     """
-    queues = topic._broker._queues
+    queue_named = topic._broker._queues.get
     common = tail = b""
     raw_blob: bytes | None = None
     group = out.group_id  # standard queues keep it as a tenant label (fair queues)
@@ -713,8 +714,8 @@ def _fan_out_one(
     targets: list[Queue] = []
     others: list[tuple[Sub, list[Outgoing]]] = []
     for sub, chosen in planned:
-        queue = queues.get(sub.queue_name)  # HTTP/S subscriptions: none
-        if queue is None or isinstance(queue, FifoQueue):
+        queue = queue_named(sub.queue_name)  # HTTP/S subscriptions: none
+        if type(queue) is not Queue:  # none (or not known here), or a FIFO queue
             others.append((sub, chosen))
             continue
         if sub.raw:
@@ -748,11 +749,14 @@ def _fan_out_one(
             others = planned
         else:
             topic._storage.after_commit(partial(_count_sent, targets))  # once, even on a rerun
-            woken.update(queue.queue_id for queue in targets)
+            woken.update(map(_queue_id, targets))
             tally["delivered"] += len(targets)
     sequences: dict[int, str] = {}
     for sub, chosen in others:
         _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost, tally)
+
+
+_queue_id = attrgetter("queue_id")
 
 
 def _count_sent(queues: list[Queue]) -> None:
