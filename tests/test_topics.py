@@ -700,6 +700,16 @@ def test_envelope_fields_and_order(broker, clock):
     assert m.attributes == {}  # an envelope carries the attributes inside, not as SQS ones
 
 
+def test_message_id_is_the_uuid4_of_its_random_bytes(monkeypatch):
+    # message_id() sets the version and variant digits as uuid.UUID(version=4) sets their bits
+    import os
+    import uuid
+
+    for raw in [bytes(16), b"\xff" * 16, *(os.urandom(16) for _ in range(200))]:
+        monkeypatch.setattr(sns_envelope.os, "urandom", lambda n, raw=raw: raw)
+        assert sns_envelope.message_id() == str(uuid.UUID(bytes=raw, version=4))
+
+
 def test_envelope_without_subject_or_attributes(broker, clock):
     q = broker.create_queue("q")
     t = broker.create_topic("orders")

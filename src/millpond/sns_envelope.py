@@ -516,11 +516,12 @@ def iso_timestamp(now_ms: int) -> str:
 
 def message_id() -> str:
     """A random (version 4) UUID string, as SNS message ids are; ~3x cheaper than uuid4()."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = os.urandom(16).hex()
+    # version 4 (the 13th digit), RFC 4122 variant (the 17th's two top bits 10)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def string_to_sign(
