@@ -700,6 +700,16 @@ def test_envelope_fields_and_order(broker, clock):
     assert m.attributes == {}  # an envelope carries the attributes inside, not as SQS ones
 
 
+def test_message_id_is_the_uuid4_of_its_random_bytes(monkeypatch):
+    # message_id() sets the version and variant digits as uuid.UUID(version=4) sets their bits
+    import os
+    import uuid
+
+    for raw in [bytes(16), b"\xff" * 16, *(os.urandom(16) for _ in range(200))]:
+        monkeypatch.setattr(sns_envelope.os, "urandom", lambda n, raw=raw: raw)
+        assert sns_envelope.message_id() == str(uuid.UUID(bytes=raw, version=4))
+
+
 def test_envelope_without_subject_or_attributes(broker, clock):
     q = broker.create_queue("q")
     t = broker.create_topic("orders")
@@ -1303,6 +1313,29 @@ def test_publish_wakes_a_long_poll(broker):
     t.publish("wake up")
     waiter.join(10)
     assert len(got) == 1 and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("doorbell", [True, False], ids=["doorbell", "condition"])
+def test_notify_many_wakes_each_queue_as_notify_does(tmp_path, monkeypatch, doorbell):
+    # A publish wakes the queues it wrote to in one call (Wakeups.notify_many): each queue's
+    # long polls and listeners hear of one message, as from notify(queue_id); no other queue.
+    from millpond import wakeups as wakeups_module
+
+    if not doorbell:
+        monkeypatch.setattr(wakeups_module, "_doorbell_class", lambda: None)
+    wakeups = wakeups_module.Wakeups(str(tmp_path))
+    try:
+        if doorbell and not wakeups.cross_process:
+            pytest.skip("no doorbell file here (not Linux, or no C extension)")
+        heard: list[tuple[int | None, int]] = []
+        wakeups.add_listener(lambda queue_id, count: heard.append((queue_id, count)))
+        before = {queue_id: wakeups.generation(queue_id) for queue_id in (3, 4, 5)}
+        wakeups.notify_many({3, 5})
+        assert sorted(heard) == [(3, 1), (5, 1)]
+        moved = {q for q, generation in before.items() if wakeups.generation(q) != generation}
+        assert moved == {3, 5}
+    finally:
+        wakeups.close()
 
 
 # -- restart and other processes ------------------------------------------------------------------

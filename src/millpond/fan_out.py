@@ -22,6 +22,8 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
+from itertools import repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -202,6 +204,7 @@ class State:
         "group_scope",
         "raw",
         "subs",
+        "unfiltered",
         "version",
     )
 
@@ -213,6 +216,7 @@ class State:
         self.group_scope = self.attributes.get("FifoThroughputScope") == "MessageGroup"
         self.version = self.attributes.get("SignatureVersion", "1")
         self.subs = subs
+        self.unfiltered = all(sub.match is None for sub in subs)  # no filter policy
         self._form: NotificationForm | None = None
 
     def notification_form(self, topic: Topic) -> NotificationForm:
@@ -519,9 +523,13 @@ def entry_arguments(entry: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(entry.get(sns, entry.get(ours)) for sns, ours in _ENTRY_NAMES)
 
 
-def plan(state: State, outs: list[Outgoing]) -> list[tuple[Sub, list[Outgoing]]]:
-    """The matching messages of each subscription (subscriptions without any left out)."""
+def plan(state: State, outs: list[Outgoing]) -> tuple[list[tuple[Sub, list[Outgoing]]], int]:
+    """The matching messages of each subscription (subscriptions without any left out), and
+    how many deliveries that makes."""
+    if state.unfiltered and outs:  # no filter policy: no verdicts to reach
+        return list(zip(state.subs, repeat(outs))), len(state.subs) * len(outs)
     planned = []
+    deliveries = 0
     # each message's verdict per filter policy: subscriptions with the same policy (text and
     # scope) are matched once
     verdicts: dict[tuple[tuple[str, str] | None, int], bool] = {}
@@ -539,7 +547,8 @@ def plan(state: State, outs: list[Outgoing]) -> list[tuple[Sub, list[Outgoing]]]
                     chosen.append(out)
         if chosen:
             planned.append((sub, chosen))
-    return planned
+            deliveries += len(chosen)
+    return planned, deliveries
 
 
 def _matches(sub: Sub, out: Outgoing) -> bool:
@@ -646,9 +655,11 @@ def fan_out(
     now_ms: int,
     state: State,
     planned: list[tuple[Sub, list[Outgoing]]],
+    deliveries: int,
     outs: list[Outgoing],
 ) -> tuple[set[int], list[tuple[str, str | None]], list[tuple[str, str, int]], dict[str, int]]:
-    """The deliveries of one publish; caller holds the write txn (may re-run after abort).
+    """The deliveries of one publish (``planned``: :func:`plan`'s, ``deliveries`` of them);
+    caller holds the write txn (may re-run after abort).
 
     Returns the queue ids written to (with HTTP_OUTBOX if HTTP deliveries were queued),
     (message id, sequence number) of each message, what could not be delivered, and the
@@ -656,7 +667,7 @@ def fan_out(
     """
     tally = dict.fromkeys(TALLIES, 0)  # a plain dict: a Counter costs more on this path
     # CloudWatch NumberOfNotificationsFilteredOut: a message a subscription's policy rejected
-    tally["filtered_out"] = len(state.subs) * len(outs) - sum([len(c) for _, c in planned])
+    tally["filtered_out"] = len(state.subs) * len(outs) - deliveries
     sequences: dict[int, str] = {}
     if state.fifo:
         results = _sequence(topic, txn, now_ms, state, outs, sequences)
@@ -693,7 +704,7 @@ def _fan_out_one(
     call (``send_each``); the rest (FIFO queues, HTTP/S endpoints, messages too big for their
     queue, unknown or stale queues) take the general path, :func:`_deliver`.
     """
-    queues = topic._broker._queues
+    queue_named = topic._broker._queues.get
     common = tail = b""
     raw_blob: bytes | None = None
     group = out.group_id  # standard queues keep it as a tenant label (fair queues)
@@ -703,8 +714,8 @@ def _fan_out_one(
     targets: list[Queue] = []
     others: list[tuple[Sub, list[Outgoing]]] = []
     for sub, chosen in planned:
-        queue = queues.get(sub.queue_name)  # HTTP/S subscriptions: none
-        if queue is None or isinstance(queue, FifoQueue):
+        queue = queue_named(sub.queue_name)  # HTTP/S subscriptions: none
+        if type(queue) is not Queue:  # none (or not known here), or a FIFO queue
             others.append((sub, chosen))
             continue
         if sub.raw:
@@ -738,11 +749,14 @@ def _fan_out_one(
             others = planned
         else:
             topic._storage.after_commit(partial(_count_sent, targets))  # once, even on a rerun
-            woken.update(queue.queue_id for queue in targets)
+            woken.update(map(_queue_id, targets))
             tally["delivered"] += len(targets)
     sequences: dict[int, str] = {}
     for sub, chosen in others:
         _deliver(topic, txn, now_ms, state, sub, chosen, sequences, commons, woken, lost, tally)
+
+
+_queue_id = attrgetter("queue_id")
 
 
 def _count_sent(queues: list[Queue]) -> None:

@@ -822,7 +822,7 @@ class Topic(TopicSettings):
         # The queues' DelaySeconds and MaximumMessageSize as another process may have changed
         # them (fan-out reads the cached queue objects): queue calls do this in Queue._write.
         self._broker._refresh_definitions()
-        planned = fan_out.plan(state, outs)
+        planned, deliveries = fan_out.plan(state, outs)
         key = topic_key(self.name)
         meta = self._meta
 
@@ -830,28 +830,26 @@ class Topic(TopicSettings):
             raw = txn.get(key, db=meta)
             if raw is None:
                 raise TopicNotFound("Topic does not exist")
-            current, todo = state, planned
+            current, todo, count = state, planned, deliveries
             if raw != current.raw:  # changed since the snapshot: check and match again
                 current = self._load_in(txn, raw)
                 fan_out.check_content_deduplication(current, outs)
-                todo = fan_out.plan(current, outs)
-            return fan_out.fan_out(self, txn, now_ms, current, todo, outs)
+                todo, count = fan_out.plan(current, outs)
+            return fan_out.fan_out(self, txn, now_ms, current, todo, count, outs)
 
         try:
             # atomic: the op runs in a nested transaction, so a failure after some deliveries
             # rolls all of them back (and only them: the other writers of the commit go on)
             woken, results, lost, tally = self._storage.write(
-                publish, sends=sum(len(chosen) for _, chosen in planned), atomic=True
+                publish, sends=deliveries, atomic=True
             )
         except TopicNotFound:
             self._state = None
             raise
-        notify = self._broker._wakeups.notify
-        for queue_id in woken:
-            if queue_id == HTTP_OUTBOX:
-                self._topics.http._notify()
-            else:
-                notify(queue_id)
+        if HTTP_OUTBOX in woken:
+            woken.discard(HTTP_OUTBOX)  # the rest are queue ids
+            self._topics.http._notify()
+        self._broker._wakeups.notify_many(woken)
         if lost:
             self._topics._record_lost(lost)
         # counted once committed: the op may have run more than once

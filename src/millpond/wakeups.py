@@ -14,7 +14,7 @@ import contextlib
 import mmap
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -94,6 +94,27 @@ class Wakeups:
             return
         with self._cond:
             self._generations[queue_id] = self._generations.get(queue_id, 0) + 1
+            self._cond.notify_all()
+
+    def notify_many(self, queue_ids: Collection[int]) -> None:
+        """:meth:`notify` each of ``queue_ids`` (one message each) in one call: a publish's
+        fan-out wakes every queue it wrote to."""
+        for callback in self._listeners:
+            for queue_id in queue_ids:
+                callback(queue_id, 1)
+        bell = self._bell  # read once: close() may let go of it meanwhile, after a commit
+        if bell is not None:
+            ring = bell.ring
+            try:
+                for queue_id in queue_ids:
+                    ring(queue_id)
+            except ValueError:  # closed meanwhile: nobody left to wake
+                pass
+            return
+        with self._cond:
+            generations = self._generations
+            for queue_id in queue_ids:
+                generations[queue_id] = generations.get(queue_id, 0) + 1
             self._cond.notify_all()
 
     def forget(self, queue_id: int) -> None:
