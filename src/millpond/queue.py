@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from millpond import arguments, dead_letters, queue_attributes
+from millpond.counts import Counts
 from millpond.errors import (
     BatchRequestTooLong,
     EmptyBatchRequest,
@@ -80,7 +80,7 @@ class Queue:
         self._tags: dict[str, str] = {}
         # Messages sent, received and deleted through this process, and the other CloudWatch
         # counts the daemon's /metrics shows (empty receives, ...: 0 until they happen).
-        self.counters: Counter[str] = Counter(sent=0, received=0, deleted=0)
+        self.counters = Counts(sent=0, received=0, deleted=0)
         self._expired_before_ms = 0  # see queue_attributes.record_expired
         self._apply(attributes)
 

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgpack
 
 from millpond import arguments, fan_out
+from millpond.counts import Counts
 from millpond.dead_letters import parse_arn
 from millpond.errors import TopicNotFound, not_picklable
 from millpond.fan_out import (
@@ -449,7 +450,7 @@ class Topic(TopicSettings):
         self._sweep_from: bytes | None = None
         # What this process published and delivered (the daemon's /metrics, named after the
         # CloudWatch SNS metrics); HTTP/S deliveries are counted as the outbox settles them.
-        self.counters: Counter[str] = Counter(
+        self.counters = Counts(
             published=0,
             published_bytes=0,
             delivered=0,
