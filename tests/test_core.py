@@ -168,6 +168,23 @@ def test_send_each_puts_one_message_in_each_queue_like_send(c, env):
         assert c.counts(txn, t, 3, 1000, 0)[0] == 1
 
 
+def test_send_each_never_hands_out_the_seq_of_a_deleted_tail_again(c, env):
+    # q1's last messages were deleted: its floor is past its last log key, as for send()
+    e, t = env
+    _create(env, c, 1, 2)
+    _send(c, env, 1, 900, [b"gone 1", b"gone 2"])
+    _send(c, env, 2, 900, [b"stays"])
+    received = _receive(c, env, 1, 1000)[0]
+    with e.begin(write=True) as txn:
+        assert c.delete(txn, t, 1, [(m[0], m[1], m[2]) for m in received]) == [c.OK, c.OK]
+        assert txn.get(c.log_key(1, 2), db=t.log) is None  # no log key of q1 left
+    with e.begin(write=True) as txn:
+        seqs = c.send_each(txn, t, 2000, ENV_ID, [(2, b"b", b"", 0), (1, b"a", b"", 0)])
+    assert seqs == [2, 3]  # q1: not 1 or 2 again
+    (fresh,) = _receive(c, env, 1, 2000)[0]
+    assert (fresh[6], fresh[7]) == (b"a", c.message_id(ENV_ID, 1, 3))
+
+
 def test_send_each_to_a_missing_queue_writes_nothing(c, env):
     e, t = env
     _create(env, c, 1)

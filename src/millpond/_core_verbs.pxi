@@ -40,19 +40,24 @@ cdef uint64_t _tail_seq(txn, dbs, uint32_t queue_id) except? 0xFFFFFFFFFFFFFFFF:
     """The highest seq the queue has in the log, 0 when it has none."""
     cur = txn.cursor(dbs.log)
     try:
-        if queue_id < 0xFFFFFFFF and cur.set_range(_u32(queue_id + 1)):
-            found = cur.prev()
-        else:
-            found = cur.last()
-        if not found:
-            return 0
-        key = cur.key()
-        if PyBytes_GET_SIZE(key) != MILLPOND_LOG_KEY_SIZE \
-                or millpond_get_u32(_buf(key)) != queue_id:
-            return 0
-        return _key_u64(key, 4)
+        return _tail_seq_at(cur, queue_id)
     finally:
         cur.close()
+
+
+cdef uint64_t _tail_seq_at(cur, uint32_t queue_id) except? 0xFFFFFFFFFFFFFFFF:
+    """_tail_seq with a cursor of the log the caller owns (it is left anywhere)."""
+    if queue_id < 0xFFFFFFFF and cur.set_range(_u32(queue_id + 1)):
+        found = cur.prev()
+    else:
+        found = cur.last()
+    if not found:
+        return 0
+    key = cur.key()
+    if PyBytes_GET_SIZE(key) != MILLPOND_LOG_KEY_SIZE \
+            or millpond_get_u32(_buf(key)) != queue_id:
+        return 0
+    return _key_u64(key, 4)
 
 
 cdef uint64_t _next_seq(txn, dbs, uint32_t queue_id, uint64_t floor) except? 0xFFFFFFFFFFFFFFFF:
@@ -154,26 +159,41 @@ def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, 
 
 
 def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
-    cdef uint64_t seq
+    cdef uint64_t seq, tail
     cdef uint32_t queue_id
     cdef Py_ssize_t index
     next_seqs = {}
-    for index in range(len(deliveries)):
-        queue_id = deliveries[index][0]
-        if queue_id not in next_seqs:
-            raw = txn.get(_u32(queue_id), None, dbs.counters)
-            if raw is None:
-                raise LookupError(index)  # nothing written yet
-            next_seqs[queue_id] = _next_seq(txn, dbs, queue_id, millpond_get_u64(_buf(raw)))
     log, vis = dbs.log, dbs.vis
-    seqs = []
-    for delivery in deliveries:
-        queue_id = delivery[0]
-        seq = next_seqs[queue_id]
-        next_seqs[queue_id] = seq + 1
-        _store_message(txn, log, vis, queue_id, seq, now_ms, env_id, delivery[1], delivery[2],
-                       delivery[3], False)
-        seqs.append(seq)
+    # One log cursor for every queue's tail and then for every fresh record (one putmulti):
+    # a fan-out touches many queues, and each py-lmdb call costs more than LMDB's own work.
+    cur = txn.cursor(log)
+    try:
+        for index in range(len(deliveries)):
+            queue_id = deliveries[index][0]
+            if queue_id not in next_seqs:
+                raw = txn.get(_u32(queue_id), None, dbs.counters)
+                if raw is None:
+                    raise LookupError(index)  # nothing written yet
+                tail = _tail_seq_at(cur, queue_id) + 1
+                seq = millpond_get_u64(_buf(raw))  # the floor
+                next_seqs[queue_id] = seq if seq > tail else tail
+        seqs = []
+        fresh = []
+        for delivery in deliveries:
+            queue_id = delivery[0]
+            seq = next_seqs[queue_id]
+            next_seqs[queue_id] = seq + 1
+            if delivery[3]:  # delayed: its vis entry too
+                _store_message(txn, log, vis, queue_id, seq, now_ms, env_id, delivery[1],
+                               delivery[2], delivery[3], False)
+            else:
+                fresh.append((_log_key(queue_id, seq),
+                              _record(now_ms, env_id, queue_id, seq, delivery[2], delivery[1])))
+            seqs.append(seq)
+        if fresh:
+            cur.putmulti(fresh)
+    finally:
+        cur.close()
     return seqs
 
 
