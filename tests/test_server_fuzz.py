@@ -95,9 +95,10 @@ class Harness:
         return self.loop.run_until_complete(self.answer(body, headers, query_string))
 
     async def answer(
-        self, body: bytes, headers: dict[str, str], query_string: bytes = b""
+        self, body: bytes, headers: dict[str, str], query_string: bytes = b"", late: bool = False
     ) -> tuple[int, bytes]:
-        """The app's (status, body) for one request, on the loop (requests may run at once)."""
+        """The app's (status, body) for one request, on the loop (requests may run at once);
+        ``late``: its body comes one round of the loop after the app asks for it."""
         scope = {
             "type": "http",
             "method": "POST",
@@ -111,6 +112,8 @@ class Harness:
 
         async def receive() -> dict[str, Any]:
             if pending:
+                if late:
+                    await asyncio.sleep(0)
                 return pending.pop()
             await asyncio.Future()  # never disconnects
             raise AssertionError

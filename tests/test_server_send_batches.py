@@ -23,7 +23,9 @@ from .test_server_fuzz import Harness
 class ConcurrentHarness(Harness):
     """The daemon's app on a loop of this process, with requests that run at once."""
 
-    async def call(self, action: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def call(
+        self, action: str, params: dict[str, Any], late: bool = False
+    ) -> tuple[int, dict[str, Any]]:
         status, body = await self.answer(
             json.dumps(params).encode(),
             {
@@ -31,6 +33,7 @@ class ConcurrentHarness(Harness):
                 "Content-Type": "application/x-amz-json-1.0",
                 "X-Amz-Target": f"AmazonSQS.{action}",
             },
+            late=late,
         )
         return status, json.loads(body)
 
@@ -105,6 +108,29 @@ def test_concurrent_sends_to_one_queue_are_stored_with_one_core_call(
     assert calls == [50]
     assert broker._storage.commits == commits + 1
     monkeypatch.undo()
+    _check_sent(harness, url, bodies, answers)
+
+
+def test_requests_whose_bodies_come_a_round_later_share_the_commit(
+    harness: ConcurrentHarness,
+) -> None:
+    # The loop leads the commit one round of ready callbacks after the first write asks for
+    # it: requests read in the same iteration whose tasks need one more step still make it.
+    url = harness.create_queue("late")
+    broker = harness.ctx.broker()
+    commits = broker._storage.commits
+    bodies = [f"message {i}" for i in range(20)]
+
+    async def mixed() -> list[Any]:
+        return await asyncio.gather(
+            *(
+                harness.call(action, params, late=i % 2 == 1)
+                for i, (action, params) in enumerate(_sends(url, bodies))
+            )
+        )
+
+    answers = harness.loop.run_until_complete(mixed())
+    assert broker._storage.commits == commits + 1
     _check_sent(harness, url, bodies, answers)
 
 
