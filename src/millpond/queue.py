@@ -392,8 +392,7 @@ class Queue:
 
     def _sent(self, first: int, n: int) -> list[str]:
         """After the send's commit: wake long polls; the message ids of seqs first.. first+n-1."""
-        self.counters["sent"] += n
-        self._broker._wakeups.notify(self.queue_id, n)
+        self._sent_counted(n)
         message_id, env_id, queue_id = self._core.message_id, self._broker._env_id, self.queue_id
         return [message_id(env_id, queue_id, first + i) for i in range(n)]
 
