@@ -385,7 +385,8 @@ class Queue:
 
     def _sent_one(self, seq: int) -> str:
         """After a single send's commit: wake long polls; the message id of ``seq`` (_sent
-        for one message, without its lists)."""
+        for one message, without its lists). _sent_counted and _message_id inlined: the two
+        calls cost 1.5% of an "os" single send (callgrind 63.8k -> 64.8k instructions)."""
         self.counters["sent"] += 1
         self._broker._wakeups.notify(self.queue_id)
         return self._core.message_id(self._broker._env_id, self.queue_id, seq)

@@ -593,7 +593,7 @@ class Storage:
                     if op.sends:
                         sends = True
                         if guarded:
-                            refused = self._send_refused(txn)
+                            refused = self._refusal(txn)
                             if refused is not None:
                                 op.result, op.error = None, refused
                                 continue
@@ -631,7 +631,7 @@ class Storage:
             op.done = True
         return not rolled_back
 
-    def _send_refused(self, txn: lmdb.Transaction[bytes]) -> StorageFull | None:
+    def _refusal(self, txn: lmdb.Transaction[bytes]) -> StorageFull | None:
         """Why a send may not go into ``txn`` now (near a limit), or None if it may.
 
         Checked against the pages in use so far, this transaction's included."""

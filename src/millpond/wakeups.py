@@ -98,7 +98,8 @@ class Wakeups:
 
     def notify_many(self, queue_ids: Collection[int]) -> None:
         """:meth:`notify` each of ``queue_ids`` (one message each) in one call: a publish's
-        fan-out wakes every queue it wrote to."""
+        fan-out wakes every queue it wrote to (a call of notify per queue cost ~9k of a publish
+        to 10 queues's ~427k instructions, callgrind)."""
         for callback in self._listeners:
             for queue_id in queue_ids:
                 callback(queue_id, 1)
