@@ -24,6 +24,8 @@ import pytest
 import millpond
 from millpond.errors import BrokerClosed, PurgeQueueInProgress, QueueDoesNotExist, StorageFull
 
+from .interrupts import Interrupt, interrupted_after
+
 T0 = 1_700_000_000_000
 KIB = 1024
 MIB = 1 << 20
@@ -158,6 +160,26 @@ def test_a_lone_writer_commits_once_per_send(tmp_path: Path, impl: str) -> None:
         assert broker._storage.commits - before == 31
         assert len(set(ids)) == 40
         assert len(_receive_all(queue)) == 40
+
+
+def test_an_interrupted_waiting_writer_still_leads_the_commit_it_was_handed(
+    broker: millpond.Broker,
+) -> None:
+    """Ctrl-C in the main thread while its send waits behind another thread's commit: the
+    send queued meanwhile is the next commit's leader. It must still lead it (then raise), or
+    no write of the process would ever commit again."""
+    queue = broker.create_queue("q")
+    storage = broker._storage
+    with HeldWriter(storage) as held:
+        threading.Timer(0.3, held.release.set).start()
+        with pytest.raises(Interrupt), interrupted_after(0.1):
+            queue.send(b"interrupted")  # queued behind the held commit, then its successor
+    later = Call(lambda: queue.send(b"later"))
+    later.start()
+    later.join(10)
+    assert not later.is_alive(), "writes hang: nobody led the interrupted writer's commit"
+    later.outcome()
+    assert sorted(m.text for m in _receive_all(queue)) == ["interrupted", "later"]
 
 
 # -- 5. a failing op in a shared batch ------------------------------------------------------------

@@ -8,6 +8,7 @@ batches cheaper; it calls py-lmdb exactly where the twin does. Layouts live in c
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -33,3 +34,4 @@ millpond_crc32c_init()
 include "_core_layout.pxi"
 include "_core_verbs.pxi"
 include "_core_doorbell.pxi"
+include "_core_wake.pxi"

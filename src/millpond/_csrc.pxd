@@ -38,3 +38,9 @@ cdef extern from "millpond_doorbell.h" nogil:
     void millpond_doorbell_ring(uint32_t *counter, uint32_t *waiters)
     int millpond_doorbell_wait(uint32_t *counter, uint32_t *waiters, uint32_t expected,
                                int64_t timeout_ns)
+
+
+cdef extern from "millpond_wake.h" nogil:
+    int millpond_wake_supported()
+    void millpond_wake_set(uint32_t *flag)
+    int millpond_wake_wait(uint32_t *flag, int64_t timeout_ns)

@@ -42,6 +42,7 @@ from millpond.errors import (
     StorageFull,
 )
 from millpond.lmdb_meta import LastPage
+from millpond.wake import Wake, new_wake, wake_all
 
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB to start; doubled when full
@@ -187,7 +188,7 @@ class _Op:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
-        self.wake: threading.Lock | None = None  # a follower's: released by a leader
+        self.wake: Wake | None = None  # a follower's: set by a leader
         self.settle: Callable[[_Op], None] | None = None  # submit(): called once committed
         self.token: Any = None  # submit(): the caller's, for settle (an asyncio future, say)
         self.after: list[Callable[[], None]] | None = None  # after_commit(): of its latest run
@@ -292,8 +293,8 @@ class Storage:
         self._pending: list[_Op] = []
         self._leader_active = False
         self._writers: dict[int, float] = {}  # thread id -> last write (monotonic s)
-        self._gathered = threading.Condition(self._mutex)  # a gathering leader waits on it
-        self._gather_wanted = 0  # ops the gathering leader waits for (0: not gathering)
+        # While a leader gathers: how many queued ops it waits for, and the Wake it sleeps on
+        self._gathering: tuple[int, Wake] | None = None
         self._commit_seconds = 0.0  # moving average of a commit's duration
         self._gathers = self.durability == "fsync"  # gathering pays only when commits are slow
         self._send_limit = self.max_map_size - self.reserve
@@ -347,21 +348,27 @@ class Storage:
         """
         self._check_usable()
         op = _Op(fn, sends, atomic)
-        wake = None  # a follower's (another thread leads): held until a leader releases it
+        wake = None  # a follower's (another thread leads): set by a leader
+        gatherer = None
         with self._mutex:
             if self._closing:  # close() began since the check above: take nothing new
                 raise BrokerClosed("the broker is closed")
             if self._leader_active:
-                op.wake = wake = threading.Lock()
-                wake.acquire()
+                op.wake = wake = new_wake()
                 self._pending.append(op)
-                if self._gather_wanted and len(self._pending) >= self._gather_wanted:
-                    self._gathered.notify()  # the last one the gathering leader waits for
+                gatherer = self._gather_complete()
             else:
                 self._leader_active = True
         if wake is not None:
             self._writers[threading.get_ident()] = time.monotonic()  # seen contending
-            wake.acquire()  # released by a leader: our op is done, or we lead next
+            try:
+                # Set by a leader: our op is done, or we lead next. The gathering leader (if
+                # this op is the last it waits for) is woken once this thread let go of the GIL.
+                wake.wait(then_set=gatherer)
+            except BaseException:  # a signal handler's (the main thread), once the wait ended
+                if wake.is_set() and not op.done:
+                    self._lead(op)  # handed the lead: take it, or no commit would run again
+                raise
         if not op.done:
             self._lead(op)
         if op.error is not None:
@@ -406,16 +413,20 @@ class Storage:
         op = _Op(fn, sends, atomic)
         op.settle = settle
         op.token = token
+        gatherer = None
         with self._mutex:
             if self._closing:
                 raise BrokerClosed("the broker is closed")
             self._pending.append(op)
-            if self._leader_active:
-                if self._gather_wanted and len(self._pending) >= self._gather_wanted:
-                    self._gathered.notify()  # the last one a gathering leader waits for
-                return  # the current leader, or its successor, takes it
-            self._leader_active = True
-        self._hand_off()
+            lead = not self._leader_active  # else the current leader, or its successor, takes it
+            if lead:
+                self._leader_active = True
+            else:
+                gatherer = self._gather_complete()
+        if lead:
+            self._hand_off()
+        elif gatherer is not None:
+            gatherer.set()
 
     def set_committer(self, schedule: Callable[[], None] | None) -> None:
         """Let an event loop lead the commits of submitted ops while commits are short.
@@ -461,8 +472,12 @@ class Storage:
 
     def _lead(self, op: _Op | None, gather: bool = True) -> None:
         """Commit everything queued (``op`` included), then hand leadership on (caller leads)."""
+        interrupted = None
         if gather and self._writers:
-            self._gather()
+            try:
+                self._gather()
+            except BaseException as exc:  # a signal handler's: commit and hand on first
+                interrupted = exc
         if self._pending:
             with self._mutex:
                 batch = self._pending
@@ -483,16 +498,20 @@ class Storage:
                     self._leader_active = False
                     if self._closing:
                         self._idle.notify_all()
+            wakes = []
             for other in batch:
                 if other.settle is not None:
                     other.settle(other)  # submitted: its caller learns the outcome now
                 elif other is not op and other.wake is not None:
-                    other.wake.release()  # done: its thread returns the outcome
-            if successor is not None:
-                if successor.wake is not None:
-                    successor.wake.release()  # its waiting thread leads the next commit
-                else:
-                    self._hand_off()  # submitted: the committer or the writer thread leads it
+                    wakes.append(other.wake)  # done: its thread returns the outcome
+            if successor is not None and successor.wake is not None:
+                wakes.append(successor.wake)  # its waiting thread leads the next commit
+            if wakes:
+                wake_all(wakes)  # once this thread let go of the GIL (see wake.py)
+            if successor is not None and successor.wake is None:
+                self._hand_off()  # submitted: the committer or the writer thread leads it
+        if interrupted is not None:
+            raise interrupted
 
     def _gather(self) -> None:
         """Under contention, wait a little so one commit serves every active writer.
@@ -512,17 +531,24 @@ class Storage:
         wanted = len(writers) - (threading.get_ident() in writers)
         if wanted < 2 or not self._gathers:
             return
-        deadline = time.perf_counter() + min(self._commit_seconds / 2, MAX_GATHER_S)
         with self._mutex:
-            self._gather_wanted = wanted
-            try:
-                while len(self._pending) < wanted:
-                    left = deadline - time.perf_counter()
-                    if left <= 0:
-                        break
-                    self._gathered.wait(left)
-            finally:
-                self._gather_wanted = 0
+            if len(self._pending) >= wanted:
+                return
+            gathered = new_wake()
+            self._gathering = (wanted, gathered)
+        try:
+            gathered.wait(min(self._commit_seconds / 2, MAX_GATHER_S))
+        finally:
+            self._gathering = None  # a late set() of its Wake is harmless
+
+    def _gather_complete(self) -> Wake | None:
+        """The gathering leader's Wake if the op just queued is the last it waits for, taken so
+        that only the caller sets it (the caller holds the mutex)."""
+        gathering = self._gathering
+        if gathering is not None and len(self._pending) >= gathering[0]:
+            self._gathering = None
+            return gathering[1]
+        return None
 
     def _commit(self, batch: list[_Op]) -> None:
         """Run ``batch`` in one transaction and mark every op done (caller is the leader)."""
