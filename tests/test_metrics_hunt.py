@@ -258,3 +258,21 @@ def test_a_daemon_shows_its_topics(daemon: Daemon) -> None:
     assert _value(text, PUBLISHED, topic="daemon-events") == 2
     assert _value(text, DELIVERED, topic="daemon-events") == 1
     assert _value(text, FILTERED_OUT, topic="daemon-events") == 1
+
+
+def test_request_latencies_are_a_cumulative_histogram() -> None:
+    # One request under the first bucket, one in the middle, one over the last: each bucket
+    # counts the requests at or under its bound, +Inf and _count all of them.
+    metrics = Metrics()
+    for seconds in (0.0001, 0.3, 100.0):
+        metrics.observe_request("sqs", "SendMessage", seconds)
+    samples = _samples(metrics.render(_Context()))
+    name = "millpond_request_duration_seconds"
+    labels = (("action", "SendMessage"), ("service", "sqs"))
+
+    def bucket(bound: str) -> float:
+        return samples[(f"{name}_bucket", tuple(sorted((*labels, ("le", bound)))))]
+
+    assert [bucket(b) for b in ("0.0005", "0.25", "0.5", "25.0", "+Inf")] == [1, 1, 2, 2, 3]
+    assert samples[(f"{name}_count", labels)] == 3
+    assert samples[(f"{name}_sum", labels)] == pytest.approx(100.3001)

@@ -248,3 +248,18 @@ def test_max_http_connections_in_the_config_must_be_a_positive_number(tmp_path, 
         config_module.load(str(path))
     path.write_text("[server]\nmax_http_connections = 10\n")
     assert config_module.load(str(path))["server"]["max_http_connections"] == 10
+
+
+def test_the_daemon_freezes_start_up_objects_and_collects_young_ones_less_often():
+    import gc
+
+    from millpond import server
+
+    threshold = gc.get_threshold()
+    try:
+        server.tune_gc()
+        assert gc.get_threshold() == (server.GC_YOUNG_THRESHOLD, *threshold[1:])
+        assert gc.get_freeze_count() > 0  # the modules loaded so far, out of every collection
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -25,6 +26,12 @@ SUGGESTED_NATIVE_PORT = 9325
 FORCED_EXIT_STATUS = 130
 # The HTTP connection limit where the process's file descriptors are unlimited or unknown.
 FALLBACK_MAX_HTTP_CONNECTIONS = 4096
+# The daemon's youngest-generation threshold of the cyclic garbage collector (Python's: 700).
+# A young collection runs when that many more container objects were made than freed; the
+# objects of the requests waiting for their commit (~30 each) count, so at 64 connections
+# Python's 700 ran one young collection every ~70 SendMessages and a full one every ~6,400.
+# At 10,000 it takes ~300 requests in flight at once (or that much cyclic garbage, a few MB).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def default_max_http_connections() -> int:
@@ -38,6 +45,15 @@ def default_max_http_connections() -> int:
         return FALLBACK_MAX_HTTP_CONNECTIONS
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return FALLBACK_MAX_HTTP_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, soft // 4)
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a daemon (~5% of its CPU per SendMessage,
+    callgrind): the objects made at start-up (modules, the brokers, the app) are frozen, never
+    traversed again, and young collections wait for GC_YOUNG_THRESHOLD objects (see it)."""
+    gc.collect()  # start-up's cyclic garbage, before it is frozen for good
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def raise_open_files_limit() -> None:
@@ -249,6 +265,7 @@ def serve(
     # FORCED_EXIT_STATUS after a second Ctrl-C.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(FORCED_EXIT_STATUS if server.forced else 0))
+    tune_gc()
     server.run()
 
 

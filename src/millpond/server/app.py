@@ -64,14 +64,14 @@ class App:
         self.cut_off = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
+        if scope["type"] == "http":
             try:
                 await self._http(scope, receive, send)
             except asyncio.CancelledError:
                 if not self.cut_off:
                     raise
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -108,7 +108,7 @@ class App:
             await _respond(send, 200, [(b"content-type", metrics.CONTENT_TYPE)], text.encode())
             return
         started = time.perf_counter()
-        body = await self._read_body(headers, receive, send)
+        body = await self._read_body(headers, receive, send, started)
         if body is None:
             return
         target = headers.get(b"x-amz-target", b"")
@@ -120,9 +120,10 @@ class App:
         self.metrics.observe_request(service, label, time.perf_counter() - started)
 
     async def _read_body(
-        self, headers: dict[bytes, bytes], receive: Any, send: Any
+        self, headers: dict[bytes, bytes], receive: Any, send: Any, started: float
     ) -> bytes | None:
-        """The whole body, refusing (413) anything over max_body before reading it all."""
+        """The whole body, refusing (413) anything over max_body before reading it all;
+        ``started``: when the request came (time.perf_counter(), monotonic)."""
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await _refuse_body(send, 413, b"Request body too large\n")
@@ -132,7 +133,7 @@ class App:
         task = _current_task()
         assert task is not None  # ASGI calls the app in a task
         reading = self._reading
-        reading[task] = time.monotonic()
+        reading[task] = started
         if self._watchdog is None:
             self._watchdog = asyncio.ensure_future(self._watch_bodies())
         chunks: list[bytes] = []
@@ -183,7 +184,7 @@ class App:
         """Cancel the requests that have been reading their body for over BODY_TIMEOUT_S."""
         while True:
             await asyncio.sleep(min(1.0, BODY_TIMEOUT_S / 4))
-            cutoff = time.monotonic() - BODY_TIMEOUT_S
+            cutoff = time.perf_counter() - BODY_TIMEOUT_S  # the clock of _read_body's start
             self._cancel_reads(task for task, started in self._reading.items() if started < cutoff)
 
     def _request(
@@ -204,7 +205,7 @@ class App:
             params,
             region,
             self.ctx.account_id,
-            _text(headers, b"host") or "localhost",  # host
+            (headers.get(b"host") or b"localhost").decode("latin-1"),  # host
             scope.get("scheme", "http"),  # scheme
             access_key,
             scope["path"],  # path
@@ -227,7 +228,8 @@ class App:
         id_header = (b"x-amzn-requestid", request_id.encode())
         request = None
         try:
-            _check_connection_limit(scope)
+            if scope.get(OVER_LIMIT):
+                raise _over_limit()
             if self.ctx.credentials:
                 verified = sigv4.check(scope, body, self.ctx.credentials, "sqs")
             else:
@@ -288,7 +290,8 @@ class App:
         codec, handlers = _query_codec(answering)
         request = None
         try:
-            _check_connection_limit(scope)
+            if scope.get(OVER_LIMIT):
+                raise _over_limit()
             if not action:
                 raise AwsError("MissingAction", "Missing Action", 400)
             if service not in ("sqs", "sns"):
@@ -438,19 +441,18 @@ async def _refuse_body(send: Any, status: int, text: bytes) -> None:
     await _respond(send, status, headers, text)
 
 
-def _check_connection_limit(scope: dict[str, Any]) -> None:
-    """Refuse a request whose connection was opened past the daemon's connection limit (see
-    millpond.server.http_protocol) with AWS's common ServiceUnavailable error (503): SDKs read
+def _over_limit() -> AwsError:
+    """The refusal of a request whose connection was opened past the daemon's connection limit
+    (see millpond.server.http_protocol): AWS's common ServiceUnavailable error (503). SDKs read
     it as an AWS error and retry it (botocore: a 503 in its legacy and standard retry modes),
     on a new connection, as this one closes after the answer."""
-    if scope.get(OVER_LIMIT):
-        raise AwsError(
-            "ServiceUnavailable",
-            "The request has failed due to a temporary failure of the server: too many HTTP "
-            "connections are open (the daemon's max_http_connections).",
-            503,
-            sender_fault=False,
-        )
+    return AwsError(
+        "ServiceUnavailable",
+        "The request has failed due to a temporary failure of the server: too many HTTP "
+        "connections are open (the daemon's max_http_connections).",
+        503,
+        sender_fault=False,
+    )
 
 
 async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -480,9 +480,10 @@ class Context:
             queue._broker._forget(queue)
             raise
 
-    async def send(self, queue: Any, data: bytes, blob: bytes, delay_ms: int) -> int:
+    def send(self, queue: Any, data: bytes, blob: bytes, delay_ms: int) -> asyncio.Future[int]:
         """Store one prepared message in a standard queue, with the other sends to that queue
-        in the same commit (see send_batches.py); its seq, on the loop."""
+        in the same commit (see send_batches.py): the future of its seq, on the loop (a future
+        to await, not a coroutine: one frame less in a SendMessage's await chain)."""
         future: asyncio.Future[int] = self.loop.create_future()  # type: ignore[union-attr]
         batch = self._send_batches.get(queue)
         if batch is None or not batch.join(data, blob, delay_ms, future):
@@ -495,7 +496,7 @@ class Context:
                 queue._op(batch.store, ()), self.settler.settle, sends=1, token=batch
             )
             self._send_batches[queue] = batch  # submitted: the next sends may join it
-        return await future
+        return future
 
     async def drive(self, queue: Any, steps: Any) -> Any:
         """Run a queue verb written as steps (Queue._drive's async twin), on the event loop."""

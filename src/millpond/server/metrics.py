@@ -7,8 +7,8 @@ No prometheus-client dependency: the exposition format is a few lines of text.
 
 from __future__ import annotations
 
-import bisect
 import threading
+from bisect import bisect_left
 from typing import Any
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -122,22 +122,19 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # (service, action) -> bucket counts + [sum, count]
+        # (service, action) -> the count of each bucket, of those over the last one, and the
+        # sum of the seconds (the count of all is the sum of the counts, made at render)
         self._latency: dict[tuple[str, str], list[float]] = {}
 
     def observe_request(self, service: str, action: str, seconds: float) -> None:
         """Count one request; per bucket here, cumulative at render (one bisect per request)."""
-        key = (service, action)
-        row = self._latency.get(key)
+        row = self._latency.get((service, action))
         if row is None:
             with self._lock:
-                row = self._latency.setdefault(key, [0.0] * (len(BUCKETS) + 2))
+                row = self._latency.setdefault((service, action), [0.0] * (len(BUCKETS) + 2))
         # Runs on the event loop thread only: no lock needed for the counts.
-        index = bisect.bisect_left(BUCKETS, seconds)
-        if index < len(BUCKETS):
-            row[index] += 1
-        row[-2] += seconds
-        row[-1] += 1
+        row[bisect_left(BUCKETS, seconds)] += 1  # len(BUCKETS): over the last bucket
+        row[-1] += seconds
 
     def render(self, ctx: Any) -> str:
         lines: list[str] = []
@@ -203,7 +200,8 @@ class Metrics:
             for bound, count in zip(BUCKETS, row):
                 cumulative += count
                 lines.append(f'{name}_bucket{{{label},le="{bound}"}} {int(cumulative)}')
-            lines.append(f'{name}_bucket{{{label},le="+Inf"}} {int(row[-1])}')
-            lines.append(f"{name}_sum{{{label}}} {row[-2]}")
-            lines.append(f"{name}_count{{{label}}} {int(row[-1])}")
+            total = int(cumulative + row[-2])  # and those over the last bucket
+            lines.append(f'{name}_bucket{{{label},le="+Inf"}} {total}')
+            lines.append(f"{name}_sum{{{label}}} {row[-1]}")
+            lines.append(f"{name}_count{{{label}}} {total}")
         return "\n".join(lines) + "\n"
