@@ -208,6 +208,19 @@ def test_send_each_counts_each_queue_apart_however_often_and_wherever_named(c, e
         assert c.counts(txn, t, 7 + 256 * 9, 2000, 0)[0] == 3
 
 
+def test_send_each_stores_a_body_given_in_parts_as_one(c, env):
+    # a fan-out hands its envelopes over in parts (all but the UnsubscribeURL shared)
+    e, t = env
+    _create(env, c, 1)
+    with e.begin(write=True) as txn:
+        deliveries = [(1, (b"head ", b"", b"tail"), b"m", 0), (1, (b"later", b"!"), b"", 5000)]
+        assert c.send_each(txn, t, 1000, ENV_ID, deliveries) == [1, 2]
+    [now] = _receive(c, env, 1, 1000)[0]
+    assert (now[6], now[5]) == (b"head tail", b"m")
+    [later] = _receive(c, env, 1, 6000)[0]  # delayed: its vis entry too
+    assert later[6] == b"later!"
+
+
 def test_send_each_to_a_missing_queue_writes_nothing(c, env):
     e, t = env
     _create(env, c, 1)

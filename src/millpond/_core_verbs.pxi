@@ -213,13 +213,18 @@ def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
         fresh = []
         for index in range(n):
             delivery = deliveries[index]
-            queue_id, seq = delivery[0], seq_of[index]
+            queue_id, seq, body = delivery[0], seq_of[index], delivery[1]
             if delivery[3]:  # delayed: its vis entry too
-                _store_message(txn, log, vis, queue_id, seq, now_ms, env_id, delivery[1],
-                               delivery[2], delivery[3], False)
+                if isinstance(body, tuple):
+                    body = b"".join(body)
+                _store_message(txn, log, vis, queue_id, seq, now_ms, env_id, body, delivery[2],
+                               delivery[3], False)
+            elif isinstance(body, tuple):  # in parts (a fan-out's envelope)
+                fresh.append((_log_key(queue_id, seq),
+                              _record_of_parts(now_ms, env_id, queue_id, seq, delivery[2], body)))
             else:
                 fresh.append((_log_key(queue_id, seq),
-                              _record(now_ms, env_id, queue_id, seq, delivery[2], delivery[1])))
+                              _record(now_ms, env_id, queue_id, seq, delivery[2], body)))
             seqs.append(seq)
         if fresh:
             cur.putmulti(fresh)
