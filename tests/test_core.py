@@ -185,6 +185,42 @@ def test_send_each_never_hands_out_the_seq_of_a_deleted_tail_again(c, env):
     assert (fresh[6], fresh[7]) == (b"a", c.message_id(ENV_ID, 1, 3))
 
 
+def test_send_each_counts_each_queue_apart_however_often_and_wherever_named(c, env):
+    # queue ids 256 apart meet in one slot of send_each's table of next seqs; the highest id
+    # has no log key after its own
+    e, t = env
+    queue_ids = [7 + 256 * k for k in range(10)] + [1, 2, 0xFFFFFFFF]
+    with e.begin(write=True) as txn:
+        for queue_id in queue_ids:
+            c.create(txn, t, queue_id)
+    _send(c, env, 2, 900, [b"earlier"])
+    named = [queue_ids[(k * 5) % len(queue_ids)] for k in range(3 * len(queue_ids))]
+    with e.begin(write=True) as txn:
+        seqs = c.send_each(
+            txn, t, 1000, ENV_ID, [(q, b"%d" % k, b"", 0) for k, q in enumerate(named)]
+        )
+    expected = []
+    for k, queue_id in enumerate(named):
+        expected.append(named[:k].count(queue_id) + 1 + (queue_id == 2))
+    assert seqs == expected
+    with e.begin(write=True) as txn:
+        assert c.send_each(txn, t, 2000, ENV_ID, [(0xFFFFFFFF, b"x", b"", 0)]) == [4]
+        assert c.counts(txn, t, 7 + 256 * 9, 2000, 0)[0] == 3
+
+
+def test_send_each_stores_a_body_given_in_parts_as_one(c, env):
+    # a fan-out hands its envelopes over in parts (all but the UnsubscribeURL shared)
+    e, t = env
+    _create(env, c, 1)
+    with e.begin(write=True) as txn:
+        deliveries = [(1, (b"head ", b"", b"tail"), b"m", 0), (1, (b"later", b"!"), b"", 5000)]
+        assert c.send_each(txn, t, 1000, ENV_ID, deliveries) == [1, 2]
+    [now] = _receive(c, env, 1, 1000)[0]
+    assert (now[6], now[5]) == (b"head tail", b"m")
+    [later] = _receive(c, env, 1, 6000)[0]  # delayed: its vis entry too
+    assert later[6] == b"later!"
+
+
 def test_send_each_to_a_missing_queue_writes_nothing(c, env):
     e, t = env
     _create(env, c, 1)

@@ -47,6 +47,19 @@ cdef class Doorbell:
         millpond_doorbell_ring(&self._counters[i], &self._waiters[i])
         millpond_doorbell_ring(&self._counters[self._any], &self._waiters[self._any])
 
+    def ring_many(self, queue_ids):
+        """ring() each queue of the iterable ``queue_ids``, the slot of every queue's once
+        (what its waiter watches for is a change, not how many)."""
+        cdef Py_ssize_t queue_id, i
+        cdef bint rang = False
+        self._check()
+        for queue_id in queue_ids:
+            i = queue_id % self._any
+            millpond_doorbell_ring(&self._counters[i], &self._waiters[i])
+            rang = True
+        if rang:
+            millpond_doorbell_ring(&self._counters[self._any], &self._waiters[self._any])
+
     def ring_all(self):
         cdef Py_ssize_t i
         self._check()

@@ -62,6 +62,9 @@ DecodedRecord = tuple[int, str, bytes, bytes]
 # receive(): (seq, visible_at_ms, receive_count, sent_ms, first_receive_ms, attrs, body,
 # message_id, source_queue_id, receipt_handle)
 Received = tuple[int, int, int, int, int, bytes, bytes, str, int, str | None]
+# send_each(): (queue_id, body, attrs, delay_ms); a body may come as parts (bytes) to be stored
+# one after the other (a fan-out's envelopes differ in one part: no joined copy of each)
+Delivery = tuple[int, bytes | tuple[bytes, ...], bytes, int]
 
 
 class CoreTables(Protocol):
@@ -396,13 +399,14 @@ def send_each(
     dbs: CoreTables,
     now_ms: int,
     env_id: int,
-    deliveries: list[tuple[int, bytes, bytes, int]],
+    deliveries: list[Delivery],
 ) -> list[int]:
     """One message into each of several queues (a topic's fan-out) in one call.
 
-    ``deliveries`` is a list of (queue_id, body, attrs, delay_ms); a queue may appear more than
-    once. Returns the seq each delivery got. Raises LookupError(index of the first delivery
-    whose queue does not exist) before writing anything.
+    ``deliveries`` is a list of (queue_id, body, attrs, delay_ms), a body bytes or a tuple of
+    bytes parts stored one after the other; a queue may appear more than once. Returns the seq
+    each delivery got. Raises LookupError(index of the first delivery whose queue does not
+    exist) before writing anything.
     """
     next_seqs: dict[int, int] = {}
     for index, delivery in enumerate(deliveries):
@@ -416,6 +420,8 @@ def send_each(
     for queue_id, body, attr, delay_ms in deliveries:
         seq = next_seqs[queue_id]
         next_seqs[queue_id] = seq + 1
+        if isinstance(body, tuple):
+            body = b"".join(body)
         _store_message(txn, dbs, queue_id, seq, now_ms, env_id, body, attr, delay_ms)
         seqs.append(seq)
     return seqs

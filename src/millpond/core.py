@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from millpond import _core_py
 
 if TYPE_CHECKING:
-    from millpond._core_py import CoreTables, DecodedRecord, Received, Txn
+    from millpond._core_py import CoreTables, DecodedRecord, Delivery, Received, Txn
 
 
 class Core(Protocol):
@@ -75,7 +75,7 @@ class Core(Protocol):
         dbs: CoreTables,
         now_ms: int,
         env_id: int,
-        deliveries: list[tuple[int, bytes, bytes, int]],
+        deliveries: list[Delivery],
     ) -> list[int]: ...
     def receive(
         self,

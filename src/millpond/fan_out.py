@@ -53,6 +53,7 @@ from millpond.sns_envelope import (
 from millpond.sns_envelope import message_id as new_message_id
 
 if TYPE_CHECKING:
+    from millpond._core_py import Delivery
     from millpond.broker import Broker
     from millpond.topic import Topic, Topics
 
@@ -706,11 +707,12 @@ def _fan_out_one(
     """
     queue_named = topic._broker._queues.get
     common = tail = b""
+    shared_size = 0
     raw_blob: bytes | None = None
     group = out.group_id  # standard queues keep it as a tenant label (fair queues)
     trace = out.trace_header
     blob = pack_metadata(None, group, None, trace) if group or trace else b""  # of an envelope
-    deliveries: list[tuple[int, bytes, bytes, int]] = []
+    deliveries: list[Delivery] = []
     targets: list[Queue] = []
     others: list[tuple[Sub, list[Outgoing]]] = []
     for sub, chosen in planned:
@@ -733,11 +735,14 @@ def _fan_out_one(
                 note = out.note(topic, state)
                 common = commons[id(out)] = note.common(now_ms)
                 tail = note.tail
-            body = b"".join((common, sub.unsubscribe_url, tail))
-            if len(body) > queue._max_size:
+                shared_size = len(common) + len(tail)
+            if shared_size + len(sub.unsubscribe_url) > queue._max_size:
                 others.append((sub, chosen))
                 continue
-            deliveries.append((queue.queue_id, body, blob, queue._delay_ms))
+            # the body in its parts: the core stores them one after the other (a joined copy
+            # of each body cost ~0.9k instructions per delivery)
+            parts = (common, sub.unsubscribe_url, tail)
+            deliveries.append((queue.queue_id, parts, blob, queue._delay_ms))
         targets.append(queue)
     if deliveries:
         core = topic._broker._core

@@ -105,10 +105,8 @@ class Wakeups:
                 callback(queue_id, 1)
         bell = self._bell  # read once: close() may let go of it meanwhile, after a commit
         if bell is not None:
-            ring = bell.ring
             try:
-                for queue_id in queue_ids:
-                    ring(queue_id)
+                bell.ring_many(queue_ids)  # one call: a call of ring per queue cost ~0.6k each
             except ValueError:  # closed meanwhile: nobody left to wake
                 pass
             return
