@@ -1,8 +1,8 @@
 /* millpond_wake.h: a one-shot flag one thread sleeps on until another sets it.
  *
  * For group commit: a leader wakes the threads whose writes it committed. Unlike a Python
- * lock, both calls run without the GIL, so a leader wakes all of them after letting the GIL
- * go (each can take it at once instead of waking, finding it held, and sleeping again), and a
+ * lock, both calls run without the GIL, so a leader wakes them after letting the GIL go (none
+ * is woken while the leader still holds it; the ones woken together still queue for it), and a
  * thread can wake the leader and fall asleep in one step, the leader finding the GIL free.
  *
  * States: 0 unset, 2 unset with a sleeper, 1 set (final). set() makes a system call only when
