@@ -44,6 +44,16 @@ from millpond._core_py import send_each as send_each
 from millpond._core_py import vis_key as vis_key
 
 IMPLEMENTATION: str
+
+class NextSeqs:
+    """Each queue's next seq, kept from one write transaction to the next (see the .pxi)."""
+
+    def confirm(self, txn: object) -> None: ...
+    def nest(self, parent: object, child: object) -> None: ...
+    def unnest(self, child: object, parent: object, committed: bool) -> None: ...
+    def forget(self) -> None: ...
+    def __len__(self) -> int: ...
+
 DOORBELL_SUPPORTED: bool
 
 class Doorbell:

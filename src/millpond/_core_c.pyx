@@ -11,7 +11,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from millpond._csrc cimport *
 
@@ -32,6 +32,7 @@ TOO_LONG = 4
 millpond_crc32c_init()
 
 include "_core_layout.pxi"
+include "_core_next_seqs.pxi"
 include "_core_verbs.pxi"
 include "_core_doorbell.pxi"
 include "_core_wake.pxi"

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -74,6 +74,8 @@ class CoreTables(Protocol):
     vis: lmdb._Database
     counters: lmdb._Database
     moved: lmdb._Database
+    # The C core's cache of each queue's next seq (_core_next_seqs.pxi); this core keeps none.
+    next_seqs: Any
 
 
 IMPLEMENTATION = "py"

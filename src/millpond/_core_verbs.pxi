@@ -36,36 +36,6 @@ cdef inline void _store_counters(txn, dbs, uint32_t queue_id, uint64_t floor, ui
     txn.put(_u32(queue_id), _counters_value(floor, gone, fresh), True, True, False, dbs.counters)
 
 
-cdef uint64_t _tail_seq(txn, dbs, uint32_t queue_id) except? 0xFFFFFFFFFFFFFFFF:
-    """The highest seq the queue has in the log, 0 when it has none."""
-    cur = txn.cursor(dbs.log)
-    try:
-        return _tail_seq_at(cur, queue_id)
-    finally:
-        cur.close()
-
-
-cdef uint64_t _tail_seq_at(cur, uint32_t queue_id) except? 0xFFFFFFFFFFFFFFFF:
-    """_tail_seq with a cursor of the log the caller owns (it is left anywhere)."""
-    # (0xFFFFFFFFU: a C constant; without the U, Cython compares through Python ints)
-    if queue_id < 0xFFFFFFFFU and cur.set_range(_u32(queue_id + 1)):
-        found = cur.prev()
-    else:
-        found = cur.last()
-    if not found:
-        return 0
-    key = cur.key()
-    if PyBytes_GET_SIZE(key) != MILLPOND_LOG_KEY_SIZE \
-            or millpond_get_u32(_buf(key)) != queue_id:
-        return 0
-    return _key_u64(key, 4)
-
-
-cdef uint64_t _next_seq(txn, dbs, uint32_t queue_id, uint64_t floor) except? 0xFFFFFFFFFFFFFFFF:
-    cdef uint64_t after_tail = _tail_seq(txn, dbs, queue_id) + 1
-    return floor if floor > after_tail else after_tail
-
-
 cdef void _forget(txn, dbs, uint32_t queue_id, uint64_t removed, uint64_t top_seq) except *:
     """Count ``removed`` records as gone, the highest of them ``top_seq``: the floor moves past
     it, so that its seq is never handed out again."""
@@ -99,6 +69,7 @@ cdef Py_ssize_t _delete_prefix(txn, db, bytes prefix) except -1:
 
 
 def purge(txn, dbs, uint32_t queue_id):
+    _forget_next_seqs(dbs)
     cdef uint64_t next_seq = _next_seq(txn, dbs, queue_id, _counters(txn, dbs, queue_id)[0])
     prefix = _u32(queue_id)
     _delete_prefix(txn, dbs.vis, prefix)
@@ -109,6 +80,7 @@ def purge(txn, dbs, uint32_t queue_id):
 
 
 def drop(txn, dbs, uint32_t queue_id):
+    _forget_next_seqs(dbs)
     purge(txn, dbs, queue_id)
     txn.delete(_u32(queue_id), b"", dbs.counters)
 
@@ -133,105 +105,88 @@ cdef inline void _store_message(txn, log, vis, uint32_t queue_id, uint64_t seq, 
 
 def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, list delays_ms,
          uint32_t env_id):
-    cdef uint64_t first = _next_seq(txn, dbs, queue_id, _counters(txn, dbs, queue_id)[0])
+    cdef NextSeqs next_seqs = _next_seqs(txn, dbs)
+    cdef _QueueSeq *entry = next_seqs.entry(txn, dbs, None, queue_id)
+    cdef uint64_t first = entry.next_seq
     cdef Py_ssize_t i, n = len(bodies)
     cdef uint64_t delay
+    entry.next_seq += n
     log, vis = dbs.log, dbs.vis
-    if n == 1:
-        _store_message(txn, log, vis, queue_id, first, now_ms, env_id, bodies[0], attrs[0],
-                       delays_ms[0], True)
-        return first
-    log_items = []
-    for i in range(n):
-        delay = delays_ms[i]
-        if delay:
-            _store_message(txn, log, vis, queue_id, first + i, now_ms, env_id, bodies[i],
-                           attrs[i], delay, False)
-        else:
-            log_items.append((_log_key(queue_id, first + i),
-                              _record(now_ms, env_id, queue_id, first + i, attrs[i], bodies[i])))
-    if log_items:
-        # Appending works when this queue holds the highest keys; LMDB refuses every item
-        # (added 0) otherwise, and we insert normally.
-        cur = txn.cursor(log)
-        if cur.putmulti(log_items, True, True, True)[1] != len(log_items):
-            cur.putmulti(log_items)
+    try:
+        if n == 1:
+            _store_message(txn, log, vis, queue_id, first, now_ms, env_id, bodies[0], attrs[0],
+                           delays_ms[0], True)
+            return first
+        log_items = []
+        for i in range(n):
+            delay = delays_ms[i]
+            if delay:
+                _store_message(txn, log, vis, queue_id, first + i, now_ms, env_id, bodies[i],
+                               attrs[i], delay, False)
+            else:
+                log_items.append((_log_key(queue_id, first + i),
+                                  _record(now_ms, env_id, queue_id, first + i, attrs[i],
+                                          bodies[i])))
+        if log_items:
+            # Appending works when this queue holds the highest keys; LMDB refuses every item
+            # (added 0) otherwise, and we insert normally.
+            cur = txn.cursor(log)
+            if cur.putmulti(log_items, True, True, True)[1] != len(log_items):
+                cur.putmulti(log_items)
+    except BaseException:
+        next_seqs.forget()  # the seqs it took may be unused: looked up again (see NextSeqs)
+        raise
     return first
 
 
-cdef struct _QueueSeq:
-    uint32_t queue_id
-    bint used
-    uint64_t next_seq
-
-
-cdef _QueueSeq *_queue_seq(_QueueSeq *table, size_t mask, uint32_t queue_id):
-    """The entry of ``queue_id`` in an open-addressing table of ``mask + 1`` entries (a power
-    of two): its own, or the unused one where it goes."""
-    cdef size_t i = (queue_id * <size_t>2654435761) & mask  # Knuth's multiplicative hash
-    while table[i].used and table[i].queue_id != queue_id:
-        i = (i + 1) & mask
-    return &table[i]
-
-
 def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
-    cdef uint64_t seq, floor
     cdef uint32_t queue_id
     cdef Py_ssize_t index, n = len(deliveries)
-    cdef size_t mask = 1
     cdef _QueueSeq *entry
-    while mask < <size_t>(2 * n):  # at most half full: short probes
-        mask <<= 1
-    mask -= 1
-    # Each delivery's seq, and the next seq of each queue, kept in C: a dict of them cost ~1.2k
-    # instructions per delivery (four dict operations, the ints boxed and unboxed).
+    cdef NextSeqs next_seqs = _next_seqs(txn, dbs)
+    # Each delivery's seq in C: a list of them cost ~1.2k instructions per delivery.
     cdef uint64_t *seq_of = <uint64_t *>PyMem_Malloc(n * sizeof(uint64_t))
-    cdef _QueueSeq *table = <_QueueSeq *>PyMem_Calloc(mask + 1, sizeof(_QueueSeq))
-    if seq_of == NULL or table == NULL:
-        PyMem_Free(seq_of)
-        PyMem_Free(table)
+    if seq_of == NULL:
         raise MemoryError()
-    counters, log, vis = dbs.counters, dbs.log, dbs.vis
-    # One log cursor for every queue's tail and then for every fresh record (one putmulti):
-    # a fan-out touches many queues, and each py-lmdb call costs more than LMDB's own work.
+    log, vis = dbs.log, dbs.vis
+    # One log cursor for the tails of queues the cache does not know and then for every fresh
+    # record (one putmulti): each py-lmdb call costs more than LMDB's own work.
     cur = txn.cursor(log)
     try:
         for index in range(n):
             queue_id = deliveries[index][0]
-            entry = _queue_seq(table, mask, queue_id)
-            if not entry.used:
-                raw = txn.get(_u32(queue_id), None, counters)
-                if raw is None:
-                    raise LookupError(index)  # nothing written yet
-                seq = _tail_seq_at(cur, queue_id) + 1
-                floor = millpond_get_u64(_buf(raw))
-                entry.queue_id, entry.used = queue_id, True
-                entry.next_seq = floor if floor > seq else seq
+            try:
+                entry = next_seqs.entry(txn, dbs, cur, queue_id)
+            except LookupError:
+                raise LookupError(index) from None  # nothing written yet
             seq_of[index] = entry.next_seq
             entry.next_seq += 1
         seqs = []
         fresh = []
         for index in range(n):
             delivery = deliveries[index]
-            queue_id, seq, body = delivery[0], seq_of[index], delivery[1]
+            queue_id, body = delivery[0], delivery[1]
             if delivery[3]:  # delayed: its vis entry too
                 if isinstance(body, tuple):
                     body = b"".join(body)
-                _store_message(txn, log, vis, queue_id, seq, now_ms, env_id, body, delivery[2],
-                               delivery[3], False)
+                _store_message(txn, log, vis, queue_id, seq_of[index], now_ms, env_id, body,
+                               delivery[2], delivery[3], False)
             elif isinstance(body, tuple):  # in parts (a fan-out's envelope)
-                fresh.append((_log_key(queue_id, seq),
-                              _record_of_parts(now_ms, env_id, queue_id, seq, delivery[2], body)))
+                fresh.append((_log_key(queue_id, seq_of[index]),
+                              _record_of_parts(now_ms, env_id, queue_id, seq_of[index],
+                                               delivery[2], body)))
             else:
-                fresh.append((_log_key(queue_id, seq),
-                              _record(now_ms, env_id, queue_id, seq, delivery[2], body)))
-            seqs.append(seq)
+                fresh.append((_log_key(queue_id, seq_of[index]),
+                              _record(now_ms, env_id, queue_id, seq_of[index], delivery[2], body)))
+            seqs.append(seq_of[index])
         if fresh:
             cur.putmulti(fresh)
+    except BaseException:
+        next_seqs.forget()  # the seqs it took may be unused: looked up again (see NextSeqs)
+        raise
     finally:
         cur.close()
         PyMem_Free(seq_of)
-        PyMem_Free(table)
     return seqs
 
 
@@ -603,6 +558,7 @@ def oldest_ms(txn, dbs, uint32_t queue_id):
 def move(txn, dbs, uint32_t queue_id, uint64_t now_ms, list entries, uint32_t to_queue_id,
          bint keep_state):
     cdef uint64_t seq, visible_at, seq_to, top = 0
+    _forget_next_seqs(dbs)  # it appends to to_queue_id without them
     cdef uint32_t count
     cdef Py_ssize_t removed = 0
     cdef const unsigned char *v

@@ -107,7 +107,7 @@ _TABLES = ("meta", "log", "vis", "counters", "moved", "fifo", "dedup", "dedupexp
 class Tables:
     """The named databases, opened once per environment."""
 
-    __slots__ = _TABLES
+    __slots__ = (*_TABLES, "next_seqs")
 
     meta: lmdb._Database
     log: lmdb._Database
@@ -118,9 +118,14 @@ class Tables:
     dedup: lmdb._Database
     dedupexp: lmdb._Database
 
+    # The C core's cache of each queue's next seq (its NextSeqs, made on first use); the
+    # commit confirms it (Storage._run).
+    next_seqs: Any
+
     def __init__(self, env: lmdb.Environment, txn: lmdb.Transaction[bytes]) -> None:
         for name in _TABLES:
             setattr(self, name, env.open_db(name.encode(), txn=txn, create=True))
+        self.next_seqs = None
 
 
 class _ReadGate:
@@ -642,6 +647,8 @@ class Storage:
                 self._running = None
             if not rolled_back:
                 txn.commit()
+                if self.tables.next_seqs is not None:
+                    self.tables.next_seqs.confirm(txn)  # its seqs hold in the next transaction
                 # Only sends grow the file much (receives add a few index entries; deletes
                 # free pages): the disk reserve is looked after when they commit.
                 if sends and self._disk.enabled and self._disk.needs_care(self._used_bytes()):
@@ -672,12 +679,19 @@ class Storage:
     def _nested(self, txn: lmdb.Transaction[bytes], op: _Op, now_ms: int) -> Any:
         """Run ``op`` in a transaction nested in ``txn``: rolled back alone if it raises."""
         child = self.env.begin(write=True, parent=txn)
+        next_seqs = self.tables.next_seqs
+        if next_seqs is not None:
+            next_seqs.nest(txn, child)
         try:
             result = op.fn(child, now_ms)
         except BaseException:
             self._abort(child)
+            if next_seqs is not None:
+                next_seqs.unnest(child, txn, False)
             raise
         child.commit()
+        if next_seqs is not None:
+            next_seqs.unnest(child, txn, True)
         return result
 
     def _abort(self, txn: lmdb.Transaction[bytes]) -> None:
