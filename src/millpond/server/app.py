@@ -130,7 +130,10 @@ class App:
             return None
         # A client that trickles its body, or stops sending it, is cut off after BODY_TIMEOUT_S
         # by the watchdog (one sweep a second for all requests: no timer per request).
-        task = _current_task()
+        # The loop named: on Python 3.11 asyncio finds the running one with a getpid() system
+        # call each time (a fork check), the one system call a SendMessage made beyond the
+        # empty handler's. None (no lifespan ran) or another loop: the running one's task.
+        task = _current_task(self.ctx.loop) or _current_task()
         assert task is not None  # ASGI calls the app in a task
         reading = self._reading
         reading[task] = started
