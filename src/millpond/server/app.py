@@ -64,14 +64,38 @@ class App:
         self.cut_off = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            try:
-                await self._http(scope, receive, send)
-            except asyncio.CancelledError:
-                if not self.cut_off:
-                    raise
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        # The request is served here, not in a coroutine of its own: every await level is
+        # crossed again each time the request's task resumes.
+        try:
+            method, path = scope["method"], scope["path"]
+            # Raw names and values (ASGI servers send names lower-cased), decoded where read; a
+            # repeated header counts with its last value.
+            headers: dict[bytes, bytes] = dict(scope["headers"])
+            if method in ("GET", "HEAD") and path == "/health":  # load balancers probe with HEAD
+                await _respond(send, 200, [(b"content-type", b"text/plain")], b"ok\n")
+                return
+            if method == "GET" and path == "/metrics":
+                text = await self.ctx.call(self.metrics.render, self.ctx)
+                await _respond(send, 200, [(b"content-type", metrics.CONTENT_TYPE)], text.encode())
+                return
+            started = time.perf_counter()
+            body = await self._read_body(headers, receive, send, started)
+            if body is None:
+                return
+            target = headers.get(b"x-amz-target", b"")
+            if target.startswith(_SQS_TARGET_PREFIX):
+                action = target[len(_SQS_TARGET_PREFIX) :].decode("latin-1")
+                service, label = await self._sqs_json(scope, headers, action, body, receive, send)
+            else:
+                service, label = await self._query(scope, headers, method, body, receive, send)
+            self.metrics.observe_request(service, label, time.perf_counter() - started)
+        except asyncio.CancelledError:
+            if not self.cut_off:
+                raise
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -94,30 +118,6 @@ class App:
                 return
 
     # -- HTTP ----------------------------------------------------------------------------------
-
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        method, path = scope["method"], scope["path"]
-        # Raw names and values (ASGI servers send names lower-cased), decoded where read; a
-        # repeated header counts with its last value.
-        headers: dict[bytes, bytes] = dict(scope["headers"])
-        if method in ("GET", "HEAD") and path == "/health":  # load balancers probe with HEAD
-            await _respond(send, 200, [(b"content-type", b"text/plain")], b"ok\n")
-            return
-        if method == "GET" and path == "/metrics":
-            text = await self.ctx.call(self.metrics.render, self.ctx)
-            await _respond(send, 200, [(b"content-type", metrics.CONTENT_TYPE)], text.encode())
-            return
-        started = time.perf_counter()
-        body = await self._read_body(headers, receive, send, started)
-        if body is None:
-            return
-        target = headers.get(b"x-amz-target", b"")
-        if target.startswith(_SQS_TARGET_PREFIX):
-            action = target[len(_SQS_TARGET_PREFIX) :].decode("latin-1")
-            service, label = await self._sqs_json(scope, headers, action, body, receive, send)
-        else:
-            service, label = await self._query(scope, headers, method, body, receive, send)
-        self.metrics.observe_request(service, label, time.perf_counter() - started)
 
     async def _read_body(
         self, headers: dict[bytes, bytes], receive: Any, send: Any, started: float
