@@ -214,6 +214,7 @@ class App:
         verified: tuple[str, str] | None = None,
     ) -> Request:
         region, access_key = verified or region_of(_claimed_scope(scope, headers), self.ctx.region)
+        trace = headers.get(b"x-amzn-trace-id")  # None, the usual case: no check to call
         # Positional: Python 3.11 passes the keywords of a class call through a dict, which
         # costs ~3% of a SendMessage's CPU here (field order: see Request).
         return Request(
@@ -228,7 +229,7 @@ class App:
             request_id,
             query,  # query_protocol
             True,  # authenticated (the caller sets it)
-            _trace_header(headers),  # trace_header
+            None if trace is None else _trace_header(trace),  # trace_header
         )
 
     async def _sqs_json(
@@ -414,12 +415,9 @@ def _label(action: str, handlers: dict[str, Any]) -> str:
     return action if action in handlers else UNKNOWN_ACTION
 
 
-def _trace_header(headers: dict[bytes, bytes]) -> str | None:
-    """X-Amzn-Trace-Id, as SQS and SNS take it for AWSTraceHeader: ignored (it is tracing
-    middleware's, not the caller's own input) unless it is text SQS can store."""
-    raw = headers.get(b"x-amzn-trace-id")
-    if raw is None:  # the usual case: no check to run
-        return None
+def _trace_header(raw: bytes) -> str | None:
+    """An X-Amzn-Trace-Id header's value, as SQS and SNS take it for AWSTraceHeader: ignored
+    (it is tracing middleware's, not the caller's own input) unless it is text SQS can store."""
     value = raw.decode("latin-1")
     return value if valid_trace_header(value) else None
 
