@@ -1271,6 +1271,44 @@ def test_a_message_too_large_for_the_queue_is_skipped(broker):
     assert len(bodies(small)) == 1
 
 
+def test_issue_4_a_publish_follows_the_queue_changes_made_since_the_last_one(
+    broker, clock, monkeypatch
+):
+    # A standard topic's fan-out plan (fan_out.Plan) is made once and holds until the broker
+    # replaces its _queues_token: on a queue's attribute change, deletion or (re)creation.
+    monkeypatch.setattr(broker, "_refresh_definitions", lambda: None)  # (it replaces it too)
+    q, other = broker.create_queue("q"), broker.create_queue("other")
+    t = broker.create_topic("orders")
+    sub = t.subscribe(q)
+    t.subscribe(other)
+
+    def planned() -> set[int]:
+        assert t._state is not None and t._state._plan is not None
+        return {id(queue) for queue in t._state._plan.queues}
+
+    t.publish("first")
+    q.set_attributes({"DelaySeconds": "5"})
+    t.publish("delayed")
+    assert [e["Message"] for e in envelopes(q)] == ["first"]
+    clock.advance(5)
+    assert [e["Message"] for e in envelopes(q)] == ["delayed"]
+    q.set_attributes({"DelaySeconds": "0"})
+    t.publish("x" * 600)
+    assert len(bodies(q)) == 1
+    q.set_attributes({"MaximumMessageSize": "1024"})
+    t.publish("x" * 600)  # the envelope around it is too big for q now
+    assert bodies(q) == [] and sub.undelivered == 1
+    broker.delete_queue("q")
+    t.publish("lost")
+    assert sub.undelivered == 2 and planned() == {id(other)}
+    q = broker.create_queue("q")
+    t.publish("again")
+    t.publish("and again")
+    assert [e["Message"] for e in envelopes(q)] == ["again", "and again"]
+    assert q.counters["sent"] == 2 and planned() == {id(q), id(other)}
+    assert len(bodies(other)) == 7
+
+
 def test_concurrent_publishes_and_subscription_changes(broker):
     queues = [broker.create_queue(f"q{i}") for i in range(3)]
     t = broker.create_topic("orders")

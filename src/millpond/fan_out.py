@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from millpond.counts import Counts
 from millpond.dead_letters import parse_arn
 from millpond.errors import InvalidFilterPolicy, MillpondError, QueueDoesNotExist
 from millpond.fifo_queue import FifoQueue
@@ -199,6 +200,7 @@ class State:
 
     __slots__ = (
         "_form",
+        "_plan",
         "attributes",
         "content_dedup",
         "fifo",
@@ -219,6 +221,7 @@ class State:
         self.subs = subs
         self.unfiltered = all(sub.match is None for sub in subs)  # no filter policy
         self._form: NotificationForm | None = None
+        self._plan: Plan | None = None
 
     def notification_form(self, topic: Topic) -> NotificationForm:
         """What the topic's notifications share, encoded once per state (``topic``'s)."""
@@ -687,6 +690,42 @@ def fan_out(
     return woken, results, lost, tally
 
 
+class Plan:
+    """Where a standard topic's one-message publish goes, worked out once for a topic state
+    and the broker's queue cache: each non-raw subscription of a standard queue this process
+    knows, as (queue id, its UnsubscribeURL, the queue's DelaySeconds in ms).
+
+    Holds while the broker's ``_queues_token`` is the one it was made with (the broker
+    replaces it when a queue is cached, forgotten or deleted, or a cached queue's attributes
+    change); the topic state it belongs to is replaced when the subscriptions change.
+    """
+
+    __slots__ = ("count_sent", "limit", "queues", "rest", "targets", "token", "woken")
+
+    def __init__(self, broker: Broker, state: State) -> None:
+        self.token = broker._queues_token  # read first: a change from now on replaces it
+        queue_named = broker._queues.get
+        queues: list[Queue] = []
+        self.targets: list[tuple[int, bytes, int]] = []
+        self.rest: list[Sub] = []  # raw, FIFO, HTTP/S or unknown: the per-subscription path
+        limits: list[int] = []
+        for sub in state.subs:
+            queue = queue_named(sub.queue_name)  # HTTP/S subscriptions: none
+            if type(queue) is not Queue or sub.raw:
+                self.rest.append(sub)
+                continue
+            url = sub.unsubscribe_url
+            self.targets.append((queue.queue_id, url, queue._delay_ms))
+            limits.append(queue._max_size - len(url))
+            queues.append(queue)
+        self.queues = queues
+        # the largest envelope (without its UnsubscribeURL) every planned queue takes
+        self.limit = min(limits, default=0)
+        self.woken = frozenset(queue.queue_id for queue in queues)
+        # once committed: one message more in each planned queue's ``sent`` metric
+        self.count_sent = partial(_count_sent, [queue.counters for queue in queues])
+
+
 def _fan_out_one(
     topic: Topic,
     txn: Any,
@@ -700,6 +739,61 @@ def _fan_out_one(
     tally: dict[str, int],
 ) -> None:
     """The common case, kept lean: one message of a standard topic.
+
+    Without filter policies, the queues of the topic's :class:`Plan` get the message in ONE
+    core call (``send_each``); the other subscriptions take :func:`_fan_out_each`.
+    """
+    if not state.unfiltered:
+        _fan_out_each(topic, txn, now_ms, state, planned, out, commons, woken, lost, tally)
+        return
+    broker = topic._broker
+    plan = state._plan
+    if plan is None or plan.token is not broker._queues_token:
+        plan = state._plan = Plan(broker, state)
+    if plan.targets:
+        note = out.note(topic, state)
+        common = commons[id(out)] = note.common(now_ms)
+        tail = note.tail
+        if len(common) + len(tail) > plan.limit:  # too big for one of the queues: one by one
+            _fan_out_each(topic, txn, now_ms, state, planned, out, commons, woken, lost, tally)
+            return
+        group = out.group_id  # standard queues keep it as a tenant label (fair queues)
+        trace = out.trace_header
+        blob = pack_metadata(None, group, None, trace) if group or trace else b""
+        # the body in its parts: the core stores them one after the other (a joined copy of
+        # each body cost ~0.9k instructions per delivery)
+        deliveries: list[Delivery] = [
+            (queue_id, (common, url, tail), blob, delay_ms)
+            for queue_id, url, delay_ms in plan.targets
+        ]
+        try:
+            broker._core.send_each(txn, topic._storage.tables, now_ms, broker._env_id, deliveries)
+        except LookupError:
+            # A stale cached queue (deleted, maybe re-created): nothing was written; the
+            # general path looks every queue up again in this transaction.
+            _fan_out_each(topic, txn, now_ms, state, planned, out, commons, woken, lost, tally)
+            return
+        topic._storage.after_commit(plan.count_sent)  # once, even on a rerun
+        woken.update(plan.woken)
+        tally["delivered"] += len(deliveries)
+    if plan.rest:
+        rest = [(sub, [out]) for sub in plan.rest]
+        _fan_out_each(topic, txn, now_ms, state, rest, out, commons, woken, lost, tally)
+
+
+def _fan_out_each(
+    topic: Topic,
+    txn: Any,
+    now_ms: int,
+    state: State,
+    planned: list[tuple[Sub, list[Outgoing]]],
+    out: Outgoing,
+    commons: dict[int, bytes],
+    woken: set[int],
+    lost: list[tuple[str, str, int]],
+    tally: dict[str, int],
+) -> None:
+    """One message of a standard topic to ``planned``, looked up one by one.
 
     Every standard queue known to this process that can take the message gets it in ONE core
     call (``send_each``); the rest (FIFO queues, HTTP/S endpoints, messages too big for their
@@ -733,14 +827,14 @@ def _fan_out_one(
         else:
             if not common:
                 note = out.note(topic, state)
-                common = commons[id(out)] = note.common(now_ms)
+                common = commons.get(id(out), b"")
+                if not common:
+                    common = commons[id(out)] = note.common(now_ms)
                 tail = note.tail
                 shared_size = len(common) + len(tail)
             if shared_size + len(sub.unsubscribe_url) > queue._max_size:
                 others.append((sub, chosen))
                 continue
-            # the body in its parts: the core stores them one after the other (a joined copy
-            # of each body cost ~0.9k instructions per delivery)
             parts = (common, sub.unsubscribe_url, tail)
             deliveries.append((queue.queue_id, parts, blob, queue._delay_ms))
         targets.append(queue)
@@ -753,7 +847,8 @@ def _fan_out_one(
             # general path looks every queue up again in this transaction.
             others = planned
         else:
-            topic._storage.after_commit(partial(_count_sent, targets))  # once, even on a rerun
+            counts = [queue.counters for queue in targets]
+            topic._storage.after_commit(partial(_count_sent, counts))  # once, even on a rerun
             woken.update(map(_queue_id, targets))
             tally["delivered"] += len(targets)
     sequences: dict[int, str] = {}
@@ -764,10 +859,11 @@ def _fan_out_one(
 _queue_id = attrgetter("queue_id")
 
 
-def _count_sent(queues: list[Queue]) -> None:
-    """One message more in each queue's ``sent`` metric (a queue listed twice counts twice)."""
-    for queue in queues:
-        queue.counters["sent"] += 1
+def _count_sent(counts: list[Counts]) -> None:
+    """One message more in each queue's ``sent`` metric (``counts``: the queues' counters; a
+    queue listed twice counts twice)."""
+    for queue_counts in counts:
+        queue_counts["sent"] += 1
 
 
 def _deliver(
