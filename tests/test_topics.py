@@ -1009,6 +1009,32 @@ def test_publish_size_counts_attributes_of_every_kind(broker):
         t.publish("x" * (LIMIT - 38), attributes=attributes)
 
 
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"k": S("v"), "n": N("-42.50"), "id_1": S("a b/c")},
+        {"q": S('say "hi"'), "back": S("a\\b"), "tab": S("a\tb")},
+        {"a.b": S("\u00e9"), "n": N("1e-3"), "big": N("123456789.5e0")},
+        {"bin": {"DataType": "Binary", "BinaryValue": b"\x00\xff"}, "lbl": N("7")},
+        {"k": {"DataType": "String.label", "StringValue": "x"}, "x-y": S("v")},
+        {"arr": {"DataType": "String.Array", "StringValue": '["a", 1]'}},
+    ],
+)
+def test_issue_4_the_envelope_attributes_made_while_checking_them(attributes):
+    # checked_attributes writes the envelope's MessageAttributes block as it checks them (one
+    # pass): the same text attributes_json makes of the checked attributes
+    checked, size, block = sns_envelope.checked_attributes(attributes)
+    assert checked == sns_envelope.check_attributes(attributes)
+    assert block == sns_envelope.attributes_json(checked)
+    assert json.loads("{" + block[1:] + "}")["MessageAttributes"] == {
+        name: {
+            "Type": a["DataType"],
+            "Value": a.get("StringValue") or base64.b64encode(a["BinaryValue"]).decode(),
+        }
+        for name, a in checked.items()
+    }
+
+
 def test_standard_topics_take_a_group_id(broker):
     q = broker.create_queue("q")
     t = broker.create_topic("orders")

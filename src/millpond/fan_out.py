@@ -324,6 +324,7 @@ class Outgoing:
     """A validated message of one publish: what every delivery needs, each part built once."""
 
     __slots__ = (
+        "_attributes_block",
         "_doc",
         "_note",
         "_raw_ok",
@@ -355,6 +356,7 @@ class Outgoing:
         dedup_id: str | None,
         size: int,
         by_content: bool = False,
+        attributes_block: str | None = None,
     ) -> None:
         self.message_id = new_message_id()
         self.message = message
@@ -365,6 +367,7 @@ class Outgoing:
         self.structured = structured
         # SNS sends attributes only when the message structure is a plain string
         self.delivered_attributes = attributes if attributes and not structured else None
+        self._attributes_block = attributes_block  # their envelope JSON, if made already
         self.size = size  # toward the 256 KiB limit: message and attributes as published
         # what a raw delivery counts toward a queue's MaximumMessageSize: the same, unless the
         # message structure picked a content (which goes without attributes)
@@ -418,6 +421,7 @@ class Outgoing:
             message=content,
             subject=self.subject,
             attributes=self.delivered_attributes,
+            attributes_block=self._attributes_block if self.delivered_attributes else None,
         )
 
     def content_for(self, protocol: str) -> str:
@@ -452,7 +456,7 @@ def outgoing(
             "Invalid parameter: The MessageGroupId parameter is required for FIFO topics"
         )
     subject = check_subject(subject)
-    checked, attributes_size = checked_attributes(attributes)
+    checked, attributes_size, attributes_block = checked_attributes(attributes)
     size = check_size(data, attributes_size)
     _check_message_id_field("MessageGroupId", group_id)
     _check_message_id_field("MessageDeduplicationId", dedup_id)
@@ -465,7 +469,17 @@ def outgoing(
         data = content.encode("utf-8")
     structured = structure is not None
     return Outgoing(
-        text, content, data, subject, checked, structured, group_id, dedup_id, size, by_content
+        text,
+        content,
+        data,
+        subject,
+        checked,
+        structured,
+        group_id,
+        dedup_id,
+        size,
+        by_content,
+        attributes_block,
     )
 
 
