@@ -1943,3 +1943,35 @@ def test_subscriptions_with_the_same_filter_policy_each_get_the_message(broker):
         assert [json.loads(b)["Message"] for b in bodies(q)] == ['{"kind": "refund"}', "m"]
     assert [json.loads(b)["Message"] for b in bodies(in_body)] == ['{"kind": "order"}']
     assert bodies(other) == []
+
+
+def test_issue_4_a_filtered_publish_picks_its_planned_queues(broker):
+    # A filtered one-message publish takes the queues of the topic's fan_out.Plan that its
+    # verdicts keep (and only their "sent" metrics), the raw and unknown ones on their own path.
+    t = broker.create_topic("orders")
+    dlq = broker.create_queue("dlq")
+    redrive = {"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn})}
+    yes, no = {"kind": ["order"]}, {"kind": ["refund"]}
+    names = ["all", "yes", "no", "raw_yes", "raw_no", "yes2"]
+    queues = {name: broker.create_queue(name) for name in names}
+    for name, policy in zip(names, [None, yes, no, yes, no, yes]):
+        t.subscribe(queues[name], filter_policy=policy, raw_message_delivery="raw" in name)
+    gone = t.subscribe("gone", filter_policy=yes, attributes=redrive)
+    t.subscribe("gone_too", filter_policy=no, attributes=redrive)
+    for i in range(2):  # the second one with the plan made by the first
+        t.publish(f"m{i}", attributes={"kind": S("order")})
+    t.publish("r", attributes={"kind": S("refund")})
+    got = {name: [m.body for m in drain(q)] for name, q in queues.items()}
+    envelope_bodies = {
+        name: [json.loads(b)["Message"] for b in got[name]] for name in names if "raw" not in name
+    }
+    assert envelope_bodies["all"] == ["m0", "m1", "r"]
+    assert envelope_bodies["yes"] == envelope_bodies["yes2"] == ["m0", "m1"]
+    assert envelope_bodies["no"] == ["r"]
+    assert got["raw_yes"] == [b"m0", b"m1"] and got["raw_no"] == [b"r"]
+    assert [json.loads(b)["Message"] for b in bodies(dlq)] == ["m0", "m1", "r"]
+    assert gone.undelivered == 0
+    sent = {name: queues[name].counters["sent"] for name in names}
+    assert sent == {"all": 3, "yes": 2, "no": 1, "raw_yes": 2, "raw_no": 1, "yes2": 2}
+    counters = t.counters
+    assert (counters["delivered"], counters["filtered_out"], counters["failed"]) == (11, 10, 3)

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from itertools import repeat
 from operator import attrgetter
@@ -546,6 +546,8 @@ def plan(state: State, outs: list[Outgoing]) -> tuple[list[tuple[Sub, list[Outgo
     how many deliveries that makes."""
     if state.unfiltered and outs:  # no filter policy: no verdicts to reach
         return list(zip(state.subs, repeat(outs))), len(state.subs) * len(outs)
+    if len(outs) == 1:
+        return _plan_one(state, outs)
     planned = []
     deliveries = 0
     # each message's verdict per filter policy: subscriptions with the same policy (text and
@@ -567,6 +569,22 @@ def plan(state: State, outs: list[Outgoing]) -> tuple[list[tuple[Sub, list[Outgo
             planned.append((sub, chosen))
             deliveries += len(chosen)
     return planned, deliveries
+
+
+def _plan_one(state: State, outs: list[Outgoing]) -> tuple[list[tuple[Sub, list[Outgoing]]], int]:
+    """:func:`plan` of one message (``outs``), kept lean: the subscriptions it matches."""
+    out = outs[0]
+    planned = []
+    verdicts: dict[tuple[str, str] | None, bool] = {}  # per filter policy (text and scope)
+    for sub in state.subs:
+        if sub.match is not None:
+            verdict = verdicts.get(sub.policy)
+            if verdict is None:
+                verdict = verdicts[sub.policy] = _matches(sub, out)
+            if not verdict:
+                continue
+        planned.append((sub, outs))
+    return planned, len(planned)
 
 
 def _matches(sub: Sub, out: Outgoing) -> bool:
@@ -714,7 +732,16 @@ class Plan:
     change); the topic state it belongs to is replaced when the subscriptions change.
     """
 
-    __slots__ = ("count_sent", "limit", "queues", "rest", "targets", "token", "woken")
+    __slots__ = (
+        "count_sent",
+        "entries",
+        "limit",
+        "queues",
+        "rest",
+        "targets",
+        "token",
+        "woken",
+    )
 
     def __init__(self, broker: Broker, state: State) -> None:
         self.token = broker._queues_token  # read first: a change from now on replaces it
@@ -723,6 +750,7 @@ class Plan:
         self.targets: list[tuple[int, bytes, int]] = []
         self.rest: list[Sub] = []  # raw, FIFO, HTTP/S or unknown: the per-subscription path
         limits: list[int] = []
+        planned_subs: list[Sub] = []
         for sub in state.subs:
             queue = queue_named(sub.queue_name)  # HTTP/S subscriptions: none
             if type(queue) is not Queue or sub.raw:
@@ -732,7 +760,14 @@ class Plan:
             self.targets.append((queue.queue_id, url, queue._delay_ms))
             limits.append(queue._max_size - len(url))
             queues.append(queue)
+            planned_subs.append(sub)
         self.queues = queues
+        # a filtered publish picks its targets from these (planned subscription, target,
+        # queue counters)
+        self.entries = [
+            (sub, target, queue.counters)
+            for sub, target, queue in zip(planned_subs, self.targets, queues)
+        ]
         # the largest envelope (without its UnsubscribeURL) every planned queue takes
         self.limit = min(limits, default=0)
         self.woken = frozenset(queue.queue_id for queue in queues)
@@ -754,17 +789,25 @@ def _fan_out_one(
 ) -> None:
     """The common case, kept lean: one message of a standard topic.
 
-    Without filter policies, the queues of the topic's :class:`Plan` get the message in ONE
-    core call (``send_each``); the other subscriptions take :func:`_fan_out_each`.
+    The queues of the topic's :class:`Plan` that ``planned`` holds get the message in ONE core
+    call (``send_each``); the other subscriptions take :func:`_fan_out_each`.
     """
-    if not state.unfiltered:
-        _fan_out_each(topic, txn, now_ms, state, planned, out, commons, woken, lost, tally)
-        return
     broker = topic._broker
     plan = state._plan
     if plan is None or plan.token is not broker._queues_token:
         plan = state._plan = Plan(broker, state)
-    if plan.targets:
+    targets = plan.targets
+    count_sent = plan.count_sent
+    queue_ids: Iterable[int] = plan.woken
+    rest = plan.rest
+    if len(planned) != len(state.subs):  # filter policies left some subscriptions out
+        chosen = {sub for sub, _ in planned}
+        entries = [entry for entry in plan.entries if entry[0] in chosen]
+        targets = [target for _, target, _ in entries]
+        count_sent = partial(_count_sent, [counts for _, _, counts in entries])
+        queue_ids = [target[0] for target in targets]
+        rest = [sub for sub in rest if sub in chosen]
+    if targets:
         note = out.note(topic, state)
         common = commons[id(out)] = note.common(now_ms)
         tail = note.tail
@@ -777,8 +820,7 @@ def _fan_out_one(
         # the body in its parts: the core stores them one after the other (a joined copy of
         # each body cost ~0.9k instructions per delivery)
         deliveries: list[Delivery] = [
-            (queue_id, (common, url, tail), blob, delay_ms)
-            for queue_id, url, delay_ms in plan.targets
+            (queue_id, (common, url, tail), blob, delay_ms) for queue_id, url, delay_ms in targets
         ]
         try:
             broker._core.send_each(txn, topic._storage.tables, now_ms, broker._env_id, deliveries)
@@ -787,12 +829,12 @@ def _fan_out_one(
             # general path looks every queue up again in this transaction.
             _fan_out_each(topic, txn, now_ms, state, planned, out, commons, woken, lost, tally)
             return
-        topic._storage.after_commit(plan.count_sent)  # once, even on a rerun
-        woken.update(plan.woken)
+        topic._storage.after_commit(count_sent)  # once, even on a rerun
+        woken.update(queue_ids)
         tally["delivered"] += len(deliveries)
-    if plan.rest:
-        rest = [(sub, [out]) for sub in plan.rest]
-        _fan_out_each(topic, txn, now_ms, state, rest, out, commons, woken, lost, tally)
+    if rest:
+        others = [(sub, [out]) for sub in rest]
+        _fan_out_each(topic, txn, now_ms, state, others, out, commons, woken, lost, tally)
 
 
 def _fan_out_each(
