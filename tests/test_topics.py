@@ -22,6 +22,7 @@ import pytest
 
 import millpond
 from millpond import errors, sns_envelope, topic
+from millpond.message_attributes import message_attributes_size
 from millpond.sns_envelope import (
     InvalidParameter,
     ParameterValueInvalid,
@@ -1026,6 +1027,7 @@ def test_issue_4_the_envelope_attributes_made_while_checking_them(attributes):
     checked, size, block = sns_envelope.checked_attributes(attributes)
     assert checked == sns_envelope.check_attributes(attributes)
     assert block == sns_envelope.attributes_json(checked)
+    assert size == sum(message_attributes_size({name: a}) for name, a in checked.items())
     assert json.loads("{" + block[1:] + "}")["MessageAttributes"] == {
         name: {
             "Type": a["DataType"],

@@ -455,11 +455,14 @@ def outgoing(
         raise InvalidParameter(
             "Invalid parameter: The MessageGroupId parameter is required for FIFO topics"
         )
-    subject = check_subject(subject)
+    if subject is not None:  # (the calls below are skipped when they have nothing to check)
+        subject = check_subject(subject)
     checked, attributes_size, attributes_block = checked_attributes(attributes)
     size = check_size(data, attributes_size)
-    _check_message_id_field("MessageGroupId", group_id)
-    _check_message_id_field("MessageDeduplicationId", dedup_id)
+    if group_id is not None:
+        _check_message_id_field("MessageGroupId", group_id)
+    if dedup_id is not None:
+        _check_message_id_field("MessageDeduplicationId", dedup_id)
     by_content = state.fifo and dedup_id is None
     if by_content:
         if not state.content_dedup:

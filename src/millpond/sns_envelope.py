@@ -96,6 +96,7 @@ _SUBJECT_BAD = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")  # line breaks and con
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _BASE_TYPES = frozenset(("String", "Number", "Binary"))
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+_LINE_FRAME = len('    "" : {"Type":"","Value":""}')  # an attribute's line without its three parts
 
 
 def _is_plain(text: str) -> bool:
@@ -303,11 +304,13 @@ def checked_attributes(
                 )
             ):
                 checked[name] = plain = {"DataType": data_type, "StringValue": value}
-                size += len(name) + len(data_type) + len(value)  # all ASCII
                 if '"' in value or "\\" in value:
+                    size += len(name) + len(data_type) + len(value)  # all ASCII
                     lines.append(_attribute_line(name, plain))
-                else:  # nothing to escape in the name, the type or the value
-                    lines.append(f'    "{name}" : {{"Type":"{data_type}","Value":"{value}"}}')
+                else:  # nothing to escape: the line holds the name, type and value as they are
+                    line = f'    "{name}" : {{"Type":"{data_type}","Value":"{value}"}}'
+                    size += len(line) - _LINE_FRAME  # all ASCII
+                    lines.append(line)
                 continue
         _check_name(name)
         checked[name] = _check_attribute(name, attribute)

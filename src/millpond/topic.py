@@ -771,7 +771,8 @@ class Topic(TopicSettings):
                 state, message, subject, attributes, group_id, deduplication_id, message_structure
             )
         )
-        out.trace_header = fan_out.check_trace_header(trace_header)
+        if trace_header is not None:
+            out.trace_header = fan_out.check_trace_header(trace_header)
         message_id, sequence = self._publish(state, [out])[0]
         result = {"MessageId": message_id}
         if sequence is not None:
