@@ -22,6 +22,7 @@ import pytest
 
 import millpond
 from millpond import errors, sns_envelope, topic
+from millpond.message_attributes import message_attributes_size
 from millpond.sns_envelope import (
     InvalidParameter,
     ParameterValueInvalid,
@@ -1009,6 +1010,33 @@ def test_publish_size_counts_attributes_of_every_kind(broker):
         t.publish("x" * (LIMIT - 38), attributes=attributes)
 
 
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"k": S("v"), "n": N("-42.50"), "id_1": S("a b/c")},
+        {"q": S('say "hi"'), "back": S("a\\b"), "tab": S("a\tb")},
+        {"a.b": S("\u00e9"), "n": N("1e-3"), "big": N("123456789.5e0")},
+        {"bin": {"DataType": "Binary", "BinaryValue": b"\x00\xff"}, "lbl": N("7")},
+        {"k": {"DataType": "String.label", "StringValue": "x"}, "x-y": S("v")},
+        {"arr": {"DataType": "String.Array", "StringValue": '["a", 1]'}},
+    ],
+)
+def test_issue_4_the_envelope_attributes_made_while_checking_them(attributes):
+    # checked_attributes writes the envelope's MessageAttributes block as it checks them (one
+    # pass): the same text attributes_json makes of the checked attributes
+    checked, size, block = sns_envelope.checked_attributes(attributes)
+    assert checked == sns_envelope.check_attributes(attributes)
+    assert block == sns_envelope.attributes_json(checked)
+    assert size == sum(message_attributes_size({name: a}) for name, a in checked.items())
+    assert json.loads("{" + block[1:] + "}")["MessageAttributes"] == {
+        name: {
+            "Type": a["DataType"],
+            "Value": a.get("StringValue") or base64.b64encode(a["BinaryValue"]).decode(),
+        }
+        for name, a in checked.items()
+    }
+
+
 def test_standard_topics_take_a_group_id(broker):
     q = broker.create_queue("q")
     t = broker.create_topic("orders")
@@ -1269,6 +1297,44 @@ def test_a_message_too_large_for_the_queue_is_skipped(broker):
     assert small_sub.undelivered == 1
     t.publish("short")
     assert len(bodies(small)) == 1
+
+
+def test_issue_4_a_publish_follows_the_queue_changes_made_since_the_last_one(
+    broker, clock, monkeypatch
+):
+    # A standard topic's fan-out plan (fan_out.Plan) is made once and holds until the broker
+    # replaces its _queues_token: on a queue's attribute change, deletion or (re)creation.
+    monkeypatch.setattr(broker, "_refresh_definitions", lambda: None)  # (it replaces it too)
+    q, other = broker.create_queue("q"), broker.create_queue("other")
+    t = broker.create_topic("orders")
+    sub = t.subscribe(q)
+    t.subscribe(other)
+
+    def planned() -> set[int]:
+        assert t._state is not None and t._state._plan is not None
+        return {id(queue) for queue in t._state._plan.queues}
+
+    t.publish("first")
+    q.set_attributes({"DelaySeconds": "5"})
+    t.publish("delayed")
+    assert [e["Message"] for e in envelopes(q)] == ["first"]
+    clock.advance(5)
+    assert [e["Message"] for e in envelopes(q)] == ["delayed"]
+    q.set_attributes({"DelaySeconds": "0"})
+    t.publish("x" * 600)
+    assert len(bodies(q)) == 1
+    q.set_attributes({"MaximumMessageSize": "1024"})
+    t.publish("x" * 600)  # the envelope around it is too big for q now
+    assert bodies(q) == [] and sub.undelivered == 1
+    broker.delete_queue("q")
+    t.publish("lost")
+    assert sub.undelivered == 2 and planned() == {id(other)}
+    q = broker.create_queue("q")
+    t.publish("again")
+    t.publish("and again")
+    assert [e["Message"] for e in envelopes(q)] == ["again", "and again"]
+    assert q.counters["sent"] == 2 and planned() == {id(q), id(other)}
+    assert len(bodies(other)) == 7
 
 
 def test_concurrent_publishes_and_subscription_changes(broker):
@@ -1879,3 +1945,35 @@ def test_subscriptions_with_the_same_filter_policy_each_get_the_message(broker):
         assert [json.loads(b)["Message"] for b in bodies(q)] == ['{"kind": "refund"}', "m"]
     assert [json.loads(b)["Message"] for b in bodies(in_body)] == ['{"kind": "order"}']
     assert bodies(other) == []
+
+
+def test_issue_4_a_filtered_publish_picks_its_planned_queues(broker):
+    # A filtered one-message publish takes the queues of the topic's fan_out.Plan that its
+    # verdicts keep (and only their "sent" metrics), the raw and unknown ones on their own path.
+    t = broker.create_topic("orders")
+    dlq = broker.create_queue("dlq")
+    redrive = {"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn})}
+    yes, no = {"kind": ["order"]}, {"kind": ["refund"]}
+    names = ["all", "yes", "no", "raw_yes", "raw_no", "yes2"]
+    queues = {name: broker.create_queue(name) for name in names}
+    for name, policy in zip(names, [None, yes, no, yes, no, yes]):
+        t.subscribe(queues[name], filter_policy=policy, raw_message_delivery="raw" in name)
+    gone = t.subscribe("gone", filter_policy=yes, attributes=redrive)
+    t.subscribe("gone_too", filter_policy=no, attributes=redrive)
+    for i in range(2):  # the second one with the plan made by the first
+        t.publish(f"m{i}", attributes={"kind": S("order")})
+    t.publish("r", attributes={"kind": S("refund")})
+    got = {name: [m.body for m in drain(q)] for name, q in queues.items()}
+    envelope_bodies = {
+        name: [json.loads(b)["Message"] for b in got[name]] for name in names if "raw" not in name
+    }
+    assert envelope_bodies["all"] == ["m0", "m1", "r"]
+    assert envelope_bodies["yes"] == envelope_bodies["yes2"] == ["m0", "m1"]
+    assert envelope_bodies["no"] == ["r"]
+    assert got["raw_yes"] == [b"m0", b"m1"] and got["raw_no"] == [b"r"]
+    assert [json.loads(b)["Message"] for b in bodies(dlq)] == ["m0", "m1", "r"]
+    assert gone.undelivered == 0
+    sent = {name: queues[name].counters["sent"] for name in names}
+    assert sent == {"all": 3, "yes": 2, "no": 1, "raw_yes": 2, "raw_no": 1, "yes2": 2}
+    counters = t.counters
+    assert (counters["delivered"], counters["filtered_out"], counters["failed"]) == (11, 10, 3)

@@ -102,6 +102,9 @@ class Broker:
         self._wakeups = Wakeups(self._storage.path)
         self.clock.on_advance(self._wakeups.notify_everyone)
         self._queues: dict[str, Queue] = {}
+        # Replaced (after the change) whenever _queues or a cached queue's attributes change:
+        # what was worked out from them (a topic's fan_out.Plan) holds while it is the same.
+        self._queues_token = object()
         self._lock = threading.Lock()
         self._close_lock = threading.Lock()  # one close() at a time: see close()
         self._closed = False
@@ -272,12 +275,14 @@ class Broker:
                 self._forget(queue)
             else:
                 queue._apply_definition(definition)
+        self._queues_token = object()
 
     def _forget(self, queue: Queue) -> None:
         """Drop a cached queue object (its queue was deleted); the next lookup reloads."""
         with self._lock:
             if self._queues.get(queue.name) is queue:
                 del self._queues[queue.name]
+                self._queues_token = object()
 
     def _name_of(self, queue_id: int) -> str | None:
         """The name a queue id had (also after the queue was deleted)."""
@@ -306,6 +311,7 @@ class Broker:
                 )
                 queue._apply_definition(definition)
                 self._queues[name] = queue
+                self._queues_token = object()
             return queue
 
     def delete_queue(self, name: str) -> None:
@@ -333,6 +339,7 @@ class Broker:
         queue_id = self._storage.write(delete)
         with self._lock:
             self._queues.pop(name, None)
+            self._queues_token = object()
         # Long polls on it end (with QueueDoesNotExist), in every process: the deleted queue's
         # id, not a cached object's (this process may never have looked the queue up).
         self._wakeups.notify(queue_id)
@@ -468,11 +475,16 @@ class Broker:
                 messages_change(txn, tables, queue.queue_id, now_ms)
             # The cached copy follows the commits in their order: set by each caller after
             # its commit, concurrent changes could leave it on an older one than the stored.
-            self._storage.after_commit(functools.partial(queue._apply_definition, definition))
+            self._storage.after_commit(functools.partial(self._apply_definition, queue, definition))
             return definition
 
         definition: dict[str, Any] = self._storage.write(update)
         return definition
+
+    def _apply_definition(self, queue: Queue, definition: dict[str, Any]) -> None:
+        """A changed definition onto the cached ``queue`` (after its commit)."""
+        queue._apply_definition(definition)
+        self._queues_token = object()
 
     # -- lifecycle -----------------------------------------------------------------------------
 

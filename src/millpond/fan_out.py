@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from itertools import repeat
 from operator import attrgetter
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from millpond.counts import Counts
 from millpond.dead_letters import parse_arn
 from millpond.errors import InvalidFilterPolicy, MillpondError, QueueDoesNotExist
 from millpond.fifo_queue import FifoQueue
@@ -199,6 +200,7 @@ class State:
 
     __slots__ = (
         "_form",
+        "_plan",
         "attributes",
         "content_dedup",
         "fifo",
@@ -219,6 +221,7 @@ class State:
         self.subs = subs
         self.unfiltered = all(sub.match is None for sub in subs)  # no filter policy
         self._form: NotificationForm | None = None
+        self._plan: Plan | None = None
 
     def notification_form(self, topic: Topic) -> NotificationForm:
         """What the topic's notifications share, encoded once per state (``topic``'s)."""
@@ -321,6 +324,7 @@ class Outgoing:
     """A validated message of one publish: what every delivery needs, each part built once."""
 
     __slots__ = (
+        "_attributes_block",
         "_doc",
         "_note",
         "_raw_ok",
@@ -352,6 +356,7 @@ class Outgoing:
         dedup_id: str | None,
         size: int,
         by_content: bool = False,
+        attributes_block: str | None = None,
     ) -> None:
         self.message_id = new_message_id()
         self.message = message
@@ -362,6 +367,7 @@ class Outgoing:
         self.structured = structured
         # SNS sends attributes only when the message structure is a plain string
         self.delivered_attributes = attributes if attributes and not structured else None
+        self._attributes_block = attributes_block  # their envelope JSON, if made already
         self.size = size  # toward the 256 KiB limit: message and attributes as published
         # what a raw delivery counts toward a queue's MaximumMessageSize: the same, unless the
         # message structure picked a content (which goes without attributes)
@@ -415,6 +421,7 @@ class Outgoing:
             message=content,
             subject=self.subject,
             attributes=self.delivered_attributes,
+            attributes_block=self._attributes_block if self.delivered_attributes else None,
         )
 
     def content_for(self, protocol: str) -> str:
@@ -448,11 +455,14 @@ def outgoing(
         raise InvalidParameter(
             "Invalid parameter: The MessageGroupId parameter is required for FIFO topics"
         )
-    subject = check_subject(subject)
-    checked, attributes_size = checked_attributes(attributes)
+    if subject is not None:  # (the calls below are skipped when they have nothing to check)
+        subject = check_subject(subject)
+    checked, attributes_size, attributes_block = checked_attributes(attributes)
     size = check_size(data, attributes_size)
-    _check_message_id_field("MessageGroupId", group_id)
-    _check_message_id_field("MessageDeduplicationId", dedup_id)
+    if group_id is not None:
+        _check_message_id_field("MessageGroupId", group_id)
+    if dedup_id is not None:
+        _check_message_id_field("MessageDeduplicationId", dedup_id)
     by_content = state.fifo and dedup_id is None
     if by_content:
         if not state.content_dedup:
@@ -462,7 +472,17 @@ def outgoing(
         data = content.encode("utf-8")
     structured = structure is not None
     return Outgoing(
-        text, content, data, subject, checked, structured, group_id, dedup_id, size, by_content
+        text,
+        content,
+        data,
+        subject,
+        checked,
+        structured,
+        group_id,
+        dedup_id,
+        size,
+        by_content,
+        attributes_block,
     )
 
 
@@ -524,11 +544,17 @@ def entry_arguments(entry: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(entry.get(sns, entry.get(ours)) for sns, ours in _ENTRY_NAMES)
 
 
-def plan(state: State, outs: list[Outgoing]) -> tuple[list[tuple[Sub, list[Outgoing]]], int]:
+Planned = list[tuple[Sub, list[Outgoing]]] | None  # None: every message to every subscription
+
+
+def plan(state: State, outs: list[Outgoing]) -> tuple[Planned, int]:
     """The matching messages of each subscription (subscriptions without any left out), and
-    how many deliveries that makes."""
+    how many deliveries that makes. Without filter policies: None (:func:`everyone`), not a
+    list (building it cost ~7k instructions for 10 subscriptions, most publishes never read it)."""
     if state.unfiltered and outs:  # no filter policy: no verdicts to reach
-        return list(zip(state.subs, repeat(outs))), len(state.subs) * len(outs)
+        return None, len(state.subs) * len(outs)
+    if len(outs) == 1:
+        return _plan_one(state, outs)
     planned = []
     deliveries = 0
     # each message's verdict per filter policy: subscriptions with the same policy (text and
@@ -550,6 +576,27 @@ def plan(state: State, outs: list[Outgoing]) -> tuple[list[tuple[Sub, list[Outgo
             planned.append((sub, chosen))
             deliveries += len(chosen)
     return planned, deliveries
+
+
+def everyone(state: State, outs: list[Outgoing]) -> list[tuple[Sub, list[Outgoing]]]:
+    """What ``planned`` None stands for: each subscription with every message."""
+    return list(zip(state.subs, repeat(outs)))
+
+
+def _plan_one(state: State, outs: list[Outgoing]) -> tuple[list[tuple[Sub, list[Outgoing]]], int]:
+    """:func:`plan` of one message (``outs``), kept lean: the subscriptions it matches."""
+    out = outs[0]
+    planned = []
+    verdicts: dict[tuple[str, str] | None, bool] = {}  # per filter policy (text and scope)
+    for sub in state.subs:
+        if sub.match is not None:
+            verdict = verdicts.get(sub.policy)
+            if verdict is None:
+                verdict = verdicts[sub.policy] = _matches(sub, out)
+            if not verdict:
+                continue
+        planned.append((sub, outs))
+    return planned, len(planned)
 
 
 def _matches(sub: Sub, out: Outgoing) -> bool:
@@ -655,7 +702,7 @@ def fan_out(
     txn: Any,
     now_ms: int,
     state: State,
-    planned: list[tuple[Sub, list[Outgoing]]],
+    planned: Planned,
     deliveries: int,
     outs: list[Outgoing],
 ) -> tuple[set[int], list[tuple[str, str | None]], list[tuple[str, str, int]], dict[str, int]]:
@@ -680,6 +727,8 @@ def fan_out(
     if len(outs) == 1 and not state.fifo:
         _fan_out_one(topic, txn, now_ms, state, planned, outs[0], commons, woken, lost, tally)
         return woken, results, lost, tally
+    if planned is None:
+        planned = everyone(state, outs)
     for sub, chosen in planned:
         if state.fifo:
             chosen = [out for out in chosen if id(out) in sequences]  # duplicates dropped
@@ -687,12 +736,65 @@ def fan_out(
     return woken, results, lost, tally
 
 
+class Plan:
+    """Where a standard topic's one-message publish goes, worked out once for a topic state
+    and the broker's queue cache: each non-raw subscription of a standard queue this process
+    knows, as (queue id, its UnsubscribeURL, the queue's DelaySeconds in ms).
+
+    Holds while the broker's ``_queues_token`` is the one it was made with (the broker
+    replaces it when a queue is cached, forgotten or deleted, or a cached queue's attributes
+    change); the topic state it belongs to is replaced when the subscriptions change.
+    """
+
+    __slots__ = (
+        "count_sent",
+        "entries",
+        "limit",
+        "queues",
+        "rest",
+        "targets",
+        "token",
+        "woken",
+    )
+
+    def __init__(self, broker: Broker, state: State) -> None:
+        self.token = broker._queues_token  # read first: a change from now on replaces it
+        queue_named = broker._queues.get
+        queues: list[Queue] = []
+        self.targets: list[tuple[int, bytes, int]] = []
+        self.rest: list[Sub] = []  # raw, FIFO, HTTP/S or unknown: the per-subscription path
+        limits: list[int] = []
+        planned_subs: list[Sub] = []
+        for sub in state.subs:
+            queue = queue_named(sub.queue_name)  # HTTP/S subscriptions: none
+            if type(queue) is not Queue or sub.raw:
+                self.rest.append(sub)
+                continue
+            url = sub.unsubscribe_url
+            self.targets.append((queue.queue_id, url, queue._delay_ms))
+            limits.append(queue._max_size - len(url))
+            queues.append(queue)
+            planned_subs.append(sub)
+        self.queues = queues
+        # a filtered publish picks its targets from these (planned subscription, target,
+        # queue counters)
+        self.entries = [
+            (sub, target, queue.counters)
+            for sub, target, queue in zip(planned_subs, self.targets, queues)
+        ]
+        # the largest envelope (without its UnsubscribeURL) every planned queue takes
+        self.limit = min(limits, default=0)
+        self.woken = frozenset(queue.queue_id for queue in queues)
+        # once committed: one message more in each planned queue's ``sent`` metric
+        self.count_sent = partial(_count_sent, [queue.counters for queue in queues])
+
+
 def _fan_out_one(
     topic: Topic,
     txn: Any,
     now_ms: int,
     state: State,
-    planned: list[tuple[Sub, list[Outgoing]]],
+    planned: Planned,
     out: Outgoing,
     commons: dict[int, bytes],
     woken: set[int],
@@ -701,10 +803,75 @@ def _fan_out_one(
 ) -> None:
     """The common case, kept lean: one message of a standard topic.
 
+    The queues of the topic's :class:`Plan` that ``planned`` holds get the message in ONE core
+    call (``send_each``); the other subscriptions take :func:`_fan_out_each`.
+    """
+    broker = topic._broker
+    plan = state._plan
+    if plan is None or plan.token is not broker._queues_token:
+        plan = state._plan = Plan(broker, state)
+    targets = plan.targets
+    count_sent = plan.count_sent
+    queue_ids: Iterable[int] = plan.woken
+    rest = plan.rest
+    if planned is not None and len(planned) != len(state.subs):
+        # filter policies left some subscriptions out
+        chosen = {sub for sub, _ in planned}
+        entries = [entry for entry in plan.entries if entry[0] in chosen]
+        targets = [target for _, target, _ in entries]
+        count_sent = partial(_count_sent, [counts for _, _, counts in entries])
+        queue_ids = [target[0] for target in targets]
+        rest = [sub for sub in rest if sub in chosen]
+    if targets:
+        note = out.note(topic, state)
+        common = commons[id(out)] = note.common(now_ms)
+        tail = note.tail
+        if len(common) + len(tail) > plan.limit:  # too big for one of the queues: one by one
+            _fan_out_each(topic, txn, now_ms, state, planned, out, commons, woken, lost, tally)
+            return
+        group = out.group_id  # standard queues keep it as a tenant label (fair queues)
+        trace = out.trace_header
+        blob = pack_metadata(None, group, None, trace) if group or trace else b""
+        # the body in its parts: the core stores them one after the other (a joined copy of
+        # each body cost ~0.9k instructions per delivery)
+        deliveries: list[Delivery] = [
+            (queue_id, (common, url, tail), blob, delay_ms) for queue_id, url, delay_ms in targets
+        ]
+        try:
+            broker._core.send_each(txn, topic._storage.tables, now_ms, broker._env_id, deliveries)
+        except LookupError:
+            # A stale cached queue (deleted, maybe re-created): nothing was written; the
+            # general path looks every queue up again in this transaction.
+            _fan_out_each(topic, txn, now_ms, state, planned, out, commons, woken, lost, tally)
+            return
+        topic._storage.after_commit(count_sent)  # once, even on a rerun
+        woken.update(queue_ids)
+        tally["delivered"] += len(deliveries)
+    if rest:
+        others = [(sub, [out]) for sub in rest]
+        _fan_out_each(topic, txn, now_ms, state, others, out, commons, woken, lost, tally)
+
+
+def _fan_out_each(
+    topic: Topic,
+    txn: Any,
+    now_ms: int,
+    state: State,
+    planned: Planned,
+    out: Outgoing,
+    commons: dict[int, bytes],
+    woken: set[int],
+    lost: list[tuple[str, str, int]],
+    tally: dict[str, int],
+) -> None:
+    """One message of a standard topic to ``planned``, looked up one by one.
+
     Every standard queue known to this process that can take the message gets it in ONE core
     call (``send_each``); the rest (FIFO queues, HTTP/S endpoints, messages too big for their
     queue, unknown or stale queues) take the general path, :func:`_deliver`.
     """
+    if planned is None:
+        planned = everyone(state, [out])
     queue_named = topic._broker._queues.get
     common = tail = b""
     shared_size = 0
@@ -733,14 +900,14 @@ def _fan_out_one(
         else:
             if not common:
                 note = out.note(topic, state)
-                common = commons[id(out)] = note.common(now_ms)
+                common = commons.get(id(out), b"")
+                if not common:
+                    common = commons[id(out)] = note.common(now_ms)
                 tail = note.tail
                 shared_size = len(common) + len(tail)
             if shared_size + len(sub.unsubscribe_url) > queue._max_size:
                 others.append((sub, chosen))
                 continue
-            # the body in its parts: the core stores them one after the other (a joined copy
-            # of each body cost ~0.9k instructions per delivery)
             parts = (common, sub.unsubscribe_url, tail)
             deliveries.append((queue.queue_id, parts, blob, queue._delay_ms))
         targets.append(queue)
@@ -753,7 +920,8 @@ def _fan_out_one(
             # general path looks every queue up again in this transaction.
             others = planned
         else:
-            topic._storage.after_commit(partial(_count_sent, targets))  # once, even on a rerun
+            counts = [queue.counters for queue in targets]
+            topic._storage.after_commit(partial(_count_sent, counts))  # once, even on a rerun
             woken.update(map(_queue_id, targets))
             tally["delivered"] += len(targets)
     sequences: dict[int, str] = {}
@@ -764,10 +932,11 @@ def _fan_out_one(
 _queue_id = attrgetter("queue_id")
 
 
-def _count_sent(queues: list[Queue]) -> None:
-    """One message more in each queue's ``sent`` metric (a queue listed twice counts twice)."""
-    for queue in queues:
-        queue.counters["sent"] += 1
+def _count_sent(counts: list[Counts]) -> None:
+    """One message more in each queue's ``sent`` metric (``counts``: the queues' counters; a
+    queue listed twice counts twice)."""
+    for queue_counts in counts:
+        queue_counts["sent"] += 1
 
 
 def _deliver(

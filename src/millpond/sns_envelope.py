@@ -96,6 +96,7 @@ _SUBJECT_BAD = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")  # line breaks and con
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _BASE_TYPES = frozenset(("String", "Number", "Binary"))
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+_LINE_FRAME = len('    "" : {"Type":"","Value":""}')  # an attribute's line without its three parts
 
 
 def _is_plain(text: str) -> bool:
@@ -268,52 +269,54 @@ def check_attributes(attributes: Mapping[str, Any] | None) -> dict[str, dict[str
     Raises:
         ParameterValueInvalid, ValidationError: SNS would refuse the attributes.
     """
-    return checked_attributes(attributes)[0]
+    checked, _, _ = checked_attributes(attributes)
+    return checked
 
 
 def checked_attributes(
     attributes: Mapping[str, Any] | None,
-) -> tuple[dict[str, dict[str, Any]], int]:
-    """:func:`check_attributes`, and the bytes they count toward the 256 KiB limit."""
+) -> tuple[dict[str, dict[str, Any]], int, str]:
+    """:func:`check_attributes`, the bytes they count toward the 256 KiB limit, and their
+    MessageAttributes block in the envelope (:func:`attributes_json`; "" without any)."""
     if not attributes:
-        return {}, 0
+        return {}, 0, ""
     if type(attributes) is not dict and not isinstance(attributes, Mapping):  # (ABC check: slow)
         raise ParameterValueInvalid("MessageAttributes must be a map of name to value.")
     checked: dict[str, dict[str, Any]] = {}
+    lines = []
     size = 0
     for name, attribute in attributes.items():
-        plain = _plain_attribute(name, attribute)
-        if plain is None:
-            _check_name(name)
-            checked[name] = _check_attribute(name, attribute)
-            size += message_attributes_size({name: checked[name]})
-        else:
-            checked[name] = plain
-            size += len(name) + len(plain["DataType"]) + len(plain["StringValue"])  # ASCII
-    return checked, size
-
-
-def _plain_attribute(name: Any, attribute: Any) -> dict[str, Any] | None:
-    """The common attribute, checked with a few C calls: its normalized form if its name is
-    an ASCII identifier (no dot: it cannot be reserved) and it is a String of printable ASCII
-    or a small Number. None: :func:`_check_name` and :func:`_check_attribute` decide."""
-    if type(name) is not str or type(attribute) is not dict or len(name) > MAX_NAME_CHARS:
-        return None
-    data_type = attribute.get("DataType")
-    value = attribute.get("StringValue")
-    if (
-        type(value) is not str
-        or not value.isascii()
-        or not name.isascii()
-        or not name.isidentifier()
-    ):
-        return None
-    if data_type == "String":
-        if not value.isprintable() or not value:
-            return None
-    elif data_type != "Number" or _SMALL_NUMBER.fullmatch(value) is None:
-        return None
-    return {"DataType": data_type, "StringValue": value}
+        # The common attribute, checked with a few C calls in this loop (a call per attribute
+        # cost more than the checks): a name that is an ASCII identifier (no dot: it cannot be
+        # reserved), a String of printable ASCII or a small Number. Anything else:
+        # _check_name and _check_attribute decide.
+        if type(name) is str and type(attribute) is dict and len(name) <= MAX_NAME_CHARS:
+            data_type = attribute.get("DataType")
+            value = attribute.get("StringValue")
+            if (
+                type(value) is str
+                and value.isascii()
+                and name.isascii()
+                and name.isidentifier()
+                and (
+                    (data_type == "String" and value and value.isprintable())
+                    or (data_type == "Number" and _SMALL_NUMBER.fullmatch(value) is not None)
+                )
+            ):
+                checked[name] = plain = {"DataType": data_type, "StringValue": value}
+                if '"' in value or "\\" in value:
+                    size += len(name) + len(data_type) + len(value)  # all ASCII
+                    lines.append(_attribute_line(name, plain))
+                else:  # nothing to escape: the line holds the name, type and value as they are
+                    line = f'    "{name}" : {{"Type":"{data_type}","Value":"{value}"}}'
+                    size += len(line) - _LINE_FRAME  # all ASCII
+                    lines.append(line)
+                continue
+        _check_name(name)
+        checked[name] = _check_attribute(name, attribute)
+        size += message_attributes_size({name: checked[name]})
+        lines.append(_attribute_line(name, checked[name]))
+    return checked, size, _attributes_block(lines)
 
 
 def check_size(message: bytes, attributes_size: int) -> int:
@@ -567,19 +570,24 @@ def unsubscribe_url_prefix(region: str, service_url: str | None = None) -> str:
 
 def attributes_json(attributes: Mapping[str, Mapping[str, Any]]) -> str:
     """The envelope's MessageAttributes block (Type/Value; Binary as base64, Number as given)."""
-    lines = []
-    for name, attribute in attributes.items():
-        binary = attribute.get("BinaryValue")
-        value = attribute["StringValue"] if binary is None else base64.b64encode(binary).decode()
-        data_type = attribute["DataType"]
-        if _is_plain(name + data_type + value):  # the usual case: one check for the three
-            lines.append(f'    "{name}" : {{"Type":"{data_type}","Value":"{value}"}}')
-            continue
-        lines.append(
-            f'    {_encode_string(name)} : {{"Type":{_encode_string(data_type)},'
-            f'"Value":{_encode_string(value)}}}'
-        )
+    return _attributes_block([_attribute_line(name, value) for name, value in attributes.items()])
+
+
+def _attributes_block(lines: list[str]) -> str:
     return ',\n  "MessageAttributes" : {\n' + ",\n".join(lines) + "\n  }"
+
+
+def _attribute_line(name: str, attribute: Mapping[str, Any]) -> str:
+    """One checked attribute in the envelope's MessageAttributes block."""
+    binary = attribute.get("BinaryValue")
+    value = attribute["StringValue"] if binary is None else base64.b64encode(binary).decode()
+    data_type = attribute["DataType"]
+    if _is_plain(name + data_type + value):  # the usual case: one check for the three
+        return f'    "{name}" : {{"Type":"{data_type}","Value":"{value}"}}'
+    return (
+        f'    {_encode_string(name)} : {{"Type":{_encode_string(data_type)},'
+        f'"Value":{_encode_string(value)}}}'
+    )
 
 
 class NotificationForm:
@@ -650,7 +658,9 @@ class Notification:
         message: str,
         subject: str | None,
         attributes: Mapping[str, Mapping[str, Any]] | None,
+        attributes_block: str | None = None,
     ) -> None:
+        """``attributes_block``: :func:`attributes_json` of ``attributes`` if already made."""
         self._form = form
         self._head = f'{{\n  "Type" : "Notification",\n  "MessageId" : "{message_id}",\n'.encode()
         subject_line = "" if subject is None else f'  "Subject" : {_encode_string(subject)},\n'
@@ -663,7 +673,10 @@ class Notification:
             # string_to_sign() up to the Timestamp value is hashed now: the commit hashes the rest
             self._inner = form.inner.copy()
             self._inner.update(_signed_head(message, message_id, subject).encode())
-        extra = attributes_json(attributes) if attributes else ""
+        if attributes_block is not None:
+            extra = attributes_block
+        else:
+            extra = attributes_json(attributes) if attributes else ""
         self.tail = f'"{extra}\n}}'.encode()
 
     def common(self, now_ms: int, sequence_number: str | None = None) -> bytes:

@@ -44,7 +44,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import msgpack
 
@@ -116,6 +116,7 @@ __all__ = [
 log = logging.getLogger("millpond")
 
 _Validated = TypeVar("_Validated")
+_Arguments = ParamSpec("_Arguments")
 
 MAX_FILTER_POLICIES = 200  # per topic, as SNS (read at each use: tests lower it)
 
@@ -499,18 +500,24 @@ class Topic(TopicSettings):
 
         return self._storage.read(load)
 
-    def _validated(self, validate: Callable[[State], _Validated]) -> tuple[State, _Validated]:
-        """``validate(state)`` on the cached snapshot; when it refuses, once more on the stored
-        topic if another process changed it since (e.g. turned ContentBasedDeduplication on):
-        the refusal may come from the stale copy. Returns the state validated against."""
+    def _validated(
+        self,
+        validate: Callable[Concatenate[State, _Arguments], _Validated],
+        *args: _Arguments.args,
+        **kwargs: _Arguments.kwargs,
+    ) -> tuple[State, _Validated]:
+        """``validate(state, *args, **kwargs)`` on the cached snapshot; when it refuses, once
+        more on the stored topic if another process changed it since (e.g. turned
+        ContentBasedDeduplication on): the refusal may come from the stale copy. Returns the
+        state validated against. (Arguments, not a closure: a publish makes no cells.)"""
         state = self._snapshot()
         try:
-            return state, validate(state)
+            return state, validate(state, *args, **kwargs)
         except InvalidParameter:
             fresh = self._changed_since(state)
             if fresh is None:
                 raise
-        return fresh, validate(fresh)
+        return fresh, validate(fresh, *args, **kwargs)
 
     def _changed_since(self, state: State) -> State | None:
         """The stored topic if it is not the one ``state`` was read from, else None."""
@@ -743,15 +750,16 @@ class Topic(TopicSettings):
             InvalidParameter, ParameterValueInvalid: SNS would refuse the message.
             TopicNotFound: the topic was deleted.
         """
-        return self.publish_message(
+        message_id, _ = self._publish_one(
             message,
-            subject=subject,
-            attributes=attributes,
-            group_id=group_id,
-            deduplication_id=deduplication_id,
-            message_structure=message_structure,
-            trace_header=trace_header,
-        )["MessageId"]
+            subject,
+            attributes,
+            group_id,
+            deduplication_id,
+            message_structure,
+            trace_header,
+        )
+        return message_id
 
     def publish_message(
         self,
@@ -766,17 +774,43 @@ class Topic(TopicSettings):
     ) -> dict[str, str]:
         """:meth:`publish`, answering as SNS Publish: ``{"MessageId"}``, plus "SequenceNumber"
         on FIFO topics (a repeated deduplication id: the first message's)."""
-        state, out = self._validated(
-            lambda state: fan_out.outgoing(
-                state, message, subject, attributes, group_id, deduplication_id, message_structure
-            )
+        message_id, sequence = self._publish_one(
+            message,
+            subject,
+            attributes,
+            group_id,
+            deduplication_id,
+            message_structure,
+            trace_header,
         )
-        out.trace_header = fan_out.check_trace_header(trace_header)
-        message_id, sequence = self._publish(state, [out])[0]
         result = {"MessageId": message_id}
         if sequence is not None:
             result["SequenceNumber"] = sequence
         return result
+
+    def _publish_one(
+        self,
+        message: str | bytes,
+        subject: str | None,
+        attributes: Mapping[str, Any] | None,
+        group_id: str | None,
+        deduplication_id: str | None,
+        message_structure: str | None,
+        trace_header: str | None,
+    ) -> tuple[str, str | None]:
+        """:meth:`publish`: (message id, sequence number or None)."""
+        state, out = self._validated(
+            fan_out.outgoing,
+            message,
+            subject,
+            attributes,
+            group_id,
+            deduplication_id,
+            message_structure,
+        )
+        if trace_header is not None:
+            out.trace_header = fan_out.check_trace_header(trace_header)
+        return self._publish(state, [out])[0]
 
     def publish_batch(
         self, entries: Sequence[Mapping[str, Any]], *, trace_header: str | None = None
@@ -804,7 +838,7 @@ class Topic(TopicSettings):
         if not isinstance(entries, Sequence) or any(not isinstance(e, Mapping) for e in entries):
             raise InvalidParameter("Invalid parameter: PublishBatchRequestEntries")
         check_batch_ids([entry.get("Id", entry.get("id")) for entry in entries])
-        state, outs = self._validated(lambda state: _batch_outgoing(state, entries))
+        state, outs = self._validated(_batch_outgoing, entries)
         check_batch_size(sum(out.size for out in outs))
         trace_header = fan_out.check_trace_header(trace_header)
         for out in outs:
