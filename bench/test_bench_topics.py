@@ -15,7 +15,7 @@ Each group ("publish <n> subs <durability>") times one call per round of:
   reference per delivery, the "store the body once" option, measured before choosing.
 - ``raw-1queue``: the same puts into a single queue's key range (``baseline.RawQueue``), appended:
   the cheapest possible layout, for reference (a fan-out cannot have it: its queues differ).
-- ``floor``: one ``Storage.write`` doing the one core ``send_each`` call a publish makes, with
+- ``floor``: one ``Storage.write`` doing the one core ``send_envelopes`` call a publish makes, with
   nothing of the topic (no validation, envelope, matching): what the queue core costs, i.e. the
   best a publish through that call can do.
 
@@ -169,6 +169,9 @@ class _RawSharedFanOut(_RawFanOut):
                 seqs[queue] = seq + 1
 
 
+_URL_SIZE = 120  # about an UnsubscribeURL's length
+
+
 class _Topic:
     """A broker with one topic and ``n`` subscribed queues, opened as a user would."""
 
@@ -188,17 +191,20 @@ class _Topic:
         self.topic.publish(MESSAGE, attributes=ATTRIBUTES)
 
     def floor(self, body: bytes) -> Callable[[], None]:
-        """The queue core's part of a publish: one send_each to the n queues, then wake-ups."""
+        """The queue core's part of a publish: one send_envelopes to the n queues (``body`` in
+        a head, a per-queue part as long as an UnsubscribeURL, and an empty tail), then
+        wake-ups."""
         broker = self.broker
         write, notify, core = broker._storage.write, broker._wakeups.notify, broker._core
         tables, env_id = broker._storage.tables, broker._env_id
-        deliveries = [(q.queue_id, body, b"", 0) for q in self.queues]
+        head, part = body[:-_URL_SIZE], body[-_URL_SIZE:]
+        targets = [(q.queue_id, part, 0) for q in self.queues]
 
         def deliver(txn: Any, now_ms: int) -> None:
-            core.send_each(txn, tables, now_ms, env_id, deliveries)
+            core.send_envelopes(txn, tables, now_ms, env_id, targets, head, b"", b"")
 
         def target() -> None:
-            write(deliver, sends=len(deliveries))
+            write(deliver, sends=len(targets))
             for q in self.queues:
                 notify(q.queue_id)
 

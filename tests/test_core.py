@@ -221,6 +221,32 @@ def test_send_each_stores_a_body_given_in_parts_as_one(c, env):
     assert later[6] == b"later!"
 
 
+def test_send_envelopes_stores_head_part_tail_in_each_queue(c, env):
+    # a topic's envelopes: one head and tail, each queue's UnsubscribeURL between them
+    e, t = env
+    _create(env, c, 1, 2)
+    targets = [(1, b"<url 1>", 0), (2, b"<url 2>", 5000), (1, b"<url 1 again>", 0)]
+    with e.begin(write=True) as txn:
+        assert c.send_envelopes(txn, t, 1000, ENV_ID, targets, b"head ", b" tail", b"m") == [
+            1,
+            1,
+            2,
+        ]
+        with pytest.raises(LookupError) as caught:
+            c.send_envelopes(txn, t, 1000, ENV_ID, [(1, b"", 0), (9, b"", 0)], b"", b"", b"")
+        assert caught.value.args == (1,)  # nothing of it written: seqs 3 and 2 come next
+        assert c.send_envelopes(txn, t, 1000, ENV_ID, targets[:2], b"h ", b" t", b"") == [3, 2]
+    first = _receive(c, env, 1, 1000)[0]
+    assert [(r[0], r[6], r[5]) for r in first] == [
+        (1, b"head <url 1> tail", b"m"),
+        (2, b"head <url 1 again> tail", b"m"),
+        (3, b"h <url 1> t", b""),
+    ]
+    assert _receive(c, env, 2, 1000)[0] == []
+    later = _receive(c, env, 2, 6000)[0]  # delayed: their vis entries too
+    assert [(r[0], r[6]) for r in later] == [(1, b"head <url 2> tail"), (2, b"h <url 2> t")]
+
+
 def test_send_each_to_a_missing_queue_writes_nothing(c, env):
     e, t = env
     _create(env, c, 1)

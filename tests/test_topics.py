@@ -1148,19 +1148,20 @@ def test_fan_out_is_all_or_nothing(broker, monkeypatch, failure):
         t.subscribe(q)
     t.publish("first")
     core = broker._core
-    real = core.send_each
+    real = core.send_envelopes
     calls: list[int] = []
 
-    def fails_after_the_first(txn: Any, dbs: Any, now_ms: int, env_id: int, deliveries: Any) -> Any:
-        calls.append(len(deliveries))
-        real(txn, dbs, now_ms, env_id, deliveries[:1])  # one delivery is written ...
+    def fails_after_the_first(txn: Any, dbs: Any, now_ms: int, env_id: int, targets: Any,
+                              *shared: Any) -> Any:  # fmt: skip
+        calls.append(len(targets))
+        real(txn, dbs, now_ms, env_id, targets[:1], *shared)  # one delivery is written ...
         raise failure  # ... then the publish fails
 
-    monkeypatch.setattr(core, "send_each", fails_after_the_first)
+    monkeypatch.setattr(core, "send_envelopes", fails_after_the_first)
     with pytest.raises(type(failure)):
         t.publish("second")
     assert calls == [3]
-    monkeypatch.setattr(core, "send_each", real)
+    monkeypatch.setattr(core, "send_envelopes", real)
     t.publish("third")
     for q in queues:
         assert [e["Message"] for e in envelopes(q)] == ["first", "third"]
@@ -1185,13 +1186,13 @@ CRASHER = textwrap.dedent(
     broker = millpond.open(sys.argv[1], durability=sys.argv[2], core=sys.argv[3])
     t = broker.topic("orders")
     t.publish("committed")
-    real = broker._core.send_each
+    real = broker._core.send_envelopes
 
-    def crash_after_the_first(txn, dbs, now_ms, env_id, deliveries):
-        real(txn, dbs, now_ms, env_id, deliveries[:1])
+    def crash_after_the_first(txn, dbs, now_ms, env_id, targets, *shared):
+        real(txn, dbs, now_ms, env_id, targets[:1], *shared)
         os.kill(os.getpid(), signal.SIGKILL)  # mid-transaction: one delivery written
 
-    broker._core.send_each = crash_after_the_first
+    broker._core.send_envelopes = crash_after_the_first
     t.publish("never")
     """
 )

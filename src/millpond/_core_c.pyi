@@ -41,6 +41,7 @@ from millpond._core_py import reflag_record as reflag_record
 from millpond._core_py import renew_record as renew_record
 from millpond._core_py import send as send
 from millpond._core_py import send_each as send_each
+from millpond._core_py import send_envelopes as send_envelopes
 from millpond._core_py import vis_key as vis_key
 
 IMPLEMENTATION: str

@@ -429,6 +429,25 @@ def send_each(
     return seqs
 
 
+def send_envelopes(
+    txn: Txn,
+    dbs: CoreTables,
+    now_ms: int,
+    env_id: int,
+    targets: list[tuple[int, bytes, int]],
+    head: bytes,
+    tail: bytes,
+    attrs: bytes,
+) -> list[int]:
+    """:func:`send_each` of one message whose body differs per queue in one part (a topic's
+    SNS envelope: its UnsubscribeURL): ``targets`` is a list of (queue_id, that part, delay_ms),
+    each body ``head + part + tail``, each with ``attrs``. Returns the seq of each."""
+    deliveries: list[Delivery] = [
+        (queue_id, (head, part, tail), attrs, delay_ms) for queue_id, part, delay_ms in targets
+    ]
+    return send_each(txn, dbs, now_ms, env_id, deliveries)
+
+
 def receive(
     txn: Txn,
     dbs: CoreTables,

@@ -140,8 +140,20 @@ def send(txn, dbs, uint32_t queue_id, uint64_t now_ms, list bodies, list attrs, 
 
 
 def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
+    return _send_to_each(txn, dbs, now_ms, env_id, deliveries, None)
+
+
+def send_envelopes(txn, dbs, uint64_t now_ms, uint32_t env_id, list targets, bytes head,
+                   bytes tail, bytes attrs):
+    return _send_to_each(txn, dbs, now_ms, env_id, targets, (head, tail, attrs))
+
+
+cdef list _send_to_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list items, tuple shared):
+    """send_each (``shared`` None: ``items`` are its deliveries) and send_envelopes (``items``
+    are its targets, ``shared`` the (head, tail, attrs) of every envelope)."""
     cdef uint32_t queue_id
-    cdef Py_ssize_t index, n = len(deliveries)
+    cdef Py_ssize_t index, n = len(items)
+    cdef uint64_t delay
     cdef _QueueSeq *entry
     cdef NextSeqs next_seqs = _next_seqs(txn, dbs)
     # Each delivery's seq in C: a list of them cost ~1.2k instructions per delivery.
@@ -154,7 +166,7 @@ def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
     cur = txn.cursor(log)
     try:
         for index in range(n):
-            queue_id = deliveries[index][0]
+            queue_id = items[index][0]
             try:
                 entry = next_seqs.entry(txn, dbs, cur, queue_id)
             except LookupError:
@@ -164,20 +176,24 @@ def send_each(txn, dbs, uint64_t now_ms, uint32_t env_id, list deliveries):
         seqs = []
         fresh = []
         for index in range(n):
-            delivery = deliveries[index]
-            queue_id, body = delivery[0], delivery[1]
-            if delivery[3]:  # delayed: its vis entry too
+            item = items[index]
+            queue_id = item[0]
+            if shared is None:
+                body, attrs, delay = item[1], item[2], item[3]
+            else:  # the queue's own part between the shared ones
+                body, attrs, delay = (shared[0], item[1], shared[1]), shared[2], item[2]
+            if delay:  # delayed: its vis entry too
                 if isinstance(body, tuple):
                     body = b"".join(body)
                 _store_message(txn, log, vis, queue_id, seq_of[index], now_ms, env_id, body,
-                               delivery[2], delivery[3], False)
+                               attrs, delay, False)
             elif isinstance(body, tuple):  # in parts (a fan-out's envelope)
                 fresh.append((_log_key(queue_id, seq_of[index]),
-                              _record_of_parts(now_ms, env_id, queue_id, seq_of[index],
-                                               delivery[2], body)))
+                              _record_of_parts(now_ms, env_id, queue_id, seq_of[index], attrs,
+                                               body)))
             else:
                 fresh.append((_log_key(queue_id, seq_of[index]),
-                              _record(now_ms, env_id, queue_id, seq_of[index], delivery[2], body)))
+                              _record(now_ms, env_id, queue_id, seq_of[index], attrs, body)))
             seqs.append(seq_of[index])
         if fresh:
             cur.putmulti(fresh)

@@ -77,6 +77,17 @@ class Core(Protocol):
         env_id: int,
         deliveries: list[Delivery],
     ) -> list[int]: ...
+    def send_envelopes(
+        self,
+        txn: Txn,
+        dbs: CoreTables,
+        now_ms: int,
+        env_id: int,
+        targets: list[tuple[int, bytes, int]],
+        head: bytes,
+        tail: bytes,
+        attrs: bytes,
+    ) -> list[int]: ...
     def receive(
         self,
         txn: Txn,
