@@ -18,11 +18,17 @@ from collections.abc import Awaitable
 from typing import Any
 
 from millpond import errors
-from millpond.message_attributes import valid_trace_header
-from millpond.server import metrics, sigv4, sqs, sqs_json
+from millpond.message_attributes import md5_of_body, valid_trace_header
+from millpond.server import metrics, plain_send, sigv4, sqs, sqs_json
 from millpond.server.context import Context
 from millpond.server.http_protocol import OVER_LIMIT
-from millpond.server.protocol import AwsError, Request, new_request_id, region_of
+from millpond.server.protocol import (
+    AwsError,
+    Request,
+    claimed_scope,
+    new_request_id,
+    region_of,
+)
 
 log = logging.getLogger("millpond.server")
 
@@ -89,7 +95,18 @@ class App:
             target = headers.get(b"x-amz-target", b"")
             if target.startswith(_SQS_TARGET_PREFIX):
                 action = target[len(_SQS_TARGET_PREFIX) :].decode("latin-1")
-                service, label = await self._sqs_json(scope, headers, action, body, receive, send)
+                sending = (
+                    plain_send.start(self.ctx, scope, headers, body)
+                    if action == plain_send.ACTION
+                    else None
+                )
+                if sending is not None:
+                    await _answer_plain_send(sending, send)
+                    service, label = "sqs", plain_send.ACTION
+                else:
+                    service, label = await self._sqs_json(
+                        scope, headers, action, body, receive, send
+                    )
             else:
                 service, label = await self._query(scope, headers, method, body, receive, send)
             self.metrics.observe_request(service, label, time.perf_counter() - started)
@@ -213,7 +230,7 @@ class App:
         request_id: str,
         verified: tuple[str, str] | None = None,
     ) -> Request:
-        region, access_key = verified or region_of(_claimed_scope(scope, headers), self.ctx.region)
+        region, access_key = verified or region_of(claimed_scope(scope, headers), self.ctx.region)
         trace = headers.get(b"x-amzn-trace-id")  # None, the usual case: no check to call
         # Positional: Python 3.11 passes the keywords of a class call through a dict, which
         # costs ~3% of a SendMessage's CPU here (field order: see Request).
@@ -377,6 +394,23 @@ async def _unless_disconnected(
     return None
 
 
+async def _answer_plain_send(sending: plain_send.PlainSend, send: Any) -> None:
+    """Answer a plain SendMessage (server/plain_send.py) once its commit is done, as
+    sqs.send_message and App._sqs_json answer any other SendMessage."""
+    queue, text, stored = sending
+    request_id = new_request_id()
+    id_header = (b"x-amzn-requestid", request_id.encode())
+    try:
+        seq = await stored
+        result = {"MD5OfMessageBody": md5_of_body(text), "MessageId": queue._message_id(seq)}
+    except Exception as exc:  # the commit's error (the queue deleted, a full store)
+        status, err_headers, err_body = sqs_json.error(_aws_error(exc, plain_send.ACTION, None))
+        await _respond(send, status, err_headers + [id_header], err_body)
+        return
+    headers = [(b"content-type", sqs_json.CONTENT_TYPE), id_header]
+    await _respond(send, 200, headers, sqs_json.response(result))
+
+
 def _query_codec(service: str) -> tuple[Any, dict[str, Any]]:
     """The query codec and handlers of a service, imported on first use (only that one)."""
     if service == "sns":
@@ -420,19 +454,6 @@ def _trace_header(raw: bytes) -> str | None:
     (it is tracing middleware's, not the caller's own input) unless it is text SQS can store."""
     value = raw.decode("latin-1")
     return value if valid_trace_header(value) else None
-
-
-def _claimed_scope(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
-    """The text naming the request's SigV4 credential scope, unverified: its Authorization
-    header, else a presigned URL's X-Amz-Credential (which names the region just as well)."""
-    authorization = headers.get(b"authorization")
-    if authorization:  # the usual case first: a signed request
-        return authorization.decode("latin-1")
-    query_string: bytes = scope.get("query_string", b"")
-    if b"X-Amz-Credential=" not in query_string:
-        return ""
-    query = urllib.parse.parse_qs(query_string.decode("latin-1"))
-    return "Credential=" + query.get("X-Amz-Credential", [""])[-1]
 
 
 def _text(headers: dict[bytes, bytes], name: bytes) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,19 @@ def region_of(authorization: str, default: str) -> tuple[str, str]:
     return (default, "") if scope is None else scope
 
 
+def claimed_scope(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
+    """The text naming the request's SigV4 credential scope, unverified: its Authorization
+    header, else a presigned URL's X-Amz-Credential (which names the region just as well)."""
+    authorization = headers.get(b"authorization")
+    if authorization:  # the usual case first: a signed request
+        return authorization.decode("latin-1")
+    query_string: bytes = scope.get("query_string", b"")
+    if b"X-Amz-Credential=" not in query_string:
+        return ""
+    query = urllib.parse.parse_qs(query_string.decode("latin-1"))
+    return "Credential=" + query.get("X-Amz-Credential", [""])[-1]
+
+
 def queue_url(request: Request, name: str) -> str:
     return f"{request.scheme}://{request.host}/{request.account_id}/{name}"
 
@@ -142,10 +156,8 @@ def queue_name_from_url(request: Request, url: Any) -> str:
     queue name, as SQS takes in place of its URL, names a queue of the caller's account."""
     if not isinstance(url, str) or not url:
         raise missing("QueueUrl")
-    if "/" not in url:
-        return url
-    parts = _path_parts(url)
-    if len(parts) != 2 or parts[0] != request.account_id:
+    name = queue_name_in(url, request.account_id)
+    if name is None:
         raise AwsError(
             "AWS.SimpleQueueService.NonExistentQueue",
             "The specified queue does not exist for this wsdl version."
@@ -154,4 +166,13 @@ def queue_name_from_url(request: Request, url: Any) -> str:
             400,
             "QueueDoesNotExist",
         )
-    return parts[1]
+    return name
+
+
+def queue_name_in(url: str, account_id: str) -> str | None:
+    """The queue name a non-empty QueueUrl names in ``account_id``, None if it names none
+    there (a URL of another account, or a path that is no queue's)."""
+    if "/" not in url:
+        return url
+    parts = _path_parts(url)
+    return parts[1] if len(parts) == 2 and parts[0] == account_id else None
