@@ -1,5 +1,6 @@
-"""The daemon's loop leads its commits once writes stop coming in (server/context.py
-LoopCommitter): writes that arrive over consecutive rounds of the loop share one commit."""
+"""The daemon's loop leads its commits once the writes it may expect are in (server/context.py
+LoopCommitter): writes that arrive over consecutive rounds of the loop share one commit, and a
+commit waits for no more writes than there are connections to send them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from millpond.server import context
+from millpond.server.http_protocol import DeadlineHttpProtocol
 
 from .test_server_fuzz import Harness
 
@@ -22,35 +24,60 @@ HEADERS = {
 
 
 @pytest.fixture
-def daemon(tmp_path: Any) -> Iterator[Harness]:
+def daemon(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    # Generous bounds (a slow machine's loop rounds must not end a wait the test counts on):
+    # a commit may wait 5 s, with commits of 1 ms (as an fsync's: worth waiting for, and
+    # short enough for the loop to lead them, not the writer thread).
+    monkeypatch.setattr(context, "LOOP_GATHER_COMMITS", 5000)
+    monkeypatch.setattr(context, "LOOP_GATHER_MAX_S", 5.0)
+    monkeypatch.setattr(context, "LOOP_GATHER_QUIET_S", 5.0)
+    monkeypatch.setattr(DeadlineHttpProtocol, "server_connections", None)
     h = Harness(str(tmp_path / "data"))
     h.sqs_json("CreateQueue", {"QueueName": "q"})
+    h.ctx.broker()._storage._commit_seconds = 0.001
     yield h
     h.close()
 
 
-def _commits_for_staggered_sends(h: Harness, sends: int) -> int:
+def _connections(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """As if the daemon had ``count`` HTTP connections open."""
+    monkeypatch.setattr(
+        DeadlineHttpProtocol, "server_connections", {object() for _ in range(count)}
+    )
+
+
+def _send(h: Harness, body: str) -> Any:
+    request = json.dumps({"QueueUrl": "q", "MessageBody": body}).encode()
+    return asyncio.ensure_future(h.answer(request, HEADERS))
+
+
+def _commits_and_seconds(h: Harness, sends: int) -> tuple[int, float]:
     """Commits taken by ``sends`` SendMessages, each arriving one loop round after the last
-    (as requests on many connections come in while the loop serves the ones before)."""
+    (as requests on many connections come in while the loop serves the ones before), and how
+    long they took."""
     storage = h.ctx.broker()._storage
-    storage._commit_seconds = 0.001  # commits as slow as an fsync's: worth waiting for
 
     async def staggered() -> list[tuple[int, bytes]]:
         answers = []
         for i in range(sends):
-            body = json.dumps({"QueueUrl": "q", "MessageBody": f"m{i}"}).encode()
-            answers.append(asyncio.ensure_future(h.answer(body, HEADERS)))
+            answers.append(_send(h, f"m{i}"))
             await asyncio.sleep(0)
         return await asyncio.gather(*answers)
 
     before = storage.commits
+    started = h.loop.time()
     answers = h.loop.run_until_complete(staggered())
     assert [status for status, _ in answers] == [200] * sends
-    return storage.commits - before
+    return storage.commits - before, h.loop.time() - started
 
 
-def test_writes_arriving_round_after_round_share_one_commit(daemon: Harness) -> None:
-    assert _commits_for_staggered_sends(daemon, 12) == 1
+def test_a_commit_waits_for_a_write_from_each_connection(
+    daemon: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _connections(monkeypatch, 12)
+    commits, seconds = _commits_and_seconds(daemon, 12)
+    assert commits == 1
+    assert seconds < 2.5  # not the 5 s wait: the twelfth write ended it
 
 
 def test_without_the_wait_they_take_several(
@@ -58,22 +85,24 @@ def test_without_the_wait_they_take_several(
 ) -> None:
     """The same sends with the loop committing two rounds after the first write: the control
     that shows the test above can fail."""
+    _connections(monkeypatch, 12)
     monkeypatch.setattr(context, "LOOP_GATHER_MAX_S", 0.0)
-    assert _commits_for_staggered_sends(daemon, 12) > 1
+    assert _commits_and_seconds(daemon, 12)[0] > 1
 
 
-def test_a_lone_write_is_not_held_back(daemon: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing else coming: the commit runs in the second round, not after the wait."""
-    monkeypatch.setattr(context, "LOOP_GATHER_MAX_S", 5.0)
-    storage = daemon.ctx.broker()._storage
-    storage._commit_seconds = 10.0  # a wait for others would show as a 5 s answer
+def test_one_connection_commits_at_once(daemon: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its write is the only one to come: no wait (the bounds above are 5 s)."""
+    _connections(monkeypatch, 1)
+    assert _commits_and_seconds(daemon, 1)[1] < 2.5
 
-    async def one() -> float:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        body = json.dumps({"QueueUrl": "q", "MessageBody": "alone"}).encode()
-        status, _ = await daemon.answer(body, HEADERS)
-        assert status == 200
-        return loop.time() - started
 
-    assert daemon.loop.run_until_complete(one()) < 1.0
+def test_with_no_new_write_the_commit_waits_no_longer(
+    daemon: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections that send nothing (idle in a pool, in a long poll): the commit runs once
+    no write came for LOOP_GATHER_QUIET_S, not after the whole wait."""
+    _connections(monkeypatch, 64)
+    monkeypatch.setattr(context, "LOOP_GATHER_QUIET_S", 0.3)
+    commits, seconds = _commits_and_seconds(daemon, 4)
+    assert commits == 1
+    assert 0.3 <= seconds < 2.5

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from collections.abc import Collection
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -34,6 +35,11 @@ OVER_LIMIT = "millpond.over_limit"
 class DeadlineHttpProtocol(HttpToolsProtocol):
     """HttpToolsProtocol that closes a connection whose request head is late."""
 
+    # The open connections of the server in this process (uvicorn's set, which all its
+    # protocols share; None before the first): a commit waits for no more writes than there
+    # are connections to send them (server/context.py, LoopCommitter).
+    server_connections: ClassVar[Collection[Any] | None] = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
@@ -44,6 +50,7 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # counted in self.connections from here
+        DeadlineHttpProtocol.server_connections = self.connections
         limit = self.max_connections
         self._over_limit = limit is not None and len(self.connections) > limit
         self._arm_head_deadline()
