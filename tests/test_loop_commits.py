@@ -106,3 +106,29 @@ def test_with_no_new_write_the_commit_waits_no_longer(
     commits, seconds = _commits_and_seconds(daemon, 4)
     assert commits == 1
     assert 0.3 <= seconds < 2.5
+
+
+def test_a_parked_long_poll_is_no_write_to_wait_for(
+    daemon: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two connections, one in a long poll: a producer's send on the other commits at once
+    (a Celery worker polls while its producers send), and the poll then gets the message."""
+    _connections(monkeypatch, 2)
+    monkeypatch.setattr(context, "LOOP_GATHER_QUIET_S", 1.0)  # what a wait would take
+    daemon.ctx.stopping = False  # the harness ends long polls at once unless told otherwise
+    poll = json.dumps({"QueueUrl": "q", "WaitTimeSeconds": 20}).encode()
+    receive_headers = {**HEADERS, "X-Amz-Target": "AmazonSQS.ReceiveMessage"}
+
+    async def send_while_polled() -> tuple[float, tuple[int, bytes]]:
+        polling = asyncio.ensure_future(daemon.answer(poll, receive_headers))
+        while daemon.ctx.notifier is None or daemon.ctx.notifier.parked == 0:
+            await asyncio.sleep(0.001)
+        started = daemon.loop.time()
+        status, _ = await _send(daemon, "for the poll")
+        assert status == 200
+        return daemon.loop.time() - started, await polling
+
+    seconds, (status, answer) = daemon.loop.run_until_complete(send_while_polled())
+    assert seconds < 0.5  # no wait for a write from the polling connection
+    assert status == 200
+    assert [m["Body"] for m in json.loads(answer)["Messages"]] == ["for the poll"]

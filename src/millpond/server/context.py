@@ -77,6 +77,7 @@ class Notifier:
         self._doorbells: dict[tuple[int, int], list[Any]] = {}
         self._doorbells_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self.parked = 0  # long polls waiting now (see LoopCommitter: they send nothing)
 
     def listener(self, broker_key: int) -> Callable[[int | None, int], None]:
         def notified(queue_id: int | None, count: int) -> None:
@@ -178,6 +179,7 @@ class Notifier:
             return True
         if rung is not None:
             self._watch(key, rung, bell)
+        self.parked += 1
         try:
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes in the same
             # loop iteration as the wake-up, and the poll of a client just gone would go on to
@@ -188,6 +190,8 @@ class Notifier:
             if future.done():  # woken as it was cancelled: the message is another poll's
                 self.pass_on(broker_key, queue_id)
             raise
+        finally:
+            self.parked -= 1
         self._leave(key, future)
         return future.done()
 
@@ -342,13 +346,14 @@ class LoopCommitter:
     nothing (daemon SendMessage, 64 connections: medians 0.46x -> 0.52x the empty handler).
 
     Then, round after round, until a write has come from as many requests as the daemon has
-    connections open, or no new write came for LOOP_GATHER_QUIET_S, or the commit has waited
-    a few commits' time. Under steady load the connections otherwise fall into two waves,
-    each with a commit of its own: the requests that arrive while the loop is blocked in one
-    commit's fsync make the next. The loop is not idle meanwhile: it serves the requests it
-    waits for. 64 connections: 35 -> 64 sends a commit, the server's CPU 48.2 -> 45.8 us a
-    request. One connection commits at once; connections that send nothing (idle in a pool,
-    in a long poll) cost each commit LOOP_GATHER_QUIET_S at most.
+    connections open (but those in a parked long poll), or no new write came for
+    LOOP_GATHER_QUIET_S, or the commit has waited a few commits' time. Under steady load the
+    connections otherwise fall into two waves, each with a commit of its own: the requests
+    that arrive while the loop is blocked in one commit's fsync make the next. The loop is
+    not idle meanwhile: it serves the requests it waits for. 64 connections: 35 -> 61 sends
+    a commit, the server's CPU 55.4 -> 49.8 us a request. One connection commits at once;
+    connections that send nothing (idle in a pool) cost each commit LOOP_GATHER_QUIET_S at
+    most.
     """
 
     def __init__(
@@ -359,6 +364,7 @@ class LoopCommitter:
         self._storage = storage
         self._ctx = ctx
         self._first = 0  # ctx.joined before the first write of the commit held back
+        self._expected: int | None = None  # the most writes it may wait for (None: unknown)
         self._joined = 0  # ctx.joined at the last round
         self._last_write = 0.0  # when a round last saw a new write (time.monotonic())
         self._deadline = 0.0
@@ -373,6 +379,11 @@ class LoopCommitter:
         self._joined = self._ctx.joined
         self._first = self._joined - 1  # the write that asked for this commit is in
         self._last_write = now
+        # A write may come from each connection but those whose request is a parked long poll
+        connections = DeadlineHttpProtocol.server_connections
+        notifier = self._ctx.notifier
+        parked = 0 if notifier is None else notifier.parked
+        self._expected = None if connections is None else len(connections) - parked
         self._loop.call_soon(self._loop.call_soon, self._round)
 
     def _round(self) -> None:
@@ -381,11 +392,11 @@ class LoopCommitter:
         if joined != self._joined:
             self._joined = joined
             self._last_write = now
-        connections = DeadlineHttpProtocol.server_connections
+        expected = self._expected
         if (
             now < self._deadline
             and now - self._last_write < LOOP_GATHER_QUIET_S
-            and (connections is None or joined - self._first < len(connections))
+            and (expected is None or joined - self._first < expected)
         ):
             self._loop.call_soon(self._round)
             return
