@@ -790,6 +790,51 @@ def test_a_daemon_loop_leaves_slow_commits_to_the_writer_thread(
         ctx.close()
 
 
+def test_a_daemon_loop_keeps_commits_slow_with_their_own_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits that take long because their ops do (a big SendMessageBatch wave), not the disk:
+    the loop goes on leading them. The writer thread would not make that work any shorter (it
+    holds the interpreter lock wherever it runs), and handing it over costs more CPU."""
+    import asyncio
+    import time as time_module
+
+    from millpond.server.context import Context
+
+    ctx = Context(str(tmp_path), durability="os")
+    try:
+        queue = ctx.broker().create_queue("q")
+        storage = queue._storage
+        send_write = queue._send_write
+
+        def slow_send_write(*args: Any) -> Any:
+            write = send_write(*args)
+            fn = write.fn
+
+            def slow(*fn_args: Any) -> Any:
+                time_module.sleep(0.005)  # 5 ms of the op's own work in every commit
+                return fn(*fn_args)
+
+            return write._replace(fn=slow)
+
+        monkeypatch.setattr(queue, "_send_write", slow_send_write)
+
+        async def one_after_another() -> list[str]:
+            ctx.bind_loop(asyncio.get_running_loop())
+            ids = []
+            for i in range(10):  # a commit each: each asks for a leader again
+                first = await ctx.write(queue, queue._send_write([b"m%d" % i], [b""], [0]))
+                ids.extend(queue._sent(first, 1))
+            return ids
+
+        assert len(set(asyncio.run(one_after_another()))) == 10
+        assert storage._commit_seconds > 0.002  # slow commits ...
+        assert storage._sync_seconds < 0.002  # ... that the disk is not slow for
+        assert storage._writer is None  # still led by the loop
+    finally:
+        ctx.close()
+
+
 def test_submits_after_the_committing_loop_closed_go_to_the_writer_thread(tmp_path: Path) -> None:
     from millpond.server.context import Context
 

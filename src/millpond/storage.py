@@ -88,8 +88,10 @@ os.register_at_fork(
 )
 
 READER_CHECK_INTERVAL_S = 60.0  # clear reader slots of dead processes this often
-# A committer (an event loop) leads the commits of submitted ops itself while a commit takes
-# less than this; longer commits go to the writer thread so that the loop keeps serving.
+# A committer (an event loop) leads the commits of submitted ops itself while LMDB's commit
+# (the pages written out and synced) takes less than this; longer ones go to the writer thread
+# so that the loop keeps serving while the disk works. The ops' own work is left out: it holds
+# the interpreter lock wherever it runs, and a large batch of it is no slow disk.
 INLINE_COMMIT_MAX_S = 0.002
 GATHER_WINDOW_S = 0.05  # a thread that wrote this recently counts as an active writer
 MAX_GATHER_S = 0.0005  # the longest a leader waits for the others (and at most half a commit)
@@ -301,6 +303,7 @@ class Storage:
         # While a leader gathers: how many queued ops it waits for, and the Wake it sleeps on
         self._gathering: tuple[int, Wake] | None = None
         self._commit_seconds = 0.0  # moving average of a commit's duration
+        self._sync_seconds = 0.0  # ... of LMDB's commit in it (writing out, fsync)
         self._gathers = self.durability == "fsync"  # gathering pays only when commits are slow
         self._send_limit = self.max_map_size - self.reserve
         self._closing = False
@@ -439,7 +442,7 @@ class Storage:
         ``schedule()`` is called (from any thread) when submitted ops need a leader; it must
         make the loop call :meth:`lead_submitted` soon. Every op submitted before that call
         runs in one commit, with no thread hop and no hand-off of the interpreter lock. Once
-        commits take INLINE_COMMIT_MAX_S or more (a slow disk), the writer thread leads them
+        LMDB's commits take INLINE_COMMIT_MAX_S or more (a slow disk), the writer thread leads them
         instead and the loop keeps serving during the fsync. None: the writer thread always.
         """
         self._committer = schedule
@@ -451,7 +454,7 @@ class Storage:
     def _hand_off(self) -> None:
         """Give the queued submitted ops a leader (the caller set _leader_active)."""
         committer = self._committer
-        if committer is not None and self._commit_seconds < INLINE_COMMIT_MAX_S:
+        if committer is not None and self._sync_seconds < INLINE_COMMIT_MAX_S:
             try:
                 committer()
                 return
@@ -646,7 +649,9 @@ class Storage:
             finally:
                 self._running = None
             if not rolled_back:
+                syncing = time.perf_counter()
                 txn.commit()
+                self._sync_seconds += (time.perf_counter() - syncing - self._sync_seconds) / 8
                 if self.tables.next_seqs is not None:
                     self.tables.next_seqs.confirm(txn)  # its seqs hold in the next transaction
                 # Only sends grow the file much (receives add a few index entries; deletes
