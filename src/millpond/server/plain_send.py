@@ -5,7 +5,8 @@ body and nothing more. The general path (``App._sqs_json`` -> ``sqs.send_message
 Request, looks up the handler, reads each optional member of the entry and checks the member
 types any request may hold: about 450 of the ~1,100 Python opcodes a SendMessage costs above the
 HTTP stack's own. Here a request of exactly that shape, to a standard queue, goes from its body
-to the queue's send batch (server/send_batches.py) directly.
+to the queue's send batch (server/send_batches.py) directly (64 connections in-process: 2,564 ->
+2,321 opcodes, 251.7k -> 233.9k instructions a request; the empty handler 155k).
 
 The answers are the general path's by construction. Whatever is not the plain case (another
 member, a value that is not a string, a trace header, a FIFO queue) and whatever the general path
