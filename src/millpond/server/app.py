@@ -397,12 +397,13 @@ async def _unless_disconnected(
 async def _answer_plain_send(sending: plain_send.PlainSend, send: Any) -> None:
     """Answer a plain SendMessage (server/plain_send.py) once its commit is done, as
     sqs.send_message and App._sqs_json answer any other SendMessage."""
-    queue, text, stored = sending
+    queue, data, stored = sending
     request_id = new_request_id()
     id_header = (b"x-amzn-requestid", request_id.encode())
     try:
         seq = await stored
-        result = {"MD5OfMessageBody": md5_of_body(text), "MessageId": queue._message_id(seq)}
+        # the body's UTF-8 bytes, encoded once (by Queue._prepare), as MD5OfMessageBody hashes
+        result = {"MD5OfMessageBody": md5_of_body(data), "MessageId": queue._message_id(seq)}
     except Exception as exc:  # the commit's error (the queue deleted, a full store)
         status, err_headers, err_body = sqs_json.error(_aws_error(exc, plain_send.ACTION, None))
         await _respond(send, status, err_headers + [id_header], err_body)

@@ -31,8 +31,8 @@ from millpond.server.protocol import claimed_scope, queue_name_in, region_of
 
 ACTION = "SendMessage"
 
-# The queue, the body as sent, and the future of the message's seq (see Context.send).
-PlainSend = tuple[Queue, str, "asyncio.Future[int]"]
+# The queue, the body as stored (UTF-8), and the future of the message's seq (Context.send).
+PlainSend = tuple[Queue, bytes, "asyncio.Future[int]"]
 
 
 def start(
@@ -70,4 +70,4 @@ def start(
         # Refused, or a bug: the general path does the same again and answers as it always
         # has (AWS's error, or an InternalError it logs). Nothing was stored or queued.
         return None
-    return queue, text, ctx.send(queue, data, blob, delay_ms)
+    return queue, data, ctx.send(queue, data, blob, delay_ms)
